@@ -1,0 +1,36 @@
+# One-command set-up: `make demo` runs the main job, `make test` the test suite; both run
+# `make setup` first, which builds .venv and installs anvil into tools/node_modules.
+# The stamp is written only after every step succeeded, so a half-done set-up is redone.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml tools/package.json tools/package-lock.json
+	@rm -f $(STAMP)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# npm ci rejects a lock that (like npm itself) records only this platform's optional binary;
+	# install from the lock without rewriting it instead.
+	cd tools && npm install --no-save --no-audit --no-fund --loglevel=error
+	$(PY) -m ocean_secret_store.tools anvil-path --check
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m ocean_secret_store.cli demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/crypto.py
+
+clean:
+	rm -rf $(VENV) tools/node_modules .pytest_cache .hypothesis
