@@ -26,7 +26,7 @@ def checksum_address(address: bytes) -> str:
         raise ValueError(f"an address is 20 bytes, got {len(address)}")
     lower = address.hex()
     digest = keccak256(lower.encode("ascii")).hex()
-    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest, strict=True))
+    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest[:40], strict=True))
 
 
 def _node_id_bytes(node_id: Point | bytes) -> bytes:

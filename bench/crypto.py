@@ -1,0 +1,175 @@
+"""Crypto core benchmarks: medians and percentiles of the hot operations, run on demand.
+
+    .venv/bin/python bench/crypto.py [--quick] [--skip-stream]
+
+Prints one table; the figures the foundation issue asks for are marked with their target.
+Peak RSS of streaming a 1 GiB document is measured in a child process (so the parent's own
+memory does not count) reading from /dev/zero-like generated chunks and writing to a sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from Crypto.Cipher import AES  # noqa: E402
+
+from ocean_secret_store.crypto import document, dkg, ecies, schnorr, shadows  # noqa: E402
+from ocean_secret_store.crypto.curve import N, Point, random_scalar  # noqa: E402
+from ocean_secret_store.crypto.sharing import shadow_coefficients  # noqa: E402
+
+
+def timings(fn: Callable[[], object], *, repeat: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def row(name: str, samples: list[float], target: str = "") -> None:
+    samples = sorted(samples)
+    p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+    med = statistics.median(samples)
+    print(f"{name:<52} {med * 1e3:9.3f} {p(0.9) * 1e3:9.3f} {p(0.99) * 1e3:9.3f}  {target}")
+
+
+def throughput(name: str, fn: Callable[[], object], size: int, repeat: int) -> float:
+    samples = timings(fn, repeat=repeat, warmup=1)
+    med = statistics.median(samples)
+    mbps = size / med / 1e6
+    print(f"{name:<52} {mbps:9.1f} MB/s (median of {repeat})")
+    return mbps
+
+
+def stream_peak_rss(size: int) -> int:
+    code = textwrap.dedent(
+        f"""
+        import io, resource, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from ocean_secret_store.crypto import document
+        from ocean_secret_store.crypto.curve import Point
+        class Zeros(io.RawIOBase):
+            def __init__(self, n): self.left = n
+            def readable(self): return True
+            def readinto(self, b):
+                k = min(len(b), self.left); b[:k] = bytes(k); self.left -= k; return k
+        class Sink(io.RawIOBase):
+            def __init__(self): self.n = 0
+            def writable(self): return True
+            def write(self, b): self.n += len(b); return len(b)
+        sink = Sink()
+        document.encrypt_stream(Point.generator_mul(5), io.BufferedReader(Zeros({size}), 1 << 20), sink)
+        assert sink.n == {size} + 16
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, skip 64 MiB and 1 GiB")
+    parser.add_argument("--skip-stream", action="store_true", help="skip the 1 GiB streaming RSS check")
+    args = parser.parse_args()
+    repeat = 300 if args.quick else 2000
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; times in ms")
+    print(f"{'operation':<52} {'median':>9} {'p90':>9} {'p99':>9}  target")
+    requester_secret = random_scalar()
+    requester = Point.generator_mul(requester_secret)
+    blob32 = ecies.encrypt(requester, os.urandom(32))
+    row("ECIES encrypt 32 B", timings(lambda: ecies.encrypt(requester, b"\x01" * 32), repeat=repeat))
+    row("ECIES decrypt 32 B", timings(lambda: ecies.decrypt(requester_secret, blob32), repeat=repeat))
+
+    # One node's shadow computation for t = 2 (group of 3), ECIES to the requester included.
+    common = Point.generator_mul(random_scalar())
+    access_key = random_scalar()
+    xs = [random_scalar() for _ in range(3)]
+    share = random_scalar()
+
+    def node_work() -> None:
+        ns = shadows.node_shadow(share, xs[0], xs[1:])
+        shadows.shadow_decryption(ns, access_key, common, requester)
+
+    row("node shadow computation (t=2, incl. ECIES)", timings(node_work, repeat=repeat), "<= 0.3 ms")
+
+    for group in (3, 5, 11):
+        t = group - 1
+        key = dkg.run_local_dkg(t, group)
+        server_public = key.public
+        document_key, common_point, encrypted_point = document.generate_document_key(server_public)
+        ids = list(key.id_numbers)[:group]
+        xs_g = [key.id_numbers[i] for i in ids]
+        a = random_scalar()
+        points, blobs = [], []
+        for i, node in enumerate(ids):
+            ns = shadows.node_shadow(key.shares[node], xs_g[i], xs_g[:i] + xs_g[i + 1 :])
+            p, b = shadows.shadow_decryption(ns, a, common_point, requester)
+            points.append(p)
+            blobs.append(b)
+        decrypted = shadows.combine_shadow_points(points, a, encrypted_point, t)
+        common_r = shadows.requester_common_point(common_point, t)
+        assert shadows.recover_document_key(decrypted, common_r, blobs, requester_secret) == document_key
+
+        def combine() -> None:
+            d = shadows.combine_shadow_points(points, a, encrypted_point, t)
+            shadows.recover_document_key(d, common_r, blobs, requester_secret)
+
+        target = "<= 0.5 ms" if group == 3 else ""
+        row(f"combine {group} shadows (master + requester)", timings(combine, repeat=repeat // 2), target)
+
+    # Schnorr: one share (t = 2) and combination of 3 partials.
+    key = dkg.run_local_dkg(2, 3)
+    ids = list(key.id_numbers)
+    xs3 = [key.id_numbers[i] for i in ids]
+    nonces = [random_scalar() for _ in ids]
+    nonce_public = Point.generator_mul(sum(nonces) % N)
+    digest = os.urandom(32)
+    c = schnorr.challenge(digest, nonce_public)
+    row("Schnorr partial signature (t=2)",
+        timings(lambda: schnorr.partial_signature(2, nonces[0], key.shares[ids[0]], xs3[0], xs3[1:], c), repeat=repeat))
+    partials = [
+        schnorr.partial_signature(2, nonces[i], key.shares[ids[i]], xs3[i], xs3[:i] + xs3[i + 1 :], c) for i in range(3)
+    ]
+
+    def combine_sig() -> None:
+        s = schnorr.combine_partial_signatures(partials)
+        schnorr.verify(key.public, (c, s), digest)
+
+    row("Schnorr combine 3 partials + verify", timings(combine_sig, repeat=repeat))
+    row("Lagrange (shadow) coefficients, 11 nodes", timings(lambda: shadow_coefficients(xs_g), repeat=repeat))
+
+    print()
+    doc_key = Point.generator_mul(random_scalar())
+    sizes = [1 << 20] if args.quick else [1 << 20, 64 << 20]
+    for size in sizes:
+        data = os.urandom(size)
+        raw_key, iv = os.urandom(16), os.urandom(16)
+        reps = 20 if size <= 1 << 20 else 5
+        raw = throughput(f"raw pycryptodome AES-128-CTR, {size >> 20} MiB",
+                         lambda: AES.new(raw_key, AES.MODE_CTR, nonce=b"", initial_value=iv).encrypt(data), size, reps)
+        ours = throughput(f"document encryption (one-shot), {size >> 20} MiB",
+                          lambda: document.encrypt_document(doc_key, data), size, reps)
+        print(f"{'  ratio document / raw':<52} {ours / raw:9.2f}       target >= 0.8")
+
+    if not (args.quick or args.skip_stream):
+        rss = stream_peak_rss(1 << 30)
+        print(f"{'streaming 1 GiB: peak RSS of the process':<52} {rss / 2**20:9.1f} MiB   target < 100 MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Wiring and lifecycle of one key server process: config -> storage, access checker, transport,
+cluster core and HTTP API; graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..exceptions import ConfigError
+from .acl import AccessChecker, AllowAll, StaticAllowList
+from .cluster import ClusterCore
+from .config import AclConfig, NodeConfig
+from .http_api import make_app
+from .storage import SqliteKeyStorage
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+def build_access_checker(config: AclConfig) -> AccessChecker:
+    if config.kind == "none":
+        log.warning("access checks are disabled (acl kind = none): every requester is allowed")
+        return AllowAll()
+    if config.kind == "allow_list":
+        return StaticAllowList(config.allowed, config.keys)
+    if config.kind == "contract":
+        from ..chain.acl import ContractAccessChecker  # web3 stays out of the import path otherwise
+
+        if config.chain_url is None or config.contract is None:
+            raise ConfigError("acl: the contract checker needs chain_url and contract", key="acl")
+        return ContractAccessChecker(config.chain_url, config.contract)
+    raise ConfigError(f"acl.kind: unknown checker {config.kind!r}", key="acl.kind")
+
+
+@dataclass
+class RunningNode:
+    config: NodeConfig
+    core: ClusterCore
+    transport: Transport
+    runner: web.AppRunner
+    storage: SqliteKeyStorage
+
+    @property
+    def http_port(self) -> int:
+        site = next(iter(self.runner.sites))
+        server = site._server  # aiohttp keeps the bound socket here
+        assert server is not None and server.sockets  # type: ignore[union-attr]
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.transport.stop()
+        await self.core.stop()
+        await self.core.acl.close()
+        await asyncio.to_thread(self.storage.close)
+
+
+async def start_node(config: NodeConfig) -> RunningNode:
+    storage = SqliteKeyStorage(config.storage_path, config.node_secret)
+    acl = build_access_checker(config.acl)
+    core_ref: list[ClusterCore] = []
+
+    async def on_message(peer: bytes, payload: bytes) -> None:
+        await core_ref[0].on_message(peer, payload)
+
+    async def on_disconnected(peer: bytes) -> None:
+        core_ref[0].on_peer_disconnected(peer)
+
+    transport = Transport(
+        config.node_secret,
+        listen=(config.listen.host, config.listen.port),
+        peers={node: (hp.host, hp.port) for node, hp in config.peers.items()},
+        on_message=on_message,
+        on_disconnected=on_disconnected,
+        keepalive_interval=config.timeouts.keepalive,
+        connect_timeout=config.timeouts.connect,
+    )
+    core = ClusterCore(
+        node_secret=config.node_secret,
+        nodes=config.cluster.keys(),
+        net=transport,
+        storage=storage,
+        acl=acl,
+        session_timeout=config.timeouts.session,
+    )
+    core_ref.append(core)
+    await core.start()
+    await transport.start()
+    runner = web.AppRunner(make_app(core, str(config.cors)), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
+    await site.start()
+    return RunningNode(config, core, transport, runner, storage)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT."""
+    node = await start_node(config)
+    log.info(
+        "key server 0x%s.. listening: http %s:%d, cluster %s",
+        config.node_id.hex()[:16], config.http_listen.host, node.http_port, config.listen,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await node.stop()

@@ -1,0 +1,584 @@
+"""A key server node's configuration: a typed, validated :class:`NodeConfig` read from (and written as) TOML.
+
+The file (every setting; unknown keys are errors, so a typo never silently means a default)::
+
+    [node]
+    secret = "0x<64 hex>"                   # dev only; or the two lines below
+    # keystore = "keys/node0.json"          # Ethereum v3 keystore, relative to this file
+    # password_env = "NODE0_PASSWORD"       # environment variable holding its password
+    listen = "127.0.0.1:12000"              # node-to-node listener (port 0: any free port)
+    http_listen = "127.0.0.1:12001"         # public HTTP API (Parity's, protocol.md §1)
+    data_dir = "node0"                      # relative to this file
+
+    [cluster]                               # every node, this one included
+    "0x<128 hex public key>" = "127.0.0.1:12000"
+
+    [timeouts]                              # seconds, > 0 (these are the defaults)
+    session = 5.0
+    connect = 2.0
+    keepalive = 10.0
+
+    [acl]
+    kind = "allow_list"                     # "none" | "allow_list" | "contract"
+    allowed = ["0x<40 hex>"]                # allow_list: addresses allowed for every key
+    [acl.keys]                              # allow_list: per-key grants
+    "0x<64 hex key id>" = ["0x<40 hex>"]
+    # kind = "contract": chain_url = "http://127.0.0.1:8545" and contract = "0x<40 hex>"
+
+    [http]
+    cors = "none"                           # "none" | "*" / "all" / "any" | "origin1,origin2"
+
+Every error is a :class:`~ocean_secret_store.exceptions.ConfigError` whose ``key`` names the
+setting; no message ever contains the node secret or the keystore password.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Literal, NamedTuple
+
+from ..crypto.curve import N, Point
+from ..crypto.hashes import address_of, keccak256
+from ..exceptions import ConfigError, InvalidPoint
+from .storage import DB_FILENAME
+
+__all__ = [
+    "ACL_KINDS",
+    "AclConfig",
+    "CorsPolicy",
+    "HostPort",
+    "NodeConfig",
+    "Timeouts",
+    "dump_config",
+    "load_config",
+]
+
+AclKind = Literal["none", "allow_list", "contract"]
+ACL_KINDS: Final[tuple[str, ...]] = ("none", "allow_list", "contract")
+
+_HEX64 = re.compile(r"0x[0-9a-fA-F]{64}")
+_HEX128 = re.compile(r"0x[0-9a-fA-F]{128}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+
+
+# -- value types --------------------------------------------------------------------------------
+
+
+class HostPort(NamedTuple):
+    """A TCP endpoint; ``str()`` gives ``host:port`` (``[v6]:port`` for IPv6)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds: a whole session, one connection attempt, silence before a peer is pinged/dropped."""
+
+    session: float = 5.0
+    connect: float = 2.0
+    keepalive: float = 10.0
+
+
+@dataclass(frozen=True)
+class CorsPolicy:
+    """Parity's ``cors`` setting (protocol.md §1.7): allow all origins, or only those listed."""
+
+    allow_all: bool = False
+    origins: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, setting: str) -> CorsPolicy:
+        """``"none"`` -> nobody; ``"*"``/``"all"``/``"any"`` -> everybody; else comma-separated origins."""
+        text = setting.strip()
+        if text == "none":
+            return cls()
+        if text in ("*", "all", "any"):
+            return cls(allow_all=True)
+        origins = tuple(part.strip() for part in text.split(","))
+        if not text or any(not o or any(c.isspace() for c in o) for o in origins):
+            raise ValueError("expected none, *, all, any or comma-separated origins without blanks")
+        return cls(origins=origins)
+
+    def __str__(self) -> str:
+        if self.allow_all:
+            return "*"
+        return ",".join(self.origins) if self.origins else "none"
+
+
+@dataclass(frozen=True)
+class AclConfig:
+    """Which access checker the node runs; the checkers themselves live in ``node.acl``.
+
+    ``allowed`` and ``keys`` (20-byte addresses; key id -> addresses) are for ``allow_list``,
+    ``chain_url`` and ``contract`` (20-byte address) for ``contract``.
+    """
+
+    kind: AclKind = "none"
+    allowed: frozenset[bytes] = frozenset()
+    keys: Mapping[bytes, frozenset[bytes]] = field(default_factory=lambda: MappingProxyType({}))
+    chain_url: str | None = None
+    contract: bytes | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node's validated configuration. ``node_secret`` never appears in the repr.
+
+    ``keystore``/``password_env`` record where the secret came from (None for an inline secret),
+    so that :func:`dump_config` writes the keystore reference back rather than the key.
+    """
+
+    node_secret: int = field(repr=False)
+    node_public: Point
+    listen: HostPort
+    http_listen: HostPort
+    data_dir: Path
+    cluster: Mapping[bytes, HostPort]
+    timeouts: Timeouts = Timeouts()
+    acl: AclConfig = AclConfig()
+    cors: CorsPolicy = CorsPolicy()
+    keystore: Path | None = None
+    password_env: str | None = None
+
+    @property
+    def node_id(self) -> bytes:
+        """This node's 64-byte id (its public key), as the cluster core uses it."""
+        return self.node_public.to_bytes()
+
+    @property
+    def address(self) -> bytes:
+        return address_of(self.node_public)
+
+    @property
+    def storage_path(self) -> Path:
+        """The SQLite key database inside :attr:`data_dir`."""
+        return self.data_dir / DB_FILENAME
+
+    @property
+    def peers(self) -> dict[bytes, HostPort]:
+        """The cluster without this node."""
+        return {node: addr for node, addr in self.cluster.items() if node != self.node_id}
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], base_dir: Path | str, environ: Mapping[str, str] | None = None
+    ) -> NodeConfig:
+        """Validate a parsed TOML document; relative paths are resolved against ``base_dir``.
+
+        :param environ: where ``password_env`` is looked up (default ``os.environ``).
+        :raises ConfigError: naming the first bad setting.
+        """
+        return _Parser(Path(base_dir), os.environ if environ is None else environ).config(data)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The TOML document of this config (paths absolute). Contains the secret if it was inline."""
+        node: dict[str, Any] = {}
+        if self.keystore is not None:
+            node["keystore"] = str(self.keystore)
+            node["password_env"] = self.password_env
+        else:
+            node["secret"] = f"0x{self.node_secret:064x}"
+        node.update(listen=str(self.listen), http_listen=str(self.http_listen), data_dir=str(self.data_dir))
+        acl: dict[str, Any] = {"kind": self.acl.kind}
+        if self.acl.kind == "allow_list":
+            acl["allowed"] = [_checksum(a) for a in sorted(self.acl.allowed)]
+            acl["keys"] = {
+                "0x" + k.hex(): [_checksum(a) for a in sorted(v)] for k, v in sorted(self.acl.keys.items())
+            }
+        elif self.acl.kind == "contract":
+            assert self.acl.contract is not None
+            acl["chain_url"] = self.acl.chain_url
+            acl["contract"] = _checksum(self.acl.contract)
+        return {
+            "node": node,
+            "cluster": {"0x" + n.hex(): str(a) for n, a in sorted(self.cluster.items())},
+            "timeouts": {
+                "session": self.timeouts.session,
+                "connect": self.timeouts.connect,
+                "keepalive": self.timeouts.keepalive,
+            },
+            "acl": acl,
+            "http": {"cors": str(self.cors)},
+        }
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read and validate a node's TOML config file.
+
+    :raises ConfigError: the file cannot be read, is not TOML, or a setting is invalid.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return NodeConfig.from_mapping(data, path.resolve().parent, environ)
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+_Section = Mapping[str, Any]
+
+
+class _Parser:
+    """Validates one document; every failure is a ConfigError naming the dotted key."""
+
+    def __init__(self, base_dir: Path, environ: Mapping[str, str]) -> None:
+        self.base_dir = base_dir
+        self.environ = environ
+
+    @staticmethod
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{key}: {problem}", key=key)
+
+    def table(self, data: _Section, name: str, allowed: tuple[str, ...] | None, required: bool = True) -> _Section:
+        value = data.get(name.rsplit(".", 1)[-1])
+        if value is None:
+            if required:
+                raise self.fail(name, "missing table")
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self.fail(name, "must be a table")
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    raise self.fail(f"{name}.{key}", f"unknown setting (expected one of: {', '.join(allowed)})")
+        return value
+
+    def string(self, section: _Section, prefix: str, key: str, required: bool = True) -> str | None:
+        value = section.get(key)
+        if value is None:
+            if required:
+                raise self.fail(f"{prefix}.{key}", "missing")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"{prefix}.{key}", "must be a string")
+        return value
+
+    def config(self, data: Mapping[str, Any]) -> NodeConfig:
+        if not isinstance(data, Mapping):
+            raise self.fail("(document)", "must be a table")
+        sections = ("node", "cluster", "timeouts", "acl", "http")
+        for key in data:
+            if key not in sections:
+                raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
+        node = self.table(data, "node", ("secret", "keystore", "password_env", "listen", "http_listen", "data_dir"))
+        secret, keystore, password_env = self.secret(node)
+        public = Point.generator_mul(secret)
+        cluster = self.cluster(self.table(data, "cluster", None))
+        if public.to_bytes() not in cluster:
+            raise self.fail("cluster", f"does not list this node (0x{public.to_bytes().hex()})")
+        data_dir = self.string(node, "node", "data_dir")
+        assert data_dir is not None
+        if not data_dir:
+            raise self.fail("node.data_dir", "must not be empty")
+        return NodeConfig(
+            node_secret=secret,
+            node_public=public,
+            listen=self.endpoint(node, "node", "listen", allow_zero=True),
+            http_listen=self.endpoint(node, "node", "http_listen", allow_zero=True),
+            data_dir=self.base_dir / Path(data_dir).expanduser(),
+            cluster=MappingProxyType(cluster),
+            timeouts=self.timeouts(self.table(data, "timeouts", ("session", "connect", "keepalive"), required=False)),
+            acl=self.acl(self.table(data, "acl", ("kind", "allowed", "keys", "chain_url", "contract"))),
+            cors=self.cors(self.table(data, "http", ("cors",), required=False)),
+            keystore=keystore,
+            password_env=password_env,
+        )
+
+    # -- [node] -----------------------------------------------------------------------------
+
+    def secret(self, node: _Section) -> tuple[int, Path | None, str | None]:
+        inline = self.string(node, "node", "secret", required=False)
+        keystore = self.string(node, "node", "keystore", required=False)
+        password_env = self.string(node, "node", "password_env", required=False)
+        if inline is not None:
+            if keystore is not None or password_env is not None:
+                key = "node.keystore" if keystore is not None else "node.password_env"
+                raise self.fail(key, "give either node.secret or node.keystore with node.password_env, not both")
+            # The value is never echoed: it is the node's private key.
+            if not _HEX64.fullmatch(inline):
+                raise self.fail("node.secret", "must be 0x followed by 64 hex digits")
+            value = int(inline[2:], 16)
+            if not 0 < value < N:
+                raise self.fail("node.secret", "is not a valid secp256k1 private key (must be 1 <= s < n)")
+            return value, None, None
+        if keystore is None:
+            raise self.fail("node.secret", "missing (give node.secret, or node.keystore with node.password_env)")
+        if password_env is None:
+            raise self.fail("node.password_env", "missing (names the environment variable with the keystore password)")
+        if not _ENV_NAME.fullmatch(password_env):
+            raise self.fail("node.password_env", f"{password_env!r} is not an environment variable name")
+        password = self.environ.get(password_env)
+        if password is None:
+            raise self.fail("node.password_env", f"environment variable {password_env} is not set")
+        path = self.base_dir / Path(keystore).expanduser()
+        return _decrypt_keystore(path, password, password_env), path, password_env
+
+    def endpoint(self, section: _Section, prefix: str, key: str, allow_zero: bool = False) -> HostPort:
+        text = self.string(section, prefix, key)
+        assert text is not None
+        try:
+            return parse_host_port(text, allow_zero=allow_zero)
+        except ValueError as exc:
+            raise self.fail(f"{prefix}.{key}", f"{text!r}: {exc}") from None
+
+    # -- [cluster] --------------------------------------------------------------------------
+
+    def cluster(self, section: _Section) -> dict[bytes, HostPort]:
+        nodes: dict[bytes, HostPort] = {}
+        if not section:
+            raise self.fail("cluster", "must list at least this node")
+        for key, value in section.items():
+            name = f'cluster."{key}"'
+            if not _HEX128.fullmatch(key):
+                raise self.fail(name, "a node id must be 0x followed by 128 hex digits (a public key)")
+            try:
+                node = Point.from_bytes(bytes.fromhex(key[2:])).to_bytes()
+            except InvalidPoint:
+                raise self.fail(name, "is not a point on secp256k1") from None
+            if node in nodes:
+                raise self.fail(name, "is listed twice (hex case differs)")
+            if not isinstance(value, str):
+                raise self.fail(name, 'must be a "host:port" string')
+            try:
+                nodes[node] = parse_host_port(value)
+            except ValueError as exc:
+                raise self.fail(name, f"{value!r}: {exc}") from None
+        return nodes
+
+    # -- [timeouts] -------------------------------------------------------------------------
+
+    def timeouts(self, section: _Section) -> Timeouts:
+        values: dict[str, float] = {}
+        for key in ("session", "connect", "keepalive"):
+            if key not in section:
+                continue
+            value = section[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail(f"timeouts.{key}", "must be a number of seconds")
+            if not math.isfinite(value) or value <= 0:
+                raise self.fail(f"timeouts.{key}", "must be a finite number of seconds > 0")
+            values[key] = float(value)
+        return Timeouts(**values)
+
+    # -- [acl] ------------------------------------------------------------------------------
+
+    def acl(self, section: _Section) -> AclConfig:
+        kind = self.string(section, "acl", "kind")
+        if kind not in ACL_KINDS:
+            raise self.fail("acl.kind", f"{kind!r}: expected one of {', '.join(ACL_KINDS)}")
+        own = {"none": (), "allow_list": ("allowed", "keys"), "contract": ("chain_url", "contract")}[kind]
+        for key in ("allowed", "keys", "chain_url", "contract"):
+            if key in section and key not in own:
+                raise self.fail(f"acl.{key}", f"not a setting of acl.kind = {kind!r}")
+        if kind == "allow_list":
+            allowed = self.addresses(section.get("allowed", []), "acl.allowed")
+            keys_section = self.table(section, "acl.keys", None, required=False)
+            grants: dict[bytes, frozenset[bytes]] = {}
+            for key_id, addresses in keys_section.items():
+                name = f'acl.keys."{key_id}"'
+                if not _HEX64.fullmatch(key_id):
+                    raise self.fail(name, "a server key id must be 0x followed by 64 hex digits")
+                raw = bytes.fromhex(key_id[2:])
+                if raw in grants:
+                    raise self.fail(name, "is listed twice (hex case differs)")
+                grants[raw] = self.addresses(addresses, name)
+            return AclConfig("allow_list", allowed, MappingProxyType(grants))
+        if kind == "contract":
+            url = self.string(section, "acl", "chain_url")
+            assert url is not None
+            if not re.fullmatch(r"(https?|wss?)://[^\s/]+(/\S*)?", url):
+                raise self.fail("acl.chain_url", f"{url!r}: expected an http(s):// or ws(s):// URL")
+            contract = self.string(section, "acl", "contract")
+            assert contract is not None
+            return AclConfig("contract", chain_url=url, contract=self.address(contract, "acl.contract"))
+        return AclConfig("none")
+
+    def addresses(self, value: object, key: str) -> frozenset[bytes]:
+        if not isinstance(value, list):
+            raise self.fail(key, "must be a list of 0x addresses")
+        result = set()
+        for item in value:
+            if not isinstance(item, str):
+                raise self.fail(key, "must be a list of 0x addresses")
+            result.add(self.address(item, key))
+        return frozenset(result)
+
+    def address(self, text: str, key: str) -> bytes:
+        if not _ADDRESS.fullmatch(text):
+            raise self.fail(key, f"{text!r}: expected 0x followed by 40 hex digits")
+        raw = bytes.fromhex(text[2:])
+        # Mixed case claims an EIP-55 checksum: a mismatch is a mistyped address.
+        body = text[2:]
+        if body != body.lower() and body != body.upper() and _checksum(raw) != text:
+            raise self.fail(key, f"{text!r}: EIP-55 checksum mismatch")
+        return raw
+
+    # -- [http] -----------------------------------------------------------------------------
+
+    def cors(self, section: _Section) -> CorsPolicy:
+        text = self.string(section, "http", "cors", required=False)
+        if text is None:
+            return CorsPolicy()
+        try:
+            return CorsPolicy.parse(text)
+        except ValueError as exc:
+            raise self.fail("http.cors", f"{text!r}: {exc}") from None
+
+
+def parse_host_port(text: str, allow_zero: bool = False) -> HostPort:
+    """``host:port`` or ``[v6]:port``; the host is an IP address or a DNS name.
+
+    :raises ValueError: with the reason (callers wrap it in ConfigError).
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError('expected "host:port"')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _IPV6.fullmatch(host) or ":" not in host:
+            raise ValueError("bad IPv6 address")
+    elif ":" in host or not _HOSTNAME.fullmatch(host):
+        raise ValueError("bad host (IPv6 addresses go in brackets)")
+    port = int(port_text)
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ValueError(f"port must be in {0 if allow_zero else 1}..65535")
+    return HostPort(host, port)
+
+
+def _checksum(address: bytes) -> str:
+    """EIP-55 mixed-case form of a 20-byte address."""
+    # Local rather than crypto.hashes.checksum_address, which zips the 40 hex digits with all 64
+    # digest digits under strict=True and so always raises (reported).
+    lower = address.hex()
+    digest = keccak256(lower.encode("ascii")).hex()
+    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest[:40], strict=True))
+
+
+def _decrypt_keystore(path: Path, password: str, password_env: str) -> int:
+    """The private key of an Ethereum v3 keystore file; errors never include the password."""
+    key = "node.keystore"
+    try:
+        keyfile = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})", key=key) from None
+    except ValueError:
+        raise ConfigError(f"{key}: {path} is not JSON", key=key) from None
+    if not isinstance(keyfile, dict) or not isinstance(keyfile.get("crypto", keyfile.get("Crypto")), dict):
+        raise ConfigError(f"{key}: {path} is not an Ethereum v3 keystore", key=key)
+    # Lazy: eth_account pulls in a large dependency tree that an inline-secret node never needs.
+    from eth_account import Account
+
+    try:
+        raw = bytes(Account.decrypt(keyfile, password))
+    except ValueError as exc:
+        # eth_account says "MAC mismatch" for a wrong password; other ValueErrors mean a bad file.
+        if "MAC" in str(exc):
+            raise ConfigError(
+                f"node.password_env: the password in ${password_env} does not decrypt {path} (MAC mismatch)",
+                key="node.password_env",
+            ) from None
+        raise ConfigError(f"{key}: cannot decrypt {path}: unsupported or malformed keystore", key=key) from None
+    except (KeyError, TypeError, NotImplementedError):
+        raise ConfigError(f"{key}: cannot decrypt {path}: unsupported or malformed keystore", key=key) from None
+    value = int.from_bytes(raw, "big")
+    if len(raw) != 32 or not 0 < value < N:
+        raise ConfigError(f"{key}: {path} does not hold a valid secp256k1 private key", key=key)
+    return value
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    # Hex ids are legal bare keys, but quoting them reads as the value they are.
+    return key if _BARE_KEY.fullmatch(key) and not key.startswith("0x") else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    out = ['"']
+    for char in text:
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif char in "\b\t\n\f\r":
+            out.append({"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str | Path):
+        return _toml_string(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    if isinstance(value, Mapping):
+        # Inline table: only reached for mappings inside arrays.
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v, where)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"{where}: cannot write a {type(value).__name__} as TOML", key=where)
+
+
+def _emit_table(lines: list[str], prefix: list[str], table: Mapping[str, Any]) -> None:
+    scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, Mapping)]
+    tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
+    if prefix and (scalars or not tables):
+        lines.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
+    for key, value in scalars:
+        if not isinstance(key, str):
+            raise ConfigError(f"{'.'.join([*prefix, str(key)])}: TOML keys are strings")
+        lines.append(f"{_toml_key(key)} = {_toml_value(value, '.'.join([*prefix, key]))}")
+    if prefix and (scalars or not tables):
+        lines.append("")
+    for key, value in tables:
+        _emit_table(lines, [*prefix, key], value)
+
+
+def dump_config(config: NodeConfig | Mapping[str, Any]) -> str:
+    """TOML text for a config or a config-shaped mapping (None values are left out).
+
+    The result of dumping a :class:`NodeConfig` loads back to an equal config. It holds the node
+    secret when that was given inline: write it to a file of mode 0600.
+    """
+    data = config.to_mapping() if isinstance(config, NodeConfig) else config
+    lines: list[str] = []
+    _emit_table(lines, [], data)
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,313 @@
+"""Server key generation: a Pedersen-VSS DKG over all N nodes with Feldman-verified public shares.
+
+Rounds, driven by the entry node (the master):
+
+1. ``GenInit`` (master -> every node, answered): id numbers, threshold, author. Each node
+   refuses a key id it already stores or is already generating.
+2. ``GenStart`` (master -> every node, answered with ``GenReady(Y)``): each node deals its
+   polynomials, sending ``GenDealing`` (f_i(x_j), g_i(x_j), Pedersen commitments) straight to
+   every other node; verifies every dealing it receives against the Pedersen commitments;
+   then broadcasts ``GenPublics`` (Feldman commitments a_ik·G) and verifies its share of
+   every dealer against them. That binds each public share a_i0·G to the dealt polynomial
+   (Parity does not check public shares at all, protocol.md §8), so every node computes the
+   same, verified ``Y = Σ a_i0·G``.
+3. ``GenCommit`` (master -> every node, answered): every node stores its share; the master
+   stores last and returns ``Y``.
+
+The second generator ``H`` is hashed to the curve from the key id (crypto.nums) instead of
+Parity's sequential derivation round. No node ever holds the joint secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...crypto import dkg, sharing
+from ...crypto.curve import N, Point, random_scalar
+from ...crypto.hashes import key_version_hash
+from ...crypto.nums import pedersen_h
+from ...exceptions import (
+    DuplicateSessionId,
+    InvalidMessage,
+    InvalidNodeForRequest,
+    InvalidShare,
+    KeyServerError,
+    NodeDisconnected,
+    NotEnoughNodesForThreshold,
+    ServerKeyAlreadyGenerated,
+)
+from ...protocol import messages as m
+from ..cluster import ClusterCore, gather_settled, oneway_handler, request_handler
+from ..storage import KeyShare, KeyVersion
+
+TABLE = "generation"
+
+
+@dataclass(eq=False, repr=False)
+class GenerationState:
+    """One node's state in one key generation (secrets inside: never logged or printed)."""
+
+    key_id: bytes
+    master: bytes
+    author: bytes
+    threshold: int
+    id_numbers: dict[bytes, int]
+    created: float
+    h: Point
+    dealings: dict[bytes, tuple[int, int, tuple[Point, ...]]] = field(default_factory=dict)
+    publics: dict[bytes, tuple[Point, ...]] = field(default_factory=dict)
+    dealings_done: asyncio.Event = field(default_factory=asyncio.Event)
+    publics_done: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: KeyServerError | None = None
+    share: int | None = None
+    public: Point | None = None
+
+    @property
+    def participants(self) -> int:
+        return len(self.id_numbers)
+
+    def fail(self, error: KeyServerError) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.dealings_done.set()
+        self.publics_done.set()
+
+    def peer_lost(self, peer: bytes) -> None:
+        if peer in self.id_numbers and self.share is None:
+            self.fail(NodeDisconnected())
+
+    def expire(self) -> None:
+        self.fail(NodeDisconnected())
+
+
+def _validate_init(core: ClusterCore, master: bytes, msg: m.GenInit) -> None:
+    nodes = set(msg.id_numbers)
+    if core.node_id not in nodes or master not in nodes:
+        raise InvalidNodeForRequest()
+    if not nodes <= set(core.nodes):
+        raise InvalidNodeForRequest()
+    if not 0 <= msg.threshold < len(nodes):
+        raise NotEnoughNodesForThreshold()
+
+
+async def _create(core: ClusterCore, master: bytes, msg: m.GenInit) -> GenerationState:
+    _validate_init(core, master, msg)
+    table = core.table(TABLE)
+    if msg.session in table:
+        raise DuplicateSessionId()
+    # Reserve the id before the storage look-up so two concurrent generations cannot both pass.
+    state = GenerationState(
+        key_id=msg.session,
+        master=master,
+        author=msg.author,
+        threshold=msg.threshold,
+        id_numbers=dict(msg.id_numbers),
+        created=asyncio.get_running_loop().time(),
+        h=pedersen_h(msg.session),
+    )
+    table[msg.session] = state
+    try:
+        if await asyncio.to_thread(core.storage.contains, msg.session):
+            raise ServerKeyAlreadyGenerated()
+    except BaseException:
+        table.pop(msg.session, None)
+        raise
+    return state
+
+
+def _state_for(core: ClusterCore, sender: bytes, session: bytes, *, from_master: bool) -> GenerationState:
+    state = core.table(TABLE).get(session)
+    if state is None:
+        from ...exceptions import NoActiveSessionWithId
+
+        raise NoActiveSessionWithId()
+    if from_master and sender != state.master:
+        raise InvalidNodeForRequest()
+    if sender not in state.id_numbers:
+        raise InvalidNodeForRequest()
+    return state
+
+
+@request_handler(m.GenInit)
+async def _on_init(core: ClusterCore, sender: bytes, msg: m.GenInit) -> None:
+    await _create(core, sender, msg)
+
+
+@oneway_handler(m.GenDealing)
+def _on_dealing(core: ClusterCore, sender: bytes, msg: m.GenDealing) -> None:
+    state = _state_for(core, sender, msg.session, from_master=False)
+    if sender in state.dealings:
+        state.fail(InvalidMessage("duplicate dealing"))
+        return
+    state.dealings[sender] = (msg.secret1, msg.secret2, msg.commitments)
+    if len(state.dealings) == state.participants:
+        state.dealings_done.set()
+
+
+@oneway_handler(m.GenPublics)
+def _on_publics(core: ClusterCore, sender: bytes, msg: m.GenPublics) -> None:
+    state = _state_for(core, sender, msg.session, from_master=False)
+    if sender in state.publics:
+        state.fail(InvalidMessage("duplicate public coefficients"))
+        return
+    state.publics[sender] = msg.coefficients
+    if len(state.publics) == state.participants:
+        state.publics_done.set()
+
+
+async def _wait(state: GenerationState, event: asyncio.Event) -> None:
+    await event.wait()
+    if state.failure is not None:
+        raise state.failure
+
+
+async def _deal_and_verify(core: ClusterCore, state: GenerationState) -> Point:
+    """Phase 2 at one node: deal, verify dealings, exchange and verify Feldman commitments."""
+    me = core.node_id
+    others = [n for n in state.id_numbers if n != me]
+    dealing = dkg.deal(state.threshold, state.h, core.rng)
+    for node in others:
+        secret1, secret2 = dkg.dealing_for(dealing, state.id_numbers[node])
+        await core.send(node, m.GenDealing(state.key_id, secret1, secret2, dealing.commitments))
+    own1, own2 = dkg.dealing_for(dealing, state.id_numbers[me])
+    _on_dealing_local(state, me, (own1, own2, dealing.commitments))
+    await _wait(state, state.dealings_done)
+
+    x_self = state.id_numbers[me]
+    for dealer, (secret1, secret2, commitments) in state.dealings.items():
+        try:
+            dkg.verify_dealing(x_self, secret1, secret2, commitments, state.h, state.threshold)
+        except InvalidShare as exc:
+            raise InvalidMessage(f"dealing of node 0x{dealer.hex()[:16]}.. fails its commitments") from exc
+
+    feldman = sharing.feldman_commitments(dealing.f)
+    for node in others:
+        await core.send(node, m.GenPublics(state.key_id, feldman))
+    state.publics[me] = feldman
+    if len(state.publics) == state.participants:
+        state.publics_done.set()
+    await _wait(state, state.publics_done)
+
+    for dealer, coefficients in state.publics.items():
+        if len(coefficients) != state.threshold + 1:
+            raise InvalidMessage("wrong number of public coefficients")
+        try:
+            sharing.verify_feldman_share(x_self, state.dealings[dealer][0], coefficients)
+        except InvalidShare as exc:
+            raise InvalidMessage(f"share of node 0x{dealer.hex()[:16]}.. does not match its public coefficients") from exc
+    state.share = sum(d[0] for d in state.dealings.values()) % N
+    state.public = dkg.joint_public([c[0] for c in state.publics.values()])
+    return state.public
+
+
+def _on_dealing_local(state: GenerationState, me: bytes, dealing: tuple[int, int, tuple[Point, ...]]) -> None:
+    state.dealings[me] = dealing
+    if len(state.dealings) == state.participants:
+        state.dealings_done.set()
+
+
+@request_handler(m.GenStart)
+async def _on_start(core: ClusterCore, sender: bytes, msg: m.GenStart) -> m.GenReady:
+    state = _state_for(core, sender, msg.session, from_master=True)
+    try:
+        return m.GenReady(await _deal_and_verify(core, state))
+    except KeyServerError as exc:
+        state.fail(exc)
+        core.table(TABLE).pop(msg.session, None)
+        raise
+
+
+def _key_share(state: GenerationState) -> KeyShare:
+    assert state.share is not None and state.public is not None
+    version = KeyVersion(
+        hash=key_version_hash(state.id_numbers), id_numbers=dict(state.id_numbers), secret_share=state.share
+    )
+    return KeyShare(
+        author=state.author,
+        threshold=state.threshold,
+        public=state.public,
+        common_point=None,
+        encrypted_point=None,
+        versions=(version,),
+    )
+
+
+@request_handler(m.GenCommit)
+async def _on_commit(core: ClusterCore, sender: bytes, msg: m.GenCommit) -> None:
+    state = _state_for(core, sender, msg.session, from_master=True)
+    core.table(TABLE).pop(msg.session, None)
+    if state.share is None or state.failure is not None:
+        raise InvalidMessage("commit before the key was computed")
+    await core.insert_key(state.key_id, _key_share(state))
+
+
+@oneway_handler(m.GenAbort)
+def _on_abort(core: ClusterCore, sender: bytes, msg: m.GenAbort) -> None:
+    state = core.table(TABLE).get(msg.session)
+    if state is not None and state.master == sender:
+        core.table(TABLE).pop(msg.session, None)
+        state.fail(NodeDisconnected())
+
+
+async def _broadcast_abort(core: ClusterCore, key_id: bytes, nodes: tuple[bytes, ...]) -> None:
+    for node in nodes:
+        if node in core.net.connected_peers():
+            try:
+                await core.send(node, m.GenAbort(key_id))
+            except KeyServerError:
+                pass
+
+
+def _first_error(results: list[Any]) -> BaseException | None:
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return None
+    # The most telling error wins: "already generated" explains the others.
+    for preferred in (ServerKeyAlreadyGenerated, DuplicateSessionId):
+        for err in errors:
+            if isinstance(err, preferred):
+                return err
+    return errors[0]
+
+
+async def run(core: ClusterCore, key_id: bytes, author: bytes, threshold: int) -> Point:
+    """Master side: generate the server key ``key_id`` for ``author`` over every configured node."""
+    nodes = core.nodes
+    if not 0 <= threshold < len(nodes):
+        raise NotEnoughNodesForThreshold()
+    core.require_all_connected()
+    xs: set[int] = set()
+    while len(xs) < len(nodes):
+        xs.add(random_scalar(core.rng))
+    id_numbers = dict(zip(nodes, sorted(xs, key=lambda _: core._random.random()), strict=True))
+    init = m.GenInit(key_id, author, threshold, id_numbers)
+    others = core.others
+    state = await _create(core, core.node_id, init)
+    try:
+        error = _first_error(await gather_settled([core.request(n, init) for n in others]))
+        if error:
+            raise error
+        results = await gather_settled(
+            [core.request(n, m.GenStart(key_id)) for n in others] + [_deal_and_verify(core, state)]
+        )
+        error = _first_error(results)
+        if error:
+            raise error
+        public = results[-1]
+        assert isinstance(public, Point)
+        if any(r.public != public for r in results[:-1]):  # type: ignore[union-attr]
+            raise InvalidMessage("nodes computed different joint public keys")
+        error = _first_error(await gather_settled([core.request(n, m.GenCommit(key_id)) for n in others]))
+        if error:
+            raise error
+        await core.insert_key(key_id, _key_share(state))
+        return public
+    except BaseException as exc:
+        state.fail(exc if isinstance(exc, KeyServerError) else NodeDisconnected())
+        # Spawned, not awaited: this path also runs when the session is being cancelled.
+        core.spawn(_broadcast_abort(core, key_id, others))
+        raise
+    finally:
+        core.table(TABLE).pop(key_id, None)

@@ -1,0 +1,67 @@
+"""Document key storing (Parity's encryption session, protocol.md §1.4.2, §6.11), and the
+combined server + document key generation of endpoint 3 (§1.4.3).
+
+Every configured node must be connected. Each node checks on its own that the requester is
+the key's author and that no document key is stored yet. Parity's quirk is kept: storing for
+a key id nobody holds succeeds and stores nothing.
+"""
+
+from __future__ import annotations
+
+from ...crypto import document, ecies
+from ...crypto.curve import Point
+from ...exceptions import AccessDenied, DocumentKeyAlreadyStored, KeyServerError
+from ...protocol import messages as m
+from ..cluster import ClusterCore, Requester, gather_settled, request_handler
+
+async def _store_locally(core: ClusterCore, key_id: bytes, requester: Requester, common: Point, encrypted: Point) -> None:
+    # Check-then-write must not interleave with another store on this node (stores are rare).
+    async with core.store_lock:
+        share = await core.load_key(key_id)
+        if share is None:
+            return  # Parity: nothing to store, and not an error
+        if share.author != requester.address:
+            raise AccessDenied()
+        if share.common_point is not None:
+            raise DocumentKeyAlreadyStored()
+        await core.update_key(key_id, share.with_document_key(common, encrypted))
+
+
+@request_handler(m.StoreRequest)
+async def _on_store(core: ClusterCore, sender: bytes, msg: m.StoreRequest) -> None:
+    requester = Requester.from_signature(msg.signature, msg.key_id)
+    await _store_locally(core, msg.key_id, requester, msg.common_point, msg.encrypted_point)
+
+
+async def run(
+    core: ClusterCore, key_id: bytes, signature: bytes, requester: Requester, common: Point, encrypted: Point
+) -> None:
+    share = await core.load_key(key_id)
+    if share is not None:
+        if share.author != requester.address:
+            raise AccessDenied()
+        if share.common_point is not None:
+            raise DocumentKeyAlreadyStored()
+    core.require_all_connected()
+    request = m.StoreRequest(key_id, signature, common, encrypted)
+    results = await gather_settled([core.request(n, request) for n in core.others])
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        for preferred in (AccessDenied, DocumentKeyAlreadyStored, KeyServerError):
+            for err in errors:
+                if isinstance(err, preferred):
+                    raise err
+        raise errors[0]
+    await _store_locally(core, key_id, requester, common, encrypted)
+
+
+async def generate_and_store(
+    core: ClusterCore, key_id: bytes, signature: bytes, requester: Requester, threshold: int
+) -> bytes:
+    """Endpoint 3: generate the server key, then a document key for it; returns ECIES(Q, M)."""
+    from . import generation
+
+    public = await generation.run(core, key_id, requester.address, threshold)
+    document_key, common, encrypted = document.generate_document_key(public, core.rng)
+    await run(core, key_id, signature, requester, common, encrypted)
+    return ecies.encrypt(requester.public, document_key.to_bytes(), rng=core.rng)

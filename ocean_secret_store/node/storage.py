@@ -1,0 +1,554 @@
+"""Key share records (protocol.md §5.1) and their storage: in memory for tests, SQLite on disk for nodes.
+
+The on-disk record keeps Parity's V3 JSON layout (§5.2) so that it stays readable with any
+SQLite tool, with one deliberate difference: each version's ``secret_share`` is sealed with
+AES-256-GCM under a key derived from the node secret, its associated data binding it to the
+record's key id and version hash (a share cannot be copied into another record or version).
+A second derived key authenticates the whole record (HMAC-SHA256 over key id and JSON), so
+that the public fields that drive access decisions (``author``, ``threshold``, the document
+key points) cannot be edited on disk either.
+
+Every write is one SQLite transaction in WAL mode with ``synchronous=FULL``: after a crash the
+row holds the old or the new record, never a mixture.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Protocol
+
+from Crypto.Cipher import AES
+from Crypto.Hash import SHA256
+from Crypto.Protocol.KDF import HKDF
+
+from ..crypto.curve import N, Point, scalar_bytes
+from ..crypto.hashes import key_version_hash
+from ..exceptions import (
+    DatabaseError,
+    InternalError,
+    InvalidPoint,
+    InvalidScalar,
+    KeyServerError,
+    KeyVersionNotFound,
+    ServerKeyAlreadyGenerated,
+    ServerKeyIsNotFound,
+)
+
+__all__ = [
+    "DB_FILENAME",
+    "SCHEMA_VERSION",
+    "KeyShare",
+    "KeyStorage",
+    "KeyVersion",
+    "MemoryKeyStorage",
+    "SqliteKeyStorage",
+]
+
+#: File name of the SQLite database inside a node's data directory.
+DB_FILENAME: Final = "keys.sqlite3"
+#: ``PRAGMA user_version`` of the schema this module writes.
+SCHEMA_VERSION: Final = 1
+
+# Domain-separation labels for the two keys derived from the node secret (HKDF "info").
+_SHARE_KEY_LABEL: Final = b"ocean-secret-store/storage/share-encryption/v1"
+_RECORD_MAC_LABEL: Final = b"ocean-secret-store/storage/record-mac/v1"
+_HKDF_SALT: Final = b"ocean-secret-store/storage"
+# A MAC of this constant, stored once per database, tells a wrong node secret from a tampered row.
+_KEY_CHECK: Final = b"ocean-secret-store/storage/key-check"
+_NONCE_SIZE: Final = 12
+_TAG_SIZE: Final = 16
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class KeyVersion:
+    """One version of a key's sharing (Parity's ``DocumentKeyShareVersion``).
+
+    :param hash: ``key_version_hash(id_numbers)`` (protocol.md §2.11), 32 bytes.
+    :param id_numbers: every share holder's 64-byte node id -> its id number ``x_j``.
+    :param secret_share: this node's share ``s_j`` (never shown in the repr).
+    """
+
+    hash: bytes
+    id_numbers: Mapping[bytes, int]
+    secret_share: int = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.hash) != 32:
+            raise InternalError(f"a key version hash is 32 bytes, got {len(self.hash)}")
+        for node, x in self.id_numbers.items():
+            if len(node) != 64:
+                raise InvalidPoint(f"a node id is 64 bytes, got {len(node)}")
+            if not 0 < x < N:
+                raise InvalidScalar("an id number must satisfy 1 <= x < n")
+        if not 0 <= self.secret_share < N:
+            raise InvalidScalar("a secret share must satisfy 0 <= s < n")
+        # A read-only copy: the record is shared between sessions and must not change under them.
+        object.__setattr__(self, "id_numbers", MappingProxyType(dict(self.id_numbers)))
+
+    @classmethod
+    def new(cls, id_numbers: Mapping[bytes, int], secret_share: int) -> KeyVersion:
+        """A version whose hash is computed from ``id_numbers``."""
+        return cls(key_version_hash(id_numbers), id_numbers, secret_share)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KeyVersion):
+            return NotImplemented
+        return (
+            self.hash == other.hash
+            and dict(self.id_numbers) == dict(other.id_numbers)
+            and hmac.compare_digest(scalar_bytes(self.secret_share), scalar_bytes(other.secret_share))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        nodes = ", ".join("0x" + node.hex()[:16] + "…" for node in sorted(self.id_numbers))
+        return f"KeyVersion(hash=0x{self.hash.hex()}, id_numbers=[{nodes}], secret_share=<secret>)"
+
+
+@dataclass(frozen=True)
+class KeyShare:
+    """This node's record of one server key (Parity's ``DocumentKeyShare``, protocol.md §5.1).
+
+    :param author: 20-byte address of the generation requester.
+    :param threshold: ``t``: ``t + 1`` shares are needed to use the key.
+    :param public: the server public key ``Y``.
+    :param common_point: ``C`` of the stored document key, or None until one is stored.
+    :param encrypted_point: ``E`` of the stored document key, or None until one is stored.
+    :param versions: oldest first; redistribution appends.
+    """
+
+    author: bytes
+    threshold: int
+    public: Point
+    common_point: Point | None
+    encrypted_point: Point | None
+    versions: tuple[KeyVersion, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.author) != 20:
+            raise InternalError(f"an author address is 20 bytes, got {len(self.author)}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 0:
+            raise InternalError("a threshold is a non-negative integer")
+        if (self.common_point is None) != (self.encrypted_point is None):
+            raise InternalError("common_point and encrypted_point are set together or not at all")
+        object.__setattr__(self, "versions", tuple(self.versions))
+
+    @property
+    def last_version(self) -> KeyVersion:
+        """The newest version.
+
+        :raises KeyVersionNotFound: the record has no version.
+        """
+        if not self.versions:
+            raise KeyVersionNotFound("the key share has no versions")
+        return self.versions[-1]
+
+    def version(self, version_hash: bytes) -> KeyVersion:
+        """The newest version with this hash.
+
+        :raises KeyVersionNotFound: no version has this hash.
+        """
+        for candidate in reversed(self.versions):
+            if candidate.hash == version_hash:
+                return candidate
+        raise KeyVersionNotFound(f"key version 0x{bytes(version_hash).hex()} is not found")
+
+    def with_document_key(self, common_point: Point, encrypted_point: Point) -> KeyShare:
+        """A copy with the document key's ``C`` and ``E`` set."""
+        return KeyShare(self.author, self.threshold, self.public, common_point, encrypted_point, self.versions)
+
+    def with_version(self, version: KeyVersion) -> KeyShare:
+        """A copy with ``version`` appended as the newest version."""
+        return KeyShare(
+            self.author, self.threshold, self.public, self.common_point, self.encrypted_point,
+            (*self.versions, version),
+        )
+
+
+# -- the port -----------------------------------------------------------------------------------
+
+
+class KeyStorage(Protocol):
+    """Where a node keeps its key shares. Methods block; the node calls them via ``asyncio.to_thread``."""
+
+    def insert(self, key_id: bytes, share: KeyShare) -> None:
+        """Store a new record. :raises ServerKeyAlreadyGenerated: ``key_id`` already has one."""
+        ...
+
+    def update(self, key_id: bytes, share: KeyShare) -> None:
+        """Replace an existing record. :raises ServerKeyIsNotFound: ``key_id`` has none."""
+        ...
+
+    def get(self, key_id: bytes) -> KeyShare | None: ...
+
+    def contains(self, key_id: bytes) -> bool: ...
+
+    def remove(self, key_id: bytes) -> None:
+        """Delete the record if there is one (no error otherwise)."""
+        ...
+
+    def key_ids(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+def _check_key_id(key_id: bytes) -> bytes:
+    if not isinstance(key_id, bytes | bytearray) or len(key_id) != 32:
+        raise InternalError("a server key id is 32 bytes")
+    return bytes(key_id)
+
+
+class MemoryKeyStorage:
+    """A dict behind a lock: the storage of session tests and throw-away nodes."""
+
+    def __init__(self) -> None:
+        self._records: dict[bytes, KeyShare] = {}
+        self._lock = threading.Lock()
+
+    def insert(self, key_id: bytes, share: KeyShare) -> None:
+        key_id = _check_key_id(key_id)
+        with self._lock:
+            if key_id in self._records:
+                raise ServerKeyAlreadyGenerated()
+            self._records[key_id] = share
+
+    def update(self, key_id: bytes, share: KeyShare) -> None:
+        key_id = _check_key_id(key_id)
+        with self._lock:
+            if key_id not in self._records:
+                raise ServerKeyIsNotFound()
+            self._records[key_id] = share
+
+    def get(self, key_id: bytes) -> KeyShare | None:
+        with self._lock:
+            return self._records.get(bytes(key_id))
+
+    def contains(self, key_id: bytes) -> bool:
+        with self._lock:
+            return bytes(key_id) in self._records
+
+    def remove(self, key_id: bytes) -> None:
+        with self._lock:
+            self._records.pop(bytes(key_id), None)
+
+    def key_ids(self) -> Iterator[bytes]:
+        with self._lock:
+            return iter(sorted(self._records))
+
+    def close(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+# -- SQLite -------------------------------------------------------------------------------------
+
+
+class _Keys:
+    """The two keys derived from the node secret (share sealing, record MAC); the repr hides them."""
+
+    __slots__ = ("mac", "share")
+
+    def __init__(self, node_secret: int) -> None:
+        if isinstance(node_secret, bool) or not isinstance(node_secret, int) or not 0 < node_secret < N:
+            raise InvalidScalar("the node secret must satisfy 1 <= s < n")
+        master = scalar_bytes(node_secret)
+        self.share: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_SHARE_KEY_LABEL)  # type: ignore[assignment]
+        self.mac: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_RECORD_MAC_LABEL)  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "_Keys(<secret>)"
+
+    def record_mac(self, key_id: bytes, record: bytes) -> bytes:
+        return hmac.new(self.mac, key_id + record, "sha256").digest()
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> str:
+    nonce = os.urandom(_NONCE_SIZE)
+    cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
+    cipher.update(key_id + version.hash)
+    ciphertext, tag = cipher.encrypt_and_digest(scalar_bytes(version.secret_share))
+    return _hex(nonce + ciphertext + tag)
+
+
+def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
+    """Parity's V3 JSON (field order and 0x-hex as §5.2), shares sealed, compact UTF-8."""
+    record = {
+        "author": _hex(share.author),
+        "threshold": share.threshold,
+        "public": _hex(share.public.to_bytes()),
+        "common_point": None if share.common_point is None else _hex(share.common_point.to_bytes()),
+        "encrypted_point": None if share.encrypted_point is None else _hex(share.encrypted_point.to_bytes()),
+        "versions": [
+            {
+                "hash": _hex(v.hash),
+                "id_numbers": {_hex(node): _hex(scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())},
+                "secret_share": {"aes256gcm": _seal_share(keys, key_id, v)},
+            }
+            for v in share.versions
+        ],
+    }
+    return json.dumps(record, separators=(",", ":")).encode("utf-8")
+
+
+class _Corrupt(Exception):
+    """Internal: a stored record does not parse (turned into DatabaseError with the key id)."""
+
+
+def _unhex(value: Any, size: int) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 2 + 2 * size:
+        raise _Corrupt(f"expected 0x and {2 * size} hex digits")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError as exc:
+        raise _Corrupt("not hex") from exc
+
+
+def _point(value: Any) -> Point:
+    try:
+        return Point.from_bytes(_unhex(value, 64))
+    except InvalidPoint as exc:
+        raise _Corrupt("not a curve point") from exc
+
+
+def _open_share(keys: _Keys, key_id: bytes, version_hash: bytes, sealed: Any) -> int:
+    if not isinstance(sealed, dict) or set(sealed) != {"aes256gcm"}:
+        raise _Corrupt("secret_share is not a sealed share")
+    blob = _unhex(sealed["aes256gcm"], _NONCE_SIZE + 32 + _TAG_SIZE)
+    nonce, ciphertext, tag = blob[:_NONCE_SIZE], blob[_NONCE_SIZE:-_TAG_SIZE], blob[-_TAG_SIZE:]
+    cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
+    cipher.update(key_id + version_hash)
+    try:
+        plain = cipher.decrypt_and_verify(ciphertext, tag)
+    except ValueError as exc:
+        raise _Corrupt("a secret share fails authentication (wrong node secret or tampered record)") from exc
+    value = int.from_bytes(plain, "big")
+    if value >= N:
+        raise _Corrupt("a secret share is out of range")
+    return value
+
+
+def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Corrupt("not JSON") from exc
+    fields = ("author", "threshold", "public", "common_point", "encrypted_point", "versions")
+    if not isinstance(data, dict) or set(data) != set(fields):
+        raise _Corrupt("unexpected record fields")
+    threshold = data["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        raise _Corrupt("bad threshold")
+    if not isinstance(data["versions"], list):
+        raise _Corrupt("versions is not a list")
+    versions = []
+    for entry in data["versions"]:
+        if not isinstance(entry, dict) or set(entry) != {"hash", "id_numbers", "secret_share"}:
+            raise _Corrupt("unexpected version fields")
+        version_hash = _unhex(entry["hash"], 32)
+        if not isinstance(entry["id_numbers"], dict):
+            raise _Corrupt("id_numbers is not a map")
+        id_numbers = {_unhex(node, 64): int.from_bytes(_unhex(x, 32), "big") for node, x in entry["id_numbers"].items()}
+        if not hmac.compare_digest(key_version_hash(id_numbers), version_hash):
+            raise _Corrupt("a version hash does not match its id numbers")
+        share = _open_share(keys, key_id, version_hash, entry["secret_share"])
+        try:
+            versions.append(KeyVersion(version_hash, id_numbers, share))
+        except (InvalidPoint, InvalidScalar, InternalError) as exc:
+            raise _Corrupt("invalid version") from exc
+    try:
+        return KeyShare(
+            author=_unhex(data["author"], 20),
+            threshold=threshold,
+            public=_point(data["public"]),
+            common_point=None if data["common_point"] is None else _point(data["common_point"]),
+            encrypted_point=None if data["encrypted_point"] is None else _point(data["encrypted_point"]),
+            versions=tuple(versions),
+        )
+    except InternalError as exc:
+        raise _Corrupt("inconsistent record") from exc
+
+
+class SqliteKeyStorage:
+    """Key shares in one SQLite file: WAL, ``synchronous=FULL``, one row per key, shares sealed.
+
+    :param path: the database file, or a directory (then :data:`DB_FILENAME` inside it). Missing
+        parent directories are created (mode 0700), the file with mode 0600.
+    :param node_secret: the node's private key; the storage keys are derived from it with HKDF.
+    :raises DatabaseError: the file cannot be opened, has a newer schema, or was written under a
+        different node secret.
+    """
+
+    def __init__(self, path: Path | str, node_secret: int) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / DB_FILENAME
+        self.path = path
+        self._keys = _Keys(node_secret)
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file ourselves so it (and the -wal/-shm files SQLite copies the mode to)
+            # is private to the node's user from the first byte.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseError(f"cannot open {path}: {exc.__class__.__name__}") from exc
+        try:
+            self._setup()
+        except BaseException:
+            self._db.close()
+            self._db = None
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteKeyStorage({str(self.path)!r})"
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        db = self._conn()
+        check = self._keys.record_mac(b"", _KEY_CHECK)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise DatabaseError(f"{self.path}: cannot switch to WAL mode")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
+                    db.execute(
+                        "CREATE TABLE IF NOT EXISTS keys ("
+                        " key_id BLOB PRIMARY KEY CHECK (length(key_id) = 32),"
+                        " record TEXT NOT NULL,"
+                        " mac BLOB NOT NULL) WITHOUT ROWID"
+                    )
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (check,))
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version != SCHEMA_VERSION:
+                    raise DatabaseError(
+                        f"{self.path}: schema version {version}, this program reads {SCHEMA_VERSION}"
+                    )
+                row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"{self.path}: {exc.__class__.__name__}: {exc}") from exc
+        if row is None or not hmac.compare_digest(bytes(row[0]), check):
+            raise DatabaseError(f"{self.path} was written under a different node secret")
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise DatabaseError("the key storage is closed")
+        return self._db
+
+    # -- KeyStorage -------------------------------------------------------------------------
+
+    def insert(self, key_id: bytes, share: KeyShare) -> None:
+        key_id = _check_key_id(key_id)
+        record = _encode_record(self._keys, key_id, share)
+        with self._lock:
+            try:
+                self._conn().execute(
+                    "INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)",
+                    (key_id, record.decode("utf-8"), self._keys.record_mac(key_id, record)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ServerKeyAlreadyGenerated() from exc
+            except sqlite3.Error as exc:
+                raise _database_error("insert", key_id, exc) from exc
+
+    def update(self, key_id: bytes, share: KeyShare) -> None:
+        key_id = _check_key_id(key_id)
+        record = _encode_record(self._keys, key_id, share)
+        with self._lock:
+            try:
+                cursor = self._conn().execute(
+                    "UPDATE keys SET record = ?, mac = ? WHERE key_id = ?",
+                    (record.decode("utf-8"), self._keys.record_mac(key_id, record), key_id),
+                )
+            except sqlite3.Error as exc:
+                raise _database_error("update", key_id, exc) from exc
+            updated = cursor.rowcount
+        if updated == 0:
+            raise ServerKeyIsNotFound()
+
+    def get(self, key_id: bytes) -> KeyShare | None:
+        key_id = bytes(key_id)
+        with self._lock:
+            try:
+                row = self._conn().execute("SELECT record, mac FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+            except sqlite3.Error as exc:
+                raise _database_error("read", key_id, exc) from exc
+        if row is None:
+            return None
+        record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
+        if not hmac.compare_digest(self._keys.record_mac(key_id, record), bytes(row[1])):
+            raise DatabaseError(f"the record of key 0x{key_id.hex()} fails authentication (tampered)")
+        try:
+            return _decode_record(self._keys, key_id, record)
+        except _Corrupt as exc:
+            raise DatabaseError(f"the record of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+
+    def contains(self, key_id: bytes) -> bool:
+        with self._lock:
+            try:
+                row = self._conn().execute("SELECT 1 FROM keys WHERE key_id = ?", (bytes(key_id),)).fetchone()
+            except sqlite3.Error as exc:
+                raise _database_error("read", bytes(key_id), exc) from exc
+        return row is not None
+
+    def remove(self, key_id: bytes) -> None:
+        with self._lock:
+            try:
+                self._conn().execute("DELETE FROM keys WHERE key_id = ?", (bytes(key_id),))
+            except sqlite3.Error as exc:
+                raise _database_error("delete", bytes(key_id), exc) from exc
+
+    def key_ids(self) -> Iterator[bytes]:
+        # A snapshot: a live cursor must not outlive the lock or cross threads.
+        with self._lock:
+            try:
+                rows = self._conn().execute("SELECT key_id FROM keys ORDER BY key_id").fetchall()
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot list keys: {exc.__class__.__name__}: {exc}") from exc
+        return iter([bytes(r[0]) for r in rows])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> SqliteKeyStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _database_error(action: str, key_id: bytes, exc: sqlite3.Error) -> KeyServerError:
+    return DatabaseError(f"cannot {action} key 0x{key_id.hex()}: {exc.__class__.__name__}: {exc}")

@@ -1,0 +1,975 @@
+"""The Parity Secret Store HTTP API on the wire (protocol.md §1): paths, bodies, errors and CORS.
+
+Pure: no sockets, no aiohttp. The node's HTTP adapter calls :func:`parse_request`,
+:class:`CorsPolicy` and the ``encode_*`` / :func:`error_response` helpers; clients call the path
+builders (or :func:`encode_request`) and the ``decode_*`` / :func:`error_from_response` helpers.
+
+Parsing follows Parity 2.5.10 … OE 3.0 (``secret-store/src/listener/http_listener.rs``) byte for
+byte: percent-decode the path as UTF-8, ignore the query, strip leading ``/``, split on ``/``,
+dispatch on ``admin`` or an optional prefix (``shadow``, ``schnorr``, ``ecdsa``, ``server``), then
+match exactly on (prefix, argument count, method). Any failure is :class:`BadRequest`, which the
+node answers with ``400`` and an empty body. Hex arguments follow rustc-hex (either case, the
+four ASCII whitespace characters space, CR, LF and tab are skipped, ``0x`` is rejected) and the
+threshold follows Rust's ``usize::from_str`` (ASCII digits with an optional ``+``, at most 2^64 - 1).
+
+Requester signatures are *not* recovered here: a 130-hex signature always parses, and the node's
+recovery turns a bad one into Parity's ``400 "Insufficient requester data: bad signature: …"``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar, Final, TypeAlias
+from urllib.parse import unquote_to_bytes
+
+from ..crypto.curve import Point
+from ..exceptions import (
+    KEY_SERVER_ERRORS,
+    InternalError,
+    InvalidPoint,
+    KeyServerError,
+    SecretStoreError,
+    SerializationError,
+)
+
+__all__ = [
+    "BAD_REQUEST_STATUS",
+    "CONTENT_TYPE_JSON",
+    "CORS_REJECTED_STATUS",
+    "DEFAULT_MAX_BODY",
+    "ENCRYPTED_DOCUMENT_KEY_SIZE",
+    "ENCRYPTED_ECDSA_SIGNATURE_SIZE",
+    "ENCRYPTED_SCHNORR_SIGNATURE_SIZE",
+    "ENCRYPTED_SHADOW_SIZE",
+    "GET",
+    "MAX_PATH_LENGTH",
+    "POST",
+    "USIZE_MAX",
+    "BadRequest",
+    "BadResponse",
+    "CorsDecision",
+    "CorsOutcome",
+    "CorsPolicy",
+    "DocumentKeyShadow",
+    "EcdsaSign",
+    "EncodedRequest",
+    "GenerateDocumentKey",
+    "GenerateServerKey",
+    "Request",
+    "RetrieveDocumentKey",
+    "RetrieveDocumentKeyShadow",
+    "RetrieveServerKey",
+    "SchnorrSign",
+    "ServersSetChange",
+    "StoreDocumentKey",
+    "decode_bytes_response",
+    "decode_error_body",
+    "decode_point_response",
+    "decode_shadow_response",
+    "document_key_retrieval_path",
+    "document_key_shadow_retrieval_path",
+    "document_key_storing_path",
+    "ecdsa_signing_path",
+    "encode_bytes",
+    "encode_point",
+    "encode_request",
+    "encode_shadow",
+    "error_from_response",
+    "error_from_text",
+    "error_response",
+    "parse_request",
+    "schnorr_signing_path",
+    "server_and_document_key_generation_path",
+    "server_key_generation_path",
+    "server_key_retrieval_path",
+    "servers_set_change_body",
+    "servers_set_change_path",
+]
+
+GET: Final = "GET"
+POST: Final = "POST"
+
+#: Content type of every JSON body Parity sends, success or error (protocol.md §1.5, §1.6).
+CONTENT_TYPE_JSON: Final = "application/json; charset=utf-8"
+#: Status of an unparseable request; its body is empty.
+BAD_REQUEST_STATUS: Final = 400
+#: Status of a request whose Origin the CORS policy rejects; its body is empty.
+CORS_REJECTED_STATUS: Final = 404
+
+#: Longest request target we read. The longest valid one (document key storing) is 461
+#: characters; Parity has no limit, but nothing legitimate comes near this.
+MAX_PATH_LENGTH: Final = 2048
+#: Default body limit. Only the servers-set-change body matters (about 135 bytes per node id).
+DEFAULT_MAX_BODY: Final = 64 * 1024
+#: Parity's threshold is a ``usize`` on a 64-bit build.
+USIZE_MAX: Final = 2**64 - 1
+
+_KEY_ID_SIZE: Final = 32
+_SIGNATURE_SIZE: Final = 65
+_POINT_SIZE: Final = 64
+_MESSAGE_HASH_SIZE: Final = 32
+
+#: Parity ECIES adds 65 (ephemeral key) + 16 (IV) + 32 (tag) bytes to the plaintext (§2.2).
+_ECIES_OVERHEAD: Final = 65 + 16 + 32
+#: ``ECIES(Q, M)`` of a 64-byte document key point (endpoints 3 and 5).
+ENCRYPTED_DOCUMENT_KEY_SIZE: Final = _ECIES_OVERHEAD + 64
+#: ``ECIES(Q, c || s)`` (endpoint 7).
+ENCRYPTED_SCHNORR_SIGNATURE_SIZE: Final = _ECIES_OVERHEAD + 64
+#: ``ECIES(Q, r || s || v)`` (endpoint 8).
+ENCRYPTED_ECDSA_SIGNATURE_SIZE: Final = _ECIES_OVERHEAD + 65
+#: ``ECIES(Q, ε_i)`` of one 32-byte decrypt shadow (endpoint 6).
+ENCRYPTED_SHADOW_SIZE: Final = _ECIES_OVERHEAD + 32
+
+
+class BadRequest(SecretStoreError, ValueError):
+    """A request Parity's listener would not parse (answer ``400`` with an empty body), or
+    arguments from which no such request can be built."""
+
+
+class BadResponse(SecretStoreError):
+    """A key server's response body does not have the shape Parity gives it."""
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def _check_bytes(value: object, size: int, what: str) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise BadRequest(f"{what} must be {size} bytes, got {got}")
+
+
+def _check_threshold(value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= USIZE_MAX:
+        raise BadRequest("threshold must be an integer in [0, 2**64 - 1]")
+
+
+def _check_point(value: object, what: str) -> None:
+    if not isinstance(value, Point):
+        raise BadRequest(f"{what} must be a Point, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateServerKey:
+    """``POST /shadow/{key_id}/{signature}/{threshold}``: server key generation (§1.4.1)."""
+
+    method: ClassVar[str] = POST
+    key_id: bytes
+    signature: bytes
+    threshold: int
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+        _check_threshold(self.threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDocumentKey:
+    """Document key storing (§1.4.2).
+
+    ``POST /shadow/{key_id}/{signature}/{common_point}/{encrypted_point}``
+    """
+
+    method: ClassVar[str] = POST
+    key_id: bytes
+    signature: bytes
+    common_point: Point
+    encrypted_point: Point
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+        _check_point(self.common_point, "common_point")
+        _check_point(self.encrypted_point, "encrypted_point")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateDocumentKey:
+    """``POST /{key_id}/{signature}/{threshold}``: server *and* document key generation (§1.4.3)."""
+
+    method: ClassVar[str] = POST
+    key_id: bytes
+    signature: bytes
+    threshold: int
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+        _check_threshold(self.threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveServerKey:
+    """``GET /server/{key_id}/{signature}``: server public key retrieval, author only (§1.4.4)."""
+
+    method: ClassVar[str] = GET
+    key_id: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveDocumentKey:
+    """``GET /{key_id}/{signature}``: document key retrieval, the node reconstructs ``M`` (§1.4.5)."""
+
+    method: ClassVar[str] = GET
+    key_id: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveDocumentKeyShadow:
+    """``GET /shadow/{key_id}/{signature}``: document key shadow retrieval (§1.4.6)."""
+
+    method: ClassVar[str] = GET
+    key_id: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class SchnorrSign:
+    """``GET /schnorr/{key_id}/{signature}/{message_hash}``: threshold Schnorr signing (§1.4.7)."""
+
+    method: ClassVar[str] = GET
+    key_id: bytes
+    signature: bytes
+    message_hash: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+        _check_bytes(self.message_hash, _MESSAGE_HASH_SIZE, "message_hash")
+
+
+@dataclass(frozen=True, slots=True)
+class EcdsaSign:
+    """``GET /ecdsa/{key_id}/{signature}/{message_hash}``: threshold ECDSA signing (§1.4.8)."""
+
+    method: ClassVar[str] = GET
+    key_id: bytes
+    signature: bytes
+    message_hash: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
+        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+        _check_bytes(self.message_hash, _MESSAGE_HASH_SIZE, "message_hash")
+
+
+@dataclass(frozen=True, slots=True)
+class ServersSetChange:
+    """``POST /admin/servers_set_change/{old_set_signature}/{new_set_signature}`` + JSON body (§1.4.9).
+
+    ``new_servers_set`` is a set, as Parity's ``BTreeSet<NodeId>``: it is stored without
+    duplicates and sorted by the 64-byte ids, whatever order it was given in.
+    """
+
+    method: ClassVar[str] = POST
+    old_set_signature: bytes
+    new_set_signature: bytes
+    new_servers_set: tuple[Point, ...]
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.old_set_signature, _SIGNATURE_SIZE, "old_set_signature")
+        _check_bytes(self.new_set_signature, _SIGNATURE_SIZE, "new_set_signature")
+        nodes = tuple(self.new_servers_set)
+        for node in nodes:
+            _check_point(node, "a new servers set entry")
+        object.__setattr__(self, "new_servers_set", tuple(sorted(set(nodes), key=Point.to_bytes)))
+
+
+Request: TypeAlias = (
+    GenerateServerKey
+    | StoreDocumentKey
+    | GenerateDocumentKey
+    | RetrieveServerKey
+    | RetrieveDocumentKey
+    | RetrieveDocumentKeyShadow
+    | SchnorrSign
+    | EcdsaSign
+    | ServersSetChange
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRequest:
+    """A request as it goes on the wire: method, origin-form path, body."""
+
+    method: str
+    path: str
+    body: bytes
+
+
+# -- building requests (clients) -------------------------------------------------------------
+
+
+def _path(*segments: str) -> str:
+    return "/" + "/".join(segments)
+
+
+def server_key_generation_path(key_id: bytes, signature: bytes, threshold: int) -> str:
+    """``/shadow/{key_id}/{signature}/{threshold}`` (POST)."""
+    return encode_request(GenerateServerKey(key_id, signature, threshold)).path
+
+
+def document_key_storing_path(
+    key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point
+) -> str:
+    """``/shadow/{key_id}/{signature}/{common_point}/{encrypted_point}`` (POST)."""
+    return encode_request(StoreDocumentKey(key_id, signature, common_point, encrypted_point)).path
+
+
+def server_and_document_key_generation_path(key_id: bytes, signature: bytes, threshold: int) -> str:
+    """``/{key_id}/{signature}/{threshold}`` (POST)."""
+    return encode_request(GenerateDocumentKey(key_id, signature, threshold)).path
+
+
+def server_key_retrieval_path(key_id: bytes, signature: bytes) -> str:
+    """``/server/{key_id}/{signature}`` (GET)."""
+    return encode_request(RetrieveServerKey(key_id, signature)).path
+
+
+def document_key_retrieval_path(key_id: bytes, signature: bytes) -> str:
+    """``/{key_id}/{signature}`` (GET)."""
+    return encode_request(RetrieveDocumentKey(key_id, signature)).path
+
+
+def document_key_shadow_retrieval_path(key_id: bytes, signature: bytes) -> str:
+    """``/shadow/{key_id}/{signature}`` (GET)."""
+    return encode_request(RetrieveDocumentKeyShadow(key_id, signature)).path
+
+
+def schnorr_signing_path(key_id: bytes, signature: bytes, message_hash: bytes) -> str:
+    """``/schnorr/{key_id}/{signature}/{message_hash}`` (GET)."""
+    return encode_request(SchnorrSign(key_id, signature, message_hash)).path
+
+
+def ecdsa_signing_path(key_id: bytes, signature: bytes, message_hash: bytes) -> str:
+    """``/ecdsa/{key_id}/{signature}/{message_hash}`` (GET)."""
+    return encode_request(EcdsaSign(key_id, signature, message_hash)).path
+
+
+def servers_set_change_path(old_set_signature: bytes, new_set_signature: bytes) -> str:
+    """``/admin/servers_set_change/{old_set_signature}/{new_set_signature}`` (POST)."""
+    return encode_request(ServersSetChange(old_set_signature, new_set_signature, ())).path
+
+
+def servers_set_change_body(new_servers_set: Iterable[Point]) -> bytes:
+    """The JSON array of ``"0x"+128 hex`` node ids, sorted and without duplicates."""
+    return encode_request(
+        ServersSetChange(bytes(_SIGNATURE_SIZE), bytes(_SIGNATURE_SIZE), tuple(new_servers_set))
+    ).body
+
+
+def encode_request(request: Request) -> EncodedRequest:
+    """The method, path (bare lowercase hex, no ``0x``) and body that carry ``request``."""
+    key_id = getattr(request, "key_id", b"").hex()
+    signature = getattr(request, "signature", b"").hex()
+    match request:
+        case GenerateServerKey(threshold=threshold):
+            path = _path("shadow", key_id, signature, str(threshold))
+        case StoreDocumentKey(common_point=common_point, encrypted_point=encrypted_point):
+            points = (common_point.to_bytes().hex(), encrypted_point.to_bytes().hex())
+            path = _path("shadow", key_id, signature, *points)
+        case GenerateDocumentKey(threshold=threshold):
+            path = _path(key_id, signature, str(threshold))
+        case RetrieveServerKey():
+            path = _path("server", key_id, signature)
+        case RetrieveDocumentKey():
+            path = _path(key_id, signature)
+        case RetrieveDocumentKeyShadow():
+            path = _path("shadow", key_id, signature)
+        case SchnorrSign(message_hash=message_hash):
+            path = _path("schnorr", key_id, signature, message_hash.hex())
+        case EcdsaSign(message_hash=message_hash):
+            path = _path("ecdsa", key_id, signature, message_hash.hex())
+        case ServersSetChange():
+            old, new = request.old_set_signature.hex(), request.new_set_signature.hex()
+            path = _path("admin", "servers_set_change", old, new)
+            node_ids = ["0x" + node.to_bytes().hex() for node in request.new_servers_set]
+            body = json.dumps(node_ids, separators=(",", ":"))
+            return EncodedRequest(request.method, path, body.encode("ascii"))
+        case _:
+            raise BadRequest(f"not a Secret Store request: {type(request).__name__}")
+    return EncodedRequest(request.method, path, b"")
+
+
+# -- parsing requests (node) -----------------------------------------------------------------
+
+_PREFIXES: Final = frozenset({"shadow", "schnorr", "ecdsa", "server"})
+# rustc-hex skips exactly these four bytes, nothing else (not form feed, not Unicode spaces).
+_RUSTC_HEX_WHITESPACE: Final = str.maketrans("", "", " \r\n\t")
+_HEX_DIGITS: Final = re.compile(r"[0-9a-fA-F]*")
+# Rust's unsigned from_str: an optional '+', then one or more ASCII digits.
+_RUST_UINT: Final = re.compile(r"\+?[0-9]+")
+# A request target must be visible ASCII; hyper refuses anything else before the handler runs.
+_VISIBLE_ASCII: Final = re.compile(r"[\x21-\x7e]*")
+_ABSOLUTE_FORM: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+
+
+def _rustc_hex(text: str) -> bytes | None:
+    """rustc-hex ``FromHex``: either case, ASCII whitespace skipped, even digit count, no ``0x``."""
+    digits = text.translate(_RUSTC_HEX_WHITESPACE)
+    if len(digits) % 2 or not _HEX_DIGITS.fullmatch(digits):
+        return None
+    return bytes.fromhex(digits)
+
+
+def _rust_uint(text: str, maximum: int) -> int | None:
+    if not _RUST_UINT.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+def _fixed_hex(text: str, size: int, what: str) -> bytes:
+    """Parity's ``H256``/``H512``/``Signature`` ``FromStr``: rustc-hex, then an exact length."""
+    value = _rustc_hex(text)
+    if value is None or len(value) != size:
+        raise BadRequest(f"{what} is not {size} bytes of hex")
+    return value
+
+
+def _threshold(text: str) -> int:
+    value = _rust_uint(text, USIZE_MAX)
+    if value is None:
+        raise BadRequest("threshold is not a decimal usize")
+    return value
+
+
+def _on_curve(raw: bytes, what: str) -> Point:
+    # Parity parses points as raw 64 bytes (H512) and never checks them: an off-curve point
+    # parses, is stored, and breaks later maths. We check it, but only after the whole request
+    # has matched, so a request Parity would refuse still gets Parity's empty 400. The error is
+    # Serde (HTTP 400 with a JSON error body), the closest Parity variant for "bad value".
+    try:
+        return Point.from_bytes(raw)
+    except InvalidPoint as exc:
+        raise SerializationError(f"{what} is not a point on secp256k1") from exc
+
+
+def _origin_form_path(raw_path: str, max_path: int) -> str:
+    if len(raw_path) > max_path:
+        raise BadRequest(f"request target longer than {max_path} characters")
+    if not _VISIBLE_ASCII.fullmatch(raw_path):
+        raise BadRequest("request target is not visible ASCII")
+    absolute = _ABSOLUTE_FORM.match(raw_path)
+    if absolute is not None:
+        # hyper's Uri::path() of an absolute-form target is its path alone ("/" if empty).
+        raw_path = raw_path[absolute.end() :]
+    # The query (and a fragment, which clients should not send) are not part of the path.
+    path = re.split(r"[?#]", raw_path, maxsplit=1)[0]
+    if absolute is not None and not path:
+        path = "/"
+    if not path.startswith("/"):
+        raise BadRequest("request target is neither origin-form nor absolute-form")
+    return path
+
+
+def parse_request(
+    method: str,
+    raw_path: str,
+    body: bytes,
+    *,
+    max_path: int = MAX_PATH_LENGTH,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> Request:
+    """Parse one request exactly as Parity's HTTP listener does (protocol.md §1.1, §1.2, §1.4).
+
+    :param method: the HTTP method, case-sensitive (``"GET"``, ``"POST"``; anything else fails).
+    :param raw_path: the request target as received, still percent-encoded (aiohttp's
+        ``request.raw_path``); the query string is ignored.
+    :param body: the whole request body; only the servers-set-change request reads it.
+    :raises BadRequest: the request does not parse; answer ``400`` with an empty body.
+    :raises SerializationError: the request parses but a point in it (store's common or
+        encrypted point, a new servers set entry) is not on secp256k1; answer with
+        :func:`error_response` (``400`` and Parity's quoted error text). Parity itself accepts
+        such points unchecked.
+    """
+    if len(body) > max_body:
+        raise BadRequest(f"request body longer than {max_body} bytes")
+    path = _origin_form_path(raw_path, max_path)
+    try:
+        # percent_decode(...).decode_utf8(): malformed escapes stay literal, bad UTF-8 fails.
+        decoded = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("percent-decoded path is not UTF-8") from exc
+    # Splitting happens after decoding, so an encoded "%2F" separates segments, as in Parity.
+    segments = decoded.lstrip("/").split("/")
+    if segments[0] == "admin":
+        return _parse_admin(method, segments, body)
+
+    prefix = segments[0] if segments[0] in _PREFIXES else ""
+    args = segments[1:] if prefix else segments
+    if len(args) < 2 or not args[0] or not args[1]:
+        raise BadRequest("a key id and a signature are required")
+    key_id = _fixed_hex(args[0], _KEY_ID_SIZE, "server key id")
+    signature = _fixed_hex(args[1], _SIGNATURE_SIZE, "signature")
+
+    match (prefix, len(args), method):
+        case ("shadow", 3, "POST"):
+            return GenerateServerKey(key_id, signature, _threshold(args[2]))
+        case ("shadow", 4, "POST"):
+            common_point = _fixed_hex(args[2], _POINT_SIZE, "common point")
+            encrypted_point = _fixed_hex(args[3], _POINT_SIZE, "encrypted point")
+            return StoreDocumentKey(
+                key_id,
+                signature,
+                _on_curve(common_point, "common_point"),
+                _on_curve(encrypted_point, "encrypted_point"),
+            )
+        case ("", 3, "POST"):
+            return GenerateDocumentKey(key_id, signature, _threshold(args[2]))
+        case ("server", 2, "GET"):
+            return RetrieveServerKey(key_id, signature)
+        case ("", 2, "GET"):
+            return RetrieveDocumentKey(key_id, signature)
+        case ("shadow", 2, "GET"):
+            return RetrieveDocumentKeyShadow(key_id, signature)
+        case ("schnorr", 3, "GET"):
+            return SchnorrSign(key_id, signature, _fixed_hex(args[2], _MESSAGE_HASH_SIZE, "message hash"))
+        case ("ecdsa", 3, "GET"):
+            return EcdsaSign(key_id, signature, _fixed_hex(args[2], _MESSAGE_HASH_SIZE, "message hash"))
+    raise BadRequest(f"no endpoint for {method} with prefix {prefix!r} and {len(args)} arguments")
+
+
+def _parse_admin(method: str, segments: list[str], body: bytes) -> ServersSetChange:
+    if method != POST or len(segments) != 4 or segments[1] != "servers_set_change":
+        raise BadRequest("the only admin request is POST /admin/servers_set_change/{old}/{new}")
+    old_set_signature = _fixed_hex(segments[2], _SIGNATURE_SIZE, "old set signature")
+    new_set_signature = _fixed_hex(segments[3], _SIGNATURE_SIZE, "new set signature")
+    node_ids = _node_id_set(body)
+    new_servers_set = tuple(_on_curve(raw, "a new servers set entry") for raw in node_ids)
+    return ServersSetChange(old_set_signature, new_set_signature, new_servers_set)
+
+
+def _node_id_set(body: bytes) -> list[bytes]:
+    """serde_json ``BTreeSet<SerializablePublic>``: a JSON array of ``"0x"``-prefixed H512 strings."""
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest("servers set change body is not JSON") from exc
+    if not isinstance(value, list):
+        raise BadRequest("servers set change body is not a JSON array")
+    node_ids = set()
+    for item in value:
+        # SerializablePublic: starts with "0x", even *byte* length overall, then H512::from_str.
+        if not isinstance(item, str) or not item.startswith("0x") or len(item.encode("utf-8")) % 2:
+            raise BadRequest("a new servers set entry is not a 0x-prefixed hex string")
+        node_ids.add(_fixed_hex(item[2:], _POINT_SIZE, "a new servers set entry"))
+    return sorted(node_ids)
+
+
+# -- responses (node) ------------------------------------------------------------------------
+
+
+def _hex_string(blob: bytes) -> str:
+    return "0x" + blob.hex()
+
+
+def encode_point(point: Point) -> bytes:
+    """A point response body: the JSON string ``"0x"`` + 128 lowercase hex (endpoints 1 and 4)."""
+    return json.dumps(_hex_string(point.to_bytes())).encode("ascii")
+
+
+def encode_bytes(blob: bytes) -> bytes:
+    """A bytes response body: the JSON string ``"0x"`` + lowercase hex (endpoints 3, 5, 7, 8)."""
+    return json.dumps(_hex_string(blob)).encode("ascii")
+
+
+def encode_shadow(decrypted_secret: Point, common_point: Point, decrypt_shadows: Sequence[bytes]) -> bytes:
+    """The shadow retrieval body (endpoint 6), compact, fields in Parity's order (§1.4.6)."""
+    document = {
+        "decrypted_secret": _hex_string(decrypted_secret.to_bytes()),
+        "common_point": _hex_string(common_point.to_bytes()),
+        "decrypt_shadows": [_hex_string(shadow) for shadow in decrypt_shadows],
+    }
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
+def error_response(error: KeyServerError) -> tuple[int, bytes]:
+    """Status and body of Parity's error response (§1.6); the content type is :data:`CONTENT_TYPE_JSON`.
+
+    The body is ``serde_json::to_vec(&format!("\\"{}\\"", error))``: the display text wrapped in
+    literal quotes, then JSON-encoded, e.g. ``"\\"Access denied\\""``. serde_json and
+    ``json.dumps(ensure_ascii=False)`` escape the same characters (quote, backslash, controls).
+    """
+    # Rust strings cannot hold lone surrogates; replace any so the body is valid UTF-8.
+    text = str(error).encode("utf-8", "replace").decode("utf-8")
+    return error.status, json.dumps(f'"{text}"', ensure_ascii=False).encode("utf-8")
+
+
+# -- responses (clients) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKeyShadow:
+    """A decoded shadow retrieval response (§1.4.6); each shadow is ``ECIES(Q, ε_i)``."""
+
+    decrypted_secret: Point
+    common_point: Point
+    decrypt_shadows: tuple[bytes, ...]
+
+
+def _json_value(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadResponse(f"{what} is not JSON") from exc
+
+
+def _strict_hex(value: object, size: int | None, what: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise BadResponse(f"{what} is not a 0x-prefixed hex string")
+    digits = value[2:]
+    if len(digits) % 2 or not _HEX_DIGITS.fullmatch(digits):
+        raise BadResponse(f"{what} is not a 0x-prefixed hex string")
+    blob = bytes.fromhex(digits)
+    if size is not None and len(blob) != size:
+        raise BadResponse(f"{what} must be {size} bytes, got {len(blob)}")
+    return blob
+
+
+def _strict_point(value: object, what: str) -> Point:
+    try:
+        return Point.from_bytes(_strict_hex(value, _POINT_SIZE, what))
+    except InvalidPoint as exc:
+        raise BadResponse(f"{what} is not a point on secp256k1") from exc
+
+
+def decode_point_response(body: bytes) -> Point:
+    """Decode a point response (server key generation or retrieval).
+
+    :raises BadResponse: not a JSON ``"0x"`` + 128-hex string, or not a curve point.
+    """
+    return _strict_point(_json_value(body, "point response"), "point response")
+
+
+def decode_bytes_response(body: bytes, size: int | None = None) -> bytes:
+    """Decode a ``"0x…"`` bytes response; ``size`` (e.g. :data:`ENCRYPTED_DOCUMENT_KEY_SIZE`) is enforced.
+
+    :raises BadResponse: not a JSON ``"0x"``-prefixed hex string of the expected size.
+    """
+    return _strict_hex(_json_value(body, "bytes response"), size, "bytes response")
+
+
+_SHADOW_FIELDS: Final = ("decrypted_secret", "common_point", "decrypt_shadows")
+
+
+def decode_shadow_response(body: bytes) -> DocumentKeyShadow:
+    """Decode a shadow retrieval response: two points and at least one 145-byte encrypted shadow.
+
+    :raises BadResponse: missing or extra fields, wrong sizes, or points not on the curve.
+    """
+    value = _json_value(body, "shadow response")
+    if not isinstance(value, dict) or sorted(value) != sorted(_SHADOW_FIELDS):
+        raise BadResponse(f"shadow response must be an object with exactly {', '.join(_SHADOW_FIELDS)}")
+    shadows = value["decrypt_shadows"]
+    if not isinstance(shadows, list) or not shadows:
+        raise BadResponse("decrypt_shadows must be a non-empty array")
+    return DocumentKeyShadow(
+        decrypted_secret=_strict_point(value["decrypted_secret"], "decrypted_secret"),
+        common_point=_strict_point(value["common_point"], "common_point"),
+        decrypt_shadows=tuple(_strict_hex(item, ENCRYPTED_SHADOW_SIZE, "decrypt shadow") for item in shadows),
+    )
+
+
+def decode_error_body(body: bytes) -> str:
+    """The display text inside an error body: JSON-decode, then strip one pair of literal quotes.
+
+    :raises BadResponse: the body is not a JSON string.
+    """
+    value = _json_value(body, "error body")
+    if not isinstance(value, str):
+        raise BadResponse("error body is not a JSON string")
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        return value[1:-1]
+    return value
+
+
+_BY_TEXT: Final = {cls.text: cls for cls in KEY_SERVER_ERRORS.values() if cls.text}
+_BY_PREFIX: Final = {cls.prefix: cls for cls in KEY_SERVER_ERRORS.values() if not cls.text}
+
+
+def error_from_text(text: str) -> KeyServerError:
+    """The :class:`KeyServerError` whose display text is ``text``.
+
+    Variants with a payload (``Insufficient requester data: …``, ``Internal error: …``, …) keep
+    the part after ``": "`` as their detail. Texts of variants we do not model (``cryptographic
+    error …``, ``IO error: …``) become :class:`InternalError` with the whole text as detail.
+    """
+    exact = _BY_TEXT.get(text)
+    if exact is not None:
+        return exact()
+    for prefix, cls in _BY_PREFIX.items():
+        if text == prefix:
+            return cls()
+        if text.startswith(prefix + ": "):
+            return cls(text[len(prefix) + 2 :])
+    return InternalError(text)
+
+
+_EMPTY_BODY_HINTS: Final = {
+    BAD_REQUEST_STATUS: " (the key server could not parse the request)",
+    CORS_REJECTED_STATUS: " (the key server rejected the request's Origin)",
+}
+
+
+def error_from_response(status: int, body: bytes) -> KeyServerError:
+    """The error a key server reported with a non-2xx ``status`` and ``body`` (§1.6), for clients.
+
+    Parity's quoted-text bodies map back to their class (:func:`error_from_text`). The empty
+    bodies of an unparseable request (400) or a rejected Origin (404), and bodies that are not
+    Parity's (a proxy's HTML page), become :class:`InternalError` naming the status.
+    """
+    if not body:
+        return InternalError(f"HTTP {status} with an empty body{_EMPTY_BODY_HINTS.get(status, '')}")
+    try:
+        text = decode_error_body(body)
+    except BadResponse:
+        size = len(body)
+        return InternalError(f"HTTP {status} with a body that is not a Secret Store error ({size} bytes)")
+    return error_from_text(text)
+
+
+# -- CORS ------------------------------------------------------------------------------------
+
+
+class CorsOutcome(Enum):
+    """What the node does with a request, given its ``Origin`` and ``Host`` headers (§1.7)."""
+
+    #: Serve it; on success add ``Access-Control-Allow-Origin`` if the decision carries a value.
+    ALLOW = "allow"
+    #: Serve it, no CORS header: there is no ``Origin``, or it is the node's own host.
+    NOT_REQUIRED = "not_required"
+    #: Do not read or parse it: answer ``404`` with an empty body.
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class CorsDecision:
+    """A CORS outcome and the ``Access-Control-Allow-Origin`` value for success responses, if any.
+
+    Parity adds the header only to success responses and only for an explicit origin, so an
+    allowed ``null`` origin yields :attr:`CorsOutcome.ALLOW` with no header value.
+    """
+
+    outcome: CorsOutcome
+    allow_origin: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.outcome is CorsOutcome.REJECT
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# http::HeaderValue::to_str succeeds only for visible ASCII, space and tab; otherwise Parity
+# sees no header at all.
+_HEADER_TEXT: Final = re.compile(r"[\t\x20-\x7e]*")
+
+
+def _header_text(value: str | None) -> str | None:
+    if value is None or not _HEADER_TEXT.fullmatch(value):
+        return None
+    return value
+
+
+def _host_string(text: str) -> str:
+    """jsonrpc-server-utils ``Host::parse`` then its string form: ``hostname[:port]``, lowercased."""
+    # pre_process: drop a "scheme://", keep what precedes the first '/', lowercase.
+    pieces = text.split("://")
+    host = (pieces[1] if len(pieces) > 1 else pieces[0]).split("/")[0].lower()
+    parts = host.split(":")
+    if len(parts) == 1:
+        return parts[0]
+    port = _rust_uint(parts[1], 0xFFFF)
+    # A numeric port is normalised ("080" -> "80"); anything else is kept as a pattern.
+    return f"{parts[0]}:{port if port is not None else parts[1]}"
+
+
+def _origin_parts(text: str) -> tuple[str, str]:
+    """jsonrpc-server-utils ``Origin::parse``: its string form ``scheme://host[:port]`` and host part."""
+    pieces = text.split("://")
+    scheme = pieces[0].lower() if len(pieces) > 1 else "http"
+    host = _host_string(pieces[1] if len(pieces) > 1 else pieces[0])
+    return f"{scheme}://{host}", host
+
+
+def _glob_class(pattern: str, start: int) -> tuple[str, int] | None:
+    """Parse a globset ``[...]`` class starting after '['; return its regex and the next index."""
+    i = start
+    negated = i < len(pattern) and pattern[i] in "!^"
+    if negated:
+        i += 1
+    ranges: list[list[str]] = []
+    first, in_range = True, False
+    while True:
+        if i >= len(pattern):
+            return None
+        c = pattern[i]
+        i += 1
+        if c == "]" and not first:
+            break
+        if c == "-" and not first and not in_range:
+            in_range = True
+        elif in_range:
+            ranges[-1][1] = c
+            if ranges[-1][1] < ranges[-1][0]:
+                return None
+            in_range = False
+        else:
+            ranges.append([c, c])
+        first = False
+    if in_range:
+        ranges.append(["-", "-"])
+    body = "".join(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in ranges)
+    return f"[{'^' if negated else ''}{body}]", i
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str] | None:
+    """A case-insensitive matcher for a globset pattern, or None where globset rejects it.
+
+    Supported as in globset with default options: ``*`` and ``**`` (any run, '/' included),
+    ``?``, ``[...]`` classes (``!`` or ``^`` negates), ``{a,b}`` alternatives (not nested) and
+    backslash escapes.
+    """
+    out: list[str] = []
+    i, in_alternates = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            # Consecutive stars mean the same; one ".*" keeps the regex free of backtracking blow-ups.
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\":
+            if i >= len(pattern):
+                return None
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif c == "[":
+            parsed = _glob_class(pattern, i)
+            if parsed is None:
+                return None
+            regex, i = parsed
+            out.append(regex)
+        elif c == "{":
+            if in_alternates:
+                return None
+            in_alternates = True
+            out.append("(?:")
+        elif c == "}":
+            if not in_alternates:
+                return None
+            in_alternates = False
+            out.append(")")
+        elif c == "," and in_alternates:
+            out.append("|")
+        else:
+            out.append(re.escape(c))
+    if in_alternates:
+        return None
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+class _AllowedKind(Enum):
+    ANY = "any"
+    NULL = "null"
+    VALUE = "value"
+
+
+@dataclass(frozen=True, slots=True)
+class _AllowedOrigin:
+    kind: _AllowedKind
+    #: The normalised origin (``scheme://host[:port]``) used as a glob, and its compiled form.
+    pattern: str = ""
+    regex: re.Pattern[str] | None = field(default=None, compare=False)
+
+    @classmethod
+    def parse(cls, entry: str) -> _AllowedOrigin:
+        if entry in ("all", "*", "any"):
+            return cls(_AllowedKind.ANY)
+        if entry == "null":
+            return cls(_AllowedKind.NULL)
+        pattern = _origin_parts(entry)[0]
+        return cls(_AllowedKind.VALUE, pattern, _glob_regex(pattern))
+
+    def matches(self, origin: str) -> bool:
+        if self.kind is _AllowedKind.ANY:
+            return True
+        if self.kind is _AllowedKind.NULL:
+            return False
+        regex = self.regex
+        if regex is None:
+            # globset refused the pattern: jsonrpc-server-utils falls back to ASCII-caseless equality.
+            return self.pattern.translate(_ASCII_LOWER) == origin.translate(_ASCII_LOWER)
+        return regex.fullmatch(origin) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """The ``cors`` setting (``--secretstore-http-cors``) and jsonrpc-server-utils' per-request rule.
+
+    ``allowed`` is None when every origin is allowed.
+    """
+
+    allowed: tuple[_AllowedOrigin, ...] | None
+
+    @classmethod
+    def parse(cls, config_value: str) -> CorsPolicy:
+        """``"none"`` allows no cross origin, ``"*"``/``"all"``/``"any"`` every one; otherwise a
+        comma-separated list of origins, ``null`` and globs (``http://*.example.com``).
+
+        Unlike Parity we strip whitespace around list entries, so ``"a, b"`` means ``a`` and ``b``.
+        """
+        if config_value == "none":
+            return cls(())
+        if config_value in ("*", "all", "any"):
+            return cls(None)
+        # Parity splits on every comma, so a glob alternative such as "{a,b}" cannot be written
+        # here; from_entries() accepts it.
+        return cls.from_entries(entry.strip() for entry in config_value.split(","))
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[str] | None) -> CorsPolicy:
+        """A policy from a list of entries (``None`` allows every origin); each entry is ``"*"``,
+        ``"all"`` or ``"any"`` (any non-null origin), ``"null"``, or an origin glob."""
+        if entries is None:
+            return cls(None)
+        return cls(tuple(_AllowedOrigin.parse(entry) for entry in entries))
+
+    def decide(self, origin: str | None, host: str | None) -> CorsDecision:
+        """Decide from the raw ``Origin`` and ``Host`` header values (None when absent)."""
+        origin = _header_text(origin)
+        host = _header_text(host)
+        if origin is None:
+            return CorsDecision(CorsOutcome.NOT_REQUIRED)
+        # Same-origin requests need no CORS: the origin's host[:port] is the Host header.
+        if host is not None and origin.endswith(host) and _origin_parts(origin)[1] == host:
+            return CorsDecision(CorsOutcome.NOT_REQUIRED)
+        if origin == "null":
+            # Only "allow all" or an explicit "null" entry admits it, and no header is sent.
+            if self.allowed is None or any(entry.kind is _AllowedKind.NULL for entry in self.allowed):
+                return CorsDecision(CorsOutcome.ALLOW)
+            return CorsDecision(CorsOutcome.REJECT)
+        if self.allowed is None or any(entry.matches(origin) for entry in self.allowed):
+            return CorsDecision(CorsOutcome.ALLOW, _origin_parts(origin)[0])
+        return CorsDecision(CorsOutcome.REJECT)

@@ -1,0 +1,101 @@
+"""An in-memory cluster for session tests: N cluster cores wired by a lossless bus with fault hooks.
+
+No sockets, no encryption: messages are delivered in order per (sender, receiver) pair through
+asyncio queues, like the real transport. Faults: a node can be cut off (its links drop and
+every peer sees it disconnected), and a ``drop`` predicate can swallow chosen messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ocean_secret_store.crypto.curve import Point
+from ocean_secret_store.exceptions import NodeDisconnected
+from ocean_secret_store.node.acl import AllowAll
+from ocean_secret_store.node.cluster import ClusterCore
+from ocean_secret_store.node.storage import MemoryKeyStorage
+from ocean_secret_store.protocol import messages as m
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.cores: dict[bytes, ClusterCore] = {}
+        self.down: set[bytes] = set()
+        self.drop: Callable[[bytes, bytes, m.Envelope], bool] = lambda src, dst, env: False
+        self.sent: list[tuple[bytes, bytes, str]] = []
+        self._queues: dict[tuple[bytes, bytes], asyncio.Queue[bytes]] = {}
+        self._pumps: list[asyncio.Task[None]] = []
+
+    def connected(self, a: bytes, b: bytes) -> bool:
+        return a not in self.down and b not in self.down
+
+    async def deliver(self, src: bytes, dst: bytes, payload: bytes) -> None:
+        if not self.connected(src, dst):
+            raise NodeDisconnected()
+        envelope = m.decode(payload)
+        self.sent.append((src, dst, envelope.body.KIND))
+        if self.drop(src, dst, envelope):
+            return
+        key = (src, dst)
+        if key not in self._queues:
+            self._queues[key] = asyncio.Queue()
+            self._pumps.append(asyncio.create_task(self._pump(src, dst, self._queues[key])))
+        self._queues[key].put_nowait(payload)
+
+    async def _pump(self, src: bytes, dst: bytes, queue: asyncio.Queue[bytes]) -> None:
+        while True:
+            payload = await queue.get()
+            if self.connected(src, dst):
+                await self.cores[dst].on_message(src, payload)
+
+    def isolate(self, node: bytes) -> None:
+        self.down.add(node)
+        for other, core in self.cores.items():
+            if other != node:
+                core.on_peer_disconnected(node)
+        for other in self.cores:
+            if other != node:
+                self.cores[node].on_peer_disconnected(other)
+
+    def restore(self, node: bytes) -> None:
+        self.down.discard(node)
+
+    async def stop(self) -> None:
+        for task in self._pumps:
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for core in self.cores.values():
+            await core.stop()
+
+
+class MemoryNet:
+    def __init__(self, hub: Hub, node_id: bytes) -> None:
+        self.hub, self.node_id = hub, node_id
+
+    async def send(self, peer: bytes, payload: bytes) -> None:
+        await self.hub.deliver(self.node_id, peer, payload)
+
+    def connected_peers(self) -> frozenset[bytes]:
+        if self.node_id in self.hub.down:
+            return frozenset()
+        return frozenset(n for n in self.hub.cores if n != self.node_id and n not in self.hub.down)
+
+
+async def make_cluster(n: int, *, session_timeout: float = 2.0, acl_factory: Callable[[], Any] = AllowAll) -> tuple[Hub, list[ClusterCore]]:
+    hub = Hub()
+    secrets = list(range(1001, 1001 + n))
+    ids = [Point.generator_mul(s).to_bytes() for s in secrets]
+    for secret, node_id in zip(secrets, ids, strict=True):
+        core = ClusterCore(
+            node_secret=secret,
+            nodes=ids,
+            net=MemoryNet(hub, node_id),
+            storage=MemoryKeyStorage(),
+            acl=acl_factory(),
+            session_timeout=session_timeout,
+        )
+        hub.cores[node_id] = core
+        await core.start()
+    return hub, [hub.cores[i] for i in ids]
