@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 from ..exceptions import InvalidScalar, InvalidShare, InvalidThreshold
 from .curve import N, Point, Rng, point_sum, random_scalar
-from .sharing import evaluate, lagrange_coefficients_at_zero, pedersen_commitments, random_polynomial, verify_pedersen_share
+from .sharing import (
+    evaluate,
+    lagrange_coefficients_at_zero,
+    pedersen_commitments,
+    random_polynomial,
+    verify_pedersen_share,
+)
 
 __all__ = [
     "Dealing",
@@ -71,7 +77,10 @@ class Dealing:
         return self.public_share is None
 
     def __repr__(self) -> str:
-        return f"Dealing(threshold={self.threshold}, is_zero={self.is_zero}, commitments={len(self.commitments)})"
+        return (
+            f"Dealing(threshold={self.threshold}, is_zero={self.is_zero}, "
+            f"commitments={len(self.commitments)})"
+        )
 
 
 def deal(threshold: int, H: Point, rng: Rng | None = None, is_zero: bool = False) -> Dealing:  # noqa: N803
@@ -122,7 +131,9 @@ def verify_dealing(
     if is_zero and not commitments:
         return
     if len(commitments) != threshold + 1:
-        raise InvalidShare(f"a dealing for threshold {threshold} carries {threshold + 1} commitments, got {len(commitments)}")
+        raise InvalidShare(
+            f"a dealing for threshold {threshold} carries {threshold + 1} commitments, got {len(commitments)}"
+        )
     verify_pedersen_share(x_self, secret1, secret2, commitments, H)
 
 

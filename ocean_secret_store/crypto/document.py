@@ -88,7 +88,7 @@ def encrypt_document(
     document_key: DocumentKey, data: bytes, rng: Rng | None = None, iv: bytes | None = None
 ) -> bytes:
     """``AES-128-CTR(M[:16], iv, data) || iv`` with a random IV unless one is given."""
-    iv = _check_iv(iv, CryptoError) if iv is not None else (rng or default_rng)(IV_LENGTH)
+    iv = _check_iv(iv if iv is not None else (rng or default_rng)(IV_LENGTH), CryptoError)
     cipher = _ctr(document_key, iv)
     size = len(data)
     if size < _COPY_THRESHOLD:
@@ -126,7 +126,7 @@ class DocumentEncryptor:
     __slots__ = ("_cipher", "_iv", "_finalized")
 
     def __init__(self, document_key: DocumentKey, iv: bytes | None = None, rng: Rng | None = None) -> None:
-        self._iv = _check_iv(iv, CryptoError) if iv is not None else (rng or default_rng)(IV_LENGTH)
+        self._iv = _check_iv(iv if iv is not None else (rng or default_rng)(IV_LENGTH), CryptoError)
         self._cipher = _ctr(document_key, self._iv)
         self._finalized = False
 

@@ -14,7 +14,7 @@ from typing import Final
 
 from Crypto.Cipher import AES
 
-from ..exceptions import DecryptionFailed, InvalidPoint
+from ..exceptions import CryptoError, DecryptionFailed, InvalidPoint
 from .curve import Point, Rng, default_rng, ecdh_x, random_scalar
 
 #: parity-crypto's ``DEFAULT_MAC``: the auth data of every ciphertext handed to a client.
@@ -47,7 +47,7 @@ def encrypt(
     r = ephemeral if ephemeral is not None else random_scalar(draw)
     iv = iv if iv is not None else draw(16)
     if len(iv) != 16:
-        raise ValueError("the ECIES IV must be 16 bytes")
+        raise CryptoError(f"the ECIES IV must be 16 bytes, got {len(iv)}")
     ek, mk = _keys(ecdh_x(r, public))
     ct = aes128_ctr(ek, iv, plain)
     tag = hmac.new(mk, iv + ct + auth_data, hashlib.sha256).digest()

@@ -1,4 +1,4 @@
-"""Parity-flavour EC-Schnorr (protocol.md §2.8): challenge, threshold partial signatures, local sign and verify.
+"""Parity-flavour EC-Schnorr (protocol.md §2.8): challenge, threshold partials, local sign and verify.
 
 A signature is ``(c, s)`` with ``c = to_scalar(keccak256(h ‖ R.x))`` and ``s = k − c·y``; it
 verifies iff ``to_scalar(keccak256(h ‖ (s·G + c·Y).x)) == c``. In the threshold version
@@ -54,7 +54,9 @@ def partial_signature(
     """
     others = list(x_others)
     if len(others) != threshold:
-        raise InvalidThreshold(f"a threshold-{threshold} signature needs a group of {threshold + 1}, got {len(others) + 1}")
+        raise InvalidThreshold(
+            f"a threshold-{threshold} signature needs a group of {threshold + 1}, got {len(others) + 1}"
+        )
     term = challenge * shadow_coefficient(x_self, others) % N * share % N
     return (nonce_share + term if threshold % 2 else nonce_share - term) % N
 
@@ -70,7 +72,9 @@ def combine_partial_signatures(partials: Iterable[int]) -> int:
     return sum(values) % N
 
 
-def sign(secret: int, message_hash: bytes, nonce: int | None = None, rng: Rng | None = None) -> tuple[int, int]:
+def sign(
+    secret: int, message_hash: bytes, nonce: int | None = None, rng: Rng | None = None
+) -> tuple[int, int]:
     """Sign locally with the whole secret: ``(c, s)`` with ``s = k − c·y``.
 
     ``nonce`` is for test vectors only; a reused nonce reveals the secret.

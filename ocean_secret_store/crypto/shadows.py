@@ -1,4 +1,4 @@
-"""Threshold decryption of a document key (protocol.md §2.7): node shadows, their combination, client recovery.
+"""Threshold decryption of a document key (protocol.md §2.7): node shadows, their combination, recovery.
 
 A document key ``M`` is stored as ``(C, E) = (k·G, M + k·Y)``. A consensus group ``S`` of
 exactly ``t+1`` nodes and an access key ``a`` (the session's sub-session id) are chosen:
@@ -56,7 +56,7 @@ def shadow_decryption(
     requester_public: Point,
     rng: Rng | None = None,
 ) -> tuple[Point, bytes]:
-    """Shadow mode: ``(P_i, ECIES(Q, ε_i, ad=00 00))`` with ``P_i = (a·ns_i·δ)·C``, ``ε_i = (δ−1)·ns_i``.
+    """Shadow mode: ``(P_i, ECIES(Q, ε_i, ad=00 00))``, ``P_i = (a·ns_i·δ)·C``, ``ε_i = (δ−1)·ns_i``.
 
     ``δ`` is fresh and random, so ``P_i`` alone reveals nothing and only the requester
     (holder of ``Q``'s secret) can remove the blinding. Costs one multiplication for ``P_i``
@@ -114,7 +114,9 @@ def recover_document_key(
     for position, blob in enumerate(decrypt_shadows):
         plain = ecies.decrypt(requester_secret, blob, ecies.DEFAULT_MAC)
         if len(plain) != 32:
-            raise DecryptionFailed(f"decrypt shadow {position} holds {len(plain)} bytes, expected a 32-byte scalar")
+            raise DecryptionFailed(
+                f"decrypt shadow {position} holds {len(plain)} bytes, expected a 32-byte scalar"
+            )
         epsilon += int.from_bytes(plain, "big")
     epsilon %= N
     if epsilon == 0:  # Σε ≡ 0 (e.g. every δ_i = 1): nothing to add, and 0·C' has no Point

@@ -1,4 +1,4 @@
-"""A slow, independent pure-Python secp256k1 (Jacobian coordinates on ints), for cross-checking curve.py in tests only.
+"""Slow, independent pure-Python secp256k1 and Lagrange, to cross-check the crypto core (tests only).
 
 Written from the curve's textbook definition (short Weierstrass ``y² = x³ + 7`` over ``F_p``)
 and shares no code with the package: points are ``(x, y)`` int tuples and ``None`` is the
@@ -122,3 +122,27 @@ def from_bytes(data: bytes) -> Affine:
     if len(data) != 64 or not on_curve(point):
         raise ValueError("not a 64-byte curve point")
     return point
+
+
+# -- reference scalar maths (naive, one inversion per term, standard Lagrange) ----------------
+
+
+def interpolate_at_zero(points: list[tuple[int, int]]) -> int:
+    """``f(0) mod n`` of the polynomial through ``(x_i, y_i)`` by textbook Lagrange interpolation."""
+    total = 0
+    for i, (x_i, y_i) in enumerate(points):
+        term = y_i
+        for j, (x_j, _) in enumerate(points):
+            if j != i:
+                term = term * x_j * pow(x_j - x_i, -1, N) % N
+        total += term
+    return total % N
+
+
+#: The (t, n) pairs Parity's math tests run full DKG + encryption/decryption over
+#: (key_server_cluster/math.rs, protocol.md §7); its Schnorr tests add (0, 1).
+PARITY_GRID: Final = (
+    (0, 2), (1, 2), (1, 3), (2, 3), (1, 4), (2, 4), (3, 4), (1, 5), (2, 5), (3, 5), (4, 5),
+    *((t, 10) for t in range(1, 10)),
+)
+PARITY_SCHNORR_GRID: Final = ((0, 1), *PARITY_GRID)

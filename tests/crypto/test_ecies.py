@@ -165,9 +165,6 @@ def test_encrypt_to_zero_ephemeral_is_a_typed_error() -> None:
         ecies.encrypt(PUBLIC, PLAIN, ephemeral=0)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ValueError, reason="ecies.encrypt raises a bare ValueError for a wrong IV length (reported)"
-)
 def test_wrong_iv_length_is_a_typed_error() -> None:
     with pytest.raises(CryptoError):
         ecies.encrypt(PUBLIC, PLAIN, iv=bytes(15))

@@ -239,6 +239,7 @@ MALFORMED = [
     ("raw non-ascii", "GET", f"/ключ/{SIG}", b""),
     ("raw space", "GET", f"/{KEY} /{SIG}", b""),
     ("relative target", "GET", f"{KEY}/{SIG}", b""),
+    ("absolute-form without path", "GET", "http://127.0.0.1:8082?x=1", b""),
     ("oversized target", "GET", f"/{KEY}/{SIG}?" + "a" * 2048, b""),
     # Whitespace that rustc-hex would skip still counts towards the size guard.
     ("oversized but otherwise valid", "GET", f"/{KEY}" + "%20" * 700 + f"/{SIG}", b""),
@@ -660,6 +661,7 @@ CORS = [
     ("parity.io", "http://parity.io", None, A, "http://parity.io"),
     ("parity.io", "https://parity.io", None, R, None),
     ("null", "null", None, A, None),
+    ("null", "http://parity.io", None, R, None),
     ("http://parity.io", "null", None, R, None),
     ("http://parity.io,*", "http://other.io", None, A, "http://other.io"),
     ("http://parity.io,*", "null", None, R, None),

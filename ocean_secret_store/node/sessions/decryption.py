@@ -12,6 +12,7 @@ within its share of the timeout is replaced by a spare holder and the group is a
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from ...crypto import ecies, shadows
@@ -111,11 +112,14 @@ async def _decrypt(
     while True:
         group = tuple(sorted([core.node_id, *chosen]))
         request = m.DecryptRequest(key_id, signature, version.hash, access_key, group, shadow)
-        replies = await gather_settled([core.request(n, request, attempt_timeout) for n in chosen])
+        pending = asyncio.gather(*(core.request(n, request, attempt_timeout) for n in chosen), return_exceptions=True)
+        await asyncio.sleep(0)  # let the requests reach the sockets, then work while peers do
+        own = _compute(core, share, version, group, access_key, requester, shadow)
+        replies = await pending
         failed = [n for n, r in zip(chosen, replies, strict=True) if not isinstance(r, m.DecryptResponse)]
         if not failed:
             responses = dict(zip(chosen, replies, strict=True))
-            responses[core.node_id] = _compute(core, share, version, group, access_key, requester, shadow)
+            responses[core.node_id] = own
             return share, group, responses, access_key  # type: ignore[return-value]
         for n, r in zip(chosen, replies, strict=True):
             if n in failed:

@@ -1,0 +1,302 @@
+"""The embedded default: an N-node key server cluster on loopback, started and stopped as
+architecture.md's devnet contract says, with its state in one JSON file.
+
+``up`` generates node keys and configs (mode 0600, dev only), starts one OS process per node
+in its own process group, waits until every node is connected to every other, and writes
+``DIR/devnet.json``. ``down`` stops every process group (SIGTERM, then SIGKILL). ``status``
+reports each process and its health. A stale state dir (processes gone) is restarted with the
+same keys and data unless ``fresh`` is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .crypto.curve import Point, random_scalar
+from .crypto.hashes import address_of, checksum_address
+from .exceptions import SecretStoreError
+from .node.config import dump_config
+
+STATE_FILE = "devnet.json"
+DEV_ONLY = "DEV ONLY: holds private keys of a local development network; never use them elsewhere"
+
+
+class DevnetError(SecretStoreError):
+    """The devnet could not be started, stopped or inspected."""
+
+
+def _free_ports(count: int) -> list[int]:
+    # Ask the kernel for distinct ephemeral ports; all sockets stay open until every port is
+    # chosen, so one call never hands out the same port twice.
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def load_state(state_dir: Path) -> dict[str, Any] | None:
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def running_pids(state: dict[str, Any]) -> list[int]:
+    pids = [n.get("pid") for n in state.get("nodes", [])]
+    pids += [state.get(k) for k in ("anvil_pid", "rpc_pid", "provider_pid")]
+    return [p for p in pids if p and _alive(p)]
+
+
+def _node_configs(state_dir: Path, nodes: int, session_timeout: float) -> list[dict[str, Any]]:
+    secrets = [random_scalar() for _ in range(nodes)]
+    publics = [Point.generator_mul(s) for s in secrets]
+    ports = _free_ports(2 * nodes)
+    cluster = {"0x" + p.to_bytes().hex(): f"127.0.0.1:{ports[2 * i]}" for i, p in enumerate(publics)}
+    out = []
+    for i, (secret, public) in enumerate(zip(secrets, publics, strict=True)):
+        mapping = {
+            "node": {
+                "secret": "0x" + secret.to_bytes(32, "big").hex(),
+                "listen": f"127.0.0.1:{ports[2 * i]}",
+                "http_listen": f"127.0.0.1:{ports[2 * i + 1]}",
+                "data_dir": str(state_dir / f"node{i}"),
+            },
+            "cluster": cluster,
+            "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 5.0},
+            "acl": {"kind": "none"},
+            "http": {"cors": "none"},
+        }
+        out.append({"mapping": mapping, "public": public, "http_port": ports[2 * i + 1]})
+    return out
+
+
+def _start_node(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ocean_secret_store.cli", "node", "--config", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: `down` stops it and nothing else
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        log.close()
+
+
+def _health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    try:
+        response = requests.get(url + "/health", timeout=timeout)
+        return response.json() if response.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def wait_for_mesh(http_urls: list[str], expected_peers: int, timeout: float, procs: list[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(http_urls)
+    while pending:
+        if procs:
+            for i, proc in enumerate(procs):
+                if proc is not None and proc.poll() is not None:
+                    raise DevnetError(f"key server {i} exited with code {proc.returncode} during start-up; see its log")
+        pending = [u for u in pending if (h := _health(u)) is None or h.get("connected_peers") != expected_peers]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise DevnetError(f"key servers not fully connected after {timeout:.0f} s: {', '.join(pending)}")
+        time.sleep(0.1)
+
+
+def up(
+    state_dir: Path,
+    nodes: int = 5,
+    *,
+    acl: str = "none",
+    fresh: bool = False,
+    session_timeout: float = 5.0,
+    timeout: float = 60.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    state_dir = state_dir.resolve()
+    if acl not in ("none", "contract"):
+        raise DevnetError(f"unknown --acl {acl!r}: use 'contract' or 'none'")
+    if acl == "contract":
+        raise DevnetError("--acl contract needs the chain, which this version of the devnet does not start yet")
+    if nodes < 1:
+        raise DevnetError("a devnet needs at least one node")
+    existing = load_state(state_dir)
+    if existing is not None and running_pids(existing):
+        raise DevnetError(f"a devnet is still running in {state_dir}: run `devnet down --state-dir {state_dir}` first")
+    if existing is not None and fresh:
+        shutil.rmtree(state_dir)
+        existing = None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+
+    if existing is None:
+        say(f"generating {nodes} node keys and configs in {state_dir}")
+        entries = []
+        for i, spec in enumerate(_node_configs(state_dir, nodes, session_timeout)):
+            config_path = state_dir / f"node{i}.toml"
+            _write_private(config_path, f"# {DEV_ONLY}\n" + dump_config(spec["mapping"]))
+            (state_dir / f"node{i}").mkdir(exist_ok=True)
+            public: Point = spec["public"]
+            entries.append({
+                "public": "0x" + public.to_bytes().hex(),
+                "address": checksum_address(address_of(public)),
+                "http_url": f"http://127.0.0.1:{spec['http_port']}",
+                "pid": None,
+                "config": str(config_path),
+                "data_dir": str(state_dir / f"node{i}"),
+                "log": str(state_dir / f"node{i}.log"),
+            })
+        state: dict[str, Any] = {"dev_only": DEV_ONLY, "nodes": entries}
+    else:
+        say(f"restarting the stopped devnet in {state_dir} (same keys and data)")
+        state = existing
+
+    entries = state["nodes"]
+    procs: list[subprocess.Popen[bytes] | None] = []
+    try:
+        for entry in entries:
+            proc = _start_node(Path(entry["config"]), Path(entry["log"]))
+            entry["pid"] = proc.pid
+            procs.append(proc)
+        say(f"started {len(entries)} key servers; waiting until each is connected to every other")
+        wait_for_mesh([e["http_url"] for e in entries], len(entries) - 1, timeout, procs)
+    except BaseException:
+        for proc in procs:
+            if proc is not None:
+                _stop_group(proc.pid)
+        raise
+    state["secret_store_url"] = entries[0]["http_url"]
+    state["threshold_max"] = len(entries) - 1
+    state["acl"] = acl
+    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    return state
+
+
+def _stop_group(pid: int, grace: float = 5.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        while _alive(pid) and time.monotonic() < deadline + grace:
+            time.sleep(0.05)
+
+
+def down(state_dir: Path) -> list[int]:
+    state = load_state(state_dir.resolve())
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    stopped = running_pids(state)
+    for pid in stopped:
+        _stop_group(pid)
+    for entry in state["nodes"]:
+        entry["pid"] = None
+    _write_private(state_dir.resolve() / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    return stopped
+
+
+def status(state_dir: Path) -> dict[str, Any]:
+    state = load_state(state_dir.resolve())
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    nodes = []
+    for i, entry in enumerate(state["nodes"]):
+        health = _health(entry["http_url"]) if _alive(entry.get("pid")) else None
+        nodes.append({
+            "node": i,
+            "pid": entry.get("pid"),
+            "running": _alive(entry.get("pid")),
+            "http_url": entry["http_url"],
+            "healthy": bool(health and health.get("status") == "ok"),
+            "connected_peers": health.get("connected_peers") if health else None,
+        })
+    return {"state_dir": str(state_dir.resolve()), "nodes": nodes,
+            "running": all(n["running"] for n in nodes), "healthy": all(n["healthy"] for n in nodes)}
+
+
+def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0) -> dict[str, Any]:
+    """Start stopped nodes again (after a crash or a kill) and wait until the mesh is complete."""
+    state_dir = state_dir.resolve()
+    state = load_state(state_dir)
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    procs = []
+    for index in indices:
+        entry = state["nodes"][index]
+        if _alive(entry.get("pid")):
+            raise DevnetError(f"node {index} is still running (pid {entry['pid']})")
+        proc = _start_node(Path(entry["config"]), Path(entry["log"]))
+        entry["pid"] = proc.pid
+        procs.append(proc)
+    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    wait_for_mesh([n["http_url"] for n in state["nodes"]], len(state["nodes"]) - 1, timeout, procs)
+    return state
+
+
+def stop_node(state_dir: Path, index: int, *, kill: bool = False) -> None:
+    """Stop node ``index``: SIGKILL if ``kill`` (a crash), else a graceful SIGTERM."""
+    state = load_state(state_dir.resolve())
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    pid = state["nodes"][index].get("pid")
+    if not _alive(pid):
+        return
+    if kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.02)
+    else:
+        _stop_group(pid)
