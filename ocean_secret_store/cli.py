@@ -28,7 +28,12 @@ def _cmd_node(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config(args.config)
-    asyncio.run(serve(config))
+    try:
+        import uvloop  # libuv's event loop: about half the per-message overhead of asyncio's own
+    except ImportError:  # pragma: no cover - uvloop is a dependency on the platforms it supports
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
     return EXIT_OK
 
 

@@ -208,8 +208,9 @@ class ClusterCore:
         self._pending[rid] = (peer, fut)
         self.stats["requests_out"] += 1
         try:
-            await self.net.send(peer, m.encode(m.Envelope(body, rid=rid)))
-            reply = await asyncio.wait_for(fut, timeout if timeout is not None else self.session_timeout)
+            async with asyncio.timeout(timeout if timeout is not None else self.session_timeout):
+                await self.net.send(peer, m.encode(m.Envelope(body, rid=rid)))
+                reply = await fut
         except TimeoutError as exc:
             raise PeerTimeout() from exc
         finally:
@@ -315,7 +316,8 @@ class ClusterCore:
 
     async def _bounded(self, coro: Awaitable[T], on_timeout: type[KeyServerError]) -> T:
         try:
-            return await asyncio.wait_for(coro, self.session_timeout)
+            async with asyncio.timeout(self.session_timeout):
+                return await coro
         except TimeoutError as exc:
             raise on_timeout() from exc
 
