@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import secrets
 from collections import defaultdict
@@ -11,11 +12,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
 from ocean_secret_store.crypto.curve import Point, random_scalar
-from ocean_secret_store.crypto.signatures import sign_raw_hash
+from ocean_secret_store.crypto.signatures import sign_raw_hash, verify_raw_hash
 from ocean_secret_store.exceptions import NodeDisconnected, SecretStoreError, SerializationError
 from ocean_secret_store.node import transport as tr
 from ocean_secret_store.node.transport import (
@@ -442,23 +444,99 @@ def test_garbage_hello_is_refused(name: str) -> None:
     run(scenario())
 
 
+class SpecDirection:
+    """One frame direction written from the module docstring alone, independently of _FrameCipher.
+
+    The keystream of frame n is rebuilt from its byte offset in the direction's single AES-CTR
+    stream (a fresh cipher per frame, started at block offset // 16), which checks that the
+    module really keeps one continuous keystream across frames of any length.
+    """
+
+    def __init__(self, enc_key: bytes, mac_key: bytes) -> None:
+        self.enc_key, self.mac_key = enc_key, mac_key
+        self.counter = 0
+        self.offset = 0
+
+    def _crypt(self, data: bytes) -> bytes:
+        skip = self.offset % 16
+        cipher = AES.new(self.enc_key, AES.MODE_CTR, nonce=b"", initial_value=self.offset // 16)
+        out = cipher.encrypt(bytes(skip) + data)[skip:]
+        self.offset += len(data)
+        return out
+
+    def _tag(self, header: bytes, ciphertext: bytes) -> bytes:
+        message = self.counter.to_bytes(8, "big") + header + ciphertext
+        return hmac.digest(self.mac_key, message, "sha256")[:16]
+
+    def seal(self, frame_type: int, payload: bytes) -> bytes:
+        header = (1 + len(payload) + 16).to_bytes(4, "big")
+        ciphertext = self._crypt(bytes([frame_type]) + payload)
+        tag = self._tag(header, ciphertext)
+        self.counter += 1
+        return header + ciphertext + tag
+
+    async def read(self, reader: asyncio.StreamReader) -> tuple[int, bytes]:
+        header = await reader.readexactly(4)
+        body = await reader.readexactly(int.from_bytes(header, "big"))
+        ciphertext, tag = body[:-16], body[-16:]
+        assert hmac.compare_digest(self._tag(header, ciphertext), tag)
+        plain = self._crypt(ciphertext)
+        self.counter += 1
+        return plain[0], plain[1:]
+
+
+async def spec_initiator(
+    server: Server, claimed_id: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, SpecDirection, SpecDirection]:
+    """Send a hello claiming ``claimed_id`` and derive both directions as the docstring specifies."""
+    reader, writer = await asyncio.open_connection(HOST, server.transport.port)
+    ephemeral = random_scalar()
+    hello = tr._HELLO.pack(
+        tr.MAGIC, tr.PROTOCOL_VERSION, claimed_id, Point.generator_mul(ephemeral).to_bytes(),
+        secrets.token_bytes(32),
+    )
+    writer.write(hello)
+    peer_hello = await reader.readexactly(tr.HELLO_SIZE)
+    transcript = hashlib.sha256(hello + peer_hello).digest()
+    shared = (Point.from_bytes(peer_hello[70:134]) * ephemeral).x_bytes
+    enc_ir, mac_ir, enc_ri, mac_ri = HKDF(shared, 32, transcript, SHA256, num_keys=4, context=tr.KDF_INFO)
+    return reader, writer, transcript, SpecDirection(enc_ir, mac_ir), SpecDirection(enc_ri, mac_ri)
+
+
+def test_frames_follow_the_documented_encrypt_then_mac_construction() -> None:
+    async def scenario() -> None:
+        async with Server() as server:
+            reader, writer, transcript, tx, rx = await spec_initiator(server, server.client_id)
+            frame_type, signature = await rx.read(reader)  # the responder's auth frame
+            assert frame_type == tr.FRAME_AUTH
+            responder_hash = hashlib.sha256(tr._LABEL_RESPONDER + transcript).digest()
+            verify_raw_hash(Point.from_bytes(server.id), signature, responder_hash)
+            initiator_hash = hashlib.sha256(tr._LABEL_INITIATOR + transcript).digest()
+            own = sign_raw_hash(server.client_secret, initiator_hash)
+            writer.write(tx.seal(tr.FRAME_AUTH, own))
+            await eventually(lambda: server.transport.is_connected(server.client_id))
+            # Lengths that leave the keystream mid-block between frames.
+            payloads = [b"", b"a", secrets.token_bytes(20), secrets.token_bytes(33), secrets.token_bytes(100)]
+            for payload in payloads:
+                writer.write(tx.seal(tr.FRAME_DATA, payload))
+            await eventually(lambda: server.inbox.total() == len(payloads))
+            assert server.inbox.by_peer[server.client_id] == payloads
+            for payload in payloads:
+                await server.transport.send(server.client_id, payload)
+            assert [await rx.read(reader) for _ in payloads] == [(tr.FRAME_DATA, p) for p in payloads]
+            writer.close()
+            await server.assert_still_serving()
+
+    run(scenario())
+
+
 def test_impostor_claiming_an_allowed_id_without_its_key_is_refused() -> None:
     async def scenario() -> None:
         async with Server() as server:
-            reader, writer = await asyncio.open_connection(HOST, server.transport.port)
-            ephemeral = random_scalar()
-            hello = tr._HELLO.pack(
-                tr.MAGIC, tr.PROTOCOL_VERSION, server.client_id,  # somebody else's id
-                Point.generator_mul(ephemeral).to_bytes(), secrets.token_bytes(32),
-            )
-            writer.write(hello)
-            peer_hello = await reader.readexactly(tr.HELLO_SIZE)
-            transcript = hashlib.sha256(hello + peer_hello).digest()
-            peer_ephemeral = Point.from_bytes(peer_hello[70:134])
-            shared = (peer_ephemeral * ephemeral).x_bytes
-            key_ir, _ = HKDF(shared, 32, transcript, SHA256, num_keys=2, context=tr.KDF_INFO)
+            # Somebody else's id, correct channel keys, but no node key to sign with.
+            reader, writer, transcript, tx, _ = await spec_initiator(server, server.client_id)
             forged = sign_raw_hash(random_scalar(), hashlib.sha256(tr._LABEL_INITIATOR + transcript).digest())
-            writer.write(tr._FrameCipher(key_ir).seal(tr.FRAME_AUTH, forged))
+            writer.write(tx.seal(tr.FRAME_AUTH, forged))
             await read_until_eof(reader)
             writer.close()
             assert not server.transport.connected_peers()
@@ -512,14 +590,18 @@ def test_reordered_frames_close_the_connection() -> None:
     run(scenario())
 
 
-@pytest.mark.parametrize("position", ["type byte", "payload", "tag"])
+@pytest.mark.parametrize("position", ["length header", "type byte", "payload", "tag"])
 def test_forged_frame_closes_the_connection(position: str) -> None:
     async def scenario() -> None:
         async with Server() as server:
             reader, writer, channel = await server.raw_client()
             frame = bytearray(channel.seal_data_frame(b"transfer 10 tokens"))
-            index = {"type byte": 4, "payload": 10, "tag": len(frame) - 1}[position]
-            frame[index] ^= 0x01
+            if position == "length header":
+                # One byte shorter: the body then ends inside the tag, and the header is MACed.
+                frame[:4] = (int.from_bytes(frame[:4], "big") - 1).to_bytes(4, "big")
+            else:
+                index = {"type byte": 4, "payload": 10, "tag": len(frame) - 1}[position]
+                frame[index] ^= 0x01
             writer.write(bytes(frame))
             await read_until_eof(reader)
             assert server.inbox.total() == 0
@@ -594,3 +676,48 @@ def test_pending_handshakes_are_bounded() -> None:
             await server.assert_still_serving()
 
     run(scenario())
+
+
+class RecordingKeystream:
+    """Stands in for a direction's AES-CTR object and records every use."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def decrypt(self, data: bytes) -> bytes:
+        self.calls += 1
+        return bytes(self.inner.decrypt(data))
+
+
+def test_a_frame_failing_its_mac_never_touches_the_receive_keystream() -> None:
+    keys = [secrets.token_bytes(32) for _ in range(2)]
+    tx, rx = tr._FrameCipher(*keys), tr._FrameCipher(*keys)
+    spy = RecordingKeystream(rx._keystream)
+    rx._keystream = spy
+    good = tx.seal(tr.FRAME_DATA, b"first")
+    assert rx.open(good[:4], good[4:]) == (tr.FRAME_DATA, b"first")
+    assert spy.calls == 1
+    second = bytearray(tx.seal(tr.FRAME_DATA, b"second"))
+    second[-1] ^= 0x80
+    with pytest.raises(tr.FrameRejected):
+        rx.open(bytes(second[:4]), bytes(second[4:]))
+    assert spy.calls == 1  # MAC checked first: no keystream consumed by the forgery
+    # The direction stays dead: not even the genuine frame is accepted afterwards.
+    second[-1] ^= 0x80
+    with pytest.raises(tr.FrameRejected):
+        rx.open(bytes(second[:4]), bytes(second[4:]))
+    assert spy.calls == 1
+
+
+def test_directions_derived_by_the_two_sides_match_and_differ_from_each_other() -> None:
+    shared, transcript = secrets.token_bytes(32), secrets.token_bytes(32)
+    i_tx, i_rx = tr._frame_ciphers(shared, transcript, initiator=True)
+    r_tx, r_rx = tr._frame_ciphers(shared, transcript, initiator=False)
+    for sender, receiver in ((i_tx, r_rx), (r_tx, i_rx)):
+        frame = sender.seal(tr.FRAME_DATA, b"hello")
+        assert receiver.open(frame[:4], frame[4:]) == (tr.FRAME_DATA, b"hello")
+    # A frame reflected back to its sender is not accepted in the other direction.
+    reflected = i_tx.seal(tr.FRAME_DATA, b"echo")
+    with pytest.raises(tr.FrameRejected):
+        i_rx.open(reflected[:4], reflected[4:])
