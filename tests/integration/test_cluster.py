@@ -278,3 +278,20 @@ def test_health_never_shows_secrets(cluster3: Cluster) -> None:
     for entry in cluster3.state["nodes"]:
         secret_hex = load_config(entry["config"]).node_secret.to_bytes(32, "big").hex()
         assert secret_hex not in body
+
+
+def test_cors_as_parity_without_an_allow_list(cluster3: Cluster) -> None:
+    author = Requester()
+    key_id, _, _ = cluster3.publish(author, 1)
+    path = codec.server_key_retrieval_path(key_id, author.sign(key_id))
+    url = cluster3.urls[0] + "/" + path
+    # a foreign origin with the default "none" policy: 404 with an empty body, nothing served
+    response = cluster3.http.get(url, headers={"Origin": "http://elsewhere.example"}, timeout=10)
+    assert (response.status_code, response.content) == (404, b"")
+    # no Origin, or the node's own host as origin: served, no CORS header added
+    for headers in ({}, {"Origin": cluster3.urls[0]}):
+        response = cluster3.http.get(url, headers=headers, timeout=10)
+        assert response.status_code == 200
+        assert "Access-Control-Allow-Origin" not in response.headers
+    # pre-flight is not supported by Parity: 400
+    assert cluster3.http.options(url, timeout=10).status_code == 400
