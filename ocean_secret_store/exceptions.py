@@ -20,6 +20,12 @@
           InvalidStateForRequest, InternalError, ...                                   (HTTP 500)
         + DatabaseError > KeyVersionNotFound                                           (HTTP 500)
       x ConfigError                       a node config setting is missing or invalid; .key names it
+      x ClientError                       the HTTP client got no answer (bad node URL, transport failure)
+        + NodeUnreachable                 no answer from the node URL(s) in .urls (refused, timed out)
+      x ChainError                        keeper contracts / Ethereum node: artifact, anvil, deployment, transaction
+        + ArtifactError                   a keeper-contracts artifact is missing, malformed or cannot be linked
+        + ChainUnreachable                no JSON-RPC answer from the chain URL in .url
+        + ContractReverted                a call/transaction reverted; .contract, .function, .reason
 
 Messages say what is wrong with the input; they never contain secret material (shares,
 document keys, private keys), only lengths, public values and positions.
@@ -156,3 +162,46 @@ class ConfigError(SecretStoreError):
     def __init__(self, message: str, key: str | None = None) -> None:
         self.key = key
         super().__init__(message)
+
+
+class ClientError(SecretStoreError):
+    """The HTTP client could not get an answer from the key servers (not a key server's answer).
+
+    Key server answers are :class:`KeyServerError` subclasses; this covers what happens before
+    one: an unusable node URL, or a transport failure. Messages name node base URLs only, never
+    request paths (which carry the requester signature).
+    """
+
+
+class NodeUnreachable(ClientError):
+    """No answer from the key server node(s) in ``urls``: connection refused or reset, or timed out."""
+
+    def __init__(self, message: str, urls: tuple[str, ...] = ()) -> None:
+        self.urls = urls
+        super().__init__(message)
+
+
+class ChainError(SecretStoreError):
+    """The chain layer failed: keeper artifacts, the local anvil, deployment or a transaction."""
+
+
+class ArtifactError(ChainError):
+    """A keeper-contracts artifact is missing, malformed, or its library placeholders cannot be linked."""
+
+
+class ChainUnreachable(ChainError):
+    """The Ethereum JSON-RPC endpoint at ``url`` did not answer (refused, reset, timed out)."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class ContractReverted(ChainError):
+    """A contract call or transaction reverted; names the contract, the function and the revert reason."""
+
+    def __init__(self, contract: str, function: str, reason: str) -> None:
+        self.contract = contract
+        self.function = function
+        self.reason = reason
+        super().__init__(f"{contract}.{function} reverted: {reason}")

@@ -1,0 +1,524 @@
+"""SecretStoreClient: Parity's Secret Store HTTP API over kept-alive connections, all crypto done locally.
+
+Parity's own clients needed an Ethereum node for the ``secretstore_*`` RPC helpers (signing the
+key id, generating and unwrapping document keys, combining shadows) and sent the account
+password to it. Here the account is an eth-account ``LocalAccount`` (or anything with a 32-byte
+``.key``) and every such step runs in this process (:mod:`.local`, :mod:`..crypto`); only the
+key servers' own endpoints (protocol.md §1.4) go over the wire.
+
+Two layers:
+
+* low-level, one method per endpoint, bytes and :class:`~..crypto.curve.Point` in and out
+  (``generate_server_key``, ``store_document_key``, ``retrieve_document_key_shadow``, …);
+* high-level :meth:`SecretStoreClient.publish_document` / :meth:`SecretStoreClient.decrypt_document`
+  with the same meaning, arguments and ``0x``-hex formats as Ocean's ``secret-store-client-py``
+  (ocean.md §2).
+
+Failover (a cluster is several equivalent nodes):
+
+* Retrievals and signing (GET) are read-only, so they try the nodes in turn, starting from the
+  node that last answered, and move on only when a node gives no answer (connection refused or
+  reset, timeout) or answers 5xx (the node is unable: disconnected from its peers, storage or
+  internal error). A 4xx is the cluster's decision (access denied, key not found, bad request)
+  and is raised at once: another node would decide the same.
+* Generation, storing and the servers-set change (POST) are not idempotent: they go to one node
+  only (the node that last answered, initially the first URL) and are never retried; a node that
+  cannot be reached raises :class:`~..exceptions.NodeUnreachable` naming its URL.
+
+Nothing secret reaches logs or exception messages: not the account key, document keys or
+shadows, and not the request path either, because it carries the requester signature, which
+is a bearer credential for its key id (protocol.md §1.3). For the same reason the transport
+exception of ``requests`` (whose text contains the path) is summarised, not chained.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Final, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+
+from ..crypto import document as _document
+from ..crypto import ecies, schnorr, shadows, signatures
+from ..crypto.curve import Point, Scalar
+from ..crypto.hashes import address_of, checksum_address, servers_set_hash
+from ..exceptions import (
+    ClientError,
+    DecryptionFailed,
+    InvalidScalar,
+    InvalidSignature,
+    KeyServerError,
+    MalformedHex,
+    NodeUnreachable,
+)
+from ..protocol import http as _http
+from ..protocol.http import DocumentKeyShadow
+from . import local
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+__all__ = ["DocumentKeyShadow", "SecretStoreClient"]
+
+log = logging.getLogger(__name__)
+
+#: A requests timeout: seconds for both phases, or ``(connect, read)``.
+Timeout: TypeAlias = float | tuple[float, float]
+
+#: Connections kept alive per node; more only matter for many threads sharing one client.
+_POOL_MAXSIZE: Final = 10
+#: Server public keys remembered for verifying signatures (public values; bounded, LRU).
+_SERVER_KEY_CACHE_SIZE: Final = 1024
+_KEY_ID_SIZE: Final = 32
+_HEX: Final = re.compile(r"[0-9a-fA-F]*")
+
+# Failures after which nothing came back from the node: the next node may still answer.
+# ChunkedEncodingError is a connection dropped while the body was read.
+_TRANSPORT_ERRORS: Final = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _parse_node_url(url: str) -> tuple[str, str]:
+    """``(base, display)``: the URL without trailing ``/``, and the same without credentials."""
+    if not isinstance(url, str):
+        raise ClientError(f"a key server URL must be a string, got {type(url).__name__}")
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # parses the port, which raises for a malformed one
+    except ValueError:
+        raise ClientError("a key server URL does not parse (expected http(s)://host[:port])") from None
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None:
+        netloc += f":{port}"
+    display = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"a key server URL must be http(s)://host[:port], got {display or 'an empty URL'}")
+    if parts.query or parts.fragment:
+        raise ClientError(f"a key server URL takes no query or fragment: {display}")
+    return text.rstrip("/"), display
+
+
+def _transport_failure(exc: requests.RequestException, timeout: Timeout) -> tuple[str, bool]:
+    """A short description of a transport failure and whether the request surely never left.
+
+    The description comes from the operating system error (``Connection refused``) or the
+    exception type, never from the exception's text, which holds the request path.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"connecting timed out after {_connect_timeout(timeout)} s", True
+    if isinstance(exc, requests.ReadTimeout):
+        return f"no response within {_read_timeout(timeout)} s", False
+    not_sent = False
+    detail = type(exc).__name__
+    # requests wraps urllib3's MaxRetryError, whose .reason is the real failure; the OS error
+    # is that failure's cause.
+    seen: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending and len(seen) < 8:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or item in seen:
+            continue
+        seen.append(item)
+        if isinstance(item, NewConnectionError):
+            not_sent = True
+        if isinstance(item, OSError) and item.strerror:
+            detail = item.strerror
+            break
+        pending.extend(item.args[:1])
+        pending.extend(x for x in (getattr(item, "reason", None), item.__cause__, item.__context__) if x)
+    return (f"connection failed: {detail}", not_sent)
+
+
+def _connect_timeout(timeout: Timeout) -> float:
+    return timeout[0] if isinstance(timeout, tuple) else timeout
+
+
+def _read_timeout(timeout: Timeout) -> float:
+    return timeout[1] if isinstance(timeout, tuple) else timeout
+
+
+def _parse_hex(value: object, name: str, size: int | None = None) -> bytes:
+    """Hex with or without ``0x`` (Ocean passed document ids bare and documents with ``0x``)."""
+    if not isinstance(value, str):
+        raise MalformedHex(f"{name} must be a hex string, got {type(value).__name__}")
+    digits = value[2:] if value.startswith(("0x", "0X")) else value
+    if len(digits) % 2 or not _HEX.fullmatch(digits):
+        raise MalformedHex(f"{name} must be an even number of hex digits, optionally prefixed by 0x")
+    raw = bytes.fromhex(digits)
+    if size is not None and len(raw) != size:
+        raise MalformedHex(f"{name} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
+    return raw
+
+
+def _check_key_id(key_id: object) -> bytes:
+    if not isinstance(key_id, (bytes, bytearray)) or len(key_id) != _KEY_ID_SIZE:
+        got = f"{len(key_id)} bytes" if isinstance(key_id, (bytes, bytearray)) else type(key_id).__name__
+        raise _http.BadRequest(f"a server key id must be {_KEY_ID_SIZE} bytes, got {got}")
+    return bytes(key_id)
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class SecretStoreClient:
+    """A client of one Parity-compatible key server cluster, acting for one account.
+
+    :param urls: the cluster's node URLs (``http://host:port``, a path prefix is allowed), one
+        string or several; they are equivalent entry points to the same cluster.
+    :param account: an eth-account ``LocalAccount`` or anything with the 32-byte private key
+        as ``.key``. It signs key ids and decrypts what the nodes encrypt to it; the key never
+        leaves the process.
+    :param timeout: seconds per HTTP request (or ``(connect, read)``). Parity cancels a stuck
+        cluster session after about 60-70 s (protocol.md §1.8); a generation that needs longer
+        than ``timeout`` raises :class:`NodeUnreachable` and may still complete on the cluster.
+    :param session: a ``requests.Session`` to use as is (the caller owns and closes it);
+        by default the client makes one with a kept-alive connection pool per node, no
+        transport-level retries and closes it in :meth:`close`.
+    :raises ClientError: for no URL or a URL that is not ``http(s)://host[:port]``.
+    :raises InvalidScalar: if the account has no valid 32-byte private key in ``.key``.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        account: LocalAccount | local.HasKey,
+        *,
+        timeout: Timeout = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        parsed = [_parse_node_url(url) for url in ([urls] if isinstance(urls, str) else list(urls))]
+        if not parsed:
+            raise ClientError("a SecretStoreClient needs at least one key server URL")
+        self._bases = tuple(base for base, _ in parsed)
+        self._displays = tuple(display for _, display in parsed)
+        self._account = account
+        # Parses .key now, so a wrong account fails here and not halfway through a publish.
+        self._address = checksum_address(address_of(local.account_public(account)))
+        self._timeout = timeout
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            hosts = {urlsplit(base).netloc for base in self._bases}
+            # max_retries=0: urllib3 must not resend anything, least of all a POST; failover
+            # between nodes is this class's decision.
+            adapter = HTTPAdapter(pool_connections=len(hosts), pool_maxsize=_POOL_MAXSIZE, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
+        # Index of the node that answered last: GETs start there, POSTs go there.
+        self._preferred = 0
+        self._server_keys: OrderedDict[bytes, Point] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- lifecycle and introspection ---------------------------------------------------------
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The node base URLs, in the order given."""
+        return self._bases
+
+    @property
+    def address(self) -> str:
+        """The requester's checksummed Ethereum address (what the ACL contract sees)."""
+        return self._address
+
+    def close(self) -> None:
+        """Close the kept-alive connections (only if the client made its own session)."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> SecretStoreClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SecretStoreClient(urls={list(self._displays)!r}, address={self._address!r})"
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _request(self, method: str, index: int, path: str, body: bytes = b"") -> requests.Response:
+        # No redirects: the path carries the requester signature and must not be forwarded.
+        return self._session.request(
+            method, self._bases[index] + path, data=body or None, timeout=self._timeout, allow_redirects=False
+        )
+
+    def _get(self, operation: str, path: str) -> bytes:
+        """GET ``path`` with failover; the body of the first 2xx answer."""
+        count = len(self._bases)
+        start = self._preferred
+        tried: list[str] = []
+        failures: list[str] = []
+        last_answer: KeyServerError | None = None
+        for offset in range(count):
+            index = (start + offset) % count
+            display = self._displays[index]
+            tried.append(display)
+            try:
+                response = self._request(_http.GET, index, path)
+            except _TRANSPORT_ERRORS as exc:
+                reason, _ = _transport_failure(exc, self._timeout)
+                log.warning("%s: no answer from %s (%s); trying the next node", operation, display, reason)
+                failures.append(f"{display} ({reason})")
+                continue
+            except requests.RequestException as exc:
+                failure = type(exc).__name__
+                raise ClientError(f"{operation}: request to {display} failed ({failure})") from None
+            status = response.status_code
+            log.debug("%s: %s answered HTTP %d", operation, display, status)
+            if status < 500:
+                # A success or the cluster's refusal: either way this node works, so start here next time.
+                self._preferred = index
+                if 200 <= status < 300:
+                    return response.content
+                raise _http.error_from_response(status, response.content)
+            error = _http.error_from_response(status, response.content)
+            log.warning(
+                "%s: %s answered HTTP %d (%s); trying the next node", operation, display, status, error
+            )
+            failures.append(f"{display} (HTTP {status}: {error})")
+            last_answer = error
+        if last_answer is not None:
+            # Some node answered: its error says more than the unreachable ones.
+            raise last_answer
+        raise NodeUnreachable(f"{operation}: no key server answered: {'; '.join(failures)}", tuple(tried))
+
+    def _post(self, operation: str, path: str, body: bytes = b"") -> bytes:
+        """POST ``path`` to one node, never retried; the body of a 2xx answer."""
+        index = self._preferred
+        display = self._displays[index]
+        try:
+            response = self._request(_http.POST, index, path, body)
+        except _TRANSPORT_ERRORS as exc:
+            reason, not_sent = _transport_failure(exc, self._timeout)
+            outcome = (
+                "the request was not sent"
+                if not_sent
+                else "the request was sent and may still complete on the cluster"
+            )
+            raise NodeUnreachable(
+                f"{operation}: no answer from {display} ({reason}); {outcome}; not retried on "
+                "another node because generation and storing are not idempotent",
+                (display,),
+            ) from None
+        except requests.RequestException as exc:
+            raise ClientError(f"{operation}: request to {display} failed ({type(exc).__name__})") from None
+        status = response.status_code
+        log.debug("%s: %s answered HTTP %d", operation, display, status)
+        if 200 <= status < 300:
+            return response.content
+        raise _http.error_from_response(status, response.content)
+
+    # -- local crypto ------------------------------------------------------------------------
+
+    def _secret(self) -> int:
+        key = getattr(self._account, "key", None)
+        if not isinstance(key, (bytes, bytearray)):
+            raise InvalidScalar("the account must carry its private key as 32 bytes in .key")
+        return Scalar.from_bytes(bytes(key)).value
+
+    def _decrypt(self, blob: bytes) -> bytes:
+        """Undo the nodes' ``ECIES(Q, ·)`` (auth data ``00 00``) with the account key."""
+        return ecies.decrypt(self._secret(), blob, ecies.DEFAULT_MAC)
+
+    def _remember_server_key(self, key_id: bytes, server_key: Point) -> None:
+        with self._lock:
+            self._server_keys[key_id] = server_key
+            self._server_keys.move_to_end(key_id)
+            while len(self._server_keys) > _SERVER_KEY_CACHE_SIZE:
+                self._server_keys.popitem(last=False)
+
+    def _known_server_key(self, key_id: bytes) -> Point | None:
+        with self._lock:
+            return self._server_keys.get(key_id)
+
+    # -- low level: one method per endpoint --------------------------------------------------
+
+    def sign_key_id(self, key_id: bytes) -> bytes:
+        """The requester signature for ``key_id``: ECDSA over its raw 32 bytes, ``r || s || v`` (v 0/1)."""
+        return local.sign_raw_hash(self._account, _check_key_id(key_id))
+
+    def generate_server_key(self, key_id: bytes, threshold: int) -> Point:
+        """``POST /shadow/{key_id}/{sig}/{threshold}``: generate the server key; returns its public ``Y``.
+
+        Sent to one node, never retried. ``t+1`` nodes will be needed to use the key.
+        """
+        key_id = _check_key_id(key_id)
+        path = _http.server_key_generation_path(key_id, self.sign_key_id(key_id), threshold)
+        server_key = _http.decode_point_response(self._post("server key generation", path))
+        self._remember_server_key(key_id, server_key)
+        return server_key
+
+    def store_document_key(self, key_id: bytes, common_point: Point, encrypted_point: Point) -> None:
+        """``POST /shadow/{key_id}/{sig}/{C}/{E}``: store an externally generated document key.
+
+        ``(C, E) = (k·G, M + k·Y)`` (protocol.md §2.6). Only the key's author may store, once.
+        Sent to one node, never retried.
+        """
+        key_id = _check_key_id(key_id)
+        signature = self.sign_key_id(key_id)
+        path = _http.document_key_storing_path(key_id, signature, common_point, encrypted_point)
+        self._post("document key storing", path)
+
+    def generate_server_and_document_key(self, key_id: bytes, threshold: int) -> Point:
+        """``POST /{key_id}/{sig}/{threshold}``: the node generates both keys; returns the document key ``M``.
+
+        The handling node learns ``M``; prefer :meth:`generate_server_key` with a locally
+        generated document key (:meth:`publish_document`). Sent to one node, never retried.
+        """
+        key_id = _check_key_id(key_id)
+        path = _http.server_and_document_key_generation_path(key_id, self.sign_key_id(key_id), threshold)
+        body = self._post("server and document key generation", path)
+        blob = _http.decode_bytes_response(body, _http.ENCRYPTED_DOCUMENT_KEY_SIZE)
+        return Point.from_bytes(self._decrypt(blob))
+
+    def retrieve_server_key(self, key_id: bytes) -> Point:
+        """``GET /server/{key_id}/{sig}``: the server public key ``Y`` (the key's author only)."""
+        key_id = _check_key_id(key_id)
+        path = _http.server_key_retrieval_path(key_id, self.sign_key_id(key_id))
+        server_key = _http.decode_point_response(self._get("server key retrieval", path))
+        self._remember_server_key(key_id, server_key)
+        return server_key
+
+    def retrieve_document_key(self, key_id: bytes) -> Point:
+        """``GET /{key_id}/{sig}``: the document key ``M``, reconstructed by the node (which learns it).
+
+        Prefer :meth:`recover_document_key`, where no node learns ``M``.
+        """
+        key_id = _check_key_id(key_id)
+        path = _http.document_key_retrieval_path(key_id, self.sign_key_id(key_id))
+        blob = _http.decode_bytes_response(
+            self._get("document key retrieval", path), _http.ENCRYPTED_DOCUMENT_KEY_SIZE
+        )
+        return Point.from_bytes(self._decrypt(blob))
+
+    def retrieve_document_key_shadow(self, key_id: bytes) -> DocumentKeyShadow:
+        """``GET /shadow/{key_id}/{sig}``: ``decrypted_secret``, ``common_point`` and the encrypted shadows.
+
+        The shadows are still ECIES-encrypted to the account; :meth:`recover_document_key`
+        combines them.
+        """
+        key_id = _check_key_id(key_id)
+        path = _http.document_key_shadow_retrieval_path(key_id, self.sign_key_id(key_id))
+        return _http.decode_shadow_response(self._get("document key shadow retrieval", path))
+
+    def recover_document_key(self, key_id: bytes) -> Point:
+        """Shadow retrieval, then ``M = D + (Σ ε_i)·C'`` locally (protocol.md §2.7); no node learns ``M``."""
+        shadow = self.retrieve_document_key_shadow(key_id)
+        return shadows.recover_document_key(
+            shadow.decrypted_secret, shadow.common_point, shadow.decrypt_shadows, self._secret()
+        )
+
+    def schnorr_sign(
+        self, key_id: bytes, message_hash: bytes, server_key: Point | None = None
+    ) -> tuple[int, int]:
+        """``GET /schnorr/{key_id}/{sig}/{message_hash}``: a threshold Schnorr signature ``(c, s)``.
+
+        Verification: against ``server_key`` if given, else against the server key this client
+        generated or retrieved for ``key_id`` earlier, else not at all. The client does not
+        fetch ``Y`` for the check on its own: ``GET /server`` is for the key's author only, and
+        signers usually are not the author (and it would cost a second round trip).
+
+        :raises InvalidSignature: if the signature does not verify against the known ``Y``.
+        """
+        key_id = _check_key_id(key_id)
+        path = _http.schnorr_signing_path(key_id, self.sign_key_id(key_id), message_hash)
+        blob = _http.decode_bytes_response(
+            self._get("Schnorr signing", path), _http.ENCRYPTED_SCHNORR_SIGNATURE_SIZE
+        )
+        signature = schnorr.parse_signature(self._decrypt(blob))
+        public = server_key if server_key is not None else self._known_server_key(key_id)
+        if public is not None:
+            schnorr.verify(public, signature, message_hash)
+        return signature
+
+    def ecdsa_sign(self, key_id: bytes, message_hash: bytes, server_key: Point | None = None) -> bytes:
+        """``GET /ecdsa/{key_id}/{sig}/{message_hash}``: a threshold ECDSA signature ``r || s || v``.
+
+        ``v`` is the raw recovery id (add 27 for Ethereum's ``ecrecover``). Verified as in
+        :meth:`schnorr_sign`: the signature must recover to ``server_key`` or the known ``Y``.
+
+        :raises InvalidSignature: if it does not recover to the known ``Y``.
+        """
+        key_id = _check_key_id(key_id)
+        path = _http.ecdsa_signing_path(key_id, self.sign_key_id(key_id), message_hash)
+        blob = _http.decode_bytes_response(
+            self._get("ECDSA signing", path), _http.ENCRYPTED_ECDSA_SIGNATURE_SIZE
+        )
+        signature = self._decrypt(blob)
+        public = server_key if server_key is not None else self._known_server_key(key_id)
+        if public is not None and signatures.recover_public(signature, message_hash) != public:
+            raise InvalidSignature("the ECDSA signature does not recover to the server key")
+        return signature
+
+    def change_servers_set(self, old_servers_set: Iterable[Point], new_servers_set: Iterable[Point]) -> None:
+        """``POST /admin/servers_set_change/{old_sig}/{new_sig}``, signed by this account as administrator.
+
+        ``old_servers_set`` must be every node connected to the receiving node, itself included
+        (protocol.md §1.4.9). Sent to one node, never retried.
+        """
+        old_set, new_set = list(old_servers_set), list(new_servers_set)
+        secret = self._secret()
+        old_signature = signatures.sign_raw_hash(secret, servers_set_hash(old_set))
+        new_signature = signatures.sign_raw_hash(secret, servers_set_hash(new_set))
+        path = _http.servers_set_change_path(old_signature, new_signature)
+        self._post("servers set change", path, _http.servers_set_change_body(new_set))
+
+    # -- high level: Ocean's secret-store-client-py ------------------------------------------
+
+    def publish_document(self, document_id: str, document: str, threshold: int = 0) -> str:
+        """Encrypt ``document`` under a fresh document key stored with the cluster under ``document_id``.
+
+        As ``secret-store-client-py``: generate the server key (``threshold``), generate the
+        document key (here locally), encrypt the UTF-8 document, store the key, and return the
+        encrypted document as ``"0x"`` + lowercase hex (``ciphertext || iv``). ``document_id``
+        is the 32-byte server key id as 64 hex digits, with or without ``0x``.
+
+        If storing fails the server key exists without a document key and the ciphertext is
+        lost (as in the original); the id cannot be reused.
+        """
+        key_id = _parse_hex(document_id, "document_id", _KEY_ID_SIZE)
+        if not isinstance(document, str):
+            raise MalformedHex(f"document must be a str, got {type(document).__name__}")
+        server_key = self.generate_server_key(key_id, threshold)
+        document_key, common_point, encrypted_point = _document.generate_document_key(server_key)
+        encrypted = _document.encrypt_document(document_key, document.encode("utf-8"))
+        self.store_document_key(key_id, common_point, encrypted_point)
+        return "0x" + encrypted.hex()
+
+    def decrypt_document(self, document_id: str, encrypted_document: str) -> str:
+        """Recover the document key by shadow retrieval and decrypt ``encrypted_document`` to text.
+
+        As ``secret-store-client-py``: ``encrypted_document`` is the hex returned by
+        :meth:`publish_document` (``0x`` optional); the result is the UTF-8 plaintext.
+
+        :raises DecryptionFailed: if the plaintext is not UTF-8 (the format has no MAC, so a
+            wrong key or a corrupted ciphertext shows only this way).
+        """
+        key_id = _parse_hex(document_id, "document_id", _KEY_ID_SIZE)
+        data = _parse_hex(encrypted_document, "encrypted_document")
+        document_key = self.recover_document_key(key_id)
+        plain = _document.decrypt_document(document_key, data)
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecryptionFailed(
+                "the decrypted document is not UTF-8: wrong document key or corrupted ciphertext"
+            ) from None
