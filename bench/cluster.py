@@ -124,7 +124,7 @@ def main() -> None:
 
     own = args.state_dir is None
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="oss-bench-"))
-    state = devnet.load_state(state_dir) if not own else devnet.up(state_dir, args.nodes)
+    state = devnet.load_state(state_dir) if not own else devnet.up(state_dir, args.nodes, acl="none")
     assert state is not None
     urls = [n["http_url"] for n in state["nodes"]]
     print(f"{len(urls)} nodes, threshold {threshold}, {os.cpu_count()} cores, state {state_dir}")

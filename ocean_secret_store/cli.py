@@ -59,6 +59,8 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
         for n in report["nodes"]:
             lines.append(f"{n['node']:<5} {n['pid'] or '-':>8} {str(n['running']):<8} {str(n['healthy']):<8} "
                          f"{n['connected_peers'] if n['connected_peers'] is not None else '-':>5}  {n['http_url']}")
+        chain = report["chain"]
+        lines.append(f"chain {chain['anvil_pid'] or '-':>8} {str(chain['running']):<8} {'':<8} {'':>5}  {chain['chain_url']}")
         _print(args, report, "\n".join(lines))
         return EXIT_OK if report["healthy"] else EXIT_FAILED
     return EXIT_OK
@@ -87,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--state-dir", default=".devnet", help="where keys, configs, logs and devnet.json live")
         if name == "up":
             cmd.add_argument("--nodes", type=int, default=5)
-            cmd.add_argument("--acl", choices=("contract", "none"), default="none")
+            cmd.add_argument("--acl", choices=("contract", "none"), default="contract",
+                             help="key servers check AccessSecretStoreCondition on chain (default) or nobody")
             cmd.add_argument("--fresh", action="store_true", help="wipe a stopped devnet's state first")
     dev.set_defaults(func=_cmd_devnet)
 

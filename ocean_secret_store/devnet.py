@@ -90,7 +90,7 @@ def running_pids(state: dict[str, Any]) -> list[int]:
     return [p for p in pids if p and _alive(p)]
 
 
-def _node_configs(state_dir: Path, nodes: int, session_timeout: float) -> list[dict[str, Any]]:
+def _node_configs(state_dir: Path, nodes: int, session_timeout: float, acl: dict[str, Any]) -> list[dict[str, Any]]:
     secrets = [random_scalar() for _ in range(nodes)]
     publics = [Point.generator_mul(s) for s in secrets]
     ports = _free_ports(2 * nodes)
@@ -106,7 +106,7 @@ def _node_configs(state_dir: Path, nodes: int, session_timeout: float) -> list[d
             },
             "cluster": cluster,
             "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 5.0},
-            "acl": {"kind": "none"},
+            "acl": dict(acl),
             "http": {"cors": "none"},
         }
         out.append({"mapping": mapping, "public": public, "http_port": ports[2 * i + 1]})
@@ -152,21 +152,53 @@ def wait_for_mesh(http_urls: list[str], expected_peers: int, timeout: float, pro
         time.sleep(0.1)
 
 
+#: Funded anvil accounts by role (anvil's dev accounts, in this order).
+ROLES = ("deployer", "minter", "publisher", "consumer", "provider")
+
+
+def _start_chain(state_dir: Path, port: int = 0) -> Any:
+    from .chain.anvil import start_anvil
+
+    return start_anvil(port, state_path=state_dir / "chain-state.json", log_path=state_dir / "anvil.log")
+
+
+def _deploy(anvil: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    from .chain.deploy import deploy_keeper_contracts
+    from .chain.keeper import to_address
+
+    keys = anvil.private_keys
+    accounts = {role: {"address": anvil.addresses[i], "private_key": keys[i]} for i, role in enumerate(ROLES)}
+    deployment = deploy_keeper_contracts(anvil.url, keys[0], minter=to_address(accounts["minter"]["address"]))
+    say(f"deployed keeper-contracts 0.13.2 from the installed artifacts in {deployment.seconds:.1f} s")
+    return {
+        "chain_url": anvil.url,
+        "chain_id": anvil.chain_id,
+        "anvil_pid": anvil.pid,
+        "anvil_log": str(anvil.log_path),
+        "contracts": dict(deployment.addresses),
+        "template_id": "0x" + bytes(deployment.template_id).hex(),
+        "accounts": accounts,
+    }
+
+
 def up(
     state_dir: Path,
     nodes: int = 5,
     *,
-    acl: str = "none",
+    acl: str = "contract",
     fresh: bool = False,
     session_timeout: float = 5.0,
     timeout: float = 60.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
+    """Start the devnet in ``state_dir``: anvil with the keeper contracts, then N key servers.
+
+    ``acl="contract"`` (the default) configures every key server with the on-chain
+    ``AccessSecretStoreCondition.checkPermissions``; ``acl="none"`` lets everyone in (benchmarks).
+    """
     state_dir = state_dir.resolve()
     if acl not in ("none", "contract"):
         raise DevnetError(f"unknown --acl {acl!r}: use 'contract' or 'none'")
-    if acl == "contract":
-        raise DevnetError("--acl contract needs the chain, which this version of the devnet does not start yet")
     if nodes < 1:
         raise DevnetError("a devnet needs at least one node")
     existing = load_state(state_dir)
@@ -178,45 +210,57 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
 
-    if existing is None:
-        say(f"generating {nodes} node keys and configs in {state_dir}")
-        entries = []
-        for i, spec in enumerate(_node_configs(state_dir, nodes, session_timeout)):
-            config_path = state_dir / f"node{i}.toml"
-            _write_private(config_path, f"# {DEV_ONLY}\n" + dump_config(spec["mapping"]))
-            (state_dir / f"node{i}").mkdir(exist_ok=True)
-            public: Point = spec["public"]
-            entries.append({
-                "public": "0x" + public.to_bytes().hex(),
-                "address": checksum_address(address_of(public)),
-                "http_url": f"http://127.0.0.1:{spec['http_port']}",
-                "pid": None,
-                "config": str(config_path),
-                "data_dir": str(state_dir / f"node{i}"),
-                "log": str(state_dir / f"node{i}.log"),
-            })
-        state: dict[str, Any] = {"dev_only": DEV_ONLY, "nodes": entries}
-    else:
-        say(f"restarting the stopped devnet in {state_dir} (same keys and data)")
-        state = existing
-
-    entries = state["nodes"]
-    procs: list[subprocess.Popen[bytes] | None] = []
+    started: list[int] = []
     try:
+        if existing is None:
+            say("starting anvil (local chain)")
+            anvil = _start_chain(state_dir)
+            started.append(anvil.pid)
+            chain = _deploy(anvil, say)
+            node_acl: dict[str, Any] = {"kind": "none"}
+            if acl == "contract":
+                node_acl = {"kind": "contract", "chain_url": chain["chain_url"],
+                            "contract": chain["contracts"]["AccessSecretStoreCondition"]}
+            say(f"generating {nodes} node keys and configs in {state_dir}")
+            entries = []
+            for i, spec in enumerate(_node_configs(state_dir, nodes, session_timeout, node_acl)):
+                config_path = state_dir / f"node{i}.toml"
+                _write_private(config_path, f"# {DEV_ONLY}\n" + dump_config(spec["mapping"]))
+                (state_dir / f"node{i}").mkdir(exist_ok=True)
+                public: Point = spec["public"]
+                entries.append({
+                    "public": "0x" + public.to_bytes().hex(),
+                    "address": checksum_address(address_of(public)),
+                    "http_url": f"http://127.0.0.1:{spec['http_port']}",
+                    "pid": None,
+                    "config": str(config_path),
+                    "data_dir": str(state_dir / f"node{i}"),
+                    "log": str(state_dir / f"node{i}.log"),
+                })
+            state: dict[str, Any] = {"dev_only": DEV_ONLY, "acl": acl, "nodes": entries, **chain}
+        else:
+            say(f"restarting the stopped devnet in {state_dir} (same keys, data and chain state)")
+            state = existing
+            port = int(state["chain_url"].rsplit(":", 1)[1])
+            anvil = _start_chain(state_dir, port)
+            started.append(anvil.pid)
+            state["anvil_pid"] = anvil.pid
+
+        entries = state["nodes"]
+        procs: list[subprocess.Popen[bytes] | None] = []
         for entry in entries:
             proc = _start_node(Path(entry["config"]), Path(entry["log"]))
             entry["pid"] = proc.pid
+            started.append(proc.pid)
             procs.append(proc)
         say(f"started {len(entries)} key servers; waiting until each is connected to every other")
         wait_for_mesh([e["http_url"] for e in entries], len(entries) - 1, timeout, procs)
     except BaseException:
-        for proc in procs:
-            if proc is not None:
-                _stop_group(proc.pid)
+        for pid in started:
+            _stop_group(pid)
         raise
     state["secret_store_url"] = entries[0]["http_url"]
     state["threshold_max"] = len(entries) - 1
-    state["acl"] = acl
     _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return state
 
@@ -243,6 +287,7 @@ def down(state_dir: Path) -> list[int]:
         _stop_group(pid)
     for entry in state["nodes"]:
         entry["pid"] = None
+    state["anvil_pid"] = None
     _write_private(state_dir.resolve() / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return stopped
 
@@ -262,8 +307,11 @@ def status(state_dir: Path) -> dict[str, Any]:
             "healthy": bool(health and health.get("status") == "ok"),
             "connected_peers": health.get("connected_peers") if health else None,
         })
-    return {"state_dir": str(state_dir.resolve()), "nodes": nodes,
-            "running": all(n["running"] for n in nodes), "healthy": all(n["healthy"] for n in nodes)}
+    chain = {"chain_url": state.get("chain_url"), "anvil_pid": state.get("anvil_pid"),
+             "running": _alive(state.get("anvil_pid"))}
+    return {"state_dir": str(state_dir.resolve()), "nodes": nodes, "chain": chain,
+            "running": chain["running"] and all(n["running"] for n in nodes),
+            "healthy": chain["running"] and all(n["healthy"] for n in nodes)}
 
 
 def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0) -> dict[str, Any]:
@@ -300,3 +348,26 @@ def stop_node(state_dir: Path, index: int, *, kill: bool = False) -> None:
             time.sleep(0.02)
     else:
         _stop_group(pid)
+
+
+def stop_chain(state_dir: Path) -> None:
+    """Stop the devnet's anvil (SIGTERM: it dumps its state to be reloaded by ``restart_chain``)."""
+    state = load_state(state_dir.resolve())
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    if _alive(state.get("anvil_pid")):
+        _stop_group(state["anvil_pid"])
+
+
+def restart_chain(state_dir: Path) -> dict[str, Any]:
+    """Start the devnet's anvil again on its old port, with the state it dumped when stopped."""
+    state_dir = state_dir.resolve()
+    state = load_state(state_dir)
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    if _alive(state.get("anvil_pid")):
+        raise DevnetError(f"anvil is still running (pid {state['anvil_pid']})")
+    anvil = _start_chain(state_dir, int(state["chain_url"].rsplit(":", 1)[1]))
+    state["anvil_pid"] = anvil.pid
+    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    return state

@@ -18,4 +18,5 @@ def test_cluster_demo_end_to_end() -> None:
     lines: list[str] = []
     assert run_demo(nodes=3, threshold=1, say=lines.append)
     assert lines[-1] == "demo succeeded"
-    assert any("HTTP 403" in line for line in lines)
+    assert any("asks before ordering: refused (ConsensusUnreachable" in line for line in lines)
+    assert any("cluster refuses (ConsensusTemporaryUnreachable" in line for line in lines)

@@ -84,7 +84,7 @@ class Cluster:
 
 def _start(tmp_path_factory: pytest.TempPathFactory, nodes: int) -> Iterator[Cluster]:
     state_dir = tmp_path_factory.mktemp(f"devnet{nodes}")
-    state = devnet.up(state_dir, nodes, session_timeout=SESSION_TIMEOUT)
+    state = devnet.up(state_dir, nodes, acl="none", session_timeout=SESSION_TIMEOUT)
     try:
         yield Cluster(state_dir, state)
     finally:

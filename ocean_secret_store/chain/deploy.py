@@ -1,0 +1,232 @@
+"""Deploy and set up keeper-contracts 0.13.2 from the installed artifacts on any dev chain (ocean.md §4.4 step 1).
+
+Transactions go out pipelined: every nonce is assigned locally, contract addresses are derived from
+(deployer, nonce), gas limits are fixed, and receipts are collected once per phase. The only
+dependency that needs mined state (the actor type ids the template lists) splits two phases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..crypto.hashes import keccak256
+from ..exceptions import ChainError, ContractReverted
+from .artifacts import DEVELOPMENT, load_artifact
+from .keeper import (
+    ESCROW_ACCESS_TEMPLATE,
+    ESCROW_ACCESS_TEMPLATE_ID,
+    KEEPER_CONTRACTS,
+    KEEPER_LIBRARIES,
+    AccountLike,
+    AddressLike,
+    connect,
+    replay_reason,
+    select_function,
+    to_account,
+    to_address,
+    translate_errors,
+)
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from web3 import Web3
+
+# Measured creation gas is 0.16-1.73 M per contract and setup calls stay below 0.3 M; fixed
+# limits with headroom replace eth_estimateGas, which cannot see not-yet-mined predecessors.
+DEPLOY_GAS = 4_000_000
+CALL_GAS = 1_000_000
+ACTOR_TYPES = ("provider", "consumer")
+_OWNABLE = KEEPER_CONTRACTS  # every keeper contract is zos Ownable
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the keeper contracts landed: contract name -> checksum address, plus the setup facts."""
+
+    chain_id: int
+    addresses: Mapping[str, str]
+    template_id: bytes
+    actor_types: Mapping[str, bytes]
+    deployer: str
+    owner: str
+    minter: str
+    network: str = DEVELOPMENT
+    seconds: float = field(default=0.0, compare=False)
+
+    def __getitem__(self, name: str) -> str:
+        return self.addresses[name]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id, "contracts": dict(self.addresses), "template_id": "0x" + self.template_id.hex(),
+            "actor_types": {k: "0x" + v.hex() for k, v in self.actor_types.items()},
+            "deployer": self.deployer, "owner": self.owner, "minter": self.minter, "network": self.network,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Deployment:
+        return cls(
+            chain_id=int(data["chain_id"]), addresses=dict(data["contracts"]),
+            template_id=bytes.fromhex(str(data["template_id"]).removeprefix("0x")),
+            actor_types={k: bytes.fromhex(str(v).removeprefix("0x")) for k, v in data["actor_types"].items()},
+            deployer=str(data["deployer"]), owner=str(data["owner"]), minter=str(data["minter"]),
+            network=str(data.get("network", DEVELOPMENT)),
+        )
+
+    def write_artifacts(self, directory: str | os.PathLike[str], network: str = DEVELOPMENT) -> Path:
+        """Write ``<Name>.<network>.json`` for every deployed contract with ``address`` rewritten.
+
+        Programs that read artifacts (ocean-keeper style, or :meth:`Keeper.from_network` with
+        ``artifacts_directory``) then find this chain's addresses.
+        """
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, address in self.addresses.items():
+            source = load_artifact(name, self.network)
+            data = json.loads(source.path.read_text(encoding="utf-8"))
+            data["address"] = address
+            data["implementation"] = address
+            (target / f"{name}.{network}.json").write_text(json.dumps(data), encoding="utf-8")
+        return target
+
+
+def create_address(sender: str, nonce: int) -> str:
+    """The address a CREATE from ``sender`` at ``nonce`` deploys to: keccak256(rlp([sender, nonce]))[12:]."""
+    import rlp
+
+    return to_address(keccak256(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
+
+
+class _Pipeline:
+    """Signs and sends transactions with locally assigned nonces; checks all receipts on flush."""
+
+    def __init__(self, w3: Web3, signer: LocalAccount, chain_id: int, gas_price: int, timeout: float) -> None:
+        self.w3, self.signer, self.chain_id, self.gas_price, self.timeout = w3, signer, chain_id, gas_price, timeout
+        with translate_errors(w3, "chain", "eth_getTransactionCount"):
+            self.nonce = w3.eth.get_transaction_count(signer.address, "pending")
+        self.pending: list[tuple[str, str, dict[str, Any], bytes]] = []
+
+    def _send(self, contract: str, function: str, tx: dict[str, Any]) -> None:
+        tx.update(nonce=self.nonce, chainId=self.chain_id, gasPrice=self.gas_price)
+        tx.setdefault("value", 0)
+        signed = self.signer.sign_transaction(tx)
+        with translate_errors(self.w3, contract, function):
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        self.pending.append((contract, function, tx, bytes(tx_hash)))
+        self.nonce += 1
+
+    def deploy(self, name: str, bytecode: str) -> str:
+        address = create_address(self.signer.address, self.nonce)
+        self._send(name, "<create>", {"data": bytecode, "gas": DEPLOY_GAS, "from": self.signer.address})
+        return address
+
+    def call(self, contract: Any, name: str, function: str, *args: Any) -> None:
+        fn = select_function(contract, function)(*args)
+        tx = fn.build_transaction({
+            "from": self.signer.address, "gas": CALL_GAS, "nonce": self.nonce, "chainId": self.chain_id,
+            "gasPrice": self.gas_price, "value": 0,
+        })
+        self._send(name, function, dict(tx))
+
+    def flush(self) -> None:
+        """Wait for every pending transaction; the first failed one raises ContractReverted."""
+        sent, self.pending = self.pending, []
+        if not sent:
+            return
+        contract, function, _, last = sent[-1]
+        with translate_errors(self.w3, contract, function):
+            self.w3.eth.wait_for_transaction_receipt(last, timeout=self.timeout, poll_latency=0.02)  # type: ignore[arg-type]
+            receipts = [self.w3.eth.wait_for_transaction_receipt(h, timeout=self.timeout, poll_latency=0.02)  # type: ignore[arg-type]
+                        for _, _, _, h in sent]
+        for (contract, function, tx, _), receipt in zip(sent, receipts):
+            if receipt["status"] != 1:
+                raise ContractReverted(contract, function, replay_reason(self.w3, tx, receipt["blockNumber"]))
+
+
+def deploy_keeper_contracts(
+    chain: Web3 | str,
+    deployer_key: AccountLike,
+    *,
+    minter: AddressLike,
+    owner: AddressLike | None = None,
+    network: str = DEVELOPMENT,
+    artifacts_directory: str | None = None,
+    receipt_timeout: float = 60.0,
+) -> Deployment:
+    """Deploy, initialise and set up the keeper contracts; returns their addresses and the template id.
+
+    ``deployer_key`` signs everything and owns the contracts during setup; ``owner`` (default: the
+    deployer) receives ownership of every contract at the end. ``minter`` is OceanToken's initial
+    minter and must differ from the token owner (OceanToken.initialize reverts otherwise).
+    """
+    started = time.perf_counter()
+    w3 = connect(chain)
+    signer = to_account(deployer_key)
+    deployer = signer.address
+    final_owner = to_address(owner) if owner is not None else deployer
+    minter_address = to_address(minter)
+    if minter_address == deployer:
+        raise ChainError("the token minter must differ from the deployer, who is the token owner during setup")
+
+    with translate_errors(w3, "chain", "eth_chainId"):
+        chain_id = int(w3.eth.chain_id)
+        # Double the current price so a rising base fee cannot strand the pipelined batch.
+        gas_price = max(int(w3.eth.gas_price) * 2, 1)
+    pipe = _Pipeline(w3, signer, chain_id, gas_price, receipt_timeout)
+
+    artifacts = {name: load_artifact(name, network, artifacts_directory) for name in KEEPER_LIBRARIES + KEEPER_CONTRACTS}
+    libraries = {name: pipe.deploy(name, artifacts[name].bytecode) for name in KEEPER_LIBRARIES}
+    addresses = {name: pipe.deploy(name, artifacts[name].linked_bytecode(libraries)) for name in KEEPER_CONTRACTS}
+    contracts = {name: w3.eth.contract(address=addresses[name], abi=artifacts[name].abi) for name in KEEPER_CONTRACTS}
+
+    def call(name: str, function: str, *args: Any) -> None:
+        pipe.call(contracts[name], name, function, *args)
+
+    a = addresses
+    # Ocean's initializeContracts order; each initialize overload picked by its signature.
+    call("DIDRegistry", "initialize(address)", deployer)
+    call("OceanToken", "initialize(address,address)", deployer, minter_address)
+    call("Dispenser", "initialize(address,address)", a["OceanToken"], deployer)
+    call("ConditionStoreManager", "initialize(address)", deployer)
+    call("TemplateStoreManager", "initialize(address)", deployer)
+    call("AgreementStoreManager", "initialize(address,address,address,address)",
+         deployer, a["ConditionStoreManager"], a["TemplateStoreManager"], a["DIDRegistry"])
+    call("LockRewardCondition", "initialize(address,address,address)", deployer, a["ConditionStoreManager"], a["OceanToken"])
+    call("EscrowReward", "initialize(address,address,address)", deployer, a["ConditionStoreManager"], a["OceanToken"])
+    call("AccessSecretStoreCondition", "initialize(address,address,address)",
+         deployer, a["ConditionStoreManager"], a["AgreementStoreManager"])
+    for actor in ACTOR_TYPES:
+        call("TemplateStoreManager", "registerTemplateActorType", actor)
+    call("ConditionStoreManager", "delegateCreateRole", a["AgreementStoreManager"])
+    call("OceanToken", "addMinter", a["Dispenser"])
+    pipe.flush()
+
+    templates = contracts["TemplateStoreManager"]
+    with translate_errors(w3, "TemplateStoreManager", "getTemplateActorTypeId"):
+        actor_types = {actor: bytes(templates.functions.getTemplateActorTypeId(actor).call()) for actor in ACTOR_TYPES}
+    call("TemplateStoreManager", "proposeTemplate(bytes32,address[],bytes32[],string)", ESCROW_ACCESS_TEMPLATE_ID,
+         [a["LockRewardCondition"], a["AccessSecretStoreCondition"], a["EscrowReward"]],
+         [actor_types[actor] for actor in ACTOR_TYPES], ESCROW_ACCESS_TEMPLATE)
+    call("TemplateStoreManager", "approveTemplate", ESCROW_ACCESS_TEMPLATE_ID)
+    if final_owner != deployer:
+        call("OceanToken", "addMinter", final_owner)
+        call("OceanToken", "renounceMinter")
+        for name in _OWNABLE:
+            call(name, "transferOwnership", final_owner)
+    pipe.flush()
+
+    with translate_errors(w3, "TemplateStoreManager", "isTemplateIdApproved"):
+        approved = templates.functions.isTemplateIdApproved(ESCROW_ACCESS_TEMPLATE_ID).call()
+    if not approved:
+        raise ChainError(f"{ESCROW_ACCESS_TEMPLATE} is not approved after setup")
+    return Deployment(
+        chain_id=chain_id, addresses={**libraries, **addresses}, template_id=ESCROW_ACCESS_TEMPLATE_ID,
+        actor_types=actor_types, deployer=deployer, owner=final_owner, minter=minter_address, network=network,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,272 @@
+"""ContractAccessChecker: raw eth_call of checkPermissions against a real chain, a dead one, and a lying one."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from ocean_secret_store.chain.acl import ContractAccessChecker, check_permissions_calldata, decode_bool_word
+from ocean_secret_store.exceptions import ConfigError
+from ocean_secret_store.node.acl import AccessCheckFailed
+
+from .conftest import Chain
+
+ADDRESS = bytes.fromhex("11" * 20)
+KEY_ID = bytes.fromhex("22" * 32)
+
+
+def _raw(address: str) -> bytes:
+    return bytes.fromhex(address[2:])
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_chain_acl_does_not_import_web3() -> None:
+    code = (
+        "import sys, ocean_secret_store.chain, ocean_secret_store.chain.acl\n"
+        "assert not any(m == 'web3' or m.startswith(('web3.', 'eth_abi')) for m in sys.modules), 'web3 imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_calldata_layout() -> None:
+    data = check_permissions_calldata(ADDRESS, KEY_ID)
+    assert data == "0xb36a9a7c" + "00" * 12 + "11" * 20 + "22" * 32
+    with pytest.raises(AccessCheckFailed, match="20 bytes"):
+        check_permissions_calldata(ADDRESS[:19], KEY_ID)
+    with pytest.raises(AccessCheckFailed, match="32 bytes"):
+        check_permissions_calldata(ADDRESS, KEY_ID + b"\x00")
+
+
+def test_calldata_matches_the_abi_encoder() -> None:
+    from eth_abi import encode
+    from eth_utils import function_signature_to_4byte_selector
+
+    expected = function_signature_to_4byte_selector("checkPermissions(address,bytes32)") + encode(
+        ["address", "bytes32"], ["0x" + ADDRESS.hex(), KEY_ID]
+    )
+    assert check_permissions_calldata(ADDRESS, KEY_ID) == "0x" + expected.hex()
+
+
+@pytest.mark.parametrize(
+    "result",
+    ["0x", "0x" + "00" * 31, "0x" + "00" * 64, "0x" + "00" * 31 + "02", "0x" + "ff" * 32, "0x" + "zz" * 32,
+     "00" * 32, 1, None],
+)
+def test_decode_rejects_anything_but_a_boolean_word(result: Any) -> None:
+    with pytest.raises(AccessCheckFailed):
+        decode_bool_word(result)
+
+
+def test_decode_accepts_zero_and_one() -> None:
+    assert decode_bool_word("0x" + "00" * 32) is False
+    assert decode_bool_word("0x" + "00" * 31 + "01") is True
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ConfigError):
+        ContractAccessChecker("ws://127.0.0.1:8546", ADDRESS)
+    with pytest.raises(ConfigError):
+        ContractAccessChecker("http://127.0.0.1:8545", ADDRESS[:10])
+
+
+# -- a fake chain that answers whatever the test says -----------------------------------------
+
+
+async def _with_fake_chain(respond: Callable[[dict[str, Any]], web.Response | Awaitable[web.Response]],
+                           body: Callable[[ContractAccessChecker], Awaitable[None]], *, timeout: float = 1.0) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        answer = respond(await request.json())
+        return await answer if inspect.isawaitable(answer) else answer
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    checker = ContractAccessChecker(f"http://127.0.0.1:{port}", ADDRESS, timeout=timeout)
+    try:
+        await body(checker)
+    finally:
+        await checker.close()
+        await runner.cleanup()
+
+
+def _rpc(payload: dict[str, Any], **fields: Any) -> web.Response:
+    return web.json_response({"jsonrpc": "2.0", "id": payload["id"], **fields})
+
+
+MALFORMED: dict[str, Callable[[dict[str, Any]], web.Response]] = {
+    "empty result (no code)": lambda p: _rpc(p, result="0x"),
+    "short word": lambda p: _rpc(p, result="0x" + "00" * 31),
+    "two words": lambda p: _rpc(p, result="0x" + "00" * 63 + "01"),
+    "not a boolean": lambda p: _rpc(p, result="0x" + "00" * 31 + "02"),
+    "not hex": lambda p: _rpc(p, result="0x" + "g1" * 32),
+    "no 0x": lambda p: _rpc(p, result="00" * 31 + "01"),
+    "result missing": lambda p: _rpc(p),
+    "json-rpc error": lambda p: _rpc(p, error={"code": -32000, "message": "execution reverted"}),
+    "http 500": lambda p: web.Response(status=500, text="boom"),
+    "not json": lambda p: web.Response(text="<html>hi</html>"),
+    "json list": lambda p: web.json_response([1, 2]),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_answers_fail_the_check(case: str) -> None:
+    async def body(checker: ContractAccessChecker) -> None:
+        with pytest.raises(AccessCheckFailed, match="checkPermissions at 0x1111"):
+            await checker.check(ADDRESS, KEY_ID)
+
+    asyncio.run(_with_fake_chain(MALFORMED[case], body))
+
+
+def test_positive_answers_are_never_cached() -> None:
+    answers = iter(["0x" + "00" * 31 + "01", None, "0x" + "00" * 32])
+    seen: list[dict[str, Any]] = []
+
+    def respond(payload: dict[str, Any]) -> web.Response:
+        seen.append(payload)
+        result = next(answers)
+        return _rpc(payload, result=result) if result else _rpc(payload, error={"code": -1, "message": "down"})
+
+    async def body(checker: ContractAccessChecker) -> None:
+        assert await checker.check(ADDRESS, KEY_ID) is True
+        with pytest.raises(AccessCheckFailed, match="JSON-RPC error -1: down"):
+            await checker.check(ADDRESS, KEY_ID)
+        assert await checker.check(ADDRESS, KEY_ID) is False
+
+    asyncio.run(_with_fake_chain(respond, body))
+    assert [p["params"][1] for p in seen] == ["latest"] * 3
+    assert {p["params"][0]["to"] for p in seen} == {"0x" + ADDRESS.hex()}
+
+
+def test_slow_chain_times_out() -> None:
+    async def respond(payload: dict[str, Any]) -> web.Response:
+        await asyncio.sleep(1.0)
+        return _rpc(payload, result="0x" + "00" * 31 + "01")
+
+    async def body(checker: ContractAccessChecker) -> None:
+        with pytest.raises(AccessCheckFailed, match="no answer within 0.2 s"):
+            await checker.check(ADDRESS, KEY_ID)
+
+    asyncio.run(_with_fake_chain(respond, body, timeout=0.2))
+
+
+# -- the real chain ----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_allow_and_deny_match_check_permissions(chain: Chain) -> None:
+    k = chain.keeper
+    did = os.urandom(32)
+    k.register_did(chain.publisher.key, did, providers=[chain.provider.address])
+    k.grant_permission(chain.publisher.key, did, chain.spare[0].address)
+    people = [chain.publisher, chain.provider, chain.consumer, chain.stranger, chain.spare[0]]
+    expected = [k.check_permissions(p.address, did) for p in people]
+    assert expected == [True, True, False, False, True]
+    contract = _raw(chain.deployment["AccessSecretStoreCondition"])
+
+    async def run() -> list[bool]:
+        checker = ContractAccessChecker(chain.anvil.url, contract)
+        try:
+            return [await checker.check(_raw(p.address), did) for p in people]
+        finally:
+            await checker.close()
+
+    assert asyncio.run(run()) == expected
+
+    # Renounced: the very next check says no (nothing cached).
+    async def after_renounce() -> bool:
+        checker = ContractAccessChecker(chain.anvil.url, contract)
+        try:
+            assert await checker.check(_raw(chain.spare[0].address), did) is True
+            await asyncio.to_thread(k.renounce_permission, chain.publisher.key, did, chain.spare[0].address)
+            return await checker.check(_raw(chain.spare[0].address), did)
+        finally:
+            await checker.close()
+
+    assert asyncio.run(after_renounce()) is False
+
+
+@pytest.mark.integration
+def test_address_without_code_fails(chain: Chain) -> None:
+    async def run() -> None:
+        checker = ContractAccessChecker(chain.anvil.url, bytes.fromhex("00" * 19 + "42"))
+        try:
+            with pytest.raises(AccessCheckFailed, match="no contract code"):
+                await checker.check(_raw(chain.publisher.address), KEY_ID)
+        finally:
+            await checker.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_stopped_chain_fails_with_clear_message(chain: Chain) -> None:
+    from ocean_secret_store.chain.anvil import start_anvil
+
+    second = start_anvil()
+    contract = _raw(chain.deployment["AccessSecretStoreCondition"])
+
+    async def run() -> None:
+        checker = ContractAccessChecker(second.url, contract)
+        try:
+            # Alive but without the contract: a clear failure, not a False.
+            with pytest.raises(AccessCheckFailed, match="no contract code"):
+                await checker.check(ADDRESS, KEY_ID)
+            await asyncio.to_thread(second.stop)
+            with pytest.raises(AccessCheckFailed, match="chain unreachable") as info:
+                await checker.check(ADDRESS, KEY_ID)
+            assert f"via {second.url}" in str(info.value)
+        finally:
+            await checker.close()
+            second.stop()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_check_latency_micro_measurement(chain: Chain) -> None:
+    """Prints (does not assert) raw-eth_call latency next to a web3 contract .call()."""
+    did = os.urandom(32)
+    chain.keeper.register_did(chain.publisher.key, did)
+    contract = _raw(chain.deployment["AccessSecretStoreCondition"])
+    rounds = 200
+
+    async def run() -> list[float]:
+        checker = ContractAccessChecker(chain.anvil.url, contract)
+        try:
+            assert await checker.check(_raw(chain.publisher.address), did) is True  # warm the connection
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                await checker.check(_raw(chain.publisher.address), did)
+                times.append(time.perf_counter() - start)
+            return times
+        finally:
+            await checker.close()
+
+    raw = asyncio.run(run())
+    web3_times = []
+    for _ in range(rounds // 4):
+        start = time.perf_counter()
+        chain.keeper.check_permissions(chain.publisher.address, did)
+        web3_times.append(time.perf_counter() - start)
+    print(
+        f"\nACL check latency over {rounds}: raw eth_call median {statistics.median(raw) * 1e3:.2f} ms "
+        f"(p90 {sorted(raw)[int(rounds * 0.9)] * 1e3:.2f} ms); "
+        f"web3 .call() median {statistics.median(web3_times) * 1e3:.2f} ms"
+    )

@@ -1,0 +1,112 @@
+"""On-chain permissions through the real cluster: anvil with Ocean's keeper contracts, a 3-node
+devnet whose every key server asks ``AccessSecretStoreCondition.checkPermissions`` itself."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from ocean_secret_store import devnet
+from ocean_secret_store.chain.keeper import Keeper
+from ocean_secret_store.client.client import SecretStoreClient
+from ocean_secret_store.crypto.curve import Point
+from ocean_secret_store.exceptions import ConsensusUnreachable, KeyServerError
+
+pytestmark = pytest.mark.integration
+
+PRICE = 5
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    state_dir = tmp_path_factory.mktemp("chain-devnet")
+    state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
+    state["state_dir"] = state_dir
+    try:
+        yield state
+    finally:
+        devnet.down(state_dir)
+
+
+@pytest.fixture(scope="module")
+def keeper(net: dict) -> Keeper:
+    return Keeper(net["chain_url"], net["contracts"])
+
+
+def account(net: dict, role: str) -> Account:
+    return Account.from_key(net["accounts"][role]["private_key"])
+
+
+def client(net: dict, who: Account) -> SecretStoreClient:
+    return SecretStoreClient([n["http_url"] for n in net["nodes"]], who)
+
+
+def published(net: dict, keeper: Keeper) -> tuple[bytes, Point]:
+    """A DID registered on chain by the publisher (provider listed) and its document key stored."""
+    did = os.urandom(32)
+    publisher, provider = account(net, "publisher"), account(net, "provider")
+    keeper.register_did(publisher, did, providers=[provider.address], value="http://metadata.example/ddo")
+    owner = client(net, publisher)
+    document_key = owner.generate_server_and_document_key(did, 1)
+    return did, document_key
+
+
+def test_permissions_follow_the_chain(net: dict, keeper: Keeper) -> None:
+    did, document_key = published(net, keeper)
+    publisher, provider, consumer = account(net, "publisher"), account(net, "provider"), account(net, "consumer")
+    stranger = Account.create()
+
+    # a random account is refused; the DID owner and a DID provider are allowed
+    with pytest.raises(ConsensusUnreachable):
+        client(net, stranger).recover_document_key(did)
+    assert client(net, publisher).recover_document_key(did) == document_key
+    assert client(net, provider).recover_document_key(did) == document_key
+
+    # the consumer: refused before the agreement, allowed after create -> lock reward -> fulfil access
+    with pytest.raises(ConsensusUnreachable):
+        client(net, consumer).recover_document_key(did)
+    keeper.request_tokens(consumer, PRICE)
+    agreement_id = os.urandom(32)
+    ids = keeper.create_access_agreement(
+        consumer, agreement_id, did, consumer=consumer.address, publisher=publisher.address,
+        provider=provider.address, price=PRICE * 10**18,
+    )
+    keeper.lock_reward(consumer, agreement_id, PRICE * 10**18)
+    with pytest.raises(ConsensusUnreachable):  # paying is not enough: the provider grants access
+        client(net, consumer).recover_document_key(did)
+    keeper.fulfill_access(provider, agreement_id, did, consumer.address)
+    assert client(net, consumer).recover_document_key(did) == document_key
+    keeper.fulfill_escrow(provider, agreement_id, PRICE * 10**18, publisher.address, consumer.address,
+                          ids.lock, ids.access)
+    assert keeper.condition_states(agreement_id) == (2, 2, 2)
+
+    # a revoked grant is refused again
+    keeper.renounce_permission(publisher, did, consumer.address)
+    with pytest.raises(ConsensusUnreachable):
+        client(net, consumer).recover_document_key(did)
+    assert client(net, provider).recover_document_key(did) == document_key
+
+
+def test_chain_down_means_refusal_and_nothing_changes(net: dict, keeper: Keeper) -> None:
+    did, document_key = published(net, keeper)
+    publisher = account(net, "publisher")
+    state_dir = Path(net["state_dir"])
+    devnet.stop_chain(state_dir)
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyServerError) as refused:
+            client(net, publisher).recover_document_key(did)
+        assert isinstance(refused.value, ConsensusUnreachable)
+        assert time.monotonic() - started < 5
+        # the refusal is explained in the key servers' logs
+        logs = "".join((state_dir / f"node{i}.log").read_text() for i in range(3))
+        assert "access check failed" in logs
+    finally:
+        net["anvil_pid"] = devnet.restart_chain(state_dir)["anvil_pid"]
+    # chain state survived the restart (anvil dumps and reloads it) and the key is served again
+    assert client(net, publisher).recover_document_key(did) == document_key
