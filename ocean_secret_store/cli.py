@@ -1,7 +1,8 @@
 """The ``ocean-secret-store`` command line.
 
 Exit codes: 0 success, 1 the operation failed (one readable line on stderr; ``--debug`` adds
-the traceback), 2 bad usage, 130 interrupted.
+the traceback), 2 bad usage, 130 interrupted. ``--json`` (before the command) prints results as
+JSON. Private keys come from a keystore file or an environment variable, never from an argument.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_tools import UsageError
 from .exceptions import SecretStoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,10 +69,134 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _account(args: argparse.Namespace) -> Any:
+    from .cli_tools import load_account
+
+    return load_account(args.key_env, args.keystore, args.password_env)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .cli_tools import UsageError
+    from .crypto.curve import Point, random_scalar
+    from .crypto.hashes import address_of, checksum_address
+
+    if args.keys_command == "generate":
+        secret = random_scalar()
+        if args.keystore_out:
+            from .client.keystore import write_keystore
+
+            if not args.password_env or args.password_env not in os.environ:
+                raise UsageError("--keystore-out needs --password-env naming the variable with the password")
+            out = write_keystore(Path(args.keystore_out), secret.to_bytes(32, "big"), os.environ[args.password_env])
+        elif args.out:
+            out = Path(args.out)
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("0x" + secret.to_bytes(32, "big").hex() + "\n")
+        else:
+            raise UsageError("say where the new key goes: --out FILE (hex, mode 0600) or --keystore-out DIR")
+        public = Point.generator_mul(secret)
+    else:
+        account = _account(args)
+        public = Point.from_sec1(_public_of(account))
+        out = None
+    info = {"public": "0x" + public.to_bytes().hex(), "address": checksum_address(address_of(public))}
+    if out is not None:
+        info["written"] = str(out)
+    _print(args, info, "\n".join(f"{k}: {v}" for k, v in info.items()))
+    return EXIT_OK
+
+
+def _public_of(account: Any) -> bytes:
+    from coincurve import PrivateKey
+
+    return PrivateKey(bytes(account.key)).public_key.format(compressed=False)
+
+
+def _cmd_encrypt(args: argparse.Namespace) -> int:
+    from .cli_tools import CountingReader, Progress, cluster_urls, key_id_from, open_in, open_out
+    from .client.client import SecretStoreClient
+    from .crypto import document
+
+    key_id = key_id_from(args.key_id, args.did)
+    client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args))
+    if args.reuse:
+        document_key = client.recover_document_key(key_id)
+    else:
+        server_public = client.generate_server_key(key_id, args.threshold)
+        document_key, common, encrypted = document.generate_document_key(server_public)
+        client.store_document_key(key_id, common, encrypted)
+    src, dst = open_in(args.input), open_out(args.output)
+    size = os.fstat(src.fileno()).st_size if args.input not in (None, "-") else None
+    progress = Progress(size, "encrypting", args.progress)
+    try:
+        written = document.encrypt_stream(document_key, CountingReader(src, progress), dst)  # type: ignore[arg-type]
+    finally:
+        progress.finish()
+        for f in (src, dst):
+            if f not in (sys.stdin.buffer, sys.stdout.buffer):
+                f.close()
+    if args.output not in (None, "-") or args.json:
+        _print(args, {"key_id": "0x" + key_id.hex(), "bytes_written": written, "threshold": args.threshold,
+                      "new_key": not args.reuse}, f"encrypted {written - 16} bytes under key 0x{key_id.hex()}")
+    return EXIT_OK
+
+
+def _cmd_decrypt(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .cli_tools import Progress, cluster_urls, key_id_from, open_in, open_out
+    from .client.client import SecretStoreClient
+    from .crypto import document
+
+    key_id = key_id_from(args.key_id, args.did)
+    client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args))
+    document_key = client.recover_document_key(key_id)
+    src = open_in(args.input)
+    if not src.seekable():  # the IV is at the end: spool a pipe first
+        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+        while chunk := src.read(1 << 20):
+            spool.write(chunk)
+        spool.seek(0)
+        src = spool  # type: ignore[assignment]
+    dst = open_out(args.output)
+    progress = Progress(None, "decrypting", args.progress)
+    try:
+        written = document.decrypt_stream(document_key, src, dst)
+        progress(written)
+    finally:
+        progress.finish()
+        for f in (src, dst):
+            if f not in (sys.stdin.buffer, sys.stdout.buffer):
+                f.close()
+    if args.output not in (None, "-") or args.json:
+        _print(args, {"key_id": "0x" + key_id.hex(), "bytes_written": written},
+               f"decrypted {written} bytes with key 0x{key_id.hex()}")
+    return EXIT_OK
+
+
+def _cmd_rpc(args: argparse.Namespace) -> int:
+    from .client.rpc import main_rpc
+
+    return main_rpc(args.rest)
+
+
+def _cmd_provider(args: argparse.Namespace) -> int:
+    from .ocean.provider.app import main_provider
+
+    return main_provider(args.rest)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return EXIT_OK if run_demo(nodes=args.nodes, threshold=args.threshold) else EXIT_FAILED
+
+
+def _account_args(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--key-env", help="environment variable holding the account's private key (hex)")
+    cmd.add_argument("--keystore", help="Ethereum v3 keystore file of the account")
+    cmd.add_argument("--password-env", help="environment variable holding the keystore password")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +221,43 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--fresh", action="store_true", help="wipe a stopped devnet's state first")
     dev.set_defaults(func=_cmd_devnet)
 
+    keys = sub.add_parser("keys", help="node and account keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="generate a new secp256k1 key (e.g. a node key)")
+    gen.add_argument("--out", help="write the private key as hex to this new file (mode 0600)")
+    gen.add_argument("--keystore-out", help="write an Ethereum v3 keystore into this directory instead")
+    gen.add_argument("--password-env", help="environment variable holding the keystore password")
+    show = keys_sub.add_parser("show", help="show the public key and address of a key")
+    _account_args(show)
+    keys.set_defaults(func=_cmd_keys)
+
+    for name, text, func in (("encrypt", "encrypt a document under a new (or existing) threshold key",
+                              _cmd_encrypt),
+                             ("decrypt", "decrypt a document with a key retrieved through shadows", _cmd_decrypt)):
+        cmd = sub.add_parser(name, help=text)
+        target = cmd.add_mutually_exclusive_group(required=True)
+        target.add_argument("--key-id", help="server key id: 64 hex digits")
+        target.add_argument("--did", help="an Ocean DID (did:op:...); the key id is its 32 bytes")
+        cmd.add_argument("--url", action="append", help="key server URL (repeatable or comma-separated)")
+        cmd.add_argument("--devnet", help="take the key server URLs from DIR/devnet.json (default .devnet)")
+        cmd.add_argument("--in", dest="input", help="input file (default: stdin)")
+        cmd.add_argument("--out", dest="output", help="output file (default: stdout)")
+        cmd.add_argument("--progress", action="store_true", help="show progress on stderr")
+        _account_args(cmd)
+        if name == "encrypt":
+            cmd.add_argument("--threshold", type=int, default=0, help="t: t+1 key servers needed to decrypt")
+            cmd.add_argument("--reuse", action="store_true", help="use the key id's stored document key")
+        cmd.set_defaults(func=func)
+
+    rpc = sub.add_parser("rpc", help="Parity-compatible secretstore_* JSON-RPC face (see: rpc --help)",
+                         add_help=False)
+    rpc.add_argument("rest", nargs=argparse.REMAINDER)
+    rpc.set_defaults(func=_cmd_rpc)
+    provider = sub.add_parser("provider", help="Brizo-shaped provider service (see: provider --help)",
+                              add_help=False)
+    provider.add_argument("rest", nargs=argparse.REMAINDER)
+    provider.set_defaults(func=_cmd_provider)
+
     demo = sub.add_parser("demo", help="run the end-to-end demo")
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--threshold", type=int, default=2)
@@ -108,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (SecretStoreError, OSError) as exc:
         if args.debug:
             raise
