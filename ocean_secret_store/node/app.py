@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..exceptions import ConfigError
 from .acl import AccessChecker, AllowAll, StaticAllowList
+from .audit import AuditLog
 from .cluster import ClusterCore
 from .config import AclConfig, NodeConfig
 from .http_api import make_app
@@ -20,6 +21,9 @@ from .storage import SqliteKeyStorage
 from .transport import Transport
 
 log = logging.getLogger(__name__)
+
+#: The audit log's file name inside the node's data directory.
+AUDIT_FILE = "audit.jsonl"
 
 
 def build_access_checker(config: AclConfig) -> AccessChecker:
@@ -58,11 +62,14 @@ class RunningNode:
         await self.core.stop()
         await self.core.acl.close()
         await asyncio.to_thread(self.storage.close)
+        self.core.audit.close()  # type: ignore[attr-defined]
 
 
 async def start_node(config: NodeConfig) -> RunningNode:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
     storage = SqliteKeyStorage(config.storage_path, config.node_secret)
     acl = build_access_checker(config.acl)
+    audit = AuditLog(config.data_dir / AUDIT_FILE, config.address)
     core_ref: list[ClusterCore] = []
 
     async def on_message(peer: bytes, payload: bytes) -> None:
@@ -87,6 +94,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         storage=storage,
         acl=acl,
         session_timeout=config.timeouts.session,
+        audit=audit,
     )
     core_ref.append(core)
     await core.start()

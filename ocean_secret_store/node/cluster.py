@@ -33,6 +33,7 @@ from ..exceptions import (
 )
 from ..protocol import messages as m
 from .acl import AccessChecker
+from .audit import Audit, NullAudit
 from .storage import KeyShare, KeyStorage
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class ClusterCore:
         acl: AccessChecker,
         session_timeout: float = 5.0,
         rng: Rng | None = None,
+        audit: Audit | None = None,
     ) -> None:
         self.node_secret = node_secret
         self.node_id = Point.generator_mul(node_secret).to_bytes()
@@ -112,6 +114,7 @@ class ClusterCore:
         self.acl = acl
         self.session_timeout = session_timeout
         self.rng: Rng = rng or default_rng
+        self.audit: Audit = audit or NullAudit()
         self._random = random.SystemRandom()
         self._rids = itertools.count(1)
         self._pending: dict[int, tuple[bytes, asyncio.Future[m.Message]]] = {}
@@ -321,54 +324,77 @@ class ClusterCore:
         except TimeoutError as exc:
             raise on_timeout() from exc
 
+    async def _entry(self, operation: str, key_id: bytes, signature: bytes, run: Callable[[Requester], Awaitable[T]],
+                     on_timeout: type[KeyServerError]) -> T:
+        """Run one public operation as the entry node: recover the requester, bound it, audit it."""
+        try:
+            requester = Requester.from_signature(signature, key_id)
+        except KeyServerError as exc:
+            self.audit.record(operation, key_id, None, "entry", "refused", exc.parity_name)
+            raise
+        try:
+            result = await self._bounded(run(requester), on_timeout)
+        except KeyServerError as exc:
+            decision = "refused" if exc.status in (400, 403, 404) else "failed"
+            self.audit.record(operation, key_id, requester.address, "entry", decision, exc.parity_name)
+            raise
+        except BaseException:
+            self.audit.record(operation, key_id, requester.address, "entry", "failed", "Internal")
+            raise
+        self.audit.record(operation, key_id, requester.address, "entry", "ok")
+        return result
+
+    def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str, reason: str = "") -> None:
+        self.audit.record(operation, key_id, requester, "member", decision, reason)
+
     async def generate_server_key(self, key_id: bytes, signature: bytes, threshold: int) -> Point:
         from .sessions import generation
 
-        requester = Requester.from_signature(signature, key_id)
-        return await self._bounded(generation.run(self, key_id, requester.address, threshold), NodeDisconnected)
+        return await self._entry("generate_server_key", key_id, signature,
+                                 lambda r: generation.run(self, key_id, r.address, threshold), NodeDisconnected)
 
     async def store_document_key(
         self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point
     ) -> None:
         from .sessions import storing
 
-        requester = Requester.from_signature(signature, key_id)
-        await self._bounded(storing.run(self, key_id, signature, requester, common_point, encrypted_point),
-                            NodeDisconnected)
+        await self._entry("store_document_key", key_id, signature,
+                          lambda r: storing.run(self, key_id, signature, r, common_point, encrypted_point),
+                          NodeDisconnected)
 
     async def generate_document_key(self, key_id: bytes, signature: bytes, threshold: int) -> bytes:
         from .sessions import storing
 
-        requester = Requester.from_signature(signature, key_id)
-        return await self._bounded(storing.generate_and_store(self, key_id, signature, requester, threshold),
-                                   NodeDisconnected)
+        return await self._entry("generate_document_key", key_id, signature,
+                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold),
+                                 NodeDisconnected)
 
     async def retrieve_server_key(self, key_id: bytes, signature: bytes) -> Point:
         from .sessions import negotiation
 
-        requester = Requester.from_signature(signature, key_id)
-        return await self._bounded(negotiation.server_key(self, key_id, requester), ConsensusTemporaryUnreachable)
+        return await self._entry("retrieve_server_key", key_id, signature,
+                                 lambda r: negotiation.server_key(self, key_id, r), ConsensusTemporaryUnreachable)
 
     async def retrieve_document_key(self, key_id: bytes, signature: bytes) -> bytes:
         from .sessions import decryption
 
-        requester = Requester.from_signature(signature, key_id)
-        return await self._bounded(decryption.retrieve_plain(self, key_id, signature, requester),
-                                   ConsensusTemporaryUnreachable)
+        return await self._entry("retrieve_document_key", key_id, signature,
+                                 lambda r: decryption.retrieve_plain(self, key_id, signature, r),
+                                 ConsensusTemporaryUnreachable)
 
     async def retrieve_document_key_shadow(self, key_id: bytes, signature: bytes) -> Any:
         from .sessions import decryption
 
-        requester = Requester.from_signature(signature, key_id)
-        return await self._bounded(decryption.retrieve_shadow(self, key_id, signature, requester),
-                                   ConsensusTemporaryUnreachable)
+        return await self._entry("retrieve_document_key_shadow", key_id, signature,
+                                 lambda r: decryption.retrieve_shadow(self, key_id, signature, r),
+                                 ConsensusTemporaryUnreachable)
 
     async def schnorr_sign(self, key_id: bytes, signature: bytes, message_hash: bytes) -> bytes:
         from .sessions import signing
 
-        requester = Requester.from_signature(signature, key_id)
-        return await self._bounded(signing.run(self, key_id, signature, requester, message_hash),
-                                   ConsensusTemporaryUnreachable)
+        return await self._entry("schnorr_sign", key_id, signature,
+                                 lambda r: signing.run(self, key_id, signature, r, message_hash),
+                                 ConsensusTemporaryUnreachable)
 
     def health(self) -> dict[str, Any]:
         connected = self.connected_others()

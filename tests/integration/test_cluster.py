@@ -295,3 +295,51 @@ def test_cors_as_parity_without_an_allow_list(cluster3: Cluster) -> None:
         assert "Access-Control-Allow-Origin" not in response.headers
     # pre-flight is not supported by Parity: 400
     assert cluster3.http.options(url, timeout=10).status_code == 400
+
+
+def test_audit_log_records_every_key_operation_and_no_secret(cluster3: Cluster) -> None:
+    author, stranger = Requester(), Requester()
+    key_id, _, document_key = cluster3.publish(author, 1)
+    cluster3.shadow_key(1, key_id, author)
+    cluster3.plain_key(2, key_id, author)
+    cluster3.ok(0, "GET", codec.schnorr_signing_path(key_id, author.sign(key_id), os.urandom(32)))
+    _, common, encrypted = document.generate_document_key(Point.generator_mul(7))
+    assert cluster3.call(0, "POST", codec.document_key_storing_path(
+        key_id, stranger.sign(key_id), common, encrypted)).status_code == 403
+    time.sleep(0.2)
+    records = []
+    for entry in cluster3.state["nodes"]:
+        audit = Path(entry["data_dir"]) / "audit.jsonl"
+        assert audit.stat().st_mode & 0o777 == 0o600
+        records += [json.loads(line) for line in audit.read_text().splitlines()]
+    mine = [r for r in records if r["key_id"] == "0x" + key_id.hex()]
+    operations = {(r["operation"], r["role"], r["decision"]) for r in mine}
+    for expected in [("generate_server_key", "entry", "ok"), ("generate_server_key", "member", "ok"),
+                     ("store_document_key", "entry", "ok"), ("store_document_key", "member", "ok"),
+                     ("retrieve_document_key_shadow", "entry", "ok"), ("shadow_decryption", "member", "allowed"),
+                     ("retrieve_document_key", "entry", "ok"), ("schnorr_sign", "entry", "ok"),
+                     ("store_document_key", "entry", "refused")]:
+        assert expected in operations, expected
+    refused = next(r for r in mine if r["decision"] == "refused")
+    assert refused["requester"] == "0x" + stranger.address.hex() and refused["reason"] == "AccessDenied"
+    assert all(set(r) == {"time", "node", "operation", "key_id", "requester", "role", "decision", "reason"}
+               for r in records)
+
+    # the secrets scan: no share, document key or node secret in any log or audit file
+    secrets: list[bytes] = [document_key.to_bytes()]
+    for entry in cluster3.state["nodes"]:
+        config = load_config(entry["config"])
+        secrets.append(config.node_secret.to_bytes(32, "big"))
+        storage = SqliteKeyStorage(config.storage_path, config.node_secret)
+        try:
+            for stored_key in storage.key_ids():
+                secrets.append(storage.get(stored_key).last_version.secret_share.to_bytes(32, "big"))
+        finally:
+            storage.close()
+    files = [Path(e["log"]) for e in cluster3.state["nodes"]]
+    files += [Path(e["data_dir"]) / "audit.jsonl" for e in cluster3.state["nodes"]]
+    blob = b"".join(f.read_bytes() for f in files)
+    assert len(blob) > 1000
+    for secret in secrets:
+        for form in (secret, secret.hex().encode(), secret.hex().upper().encode()):
+            assert form not in blob

@@ -81,8 +81,11 @@ async def _on_decrypt(core: ClusterCore, sender: bytes, msg: m.DecryptRequest) -
         raise InvalidMessage("unknown key version")
     _validate_group(core, sender, share, version, msg.group)
     requester = Requester.from_signature(msg.signature, msg.key_id)
+    operation = "shadow_decryption" if msg.shadow else "decryption"
     if not await core.allowed(requester, msg.key_id):
+        core.audit_member(operation, msg.key_id, requester.address, "refused", "access checker said no")
         raise AccessDenied()
+    core.audit_member(operation, msg.key_id, requester.address, "allowed", "access checker said yes")
     return _compute(core, share, version, msg.group, msg.access_key, requester, msg.shadow)
 
 

@@ -241,6 +241,7 @@ async def _on_commit(core: ClusterCore, sender: bytes, msg: m.GenCommit) -> None
     if state.share is None or state.failure is not None:
         raise InvalidMessage("commit before the key was computed")
     await core.insert_key(state.key_id, _key_share(state))
+    core.audit_member("generate_server_key", state.key_id, state.author, "ok", "share stored")
 
 
 @oneway_handler(m.GenAbort)

@@ -53,7 +53,9 @@ async def _on_nonce(core: ClusterCore, sender: bytes, msg: m.SchnorrNonceRequest
         raise InvalidMessage("unknown key version")
     requester = Requester.from_signature(msg.signature, msg.key_id)
     if not await core.allowed(requester, msg.key_id):
+        core.audit_member("schnorr_signing", msg.key_id, requester.address, "refused", "access checker said no")
         raise AccessDenied()
+    core.audit_member("schnorr_signing", msg.key_id, requester.address, "allowed", "access checker said yes")
     table = core.table(TABLE)
     if msg.session in table:
         raise InvalidMessage("signing session id reused")

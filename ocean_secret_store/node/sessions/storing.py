@@ -30,7 +30,12 @@ async def _store_locally(core: ClusterCore, key_id: bytes, requester: Requester,
 @request_handler(m.StoreRequest)
 async def _on_store(core: ClusterCore, sender: bytes, msg: m.StoreRequest) -> None:
     requester = Requester.from_signature(msg.signature, msg.key_id)
-    await _store_locally(core, msg.key_id, requester, msg.common_point, msg.encrypted_point)
+    try:
+        await _store_locally(core, msg.key_id, requester, msg.common_point, msg.encrypted_point)
+    except KeyServerError as exc:
+        core.audit_member("store_document_key", msg.key_id, requester.address, "refused", exc.parity_name)
+        raise
+    core.audit_member("store_document_key", msg.key_id, requester.address, "ok")
 
 
 async def run(
