@@ -152,6 +152,54 @@ def wait_for_mesh(http_urls: list[str], expected_peers: int, timeout: float, pro
         time.sleep(0.1)
 
 
+#: Roles whose accounts also get a keystore for the Parity-compatible JSON-RPC face.
+RPC_ROLES = ("publisher", "consumer", "provider")
+
+
+def _write_keystores(state_dir: Path, accounts: dict[str, Any]) -> list[dict[str, str]]:
+    import secrets as _secrets
+
+    from .client.keystore import write_keystore
+
+    directory = state_dir / "keystore"
+    out = []
+    for role in RPC_ROLES:
+        password = _secrets.token_urlsafe(12)
+        path = write_keystore(directory, accounts[role]["private_key"], password)
+        out.append({"role": role, "address": accounts[role]["address"], "password": password, "keystore": str(path)})
+    return out
+
+
+def _start_rpc(state_dir: Path, port: int, chain_url: str) -> subprocess.Popen[bytes]:
+    log = open(state_dir / "rpc.log", "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ocean_secret_store.client.rpc", "--keystore", str(state_dir / "keystore"),
+             "--listen", f"127.0.0.1:{port}", "--chain-url", chain_url],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        log.close()
+
+
+def _wait_rpc(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise DevnetError(f"the JSON-RPC face exited with code {proc.returncode} during start-up; see rpc.log")
+        try:
+            answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts", "params": []},
+                                   timeout=1.0)
+            if answer.status_code == 200 and "result" in answer.json():
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise DevnetError(f"the JSON-RPC face at {url} did not answer within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 #: Funded anvil accounts by role (anvil's dev accounts, in this order).
 ROLES = ("deployer", "minter", "publisher", "consumer", "provider")
 
@@ -238,6 +286,8 @@ def up(
                     "log": str(state_dir / f"node{i}.log"),
                 })
             state: dict[str, Any] = {"dev_only": DEV_ONLY, "acl": acl, "nodes": entries, **chain}
+            state["rpc_url"] = f"http://127.0.0.1:{_free_ports(1)[0]}"
+            state["rpc_accounts"] = _write_keystores(state_dir, chain["accounts"])
         else:
             say(f"restarting the stopped devnet in {state_dir} (same keys, data and chain state)")
             state = existing
@@ -253,8 +303,12 @@ def up(
             entry["pid"] = proc.pid
             started.append(proc.pid)
             procs.append(proc)
-        say(f"started {len(entries)} key servers; waiting until each is connected to every other")
+        rpc = _start_rpc(state_dir, int(state["rpc_url"].rsplit(":", 1)[1]), state["chain_url"])
+        state["rpc_pid"] = rpc.pid
+        started.append(rpc.pid)
+        say(f"started {len(entries)} key servers and the JSON-RPC face; waiting until each node is connected to every other")
         wait_for_mesh([e["http_url"] for e in entries], len(entries) - 1, timeout, procs)
+        _wait_rpc(state["rpc_url"], rpc, timeout)
     except BaseException:
         for pid in started:
             _stop_group(pid)
@@ -288,6 +342,7 @@ def down(state_dir: Path) -> list[int]:
     for entry in state["nodes"]:
         entry["pid"] = None
     state["anvil_pid"] = None
+    state["rpc_pid"] = None
     _write_private(state_dir.resolve() / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return stopped
 

@@ -1,0 +1,614 @@
+"""Parity-compatible JSON-RPC face: ``secretstore_*`` and keystore signing here, the rest proxied to a chain.
+
+Parity-era programs (Ocean's ``secret-store-client-py``, squid-py, Brizo) expected an Ethereum
+node that also answered Parity's ``secretstore_*`` helpers (protocol.md §3) for accounts in its
+keystore. This aiohttp server is that node's face:
+
+* the six ``secretstore_*`` methods, with Parity's parameter order, ``0x``-hex formats and result
+  shapes, for accounts from a directory of v3 keystore files (:mod:`.keystore`), each call
+  unlocked by the password it carries (cached after the first unlock, so a call costs
+  microseconds, not a KDF);
+* ``eth_accounts`` (the keystore's addresses), ``eth_sign`` (for accounts unlocked with
+  ``personal_unlockAccount``), ``personal_sign`` and ``personal_unlockAccount`` for keystore
+  accounts; the same methods for any other account, and every other method, are forwarded
+  verbatim to the chain's JSON-RPC URL over a kept-alive connection.
+
+Errors are JSON-RPC 2.0 error objects (HTTP 200): the standard codes for malformed requests and
+parameters, Parity's application codes for account problems (:data:`ACCOUNT_LOCKED`,
+:data:`PASSWORD_INVALID`, :data:`ACCOUNT_ERROR`, :data:`ENCRYPTION_ERROR`). Messages name the
+method, the parameter or the account; they never contain passwords, keys or documents, and
+nothing but method names and error codes is logged.
+
+Like Parity's ``jsonrpc-http-server``, requests must be ``Content-Type: application/json``: this
+keeps browsers from reaching the account methods with a CORS-free "simple" request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import aiohttp
+from aiohttp import web
+
+from ..crypto.curve import Point
+from ..crypto.hashes import checksum_address, keccak256
+from ..crypto.signatures import sign_raw_hash
+from ..exceptions import CryptoError, InvalidPoint, MalformedHex, SecretStoreError
+from . import local
+from .keystore import Keystore, KeystoreError, UnknownAccount, WrongPassword
+
+if TYPE_CHECKING:
+    import os
+
+    from eth_account.signers.local import LocalAccount
+
+__all__ = [
+    "ACCOUNT_ERROR",
+    "ACCOUNT_LOCKED",
+    "ENCRYPTION_ERROR",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "PASSWORD_INVALID",
+    "JsonRpcError",
+    "main_rpc",
+    "make_rpc_app",
+    "serve_rpc",
+]
+
+log = logging.getLogger(__name__)
+
+# JSON-RPC 2.0 codes.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+# Parity's application codes (rpc/src/v1/helpers/errors.rs), kept so old clients classify them alike.
+ACCOUNT_LOCKED: Final = -32020
+PASSWORD_INVALID: Final = -32021
+ACCOUNT_ERROR: Final = -32023
+ENCRYPTION_ERROR: Final = -32055
+
+#: Parity's default ``--jsonrpc-max-payload`` is 5 MiB; documents travel hex-encoded, so allow more.
+MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
+#: ``personal_unlockAccount`` without a duration unlocks for this long (geth's default).
+DEFAULT_UNLOCK_SECONDS: Final = 300
+#: Upper bound for a forwarded call (the chain is local; this only bounds a hung endpoint).
+CHAIN_TIMEOUT_SECONDS: Final = 60.0
+DEFAULT_LISTEN: Final = "127.0.0.1:8545"
+
+JsonObject: TypeAlias = dict[str, Any]
+
+
+class JsonRpcError(SecretStoreError):
+    """A JSON-RPC error object to answer with: ``code`` and a message that names the problem."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{message} ({code})")
+
+    def to_json(self) -> JsonObject:
+        return {"code": self.code, "message": self.message}
+
+
+class _ForwardToChain(Exception):
+    """Control flow only: the call is not for a keystore account, so the chain answers it."""
+
+
+def _error(request_id: object, code: int, message: str) -> JsonObject:
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": request_id}
+
+
+def _short(name: str) -> str:
+    # Method names are echoed in messages; a client's garbage should not fill the log or the reply.
+    return name if len(name) <= 64 else name[:61] + "..."
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def _positional(method: str, params: object, names: Sequence[str], optional: int = 0) -> list[Any]:
+    """The parameter list, checked for its length; ``optional`` trailing parameters may be left out."""
+    if params is None:
+        params = []
+    if not isinstance(params, list):
+        raise JsonRpcError(INVALID_PARAMS, f"Invalid params: {method} takes its parameters as a JSON array")
+    required = len(names) - optional
+    if not required <= len(params) <= len(names):
+        expected = str(len(names)) if not optional else f"{required} to {len(names)}"
+        listed = f" [{', '.join(names)}]" if names else ""
+        raise JsonRpcError(
+            INVALID_PARAMS,
+            f"Invalid params: {method} expects {expected} parameters{listed}, got {len(params)}",
+        )
+    return params + [None] * (len(names) - len(params))
+
+
+def _hex(value: object, name: str, size: int | None = None) -> bytes:
+    try:
+        return local.parse_json_hex(value, name, size)
+    except MalformedHex as exc:
+        raise JsonRpcError(INVALID_PARAMS, f"Invalid params: {exc}") from None
+
+
+def _address(value: object, name: str) -> bytes:
+    return _hex(value, name, 20)
+
+
+def _password(value: object, name: str = "password") -> str:
+    if not isinstance(value, str):
+        raise JsonRpcError(
+            INVALID_PARAMS, f"Invalid params: {name} must be a string, got {type(value).__name__}"
+        )
+    return value
+
+
+def _point(value: object, name: str) -> None:
+    try:
+        Point.from_bytes(_hex(value, name, 64))
+    except InvalidPoint:
+        raise JsonRpcError(INVALID_PARAMS, f"Invalid params: {name} is not a point on secp256k1") from None
+
+
+def _hex_list(value: object, name: str, size: int | None = None) -> None:
+    if not isinstance(value, list):
+        raise JsonRpcError(
+            INVALID_PARAMS, f"Invalid params: {name} must be a JSON array of 0x-prefixed hex strings"
+        )
+    for index, item in enumerate(value):
+        _hex(item, f"{name}[{index}]", size)
+
+
+def _duration(value: object) -> float | None:
+    """Seconds to stay unlocked (None: until the server stops), from a number or a 0x-hex quantity."""
+    if value is None:
+        return float(DEFAULT_UNLOCK_SECONDS)
+    seconds: int
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and value.startswith("0x") and len(value) > 2:
+        try:
+            seconds = int(value[2:], 16)
+        except ValueError:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params: duration is not a hex quantity") from None
+    else:
+        raise JsonRpcError(
+            INVALID_PARAMS, "Invalid params: duration must be a number of seconds or a 0x-hex quantity"
+        )
+    if seconds < 0:
+        raise JsonRpcError(INVALID_PARAMS, "Invalid params: duration must not be negative")
+    return None if seconds == 0 else float(seconds)
+
+
+def _personal_sign(account: LocalAccount, data: bytes) -> str:
+    """EIP-191 ``personal_sign``/``eth_sign``: ECDSA over the prefixed message's keccak, v = 27/28."""
+    digest = keccak256(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode("ascii") + data)
+    signature = bytearray(sign_raw_hash(bytes(account.key), digest))
+    signature[64] += 27
+    return local.json_hex(bytes(signature))
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unlocked:
+    account: LocalAccount
+    expires: float | None  # time.monotonic() deadline; None: until the server stops
+
+
+Handler: TypeAlias = Callable[[object], Awaitable[Any]]
+_FORWARD: Final = object()
+
+
+class RpcService:
+    """The request handling behind :func:`make_rpc_app` (one per app; owns the chain session)."""
+
+    def __init__(self, keystore: Keystore, chain_url: str | None) -> None:
+        self.keystore = keystore
+        self.chain_url = chain_url or None
+        self._session: aiohttp.ClientSession | None = None
+        self._unlocked: dict[bytes, _Unlocked] = {}
+        self._methods: dict[str, Handler] = {
+            "secretstore_generateDocumentKey": self._generate_document_key,
+            "secretstore_encrypt": self._encrypt,
+            "secretstore_decrypt": self._decrypt,
+            "secretstore_shadowDecrypt": self._shadow_decrypt,
+            "secretstore_serversSetHash": self._servers_set_hash,
+            "secretstore_signRawHash": self._sign_raw_hash,
+            "eth_accounts": self._eth_accounts,
+            "eth_sign": self._eth_sign,
+            "personal_sign": self._personal_sign,
+            "personal_unlockAccount": self._personal_unlock_account,
+        }
+
+    async def start(self) -> None:
+        if self.chain_url is not None and self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHAIN_TIMEOUT_SECONDS))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- accounts --
+
+    async def _unlock(self, address: bytes, password: str) -> LocalAccount:
+        try:
+            account = self.keystore.unlock_cached(address, password)
+            if account is None:
+                # A first unlock runs the keystore KDF: keep it off the event loop.
+                account = await asyncio.to_thread(self.keystore.unlock, address, password)
+        except UnknownAccount:
+            raise JsonRpcError(ACCOUNT_ERROR, self._unknown(address)) from None
+        except WrongPassword:
+            raise JsonRpcError(
+                PASSWORD_INVALID,
+                f"Account password is invalid: wrong password for account {checksum_address(address)}",
+            ) from None
+        except KeystoreError as exc:
+            raise JsonRpcError(ACCOUNT_ERROR, f"Account error: {exc}") from None
+        return account
+
+    @staticmethod
+    def _unknown(address: bytes) -> str:
+        return f"Unknown account {checksum_address(address)}: no keystore file holds it"
+
+    def _keystore_or_forward(self, address: bytes) -> None:
+        """Return if the keystore holds ``address``; otherwise the chain's accounts answer (or nobody)."""
+        if address in self.keystore:
+            return
+        if self.chain_url is not None:
+            raise _ForwardToChain
+        raise JsonRpcError(ACCOUNT_ERROR, self._unknown(address))
+
+    def _unlocked_account(self, address: bytes) -> LocalAccount | None:
+        entry = self._unlocked.get(address)
+        if entry is None:
+            return None
+        if entry.expires is not None and time.monotonic() >= entry.expires:
+            del self._unlocked[address]
+            return None
+        return entry.account
+
+    # -- secretstore_* (protocol.md §3) --
+
+    async def _generate_document_key(self, params: object) -> JsonObject:
+        values = _positional(
+            "secretstore_generateDocumentKey", params, ("account", "password", "server_key_public")
+        )
+        address, password = _address(values[0], "account"), _password(values[1])
+        _point(values[2], "server_key_public")
+        account = await self._unlock(address, password)
+        return local.rpc_generate_document_key(account, values[2])
+
+    async def _encrypt(self, params: object) -> str:
+        values = _positional("secretstore_encrypt", params, ("account", "password", "key", "data"))
+        address, password = _address(values[0], "account"), _password(values[1])
+        _hex(values[2], "key")
+        _hex(values[3], "data")
+        account = await self._unlock(address, password)
+        return local.rpc_encrypt(account, values[2], values[3])
+
+    async def _decrypt(self, params: object) -> str:
+        values = _positional("secretstore_decrypt", params, ("account", "password", "key", "data"))
+        address, password = _address(values[0], "account"), _password(values[1])
+        _hex(values[2], "key")
+        _hex(values[3], "data")
+        account = await self._unlock(address, password)
+        return local.rpc_decrypt(account, values[2], values[3])
+
+    async def _shadow_decrypt(self, params: object) -> str:
+        names = ("account", "password", "decrypted_secret", "common_point", "decrypt_shadows", "data")
+        values = _positional("secretstore_shadowDecrypt", params, names)
+        address, password = _address(values[0], "account"), _password(values[1])
+        _point(values[2], "decrypted_secret")
+        _point(values[3], "common_point")
+        _hex_list(values[4], "decrypt_shadows")
+        _hex(values[5], "data")
+        account = await self._unlock(address, password)
+        return local.rpc_shadow_decrypt(account, values[2], values[3], values[4], values[5])
+
+    async def _servers_set_hash(self, params: object) -> str:
+        (servers_set,) = _positional("secretstore_serversSetHash", params, ("servers_set",))
+        # Parity hashes the 64-byte ids without checking that they are points; so do we.
+        _hex_list(servers_set, "servers_set", 64)
+        return local.rpc_servers_set_hash(servers_set)
+
+    async def _sign_raw_hash(self, params: object) -> str:
+        values = _positional("secretstore_signRawHash", params, ("account", "password", "raw_hash"))
+        address, password = _address(values[0], "account"), _password(values[1])
+        _hex(values[2], "raw_hash", 32)
+        account = await self._unlock(address, password)
+        return local.rpc_sign_raw_hash(account, values[2])
+
+    # -- eth_* / personal_* for keystore accounts --
+
+    async def _eth_accounts(self, params: object) -> list[str]:
+        _positional("eth_accounts", params, ())
+        return self.keystore.addresses()
+
+    async def _eth_sign(self, params: object) -> str:
+        values = _positional("eth_sign", params, ("address", "data"))
+        address = _address(values[0], "address")
+        data = _hex(values[1], "data")
+        self._keystore_or_forward(address)
+        account = self._unlocked_account(address)
+        if account is None:
+            raise JsonRpcError(
+                ACCOUNT_LOCKED,
+                f"Your account is locked: unlock {checksum_address(address)} with personal_unlockAccount, "
+                "or sign with personal_sign and its password",
+            )
+        return _personal_sign(account, data)
+
+    async def _personal_sign(self, params: object) -> str:
+        values = _positional("personal_sign", params, ("data", "address", "password"))
+        data = _hex(values[0], "data")
+        address = _address(values[1], "address")
+        password = _password(values[2])
+        self._keystore_or_forward(address)
+        return _personal_sign(await self._unlock(address, password), data)
+
+    async def _personal_unlock_account(self, params: object) -> bool:
+        values = _positional(
+            "personal_unlockAccount", params, ("address", "password", "duration"), optional=1
+        )
+        address = _address(values[0], "address")
+        password = _password(values[1])
+        duration = _duration(values[2])
+        self._keystore_or_forward(address)
+        account = await self._unlock(address, password)
+        expires = None if duration is None else time.monotonic() + duration
+        self._unlocked[address] = _Unlocked(account, expires)
+        return True
+
+    # -- dispatch --
+
+    async def call(self, item: object) -> JsonObject | None | object:
+        """One request object -> its response object, None for a notification, or ``_FORWARD``."""
+        if not isinstance(item, dict):
+            return _error(None, INVALID_REQUEST, "Invalid request: a request must be a JSON object")
+        has_id = "id" in item
+        request_id = item.get("id")
+        if request_id is not None and (
+            isinstance(request_id, bool) or not isinstance(request_id, (str, int, float))
+        ):
+            return _error(None, INVALID_REQUEST, "Invalid request: id must be a string, a number or null")
+        if "jsonrpc" in item and item["jsonrpc"] != "2.0":
+            return _error(request_id, INVALID_REQUEST, 'Invalid request: jsonrpc must be "2.0"')
+        method = item.get("method")
+        if not isinstance(method, str):
+            return _error(request_id, INVALID_REQUEST, "Invalid request: method must be a string")
+        handler = self._methods.get(method)
+        response: JsonObject
+        if handler is None:
+            if self.chain_url is not None:
+                return _FORWARD
+            response = _error(
+                request_id,
+                METHOD_NOT_FOUND,
+                f"Method not found: {_short(method)} (not answered here, and no chain URL is configured)",
+            )
+        else:
+            try:
+                result = await handler(item.get("params"))
+            except _ForwardToChain:
+                return _FORWARD
+            except JsonRpcError as exc:
+                log.debug("%s -> error %d", method, exc.code)
+                response = _error(request_id, exc.code, exc.message)
+            except MalformedHex as exc:
+                response = _error(request_id, INVALID_PARAMS, f"Invalid params: {exc}")
+            except CryptoError as exc:
+                # Our crypto errors name lengths and positions, never secret values (exceptions.py).
+                log.debug("%s -> encryption error %s", method, type(exc).__name__)
+                response = _error(request_id, ENCRYPTION_ERROR, f"Encryption error: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a request must get an answer, whatever broke
+                log.error("%s failed: %s", method, type(exc).__name__)
+                response = _error(request_id, INTERNAL_ERROR, f"Internal error while handling {method}")
+            else:
+                response = {"jsonrpc": "2.0", "result": result, "id": request_id}
+        return response if has_id else None
+
+    async def _post_chain(self, body: bytes) -> tuple[int, str, bytes]:
+        assert self.chain_url is not None
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        async with self._session.post(
+            self.chain_url, data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            return response.status, response.content_type, await response.read()
+
+    @staticmethod
+    def _chain_failed(request_id: object, exc: BaseException) -> JsonObject:
+        # The URL may carry an API key in its path; name only the failure kind.
+        log.warning("chain JSON-RPC endpoint failed: %s", type(exc).__name__)
+        return _error(
+            request_id,
+            INTERNAL_ERROR,
+            f"Internal error: the chain JSON-RPC endpoint did not answer ({type(exc).__name__})",
+        )
+
+    async def forward_item(self, item: JsonObject) -> JsonObject | None:
+        """Forward one request of a batch; the chain's response object (None for a notification)."""
+        request_id = item.get("id")
+        try:
+            status, _, body = await self._post_chain(json.dumps(item).encode("utf-8"))
+            answer = json.loads(body)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return self._chain_failed(request_id, exc) if "id" in item else None
+        except ValueError:
+            answer = None
+            status = -1
+        if "id" not in item:
+            return None
+        if not isinstance(answer, dict):
+            return _error(
+                request_id,
+                INTERNAL_ERROR,
+                f"Internal error: the chain answered with no JSON-RPC object (HTTP {status})",
+            )
+        return answer
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return web.Response(
+                status=415,
+                text="Supplied content type is not allowed. Content-Type: application/json is required\n",
+            )
+        body = await request.read()
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response(
+                _error(None, PARSE_ERROR, "Parse error: the request body is not valid JSON")
+            )
+        if isinstance(payload, list):
+            if not payload:
+                return web.json_response(_error(None, INVALID_REQUEST, "Invalid request: empty batch"))
+            answers = await asyncio.gather(*(self._batch_item(item) for item in payload))
+            responses = [answer for answer in answers if answer is not None]
+            return web.json_response(responses) if responses else web.Response(status=204)
+        answer = await self.call(payload)
+        if answer is _FORWARD:
+            # A single forwarded request goes through byte for byte, and so does the chain's reply.
+            try:
+                status, content_type, reply = await self._post_chain(body)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                return web.json_response(self._chain_failed(payload.get("id"), exc))
+            return web.Response(status=status, body=reply, content_type=content_type or "application/json")
+        if answer is None:
+            return web.Response(status=204)
+        return web.json_response(answer)
+
+    async def _batch_item(self, item: object) -> JsonObject | None:
+        answer = await self.call(item)
+        if answer is _FORWARD:
+            assert isinstance(item, dict)
+            return await self.forward_item(item)
+        return answer  # type: ignore[return-value]
+
+
+SERVICE_KEY: Final = web.AppKey("ocean_secret_store.rpc", RpcService)
+
+
+def make_rpc_app(keystore: Keystore, chain_url: str | None) -> web.Application:
+    """The JSON-RPC app (``POST /``): keystore accounts answered here, the rest forwarded to ``chain_url``."""
+    service = RpcService(keystore, chain_url)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[SERVICE_KEY] = service
+    app.router.add_post("/", service.handle)
+
+    async def on_startup(_: web.Application) -> None:
+        await service.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await service.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def serve_rpc(
+    keystore_dir: str | os.PathLike[str],
+    host: str,
+    port: int,
+    chain_url: str | None,
+    *,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the JSON-RPC face until cancelled; ``ready`` gets the URL once listening (port 0 picks one)."""
+    app = make_rpc_app(Keystore(keystore_dir), chain_url)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}"
+        log.info("JSON-RPC face listening on %s", url)
+        if ready is not None:
+            ready(url)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def main_rpc(argv: list[str] | None = None) -> int:
+    """``ocean-secret-store rpc --keystore DIR [--listen HOST:PORT] [--chain-url URL]``; prints its URL."""
+    parser = argparse.ArgumentParser(
+        prog="ocean-secret-store rpc",
+        description="Parity-compatible JSON-RPC face: secretstore_* for keystore accounts, the rest proxied.",
+    )
+    parser.add_argument(
+        "--keystore", required=True, type=Path, metavar="DIR", help="directory of v3 keystore files"
+    )
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        type=_parse_listen,
+        metavar="HOST:PORT",
+        help=f"address to listen on (port 0 picks a free one; default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--chain-url", default=None, metavar="URL", help="Ethereum JSON-RPC URL for every other method"
+    )
+    args = parser.parse_args(argv)
+    host, port = args.listen
+    if not args.keystore.is_dir():
+        print(f"error: keystore directory {args.keystore} does not exist", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await serve_rpc(
+                args.keystore,
+                host,
+                port,
+                args.chain_url,
+                ready=lambda url: print(f"ocean-secret-store rpc listening on {url}", flush=True),
+            )
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(run())
+    except (KeystoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_rpc())
