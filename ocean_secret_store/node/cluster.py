@@ -228,7 +228,7 @@ class ClusterCore:
             envelope = m.decode(payload)
         except InvalidMessage as exc:
             self.stats["invalid_messages"] += 1
-            log.warning("dropping malformed message from %s: %s", peer.hex()[:16], exc)
+            log.warning("dropping malformed message from %s: %s", peer.hex()[:16], exc.detail or exc)
             return
         body = envelope.body
         if envelope.reply_to is not None:

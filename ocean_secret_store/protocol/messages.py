@@ -375,7 +375,8 @@ def decode(payload: bytes) -> Envelope:
         raise InvalidMessage("message is not JSON") from exc
     if not isinstance(obj, dict):
         raise InvalidMessage("message is not a JSON object")
-    cls = REGISTRY.get(obj.get("kind"))  # type: ignore[arg-type]
+    kind = obj.get("kind")
+    cls = REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise InvalidMessage("unknown message kind")
     rid, reply_to = obj.get("rid"), obj.get("reply_to")
