@@ -50,7 +50,8 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     say = (lambda _: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     if args.devnet_command == "up":
-        state = devnet.up(state_dir, args.nodes, acl=args.acl, fresh=args.fresh, say=say)
+        state = devnet.up(state_dir, args.nodes, acl=args.acl, provider_backend=args.provider_backend,
+                          fresh=args.fresh, say=say)
         _print(args, state, f"devnet up: {len(state['nodes'])} key servers, secret_store_url {state['secret_store_url']}, "
                             f"state in {state_dir / devnet.STATE_FILE}")
     elif args.devnet_command == "down":
@@ -62,8 +63,9 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
         for n in report["nodes"]:
             lines.append(f"{n['node']:<5} {n['pid'] or '-':>8} {str(n['running']):<8} {str(n['healthy']):<8} "
                          f"{n['connected_peers'] if n['connected_peers'] is not None else '-':>5}  {n['http_url']}")
-        chain = report["chain"]
-        lines.append(f"chain {chain['anvil_pid'] or '-':>8} {str(chain['running']):<8} {'':<8} {'':>5}  {chain['chain_url']}")
+        for name, service in report["services"].items():
+            lines.append(f"{name:<9}{service['pid'] or '-':>4} {str(service['running']):<8} {'':<8} {'':>5}  "
+                         f"{service['url']}")
         _print(args, report, "\n".join(lines))
         return EXIT_OK if report["healthy"] else EXIT_FAILED
     return EXIT_OK
@@ -219,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--acl", choices=("contract", "none"), default="contract",
                              help="key servers check AccessSecretStoreCondition on chain (default) or nobody")
             cmd.add_argument("--fresh", action="store_true", help="wipe a stopped devnet's state first")
+            cmd.add_argument("--provider-backend", choices=("secret-store", "provider-key"), default="secret-store",
+                             help="the provider's access-control backend")
     dev.set_defaults(func=_cmd_devnet)
 
     keys = sub.add_parser("keys", help="node and account keys")
@@ -266,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    position = next((i for i, a in enumerate(argv) if a not in ("--debug", "--json")), len(argv))
+    if position < len(argv) and argv[position] in ("rpc", "provider"):
+        # These two parse their own options (they also run as `python -m` modules).
+        entry = {"rpc": _cmd_rpc, "provider": _cmd_provider}[argv[position]]
+        return int(entry(argparse.Namespace(rest=argv[position + 1:])))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

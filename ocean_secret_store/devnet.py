@@ -200,6 +200,66 @@ def _wait_rpc(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _start_provider(state_dir: Path, state: dict[str, Any], backend: str) -> subprocess.Popen[bytes]:
+    log = open(state_dir / "provider.log", "ab")  # noqa: SIM115 - the child keeps it
+    port = int(state["provider_url"].rsplit(":", 1)[1])
+    args = [sys.executable, "-m", "ocean_secret_store.cli", "provider",
+            "--chain-url", state["chain_url"], "--contracts-json", str(state_dir / "contracts.json"),
+            "--metadata-store", state["metadata_store"], "--backend", backend,
+            "--secret-store-url", ",".join(n["http_url"] for n in state["nodes"]),
+            "--listen", f"127.0.0.1:{port}", "--key-env", "OCEAN_SS_PROVIDER_KEY", "--poll-interval", "0.2"]
+    try:
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # the key travels in the child's environment, never on its command line
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 "OCEAN_SS_PROVIDER_KEY": state["accounts"]["provider"]["private_key"]},
+        )
+    finally:
+        log.close()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise DevnetError(f"the {what} exited with code {proc.returncode} during start-up; see its log")
+        try:
+            if requests.get(url, timeout=1.0).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise DevnetError(f"the {what} at {url} did not answer within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _write_ocean_config(state_dir: Path, state: dict[str, Any]) -> Path:
+    """A squid-py style INI for the pipeline host (``Ocean(DIR/ocean.ini)``) pointing at this devnet."""
+    urls = ", ".join(n["http_url"] for n in state["nodes"])
+    threshold = min(2, len(state["nodes"]) - 1) if len(state["nodes"]) >= 5 else (len(state["nodes"]) - 1) // 2
+    text = (
+        f"; {DEV_ONLY}\n"
+        "[keeper-contracts]\n"
+        f"keeper.url = {state['chain_url']}\n"
+        "contracts.file = contracts.json\n"
+        f"secret_store.url = {state['secret_store_url']}\n"
+        f"parity.url = {state['rpc_url']}\n\n"
+        "[secret-store]\n"
+        "enabled = true\n"
+        f"threshold = {threshold}\n"
+        f"cluster_urls = {urls}\n\n"
+        "[resources]\n"
+        "metadata.store = metadata.sqlite\n"
+        f"provider.url = {state['provider_url']}\n"
+        f"provider.address = {state['provider_address']}\n"
+        "downloads.path = downloads\n"
+    )
+    path = state_dir / "ocean.ini"
+    _write_private(path, text)
+    return path
+
+
 #: Funded anvil accounts by role (anvil's dev accounts, in this order).
 ROLES = ("deployer", "minter", "publisher", "consumer", "provider")
 
@@ -234,6 +294,7 @@ def up(
     nodes: int = 5,
     *,
     acl: str = "contract",
+    provider_backend: str = "secret-store",
     fresh: bool = False,
     session_timeout: float = 5.0,
     timeout: float = 60.0,
@@ -286,8 +347,14 @@ def up(
                     "log": str(state_dir / f"node{i}.log"),
                 })
             state: dict[str, Any] = {"dev_only": DEV_ONLY, "acl": acl, "nodes": entries, **chain}
-            state["rpc_url"] = f"http://127.0.0.1:{_free_ports(1)[0]}"
+            rpc_port, provider_port = _free_ports(2)
+            state["rpc_url"] = f"http://127.0.0.1:{rpc_port}"
             state["rpc_accounts"] = _write_keystores(state_dir, chain["accounts"])
+            state["provider_url"] = f"http://127.0.0.1:{provider_port}"
+            state["provider_address"] = chain["accounts"]["provider"]["address"]
+            state["provider_backend"] = provider_backend
+            state["metadata_store"] = str(state_dir / "metadata.sqlite")
+            _write_private(state_dir / "contracts.json", json.dumps({"contracts": chain["contracts"]}, indent=2))
         else:
             say(f"restarting the stopped devnet in {state_dir} (same keys, data and chain state)")
             state = existing
@@ -309,12 +376,18 @@ def up(
         say(f"started {len(entries)} key servers and the JSON-RPC face; waiting until each node is connected to every other")
         wait_for_mesh([e["http_url"] for e in entries], len(entries) - 1, timeout, procs)
         _wait_rpc(state["rpc_url"], rpc, timeout)
+        provider = _start_provider(state_dir, state, state.get("provider_backend", provider_backend))
+        state["provider_pid"] = provider.pid
+        started.append(provider.pid)
+        _wait_http(state["provider_url"] + "/api/v1/brizo", provider, "provider", timeout)
+        say(f"provider (Brizo-shaped, {state.get('provider_backend', provider_backend)} backend) at {state['provider_url']}")
     except BaseException:
         for pid in started:
             _stop_group(pid)
         raise
     state["secret_store_url"] = entries[0]["http_url"]
     state["threshold_max"] = len(entries) - 1
+    state["ocean_config"] = str(_write_ocean_config(state_dir, state))
     _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return state
 
@@ -343,6 +416,7 @@ def down(state_dir: Path) -> list[int]:
         entry["pid"] = None
     state["anvil_pid"] = None
     state["rpc_pid"] = None
+    state["provider_pid"] = None
     _write_private(state_dir.resolve() / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return stopped
 
@@ -362,11 +436,17 @@ def status(state_dir: Path) -> dict[str, Any]:
             "healthy": bool(health and health.get("status") == "ok"),
             "connected_peers": health.get("connected_peers") if health else None,
         })
-    chain = {"chain_url": state.get("chain_url"), "anvil_pid": state.get("anvil_pid"),
-             "running": _alive(state.get("anvil_pid"))}
-    return {"state_dir": str(state_dir.resolve()), "nodes": nodes, "chain": chain,
-            "running": chain["running"] and all(n["running"] for n in nodes),
-            "healthy": chain["running"] and all(n["healthy"] for n in nodes)}
+    services = {
+        name: {"pid": state.get(pid_key), "url": state.get(url_key), "running": _alive(state.get(pid_key))}
+        for name, pid_key, url_key in (("chain", "anvil_pid", "chain_url"), ("rpc", "rpc_pid", "rpc_url"),
+                                       ("provider", "provider_pid", "provider_url"))
+        if state.get(url_key)
+    }
+    up_services = all(s["running"] for s in services.values())
+    return {"state_dir": str(state_dir.resolve()), "nodes": nodes, "services": services,
+            "chain": services.get("chain"),
+            "running": up_services and all(n["running"] for n in nodes),
+            "healthy": up_services and all(n["healthy"] for n in nodes)}
 
 
 def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0) -> dict[str, Any]:

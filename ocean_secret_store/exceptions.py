@@ -26,6 +26,11 @@
         + ArtifactError                   a keeper-contracts artifact is missing, malformed or cannot be linked
         + ChainUnreachable                no JSON-RPC answer from the chain URL in .url
         + ContractReverted                a call/transaction reverted; .contract, .function, .reason
+      x OceanError                        the Ocean pipeline plugin: DIDs, DDOs, the metadata store
+        + InvalidDid                      not did:op:<64 hex> / 0x<64 hex> / <64 hex>
+        + DidMismatch                     a DDO's DID/checksums do not match its services' attributes.main
+        + AssetNotFound                   no DDO for this DID in the metadata store
+        + EncryptorUnavailable            publishing refused: no encryptor enabled/installed under that name
 
 Messages say what is wrong with the input; they never contain secret material (shares,
 document keys, private keys), only lengths, public values and positions.
@@ -205,3 +210,26 @@ class ContractReverted(ChainError):
         self.function = function
         self.reason = reason
         super().__init__(f"{contract}.{function} reverted: {reason}")
+
+
+class OceanError(SecretStoreError):
+    """The Ocean pipeline plugin failed: a DID, a DDO, the metadata store, publishing or consuming."""
+
+
+class InvalidDid(OceanError):
+    """A DID or asset id is not ``did:op:<64 hex>``, ``0x<64 hex>`` or ``<64 hex>`` (32 bytes)."""
+
+
+class DidMismatch(OceanError):
+    """A DDO does not verify: its DID or checksums differ from those of its services' ``attributes.main``."""
+
+
+class AssetNotFound(OceanError):
+    """The metadata store holds no DDO for the requested DID."""
+
+
+class EncryptorUnavailable(OceanError):
+    """Publishing is refused: encryption is switched off or no plugin offers the configured encryptor.
+
+    File URLs are never published in clear, so without an encryptor there is no publishing.
+    """

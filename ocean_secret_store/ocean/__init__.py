@@ -1,0 +1,1 @@
+"""Ocean pipeline plugin: DIDs and DDOs, encryptors, the hook system and a Brizo-shaped provider."""

@@ -1,0 +1,440 @@
+"""The Ocean pipeline's configuration: a squid-py style INI file plus environment overrides (OceanConfig).
+
+The file keeps squid-py's sections and keys (ocean.md §1.2) and adds ``[secret-store]`` and
+``[provider]``::
+
+    [keeper-contracts]
+    keeper.url = http://localhost:8545          ; env KEEPER_URL
+    keeper.network = development
+    contracts.file = devnet.json                ; JSON {"contracts": {name: address}} or {name: address}
+    contract.DIDRegistry = 0x...                ; one address, overrides contracts.file
+    secret_store.url = http://localhost:12001   ; env SECRET_STORE_URL
+    parity.url = http://localhost:8545          ; env PARITY_URL
+    parity.address = 0x...                      ; env PARITY_ADDRESS
+    parity.password = ...                       ; env PARITY_PASSWORD
+
+    [secret-store]
+    enabled = true                              ; env OCEAN_SS_ENABLED
+    threshold = 2                               ; env OCEAN_SS_THRESHOLD
+    cluster_urls = http://127.0.0.1:12001, http://127.0.0.1:12002, http://127.0.0.1:12003
+                                                ; env OCEAN_SS_CLUSTER_URLS (commas or whitespace)
+    cluster_size = 3                            ; only if cluster_urls lists fewer nodes than there are
+    encryptor = secret-store                    ; env OCEAN_SS_ENCRYPTOR
+
+    [resources]
+    metadata.store = ocean.db                   ; SQLite path or http(s) URL of an Aquarius
+    aquarius.url = http://localhost:5000        ; squid-py's; used when metadata.store is absent
+    provider.url = http://localhost:8030        ; squid-py's brizo.url is used when absent
+    provider.address = 0x...                    ; env PROVIDER_ADDRESS
+    downloads.path = downloads
+
+    [provider]
+    backend = secret-store
+    account.key_env = PROVIDER_KEY              ; the variable holding the provider's private key
+    account.keystore = provider.json            ; or a v3 keystore ...
+    account.password_env = PROVIDER_PASSWORD    ; ... and the variable holding its password
+    listen = 127.0.0.1:8030
+    provider.public_key = 0x<128 hex>           ; for the provider-key encryptor (publisher side)
+    file_root = files                           ; the only directory file:// URLs may point into
+
+Precedence, strongest first:
+
+1. environment variables, each replacing the one key it names (squid-py's names: KEEPER_URL,
+   SECRET_STORE_URL, PARITY_URL, PARITY_ADDRESS, PARITY_PASSWORD, PROVIDER_ADDRESS; ours:
+   OCEAN_SS_THRESHOLD, OCEAN_SS_ENCRYPTOR, OCEAN_SS_ENABLED, OCEAN_SS_CLUSTER_URLS). A variable
+   that is set, even to the empty string, wins over the file (as in squid-py);
+2. the INI file;
+3. the defaults of :class:`OceanConfig`.
+
+Then, between keys: the cluster is ``[secret-store] cluster_urls`` if given, else the single
+``secret_store.url``; ``secret_store_url`` (advertised in the DDO's authorization service) is
+``secret_store.url`` if given, else the first cluster URL; the metadata store is
+``metadata.store``, else ``aquarius.url``; the provider URL is ``provider.url``, else
+``brizo.url``; explicit ``contract.<Name>`` keys override ``contracts.file``.
+
+``parity.url``/``parity.address``/``parity.password`` are kept for the legacy path: a Parity-era
+program that signs through a node's JSON-RPC ``secretstore_*`` methods with a keystore account
+(our JSON-RPC face, ``devnet`` ``rpc_url``) selects that account by address and password. The
+Python pipeline itself signs with eth-account ``LocalAccount`` objects and does not use them.
+
+Relative paths (``contracts.file``, ``metadata.store``, ``downloads.path``,
+``account.keystore``, ``file_root``) are taken relative to the INI file's directory.
+
+Validation happens at load: a malformed value raises :class:`~..exceptions.ConfigError` whose
+``key`` is the setting's dotted name (``"secret-store.threshold"``) and whose message names
+the key and where the value came from (file or environment variable). A threshold that is not
+below the cluster size (``cluster_size``, else the number of cluster URLs) is refused while the
+Secret Store is enabled.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from ..crypto.curve import Point
+from ..exceptions import ConfigError, CryptoError
+
+__all__ = ["ENVIRONMENT", "OceanConfig", "load_config"]
+
+KEEPER: Final = "keeper-contracts"
+SECRET_STORE: Final = "secret-store"
+RESOURCES: Final = "resources"
+PROVIDER: Final = "provider"
+
+#: Environment variable -> (section, key) it overrides.
+ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
+    "KEEPER_URL": (KEEPER, "keeper.url"),
+    "SECRET_STORE_URL": (KEEPER, "secret_store.url"),
+    "PARITY_URL": (KEEPER, "parity.url"),
+    "PARITY_ADDRESS": (KEEPER, "parity.address"),
+    "PARITY_PASSWORD": (KEEPER, "parity.password"),
+    "PROVIDER_ADDRESS": (RESOURCES, "provider.address"),
+    "OCEAN_SS_THRESHOLD": (SECRET_STORE, "threshold"),
+    "OCEAN_SS_ENCRYPTOR": (SECRET_STORE, "encryptor"),
+    "OCEAN_SS_ENABLED": (SECRET_STORE, "enabled"),
+    "OCEAN_SS_CLUSTER_URLS": (SECRET_STORE, "cluster_urls"),
+}
+
+_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
+_HEX: Final = re.compile(r"(?:0x)?((?:[0-9a-fA-F]{2})*)", re.IGNORECASE)
+_CONTRACT_PREFIX: Final = "contract."
+
+
+def _dotted(section: str, key: str) -> str:
+    return f"{section}.{key}"
+
+
+@dataclass(frozen=True)
+class OceanConfig:
+    """Everything the Ocean host, its plugins and the provider read from the configuration.
+
+    Build it with :func:`load_config` (INI file + environment) or :meth:`from_mapping`; direct
+    construction is validated the same way (the derived cluster fields are filled in).
+    """
+
+    #: ``[keeper-contracts] keeper.url``: the chain's JSON-RPC URL.
+    keeper_url: str = "http://localhost:8545"
+    #: ``[keeper-contracts] keeper.network``: the keeper-contracts network name.
+    keeper_network: str = "development"
+    #: Contract name -> address (``contracts.file`` and ``contract.<Name>`` keys).
+    contracts: dict[str, str] = field(default_factory=dict, hash=False)
+    #: ``[keeper-contracts] secret_store.url``: the cluster URL advertised in DDOs.
+    secret_store_url: str | None = None
+    parity_url: str | None = None
+    parity_address: str | None = None
+    parity_password: str | None = field(default=None, repr=False)
+    #: ``[secret-store] enabled``: whether the Secret Store encryptor and backend are offered.
+    secret_store_enabled: bool = True
+    #: ``[secret-store] threshold``: server keys need ``threshold + 1`` nodes to decrypt.
+    threshold: int = 0
+    #: ``[secret-store] cluster_urls``, else ``(secret_store_url,)``.
+    cluster_urls: tuple[str, ...] = ()
+    #: ``[secret-store] cluster_size``: the number of key servers when more than the URLs listed.
+    cluster_size: int | None = None
+    #: ``[secret-store] encryptor``: the name of the encryptor used to publish.
+    encryptor: str = "secret-store"
+    #: ``[resources] metadata.store`` (or ``aquarius.url``): SQLite path or Aquarius URL.
+    metadata_store: str | None = None
+    #: ``[resources] provider.url`` (or ``brizo.url``): the provider's base URL.
+    provider_url: str | None = None
+    #: ``[resources] provider.address``: the provider listed on the DIDs published.
+    provider_address: str | None = None
+    downloads_path: str | None = None
+    #: ``[provider] backend``: the name of the provider's access backend.
+    provider_backend: str = "secret-store"
+    provider_keystore: str | None = None
+    provider_password_env: str | None = None
+    provider_key_env: str | None = None
+    #: ``[provider] listen``: ``host:port`` the provider serves on.
+    provider_listen: str = "127.0.0.1:8030"
+    #: ``[provider] provider.public_key``: ``0x`` + 128 hex, for the provider-key encryptor.
+    provider_public_key: str | None = None
+    provider_file_root: str | None = None
+    #: Where the values came from (the INI path), for messages only.
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        urls = tuple(self.cluster_urls)
+        if not urls and self.secret_store_url:
+            urls = (self.secret_store_url,)
+        object.__setattr__(self, "cluster_urls", urls)
+        if not self.secret_store_url and urls:
+            object.__setattr__(self, "secret_store_url", urls[0])
+        if self.cluster_size is not None and (isinstance(self.cluster_size, bool) or self.cluster_size < 1):
+            raise ConfigError(f"[secret-store] cluster_size must be at least 1, got {self.cluster_size}",
+                              "secret-store.cluster_size")
+        if self.cluster_size is not None and self.cluster_size < len(urls):
+            raise ConfigError(
+                f"[secret-store] cluster_size {self.cluster_size} is smaller than the "
+                f"{len(urls)} cluster URLs",
+                "secret-store.cluster_size",
+            )
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 0:
+            raise ConfigError(f"[secret-store] threshold must be an integer >= 0, got {self.threshold!r}",
+                              "secret-store.threshold")
+        size = self.known_cluster_size
+        if self.secret_store_enabled and size is not None and self.threshold >= size:
+            raise ConfigError(
+                f"[secret-store] threshold {self.threshold} needs {self.threshold + 1} key servers but the "
+                f"cluster has {size} ({'cluster_size' if self.cluster_size else 'number of cluster URLs'}); "
+                f"use at most {size - 1}, or list every node in [secret-store] cluster_urls",
+                "secret-store.threshold",
+            )
+
+    @property
+    def known_cluster_size(self) -> int | None:
+        """``cluster_size`` if given, else the number of cluster URLs; ``None`` without any URL."""
+        return self.cluster_size if self.cluster_size is not None else (len(self.cluster_urls) or None)
+
+    @classmethod
+    def from_mapping(
+        cls,
+        sections: Mapping[str, Mapping[str, object]],
+        environ: Mapping[str, str] | None = None,
+        *,
+        base_dir: str | Path | None = None,
+        source: str | None = None,
+    ) -> OceanConfig:
+        """Read ``{section: {key: value}}`` (an INI file's shape) and ``environ`` overrides.
+
+        ``environ`` defaults to none: a mapping is taken as given (:func:`load_config` passes
+        ``os.environ``). ``base_dir`` anchors relative paths (default: the current directory).
+        """
+        anchor = Path(base_dir) if base_dir is not None else None
+        return _Reader(sections, environ or {}, anchor, source).config()
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> OceanConfig:
+    """Load a squid-py style INI file (``None``: defaults only), then apply ``environ`` overrides.
+
+    :raises ConfigError: if the file cannot be read or parsed, or a setting is invalid
+        (``.key`` names it).
+    """
+    if path is None:
+        return OceanConfig.from_mapping({}, environ)
+    file = Path(path)
+    # No interpolation: passwords may contain "%". Keys keep their case for contract.<Name>.
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with file.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {file}: {exc.strerror or exc}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"the config file {file} is not a valid INI file: {exc.message}") from None
+    sections = {name: dict(parser.items(name, raw=True)) for name in parser.sections()}
+    return OceanConfig.from_mapping(sections, environ, base_dir=file.resolve().parent, source=str(file))
+
+
+class _Reader:
+    """Looks keys up case-insensitively, remembers where each value came from, and converts them."""
+
+    def __init__(self, sections: Mapping[str, Mapping[str, object]], environ: Mapping[str, str],
+                 base_dir: Path | None, source: str | None) -> None:
+        self.base_dir = base_dir
+        self.source = source
+        where = f"in {source}" if source else "in the configuration"
+        #: (section, lowercased key) -> (value, origin)
+        self.values: dict[tuple[str, str], tuple[str, str]] = {}
+        #: contract name (case kept) -> (address, origin)
+        self.contract_keys: dict[str, tuple[str, str]] = {}
+        for section, entries in sections.items():
+            for key, value in entries.items():
+                text = "" if value is None else str(value).strip()
+                origin = f"[{section}] {key} {where}"
+                lowered = key.lower()
+                if section == KEEPER and lowered.startswith(_CONTRACT_PREFIX) and lowered != "contracts.file":
+                    self.contract_keys[key[len(_CONTRACT_PREFIX):]] = (text, origin)
+                else:
+                    self.values[(section, key.lower())] = (text, origin)
+        for variable, (section, key) in ENVIRONMENT.items():
+            if variable in environ:
+                self.values[(section, key)] = (environ[variable].strip(), f"environment variable {variable}")
+
+    # -- typed getters --------------------------------------------------------------------------
+
+    def raw(self, section: str, key: str) -> tuple[str, str] | None:
+        return self.values.get((section, key))
+
+    def text(self, section: str, key: str, default: str | None = None) -> str | None:
+        found = self.raw(section, key)
+        return found[0] if found is not None and found[0] != "" else default
+
+    def fail(self, section: str, key: str, problem: str) -> ConfigError:
+        found = self.raw(section, key)
+        origin = found[1] if found is not None else f"[{section}] {key}"
+        return ConfigError(f"{origin}: {problem}", _dotted(section, key))
+
+    def boolean(self, section: str, key: str, default: bool) -> bool:
+        value = self.text(section, key)
+        if value is None:
+            return default
+        state = configparser.ConfigParser.BOOLEAN_STATES.get(value.lower())
+        if state is None:
+            raise self.fail(section, key, f"must be true or false (or yes/no, on/off, 1/0), got {value!r}")
+        return state
+
+    def integer(self, section: str, key: str, default: int | None, minimum: int) -> int | None:
+        value = self.text(section, key)
+        if value is None:
+            return default
+        try:
+            number = int(value, 10)
+        except ValueError:
+            raise self.fail(section, key, f"must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise self.fail(section, key, f"must be at least {minimum}, got {number}")
+        return number
+
+    def url(self, section: str, key: str, default: str | None = None) -> str | None:
+        value = self.text(section, key, default)
+        if value is not None and not _is_http_url(value):
+            raise self.fail(section, key, f"must be an http(s):// URL, got {value!r}")
+        return value.rstrip("/") if value is not None else None
+
+    def urls(self, section: str, key: str) -> tuple[str, ...]:
+        value = self.text(section, key)
+        if value is None:
+            return ()
+        items = [item.rstrip("/") for item in re.split(r"[,\s]+", value) if item]
+        bad = [item for item in items if not _is_http_url(item)]
+        if bad:
+            raise self.fail(section, key, f"every URL must be http(s)://host[:port], got {bad[0]!r}")
+        return tuple(items)
+
+    def address(self, section: str, key: str) -> str | None:
+        value = self.text(section, key)
+        if value is not None and not _ADDRESS.fullmatch(value):
+            raise self.fail(section, key, f"must be an address (0x + 40 hex digits), got {value!r}")
+        return value
+
+    def path(self, section: str, key: str) -> str | None:
+        value = self.text(section, key)
+        if value is None:
+            return None
+        return str(self._anchor(Path(value).expanduser()))
+
+    def _anchor(self, path: Path) -> Path:
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
+
+    def name(self, section: str, key: str, default: str) -> str:
+        value = self.text(section, key, default)
+        assert value is not None
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise self.fail(section, key,
+                            f"must be a plugin name (letters, digits, '.', '_', '-'), got {value!r}")
+        return value
+
+    def listen(self) -> str:
+        value = self.text(PROVIDER, "listen", "127.0.0.1:8030")
+        assert value is not None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise self.fail(PROVIDER, "listen", f"must be host:port, got {value!r}")
+        return value
+
+    def public_key(self) -> str | None:
+        value = self.text(PROVIDER, "provider.public_key")
+        if value is None:
+            return None
+        match = _HEX.fullmatch(value)
+        raw = bytes.fromhex(match.group(1)) if match else b""
+        if len(raw) == 65 and raw[0] == 4:
+            raw = raw[1:]
+        if len(raw) != 64:
+            raise self.fail(PROVIDER, "provider.public_key",
+                            "must be 0x + 128 hex digits (the 64-byte X || Y)")
+        try:
+            Point.from_bytes(raw)
+        except CryptoError:
+            raise self.fail(PROVIDER, "provider.public_key", "is not a point on secp256k1") from None
+        return "0x" + raw.hex()
+
+    # -- the contracts --------------------------------------------------------------------------
+
+    def contracts(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        file = self.path(KEEPER, "contracts.file")
+        if file is not None:
+            found.update(self._contracts_file(Path(file)))
+        for name, (address, origin) in self.contract_keys.items():
+            if not _ADDRESS.fullmatch(address):
+                raise ConfigError(f"{origin}: must be an address (0x + 40 hex digits), got {address!r}",
+                                  _dotted(KEEPER, _CONTRACT_PREFIX + name))
+            found[name] = address
+        return found
+
+    def _contracts_file(self, file: Path) -> dict[str, str]:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise self.fail(KEEPER, "contracts.file", f"cannot read {file}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise self.fail(KEEPER, "contracts.file", f"{file} is not JSON") from None
+        table = data.get("contracts", data) if isinstance(data, dict) else None
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _ADDRESS.fullmatch(v) for k, v in table.items()
+        ):
+            raise self.fail(KEEPER, "contracts.file",
+                            f"{file} must hold {{name: address}} or {{\"contracts\": {{name: address}}}}")
+        return dict(table)
+
+    # -- the whole ------------------------------------------------------------------------------
+
+    def config(self) -> OceanConfig:
+        secret_store_url = self.url(KEEPER, "secret_store.url")
+        cluster_urls = self.urls(SECRET_STORE, "cluster_urls")
+        metadata = self.text(RESOURCES, "metadata.store")
+        if metadata is None:
+            metadata = self.url(RESOURCES, "aquarius.url")
+        elif _is_http_url(metadata):
+            metadata = metadata.rstrip("/")
+        else:
+            metadata = self.path(RESOURCES, "metadata.store")
+        values = dict(
+            keeper_url=self.url(KEEPER, "keeper.url", "http://localhost:8545"),
+            keeper_network=self.text(KEEPER, "keeper.network", "development"),
+            contracts=self.contracts(),
+            secret_store_url=secret_store_url,
+            parity_url=self.url(KEEPER, "parity.url"),
+            parity_address=self.address(KEEPER, "parity.address"),
+            parity_password=self.text(KEEPER, "parity.password"),
+            secret_store_enabled=self.boolean(SECRET_STORE, "enabled", True),
+            threshold=self.integer(SECRET_STORE, "threshold", 0, minimum=0),
+            cluster_urls=cluster_urls,
+            cluster_size=self.integer(SECRET_STORE, "cluster_size", None, minimum=1),
+            encryptor=self.name(SECRET_STORE, "encryptor", "secret-store"),
+            metadata_store=metadata,
+            provider_url=self.url(RESOURCES, "provider.url") or self.url(RESOURCES, "brizo.url"),
+            provider_address=self.address(RESOURCES, "provider.address"),
+            downloads_path=self.path(RESOURCES, "downloads.path"),
+            provider_backend=self.name(PROVIDER, "backend", "secret-store"),
+            provider_keystore=self.path(PROVIDER, "account.keystore"),
+            provider_password_env=self.text(PROVIDER, "account.password_env"),
+            provider_key_env=self.text(PROVIDER, "account.key_env"),
+            provider_listen=self.listen(),
+            provider_public_key=self.public_key(),
+            provider_file_root=self.path(PROVIDER, "file_root"),
+            source=self.source,
+        )
+        try:
+            return OceanConfig(**values)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            # Say where the offending value came from (file or environment variable).
+            section, _, key = (exc.key or "").partition(".")
+            found = self.raw(section, key)
+            if found is None or exc.key is None:
+                raise
+            raise ConfigError(f"{exc} (set by {found[1]})", exc.key) from None
+
+
+def _is_http_url(value: str) -> bool:
+    return re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value) is not None

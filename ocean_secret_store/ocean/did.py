@@ -1,0 +1,67 @@
+"""Ocean DIDs of the squid-py era: ``did:op:`` + SHA3-256 over the DDO's service checksums (ocean.md §1.3).
+
+The 32 bytes after ``did:op:`` are the asset id: the Secret Store server key id, the
+``DIDRegistry`` ``_did`` and the ACL's ``_documentId`` all use them unchanged, so no
+translation is ever needed between the DDO, the chain and the key servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from ..exceptions import InvalidDid
+
+DID_PREFIX = "did:op:"
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def did_to_id(did: str) -> bytes:
+    """The 32-byte asset id of ``did`` (``did:op:<64 hex>``, ``0x<64 hex>`` or ``<64 hex>``).
+
+    :raises InvalidDid: anything else (wrong prefix, length or digits).
+    """
+    if not isinstance(did, str):
+        raise InvalidDid(f"a DID must be a string, got {type(did).__name__}")
+    text = did.strip()
+    if text.startswith(DID_PREFIX):
+        text = text[len(DID_PREFIX):]
+    elif text[:2] in ("0x", "0X"):
+        text = text[2:]
+    if not _HEX64.fullmatch(text):
+        # Show only a bounded prefix: the value is public, but may be arbitrarily long garbage.
+        shown = did if len(did) <= 80 else did[:77] + "..."
+        raise InvalidDid(f"not a DID: {shown!r} (expected did:op:<64 hex>, 0x<64 hex> or <64 hex>)")
+    return bytes.fromhex(text)
+
+
+def id_to_did(asset_id: bytes) -> str:
+    """``did:op:`` + the lower-case hex of the 32-byte ``asset_id``.
+
+    :raises InvalidDid: ``asset_id`` is not 32 bytes.
+    """
+    if not isinstance(asset_id, (bytes, bytearray, memoryview)):
+        raise InvalidDid(f"an asset id must be 32 bytes, got {type(asset_id).__name__}")
+    raw = bytes(asset_id)
+    if len(raw) != 32:
+        raise InvalidDid(f"an asset id must be 32 bytes, got {len(raw)}")
+    return DID_PREFIX + raw.hex()
+
+
+def normalize_did(did: str) -> str:
+    """The canonical spelling of ``did`` (``did:op:`` + lower-case hex), whatever form it came in."""
+    return id_to_did(did_to_id(did))
+
+
+def checksum(obj: Any) -> str:
+    """Hex (no ``0x``) SHA3-256 of ``obj`` as sorted-key, space-free JSON (ocean_utils' ``checksum``)."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha3_256(canonical.encode("utf-8")).hexdigest()
+
+
+def did_from_checksums(checksums: dict[str, str]) -> str:
+    """The DID of a DDO whose ``proof.checksum`` is ``checksums`` (service index as a string -> checksum)."""
+    return DID_PREFIX + checksum(checksums)

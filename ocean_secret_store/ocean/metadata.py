@@ -1,0 +1,203 @@
+"""Metadata stores for published DDOs: an embedded SQLite file (default) or an Aquarius-compatible service.
+
+Stores are deliberately dumb: they keep and return DDOs by DID, refuse to overwrite one, and
+never judge content — whoever resolves a DDO verifies it (``ddo.verify_ddo``), because a remote
+store cannot be trusted anyway. They do check that what comes back is the DDO that was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import requests
+
+from ..exceptions import AssetNotFound, DidMismatch, OceanError
+from .ddo import DDO
+from .did import normalize_did
+
+#: Aquarius v1 routes (relative to its base URL).
+AQUARIUS_ASSETS_PATH = "/api/v1/aquarius/assets"
+AQUARIUS_DDO_PATH = AQUARIUS_ASSETS_PATH + "/ddo"
+
+_SCHEMA_VERSION = 1
+
+
+@runtime_checkable
+class MetadataStore(Protocol):
+    """Where DDOs are published and resolved, keyed by DID."""
+
+    def publish(self, ddo: DDO) -> None:
+        """Store ``ddo``; raises :class:`OceanError` when its DID is already published."""
+
+    def resolve(self, did: str) -> DDO:
+        """The DDO of ``did``; raises :class:`AssetNotFound` when there is none."""
+
+    def list_dids(self) -> list[str]:
+        """Every published DID, oldest first."""
+
+
+def _checked(did: str, ddo: DDO) -> DDO:
+    if normalize_did(ddo.did) != did:
+        raise DidMismatch(f"the metadata store answered {did} with the DDO of {ddo.did}")
+    return ddo
+
+
+class SqliteMetadataStore:
+    """DDOs in one SQLite file (WAL), a JSON row per DID.
+
+    A connection is opened per operation, so one store object can be shared between threads
+    and several objects or processes can use the same file.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                # WAL lets the provider read while the publisher writes.
+                db.execute("PRAGMA journal_mode=WAL")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, _SCHEMA_VERSION):
+                    raise OceanError(f"metadata store {self.path} has schema version {version}, "
+                                     f"this code reads version {_SCHEMA_VERSION}")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS ddo ("
+                    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                    " did TEXT NOT NULL UNIQUE,"
+                    " document TEXT NOT NULL)"
+                )
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot open the metadata store {self.path}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"SqliteMetadataStore({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=self._timeout)
+        try:
+            with db:  # one transaction: committed on success, rolled back on error
+                yield db
+        finally:
+            db.close()
+
+    def publish(self, ddo: DDO) -> None:
+        did = normalize_did(ddo.did)
+        try:
+            with self._lock, self._connect() as db:
+                db.execute("INSERT INTO ddo (did, document) VALUES (?, ?)", (did, ddo.to_json()))
+        except sqlite3.IntegrityError:
+            raise OceanError(f"asset {did} is already published in {self.path}") from None
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot store {did} in the metadata store {self.path}: {exc}") from None
+
+    def resolve(self, did: str) -> DDO:
+        did = normalize_did(did)
+        try:
+            with self._connect() as db:
+                row = db.execute("SELECT document FROM ddo WHERE did = ?", (did,)).fetchone()
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot read {did} from the metadata store {self.path}: {exc}") from None
+        if row is None:
+            raise AssetNotFound(f"asset {did} is not in the metadata store {self.path}")
+        return _checked(did, DDO.from_json(row[0]))
+
+    def list_dids(self) -> list[str]:
+        try:
+            with self._connect() as db:
+                return [row[0] for row in db.execute("SELECT did FROM ddo ORDER BY seq")]
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot list the metadata store {self.path}: {exc}") from None
+
+
+class AquariusMetadataStore:
+    """An Aquarius v1 compatible HTTP store.
+
+    ``POST {base}/api/v1/aquarius/assets/ddo`` registers a DDO (201), ``GET .../ddo/{did}``
+    returns it (200, 404 when unknown), ``GET {base}/api/v1/aquarius/assets`` lists the DIDs.
+    """
+
+    def __init__(self, base_url: str, session: requests.Session | None = None, *,
+                 timeout: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise OceanError(f"an Aquarius URL must be http(s)://..., got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"AquariusMetadataStore({self.base_url!r})"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, self.base_url + path, timeout=self._timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise OceanError(f"the metadata store at {self.base_url} did not answer: "
+                             f"{type(exc).__name__}") from None
+
+    @staticmethod
+    def _reason(response: requests.Response) -> str:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+    def publish(self, ddo: DDO) -> None:
+        did = normalize_did(ddo.did)
+        # Aquarius versions differ in how they answer a duplicate; ask first, as squid-py did.
+        if self._get(did) is not None:
+            raise OceanError(f"asset {did} is already published at {self.base_url}")
+        response = self._request("POST", AQUARIUS_DDO_PATH, data=ddo.to_json(),
+                                 headers={"Content-Type": "application/json"})
+        if response.status_code != 201:
+            raise OceanError(f"the metadata store at {self.base_url} refused {did}: {self._reason(response)}")
+
+    def _get(self, did: str) -> DDO | None:
+        response = self._request("GET", f"{AQUARIUS_DDO_PATH}/{did}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise OceanError(f"the metadata store at {self.base_url} failed to resolve {did}: "
+                             f"{self._reason(response)}")
+        try:
+            document = response.json()
+        except ValueError:
+            raise OceanError(f"the metadata store at {self.base_url} answered {did} with non-JSON") from None
+        return _checked(did, DDO.from_dict(document))
+
+    def resolve(self, did: str) -> DDO:
+        did = normalize_did(did)
+        ddo = self._get(did)
+        if ddo is None:
+            raise AssetNotFound(f"asset {did} is not in the metadata store at {self.base_url}")
+        return ddo
+
+    def list_dids(self) -> list[str]:
+        response = self._request("GET", AQUARIUS_ASSETS_PATH)
+        if response.status_code != 200:
+            raise OceanError(f"the metadata store at {self.base_url} failed to list assets: "
+                             f"{self._reason(response)}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise OceanError(f"the metadata store at {self.base_url} listed assets as non-JSON") from None
+        # Aquarius answers a bare list of DIDs; accept {"ids": [...]} too.
+        ids = body.get("ids") if isinstance(body, dict) else body
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise OceanError(f"the metadata store at {self.base_url} listed assets in an unknown shape")
+        return ids
+
+
+def open_metadata_store(location: str | Path) -> MetadataStore:
+    """``http(s)://...`` -> :class:`AquariusMetadataStore`; anything else is a SQLite file path."""
+    text = str(location).strip()
+    if not text:
+        raise OceanError("no metadata store location given")
+    if text.startswith(("http://", "https://")):
+        return AquariusMetadataStore(text)
+    return SqliteMetadataStore(text)

@@ -1,0 +1,619 @@
+"""The Brizo-shaped provider service: the consume endpoint (agreement checks, then the file streamed), the info endpoint, and the process that runs it with the events handler.
+
+Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
+
+``GET /api/v1/brizo/services/consume?serviceAgreementId=0x..&consumerAddress=0x..&signature=0x..&index=N``
+    Missing or malformed parameters: 400. Then, each refusal a 401 JSON ``{"error": "..."}``
+    saying why:
+
+    1. ``signature`` is the consumer's EIP-191 personal signature (``personal_sign``) of the
+       agreement id **as text**: the UTF-8 bytes of the ``serviceAgreementId`` parameter exactly as
+       sent (``"0x"`` + 64 hex digits), hashed as ``keccak256("\\x19Ethereum Signed Message:\\n" +
+       len + text)``. This is what squid-py signed (``add_ethereum_prefix_and_hash_msg(agreement_id)``)
+       and Brizo verified (``personal_ec_recover``); with eth-account:
+       ``Account.sign_message(encode_defunct(text=agreement_id_hex), key)``. It must recover to
+       ``consumerAddress``.
+    2. The agreement exists on chain and is an access (``EscrowAccessSecretStoreTemplate``) agreement.
+    3. ``consumerAddress`` is the agreement's ``consumer`` actor (``getAgreementActors`` /
+       ``getActorType``).
+    4. ``AccessSecretStoreCondition.checkPermissions(consumer, did)`` is true (the provider's
+       events handler grants it once the reward is locked).
+    5. The agreement has not expired: the timestamp of its creation block plus the access
+       service's ``timeout`` (seconds; 0 = never) is not past. "Now" is the later of this host's
+       clock and the latest block's timestamp, so neither a stale dev chain nor a skewed clock
+       extends an agreement.
+
+    The DDO comes from the metadata store (404 if unknown). Then the access backend decrypts the
+    files list with the provider's own account (502 if it cannot), ``files[index]`` is chosen
+    (400 if out of range) and streamed: ``http(s)://`` URLs are proxied (the ``Range`` header is
+    forwarded; 200/206 with ``Content-Range``/``Content-Length`` passed back; other origin
+    answers become 502), ``file://`` URLs are read from disk with ``Range`` support — only under
+    the configured ``file_root`` (a publisher must not be able to make the provider serve its
+    own key files), and refused when no root is configured. Brizo's other form (``url=`` already
+    decrypted by the consumer) is not offered: it would make the provider an open proxy.
+
+``GET /api/v1/brizo``
+    ``{"providerAddress", "providerPublicKey": "0x<128 hex>", "backend", "software", "version"}``;
+    the public key is what publishers encrypt to for the ``provider-key`` backend.
+
+``GET /health``
+    ``{"status": "ok"}``.
+
+Blocking web3 and key server calls run in worker threads (``asyncio.to_thread``). Logs name
+agreement ids and reasons, never signatures, keys or file URLs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+import aiohttp
+from aiohttp import web
+
+from ... import __version__
+from ...chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, Keeper, to_address, translate_errors
+from ...client.local import account_public
+from ...crypto.hashes import checksum_address, keccak256
+from ...crypto.signatures import recover_address
+from ...exceptions import (
+    AssetNotFound,
+    ChainError,
+    CryptoError,
+    OceanError,
+    SecretStoreError,
+)
+from .events import EventsHandler, read_agreement
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from ..config import OceanConfig
+    from ..ddo import DDO
+    from ..metadata import MetadataStore
+    from .backends import AccessBackend
+
+__all__ = [
+    "API_BASE",
+    "CONSUME_PATH",
+    "INFO_PATH",
+    "ProviderSettings",
+    "RunningProvider",
+    "consume_message_hash",
+    "consume_params",
+    "main_provider",
+    "make_provider_app",
+    "serve_provider",
+    "start_provider",
+]
+
+log = logging.getLogger(__name__)
+
+API_BASE = "/api/v1/brizo"
+INFO_PATH = API_BASE
+CONSUME_PATH = API_BASE + "/services/consume"
+SOFTWARE = "ocean-secret-store"
+
+_AGREEMENT_ID = re.compile(r"0x[0-9a-fA-F]{64}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
+_INDEX = re.compile(r"[0-9]{1,9}")
+#: Response headers passed back from a proxied origin.
+_PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Accept-Ranges",
+                   "ETag", "Last-Modified")
+
+def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An HTTP error whose body is ``{"error": message}``."""
+    return status(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def consume_message_hash(agreement_id_text: str) -> bytes:
+    """The EIP-191 personal-message hash a consumer signs for ``consume``: over the agreement id text."""
+    data = agreement_id_text.encode("utf-8")
+    return keccak256(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
+def consume_params(account: LocalAccount, agreement_id: bytes, index: int) -> dict[str, str]:
+    """The consume query parameters for ``account`` (the consumer): what squid-py sent, signature included."""
+    from ...client.local import sign_raw_hash
+
+    agreement_text = "0x" + agreement_id.hex()
+    signature = bytearray(sign_raw_hash(account, consume_message_hash(agreement_text)))
+    signature[64] += 27  # as personal_sign / eth-account return it
+    return {"serviceAgreementId": agreement_text, "consumerAddress": to_address(account.address),
+            "signature": "0x" + signature.hex(), "index": str(index)}
+
+
+def _recover_signer(signature_hex: str, message_hash: bytes) -> str | None:
+    raw = bytearray.fromhex(signature_hex[2:])
+    if raw[64] in (27, 28):  # wallets send Ethereum's v; the recovery id is v - 27
+        raw[64] -= 27
+    try:
+        return checksum_address(recover_address(bytes(raw), message_hash))
+    except CryptoError:
+        return None
+
+
+@dataclass
+class _Provider:
+    """What the handlers share."""
+
+    keeper: Keeper
+    metadata: MetadataStore
+    backend: AccessBackend
+    account: LocalAccount
+    file_root: Path | None
+    chunk_size: int
+    session: aiohttp.ClientSession | None = None
+    public_key_hex: str = ""
+    address: str = ""
+
+
+_STATE = web.AppKey("provider_state", _Provider)
+
+
+@dataclass(frozen=True)
+class _ConsumeRequest:
+    agreement_text: str
+    agreement_id: bytes
+    consumer: str
+    signature: str
+    index: int
+
+
+def _parse_consume(query: Mapping[str, str]) -> _ConsumeRequest:
+    missing = [name for name in ("serviceAgreementId", "consumerAddress", "signature", "index") if not query.get(name)]
+    if missing:
+        if query.get("url"):
+            raise _error(web.HTTPBadRequest, "the url= form of consume is not supported; send signature and index")
+        raise _error(web.HTTPBadRequest, f"missing query parameter(s): {', '.join(missing)}")
+    agreement = query["serviceAgreementId"].strip()
+    if not _AGREEMENT_ID.fullmatch(agreement):
+        raise _error(web.HTTPBadRequest, "serviceAgreementId must be 0x followed by 64 hex digits")
+    consumer = query["consumerAddress"].strip()
+    if not _ADDRESS.fullmatch(consumer):
+        raise _error(web.HTTPBadRequest, "consumerAddress must be 0x followed by 40 hex digits")
+    signature = query["signature"].strip()
+    if not _SIGNATURE.fullmatch(signature):
+        raise _error(web.HTTPBadRequest, "signature must be 0x followed by 130 hex digits (65 bytes r || s || v)")
+    index = query["index"].strip()
+    if not _INDEX.fullmatch(index):
+        raise _error(web.HTTPBadRequest, "index must be a non-negative integer")
+    return _ConsumeRequest(agreement, bytes.fromhex(agreement[2:]), checksum_address(bytes.fromhex(consumer[2:])),
+                           signature, int(index))
+
+
+def _authorize(state: _Provider, req: _ConsumeRequest) -> DDO:
+    """Checks 2-5 of the module docstring (blocking: run in a thread); returns the asset's DDO."""
+    from ..did import id_to_did
+
+    keeper = state.keeper
+    label = req.agreement_text.lower()
+    info = read_agreement(keeper, req.agreement_id)
+    if info is None:
+        raise _error(web.HTTPUnauthorized, f"agreement {label} does not exist on chain")
+    if info.template_id != ESCROW_ACCESS_TEMPLATE_ID:
+        raise _error(web.HTTPUnauthorized, f"agreement {label} is not an access agreement")
+    if info.consumer != req.consumer:
+        raise _error(web.HTTPUnauthorized, f"{req.consumer} is not the consumer of agreement {label}")
+    did = id_to_did(info.did)
+    try:
+        ddo = state.metadata.resolve(did)
+    except AssetNotFound:
+        raise _error(web.HTTPNotFound, f"the asset {did} of agreement {label} is not known to this provider") from None
+    except OceanError as exc:
+        log.warning("metadata store failed for %s: %s", did, exc)
+        raise _error(web.HTTPServiceUnavailable, "the provider's metadata store cannot be read") from None
+    if not keeper.check_permissions(req.consumer, info.did):
+        raise _error(web.HTTPUnauthorized,
+                     f"{req.consumer} has no access permission on {did} (access not granted yet or revoked)")
+    timeout = int(ddo.timeout or 0)
+    if timeout > 0:
+        with translate_errors(keeper.w3, "chain", "eth_getBlockByNumber"):
+            created = int(keeper.w3.eth.get_block(info.block_number)["timestamp"])
+            now = max(int(time.time()), int(keeper.w3.eth.get_block("latest")["timestamp"]))
+        if now > created + timeout:
+            raise _error(web.HTTPUnauthorized,
+                         f"agreement {label} expired: created at {created}, access timeout {timeout} s")
+    return ddo
+
+
+def _content_disposition(entry: Mapping[str, Any], path: str) -> str:
+    name = str(entry.get("name") or os.path.basename(path) or f"file{entry.get('index', '')}")
+    name = re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200] or "file"
+    return f'attachment;filename="{name}"'
+
+
+async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mapping[str, Any]) -> web.StreamResponse:
+    assert state.session is not None
+    headers = {}
+    if "Range" in request.headers:
+        headers["Range"] = request.headers["Range"]
+    response: web.StreamResponse | None = None
+    try:
+        async with state.session.get(url, headers=headers, allow_redirects=True) as upstream:
+            if upstream.status == 416:
+                raise web.HTTPRequestRangeNotSatisfiable(
+                    headers={k: upstream.headers[k] for k in ("Content-Range",) if k in upstream.headers}
+                )
+            if upstream.status not in (200, 206):
+                raise _error(web.HTTPBadGateway, f"the file's origin answered HTTP {upstream.status}")
+            response = web.StreamResponse(status=upstream.status)
+            for name in _PASSED_HEADERS:
+                if name in upstream.headers:
+                    response.headers[name] = upstream.headers[name]
+            response.headers["Content-Disposition"] = _content_disposition(entry, urlsplit(url).path)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(state.chunk_size):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        # aiohttp's messages contain the URL, which is the secret being protected: type name only.
+        failure = f"could not fetch the file from its origin ({type(exc).__name__})"
+        if response is not None and response.prepared:
+            # Headers are gone: only a dropped connection tells the consumer the body is short.
+            log.warning("%s while streaming; dropping the connection", failure)
+            raise ConnectionResetError(failure) from None
+        raise _error(web.HTTPBadGateway, failure) from None
+
+
+def _local_file(state: _Provider, url: str) -> Path:
+    if state.file_root is None:
+        raise _error(web.HTTPBadGateway, "file:// URLs are not served by this provider (no file root configured)")
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise _error(web.HTTPBadGateway, "a file:// URL must name a local path")
+    path = Path(url2pathname(unquote(parts.path))).resolve()
+    if not path.is_relative_to(state.file_root):
+        raise _error(web.HTTPBadGateway, "the asset's file is outside the provider's file root")
+    if not path.is_file():
+        raise _error(web.HTTPBadGateway, "the asset's file is missing on the provider")
+    return path
+
+
+async def _consume(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    req = _parse_consume(request.query)
+    label = req.agreement_text.lower()
+    signer = _recover_signer(req.signature, consume_message_hash(req.agreement_text))
+    if signer != req.consumer:
+        log.info("consume %s refused: bad signature", label)
+        raise _error(web.HTTPUnauthorized,
+                     "the signature does not recover to consumerAddress (expected: the consumer's personal "
+                     "signature of the serviceAgreementId text)")
+    try:
+        ddo = await asyncio.to_thread(_authorize, state, req)
+    except web.HTTPException as exc:
+        log.info("consume %s refused (%d): %s", label, exc.status, exc.text)
+        raise
+    except ChainError as exc:
+        log.warning("consume %s: the chain could not be read: %s", label, exc)
+        raise _error(web.HTTPServiceUnavailable, "the provider could not read the chain; try again later") from None
+    try:
+        files = await asyncio.to_thread(state.backend.file_urls, ddo, state.account)
+    except SecretStoreError as exc:
+        log.warning("consume %s: backend %s could not decrypt the files of %s: %s",
+                    label, state.backend.name, ddo.did, type(exc).__name__)
+        raise _error(web.HTTPBadGateway,
+                     f"the provider could not decrypt the asset's files ({state.backend.name}): {exc}") from None
+    if req.index >= len(files):
+        raise _error(web.HTTPBadRequest, f"index {req.index} is out of range: the asset has {len(files)} file(s)")
+    entry = files[req.index]
+    url = str(entry.get("url") or "")
+    scheme = urlsplit(url).scheme.lower()
+    log.info("consume %s: serving file %d of %s to %s", label, req.index, ddo.did, req.consumer)
+    if scheme in ("http", "https"):
+        return await _proxy(request, state, url, entry)
+    if scheme == "file":
+        path = _local_file(state, url)
+        return web.FileResponse(path, chunk_size=state.chunk_size,
+                                headers={"Content-Disposition": _content_disposition(entry, path.name)})
+    raise _error(web.HTTPBadGateway, f"the file's URL scheme {scheme or '(none)'!r} is not supported")
+
+
+async def _info(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    return web.json_response({
+        "providerAddress": state.address,
+        "providerPublicKey": state.public_key_hex,
+        "backend": state.backend.name,
+        "software": SOFTWARE,
+        "version": __version__,
+    })
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def make_provider_app(
+    *,
+    keeper: Keeper,
+    metadata: MetadataStore,
+    backend: AccessBackend,
+    provider_account: LocalAccount,
+    file_root: str | Path | None = None,
+    chunk_size: int = 64 * 1024,
+    upstream_timeout: float = 60.0,
+) -> web.Application:
+    """The provider's aiohttp application (routes in the module docstring).
+
+    :param file_root: directory under which ``file://`` URLs are served; None refuses them.
+    :param upstream_timeout: seconds to connect to and to wait on a proxied origin between reads.
+    """
+    state = _Provider(
+        keeper=keeper, metadata=metadata, backend=backend, account=provider_account,
+        file_root=Path(file_root).resolve() if file_root is not None else None,
+        chunk_size=chunk_size,
+        public_key_hex="0x" + account_public(provider_account).to_bytes().hex(),
+        address=to_address(provider_account.address),
+    )
+
+    async def session_ctx(app: web.Application) -> Any:
+        # auto_decompress=False: bytes pass through as the origin encoded them, so its
+        # Content-Length and Content-Range stay true.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=upstream_timeout, sock_read=upstream_timeout)
+        state.session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        yield
+        await state.session.close()
+
+    app = web.Application()
+    app[_STATE] = state
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_get(CONSUME_PATH, _consume)
+    app.router.add_get(INFO_PATH, _info)
+    app.router.add_get("/health", _health)
+    return app
+
+
+# -- the process ---------------------------------------------------------------------------
+
+
+@dataclass
+class ProviderSettings:
+    """Everything the provider process needs (from the INI config or command-line flags)."""
+
+    chain_url: str
+    contracts: dict[str, str]
+    metadata_location: str
+    account: LocalAccount = field(repr=False)
+    backend: AccessBackend
+    host: str = "127.0.0.1"
+    port: int = 8030
+    file_root: str | None = None
+    events: bool = True
+    poll_interval: float = 0.5
+    from_block: int = 0
+
+
+@dataclass
+class RunningProvider:
+    settings: ProviderSettings
+    runner: web.AppRunner
+    handler: EventsHandler | None
+
+    @property
+    def port(self) -> int:
+        site = next(iter(self.runner.sites))
+        server = site._server  # aiohttp keeps the bound socket here
+        assert server is not None and server.sockets  # type: ignore[union-attr]
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def stop(self) -> None:
+        try:
+            if self.handler is not None:
+                await self.handler.stop()
+        finally:
+            await self.runner.cleanup()
+            close = getattr(self.settings.backend, "close", None)
+            if callable(close):
+                close()
+
+
+async def start_provider(settings: ProviderSettings) -> RunningProvider:
+    """Start the HTTP service (and, unless disabled, the events handler task) on the running loop."""
+    from ..metadata import open_metadata_store
+
+    keeper = Keeper(settings.chain_url, settings.contracts)
+    metadata = open_metadata_store(settings.metadata_location)
+    app = make_provider_app(keeper=keeper, metadata=metadata, backend=settings.backend,
+                            provider_account=settings.account, file_root=settings.file_root)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    handler = None
+    if settings.events:
+        handler = EventsHandler(keeper, metadata, settings.account, settings.poll_interval,
+                                from_block=settings.from_block)
+        handler.start()
+    return RunningProvider(settings, runner, handler)
+
+
+def _backend_by_name(name: str, cluster_urls: Sequence[str]) -> AccessBackend:
+    from .backends import ProviderKeyBackend, SecretStoreBackend
+
+    if name == "secret-store":
+        return SecretStoreBackend(cluster_urls)
+    if name == "provider-key":
+        return ProviderKeyBackend()
+    raise OceanError(f"unknown provider backend {name!r}: this package has 'secret-store' and 'provider-key'")
+
+
+def _split_host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise OceanError(f"listen must be host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _contracts_from(path: str) -> dict[str, str]:
+    import json
+
+    data = json.loads(Path(path).read_text())
+    return dict(data.get("contracts", data))
+
+
+def settings_from_config(config: OceanConfig, account: LocalAccount | None = None) -> ProviderSettings:
+    """Provider settings from an :class:`~..config.OceanConfig`.
+
+    The backend is selected through the plugin manager by ``[provider] backend`` (a third-party
+    plugin offering that name replaces ours). The account is ``account`` if given, else the
+    ``[provider]`` ``account.key_env`` variable or ``account.keystore`` + ``account.password_env``.
+    """
+    from ...cli_tools import load_account
+    from ..plugins import get_plugin_manager, select_access_backend
+
+    if account is None:
+        account = load_account(config.provider_key_env, config.provider_keystore, config.provider_password_env)
+    if not config.metadata_store:
+        raise OceanError("no metadata store configured ([resources] metadata.store or aquarius.url)")
+    if not config.contracts:
+        raise OceanError("no keeper contract addresses configured ([keeper-contracts] contracts.file)")
+    host, port = _split_host_port(config.provider_listen)
+    return ProviderSettings(
+        chain_url=config.keeper_url, contracts=dict(config.contracts), metadata_location=config.metadata_store,
+        account=account, backend=select_access_backend(get_plugin_manager(), config), host=host, port=port,
+        file_root=config.provider_file_root,
+    )
+
+
+async def serve_provider(config_path: str | Path | None = None, *, settings: ProviderSettings | None = None) -> None:
+    """Run the provider (HTTP service + events handler) until SIGTERM or SIGINT."""
+    if settings is None:
+        from ..config import load_config
+
+        settings = settings_from_config(load_config(config_path))
+    running = await start_provider(settings)
+    log.info("provider %s listening on %s (backend %s, events handler %s)", settings.account.address,
+             running.url, settings.backend.name, "on" if running.handler else "off")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await running.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocean-secret-store provider",
+        description="Brizo-shaped provider: consume endpoint, info endpoint and agreement events handler. "
+        "Give --config (squid-style INI) or the explicit flags; flags override the config.",
+    )
+    parser.add_argument("--config", help="INI config (see ocean_secret_store/ocean/config.py)")
+    parser.add_argument("--chain-url", help="Ethereum JSON-RPC URL of the keeper contracts")
+    parser.add_argument("--contracts-json", help="JSON file with contract addresses (devnet.json works)")
+    parser.add_argument("--metadata-store", help="SQLite path or Aquarius http(s) URL")
+    parser.add_argument("--secret-store-url", action="append",
+                        help="key server URL for the secret-store backend (repeatable or comma-separated)")
+    parser.add_argument("--backend", choices=("secret-store", "provider-key"), help="access backend")
+    parser.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:8030)")
+    parser.add_argument("--file-root", help="serve file:// URLs only under this directory (default: refuse them)")
+    parser.add_argument("--no-events", action="store_true", help="do not run the events handler")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help="events handler poll interval (s)")
+    parser.add_argument("--from-block", type=int, default=0, help="first block the events handler scans")
+    parser.add_argument("--key-env", help="environment variable holding the provider's private key (hex)")
+    parser.add_argument("--keystore", help="Ethereum v3 keystore file of the provider account")
+    parser.add_argument("--password-env", help="environment variable holding the keystore password")
+    parser.add_argument("--debug", action="store_true", help="debug logs")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ProviderSettings:
+    """Settings from the flags, on top of ``--config`` when given."""
+    from ...cli_tools import UsageError, load_account
+
+    account = None
+    if args.key_env or args.keystore:
+        account = load_account(args.key_env, args.keystore, args.password_env)
+    if args.config:
+        from ..config import load_config
+
+        settings = settings_from_config(load_config(args.config), account)
+    else:
+        needed = {"--chain-url": args.chain_url, "--contracts-json": args.contracts_json,
+                  "--metadata-store": args.metadata_store}
+        if args.backend != "provider-key":
+            needed["--secret-store-url"] = args.secret_store_url
+        absent = [flag for flag, value in needed.items() if not value]
+        if absent:
+            raise UsageError(f"without --config, give {', '.join(absent)}")
+        if account is None:
+            account = load_account(None, None, None)  # raises the usage message
+        urls = [u.rstrip("/") for item in (args.secret_store_url or []) for u in item.split(",") if u]
+        settings = ProviderSettings(
+            chain_url=args.chain_url, contracts=_contracts_from(args.contracts_json),
+            metadata_location=args.metadata_store, account=account,
+            backend=_backend_by_name(args.backend or "secret-store", urls),
+        )
+    if args.chain_url:
+        settings.chain_url = args.chain_url
+    if args.contracts_json:
+        settings.contracts = _contracts_from(args.contracts_json)
+    if args.metadata_store:
+        settings.metadata_location = args.metadata_store
+    if args.config and (args.backend or args.secret_store_url):
+        urls = [u.rstrip("/") for item in (args.secret_store_url or []) for u in item.split(",") if u]
+        settings.backend = _backend_by_name(args.backend or settings.backend.name, urls or _backend_urls(settings))
+    if args.listen:
+        settings.host, settings.port = _split_host_port(args.listen)
+    if args.file_root:
+        settings.file_root = args.file_root
+    settings.events = not args.no_events
+    settings.poll_interval = args.poll_interval
+    settings.from_block = args.from_block
+    return settings
+
+
+def _backend_urls(settings: ProviderSettings) -> list[str]:
+    return list(getattr(settings.backend, "cluster_urls", ()))
+
+
+def main_provider(argv: Sequence[str] | None = None) -> int:
+    """``ocean-secret-store provider``: run the provider until SIGTERM/SIGINT; 0 on a clean stop, 2 on bad usage."""
+    from ...cli_tools import UsageError
+
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    if arguments[:1] == ["--"]:  # a caller's argparse REMAINDER may hand over its "--" separator
+        arguments = arguments[1:]
+    args = _parser().parse_args(arguments)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+        asyncio.run(serve_provider(settings=settings))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SecretStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_provider())

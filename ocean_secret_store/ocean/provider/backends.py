@@ -1,0 +1,132 @@
+"""Access backends of the provider: how it turns a DDO's ``encryptedFiles`` into the files list (with URLs) using its own account.
+
+Two backends, chosen by name in the provider's config and registered through the ``ocean``
+hooks (``ocean_access_backends``):
+
+* ``"secret-store"`` (:class:`SecretStoreBackend`): Brizo's way (ocean.md §3.1). The provider
+  retrieves the document key from the Secret Store cluster with its own account; the cluster's
+  ACL (``AccessSecretStoreCondition.checkPermissions``) lets it in because the publisher listed
+  it as a DID provider.
+* ``"provider-key"`` (:class:`ProviderKeyBackend`): Ocean V3's way (ocean.md §3.4). The files
+  list was encrypted with Parity ECIES (auth data ``00 00``) to the provider's public key, which
+  the provider publishes on its info endpoint; only the provider's private key decrypts it.
+
+Both return the parsed files list; the caller picks ``files[index]["url"]``. Errors never
+carry the decrypted text or the URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ...client.client import SecretStoreClient
+from ...crypto import ecies
+from ...crypto.curve import Scalar
+from ...exceptions import DecryptionFailed, OceanError
+from ..ddo import files_from_plaintext
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from ..ddo import DDO
+
+__all__ = ["AccessBackend", "ProviderKeyBackend", "SecretStoreBackend", "encrypted_files_bytes"]
+
+
+@runtime_checkable
+class AccessBackend(Protocol):
+    """What the provider asks for an asset's files (spec: engineer C's backends, registered via B's hook)."""
+
+    name: str
+
+    def file_urls(self, ddo: DDO, provider_account: LocalAccount) -> list[dict[str, Any]]:
+        """The asset's files list with URLs, decrypted with the provider's own account."""
+        ...
+
+
+def _encrypted_text(ddo: DDO) -> str:
+    encrypted = ddo.encrypted_files
+    if not encrypted:
+        raise OceanError(f"the DDO of {ddo.did} has no attributes.encryptedFiles: nothing to decrypt")
+    return str(encrypted)
+
+
+def encrypted_files_bytes(encrypted: str) -> bytes:
+    """The ciphertext of an ``encryptedFiles`` value: ``0x`` hex, bare hex, or ocean-provider's
+    JSON ``{"encryptedDocument": "0x..."}``."""
+    text = encrypted.strip()
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text)["encryptedDocument"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OceanError("encryptedFiles is JSON without an encryptedDocument hex string") from exc
+    body = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        return bytes.fromhex(body)
+    except ValueError as exc:
+        raise OceanError(f"encryptedFiles is not hex ({len(body)} characters)") from exc
+
+
+class SecretStoreBackend:
+    """Decrypt ``encryptedFiles`` through the Secret Store cluster with the provider's account."""
+
+    name = "secret-store"
+
+    def __init__(self, cluster_urls: Sequence[str] | str, *, timeout: float = 10.0) -> None:
+        urls = [cluster_urls] if isinstance(cluster_urls, str) else list(cluster_urls)
+        if not urls:
+            raise OceanError("the secret-store access backend needs at least one key server URL")
+        self.cluster_urls: tuple[str, ...] = tuple(urls)
+        self.timeout = timeout
+        # One client (one kept-alive connection pool) per account; the provider has one account.
+        self._clients: dict[str, SecretStoreClient] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, account: LocalAccount) -> SecretStoreClient:
+        with self._lock:
+            client = self._clients.get(account.address)
+            if client is None:
+                client = SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout)
+                self._clients[account.address] = client
+            return client
+
+    def file_urls(self, ddo: DDO, provider_account: LocalAccount) -> list[dict[str, Any]]:
+        encrypted = _encrypted_text(ddo)
+        plain = self._client(provider_account).decrypt_document(ddo.asset_id.hex(), encrypted)
+        return files_from_plaintext(plain)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def __repr__(self) -> str:
+        return f"SecretStoreBackend({list(self.cluster_urls)!r})"
+
+
+class ProviderKeyBackend:
+    """Decrypt ``encryptedFiles`` made with Parity ECIES to the provider's public key (Ocean V3 style)."""
+
+    name = "provider-key"
+
+    def file_urls(self, ddo: DDO, provider_account: LocalAccount) -> list[dict[str, Any]]:
+        blob = encrypted_files_bytes(_encrypted_text(ddo))
+        secret = Scalar.from_bytes(bytes(provider_account.key)).value
+        try:
+            plain = ecies.decrypt(secret, blob)
+        except DecryptionFailed as exc:
+            raise DecryptionFailed(
+                f"encryptedFiles of {ddo.did} was not encrypted to this provider's key ({exc})"
+            ) from None
+        try:
+            text = plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecryptionFailed(f"the decrypted files list of {ddo.did} is not UTF-8") from None
+        return files_from_plaintext(text)
+
+    def __repr__(self) -> str:
+        return "ProviderKeyBackend()"

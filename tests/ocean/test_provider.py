@@ -1,0 +1,401 @@
+"""The Brizo-shaped provider against a real devnet: anvil with the keeper contracts, 3 key servers
+checking ``AccessSecretStoreCondition`` on chain, a file origin on loopback, the events handler
+settling agreements, and consume refusing or streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from aiohttp import web
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from ocean_secret_store import devnet
+from ocean_secret_store.chain.keeper import Keeper
+from ocean_secret_store.client.client import SecretStoreClient
+from ocean_secret_store.crypto import ecies
+from ocean_secret_store.crypto.curve import Point
+from ocean_secret_store.ocean.ddo import DDO, build_ddo
+from ocean_secret_store.ocean.did import did_to_id
+from ocean_secret_store.ocean.metadata import SqliteMetadataStore
+from ocean_secret_store.ocean.provider.app import (
+    CONSUME_PATH,
+    INFO_PATH,
+    ProviderSettings,
+    consume_params,
+    main_provider,
+    make_provider_app,
+    start_provider,
+)
+from ocean_secret_store.ocean.provider.backends import ProviderKeyBackend, SecretStoreBackend
+from ocean_secret_store.ocean.provider.events import EventsHandler
+
+pytestmark = pytest.mark.integration
+
+PRICE = 3 * 10**18  # base units
+MAX_PASSES = 20  # a bound on handler passes; one pass normally settles an agreement
+
+
+# -- loopback servers in threads --------------------------------------------------------------
+
+
+class LoopThread:
+    """An event loop running in a daemon thread; ``run`` executes a coroutine on it and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class ServerThread(LoopThread):
+    """An aiohttp application served on 127.0.0.1 from its own event loop in a thread."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__()
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.url = ""
+
+    def start(self) -> ServerThread:
+        async def setup() -> int:
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+        self.url = f"http://127.0.0.1:{self.run(setup())}"
+        return self
+
+    def stop(self) -> None:
+        self.run(self.runner.cleanup())
+        self.close()
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    state_dir = tmp_path_factory.mktemp("provider-devnet")
+    state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
+    try:
+        yield state
+    finally:
+        devnet.down(state_dir)
+
+
+@pytest.fixture(scope="module")
+def keeper(net: dict[str, Any]) -> Keeper:
+    return Keeper(net["chain_url"], net["contracts"])
+
+
+def account(net: dict[str, Any], role: str) -> Any:
+    return Account.from_key(net["accounts"][role]["private_key"])
+
+
+def cluster(net: dict[str, Any]) -> list[str]:
+    return [n["http_url"] for n in net["nodes"]]
+
+
+@pytest.fixture(scope="module")
+def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("provider-files")
+    (directory / "remote.bin").write_bytes(os.urandom(150_000))
+    (directory / "local.csv").write_bytes(b"".join(b"row %d,%d\n" % (i, i * i) for i in range(5000)))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def origin(files_dir: Path) -> Iterator[str]:
+    """A static file server on loopback (aiohttp's static route honours Range)."""
+    app = web.Application()
+    app.router.add_static("/files", files_dir)
+    server = ServerThread(app).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def metadata(tmp_path_factory: pytest.TempPathFactory) -> SqliteMetadataStore:
+    return SqliteMetadataStore(tmp_path_factory.mktemp("provider-meta") / "ddo.db")
+
+
+def _provider(net: dict[str, Any], keeper: Keeper, metadata: Any, backend: Any, files_dir: Path) -> Iterator[str]:
+    app = make_provider_app(keeper=keeper, metadata=metadata, backend=backend,
+                            provider_account=account(net, "provider"), file_root=files_dir)
+    server = ServerThread(app).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def provider(net: dict[str, Any], keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
+    yield from _provider(net, keeper, metadata, SecretStoreBackend(cluster(net)), files_dir)
+
+
+@pytest.fixture(scope="module")
+def key_provider(net: dict[str, Any], keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
+    yield from _provider(net, keeper, metadata, ProviderKeyBackend(), files_dir)
+
+
+@pytest.fixture(scope="module")
+def handler(net: dict[str, Any], keeper: Keeper, metadata: Any) -> EventsHandler:
+    return EventsHandler(keeper, metadata, account(net, "provider"))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def publish(
+    net: dict[str, Any], keeper: Keeper, metadata: Any, provider_url: str, files: list[dict[str, Any]],
+    *, encrypt: Callable[[str, str], str] | None = None, timeout: int = 86400,
+) -> DDO:
+    """The publisher's side: build the DDO (files encrypted), register the DID with the provider listed, store the DDO."""
+    publisher, provider_account = account(net, "publisher"), account(net, "provider")
+
+    def secret_store_encrypt(did: str, text: str) -> str:
+        # The DID exists on chain (provider listed) before its key is generated, as squid did it.
+        keeper.register_did(publisher, did_to_id(did), providers=[provider_account.address])
+        return SecretStoreClient(cluster(net), publisher).publish_document(did_to_id(did).hex(), text, 1)
+
+    def sign(data: bytes) -> str:
+        return "0x" + bytes(Account.sign_message(encode_defunct(primitive=data), publisher.key).signature).hex()
+
+    # a fresh name, so a fresh DID (checksums cover attributes.main) per call
+    meta = {"main": {"name": f"provider test asset {os.urandom(8).hex()}", "type": "dataset",
+                     "dateCreated": "2020-01-01T00:00:00Z", "author": "tests", "license": "CC0", "files": files}}
+    ddo = build_ddo(
+        meta, publisher=publisher.address, secret_store_url=cluster(net)[0], provider_url=provider_url + CONSUME_PATH,
+        metadata_url="sqlite:", template_id=net["template_id"], price=PRICE, timeout=timeout,
+        encrypt=encrypt or secret_store_encrypt, sign=sign,
+    )
+    if encrypt is not None:
+        keeper.register_did(publisher, ddo.asset_id, providers=[provider_account.address])
+    metadata.publish(ddo)
+    return ddo
+
+
+def order(net: dict[str, Any], keeper: Keeper, ddo: DDO, time_outs: tuple[int, int, int] = (0, 0, 0)) -> bytes:
+    """The consumer's side: create the access agreement and lock the reward."""
+    consumer = account(net, "consumer")
+    keeper.request_tokens(consumer, PRICE // 10**18)
+    agreement_id = os.urandom(32)
+    keeper.create_access_agreement(
+        consumer, agreement_id, ddo.asset_id, consumer=consumer.address, publisher=account(net, "publisher").address,
+        provider=account(net, "provider").address, price=ddo.price, time_outs=time_outs,
+    )
+    keeper.lock_reward(consumer, agreement_id, ddo.price)
+    return agreement_id
+
+
+def settle(handler: EventsHandler, keeper: Keeper, agreement_id: bytes) -> tuple[int, ...]:
+    """Run handler passes (bounded) until the agreement's escrow is no longer pending."""
+    for _ in range(MAX_PASSES):
+        handler.run_once()
+        states = keeper.condition_states(agreement_id)
+        if states[2] != 1:
+            return states
+    return keeper.condition_states(agreement_id)
+
+
+def signed(who: Any, agreement_hex: str) -> str:
+    return "0x" + bytes(Account.sign_message(encode_defunct(text=agreement_hex), who.key).signature).hex()
+
+
+def consume(provider_url: str, agreement_id: bytes, who: Any, index: int, *, signer: Any = None,
+            headers: dict[str, str] | None = None) -> requests.Response:
+    agreement_hex = "0x" + agreement_id.hex()
+    params = {"serviceAgreementId": agreement_hex, "consumerAddress": who.address,
+              "signature": signed(signer or who, agreement_hex), "index": str(index)}
+    return requests.get(provider_url + CONSUME_PATH, params=params, headers=headers or {}, timeout=30)
+
+
+def refusal(response: requests.Response) -> str:
+    assert response.status_code == 401, response.text
+    return str(response.json()["error"])
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_paid_agreement_is_settled_then_files_stream(
+    net: dict[str, Any], keeper: Keeper, metadata: Any, provider: str, origin: str, files_dir: Path,
+    handler: EventsHandler,
+) -> None:
+    remote, local = (files_dir / "remote.bin").read_bytes(), (files_dir / "local.csv").read_bytes()
+    ddo = publish(net, keeper, metadata, provider, [
+        {"url": f"{origin}/files/remote.bin", "contentType": "application/octet-stream"},
+        {"url": (files_dir / "local.csv").as_uri(), "contentType": "text/csv"},
+        {"url": (files_dir.parent / "outside.txt").as_uri(), "contentType": "text/plain"},
+    ])
+    (files_dir.parent / "outside.txt").write_text("not the provider's to serve")
+    consumer, publisher = account(net, "consumer"), account(net, "publisher")
+    agreement_id = order(net, keeper, ddo)
+
+    # paid but not yet granted: the provider refuses and says why
+    assert "no access permission" in refusal(consume(provider, agreement_id, consumer, 0))
+
+    before = keeper.token_balance(publisher.address)
+    assert settle(handler, keeper, agreement_id) == (2, 2, 2)
+    assert keeper.token_balance(publisher.address) - before == ddo.price
+    assert "0x" + agreement_id.hex() not in handler.pending
+    # a further pass finds nothing to do for it (idempotent)
+    assert all(a.action == "settled" for a in handler.run_once() if a.agreement_id == "0x" + agreement_id.hex())
+
+    whole = consume(provider, agreement_id, consumer, 0)
+    assert whole.status_code == 200
+    assert whole.content == remote
+    part = consume(provider, agreement_id, consumer, 0, headers={"Range": "bytes=1000-2999"})
+    assert part.status_code == 206
+    assert part.content == remote[1000:3000]
+    assert part.headers["Content-Range"] == f"bytes 1000-2999/{len(remote)}"
+
+    assert consume(provider, agreement_id, consumer, 1).content == local
+    # the package's own helper signs the same message eth-account's personal signature does
+    helper = requests.get(provider + CONSUME_PATH, params=consume_params(consumer, agreement_id, 1), timeout=30)
+    assert helper.content == local
+    tail = consume(provider, agreement_id, consumer, 1, headers={"Range": "bytes=-100"})
+    assert tail.status_code == 206
+    assert tail.content == local[-100:]
+
+    # a file:// URL outside the provider's file root is never read
+    outside = consume(provider, agreement_id, consumer, 2)
+    assert outside.status_code == 502
+    assert "outside the provider's file root" in outside.json()["error"]
+
+    out_of_range = consume(provider, agreement_id, consumer, 3)
+    assert out_of_range.status_code == 400
+    assert "out of range" in out_of_range.json()["error"]
+
+
+def test_refusals(net: dict[str, Any], keeper: Keeper, metadata: Any, provider: str, origin: str,
+                  handler: EventsHandler) -> None:
+    ddo = publish(net, keeper, metadata, provider, [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}])
+    consumer = account(net, "consumer")
+    agreement_id = order(net, keeper, ddo)
+    assert settle(handler, keeper, agreement_id) == (2, 2, 2)
+    stranger = Account.create()
+
+    # an account with no agreement of its own
+    assert "does not exist" in refusal(consume(provider, os.urandom(32), stranger, 0))
+    # someone else's agreement, correctly signed by the stranger
+    assert "is not the consumer" in refusal(consume(provider, agreement_id, stranger, 0))
+    # the consumer's address with a signature the consumer did not make
+    assert "signature does not recover" in refusal(consume(provider, agreement_id, consumer, 0, signer=stranger))
+    # a signature over the raw 32 bytes instead of the id's text is not the agreed message
+    raw = "0x" + bytes(Account.sign_message(encode_defunct(primitive=agreement_id), consumer.key).signature).hex()
+    params = {"serviceAgreementId": "0x" + agreement_id.hex(), "consumerAddress": consumer.address,
+              "signature": raw, "index": "0"}
+    assert "signature" in refusal(requests.get(provider + CONSUME_PATH, params=params, timeout=30))
+    # malformed parameters are a 400
+    params["signature"] = "0x1234"
+    assert requests.get(provider + CONSUME_PATH, params=params, timeout=30).status_code == 400
+    del params["index"]
+    assert requests.get(provider + CONSUME_PATH, params=params, timeout=30).status_code == 400
+    # a revoked grant is refused again
+    keeper.renounce_permission(account(net, "publisher"), ddo.asset_id, consumer.address)
+    assert "no access permission" in refusal(consume(provider, agreement_id, consumer, 0))
+
+
+def test_expired_agreement_is_refused(net: dict[str, Any], keeper: Keeper, metadata: Any, provider: str,
+                                      origin: str, handler: EventsHandler) -> None:
+    ddo = publish(net, keeper, metadata, provider, [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}],
+                  timeout=60)
+    consumer = account(net, "consumer")
+    agreement_id = order(net, keeper, ddo)
+    assert settle(handler, keeper, agreement_id) == (2, 2, 2)
+    assert consume(provider, agreement_id, consumer, 0).status_code == 200
+    keeper.w3.provider.make_request("evm_increaseTime", [120])  # type: ignore[arg-type]
+    keeper.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    assert "expired" in refusal(consume(provider, agreement_id, consumer, 0))
+
+
+def test_timed_out_access_is_aborted_and_refunded(net: dict[str, Any], keeper: Keeper, metadata: Any,
+                                                  provider: str, origin: str, handler: EventsHandler) -> None:
+    ddo = publish(net, keeper, metadata, provider, [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}])
+    consumer = account(net, "consumer")
+    before = keeper.token_balance(consumer.address)
+    # the access condition times out one block after the agreement; the lock is mined after it
+    agreement_id = order(net, keeper, ddo, time_outs=(0, 1, 0))
+    for _ in range(2):
+        keeper.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    assert settle(handler, keeper, agreement_id) == (2, 3, 2)
+    # the consumer got the locked price back (request_tokens minted it during order)
+    assert keeper.token_balance(consumer.address) - before == ddo.price
+    assert "no access permission" in refusal(consume(provider, agreement_id, consumer, 0))
+
+
+def test_provider_key_backend(net: dict[str, Any], keeper: Keeper, metadata: Any, key_provider: str,
+                              files_dir: Path, handler: EventsHandler) -> None:
+    info = requests.get(key_provider + INFO_PATH, timeout=10).json()
+    provider_account = account(net, "provider")
+    assert info["providerAddress"] == provider_account.address
+    assert info["backend"] == "provider-key"
+    assert info["software"] == "ocean-secret-store"
+    public = Point.from_bytes(bytes.fromhex(info["providerPublicKey"][2:]))
+
+    def to_provider(did: str, text: str) -> str:  # Ocean V3: ECIES to the provider's published key
+        return "0x" + ecies.encrypt(public, text.encode()).hex()
+
+    ddo = publish(net, keeper, metadata, key_provider,
+                  [{"url": (files_dir / "local.csv").as_uri(), "contentType": "text/csv"}], encrypt=to_provider)
+    consumer = account(net, "consumer")
+    agreement_id = order(net, keeper, ddo)
+    assert settle(handler, keeper, agreement_id) == (2, 2, 2)
+    response = consume(key_provider, agreement_id, consumer, 0)
+    assert response.status_code == 200
+    assert response.content == (files_dir / "local.csv").read_bytes()
+
+
+def test_provider_process_settles_with_its_events_task(
+    net: dict[str, Any], keeper: Keeper, tmp_path: Path, origin: str, files_dir: Path
+) -> None:
+    """start_provider: the HTTP service and the events handler as a task of one loop, sharing a SQLite store."""
+    store_path = tmp_path / "ddo.db"
+    settings = ProviderSettings(
+        chain_url=net["chain_url"], contracts=net["contracts"], metadata_location=str(store_path),
+        account=account(net, "provider"), backend=SecretStoreBackend(cluster(net)), port=0,
+        file_root=str(files_dir), poll_interval=0.05, from_block=int(keeper.w3.eth.block_number),
+    )
+    loop = LoopThread()
+    running = loop.run(start_provider(settings))
+    try:
+        ddo = publish(net, keeper, SqliteMetadataStore(store_path), running.url,
+                      [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}])
+        agreement_id = order(net, keeper, ddo)
+        for _ in range(400):  # bounded wait for the background task (a pass every 0.05 s)
+            if keeper.condition_states(agreement_id)[2] != 1:
+                break
+            time.sleep(0.05)
+        assert keeper.condition_states(agreement_id) == (2, 2, 2)
+        response = consume(running.url, agreement_id, account(net, "consumer"), 0)
+        assert response.content == (files_dir / "remote.bin").read_bytes()
+        health = requests.get(running.url + "/health", timeout=10)
+        assert health.json() == {"status": "ok"}
+    finally:
+        loop.run(running.stop())
+        loop.close()
+
+
+def test_main_provider_usage(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_PROVIDER_KEY", raising=False)
+    assert main_provider(["--chain-url", "http://127.0.0.1:1"]) == 2
+    assert "--contracts-json" in capsys.readouterr().err
+    assert main_provider(["--key-env", "NO_SUCH_PROVIDER_KEY"]) == 2
+    assert "NO_SUCH_PROVIDER_KEY" in capsys.readouterr().err
