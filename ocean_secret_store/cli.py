@@ -192,7 +192,7 @@ def _cmd_provider(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return EXIT_OK if run_demo(nodes=args.nodes, threshold=args.threshold) else EXIT_FAILED
+    return EXIT_OK if run_demo(nodes=args.nodes) else EXIT_FAILED
 
 
 def _account_args(cmd: argparse.ArgumentParser) -> None:
@@ -264,7 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the end-to-end demo")
     demo.add_argument("--nodes", type=int, default=5)
-    demo.add_argument("--threshold", type=int, default=2)
     demo.set_defaults(func=_cmd_demo)
     return parser
 

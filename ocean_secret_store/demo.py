@@ -4,6 +4,8 @@ shadows and not from t. (Replaced by the end-to-end devnet demo once the cluster
 from __future__ import annotations
 
 import os
+import http.server
+import itertools
 from collections.abc import Callable
 
 from .crypto import document, dkg, shadows
@@ -52,92 +54,186 @@ def run_crypto_demo(threshold: int = 2, nodes: int = 5, say: Callable[[str], Non
     return ok and ok_refused
 
 
-def run_demo(nodes: int = 5, threshold: int = 2, say: Callable[[str], None] = print) -> bool:
-    """The end-to-end demo on the embedded devnet: anvil with Ocean's keeper contracts and N key
-    server processes whose every node checks ``AccessSecretStoreCondition`` on chain.
+class _Steps:
+    """Numbered steps with their timing, and a spinner while a step runs on a terminal."""
 
-    A publisher registers a DID and encrypts its file list under a threshold key tied to the DID;
-    a consumer is refused, orders (agreement, lock reward, provider grants access) and decrypts;
-    t+1 live nodes suffice and t do not.
+    def __init__(self, say: Callable[[str], None], interactive: bool) -> None:
+        self.say, self.interactive, self.number = say, interactive, 0
+
+    def run(self, title: str, fn: Callable[[], object]) -> object:
+        import sys
+        import threading
+        import time
+
+        self.number += 1
+        done = threading.Event()
+        if self.interactive:
+            def spin() -> None:
+                for frame in itertools.cycle("|/-\\"):
+                    if done.wait(0.1):
+                        break
+                    sys.stderr.write(f"\r   {frame} {title} ...")
+                    sys.stderr.flush()
+                sys.stderr.write("\r" + " " * (len(title) + 10) + "\r")
+
+            spinner = threading.Thread(target=spin, daemon=True)
+            spinner.start()
+        started = time.perf_counter()
+        try:
+            result = fn()
+        finally:
+            done.set()
+            if self.interactive:
+                spinner.join()
+        self.say(f"{self.number:>2}. {title} [{(time.perf_counter() - started) * 1e3:.0f} ms]")
+        return result
+
+
+def run_demo(nodes: int = 5, say: Callable[[str], None] = print, interactive: bool | None = None) -> bool:
+    """The main job: the embedded devnet and Ocean's publish -> order -> consume, end to end.
+
+    anvil with keeper-contracts 0.13.2, N key server processes checking
+    AccessSecretStoreCondition on chain, the JSON-RPC face and the Brizo-shaped provider with its
+    events handler. A publisher publishes an asset whose file is served from loopback (its URL
+    encrypted under a threshold key tied to the DID); a consumer is refused, orders, and
+    consumes through the provider and by decrypting itself; token balances before and after;
+    then t+1 live key servers suffice and t do not. The devnet is stopped at the end, also on
+    Ctrl-C or failure.
     """
+    import functools
+    import http.server
     import shutil
+    import sys
     import tempfile
-    import time
+    import threading
     from pathlib import Path
 
     from eth_account import Account
 
     from . import devnet
-    from .chain.keeper import Keeper
-    from .client.client import SecretStoreClient
-    from .exceptions import KeyServerError
+    from .exceptions import KeyServerError, OceanError
+    from .ocean.did import did_to_id
+    from .ocean.host import Ocean
 
-    state_dir = Path(tempfile.mkdtemp(prefix="oss-demo-"))
-    say(f"1. devnet: anvil + keeper-contracts 0.13.2 + {nodes} key server processes (state in {state_dir})")
-    state = devnet.up(state_dir, nodes, say=lambda line: say("   " + line))
-    urls = [n["http_url"] for n in state["nodes"]]
-    keeper = Keeper(state["chain_url"], state["contracts"])
-    roles = {role: Account.from_key(v["private_key"]) for role, v in state["accounts"].items()}
-    publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
-    ok = True
+    interactive = sys.stderr.isatty() if interactive is None else interactive
+    steps = _Steps(say, interactive)
+    work = Path(tempfile.mkdtemp(prefix="oss-demo-"))
+    state_dir = work / "devnet"
+    files_dir = work / "files"
+    files_dir.mkdir()
+    dataset = b"station,temperature\n" + b"".join(f"s{i},{i % 40}\n".encode() for i in range(20000))
+    (files_dir / "weather.csv").write_bytes(dataset)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0),
+        functools.partial(_QuietHandler, directory=str(files_dir)),
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    file_url = f"http://127.0.0.1:{server.server_address[1]}/weather.csv"
+    ok = False
     try:
-        did = os.urandom(32)
-        keeper.register_did(publisher, did, providers=[provider.address], value="embedded metadata store")
-        say(f"2. publisher {publisher.address} registered did:op:{did.hex()[:16]}... (provider listed)")
-        started = time.perf_counter()
-        owner = SecretStoreClient(urls, publisher)
-        server_public = owner.generate_server_key(did, threshold)
-        document_key, common, encrypted = document.generate_document_key(server_public)
-        owner.store_document_key(did, common, encrypted)
-        files = b'[{"url": "https://example.org/private/data.csv", "index": 0}]'
-        encrypted_files = document.encrypt_document(document_key, files)
-        say(f"3. threshold key for the DID generated by all {nodes} nodes (t = {threshold}), document key "
-            f"stored, file list encrypted: {(time.perf_counter() - started) * 1e3:.0f} ms")
-
-        def consume(entry: int = 0) -> tuple[bytes | None, str]:
-            buyer = SecretStoreClient(urls[entry:] + urls[:entry], consumer)
-            try:
-                return document.decrypt_document(buyer.recover_document_key(did), encrypted_files), ""
-            except KeyServerError as exc:
-                return None, f"{type(exc).__name__}: {exc}"
-
-        plain, error = consume()
-        ok &= plain is None
-        say(f"4. consumer {consumer.address} asks before ordering: refused ({error})")
-
-        keeper.request_tokens(consumer, 10)
-        agreement_id = os.urandom(32)
+        state = steps.run(f"devnet up: anvil + keeper-contracts 0.13.2, {nodes} key servers, RPC face, provider",
+                          lambda: devnet.up(state_dir, nodes))
+        assert isinstance(state, dict)
+        say(f"    key servers {', '.join(n['http_url'] for n in state['nodes'])}")
+        say(f"    chain {state['chain_url']}, provider {state['provider_url']}, state in {state_dir}")
+        ocean = Ocean(state["ocean_config"])
+        roles = {role: Account.from_key(v["private_key"]) for role, v in state["accounts"].items()}
+        publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
+        keeper = ocean.keeper
         price = 10 * 10**18
-        ids = keeper.create_access_agreement(consumer, agreement_id, did, consumer=consumer.address,
-                                             publisher=publisher.address, provider=provider.address, price=price)
-        keeper.lock_reward(consumer, agreement_id, price)
-        keeper.fulfill_access(provider, agreement_id, did, consumer.address)
-        keeper.fulfill_escrow(provider, agreement_id, price, publisher.address, consumer.address, ids.lock, ids.access)
-        say(f"5. order: agreement created, 10 OCEAN locked, provider fulfilled access, escrow released "
-            f"(condition states {keeper.condition_states(agreement_id)})")
+        metadata = {"main": {"type": "dataset", "name": "Weather stations", "author": "Demo Met Office",
+                             "license": "CC-BY", "dateCreated": "2026-11-23T00:00:00Z", "price": str(price),
+                             "files": [{"url": file_url, "contentType": "text/csv", "name": "weather.csv",
+                                        "contentLength": str(len(dataset))}]}}
+        ddo = steps.run(f"publisher {publisher.address[:10]}.. publishes: DDO, file URL encrypted under a "
+                        f"t = {ocean.config.threshold} threshold key for the DID, DID registered on chain",
+                        lambda: ocean.assets.create(metadata, publisher, providers=[provider.address]))
+        did = ddo.did
+        say(f"    {did}; the published DDO holds no URL, only attributes.encryptedFiles")
+        steps.run("anyone can verify the DDO: its DID is the hash of its checksums", lambda: ocean.assets.resolve(did))
 
-        for entry in range(nodes):
-            plain, error = consume(entry)
-            ok &= plain == files
-        say(f"6. consumer decrypted the file list through shadows, entering at each of the {nodes} nodes: "
-            f"{'OK' if ok else 'FAILED'}; no node ever held the document key")
+        def refused_directly() -> str:
+            try:
+                ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer)
+            except KeyServerError as exc:
+                return f"{type(exc).__name__}: {exc}"
+            raise OceanError("the consumer decrypted without permission")
 
-        for index in range(threshold + 1, nodes):
+        reason = steps.run("consumer asks the key servers before ordering", refused_directly)
+        say(f"    refused by the key servers ({reason})")
+        steps.run("consumer gets 20 OCEAN from the dispenser", lambda: keeper.request_tokens(consumer, 20))
+        before = {r: keeper.token_balance(roles[r].address) for r in ("publisher", "consumer")}
+        agreement = steps.run("consumer orders: agreement created, 10 OCEAN locked",
+                              lambda: ocean.assets.order(did, 2, consumer))
+        steps.run("provider's events handler fulfils access on chain",
+                  lambda: ocean.assets.wait_for_access(did, consumer))
+        folder = steps.run("consumer downloads through the provider (agreement, signature, permission checked)",
+                           lambda: ocean.assets.consume(str(agreement), did, 2, consumer, work / "via-provider"))
+        assert isinstance(folder, Path)
+        via_provider = (folder / "weather.csv").read_bytes() == dataset
+        direct = steps.run("consumer decrypts the file list itself through shadows and downloads",
+                           lambda: ocean.assets.consume(str(agreement), did, 2, consumer, work / "direct", direct=True))
+        assert isinstance(direct, Path)
+        via_shadow = (direct / "weather.csv").read_bytes() == dataset
+        say(f"    {len(dataset)} bytes both ways: provider {'OK' if via_provider else 'MISMATCH'}, "
+            f"direct {'OK' if via_shadow else 'MISMATCH'}")
+
+        def paid() -> tuple[int, ...]:
+            for _ in range(100):
+                states = keeper.condition_states(bytes.fromhex(str(agreement)[2:]))
+                if states == (2, 2, 2):
+                    return states
+                import time
+
+                time.sleep(0.1)
+            return states
+
+        states = steps.run("provider releases the escrow to the publisher", paid)
+        after = {r: keeper.token_balance(roles[r].address) for r in ("publisher", "consumer")}
+        for role in ("publisher", "consumer"):
+            say(f"    {role:<9} {before[role] / 10**18:6.1f} OCEAN -> {after[role] / 10**18:6.1f} OCEAN")
+        balances_ok = after["publisher"] - before["publisher"] == price and before["consumer"] - after["consumer"] == price
+
+        nodes_total = len(state["nodes"])
+        t = ocean.config.threshold
+        for index in range(t + 1, nodes_total):
             devnet.stop_node(state_dir, index)
-        time.sleep(0.3)
-        plain, error = consume()
-        ok &= plain == files
-        say(f"7. stopped {nodes - threshold - 1} nodes: with t+1 = {threshold + 1} live nodes the consumer "
-            f"{'still decrypts' if plain == files else 'FAILED: ' + error}")
-        devnet.stop_node(state_dir, threshold)
-        time.sleep(0.3)
-        plain, error = consume()
-        ok &= plain is None
-        say(f"8. stopped one more: with t = {threshold} live nodes the cluster refuses ({error})")
+
+        def still_decrypts() -> bool:
+            return bool(ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer))
+
+        survived = steps.run(f"stopped {nodes_total - t - 1} key servers: t+1 = {t + 1} live ones still serve",
+                             still_decrypts)
+        devnet.stop_node(state_dir, t)
+
+        def with_t() -> str:
+            try:
+                ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer)
+            except KeyServerError as exc:
+                return f"{type(exc).__name__}"
+            return "decrypted (bug!)"
+
+        refusal = steps.run(f"stopped one more: t = {t} key servers cannot", with_t)
+        say(f"    refused: {refusal}")
+        ok = (via_provider and via_shadow and states == (2, 2, 2) and balances_ok and bool(survived)
+              and refusal == "ConsensusTemporaryUnreachable")
+    except KeyboardInterrupt:
+        say("interrupted")
     finally:
-        devnet.down(state_dir)
-        say("9. devnet stopped")
+        server.shutdown()
+        if (state_dir / devnet.STATE_FILE).exists():
+            devnet.down(state_dir)
+            say("devnet stopped")
         if ok:
-            shutil.rmtree(state_dir, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            say(f"logs kept in {work}")
     say("demo " + ("succeeded" if ok else "FAILED"))
     return ok
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """The loopback file server of the demo's dataset, without request logging on stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+        return None
