@@ -506,3 +506,21 @@ def restart_chain(state_dir: Path) -> dict[str, Any]:
     state["anvil_pid"] = anvil.pid
     _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return state
+
+
+def restart_provider(state_dir: Path, backend: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """Restart the provider, optionally with another access-control backend (``secret-store`` or
+    ``provider-key``): the provider swaps backends by configuration alone."""
+    state_dir = state_dir.resolve()
+    state = load_state(state_dir)
+    if state is None:
+        raise DevnetError(f"no devnet in {state_dir}")
+    if _alive(state.get("provider_pid")):
+        _stop_group(state["provider_pid"])
+    if backend is not None:
+        state["provider_backend"] = backend
+    proc = _start_provider(state_dir, state, state["provider_backend"])
+    state["provider_pid"] = proc.pid
+    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    _wait_http(state["provider_url"] + "/api/v1/brizo", proc, "provider", timeout)
+    return state

@@ -238,6 +238,21 @@ def _content_disposition(entry: Mapping[str, Any], path: str) -> str:
     return f'attachment;filename="{name}"'
 
 
+def _byte_range(header: str, total: int) -> tuple[int, int, int] | None:
+    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range as (start, end, total); None if unusable."""
+    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+    if not match or total == 0 or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        start, end = max(0, total - int(last)), total - 1
+    else:
+        start, end = int(first), min(int(last), total - 1) if last else total - 1
+    if start > end or start >= total:
+        return None
+    return start, end, total
+
+
 async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mapping[str, Any]) -> web.StreamResponse:
     assert state.session is not None
     headers = {}
@@ -252,14 +267,32 @@ async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mappin
                 )
             if upstream.status not in (200, 206):
                 raise _error(web.HTTPBadGateway, f"the file's origin answered HTTP {upstream.status}")
-            response = web.StreamResponse(status=upstream.status)
+            # An origin that ignores Range (plain file servers do) still gets the consumer its slice.
+            window = None
+            if upstream.status == 200 and "Range" in request.headers and "Content-Length" in upstream.headers:
+                window = _byte_range(request.headers["Range"], int(upstream.headers["Content-Length"]))
+            response = web.StreamResponse(status=206 if window else upstream.status)
             for name in _PASSED_HEADERS:
                 if name in upstream.headers:
                     response.headers[name] = upstream.headers[name]
+            if window:
+                start, end, total = window
+                response.headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+                response.headers["Content-Length"] = str(end - start + 1)
             response.headers["Content-Disposition"] = _content_disposition(entry, urlsplit(url).path)
             await response.prepare(request)
+            offset = 0
             async for chunk in upstream.content.iter_chunked(state.chunk_size):
-                await response.write(chunk)
+                if window:
+                    start, end, _ = window
+                    piece = chunk[max(0, start - offset): max(0, end + 1 - offset)]
+                    offset += len(chunk)
+                    if piece:
+                        await response.write(piece)
+                    if offset > end:
+                        break
+                else:
+                    await response.write(chunk)
             await response.write_eof()
             return response
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

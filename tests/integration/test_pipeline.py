@@ -1,0 +1,173 @@
+"""The Ocean pipeline end to end on the real devnet: the host, the plugin's encryptors, the key
+servers with the on-chain checker, the provider with its events handler, both backends."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from eth_account import Account
+
+from ocean_secret_store import devnet
+from ocean_secret_store.exceptions import ConsensusUnreachable, DidMismatch
+from ocean_secret_store.ocean.host import Ocean
+from ocean_secret_store.ocean.provider.app import consume_params
+
+pytestmark = pytest.mark.integration
+
+PRICE = 3 * 10**18
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return None
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bytes]]:
+    root = tmp_path_factory.mktemp("files")
+    data = os.urandom(100_000)
+    (root / "data.bin").write_bytes(data)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/data.bin", data
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    state_dir = tmp_path_factory.mktemp("pipeline")
+    state = devnet.up(state_dir, 3)
+    state["state_dir"] = state_dir
+    try:
+        yield state
+    finally:
+        devnet.down(state_dir)
+
+
+def accounts(net: dict) -> dict[str, Account]:
+    return {role: Account.from_key(v["private_key"]) for role, v in net["accounts"].items()}
+
+
+def metadata(url: str) -> dict:
+    # a unique name: the DID is the hash of the content, so equal content means the same asset
+    return {"main": {"type": "dataset", "name": "test " + os.urandom(4).hex(), "author": "a", "license": "CC0",
+                     "dateCreated": "2026-11-23T00:00:00Z", "price": str(PRICE),
+                     "files": [{"url": url, "contentType": "application/octet-stream", "name": "data.bin"}]}}
+
+
+def consume_url(ddo_endpoint: str, params: dict) -> requests.Response:
+    return requests.get(ddo_endpoint, params=params, timeout=30)
+
+
+def test_publish_order_consume_through_the_provider_and_directly(net: dict, files: tuple[str, bytes],
+                                                                 tmp_path: Path) -> None:
+    url, data = files
+    ocean = Ocean(net["ocean_config"])
+    roles = accounts(net)
+    publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
+    ddo = ocean.assets.create(metadata(url), publisher, providers=[provider.address])
+    assert url not in ddo.to_json()
+    assert ddo.authorization_service["service"] == "SecretStore"
+
+    # before any agreement: refused by the key servers and by the provider
+    with pytest.raises(ConsensusUnreachable):
+        ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files, consumer)
+    refused = consume_url(ddo.access_service["serviceEndpoint"], consume_params(consumer, os.urandom(32), 0))
+    assert refused.status_code == 401 and refused.json()["error"]
+
+    ocean.keeper.request_tokens(consumer, 5)
+    publisher_before = ocean.keeper.token_balance(publisher.address)
+    agreement = ocean.assets.order(ddo.did, 2, consumer)
+
+    # a forged signature (another account signs for the consumer) is refused with 401
+    forged = consume_params(Account.create(), bytes.fromhex(agreement[2:]), 0)
+    forged["consumerAddress"] = consumer.address
+    response = consume_url(ddo.access_service["serviceEndpoint"], forged)
+    assert response.status_code == 401 and "signature" in response.json()["error"]
+
+    folder = ocean.assets.consume(agreement, ddo.did, 2, consumer, tmp_path / "provider")
+    assert (folder / "data.bin").read_bytes() == data
+    direct = ocean.assets.consume(agreement, ddo.did, 2, consumer, tmp_path / "direct", direct=True)
+    assert (direct / "data.bin").read_bytes() == data
+    # a Range request through the provider
+    params = consume_params(consumer, bytes.fromhex(agreement[2:]), 0)
+    partial = requests.get(ddo.access_service["serviceEndpoint"], params=params,
+                           headers={"Range": "bytes=10-19"}, timeout=30)
+    assert partial.status_code == 206 and partial.content == data[10:20]
+
+    # the events handler granted access and pays the publisher
+    for _ in range(100):
+        if ocean.keeper.condition_states(bytes.fromhex(agreement[2:])) == (2, 2, 2):
+            break
+        import time
+
+        time.sleep(0.1)
+    assert ocean.keeper.condition_states(bytes.fromhex(agreement[2:])) == (2, 2, 2)
+    assert ocean.keeper.token_balance(publisher.address) - publisher_before == PRICE
+
+
+def test_an_altered_ddo_fails_did_verification(net: dict, files: tuple[str, bytes]) -> None:
+    ocean = Ocean(net["ocean_config"])
+    roles = accounts(net)
+    ddo = ocean.assets.create(metadata(files[0]), roles["publisher"], providers=[roles["provider"].address])
+    # a tamperer with write access to the metadata store makes the asset look cheaper
+    with sqlite3.connect(net["metadata_store"]) as db:
+        (text,) = db.execute("SELECT document FROM ddo WHERE did = ?", (ddo.did,)).fetchone()
+        document = json.loads(text)
+        document["service"][0]["attributes"]["main"]["price"] = "1"
+        db.execute("UPDATE ddo SET document = ? WHERE did = ?", (json.dumps(document), ddo.did))
+    with pytest.raises(DidMismatch, match="metadata"):
+        ocean.assets.resolve(ddo.did)
+
+
+def test_the_provider_swaps_backends_by_config_and_both_serve(net: dict, files: tuple[str, bytes],
+                                                              tmp_path: Path) -> None:
+    url, data = files
+    roles = accounts(net)
+    publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
+    state_dir = Path(net["state_dir"])
+    ocean = Ocean(net["ocean_config"])
+    ocean.keeper.request_tokens(consumer, 10)
+
+    # 1. secret-store backend: an asset encrypted under a threshold key
+    threshold_asset = ocean.assets.create(metadata(url), publisher, providers=[provider.address])
+    agreement = ocean.assets.order(threshold_asset.did, 2, consumer)
+    folder = ocean.assets.consume(agreement, threshold_asset.did, 2, consumer, tmp_path / "ss")
+    assert (folder / "data.bin").read_bytes() == data
+
+    # 2. the same provider restarted with the provider-key backend (Ocean V3 style); the publisher
+    #    takes the provider's public key from its info endpoint and encrypts to it
+    devnet.restart_provider(state_dir, "provider-key")
+    try:
+        info = requests.get(net["provider_url"] + "/api/v1/brizo", timeout=10).json()
+        assert info["backend"] == "provider-key"
+        v3 = Ocean(dataclasses.replace(Ocean(net["ocean_config"]).config, encryptor="provider-key",
+                                       provider_public_key=info["providerPublicKey"]))
+        key_asset = v3.assets.create(metadata(url), publisher, providers=[provider.address])
+        assert key_asset.encrypted_files.startswith("0x04")  # Parity ECIES, not a threshold key
+        agreement = v3.assets.order(key_asset.did, 2, consumer)
+        folder = v3.assets.consume(agreement, key_asset.did, 2, consumer, tmp_path / "pk")
+        assert (folder / "data.bin").read_bytes() == data
+    finally:
+        devnet.restart_provider(state_dir, "secret-store")
+
+
+def test_publishing_without_an_encryptor_is_refused(net: dict, files: tuple[str, bytes]) -> None:
+    from ocean_secret_store.exceptions import EncryptorUnavailable
+
+    roles = accounts(net)
+    disabled = Ocean(dataclasses.replace(Ocean(net["ocean_config"]).config, secret_store_enabled=False))
+    with pytest.raises(EncryptorUnavailable, match="never published in clear"):
+        disabled.assets.create(metadata(files[0]), roles["publisher"])
