@@ -128,13 +128,23 @@ async def _decrypt(
             if n in failed:
                 rejects += 1
                 fatal += isinstance(r, AccessDenied)
-        chosen = [n for n in chosen if n not in failed]
-        connected = core.connected_others()
-        spares = [n for n in spares if n in connected]
-        while len(chosen) < t and spares:
-            chosen.append(spares.pop(0))
-        if len(chosen) < t:
-            raise unreachable(len(version.id_numbers), t, fatal, rejects)
+        chosen, spares = replace_failed(core, chosen, set(failed), spares, t, len(version.id_numbers), fatal, rejects)
+
+
+def replace_failed(
+    core: ClusterCore, chosen: list[bytes], failed: set[bytes], spares: list[bytes], t: int, holders: int,
+    fatal: int, rejects: int,
+) -> tuple[list[bytes], list[bytes]]:
+    """The next group: the members that answered, topped up from spares still connected; or Parity's
+    consensus error when too few remain."""
+    chosen = [n for n in chosen if n not in failed]
+    connected = core.connected_others()
+    spares = [n for n in spares if n in connected]
+    while len(chosen) < t and spares:
+        chosen.append(spares.pop(0))
+    if len(chosen) < t:
+        raise unreachable(holders, t, fatal, rejects)
+    return chosen, spares
 
 
 def _combine(share: KeyShare, group: tuple[bytes, ...], responses: dict[bytes, m.DecryptResponse], access_key: int) -> Point:

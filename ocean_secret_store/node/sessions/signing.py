@@ -28,7 +28,7 @@ from ...exceptions import (
 from ...protocol import messages as m
 from ..cluster import ClusterCore, Requester, gather_settled, request_handler
 from ..storage import KeyShare, KeyVersion
-from .decryption import unreachable
+from .decryption import replace_failed, unreachable
 
 TABLE = "schnorr"
 
@@ -143,13 +143,7 @@ async def run(core: ClusterCore, key_id: bytes, signature: bytes, requester: Req
         for n in chosen:
             if n not in failed:
                 core.spawn(_cancel(core, n, session))
-        chosen = [n for n in chosen if n not in failed]
-        connected = core.connected_others()
-        spares = [n for n in spares if n in connected]
-        while len(chosen) < t and spares:
-            chosen.append(spares.pop(0))
-        if len(chosen) < t:
-            raise unreachable(len(version.id_numbers), t, fatal, rejects)
+        chosen, spares = replace_failed(core, chosen, failed, spares, t, len(version.id_numbers), fatal, rejects)
 
 
 async def _cancel(core: ClusterCore, node: bytes, session: bytes) -> None:
