@@ -174,7 +174,7 @@ def publish(
     net: dict[str, Any], keeper: Keeper, metadata: Any, provider_url: str, files: list[dict[str, Any]],
     *, encrypt: Callable[[str, str], str] | None = None, timeout: int = 86400,
 ) -> DDO:
-    """The publisher's side: build the DDO (files encrypted), register the DID with the provider listed, store the DDO."""
+    """The publisher's side: build the DDO (files encrypted), register the DID (provider listed), store the DDO."""
     publisher, provider_account = account(net, "publisher"), account(net, "provider")
 
     def secret_store_encrypt(did: str, text: str) -> str:

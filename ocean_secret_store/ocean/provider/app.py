@@ -1,4 +1,5 @@
-"""The Brizo-shaped provider service: the consume endpoint (agreement checks, then the file streamed), the info endpoint, and the process that runs it with the events handler.
+"""The Brizo-shaped provider service: the consume endpoint (agreement checks, then the file
+streamed), the info endpoint, and the process that runs them with the events handler.
 
 Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
 

@@ -1,4 +1,5 @@
-"""Access backends of the provider: how it turns a DDO's ``encryptedFiles`` into the files list (with URLs) using its own account.
+"""Access backends of the provider: how it turns a DDO's ``encryptedFiles`` into the files list
+(with URLs) using its own account.
 
 Two backends, chosen by name in the provider's config and registered through the ``ocean``
 hooks (``ocean_access_backends``):

@@ -1,4 +1,5 @@
-"""The provider's events handler: grants access and releases payment for paid agreements on its DIDs, and refunds timed-out ones.
+"""The provider's events handler: grants access and releases payment for paid agreements on its
+DIDs, and refunds timed-out ones.
 
 What Ocean's ``events-handler`` did beside Brizo (ocean.md §3.3, §4.4 steps 5, 6 and 8), as
 one poller in the provider process:
@@ -235,7 +236,9 @@ class EventsHandler:
             return [HandlerAction(label, "ignored", "the agreement names no consumer")], True
 
         lock_id, access_id, escrow_id = info.condition_ids
-        state = {cid: int(keeper.call("ConditionStoreManager", "getConditionState", cid)) for cid in info.condition_ids}
+        state = {
+            cid: int(keeper.call("ConditionStoreManager", "getConditionState", cid)) for cid in info.condition_ids
+        }
         if state[escrow_id] != UNFULFILLED:
             return [HandlerAction(label, "settled", f"escrow state {state[escrow_id]}")], True
         if state[lock_id] != FULFILLED:
@@ -249,7 +252,8 @@ class EventsHandler:
         price = ddo.price
         receiver = self._payee(info, ddo, price)
         if receiver is None:
-            log.warning("agreement %s: its conditions do not match the DDO's terms (price %d); not served", label, price)
+            log.warning("agreement %s: its conditions do not match the DDO's terms (price %d); not served",
+                        label, price)
             return [HandlerAction(label, "ignored", "the agreement's conditions do not match the DDO's terms")], True
 
         actions: list[HandlerAction] = []
@@ -288,7 +292,9 @@ class EventsHandler:
 
     # -- as an asyncio task ------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event | None = None, *, on_pass: Callable[[list[HandlerAction]], Any] | None = None) -> None:
+    async def run(
+        self, stop: asyncio.Event | None = None, *, on_pass: Callable[[list[HandlerAction]], Any] | None = None
+    ) -> None:
         """Run passes every ``poll_interval`` seconds (each in a worker thread) until ``stop`` is set."""
         stop = stop or asyncio.Event()
         self._stop = stop
