@@ -61,14 +61,16 @@ def stream_peak_rss(size: int) -> int:
         src.truncate(size)
         code = textwrap.dedent(
             f"""
-            import resource, sys
+            import sys
             sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
             from ocean_secret_store.crypto import document
             from ocean_secret_store.crypto.curve import Point
             with open({src.name!r}, "rb") as f, open("/dev/null", "wb") as out:
                 written = document.encrypt_stream(Point.generator_mul(5), f, out)
             assert written == {size} + 16
-            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            # VmHWM is this process image's own peak; ru_maxrss would also count the parent's
+            # memory at fork time (Linux carries the maximum across exec).
+            print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
             """
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
