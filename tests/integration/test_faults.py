@@ -23,3 +23,5 @@ def test_short_fault_campaign_has_no_violations() -> None:
     table = next(line for line in lines if line.strip().startswith("10 |"))
     for fault in ("cut=", "freeze=", "kill=", "restart="):
         assert fault in table, table
+    sockets_destroyed = int(table.split("|")[2])
+    assert sockets_destroyed > 0, "link cuts destroyed no connection: " + table
