@@ -285,6 +285,11 @@ def main() -> int:
     args = parser.parse_args()
     threshold = args.threshold if args.threshold is not None else (args.nodes - 1) // 2
     rng = random.Random(args.seed)
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so the finally below stops the devnet on `kill` too
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     state_dir = Path(tempfile.mkdtemp(prefix="oss-faults-"))
     started = time.monotonic()
     campaign = None
