@@ -52,8 +52,12 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     if args.devnet_command == "up":
         state = devnet.up(state_dir, args.nodes, acl=args.acl, provider_backend=args.provider_backend,
                           fresh=args.fresh, say=say)
-        _print(args, state, f"devnet up: {len(state['nodes'])} key servers, secret_store_url {state['secret_store_url']}, "
-                            f"state in {state_dir / devnet.STATE_FILE}")
+        # The state file holds dev keys and passwords (mode 0600): stdout gets everything else.
+        public = {k: v for k, v in state.items() if k not in ("accounts", "rpc_accounts")}
+        public["accounts"] = {role: a["address"] for role, a in state.get("accounts", {}).items()}
+        public["state_file"] = str(state_dir.resolve() / devnet.STATE_FILE)
+        _print(args, public, f"devnet up: {len(state['nodes'])} key servers, secret_store_url "
+                             f"{state['secret_store_url']}, state in {state_dir / devnet.STATE_FILE}")
     elif args.devnet_command == "down":
         stopped = devnet.down(state_dir)
         _print(args, {"stopped": stopped}, f"devnet down: stopped {len(stopped)} process(es)")
