@@ -87,3 +87,21 @@ def test_devnet_status_json(cluster: Path) -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["healthy"] and len(report["nodes"]) == 3 and report["chain"]["running"]
+
+
+@pytest.mark.integration
+def test_devnet_up_json_keeps_secrets_in_the_state_file(tmp_path: Path) -> None:
+    state_dir = tmp_path / "dn"
+    out = run("--json", "devnet", "up", "--nodes", "1", "--acl", "none", "--state-dir", str(state_dir))
+    try:
+        assert out.returncode == 0, out.stderr
+        printed = json.loads(out.stdout)
+        state = json.loads((state_dir / "devnet.json").read_text())
+        assert printed["secret_store_url"] == state["secret_store_url"]
+        assert (state_dir / "devnet.json").stat().st_mode & 0o777 == 0o600
+        for role in state["accounts"].values():
+            assert role["private_key"][2:] not in out.stdout.decode()
+        for account in state["rpc_accounts"]:
+            assert account["password"] not in out.stdout.decode()
+    finally:
+        assert run("devnet", "down", "--state-dir", str(state_dir)).returncode == 0
