@@ -181,6 +181,39 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ocean(args: argparse.Namespace) -> Any:
+    from .ocean.host import Ocean
+
+    config = args.config or str(Path(args.devnet or ".devnet") / "ocean.ini")
+    return Ocean(config)
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    ocean = _ocean(args)
+    metadata = json.loads(Path(args.metadata).read_text())
+    ddo = ocean.assets.create(metadata, _account(args), providers=args.provider or None, threshold=args.threshold)
+    _print(args, ddo.as_dict(), f"published {ddo.did}")
+    return EXIT_OK
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    from .cli_tools import UsageError
+
+    ocean = _ocean(args)
+    account = _account(args)
+    agreement = args.agreement_id
+    if agreement is None:
+        if not args.order:
+            raise UsageError("give --agreement-id of an existing agreement, or --order to order the asset first")
+        agreement = ocean.assets.order(args.did, 2, account)
+        if not args.json:
+            print(f"ordered: agreement {agreement}", file=sys.stderr)
+    folder = ocean.assets.consume(agreement, args.did, 2, account, args.dest, args.index, direct=args.direct)
+    files = sorted(str(p) for p in folder.iterdir())
+    _print(args, {"did": args.did, "agreement_id": agreement, "files": files}, "\n".join(files))
+    return EXIT_OK
+
+
 def _cmd_rpc(args: argparse.Namespace) -> int:
     from .client.rpc import main_rpc
 
@@ -255,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "encrypt":
             cmd.add_argument("--threshold", type=int, default=0, help="t: t+1 key servers needed to decrypt")
             cmd.add_argument("--reuse", action="store_true", help="use the key id's stored document key")
+        cmd.set_defaults(func=func)
+
+    publish = sub.add_parser("publish", help="publish an asset (Ocean: DDO, encrypted files, DID on chain)")
+    publish.add_argument("--metadata", required=True, help="JSON file with the asset's metadata ({'main': {...}})")
+    publish.add_argument("--provider", action="append", help="DID provider address (repeatable)")
+    publish.add_argument("--threshold", type=int, help="override the configured threshold")
+    consume = sub.add_parser("consume", help="order (optionally) and download an asset")
+    consume.add_argument("--did", required=True)
+    consume.add_argument("--agreement-id", help="an existing agreement (0x hex)")
+    consume.add_argument("--order", action="store_true", help="create the agreement and lock the price first")
+    consume.add_argument("--dest", default="downloads", help="download folder")
+    consume.add_argument("--index", type=int, help="only this file of the asset")
+    consume.add_argument("--direct", action="store_true",
+                         help="decrypt the file list yourself through the Secret Store instead of via the provider")
+    for cmd, func in ((publish, _cmd_publish), (consume, _cmd_consume)):
+        cmd.add_argument("--config", help="squid-py style INI (default: DEVNET/ocean.ini)")
+        cmd.add_argument("--devnet", help="devnet state dir whose ocean.ini to use (default .devnet)")
+        _account_args(cmd)
         cmd.set_defaults(func=func)
 
     rpc = sub.add_parser("rpc", help="Parity-compatible secretstore_* JSON-RPC face (see: rpc --help)",

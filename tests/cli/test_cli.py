@@ -105,3 +105,46 @@ def test_devnet_up_json_keeps_secrets_in_the_state_file(tmp_path: Path) -> None:
             assert account["password"] not in out.stdout.decode()
     finally:
         assert run("devnet", "down", "--state-dir", str(state_dir)).returncode == 0
+
+
+@pytest.mark.integration
+def test_publish_and_consume_through_the_cli(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    state_dir = tmp_path / "dn"
+    state = devnet.up(state_dir, 3)
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"hello ocean\n" * 100)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        metadata = {"main": {"type": "dataset", "name": "cli", "author": "a", "license": "CC0",
+                             "dateCreated": "2026-11-23T00:00:00Z", "price": "0",
+                             "files": [{"url": f"http://127.0.0.1:{server.server_address[1]}/a.txt",
+                                        "contentType": "text/plain", "name": "a.txt"}]}}
+        (tmp_path / "meta.json").write_text(json.dumps(metadata))
+        env = {"PUB": state["accounts"]["publisher"]["private_key"], "CON": state["accounts"]["consumer"]["private_key"]}
+        published = run("--json", "publish", "--devnet", str(state_dir), "--metadata", str(tmp_path / "meta.json"),
+                        "--provider", state["provider_address"], "--key-env", "PUB", env=env)
+        assert published.returncode == 0, published.stderr
+        ddo = json.loads(published.stdout)
+        assert ddo["id"].startswith("did:op:")
+        assert metadata["main"]["files"][0]["url"] not in published.stdout.decode()  # never in clear
+        # consuming without an agreement is a usage error; with --order it orders, waits and downloads
+        assert run("consume", "--devnet", str(state_dir), "--did", ddo["id"], "--key-env", "CON", env=env).returncode == 2
+        consumed = run("--json", "consume", "--devnet", str(state_dir), "--did", ddo["id"], "--order",
+                       "--dest", str(tmp_path / "dl"), "--key-env", "CON", env=env)
+        assert consumed.returncode == 0, consumed.stderr
+        files = json.loads(consumed.stdout)["files"]
+        assert [Path(f).read_bytes() for f in files] == [b"hello ocean\n" * 100]
+    finally:
+        server.shutdown()
+        devnet.down(state_dir)
