@@ -19,7 +19,7 @@
         + NodeDisconnected, NotEnoughNodesForThreshold, InvalidMessage, SessionTimeout,
           InvalidStateForRequest, InternalError, ...                                   (HTTP 500)
         + DatabaseError > KeyVersionNotFound                                           (HTTP 500)
-      x ConfigError                       a node config setting is missing or invalid; .key names it
+      x ConfigError                       a node or Ocean config setting is missing or invalid; .key names it
       x ClientError                       the HTTP client got no answer (bad node URL, transport failure)
         + NodeUnreachable                 no answer from the node URL(s) in .urls (refused, timed out)
       x ChainError                        keeper contracts / Ethereum node: artifact, anvil, deployment, transaction
@@ -31,6 +31,13 @@
         + DidMismatch                     a DDO's DID/checksums do not match its services' attributes.main
         + AssetNotFound                   no DDO for this DID in the metadata store
         + EncryptorUnavailable            publishing refused: no encryptor enabled/installed under that name
+
+A few classes live beside the one layer that raises them, still under this root:
+``node.acl.AccessCheckFailed`` (InternalError), ``node.cluster.PeerTimeout`` (NodeDisconnected),
+``node.transport.HandshakeFailed`` / ``PeerRefused`` (NodeDisconnected), ``FrameRejected``
+(InvalidMessage), ``FrameTooLarge`` (SerializationError), ``protocol.http.BadRequest`` /
+``BadResponse``, ``client.keystore.KeystoreError`` (+ ``UnknownAccount``, ``WrongPassword``),
+``client.rpc.JsonRpcError``, ``devnet.DevnetError`` and ``cli_tools.UsageError``.
 
 Messages say what is wrong with the input; they never contain secret material (shares,
 document keys, private keys), only lengths, public values and positions.
