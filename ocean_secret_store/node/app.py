@@ -4,14 +4,13 @@ cluster core and HTTP API; graceful stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from ..exceptions import ConfigError
+from ..lifecycle import bound_port, wait_for_stop_signal
 from .acl import AccessChecker, AllowAll, StaticAllowList
 from .audit import AuditLog
 from .cluster import ClusterCore
@@ -51,10 +50,7 @@ class RunningNode:
 
     @property
     def http_port(self) -> int:
-        site = next(iter(self.runner.sites))
-        server = site._server  # aiohttp keeps the bound socket here
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return bound_port(self.runner)
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -113,11 +109,6 @@ async def serve(config: NodeConfig) -> None:
         "key server 0x%s.. listening: http %s:%d, cluster %s",
         config.node_id.hex()[:16], config.http_listen.host, node.http_port, config.listen,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     log.info("stopping")
     await node.stop()

@@ -48,12 +48,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -78,6 +76,7 @@ from ...exceptions import (
     OceanError,
     SecretStoreError,
 )
+from ...lifecycle import bound_port, wait_for_stop_signal
 from .events import EventsHandler, read_agreement
 
 if TYPE_CHECKING:
@@ -101,6 +100,7 @@ __all__ = [
     "serve_provider",
     "start_provider",
 ]
+
 
 log = logging.getLogger(__name__)
 
@@ -443,10 +443,7 @@ class RunningProvider:
 
     @property
     def port(self) -> int:
-        site = next(iter(self.runner.sites))
-        server = site._server  # aiohttp keeps the bound socket here
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return bound_port(self.runner)
 
     @property
     def url(self) -> str:
@@ -540,12 +537,7 @@ async def serve_provider(config_path: str | Path | None = None, *, settings: Pro
     running = await start_provider(settings)
     log.info("provider %s listening on %s (backend %s, events handler %s)", settings.account.address,
              running.url, settings.backend.name, "on" if running.handler else "off")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     log.info("stopping")
     await running.stop()
 
