@@ -115,9 +115,8 @@ def import_edges(root: Path) -> list[Edge]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         is_package = path.name == "__init__.py"
         for node in ast.walk(tree):
-            for target in _resolve(modules, source, is_package, node):
-                if target != source:
-                    edges.append(Edge(source, target, getattr(node, "lineno", 0)))
+            edges.extend(Edge(source, target, getattr(node, "lineno", 0))
+                         for target in _resolve(modules, source, is_package, node) if target != source)
     return edges
 
 
