@@ -34,11 +34,10 @@ exception of ``requests`` (whose text contains the path) is summarised, not chai
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -47,18 +46,18 @@ from urllib3.exceptions import NewConnectionError
 
 from ..crypto import document as _document
 from ..crypto import ecies, schnorr, shadows, signatures
-from ..crypto.curve import Point, Scalar
+from ..crypto.curve import Point
 from ..crypto.hashes import address_of, checksum_address, servers_set_hash
 from ..exceptions import (
     ClientError,
     DecryptionFailed,
-    InvalidScalar,
     InvalidSignature,
     KeyServerError,
     MalformedHex,
     NodeUnreachable,
 )
 from ..protocol import http as _http
+from ..protocol.hexcodec import parse_hex, to_hex
 from ..protocol.http import DocumentKeyShadow
 from . import local
 
@@ -77,7 +76,6 @@ _POOL_MAXSIZE: Final = 10
 #: Server public keys remembered for verifying signatures (public values; bounded, LRU).
 _SERVER_KEY_CACHE_SIZE: Final = 1024
 _KEY_ID_SIZE: Final = 32
-_HEX: Final = re.compile(r"[0-9a-fA-F]*")
 
 # Failures after which nothing came back from the node: the next node may still answer.
 # ChunkedEncodingError is a connection dropped while the body was read.
@@ -151,19 +149,6 @@ def _connect_timeout(timeout: Timeout) -> float:
 
 def _read_timeout(timeout: Timeout) -> float:
     return timeout[1] if isinstance(timeout, tuple) else timeout
-
-
-def _parse_hex(value: object, name: str, size: int | None = None) -> bytes:
-    """Hex with or without ``0x`` (Ocean passed document ids bare and documents with ``0x``)."""
-    if not isinstance(value, str):
-        raise MalformedHex(f"{name} must be a hex string, got {type(value).__name__}")
-    digits = value[2:] if value.startswith(("0x", "0X")) else value
-    if len(digits) % 2 or not _HEX.fullmatch(digits):
-        raise MalformedHex(f"{name} must be an even number of hex digits, optionally prefixed by 0x")
-    raw = bytes.fromhex(digits)
-    if size is not None and len(raw) != size:
-        raise MalformedHex(f"{name} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
-    return raw
 
 
 def _check_key_id(key_id: object) -> bytes:
@@ -243,7 +228,7 @@ class SecretStoreClient:
         if self._owns_session:
             self._session.close()
 
-    def __enter__(self) -> SecretStoreClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -329,10 +314,7 @@ class SecretStoreClient:
     # -- local crypto ------------------------------------------------------------------------
 
     def _secret(self) -> int:
-        key = getattr(self._account, "key", None)
-        if not isinstance(key, (bytes, bytearray)):
-            raise InvalidScalar("the account must carry its private key as 32 bytes in .key")
-        return Scalar.from_bytes(bytes(key)).value
+        return local.account_secret(self._account)
 
     def _decrypt(self, blob: bytes) -> bytes:
         """Undo the nodes' ``ECIES(Q, ·)`` (auth data ``00 00``) with the account key."""
@@ -494,14 +476,14 @@ class SecretStoreClient:
         If storing fails the server key exists without a document key and the ciphertext is
         lost (as in the original); the id cannot be reused.
         """
-        key_id = _parse_hex(document_id, "document_id", _KEY_ID_SIZE)
+        key_id = parse_hex(document_id, "document_id", _KEY_ID_SIZE, prefix=None)
         if not isinstance(document, str):
             raise MalformedHex(f"document must be a str, got {type(document).__name__}")
         server_key = self.generate_server_key(key_id, threshold)
         document_key, common_point, encrypted_point = _document.generate_document_key(server_key)
         encrypted = _document.encrypt_document(document_key, document.encode("utf-8"))
         self.store_document_key(key_id, common_point, encrypted_point)
-        return "0x" + encrypted.hex()
+        return to_hex(encrypted)
 
     def decrypt_document(self, document_id: str, encrypted_document: str) -> str:
         """Recover the document key by shadow retrieval and decrypt ``encrypted_document`` to text.
@@ -512,8 +494,8 @@ class SecretStoreClient:
         :raises DecryptionFailed: if the plaintext is not UTF-8 (the format has no MAC, so a
             wrong key or a corrupted ciphertext shows only this way).
         """
-        key_id = _parse_hex(document_id, "document_id", _KEY_ID_SIZE)
-        data = _parse_hex(encrypted_document, "encrypted_document")
+        key_id = parse_hex(document_id, "document_id", _KEY_ID_SIZE, prefix=None)
+        data = parse_hex(encrypted_document, "encrypted_document", prefix=None)
         document_key = self.recover_document_key(key_id)
         plain = _document.decrypt_document(document_key, data)
         try:

@@ -8,12 +8,12 @@ talks to a node or a key server. Two faces:
   :func:`shadow_decrypt`, :func:`servers_set_hash`, :func:`sign_raw_hash`);
 * ``rpc_*`` wrappers taking and returning exactly the JSON-RPC parameter and result shapes
   (``"0x"``-hex strings, the ``generateDocumentKey`` object), so a JSON-RPC server is a thin
-  adapter over them. Hex is parsed strictly (:func:`parse_json_hex`).
+  adapter over them. Hex is parsed strictly: ``"0x"`` required
+  (:func:`~..protocol.hexcodec.parse_hex`, the package's one hex codec).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
@@ -22,6 +22,7 @@ from ..crypto import document as _document
 from ..crypto import ecies, hashes, shadows, signatures
 from ..crypto.curve import Point, Rng, Scalar
 from ..exceptions import InvalidPoint, InvalidScalar, MalformedHex
+from ..protocol.hexcodec import parse_hex, to_hex
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -30,11 +31,10 @@ __all__ = [
     "GeneratedDocumentKey",
     "HasKey",
     "account_public",
+    "account_secret",
     "decrypt",
     "encrypt",
     "generate_document_key",
-    "json_hex",
-    "parse_json_hex",
     "rpc_decrypt",
     "rpc_encrypt",
     "rpc_generate_document_key",
@@ -57,7 +57,11 @@ class HasKey(Protocol):
     def key(self) -> bytes: ...
 
 
-def _account_secret(account: LocalAccount | HasKey) -> int:
+def account_secret(account: LocalAccount | HasKey) -> int:
+    """The account's private key as a scalar; :class:`InvalidScalar` (naming no value) if ``.key`` is not one.
+
+    The one place the package reads an account's key, so every caller refuses a bad account alike.
+    """
     key = getattr(account, "key", None)
     if not isinstance(key, (bytes, bytearray)):
         raise InvalidScalar(
@@ -68,7 +72,7 @@ def _account_secret(account: LocalAccount | HasKey) -> int:
 
 def account_public(account: LocalAccount | HasKey) -> Point:
     """The account's 64-byte public key (the ECIES recipient of ``encrypted_key`` and shadows)."""
-    return Point.generator_mul(_account_secret(account))
+    return Point.generator_mul(account_secret(account))
 
 
 # -- bytes / Point face ------------------------------------------------------------------------
@@ -76,7 +80,7 @@ def account_public(account: LocalAccount | HasKey) -> Point:
 
 def sign_raw_hash(account: LocalAccount | HasKey, raw_hash: bytes) -> bytes:
     """``secretstore_signRawHash``: ECDSA over the 32 raw bytes, ``r || s || v`` with v in {0, 1}."""
-    return signatures.sign_raw_hash(_account_secret(account), raw_hash)
+    return signatures.sign_raw_hash(account_secret(account), raw_hash)
 
 
 @dataclass(frozen=True, repr=False)
@@ -95,9 +99,9 @@ class GeneratedDocumentKey:
     def to_json(self) -> dict[str, str]:
         """Parity's result object: ``{"common_point", "encrypted_point", "encrypted_key"}`` as 0x-hex."""
         return {
-            "common_point": json_hex(self.common_point.to_bytes()),
-            "encrypted_point": json_hex(self.encrypted_point.to_bytes()),
-            "encrypted_key": json_hex(self.encrypted_key),
+            "common_point": to_hex(self.common_point.to_bytes()),
+            "encrypted_point": to_hex(self.encrypted_point.to_bytes()),
+            "encrypted_key": to_hex(self.encrypted_key),
         }
 
     def __repr__(self) -> str:
@@ -119,7 +123,7 @@ def generate_document_key(
 
 def _unwrap_document_key(account: LocalAccount | HasKey, key: bytes) -> bytes:
     # Parity checks only the length of the unwrapped key; only its first 16 bytes are used.
-    plain = ecies.decrypt(_account_secret(account), key, ecies.DEFAULT_MAC)
+    plain = ecies.decrypt(account_secret(account), key, ecies.DEFAULT_MAC)
     if len(plain) != DOCUMENT_KEY_LENGTH:
         raise InvalidPoint(
             f"invalid public key length: the key blob holds {len(plain)} bytes, a document key is 64"
@@ -146,7 +150,7 @@ def shadow_decrypt(
 ) -> bytes:
     """``secretstore_shadowDecrypt`` (§2.7, §3.3): ``M = D + (Σ ε_i)·C'``, then decrypt ``data``."""
     document_key = shadows.recover_document_key(
-        decrypted_secret, common_point, decrypt_shadows, _account_secret(account)
+        decrypted_secret, common_point, decrypt_shadows, account_secret(account)
     )
     return _document.decrypt_document(document_key, data)
 
@@ -158,42 +162,13 @@ def servers_set_hash(node_ids: Iterable[Point | bytes]) -> bytes:
 
 # -- JSON-RPC face -----------------------------------------------------------------------------
 
-_HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
-
-
-def parse_json_hex(value: object, name: str, size: int | None = None) -> bytes:
-    """Parse a JSON-RPC hex value: ``"0x"`` prefix, even length, hex digits, and ``size`` bytes if given.
-
-    Upper- and lower-case digits are accepted (as Parity's serde does); whitespace is not.
-    ``name`` only labels the error message, which never echoes the value.
-    """
-    if not isinstance(value, str):
-        raise MalformedHex(f"{name} must be a 0x-prefixed hex string, got {type(value).__name__}")
-    if not value.startswith("0x"):
-        raise MalformedHex(f"{name} must be a 0x-prefixed hex string")
-    digits = value[2:]
-    if len(digits) % 2:
-        raise MalformedHex(f"{name} must have an even number of hex digits, got {len(digits)}")
-    if not _HEX_DIGITS.fullmatch(digits):
-        raise MalformedHex(f"{name} contains characters that are not hex digits")
-    raw = bytes.fromhex(digits)
-    if size is not None and len(raw) != size:
-        raise MalformedHex(f"{name} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
-    return raw
-
-
-def json_hex(data: bytes) -> str:
-    """``"0x"`` + lowercase hex, the JSON form of every binary value."""
-    return "0x" + data.hex()
-
-
 def _parse_point(value: object, name: str) -> Point:
-    return Point.from_bytes(parse_json_hex(value, name, 64))
+    return Point.from_bytes(parse_hex(value, name, 64))
 
 
 def rpc_sign_raw_hash(account: LocalAccount | HasKey, hash_hex: str) -> str:
     """``secretstore_signRawHash`` params ``[.., raw_hash: H256]`` -> ``Bytes`` (65 B)."""
-    return json_hex(sign_raw_hash(account, parse_json_hex(hash_hex, "raw_hash", 32)))
+    return to_hex(sign_raw_hash(account, parse_hex(hash_hex, "raw_hash", 32)))
 
 
 def rpc_generate_document_key(
@@ -206,16 +181,16 @@ def rpc_generate_document_key(
 
 def rpc_encrypt(account: LocalAccount | HasKey, key_hex: str, data_hex: str, rng: Rng | None = None) -> str:
     """``secretstore_encrypt`` params ``[.., key: Bytes, data: Bytes]`` -> ``Bytes``."""
-    key = parse_json_hex(key_hex, "key")
-    data = parse_json_hex(data_hex, "data")
-    return json_hex(encrypt(account, key, data, rng))
+    key = parse_hex(key_hex, "key")
+    data = parse_hex(data_hex, "data")
+    return to_hex(encrypt(account, key, data, rng))
 
 
 def rpc_decrypt(account: LocalAccount | HasKey, key_hex: str, data_hex: str) -> str:
     """``secretstore_decrypt`` params ``[.., key: Bytes, data: Bytes]`` -> ``Bytes``."""
-    key = parse_json_hex(key_hex, "key")
-    data = parse_json_hex(data_hex, "data")
-    return json_hex(decrypt(account, key, data))
+    key = parse_hex(key_hex, "key")
+    data = parse_hex(data_hex, "data")
+    return to_hex(decrypt(account, key, data))
 
 
 def rpc_shadow_decrypt(
@@ -231,10 +206,10 @@ def rpc_shadow_decrypt(
     if isinstance(decrypt_shadows_hex, (str, bytes)) or not isinstance(decrypt_shadows_hex, Sequence):
         raise MalformedHex("decrypt_shadows must be a list of 0x-prefixed hex strings")
     decrypt_shadows = [
-        parse_json_hex(item, f"decrypt_shadows[{index}]") for index, item in enumerate(decrypt_shadows_hex)
+        parse_hex(item, f"decrypt_shadows[{index}]") for index, item in enumerate(decrypt_shadows_hex)
     ]
-    data = parse_json_hex(data_hex, "data")
-    return json_hex(shadow_decrypt(account, decrypted_secret, common_point, decrypt_shadows, data))
+    data = parse_hex(data_hex, "data")
+    return to_hex(shadow_decrypt(account, decrypted_secret, common_point, decrypt_shadows, data))
 
 
 def rpc_servers_set_hash(node_ids_hex: Sequence[str]) -> str:
@@ -244,5 +219,10 @@ def rpc_servers_set_hash(node_ids_hex: Sequence[str]) -> str:
     """
     if isinstance(node_ids_hex, (str, bytes)) or not isinstance(node_ids_hex, Sequence):
         raise MalformedHex("the servers set must be a list of 0x-prefixed hex strings")
-    node_ids = [parse_json_hex(item, f"servers_set[{index}]", 64) for index, item in enumerate(node_ids_hex)]
-    return json_hex(servers_set_hash(node_ids))
+    node_ids = [parse_hex(item, f"servers_set[{index}]", 64) for index, item in enumerate(node_ids_hex)]
+    return to_hex(servers_set_hash(node_ids))
+
+
+# Transitional: client/rpc.py still imports the old names; remove once it uses protocol.hexcodec.
+parse_json_hex = parse_hex
+json_hex = to_hex

@@ -21,6 +21,7 @@ import pytest
 import requests
 from aiohttp import web
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from ocean_secret_store.client.client import DocumentKeyShadow, SecretStoreClient
 from ocean_secret_store.crypto import ecies, schnorr, shadows, signatures
@@ -139,42 +140,47 @@ class FakeCluster:
         author = address_of(requester)
         match request:
             case ss_http.GenerateServerKey(key_id=key_id, threshold=t):
-                return ss_http.encode_point(self._generate(key_id, t, author).public)
+                reply = ss_http.encode_point(self._generate(key_id, t, author).public)
             case ss_http.StoreDocumentKey(key_id=key_id):
-                key = self.keys.get(key_id)
-                if key is None:
-                    return b""  # Parity's quirk: storing for an unknown key "succeeds"
-                if key.author != author:
-                    raise AccessDenied()
-                if key.common_point is not None:
-                    raise DocumentKeyAlreadyStored()
-                key.common_point, key.encrypted_point = request.common_point, request.encrypted_point
-                return b""
+                self._store(request, author)
+                reply = b""
             case ss_http.GenerateDocumentKey(key_id=key_id, threshold=t):
                 key = self._generate(key_id, t, author)
                 document_key = Point.generator_mul(random_scalar())
                 key.common_point, key.encrypted_point = encrypt_secret(document_key, key.public)
-                return ss_http.encode_bytes(ecies.encrypt(requester, document_key.to_bytes()))
+                reply = ss_http.encode_bytes(ecies.encrypt(requester, document_key.to_bytes()))
             case ss_http.RetrieveServerKey(key_id=key_id):
                 key = self._key(key_id)
                 if key.author != author:
                     raise AccessDenied()
-                return ss_http.encode_point(key.public)
+                reply = ss_http.encode_point(key.public)
             case ss_http.RetrieveDocumentKey(key_id=key_id):
                 key = self._readable(key_id, requester, need_document_key=True)
-                return ss_http.encode_bytes(ecies.encrypt(requester, key.document_key.to_bytes()))
+                reply = ss_http.encode_bytes(ecies.encrypt(requester, key.document_key.to_bytes()))
             case ss_http.RetrieveDocumentKeyShadow(key_id=key_id):
                 key = self._readable(key_id, requester, need_document_key=True)
-                return self._shadow_result(key, requester)
+                reply = self._shadow_result(key, requester)
             case ss_http.SchnorrSign(key_id=key_id, message_hash=message_hash):
                 key = self._readable(key_id, requester, need_document_key=False)
                 c, s = schnorr.sign(key.secret, message_hash)
-                return ss_http.encode_bytes(ecies.encrypt(requester, schnorr.signature_bytes(c, s)))
+                reply = ss_http.encode_bytes(ecies.encrypt(requester, schnorr.signature_bytes(c, s)))
             case ss_http.EcdsaSign(key_id=key_id, message_hash=message_hash):
                 key = self._readable(key_id, requester, need_document_key=False)
                 signature = signatures.sign_raw_hash(key.secret, message_hash)
-                return ss_http.encode_bytes(ecies.encrypt(requester, signature))
-        raise AssertionError(f"unhandled request {request!r}")
+                reply = ss_http.encode_bytes(ecies.encrypt(requester, signature))
+            case _:
+                raise AssertionError(f"unhandled request {request!r}")
+        return reply
+
+    def _store(self, request: ss_http.StoreDocumentKey, author: bytes) -> None:
+        key = self.keys.get(request.key_id)
+        if key is None:
+            return  # Parity's quirk: storing for an unknown key "succeeds"
+        if key.author != author:
+            raise AccessDenied()
+        if key.common_point is not None:
+            raise DocumentKeyAlreadyStored()
+        key.common_point, key.encrypted_point = request.common_point, request.encrypted_point
 
     def _servers_set_change(self, request: ss_http.ServersSetChange) -> bytes:
         if self.admin is None:
@@ -310,12 +316,12 @@ def hanging_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def author() -> object:
+def author() -> LocalAccount:
     return Account.create()
 
 
 @pytest.fixture
-def client(node: FakeNode, author: object) -> Iterator[SecretStoreClient]:
+def client(node: FakeNode, author: LocalAccount) -> Iterator[SecretStoreClient]:
     with SecretStoreClient(node.url, author) as c:
         yield c
 
@@ -330,7 +336,7 @@ def new_key_id() -> bytes:
 @pytest.mark.parametrize("threshold", [0, 1, 2])
 def test_publish_then_decrypt_round_trip(node: FakeNode, cluster: FakeCluster, threshold: int) -> None:
     publisher, consumer = Account.create(), Account.create()
-    document = '{"files": ["https://example.com/ü.csv"], "n": %d}' % threshold
+    document = f'{{"files": ["https://example.com/ü.csv"], "n": {threshold}}}'
     document_id = new_key_id().hex()
     with SecretStoreClient(node.url, publisher) as ours:
         encrypted = ours.publish_document(document_id, document, threshold)
@@ -378,13 +384,13 @@ def test_decrypt_rejects_bad_encrypted_document(client: SecretStoreClient, node:
 # -- low level: one call per endpoint --------------------------------------------------------
 
 
-def test_sign_key_id_is_a_raw_hash_signature(client: SecretStoreClient, author: object) -> None:
+def test_sign_key_id_is_a_raw_hash_signature(client: SecretStoreClient, author: LocalAccount) -> None:
     key_id = new_key_id()
     signature = client.sign_key_id(key_id)
     assert len(signature) == 65 and signature[64] in (0, 1)
     signer = signatures.recover_address(signature, key_id)
-    assert signer == bytes.fromhex(author.address[2:])  # type: ignore[attr-defined]
-    assert client.address == author.address  # type: ignore[attr-defined]
+    assert signer == bytes.fromhex(author.address[2:])
+    assert client.address == author.address
     with pytest.raises(ss_http.BadRequest):
         client.sign_key_id(key_id[:31])
 
@@ -445,7 +451,7 @@ def test_ecdsa_sign_recovers_to_the_server_key(node: FakeNode, client: SecretSto
 def test_change_servers_set_is_signed_by_the_administrator(node: FakeNode, cluster: FakeCluster) -> None:
     admin = Account.create()
     cluster.admin = Point.generator_mul(int.from_bytes(admin.key, "big"))
-    new_set = cluster.node_ids[:2] + [Point.generator_mul(random_scalar())]
+    new_set = [*cluster.node_ids[:2], Point.generator_mul(random_scalar())]
     with SecretStoreClient(node.url, Account.create()) as stranger, pytest.raises(AccessDenied):
         stranger.change_servers_set(cluster.node_ids, new_set)
     with SecretStoreClient(node.url, admin) as ours:
@@ -493,14 +499,14 @@ def test_not_enough_nodes_for_threshold_500(client: SecretStoreClient, cluster: 
         client.generate_server_key(new_key_id(), cluster.node_count)
 
 
-def test_unparseable_request_gives_internal_error_naming_the_status(node: FakeNode, author: object) -> None:
+def test_unparseable_request_gives_internal_error_naming_the_status(node: FakeNode, author: LocalAccount) -> None:
     # A path prefix the node does not serve turns every request into Parity's empty 400.
     with SecretStoreClient(node.url + "/extra", author) as c, pytest.raises(InternalError, match="HTTP 400"):
         c.retrieve_server_key(new_key_id())
 
 
 def test_a_200_that_is_not_parity_raises_bad_response(
-    start_node: Callable[..., FakeNode], author: object
+    start_node: Callable[..., FakeNode], author: LocalAccount
 ) -> None:
     broken, good = start_node(garbage=True), start_node()
     with SecretStoreClient([broken.url, good.url], author) as c, pytest.raises(ss_http.BadResponse):
@@ -512,7 +518,7 @@ def test_a_200_that_is_not_parity_raises_bad_response(
 
 
 def test_get_fails_over_from_a_refusing_node(
-    dead_url: str, node: FakeNode, client: SecretStoreClient, author: object
+    dead_url: str, node: FakeNode, client: SecretStoreClient, author: LocalAccount
 ) -> None:
     key_id = new_key_id()
     server_key = client.generate_server_key(key_id, 0)
@@ -521,7 +527,7 @@ def test_get_fails_over_from_a_refusing_node(
 
 
 def test_get_fails_over_on_5xx_and_sticks_to_the_node_that_answered(
-    start_node: Callable[..., FakeNode], author: object
+    start_node: Callable[..., FakeNode], author: LocalAccount
 ) -> None:
     unable, good = start_node(fail_with=NodeDisconnected()), start_node()
     key_id = new_key_id()
@@ -539,33 +545,30 @@ def test_get_fails_over_on_5xx_and_sticks_to_the_node_that_answered(
 
 
 def test_get_fails_over_from_a_node_that_never_answers(
-    hanging_url: str, node: FakeNode, author: object
+    hanging_url: str, node: FakeNode, author: LocalAccount
 ) -> None:
-    with SecretStoreClient([hanging_url, node.url], author, timeout=0.5) as c:
-        with pytest.raises(ServerKeyIsNotFound):
-            c.retrieve_server_key(new_key_id())
+    with SecretStoreClient([hanging_url, node.url], author, timeout=0.5) as c, pytest.raises(ServerKeyIsNotFound):
+        c.retrieve_server_key(new_key_id())
     assert len(node.seen) == 1
 
 
-def test_all_nodes_unreachable_names_every_url(dead_url: str, hanging_url: str, author: object) -> None:
-    with SecretStoreClient([dead_url, hanging_url], author, timeout=0.3) as c:
-        with pytest.raises(NodeUnreachable) as caught:
-            c.retrieve_document_key_shadow(new_key_id())
+def test_all_nodes_unreachable_names_every_url(dead_url: str, hanging_url: str, author: LocalAccount) -> None:
+    with SecretStoreClient([dead_url, hanging_url], author, timeout=0.3) as c, pytest.raises(NodeUnreachable) as caught:
+        c.retrieve_document_key_shadow(new_key_id())
     assert caught.value.urls == (dead_url, hanging_url)
     message = str(caught.value)
     assert dead_url in message and hanging_url in message and "Connection refused" in message
 
 
-def test_all_nodes_unable_raises_the_last_answer(start_node: Callable[..., FakeNode], author: object) -> None:
+def test_all_nodes_unable_raises_the_last_answer(start_node: Callable[..., FakeNode], author: LocalAccount) -> None:
     first = start_node(fail_with=NodeDisconnected())
     second = start_node(fail_with=InternalError("disk full"))
-    with SecretStoreClient([first.url, second.url], author) as c:
-        with pytest.raises(InternalError, match="disk full"):
-            c.retrieve_server_key(new_key_id())
+    with SecretStoreClient([first.url, second.url], author) as c, pytest.raises(InternalError, match="disk full"):
+        c.retrieve_server_key(new_key_id())
     assert len(first.seen) == len(second.seen) == 1
 
 
-def test_post_to_a_dead_node_is_not_retried(dead_url: str, node: FakeNode, author: object) -> None:
+def test_post_to_a_dead_node_is_not_retried(dead_url: str, node: FakeNode, author: LocalAccount) -> None:
     key_id = new_key_id()
     with SecretStoreClient([dead_url, node.url], author) as c:
         signature_hex = c.sign_key_id(key_id).hex()
@@ -577,16 +580,18 @@ def test_post_to_a_dead_node_is_not_retried(dead_url: str, node: FakeNode, autho
     # The path (with the bearer signature) is neither in the message nor chained.
     assert signature_hex not in message and key_id.hex() not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
-    assert author.key.hex() not in message  # type: ignore[attr-defined]
+    assert author.key.hex() not in message
     assert node.seen == []
 
 
 def test_post_to_a_silent_node_says_it_may_have_completed(
-    hanging_url: str, node: FakeNode, author: object
+    hanging_url: str, node: FakeNode, author: LocalAccount
 ) -> None:
-    with SecretStoreClient([hanging_url, node.url], author, timeout=0.3) as c:
-        with pytest.raises(NodeUnreachable) as caught:
-            c.store_document_key(new_key_id(), Point.generator_mul(2), Point.generator_mul(3))
+    with (
+        SecretStoreClient([hanging_url, node.url], author, timeout=0.3) as c,
+        pytest.raises(NodeUnreachable) as caught,
+    ):
+        c.store_document_key(new_key_id(), Point.generator_mul(2), Point.generator_mul(3))
     assert "may still complete" in str(caught.value) and hanging_url in str(caught.value)
     assert node.seen == []
 
@@ -617,7 +622,7 @@ def test_403_is_not_failed_over(
 
 
 @pytest.mark.parametrize("urls", [[], "ftp://host:1", "http://", "http://host:1/?a=b", "http://host:port"])
-def test_bad_urls_are_refused(urls: object, author: object) -> None:
+def test_bad_urls_are_refused(urls: object, author: LocalAccount) -> None:
     with pytest.raises(ClientError):
         SecretStoreClient(urls, author)  # type: ignore[arg-type]
 
@@ -627,20 +632,20 @@ def test_account_without_a_key_is_refused() -> None:
         SecretStoreClient("http://127.0.0.1:1", SimpleNamespace(key=None, address="0x0"))
 
 
-def test_repr_hides_credentials_and_key(author: object) -> None:
+def test_repr_hides_credentials_and_key(author: LocalAccount) -> None:
     c = SecretStoreClient(["http://user:hunter2@127.0.0.1:8082/"], author)
     text = repr(c)
-    assert "hunter2" not in text and author.key.hex() not in text  # type: ignore[attr-defined]
-    assert "http://127.0.0.1:8082" in text and author.address in text  # type: ignore[attr-defined]
+    assert "hunter2" not in text and author.key.hex() not in text
+    assert "http://127.0.0.1:8082" in text and author.address in text
     assert c.urls == ("http://user:hunter2@127.0.0.1:8082",)
     c.close()
 
 
-def test_a_callers_session_is_used_and_left_open(node: FakeNode, author: object) -> None:
+def test_a_callers_session_is_used_and_left_open(node: FakeNode, author: LocalAccount) -> None:
     calls: list[str] = []
 
     class CountingSession(requests.Session):
-        def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
             calls.append(method)
             return super().request(method, url, *args, **kwargs)
 

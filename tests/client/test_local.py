@@ -322,7 +322,7 @@ def test_malformed_bytes_params(value: str) -> None:
 
 
 def test_malformed_shadow_decrypt_params() -> None:
-    args = [h(SD["decrypted_secret"]), h(SD["common_point"]), [h(s) for s in SD["decrypt_shadows"]],
+    args: list[Any] = [h(SD["decrypted_secret"]), h(SD["common_point"]), [h(s) for s in SD["decrypt_shadows"]],
             h(SD["encrypted_document"])]
     for index, bad in [(0, SD["decrypted_secret"]), (1, "0x" + SD["common_point"][:-2]),
                        (2, h(SD["decrypt_shadows"][0])), (2, ["0x0"]), (2, [b"\x04"]), (3, "0xabc")]:
@@ -334,7 +334,7 @@ def test_malformed_shadow_decrypt_params() -> None:
 
 def test_malformed_servers_set() -> None:
     with pytest.raises(MalformedHex, match="list"):
-        local.rpc_servers_set_hash("0x" + "00" * 64)  # type: ignore[arg-type]
+        local.rpc_servers_set_hash("0x" + "00" * 64)
     with pytest.raises(MalformedHex, match=r"servers_set\[1\] must be 64 bytes"):
         local.rpc_servers_set_hash(["0x" + "00" * 64, "0x" + "00" * 32])
 
@@ -346,10 +346,12 @@ def test_malformed_hex_messages_do_not_echo_the_value() -> None:
     assert secret_hex not in str(info.value)
 
 
-def test_parse_json_hex_and_json_hex() -> None:
-    assert local.parse_json_hex("0x", "x") == b""
-    assert local.parse_json_hex("0xABcd", "x", 2) == b"\xab\xcd"
-    assert local.json_hex(b"\xab\xcd") == "0xabcd"
+def test_params_take_either_case_and_results_are_lowercase_hex() -> None:
+    # The codec is protocol.hexcodec's (tested there); this face must use its strict 0x form.
+    node = SERVER_PUBLIC.to_bytes()
+    result = local.rpc_servers_set_hash(["0x" + node.hex().upper()])
+    assert result == local.rpc_servers_set_hash(["0x" + node.hex()])
+    assert result == "0x" + result[2:].lower() and len(result) == 66
 
 
 def test_errors_are_one_tree() -> None:
