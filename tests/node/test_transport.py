@@ -1,4 +1,5 @@
-"""Node-to-node transport over real loopback sockets: handshake, framing, refusals, reconnection."""
+"""Node-to-node channels and their connection manager over real loopback sockets: handshake, framing,
+refusals, reconnection."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import hmac
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Self
 
 import pytest
 from Crypto.Cipher import AES
@@ -19,18 +20,19 @@ from Crypto.Protocol.KDF import HKDF
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash, verify_raw_hash
 from ocean_secret_store.exceptions import NodeDisconnected, SecretStoreError, SerializationError
+from ocean_secret_store.node import channel as ch
 from ocean_secret_store.node import transport as tr
-from ocean_secret_store.node.transport import (
+from ocean_secret_store.node.channel import (
     FRAME_OVERHEAD,
     Channel,
     FrameTooLarge,
     HandshakeFailed,
     PeerRefused,
-    Transport,
     accept_channel,
     handshake,
     open_channel,
 )
+from ocean_secret_store.node.transport import Transport
 
 HOST = "127.0.0.1"
 #: Placeholder address for lower-id peers, which are never dialed.
@@ -73,6 +75,12 @@ class Inbox:
         return sum(len(v) for v in self.by_peer.values())
 
 
+def seal_data_frame(channel: Channel, payload: bytes) -> bytes:
+    """A data frame's wire bytes from ``channel``'s send direction, for the test to write (or tamper
+    with) itself; the channel's send counter advances, so the test owns the stream from then on."""
+    return channel._tx.seal(ch.FRAME_DATA, payload)
+
+
 async def read_until_eof(reader: asyncio.StreamReader) -> None:
     """Drain a raw stream until the other side closes it (bounded)."""
     async with asyncio.timeout(WAIT):
@@ -91,7 +99,7 @@ class Server:
             **transport_options,
         )
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Self:
         await self.transport.start()
         return self
 
@@ -127,7 +135,7 @@ class Server:
 
 async def start_mesh(
     keys: list[tuple[int, bytes]],
-    handlers: list[Callable[[bytes, bytes], Awaitable[None] | None]],
+    handlers: Sequence[tr.MessageHandler],
     **options: Any,
 ) -> list[Transport]:
     """Start one Transport per key, highest id first so every dialed address is already bound."""
@@ -362,7 +370,7 @@ async def _accept_once(
 @pytest.mark.parametrize("case", ["unknown", "own id"])
 def test_accept_channel_refuses_unknown_ids_and_our_own_id(case: str) -> None:
     async def scenario() -> None:
-        (server_secret, server_id), (known_secret, known_id) = node_keys(2)
+        (server_secret, server_id), (_, known_id) = node_keys(2)
         dialer_secret = random_scalar() if case == "unknown" else server_secret
         server, outcome = await _accept_once(server_secret, {known_id})
         try:
@@ -420,10 +428,10 @@ def _bad_hellos() -> dict[str, bytes]:
     ephemeral = Point.generator_mul(random_scalar()).to_bytes()
     node_id = Point.generator_mul(random_scalar()).to_bytes()
     return {
-        "random bytes": secrets.token_bytes(tr.HELLO_SIZE),
+        "random bytes": secrets.token_bytes(ch.HELLO_SIZE),
         "http request": b"GET / HTTP/1.1\r\nHost: node\r\n\r\n",
-        "wrong version": tr._HELLO.pack(tr.MAGIC, 99, node_id, ephemeral, bytes(32)),
-        "id off the curve": tr._HELLO.pack(tr.MAGIC, tr.PROTOCOL_VERSION, b"\x01" * 64, ephemeral, bytes(32)),
+        "wrong version": ch._HELLO.pack(ch.MAGIC, 99, node_id, ephemeral, bytes(32)),
+        "id off the curve": ch._HELLO.pack(ch.MAGIC, ch.PROTOCOL_VERSION, b"\x01" * 64, ephemeral, bytes(32)),
         "nothing at all": b"",
     }
 
@@ -491,15 +499,17 @@ async def spec_initiator(
     """Send a hello claiming ``claimed_id`` and derive both directions as the docstring specifies."""
     reader, writer = await asyncio.open_connection(HOST, server.transport.port)
     ephemeral = random_scalar()
-    hello = tr._HELLO.pack(
-        tr.MAGIC, tr.PROTOCOL_VERSION, claimed_id, Point.generator_mul(ephemeral).to_bytes(),
+    hello = ch._HELLO.pack(
+        ch.MAGIC, ch.PROTOCOL_VERSION, claimed_id, Point.generator_mul(ephemeral).to_bytes(),
         secrets.token_bytes(32),
     )
     writer.write(hello)
-    peer_hello = await reader.readexactly(tr.HELLO_SIZE)
+    peer_hello = await reader.readexactly(ch.HELLO_SIZE)
     transcript = hashlib.sha256(hello + peer_hello).digest()
     shared = (Point.from_bytes(peer_hello[70:134]) * ephemeral).x_bytes
-    enc_ir, mac_ir, enc_ri, mac_ri = HKDF(shared, 32, transcript, SHA256, num_keys=4, context=tr.KDF_INFO)
+    keys = HKDF(shared, 32, transcript, SHA256, num_keys=4, context=ch.KDF_INFO)
+    assert not isinstance(keys, bytes)
+    enc_ir, mac_ir, enc_ri, mac_ri = keys
     return reader, writer, transcript, SpecDirection(enc_ir, mac_ir), SpecDirection(enc_ri, mac_ri)
 
 
@@ -508,22 +518,22 @@ def test_frames_follow_the_documented_encrypt_then_mac_construction() -> None:
         async with Server() as server:
             reader, writer, transcript, tx, rx = await spec_initiator(server, server.client_id)
             frame_type, signature = await rx.read(reader)  # the responder's auth frame
-            assert frame_type == tr.FRAME_AUTH
-            responder_hash = hashlib.sha256(tr._LABEL_RESPONDER + transcript).digest()
+            assert frame_type == ch.FRAME_AUTH
+            responder_hash = hashlib.sha256(ch._LABEL_RESPONDER + transcript).digest()
             verify_raw_hash(Point.from_bytes(server.id), signature, responder_hash)
-            initiator_hash = hashlib.sha256(tr._LABEL_INITIATOR + transcript).digest()
+            initiator_hash = hashlib.sha256(ch._LABEL_INITIATOR + transcript).digest()
             own = sign_raw_hash(server.client_secret, initiator_hash)
-            writer.write(tx.seal(tr.FRAME_AUTH, own))
+            writer.write(tx.seal(ch.FRAME_AUTH, own))
             await eventually(lambda: server.transport.is_connected(server.client_id))
             # Lengths that leave the keystream mid-block between frames.
             payloads = [b"", b"a", secrets.token_bytes(20), secrets.token_bytes(33), secrets.token_bytes(100)]
             for payload in payloads:
-                writer.write(tx.seal(tr.FRAME_DATA, payload))
+                writer.write(tx.seal(ch.FRAME_DATA, payload))
             await eventually(lambda: server.inbox.total() == len(payloads))
             assert server.inbox.by_peer[server.client_id] == payloads
             for payload in payloads:
                 await server.transport.send(server.client_id, payload)
-            assert [await rx.read(reader) for _ in payloads] == [(tr.FRAME_DATA, p) for p in payloads]
+            assert [await rx.read(reader) for _ in payloads] == [(ch.FRAME_DATA, p) for p in payloads]
             writer.close()
             await server.assert_still_serving()
 
@@ -535,8 +545,8 @@ def test_impostor_claiming_an_allowed_id_without_its_key_is_refused() -> None:
         async with Server() as server:
             # Somebody else's id, correct channel keys, but no node key to sign with.
             reader, writer, transcript, tx, _ = await spec_initiator(server, server.client_id)
-            forged = sign_raw_hash(random_scalar(), hashlib.sha256(tr._LABEL_INITIATOR + transcript).digest())
-            writer.write(tx.seal(tr.FRAME_AUTH, forged))
+            forged = sign_raw_hash(random_scalar(), hashlib.sha256(ch._LABEL_INITIATOR + transcript).digest())
+            writer.write(tx.seal(ch.FRAME_AUTH, forged))
             await read_until_eof(reader)
             writer.close()
             assert not server.transport.connected_peers()
@@ -563,7 +573,7 @@ def test_replayed_frame_closes_the_connection() -> None:
     async def scenario() -> None:
         async with Server() as server:
             reader, writer, channel = await server.raw_client()
-            frame = channel.seal_data_frame(b"pay once")
+            frame = seal_data_frame(channel, b"pay once")
             writer.write(frame)
             writer.write(frame)
             await read_until_eof(reader)
@@ -579,8 +589,8 @@ def test_reordered_frames_close_the_connection() -> None:
     async def scenario() -> None:
         async with Server() as server:
             reader, writer, channel = await server.raw_client()
-            first = channel.seal_data_frame(b"first")
-            second = channel.seal_data_frame(b"second")
+            first = seal_data_frame(channel, b"first")
+            second = seal_data_frame(channel, b"second")
             writer.write(second + first)
             await read_until_eof(reader)
             assert server.inbox.total() == 0
@@ -595,7 +605,7 @@ def test_forged_frame_closes_the_connection(position: str) -> None:
     async def scenario() -> None:
         async with Server() as server:
             reader, writer, channel = await server.raw_client()
-            frame = bytearray(channel.seal_data_frame(b"transfer 10 tokens"))
+            frame = bytearray(seal_data_frame(channel, b"transfer 10 tokens"))
             if position == "length header":
                 # One byte shorter: the body then ends inside the tag, and the header is MACed.
                 frame[:4] = (int.from_bytes(frame[:4], "big") - 1).to_bytes(4, "big")
@@ -615,7 +625,7 @@ def test_truncated_frame_then_eof_closes_the_connection() -> None:
     async def scenario() -> None:
         async with Server() as server:
             reader, writer, channel = await server.raw_client()
-            frame = channel.seal_data_frame(b"x" * 100)
+            frame = seal_data_frame(channel, b"x" * 100)
             writer.write(frame[: len(frame) // 2])
             writer.write_eof()
             await read_until_eof(reader)
@@ -692,32 +702,32 @@ class RecordingKeystream:
 
 def test_a_frame_failing_its_mac_never_touches_the_receive_keystream() -> None:
     keys = [secrets.token_bytes(32) for _ in range(2)]
-    tx, rx = tr._FrameCipher(*keys), tr._FrameCipher(*keys)
+    tx, rx = ch._FrameCipher(*keys), ch._FrameCipher(*keys)
     spy = RecordingKeystream(rx._keystream)
-    rx._keystream = spy
-    good = tx.seal(tr.FRAME_DATA, b"first")
-    assert rx.open(good[:4], good[4:]) == (tr.FRAME_DATA, b"first")
+    rx._keystream = spy  # type: ignore[assignment]  # a recording stand-in for the CTR object
+    good = tx.seal(ch.FRAME_DATA, b"first")
+    assert rx.open(good[:4], good[4:]) == (ch.FRAME_DATA, b"first")
     assert spy.calls == 1
-    second = bytearray(tx.seal(tr.FRAME_DATA, b"second"))
+    second = bytearray(tx.seal(ch.FRAME_DATA, b"second"))
     second[-1] ^= 0x80
-    with pytest.raises(tr.FrameRejected):
+    with pytest.raises(ch.FrameRejected):
         rx.open(bytes(second[:4]), bytes(second[4:]))
     assert spy.calls == 1  # MAC checked first: no keystream consumed by the forgery
     # The direction stays dead: not even the genuine frame is accepted afterwards.
     second[-1] ^= 0x80
-    with pytest.raises(tr.FrameRejected):
+    with pytest.raises(ch.FrameRejected):
         rx.open(bytes(second[:4]), bytes(second[4:]))
     assert spy.calls == 1
 
 
 def test_directions_derived_by_the_two_sides_match_and_differ_from_each_other() -> None:
     shared, transcript = secrets.token_bytes(32), secrets.token_bytes(32)
-    i_tx, i_rx = tr._frame_ciphers(shared, transcript, initiator=True)
-    r_tx, r_rx = tr._frame_ciphers(shared, transcript, initiator=False)
+    i_tx, i_rx = ch._frame_ciphers(shared, transcript, initiator=True)
+    r_tx, r_rx = ch._frame_ciphers(shared, transcript, initiator=False)
     for sender, receiver in ((i_tx, r_rx), (r_tx, i_rx)):
-        frame = sender.seal(tr.FRAME_DATA, b"hello")
-        assert receiver.open(frame[:4], frame[4:]) == (tr.FRAME_DATA, b"hello")
+        frame = sender.seal(ch.FRAME_DATA, b"hello")
+        assert receiver.open(frame[:4], frame[4:]) == (ch.FRAME_DATA, b"hello")
     # A frame reflected back to its sender is not accepted in the other direction.
-    reflected = i_tx.seal(tr.FRAME_DATA, b"echo")
-    with pytest.raises(tr.FrameRejected):
+    reflected = i_tx.seal(ch.FRAME_DATA, b"echo")
+    with pytest.raises(ch.FrameRejected):
         i_rx.open(reflected[:4], reflected[4:])
