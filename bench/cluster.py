@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -28,11 +29,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ocean_secret_store import devnet  # noqa: E402
-from ocean_secret_store.crypto import document, shadows  # noqa: E402
-from ocean_secret_store.crypto.curve import random_scalar  # noqa: E402
-from ocean_secret_store.crypto.signatures import sign_raw_hash  # noqa: E402
-from ocean_secret_store.protocol import http as codec  # noqa: E402
+from ocean_secret_store import devnet
+from ocean_secret_store.crypto import document, shadows
+from ocean_secret_store.crypto.curve import random_scalar
+from ocean_secret_store.crypto.signatures import sign_raw_hash
+from ocean_secret_store.protocol import http as codec
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -52,7 +53,7 @@ async def expect(response: aiohttp.ClientResponse) -> bytes:
     return body
 
 
-async def bench(urls: list[str], threshold: int, generations: int, retrievals: int, burst: int) -> None:
+async def bench(urls: list[str], threshold: int, generations: int, retrievals: int, burst: int, warmup: int) -> None:
     secret = random_scalar()
     entries = itertools.cycle(urls)
     connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
@@ -84,7 +85,7 @@ async def bench(urls: list[str], threshold: int, generations: int, retrievals: i
             if recovered != document_key:
                 raise RuntimeError("wrong document key")
 
-        for _ in range(50):  # warm the connections and the nodes' key caches
+        for _ in range(warmup):  # warm the connections and the nodes' key caches
             await retrieve()
         latency = []
         for _ in range(retrievals):
@@ -116,23 +117,25 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--threshold", type=int, default=None, help="default: 2 for 5 nodes, 4 for 10")
     parser.add_argument("--state-dir", help="use this running devnet instead of starting one")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a run of seconds: 5 generations, 50 retrievals")
     parser.add_argument("--burst", type=int, default=16)
     args = parser.parse_args()
     threshold = args.threshold if args.threshold is not None else (args.nodes - 1) // 2
-    generations, retrievals = (20, 200) if args.quick else (100, 1000)
+    generations, retrievals, warmup = (5, 50, 10) if args.quick else (100, 1000, 50)
 
     own = args.state_dir is None
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="oss-bench-"))
     state = devnet.load_state(state_dir) if not own else devnet.up(state_dir, args.nodes, acl="none")
-    assert state is not None
+    if state is None:
+        raise SystemExit(f"no devnet in {state_dir}")
     urls = [n["http_url"] for n in state["nodes"]]
     print(f"{len(urls)} nodes, threshold {threshold}, {os.cpu_count()} cores, state {state_dir}")
     try:
-        asyncio.run(bench(urls, threshold, generations, retrievals, args.burst))
+        asyncio.run(bench(urls, threshold, generations, retrievals, args.burst, warmup))
     finally:
         if own:
             devnet.down(state_dir)
+            shutil.rmtree(state_dir, ignore_errors=True)  # our own temporary devnet: keys and logs go too
 
 
 if __name__ == "__main__":

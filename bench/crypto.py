@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from Crypto.Cipher import AES  # noqa: E402
+from Crypto.Cipher import AES
 
-from ocean_secret_store.crypto import document, dkg, ecies, schnorr, shadows  # noqa: E402
-from ocean_secret_store.crypto.curve import N, Point, random_scalar  # noqa: E402
-from ocean_secret_store.crypto.sharing import shadow_coefficients  # noqa: E402
+from ocean_secret_store.crypto import dkg, document, ecies, schnorr, shadows
+from ocean_secret_store.crypto.curve import N, Point, random_scalar
+from ocean_secret_store.crypto.sharing import shadow_coefficients
 
 
 def timings(fn: Callable[[], object], *, repeat: int, warmup: int = 20) -> list[float]:
@@ -42,7 +42,10 @@ def timings(fn: Callable[[], object], *, repeat: int, warmup: int = 20) -> list[
 
 def row(name: str, samples: list[float], target: str = "") -> None:
     samples = sorted(samples)
-    p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+
+    def p(q: float) -> float:
+        return samples[min(len(samples) - 1, int(q * len(samples)))]
+
     med = statistics.median(samples)
     print(f"{name:<52} {med * 1e3:9.3f} {p(0.9) * 1e3:9.3f} {p(0.99) * 1e3:9.3f}  {target}")
 
@@ -77,17 +80,7 @@ def stream_peak_rss(size: int) -> int:
     return int(out.stdout.strip()) * 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, skip 64 MiB and 1 GiB")
-    parser.add_argument("--skip-stream", action="store_true", help="skip the 1 GiB streaming RSS check")
-    args = parser.parse_args()
-    repeat = 300 if args.quick else 2000
-
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; times in ms")
-    print(f"{'operation':<52} {'median':>9} {'p90':>9} {'p99':>9}  target")
-    requester_secret = random_scalar()
-    requester = Point.generator_mul(requester_secret)
+def bench_node_ops(requester_secret: int, requester: Point, repeat: int) -> None:
     blob32 = ecies.encrypt(requester, os.urandom(32))
     row("ECIES encrypt 32 B", timings(lambda: ecies.encrypt(requester, b"\x01" * 32), repeat=repeat))
     row("ECIES decrypt 32 B", timings(lambda: ecies.decrypt(requester_secret, blob32), repeat=repeat))
@@ -104,32 +97,35 @@ def main() -> None:
 
     row("node shadow computation (t=2, incl. ECIES)", timings(node_work, repeat=repeat), "<= 0.3 ms")
 
-    for group in (3, 5, 11):
-        t = group - 1
-        key = dkg.run_local_dkg(t, group)
-        server_public = key.public
-        document_key, common_point, encrypted_point = document.generate_document_key(server_public)
-        ids = list(key.id_numbers)[:group]
-        xs_g = [key.id_numbers[i] for i in ids]
-        a = random_scalar()
-        points, blobs = [], []
-        for i, node in enumerate(ids):
-            ns = shadows.node_shadow(key.shares[node], xs_g[i], xs_g[:i] + xs_g[i + 1 :])
-            p, b = shadows.shadow_decryption(ns, a, common_point, requester)
-            points.append(p)
-            blobs.append(b)
-        decrypted = shadows.combine_shadow_points(points, a, encrypted_point, t)
-        common_r = shadows.requester_common_point(common_point, t)
-        assert shadows.recover_document_key(decrypted, common_r, blobs, requester_secret) == document_key
 
-        def combine() -> None:
-            d = shadows.combine_shadow_points(points, a, encrypted_point, t)
-            shadows.recover_document_key(d, common_r, blobs, requester_secret)
+def bench_combine(group: int, requester_secret: int, requester: Point, repeat: int) -> None:
+    """Master + requester work for a group of ``group`` shadows (t = group - 1), checked once first."""
+    t = group - 1
+    key = dkg.run_local_dkg(t, group)
+    document_key, common_point, encrypted_point = document.generate_document_key(key.public)
+    ids = list(key.id_numbers)[:group]
+    xs = [key.id_numbers[i] for i in ids]
+    a = random_scalar()
+    points, blobs = [], []
+    for i, node in enumerate(ids):
+        ns = shadows.node_shadow(key.shares[node], xs[i], xs[:i] + xs[i + 1 :])
+        p, b = shadows.shadow_decryption(ns, a, common_point, requester)
+        points.append(p)
+        blobs.append(b)
+    common_r = shadows.requester_common_point(common_point, t)
 
-        target = "<= 0.5 ms" if group == 3 else ""
-        row(f"combine {group} shadows (master + requester)", timings(combine, repeat=repeat // 2), target)
+    def combine() -> Point:
+        d = shadows.combine_shadow_points(points, a, encrypted_point, t)
+        return shadows.recover_document_key(d, common_r, blobs, requester_secret)
 
-    # Schnorr: one share (t = 2) and combination of 3 partials.
+    if combine() != document_key:
+        raise RuntimeError(f"combining {group} shadows did not recover the document key")
+    target = "<= 0.5 ms" if group == 3 else ""
+    row(f"combine {group} shadows (master + requester)", timings(combine, repeat=repeat // 2), target)
+
+
+def bench_schnorr(repeat: int) -> None:
+    """One partial signature (t = 2) and the combination of 3 partials."""
     key = dkg.run_local_dkg(2, 3)
     ids = list(key.id_numbers)
     xs3 = [key.id_numbers[i] for i in ids]
@@ -148,20 +144,43 @@ def main() -> None:
         schnorr.verify(key.public, (c, s), digest)
 
     row("Schnorr combine 3 partials + verify", timings(combine_sig, repeat=repeat))
-    row("Lagrange (shadow) coefficients, 11 nodes", timings(lambda: shadow_coefficients(xs_g), repeat=repeat))
+    xs11 = [random_scalar() for _ in range(11)]
+    row("Lagrange (shadow) coefficients, 11 nodes", timings(lambda: shadow_coefficients(xs11), repeat=repeat))
+
+
+def bench_aes(size: int) -> None:
+    """Document encryption against raw pycryptodome AES-128-CTR on ``size`` random bytes."""
+    doc_key = Point.generator_mul(random_scalar())
+    data = os.urandom(size)
+    raw_key, iv = os.urandom(16), os.urandom(16)
+    reps = 20 if size <= 1 << 20 else 5
+    raw = throughput(f"raw pycryptodome AES-128-CTR, {size >> 20} MiB",
+                     lambda: AES.new(raw_key, AES.MODE_CTR, nonce=b"", initial_value=iv).encrypt(data), size, reps)
+    ours = throughput(f"document encryption (one-shot), {size >> 20} MiB",
+                      lambda: document.encrypt_document(doc_key, data), size, reps)
+    print(f"{'  ratio document / raw':<52} {ours / raw:9.2f}       target >= 0.8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true",
+                        help="a run of seconds: few repetitions, groups of 3 and 5 only, skip 64 MiB and 1 GiB")
+    parser.add_argument("--skip-stream", action="store_true", help="skip the 1 GiB streaming RSS check")
+    args = parser.parse_args()
+    repeat = 40 if args.quick else 2000
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; times in ms")
+    print(f"{'operation':<52} {'median':>9} {'p90':>9} {'p99':>9}  target")
+    requester_secret = random_scalar()
+    requester = Point.generator_mul(requester_secret)
+    bench_node_ops(requester_secret, requester, repeat)
+    for group in (3, 5) if args.quick else (3, 5, 11):
+        bench_combine(group, requester_secret, requester, repeat)
+    bench_schnorr(repeat)
 
     print()
-    doc_key = Point.generator_mul(random_scalar())
-    sizes = [1 << 20] if args.quick else [1 << 20, 64 << 20]
-    for size in sizes:
-        data = os.urandom(size)
-        raw_key, iv = os.urandom(16), os.urandom(16)
-        reps = 20 if size <= 1 << 20 else 5
-        raw = throughput(f"raw pycryptodome AES-128-CTR, {size >> 20} MiB",
-                         lambda: AES.new(raw_key, AES.MODE_CTR, nonce=b"", initial_value=iv).encrypt(data), size, reps)
-        ours = throughput(f"document encryption (one-shot), {size >> 20} MiB",
-                          lambda: document.encrypt_document(doc_key, data), size, reps)
-        print(f"{'  ratio document / raw':<52} {ours / raw:9.2f}       target >= 0.8")
+    for size in [1 << 20] if args.quick else [1 << 20, 64 << 20]:
+        bench_aes(size)
 
     if not (args.quick or args.skip_stream):
         rss = stream_peak_rss(1 << 30)

@@ -46,15 +46,15 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eth_account import Account  # noqa: E402
+from eth_account import Account
 
-from ocean_secret_store import devnet  # noqa: E402
-from ocean_secret_store.chain.keeper import Keeper  # noqa: E402
-from ocean_secret_store.client.client import SecretStoreClient  # noqa: E402
-from ocean_secret_store.crypto import document, schnorr  # noqa: E402
-from ocean_secret_store.crypto.curve import Point  # noqa: E402
-from ocean_secret_store.exceptions import SecretStoreError  # noqa: E402
-from ocean_secret_store.node.config import load_config  # noqa: E402
+from ocean_secret_store import devnet
+from ocean_secret_store.chain.keeper import Keeper
+from ocean_secret_store.client.client import SecretStoreClient
+from ocean_secret_store.crypto import document, schnorr
+from ocean_secret_store.crypto.curve import Point
+from ocean_secret_store.exceptions import SecretStoreError
+from ocean_secret_store.node.config import load_config
 
 SESSION_TIMEOUT = 3.0
 SLACK = 3.0
@@ -210,48 +210,59 @@ class Campaign:
             faults.append(self.rng.choice(kinds))
         # at most n - t - 1 key servers out at once, so t + 1 holders stay up during the round
         victims = self.rng.sample(range(self.n), min(len(faults), self.n - self.t - 1))
-        killed, frozen, stopped, cuts = [], [], [], []
+        by_kind: dict[str, list[int]] = {kind: [] for kind in kinds}
         for fault, victim in zip(faults, victims, strict=False):
             self.stats.faults[fault] += 1
-            if fault == "kill":
-                os.killpg(self.pid(victim), signal.SIGKILL)
-                killed.append(victim)
-            elif fault == "freeze":
-                os.kill(self.pid(victim), signal.SIGSTOP)
-                frozen.append(victim)
-            elif fault == "restart":
-                devnet.stop_node(self.state_dir, victim)
-                stopped.append(victim)
-            else:
-                cuts.append((victim, -1))
+            self.inject(fault, victim)
+            by_kind[fault].append(victim)
+        killed, frozen, stopped = by_kind["kill"], by_kind["freeze"], by_kind["restart"]
         down = set(killed) | set(frozen) | set(stopped)
         live = [i for i in range(self.n) if i not in down]
         # a cut severs a link between two running nodes (a link to a dead node is already cut)
-        cuts = [(a, self.rng.choice([i for i in live if i != a])) for a, _ in cuts if a in live and len(live) > 1]
+        cuts = [(a, self.rng.choice([i for i in live if i != a]))
+                for a in by_kind["cut"] if a in live and len(live) > 1]
         try:
-            for a, b in cuts:
-                self.cut(a, b)
-            if self.ledger:
-                for _ in range(2):
-                    self.check_key(self.rng.choice(self.ledger), live)
-                    for a, b in cuts:
-                        self.cut(a, b)
-                self.check_key(self.rng.choice(self.ledger), live, "plain")
-                self.sign(self.rng.choice(self.ledger), live)
-            if self.stats.rounds % 10 == 0:
-                self.publish(live)  # refused while a node is out: generation needs all N
+            self.load_during_faults(live, cuts)
         finally:
-            for victim in frozen:
-                os.kill(self.pid(victim), signal.SIGCONT)
-            for victim in killed:
-                while devnet._alive(self.pid(victim)):
-                    time.sleep(0.01)
-            if killed or stopped:
-                self.state = devnet.restart_nodes(self.state_dir, killed + stopped)
+            self.heal(killed, frozen, stopped)
+        self.check_after_healing()
+
+    def inject(self, fault: str, victim: int) -> None:
+        """Start one fault on ``victim`` (a cut is made, and kept up, by the load of the round)."""
+        if fault == "kill":
+            os.killpg(self.pid(victim), signal.SIGKILL)
+        elif fault == "freeze":
+            os.kill(self.pid(victim), signal.SIGSTOP)
+        elif fault == "restart":
+            devnet.stop_node(self.state_dir, victim)
+
+    def load_during_faults(self, live: list[int], cuts: list[tuple[int, int]]) -> None:
+        for a, b in cuts:
+            self.cut(a, b)
+        if self.ledger:
+            for _ in range(2):
+                self.check_key(self.rng.choice(self.ledger), live)
+                for a, b in cuts:
+                    self.cut(a, b)
+            self.check_key(self.rng.choice(self.ledger), live, "plain")
+            self.sign(self.rng.choice(self.ledger), live)
+        if self.stats.rounds % 10 == 0:
+            self.publish(live)  # refused while a node is out: generation needs all N
+
+    def heal(self, killed: list[int], frozen: list[int], stopped: list[int]) -> None:
+        for victim in frozen:
+            os.kill(self.pid(victim), signal.SIGCONT)
+        for victim in killed:
+            while devnet._alive(self.pid(victim)):
+                time.sleep(0.01)
+        if killed or stopped:
+            self.state = devnet.restart_nodes(self.state_dir, killed + stopped)
         for i in range(self.n):
             if i not in killed and i not in stopped and not devnet._alive(self.pid(i)):
                 self.violation(f"key server {i} died without being killed")
                 self.state = devnet.restart_nodes(self.state_dir, [i])
+
+    def check_after_healing(self) -> None:
         self.wait_mesh()
         if self.stats.rounds % 5 == 0:
             self.publish(list(range(self.n)))  # healed: generation and storing work again
