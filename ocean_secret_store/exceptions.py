@@ -45,6 +45,8 @@ document keys, private keys), only lengths, public values and positions.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class SecretStoreError(Exception):
     """Root of every error raised by ocean_secret_store."""
@@ -82,19 +84,36 @@ class MalformedHex(CryptoError):
     """A ``0x``-hex value (JSON-RPC parameter or body field) is malformed or of the wrong size."""
 
 
+#: Every variant of Parity's key server error enum by its Parity name (the node-to-node wire and
+#: the clients look errors up here). Filled by :meth:`KeyServerError.__init_subclass__`.
+KEY_SERVER_ERRORS: dict[str, type[KeyServerError]] = {}
+
+
 class KeyServerError(SecretStoreError):
     """An error of Parity's key server error enum (protocol.md §1.6), raised by nodes and clients.
 
     ``parity_name`` is the Rust variant name (also used on the node-to-node wire), ``status``
     the HTTP status the Parity HTTP listener maps it to, and ``str(error)`` the exact display
-    text Parity sends (for variants with a payload, ``"<prefix>: <detail>"``).
+    text Parity sends: ``text`` for payload-less variants, ``"<prefix>: <detail>"`` for the
+    others. A class that sets its own ``parity_name`` is a Parity variant and registers itself
+    in :data:`KEY_SERVER_ERRORS`; subclasses of a variant (``KeyVersionNotFound``,
+    ``PeerTimeout``, ...) only refine it and keep its name, status and text.
     """
 
-    parity_name = "Internal"
-    status = 500
+    parity_name: ClassVar[str] = "Internal"
+    status: ClassVar[int] = 500
     #: Display text of payload-less variants; variants with a detail use ``prefix``.
-    text = ""
-    prefix = "Internal error"
+    text: ClassVar[str] = ""
+    prefix: ClassVar[str] = "Internal error"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parity_name" not in cls.__dict__:
+            return  # a refinement of a variant: it answers as that variant
+        if cls.parity_name in KEY_SERVER_ERRORS:
+            taken = KEY_SERVER_ERRORS[cls.parity_name].__name__
+            raise TypeError(f"{cls.__name__}: Parity's {cls.parity_name} is already the class {taken}")
+        KEY_SERVER_ERRORS[cls.parity_name] = cls
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail
@@ -106,62 +125,199 @@ class KeyServerError(SecretStoreError):
         return f"{self.prefix}: {self.detail}" if self.detail is not None else self.prefix
 
 
-def _variant(name: str, status: int, text: str = "", prefix: str = "") -> type[KeyServerError]:
-    cls = type(name, (KeyServerError,), {"parity_name": name, "status": status, "text": text, "prefix": prefix,
-                                         "__doc__": f"Parity's ``{name}``: {text or prefix}."})
-    cls.__module__ = __name__
-    return cls
+class AccessDenied(KeyServerError):
+    """Parity's ``AccessDenied``: Access denied."""
+
+    parity_name = "AccessDenied"
+    status = 403
+    text = "Access denied"
 
 
-AccessDenied = _variant("AccessDenied", 403, "Access denied")
-ConsensusUnreachable = _variant("ConsensusUnreachable", 403, "Consensus unreachable")
-ConsensusTemporaryUnreachable = _variant("ConsensusTemporaryUnreachable", 403, "Consensus temporary unreachable")
-ServerKeyIsNotFound = _variant("ServerKeyIsNotFound", 404, "Server key with this ID is not found")
-DocumentKeyIsNotFound = _variant("DocumentKeyIsNotFound", 404, "Document key with this ID is not found")
-ServerKeyAlreadyGenerated = _variant("ServerKeyAlreadyGenerated", 400, "Server key with this ID is already generated")
-DocumentKeyAlreadyStored = _variant("DocumentKeyAlreadyStored", 400, "Document key with this ID is already stored")
-InsufficientRequesterData = _variant("InsufficientRequesterData", 400, prefix="Insufficient requester data")
-NodeDisconnected = _variant("NodeDisconnected", 500, "node required for this operation is currently disconnected")
-NotEnoughNodesForThreshold = _variant("NotEnoughNodesForThreshold", 500, "not enough nodes for passed threshold")
-InvalidNodeId = _variant("InvalidNodeId", 500, "invalid node id has been passed")
-DuplicateSessionId = _variant("DuplicateSessionId", 500, "session with the same id is already registered")
-NoActiveSessionWithId = _variant("NoActiveSessionWithId", 500, "no active session with given id")
-TooEarlyForRequest = _variant("TooEarlyForRequest", 500, "session is not yet ready to process this request")
-InvalidStateForRequest = _variant("InvalidStateForRequest", 500, "session is in invalid state for processing this request")
-InvalidNodeForRequest = _variant("InvalidNodeForRequest", 500, "invalid node for this request")
-InvalidMessage = _variant("InvalidMessage", 500, "invalid message is received")
-InvalidMessageVersion = _variant("InvalidMessageVersion", 500, "unsupported message is received")
-ReplayProtection = _variant("ReplayProtection", 500, "replay message is received")
-ExclusiveSessionActive = _variant("ExclusiveSessionActive", 500, "Exclusive session active")
-HasActiveSessions = _variant("HasActiveSessions", 500, "Unable to start exclusive session")
-InternalError = _variant("Internal", 500, prefix="Internal error")
-DatabaseError = _variant("Database", 500, prefix="Database error")
-SerializationError = _variant("Serde", 400, prefix="Serialization error")
+class ConsensusUnreachable(KeyServerError):
+    """Parity's ``ConsensusUnreachable``: Consensus unreachable."""
 
-#: Our own: a session that did not finish within its configured timeout. Parity reports an
-#: expired consensus session as ConsensusTemporaryUnreachable and generation as NodeDisconnected;
-#: nodes raise those, and this subclass only adds which one timed out.
+    parity_name = "ConsensusUnreachable"
+    status = 403
+    text = "Consensus unreachable"
 
 
-class SessionTimeout(NodeDisconnected):
-    """A generation or storing session did not complete within its timeout (reported as NodeDisconnected)."""
+class ConsensusTemporaryUnreachable(KeyServerError):
+    """Parity's ``ConsensusTemporaryUnreachable``: Consensus temporary unreachable."""
+
+    parity_name = "ConsensusTemporaryUnreachable"
+    status = 403
+    text = "Consensus temporary unreachable"
 
 
-#: Every KeyServerError variant by its Parity name (for the node-to-node wire and clients).
-KEY_SERVER_ERRORS: dict[str, type[KeyServerError]] = {
-    cls.parity_name: cls
-    for cls in (
-        AccessDenied, ConsensusUnreachable, ConsensusTemporaryUnreachable, ServerKeyIsNotFound,
-        DocumentKeyIsNotFound, ServerKeyAlreadyGenerated, DocumentKeyAlreadyStored,
-        InsufficientRequesterData, NodeDisconnected, NotEnoughNodesForThreshold, InvalidNodeId,
-        DuplicateSessionId, NoActiveSessionWithId, TooEarlyForRequest, InvalidStateForRequest,
-        InvalidNodeForRequest, InvalidMessage, InvalidMessageVersion, ReplayProtection,
-        ExclusiveSessionActive, HasActiveSessions, InternalError, DatabaseError, SerializationError,
-    )
-}
+class ServerKeyIsNotFound(KeyServerError):
+    """Parity's ``ServerKeyIsNotFound``: Server key with this ID is not found."""
+
+    parity_name = "ServerKeyIsNotFound"
+    status = 404
+    text = "Server key with this ID is not found"
 
 
-class KeyVersionNotFound(DatabaseError):  # type: ignore[misc,valid-type]
+class DocumentKeyIsNotFound(KeyServerError):
+    """Parity's ``DocumentKeyIsNotFound``: Document key with this ID is not found."""
+
+    parity_name = "DocumentKeyIsNotFound"
+    status = 404
+    text = "Document key with this ID is not found"
+
+
+class ServerKeyAlreadyGenerated(KeyServerError):
+    """Parity's ``ServerKeyAlreadyGenerated``: Server key with this ID is already generated."""
+
+    parity_name = "ServerKeyAlreadyGenerated"
+    status = 400
+    text = "Server key with this ID is already generated"
+
+
+class DocumentKeyAlreadyStored(KeyServerError):
+    """Parity's ``DocumentKeyAlreadyStored``: Document key with this ID is already stored."""
+
+    parity_name = "DocumentKeyAlreadyStored"
+    status = 400
+    text = "Document key with this ID is already stored"
+
+
+class InsufficientRequesterData(KeyServerError):
+    """Parity's ``InsufficientRequesterData``: Insufficient requester data."""
+
+    parity_name = "InsufficientRequesterData"
+    status = 400
+    prefix = "Insufficient requester data"
+
+
+class NodeDisconnected(KeyServerError):
+    """Parity's ``NodeDisconnected``: node required for this operation is currently disconnected."""
+
+    parity_name = "NodeDisconnected"
+    status = 500
+    text = "node required for this operation is currently disconnected"
+
+
+class NotEnoughNodesForThreshold(KeyServerError):
+    """Parity's ``NotEnoughNodesForThreshold``: not enough nodes for passed threshold."""
+
+    parity_name = "NotEnoughNodesForThreshold"
+    status = 500
+    text = "not enough nodes for passed threshold"
+
+
+class InvalidNodeId(KeyServerError):
+    """Parity's ``InvalidNodeId``: invalid node id has been passed."""
+
+    parity_name = "InvalidNodeId"
+    status = 500
+    text = "invalid node id has been passed"
+
+
+class DuplicateSessionId(KeyServerError):
+    """Parity's ``DuplicateSessionId``: session with the same id is already registered."""
+
+    parity_name = "DuplicateSessionId"
+    status = 500
+    text = "session with the same id is already registered"
+
+
+class NoActiveSessionWithId(KeyServerError):
+    """Parity's ``NoActiveSessionWithId``: no active session with given id."""
+
+    parity_name = "NoActiveSessionWithId"
+    status = 500
+    text = "no active session with given id"
+
+
+class TooEarlyForRequest(KeyServerError):
+    """Parity's ``TooEarlyForRequest``: session is not yet ready to process this request."""
+
+    parity_name = "TooEarlyForRequest"
+    status = 500
+    text = "session is not yet ready to process this request"
+
+
+class InvalidStateForRequest(KeyServerError):
+    """Parity's ``InvalidStateForRequest``: session is in invalid state for processing this request."""
+
+    parity_name = "InvalidStateForRequest"
+    status = 500
+    text = "session is in invalid state for processing this request"
+
+
+class InvalidNodeForRequest(KeyServerError):
+    """Parity's ``InvalidNodeForRequest``: invalid node for this request."""
+
+    parity_name = "InvalidNodeForRequest"
+    status = 500
+    text = "invalid node for this request"
+
+
+class InvalidMessage(KeyServerError):
+    """Parity's ``InvalidMessage``: invalid message is received."""
+
+    parity_name = "InvalidMessage"
+    status = 500
+    text = "invalid message is received"
+
+
+class InvalidMessageVersion(KeyServerError):
+    """Parity's ``InvalidMessageVersion``: unsupported message is received."""
+
+    parity_name = "InvalidMessageVersion"
+    status = 500
+    text = "unsupported message is received"
+
+
+class ReplayProtection(KeyServerError):
+    """Parity's ``ReplayProtection``: replay message is received."""
+
+    parity_name = "ReplayProtection"
+    status = 500
+    text = "replay message is received"
+
+
+class ExclusiveSessionActive(KeyServerError):
+    """Parity's ``ExclusiveSessionActive``: Exclusive session active."""
+
+    parity_name = "ExclusiveSessionActive"
+    status = 500
+    text = "Exclusive session active"
+
+
+class HasActiveSessions(KeyServerError):
+    """Parity's ``HasActiveSessions``: Unable to start exclusive session."""
+
+    parity_name = "HasActiveSessions"
+    status = 500
+    text = "Unable to start exclusive session"
+
+
+class InternalError(KeyServerError):
+    """Parity's ``Internal``: Internal error."""
+
+    parity_name = "Internal"
+    status = 500
+    prefix = "Internal error"
+
+
+class DatabaseError(KeyServerError):
+    """Parity's ``Database``: Database error."""
+
+    parity_name = "Database"
+    status = 500
+    prefix = "Database error"
+
+
+class SerializationError(KeyServerError):
+    """Parity's ``Serde``: Serialization error."""
+
+    parity_name = "Serde"
+    status = 400
+    prefix = "Serialization error"
+
+
+class KeyVersionNotFound(DatabaseError):
     """A key share record has no version with the requested hash (Parity: a Database error)."""
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from ..crypto.curve import N, Point
 from ..exceptions import InvalidMessage, InvalidPoint
+from .hexcodec import parse_hex, to_hex
 
 # -- field codecs --------------------------------------------------------------------------------
 
@@ -29,26 +31,21 @@ _Enc = Callable[[Any], Any]
 _Dec = Callable[[Any], Any]
 
 
-def _hex_field(value: Any, size: int) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 2 + 2 * size:
-        raise InvalidMessage(f"expected 0x-prefixed hex of {size} bytes")
-    try:
-        return bytes.fromhex(value[2:])
-    except ValueError as exc:
-        raise InvalidMessage("invalid hex digits") from exc
+def _hex_field(value: Any, size: int | None = None) -> bytes:
+    return parse_hex(value, "hex value", size, error=InvalidMessage)
 
 
 def _fixed(size: int) -> tuple[_Enc, _Dec]:
     def enc(v: bytes) -> str:
         if len(v) != size:
             raise InvalidMessage(f"field must be {size} bytes, got {len(v)}")
-        return "0x" + v.hex()
+        return to_hex(v)
 
     return enc, lambda v: _hex_field(v, size)
 
 
 def _enc_point(p: Point) -> str:
-    return "0x" + p.to_bytes().hex()
+    return to_hex(p.to_bytes())
 
 
 def _dec_point(v: Any) -> Point:
@@ -59,7 +56,7 @@ def _dec_point(v: Any) -> Point:
 
 
 def _enc_scalar(x: int) -> str:
-    return "0x" + (x % N).to_bytes(32, "big").hex()
+    return to_hex((x % N).to_bytes(32, "big"))
 
 
 def _dec_scalar(v: Any) -> int:
@@ -94,19 +91,6 @@ def _dec_str(v: Any) -> str:
     return v
 
 
-def _enc_blob(b: bytes) -> str:
-    return "0x" + b.hex()
-
-
-def _dec_blob(v: Any) -> bytes:
-    if not isinstance(v, str) or not v.startswith("0x") or len(v) % 2:
-        raise InvalidMessage("expected 0x-prefixed hex")
-    try:
-        return bytes.fromhex(v[2:])
-    except ValueError as exc:
-        raise InvalidMessage("invalid hex digits") from exc
-
-
 def _list(enc: _Enc, dec: _Dec, limit: int = 256) -> tuple[_Enc, _Dec]:
     def dec_list(v: Any) -> tuple[Any, ...]:
         if not isinstance(v, list) or len(v) > limit:
@@ -136,7 +120,7 @@ def _dec_id_map(v: Any) -> dict[bytes, int]:
 
 
 def _enc_id_map(m: Mapping[bytes, int]) -> dict[str, str]:
-    return {"0x" + k.hex(): _enc_scalar(x) for k, x in sorted(m.items())}
+    return {to_hex(k): _enc_scalar(x) for k, x in sorted(m.items())}
 
 
 CODECS: dict[str, tuple[_Enc, _Dec]] = {
@@ -150,8 +134,8 @@ CODECS: dict[str, tuple[_Enc, _Dec]] = {
     "int": (lambda v: v, _dec_int),
     "bool": (lambda v: v, _dec_bool),
     "str": (lambda v: v, _dec_str),
-    "blob": (_enc_blob, _dec_blob),
-    "opt_blob": _optional(_enc_blob, _dec_blob),
+    "blob": (to_hex, _hex_field),
+    "opt_blob": _optional(to_hex, _hex_field),
     "opt_point": _optional(_enc_point, _dec_point),
     "opt_address": _optional(*_ADDRESS),
     "opt_str": _optional(lambda v: v, _dec_str),
@@ -163,57 +147,69 @@ CODECS: dict[str, tuple[_Enc, _Dec]] = {
 
 # -- messages ---------------------------------------------------------------------------------------
 
+#: Every message class by its kind (the ``"kind"`` on the wire); filled by :func:`message`.
 REGISTRY: dict[str, type[Message]] = {}
-M = TypeVar("M", bound="type[Message]")
 
 
 class Message:
-    """Base of every cluster message; subclasses are frozen dataclasses registered by name."""
+    """Base of every cluster message; subclasses are frozen dataclasses made by :func:`message`."""
 
+    __slots__ = ()
     KIND: ClassVar[str] = ""
-    #: field name -> codec name in CODECS
-    SCHEMA: ClassVar[dict[str, str]] = {}
+    #: field name -> codec name in CODECS, in wire order
+    SCHEMA: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
 
-def message(kind: str, **schema: str) -> Callable[[M], M]:
-    def wrap(cls: M) -> M:
-        names = [f.name for f in dataclasses.fields(cls)]
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+@dataclass_transform(frozen_default=True)
+def message(kind: str, **schema: str) -> Callable[[type[MessageT]], type[MessageT]]:
+    """Make the decorated class a frozen, slotted message dataclass sent as ``kind``.
+
+    ``schema`` names the codec of every field, in the order of the fields. repr=False: several
+    messages carry secret shares, and nothing may print them by accident.
+    """
+
+    def wrap(cls: type[MessageT]) -> type[MessageT]:
+        made = dataclasses.dataclass(frozen=True, slots=True, repr=False)(cls)
+        if not dataclasses.is_dataclass(made):  # narrows the type for fields(); always a dataclass here
+            raise TypeError(f"{cls.__name__} is not a dataclass")
+        names = [f.name for f in dataclasses.fields(made)]
         if names != list(schema):
             raise TypeError(f"{cls.__name__}: schema {list(schema)} does not match fields {names}")
         unknown = set(schema.values()) - CODECS.keys()
         if unknown:
             raise TypeError(f"{cls.__name__}: unknown codecs {unknown}")
-        cls.KIND = kind
-        cls.SCHEMA = dict(schema)
-        REGISTRY[kind] = cls
-        return cls
+        if kind in REGISTRY:
+            raise TypeError(f"{cls.__name__}: kind {kind!r} is already {REGISTRY[kind].__name__}")
+        made.KIND = kind
+        made.SCHEMA = MappingProxyType(dict(schema))
+        REGISTRY[kind] = made
+        return made
 
     return wrap
 
 
-def _frozen(cls: type) -> Any:
-    # repr=False: several messages carry secret shares; nothing here may be printed by accident.
-    return dataclasses.dataclass(frozen=True, slots=True, repr=False)(cls)
-
-
 # Generic replies.
 @message("Ack")
-@_frozen
 class Ack(Message):
-    pass
+    """A request succeeded and has nothing to return."""
 
 
 @message("Error", error="str", detail="opt_str")
-@_frozen
 class ErrorReply(Message):
+    """A request failed: ``error`` is the Parity variant name, ``detail`` its payload if it has one."""
+
     error: str
     detail: str | None
 
 
 # Server key generation (DKG, protocol.md §2.5 with Feldman-verified public shares).
 @message("GenInit", session="h256", author="address", threshold="int", id_numbers="id_map")
-@_frozen
 class GenInit(Message):
+    """Master -> every node: reserve ``session`` (the key id) for a generation with these id numbers."""
+
     session: bytes
     author: bytes
     threshold: int
@@ -221,14 +217,16 @@ class GenInit(Message):
 
 
 @message("GenStart", session="h256")
-@_frozen
 class GenStart(Message):
+    """Master -> every node: deal now; answered with ``GenReady`` once every check passed."""
+
     session: bytes
 
 
 @message("GenDealing", session="h256", secret1="scalar", secret2="scalar", commitments="points")
-@_frozen
 class GenDealing(Message):
+    """Dealer -> one node (one-way): its two secret shares and the dealer's Pedersen commitments."""
+
     session: bytes
     secret1: int
     secret2: int
@@ -236,34 +234,39 @@ class GenDealing(Message):
 
 
 @message("GenPublics", session="h256", coefficients="points")
-@_frozen
 class GenPublics(Message):
+    """Dealer -> every node (one-way): the Feldman commitments of its polynomial."""
+
     session: bytes
     coefficients: tuple[Point, ...]
 
 
 @message("GenReady", public="point")
-@_frozen
 class GenReady(Message):
+    """Node -> master, answering ``GenStart``: the joint public key this node computed."""
+
     public: Point
 
 
 @message("GenCommit", session="h256")
-@_frozen
 class GenCommit(Message):
+    """Master -> every node: store your share; the key exists once every node answered."""
+
     session: bytes
 
 
 @message("GenAbort", session="h256")
-@_frozen
 class GenAbort(Message):
+    """Master -> every node (one-way): forget the generation."""
+
     session: bytes
 
 
 # Document key storing.
 @message("Store", key_id="h256", signature="signature", common_point="point", encrypted_point="point")
-@_frozen
 class StoreRequest(Message):
+    """Entry node -> every node: store the document key of ``key_id`` if the signer is its author."""
+
     key_id: bytes
     signature: bytes
     common_point: Point
@@ -272,15 +275,17 @@ class StoreRequest(Message):
 
 # Key metadata (negotiation when the entry node holds no share).
 @message("KeyInfoRequest", key_id="h256")
-@_frozen
 class KeyInfoRequest(Message):
+    """Entry node -> peer: what do you hold of ``key_id``?"""
+
     key_id: bytes
 
 
 @message("KeyInfo", found="bool", threshold="int", author="opt_address", public="opt_point",
          has_document_key="bool", versions="h256s", holders="nodes")
-@_frozen
 class KeyInfo(Message):
+    """Peer -> entry node: the key's public metadata (``found`` False: no share, the rest empty)."""
+
     found: bool
     threshold: int
     author: bytes | None
@@ -293,8 +298,9 @@ class KeyInfo(Message):
 # Decryption: consensus and partial decryption in one round trip (protocol.md §2.7).
 @message("Decrypt", key_id="h256", signature="signature", version="h256", access_key="secret",
          group="nodes", shadow="bool")
-@_frozen
 class DecryptRequest(Message):
+    """Entry node -> group member: check access, then compute your part for this group."""
+
     key_id: bytes
     signature: bytes
     version: bytes
@@ -304,8 +310,9 @@ class DecryptRequest(Message):
 
 
 @message("Decrypted", shadow_point="point", decrypt_shadow="opt_blob")
-@_frozen
 class DecryptResponse(Message):
+    """Member -> entry node: its shadow point, and for shadow retrieval its encrypted decrypt shadow."""
+
     shadow_point: Point
     decrypt_shadow: bytes | None
 
@@ -313,8 +320,9 @@ class DecryptResponse(Message):
 # Schnorr signing (protocol.md §2.8): nonce round, then partial signatures.
 @message("SchnorrNonce", session="h256", key_id="h256", signature="signature", version="h256",
          message_hash="h256")
-@_frozen
 class SchnorrNonceRequest(Message):
+    """Entry node -> member: check access and draw a single-use nonce for ``session``."""
+
     session: bytes
     key_id: bytes
     signature: bytes
@@ -323,28 +331,32 @@ class SchnorrNonceRequest(Message):
 
 
 @message("SchnorrNonceReply", nonce_public="point")
-@_frozen
 class SchnorrNonceReply(Message):
+    """Member -> entry node: the public part of its nonce."""
+
     nonce_public: Point
 
 
 @message("SchnorrPartial", session="h256", group="nodes", challenge="secret")
-@_frozen
 class SchnorrPartialRequest(Message):
+    """Entry node -> member: sign the challenge with the session's nonce (then forget the nonce)."""
+
     session: bytes
     group: tuple[bytes, ...]
     challenge: int
 
 
 @message("SchnorrPartialReply", partial="scalar")
-@_frozen
 class SchnorrPartialReply(Message):
+    """Member -> entry node: its partial signature."""
+
     partial: int
 
 
 @message("SchnorrCancel", session="h256")
-@_frozen
 class SchnorrCancel(Message):
+    """Entry node -> member: drop the nonce of an abandoned attempt."""
+
     session: bytes
 
 
@@ -387,5 +399,8 @@ def decode(payload: bytes) -> Envelope:
     for name, codec in cls.SCHEMA.items():
         if name not in obj:
             raise InvalidMessage(f"{cls.KIND} lacks field {name}")
-        values[name] = CODECS[codec][1](obj[name])
+        try:
+            values[name] = CODECS[codec][1](obj[name])
+        except InvalidMessage as exc:
+            raise InvalidMessage(f"{cls.KIND}.{name}: {exc.detail}") from None
     return Envelope(cls(**values), rid, reply_to)
