@@ -551,7 +551,6 @@ ERROR_BODIES = [
         b'"\\"Insufficient requester data: bad signature: InvalidSignature\\""',
     ),
     (exceptions.NodeDisconnected(), 500, DISCONNECTED),
-    (exceptions.SessionTimeout(), 500, DISCONNECTED),
     (exceptions.InternalError("KeyServer is already destroyed"), 500,
      b'"\\"Internal error: KeyServer is already destroyed\\""'),
     # serde_json escapes quote, backslash and control characters, and writes non-ASCII as UTF-8.
