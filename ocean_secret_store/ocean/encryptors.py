@@ -19,24 +19,22 @@ Errors never contain the plaintext, the URLs or any key material.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..client import local
 from ..client.client import SecretStoreClient
 from ..crypto import ecies
-from ..crypto.curve import Point, Scalar
+from ..crypto.curve import Point
 from ..crypto.hashes import address_of, checksum_address
-from ..exceptions import DecryptionFailed, InvalidThreshold, MalformedHex, OceanError
+from ..exceptions import DecryptionFailed, InvalidThreshold, OceanError
+from ..protocol.hexcodec import parse_hex, to_hex
 from .did import did_to_id
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
 __all__ = ["Encryptor", "ProviderKeyEncryptor", "SecretStoreEncryptor", "check_threshold"]
-
-_HEX: Final = re.compile(r"(?:0[xX])?((?:[0-9a-fA-F]{2})*)")
 
 
 @runtime_checkable
@@ -166,10 +164,8 @@ class ProviderKeyEncryptor:
     @classmethod
     def from_hex(cls, public_hex: str) -> ProviderKeyEncryptor:
         """From ``0x`` + 128 hex digits (``X || Y``), or 130 with the SEC1 ``04`` prefix."""
-        match = _HEX.fullmatch(public_hex.strip()) if isinstance(public_hex, str) else None
-        if match is None:
-            raise MalformedHex("the provider public key must be hex (0x + 128 digits)")
-        raw = bytes.fromhex(match.group(1))
+        text = public_hex.strip() if isinstance(public_hex, str) else public_hex
+        raw = parse_hex(text, "the provider public key", prefix=None)
         if len(raw) == 65 and raw[0] == 4:
             raw = raw[1:]
         return cls(Point.from_bytes(raw))
@@ -183,7 +179,7 @@ class ProviderKeyEncryptor:
         did_to_id(did)  # a malformed DID is refused here as by every encryptor
         if not isinstance(content, str):
             raise OceanError(f"the content to encrypt must be a str, got {type(content).__name__}")
-        return "0x" + ecies.encrypt(self.provider_public, content.encode("utf-8")).hex()
+        return to_hex(ecies.encrypt(self.provider_public, content.encode("utf-8")))
 
     def decrypt(self, did: str, encrypted: str, account: LocalAccount) -> str:
         """Decrypt with ``account``'s key, which must be the provider's.
@@ -199,11 +195,8 @@ class ProviderKeyEncryptor:
                 f"{self.provider_address}; "
                 f"account {checksum_address(address_of(public))} is not that provider"
             )
-        match = _HEX.fullmatch(encrypted) if isinstance(encrypted, str) else None
-        if match is None:
-            raise MalformedHex("encryptedFiles must be an even number of hex digits, optionally after 0x")
-        secret = Scalar.from_bytes(bytes(account.key)).value
-        plain = ecies.decrypt(secret, bytes.fromhex(match.group(1)))
+        data = parse_hex(encrypted, "encryptedFiles", prefix=None)
+        plain = ecies.decrypt(local.account_secret(account), data)
         try:
             return plain.decode("utf-8")
         except UnicodeDecodeError:

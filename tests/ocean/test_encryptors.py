@@ -99,8 +99,10 @@ def test_provider_key_from_hex_accepts_raw_and_sec1_forms() -> None:
     for text in ("0x" + public.to_bytes().hex(), public.to_bytes().hex(), "0x04" + public.to_bytes().hex()):
         assert ProviderKeyEncryptor.from_hex(text).provider_public == public
     assert ProviderKeyEncryptor.from_hex("0x" + public.to_bytes().hex()).provider_address == provider.address
-    with pytest.raises(MalformedHex):
-        ProviderKeyEncryptor.from_hex("0xzz")
+    assert ProviderKeyEncryptor.from_hex(" 0X" + public.to_bytes().hex().upper() + "\n").provider_public == public
+    for bad in ("0xzz", "0x" + public.to_bytes().hex()[1:], None):
+        with pytest.raises(MalformedHex):
+            ProviderKeyEncryptor.from_hex(bad)  # type: ignore[arg-type]
 
 
 # -- secret store: thresholds are checked before any request ----------------------------------
