@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
-
+from ..crypto.hashes import checksum_address
 from ..exceptions import DidMismatch, OceanError
+from ..protocol.hexcodec import parse_hex, to_hex
 from .did import checksum, did_from_checksums, did_to_id, normalize_did
 
 #: The asset types OEP-8 metadata allows in ``main.type``.
@@ -30,15 +30,17 @@ ASSET_TYPES = ("dataset", "algorithm")
 
 CONTEXT = "https://w3id.org/did/v1"
 
-#: Where an Aquarius-compatible store serves a DDO (the metadata service endpoint, ``{did}`` filled in).
-AQUARIUS_DDO_PATH = "/api/v1/aquarius/assets/ddo/"
+#: Aquarius v1 routes, relative to its base URL: the asset list, and DDOs (``/ddo`` to register,
+#: ``/ddo/{did}`` to resolve: the metadata service endpoint).
+AQUARIUS_ASSETS_PATH = "/api/v1/aquarius/assets"
+AQUARIUS_DDO_PATH = AQUARIUS_ASSETS_PATH + "/ddo"
 
 #: Service indexes, in squid-py's ``ServiceFactory`` order.
 METADATA_INDEX, AUTHORIZATION_INDEX, ACCESS_INDEX = 0, 1, 2
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DDO:
@@ -212,26 +214,34 @@ def _validated_main(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def _metadata_endpoint(metadata_url: str, did: str) -> str:
     if "{did}" in metadata_url:
         return metadata_url.replace("{did}", did)
-    if metadata_url.startswith(("http://", "https://")) and AQUARIUS_DDO_PATH.rstrip("/") not in metadata_url:
+    if metadata_url.startswith(("http://", "https://")) and AQUARIUS_DDO_PATH not in metadata_url:
         # An Aquarius base URL, as squid-py's config gave it: point at the DDO itself.
-        return metadata_url.rstrip("/") + AQUARIUS_DDO_PATH + did
+        return f"{metadata_url.rstrip('/')}{AQUARIUS_DDO_PATH}/{did}"
     return metadata_url
 
 
 def _template_id(template_id: str | bytes) -> str:
-    raw: bytes | None
     if isinstance(template_id, (bytes, bytearray)):
         raw = bytes(template_id)
+        if len(raw) != 32:
+            raise OceanError(f"template_id must be 32 bytes (0x + 64 hex), got {len(raw)} bytes")
     else:
-        text = str(template_id)
-        text = text[2:] if text[:2] in ("0x", "0X") else text
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raw = None
-    if raw is None or len(raw) != 32:
-        raise OceanError(f"template_id must be 32 bytes (0x + 64 hex), got {template_id!r}")
-    return "0x" + raw.hex()
+        raw = parse_hex(template_id, "template_id", 32, prefix=None, error=OceanError)
+    return to_hex(raw)
+
+
+def _checksummed(address: object, what: str) -> str:
+    """The EIP-55 form of a 20-byte hex address; a mixed-case address must already be that form.
+
+    EIP-55 makes mixed case a checksum: a typo in a mixed-case address is caught here rather than
+    published. All-lower or all-upper hex carries no checksum and is accepted.
+    """
+    raw = parse_hex(address, what, 20, prefix=None, error=OceanError)
+    checksummed = checksum_address(raw)
+    digits = str(address)[-40:]
+    if digits not in (digits.lower(), digits.upper(), checksummed[2:]):
+        raise OceanError(f"{what} {address} fails its EIP-55 checksum")
+    return checksummed
 
 
 def _non_negative(name: str, value: int) -> int:
@@ -254,7 +264,7 @@ def _agreement_template(asset_id: bytes, publisher: str, price: int) -> dict[str
         return {"name": name, "type": kind, "value": value}
 
     amount = str(price)
-    document_id = "0x" + asset_id.hex()
+    document_id = to_hex(asset_id)
     return {
         "contractName": "EscrowAccessSecretStoreTemplate",
         "events": [{"name": "AgreementCreated", "actorType": "consumer",
@@ -316,9 +326,7 @@ def build_ddo(
     :raises OceanError: invalid metadata or parameters, or an empty ``encrypt`` result.
     """
     main = _validated_main(metadata)
-    if not isinstance(publisher, str) or not is_address(publisher):
-        raise OceanError(f"publisher must be an Ethereum address, got {publisher!r}")
-    publisher = to_checksum_address(publisher)
+    publisher = _checksummed(publisher, "publisher")
     template = _template_id(template_id)
     price = _non_negative("price", price)
     timeout = _non_negative("timeout", timeout)

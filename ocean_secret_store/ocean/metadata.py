@@ -17,12 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import requests
 
 from ..exceptions import AssetNotFound, DidMismatch, OceanError
-from .ddo import DDO
+from .ddo import AQUARIUS_ASSETS_PATH, AQUARIUS_DDO_PATH, DDO
 from .did import normalize_did
-
-#: Aquarius v1 routes (relative to its base URL).
-AQUARIUS_ASSETS_PATH = "/api/v1/aquarius/assets"
-AQUARIUS_DDO_PATH = AQUARIUS_ASSETS_PATH + "/ddo"
 
 _SCHEMA_VERSION = 1
 
@@ -147,6 +143,15 @@ class AquariusMetadataStore:
     def _reason(response: requests.Response) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
+    def _json(self, response: requests.Response, failed: str, not_json: str) -> Any:
+        """The JSON body of a 200 answer; ``failed``/``not_json`` complete the error for anything else."""
+        if response.status_code != 200:
+            raise OceanError(f"the metadata store at {self.base_url} failed to {failed}: {self._reason(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise OceanError(f"the metadata store at {self.base_url} {not_json} as non-JSON") from None
+
     def publish(self, ddo: DDO) -> None:
         did = normalize_did(ddo.did)
         # Aquarius versions differ in how they answer a duplicate; ask first, as squid-py did.
@@ -161,13 +166,7 @@ class AquariusMetadataStore:
         response = self._request("GET", f"{AQUARIUS_DDO_PATH}/{did}")
         if response.status_code == 404:
             return None
-        if response.status_code != 200:
-            raise OceanError(f"the metadata store at {self.base_url} failed to resolve {did}: "
-                             f"{self._reason(response)}")
-        try:
-            document = response.json()
-        except ValueError:
-            raise OceanError(f"the metadata store at {self.base_url} answered {did} with non-JSON") from None
+        document = self._json(response, f"resolve {did}", f"answered {did}")
         return _checked(did, DDO.from_dict(document))
 
     def resolve(self, did: str) -> DDO:
@@ -179,13 +178,7 @@ class AquariusMetadataStore:
 
     def list_dids(self) -> list[str]:
         response = self._request("GET", AQUARIUS_ASSETS_PATH)
-        if response.status_code != 200:
-            raise OceanError(f"the metadata store at {self.base_url} failed to list assets: "
-                             f"{self._reason(response)}")
-        try:
-            body = response.json()
-        except ValueError:
-            raise OceanError(f"the metadata store at {self.base_url} listed assets as non-JSON") from None
+        body = self._json(response, "list assets", "listed assets")
         # Aquarius answers a bare list of DIDs; accept {"ids": [...]} too.
         ids = body.get("ids") if isinstance(body, dict) else body
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):

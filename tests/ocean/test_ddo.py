@@ -55,11 +55,11 @@ class Recorder:
 
 def make(metadata: dict[str, Any] | None = None, recorder: Recorder | None = None, **overrides: Any) -> DDO:
     recorder = recorder or Recorder()
-    kwargs: dict[str, Any] = dict(
-        publisher=PUBLISHER.address, secret_store_url=SS_URL, provider_url=PROVIDER_URL,
-        metadata_url=AQUARIUS,
-        template_id=TEMPLATE_ID, price=10**18, timeout=3600, encrypt=recorder.encrypt, sign=recorder.sign,
-    )
+    kwargs: dict[str, Any] = {
+        "publisher": PUBLISHER.address, "secret_store_url": SS_URL, "provider_url": PROVIDER_URL,
+        "metadata_url": AQUARIUS, "template_id": TEMPLATE_ID, "price": 10**18, "timeout": 3600,
+        "encrypt": recorder.encrypt, "sign": recorder.sign,
+    }
     kwargs.update(overrides)
     return build_ddo(metadata or sample_metadata(), **kwargs)
 
@@ -163,13 +163,28 @@ def test_build_ddo_rejects_bad_metadata(change: Any, message: str) -> None:
     assert recorder.encrypted == []  # nothing encrypted for a refused asset
 
 
+#: EIP-55's own example address with the case of one letter flipped: mixed case, wrong checksum.
+BAD_CHECKSUM = "0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+
+
 @pytest.mark.parametrize("overrides", [
-    {"publisher": "not an address"}, {"template_id": "0x1234"}, {"price": -1}, {"timeout": "10"},
+    {"publisher": "not an address"}, {"publisher": PUBLISHER.address[:-1]}, {"publisher": None},
+    {"publisher": BAD_CHECKSUM},
+    {"template_id": "0x1234"}, {"template_id": b"\x01" * 31}, {"price": -1}, {"timeout": "10"},
     {"encrypt": lambda did, text: ""},
 ])
 def test_build_ddo_rejects_bad_parameters(overrides: dict[str, Any]) -> None:
     with pytest.raises(OceanError):
         make(**overrides)
+
+
+@pytest.mark.parametrize("spelling", [str.lower, str.upper, lambda a: a[2:]])
+def test_publisher_is_stored_in_eip55_form(spelling: Any) -> None:
+    text = spelling(PUBLISHER.address)
+    if text.startswith("0X"):
+        text = "0x" + text[2:]
+    ddo = make(publisher=text, template_id=bytes.fromhex(TEMPLATE_ID[2:]))
+    assert ddo.publisher == PUBLISHER.address and ddo.access_service["templateId"] == TEMPLATE_ID.lower()
 
 
 def test_metadata_url_with_did_placeholder() -> None:

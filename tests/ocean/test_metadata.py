@@ -84,7 +84,7 @@ def test_sqlite_concurrent_publishers(tmp_path: Path) -> None:
     def publish(ddo: DDO) -> None:
         try:
             store.publish(ddo)
-        except BaseException as exc:  # collected and re-checked in the main thread
+        except BaseException as exc:  # noqa: BLE001 -- any failure is collected and checked in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=publish, args=(d,)) for d in ddos]
