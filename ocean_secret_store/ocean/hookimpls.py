@@ -10,8 +10,9 @@ name (``secret_store``). What it offers depends on the config:
 * access backends: ``SecretStoreBackend`` under the same condition as the Secret Store
   encryptor, and ``ProviderKeyBackend`` always (it needs nothing but the provider's account).
 
-The backends module belongs to the provider side and is imported inside the hook, so a
-publisher loading this plugin never imports it.
+The backends module is imported with the plugin: it needs nothing the encryptors do not already
+import (the HTTP client and the crypto core), and the provider's server (aiohttp) stays apart in
+:mod:`.provider.app`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from .encryptors import Encryptor, ProviderKeyEncryptor, SecretStoreEncryptor
 from .hookspecs import hookimpl
+from .provider.backends import AccessBackend, ProviderKeyBackend, SecretStoreBackend
 
 if TYPE_CHECKING:
     from .config import OceanConfig
-    from .provider.backends import AccessBackend
 
 
 def _secret_store_on(config: OceanConfig) -> bool:
@@ -35,8 +36,9 @@ def ocean_encryptors(config: OceanConfig) -> list[Encryptor]:
     """The Secret Store encryptor (if enabled and configured) and the provider-key one (if a key is given)."""
     offered: list[Encryptor] = []
     if _secret_store_on(config):
-        offered.append(SecretStoreEncryptor(list(config.cluster_urls), config.threshold,
-                                            cluster_size=config.cluster_size))
+        offered.append(
+            SecretStoreEncryptor(list(config.cluster_urls), config.threshold, cluster_size=config.cluster_size)
+        )
     if config.provider_public_key:
         offered.append(ProviderKeyEncryptor.from_hex(config.provider_public_key))
     return offered
@@ -45,8 +47,6 @@ def ocean_encryptors(config: OceanConfig) -> list[Encryptor]:
 @hookimpl
 def ocean_access_backends(config: OceanConfig) -> list[AccessBackend]:
     """The Secret Store backend (if enabled and configured) and the provider-key backend."""
-    from .provider.backends import ProviderKeyBackend, SecretStoreBackend
-
     offered: list[AccessBackend] = []
     if _secret_store_on(config):
         offered.append(SecretStoreBackend(list(config.cluster_urls)))

@@ -39,7 +39,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def ocean_encryptors(config: OceanConfig) -> list[Encryptor]:
+def ocean_encryptors(config: OceanConfig) -> list[Encryptor] | None:
     """Return the encryptors this plugin offers under ``config``: named objects that encrypt an
     asset's files list for a DID at publish time and decrypt it at consume time.
 
@@ -59,7 +59,7 @@ def ocean_encryptors(config: OceanConfig) -> list[Encryptor]:
 
 
 @hookspec
-def ocean_access_backends(config: OceanConfig) -> list[AccessBackend]:
+def ocean_access_backends(config: OceanConfig) -> list[AccessBackend] | None:
     """Return the access backends this plugin offers under ``config``: named objects that turn a
     DDO's ``encryptedFiles`` into the files list with URLs, using the provider's own account.
 

@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pluggy
 import requests
 
 from ..exceptions import OceanError
+from ..protocol.hexcodec import parse_hex, to_hex
 from .config import OceanConfig, load_config
 from .ddo import DDO, build_ddo, files_from_plaintext, verify_ddo
 from .did import did_to_id
+from .encryptors import Encryptor
 from .metadata import MetadataStore, open_metadata_store
 from .plugins import get_plugin_manager, select_encryptor
 
@@ -34,15 +37,20 @@ DEFAULT_TIMEOUT = 3600
 
 
 def _personal_sign(account: LocalAccount, data: bytes) -> str:
-    from eth_account.messages import encode_defunct
+    """EIP-191 ``personal_sign`` of ``data`` (the DDO proof, as squid-py signed it)."""
+    # eth-account costs ~0.4 s at import and resolving or decrypting never signs; a caller holding a
+    # LocalAccount has imported it already, so here it is free.
+    from eth_account.messages import encode_defunct  # noqa: PLC0415 -- keeps eth-account off the resolve path
 
-    return "0x" + bytes(account.sign_message(encode_defunct(primitive=data)).signature).hex()
+    return to_hex(bytes(account.sign_message(encode_defunct(primitive=data)).signature))
 
 
 class Ocean:
     """``Ocean(config)``: ``config`` is an :class:`OceanConfig` or the path of a squid-py style INI file."""
 
-    def __init__(self, config: OceanConfig | str | Path | None = None, *, plugin_manager: Any = None) -> None:
+    def __init__(
+        self, config: OceanConfig | str | Path | None = None, *, plugin_manager: pluggy.PluginManager | None = None
+    ) -> None:
         self.config = config if isinstance(config, OceanConfig) else load_config(config)
         self._keeper: Keeper | None = None
         self._metadata: MetadataStore | None = None
@@ -53,7 +61,8 @@ class Ocean:
     @property
     def keeper(self) -> Keeper:
         if self._keeper is None:
-            from ..chain.keeper import Keeper
+            # web3 costs ~0.6 s at import; encrypting, decrypting and resolving never need the chain.
+            from ..chain.keeper import Keeper  # noqa: PLC0415 -- web3 is imported only when the chain is used
 
             if not self.config.contracts:
                 raise OceanError("no keeper contract addresses configured ([keeper-contracts] contracts.file)")
@@ -68,7 +77,8 @@ class Ocean:
             self._metadata = open_metadata_store(self.config.metadata_store)
         return self._metadata
 
-    def encryptor(self) -> Any:
+    def encryptor(self) -> Encryptor:
+        """The encryptor ``config.encryptor`` names, among those the plugins offer."""
         return select_encryptor(self.plugins, self.config)
 
 
@@ -110,7 +120,8 @@ class OceanAssets:
         config = ocean.config
         encryptor = ocean.encryptor()  # refuses before anything else when none is enabled
         t = config.threshold if threshold is None else threshold
-        providers = list(providers) if providers is not None else ([config.provider_address] if config.provider_address else [])
+        if providers is None:
+            providers = [config.provider_address] if config.provider_address else []
         main = metadata.get("main", {})
         price = int(main.get("price", 0))
         timeout = int(main.get("timeout", DEFAULT_TIMEOUT))
@@ -122,7 +133,7 @@ class OceanAssets:
             secret_store_url=config.secret_store_url or "",
             provider_url=provider_url,
             metadata_url=metadata_url,
-            template_id="0x" + bytes(ocean.keeper.template_id).hex(),
+            template_id=to_hex(ocean.keeper.template_id),
             price=price,
             timeout=timeout,
             encrypt=lambda did, text: encryptor.encrypt(did, text, publisher_account, t),
@@ -159,7 +170,7 @@ class OceanAssets:
             publisher=ddo.publisher, provider=provider, price=price,
         )
         keeper.lock_reward(consumer_account, agreement_id, price)
-        return "0x" + agreement_id.hex()
+        return to_hex(agreement_id)
 
     def _provider_of(self, ddo: DDO) -> str:
         """The first DID provider on chain (squid-py's choice), else the publisher."""
@@ -186,8 +197,10 @@ class OceanAssets:
         ``direct=True``: the consumer decrypts ``encryptedFiles`` itself (its own account must be
         permitted on chain) and fetches the URLs.
         """
-        from .provider.app import consume_params
+        # The provider app pulls in aiohttp and its server; only consuming signs its request parameters.
+        from .provider.app import consume_params  # noqa: PLC0415 -- aiohttp is not a publisher's dependency
 
+        agreement = parse_hex(agreement_id, "agreement_id", 32, error=OceanError)
         ddo = self.resolve(did)
         self.wait_for_access(did, consumer_account, wait)
         folder = Path(destination) / did_to_id(did).hex()
@@ -201,7 +214,7 @@ class OceanAssets:
         else:
             endpoint = ddo.access_service["serviceEndpoint"]
             for i in indexes:
-                params = consume_params(consumer_account, bytes.fromhex(agreement_id[2:]), i)
+                params = consume_params(consumer_account, agreement, i)
                 entry = next((f for f in ddo.files if f.get("index") == i), {})
                 self._download(endpoint, folder / _file_name(entry, i), params)
         return folder
@@ -219,8 +232,7 @@ class OceanAssets:
                     reason = response.text
                 raise OceanError(f"download refused ({response.status_code}): {reason}")
             with open(target, "wb") as out:
-                for chunk in response.iter_content(1 << 20):
-                    out.write(chunk)
+                out.writelines(response.iter_content(1 << 20))
 
 
 def _file_name(entry: dict[str, Any], index: int) -> str:
