@@ -14,31 +14,34 @@ import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from ..crypto.curve import Point, Rng, default_rng
-from ..crypto.hashes import address_of
-from ..crypto.signatures import recover_public
 from ..exceptions import (
     KEY_SERVER_ERRORS,
     ConsensusTemporaryUnreachable,
-    InsufficientRequesterData,
     InternalError,
     InvalidMessage,
-    InvalidSignature,
     KeyServerError,
     NodeDisconnected,
 )
 from ..protocol import messages as m
 from .acl import AccessChecker
 from .audit import Audit, NullAudit
+from .sessions import decryption, generation, negotiation, signing, storing
+from .sessions.base import OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
 from .storage import KeyShare, KeyStorage
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=m.Message)
+#: The result of a public operation (a point, a blob, a shadow result, nothing).
+ResultT = TypeVar("ResultT")
+#: The reply type a request expects.
+ReplyT = TypeVar("ReplyT", bound=m.Message)
+ItemT = TypeVar("ItemT")
+HandlerT = TypeVar("HandlerT")
 
 
 class Net(Protocol):
@@ -53,42 +56,22 @@ class PeerTimeout(NodeDisconnected):
     """A peer did not answer a request in time (reported as NodeDisconnected)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """Who asked: the public key recovered from the signature over the key id, and its address."""
-
-    public: Point
-    address: bytes
-
-    @classmethod
-    def from_signature(cls, signature: bytes, key_id: bytes) -> Requester:
-        try:
-            public = recover_public(signature, key_id)
-        except InvalidSignature as exc:
-            raise InsufficientRequesterData(f"bad signature: {exc}") from exc
-        return cls(public, address_of(public))
+def _dispatch(*tables: Mapping[type[m.Message], HandlerT]) -> Mapping[type[m.Message], HandlerT]:
+    out: dict[type[m.Message], HandlerT] = {}
+    for table in tables:
+        for cls, handler in table.items():
+            if cls in out:
+                raise TypeError(f"two session handlers for {cls.KIND}")
+            out[cls] = handler
+    return MappingProxyType(out)
 
 
-Handler = Callable[["ClusterCore", bytes, Any], Awaitable[m.Message | None]]
 #: Handlers of requests (answered, run as tasks) and of one-way messages (run inline, in order).
-REQUEST_HANDLERS: dict[type[m.Message], Handler] = {}
-ONEWAY_HANDLERS: dict[type[m.Message], Callable[[ClusterCore, bytes, Any], None]] = {}
-
-
-def request_handler(cls: type[T]) -> Callable[[Handler], Handler]:
-    def wrap(fn: Handler) -> Handler:
-        REQUEST_HANDLERS[cls] = fn
-        return fn
-
-    return wrap
-
-
-def oneway_handler(cls: type[T]) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
-        ONEWAY_HANDLERS[cls] = fn
-        return fn
-
-    return wrap
+REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
+    generation.REQUEST_HANDLERS, storing.REQUEST_HANDLERS, negotiation.REQUEST_HANDLERS,
+    decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS,
+)
+ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS)
 
 
 class ClusterCore:
@@ -120,7 +103,7 @@ class ClusterCore:
         self._pending: dict[int, tuple[bytes, asyncio.Future[m.Message]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         #: per-kind session tables, created by the session modules: name -> {session id -> state}
-        self.sessions: dict[str, dict[bytes, Any]] = {}
+        self.sessions: dict[str, dict[bytes, SessionState]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.store_lock = asyncio.Lock()
         # Decrypted key records of recent keys: a SQLite read plus its authenticated decryption
@@ -128,7 +111,6 @@ class ClusterCore:
         # through this object, so the cache cannot go stale.
         self._keys: OrderedDict[bytes, KeyShare] = OrderedDict()
         self.key_cache_size = 4096
-        _load_sessions()
         self.stats = {"requests_in": 0, "requests_out": 0, "errors_out": 0, "invalid_messages": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -141,7 +123,7 @@ class ClusterCore:
             self._reaper.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, *( [self._reaper] if self._reaper else []), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *([self._reaper] if self._reaper else []), return_exceptions=True)
         for _, fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(NodeDisconnected("node is stopping"))
@@ -155,15 +137,13 @@ class ClusterCore:
             now = loop.time()
             for table in self.sessions.values():
                 for sid in [sid for sid, state in table.items() if now - state.created > self.session_timeout * 2]:
-                    expired = table.pop(sid)
-                    cancel = getattr(expired, "expire", None)
-                    if cancel:
-                        cancel()
+                    table.pop(sid).expire()
 
-    def table(self, name: str) -> dict[bytes, Any]:
-        return self.sessions.setdefault(name, {})
+    def table(self, key: TableKey[StateT]) -> dict[bytes, StateT]:
+        # A table is only ever reached through its TableKey, which fixes the type of its entries.
+        return cast("dict[bytes, StateT]", self.sessions.setdefault(key.name, {}))
 
-    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -183,29 +163,31 @@ class ClusterCore:
         if missing:
             raise NodeDisconnected()
 
-    def shuffled(self, nodes: Iterable[bytes]) -> list[bytes]:
-        out = list(nodes)
+    def shuffled(self, items: Iterable[ItemT]) -> list[ItemT]:
+        """``items`` in a uniformly random order (from the system CSPRNG)."""
+        out = list(items)
         self._random.shuffle(out)
         return out
 
     def on_peer_disconnected(self, peer: bytes) -> None:
         """Fail every request waiting on ``peer`` at once, so sessions fail over without waiting."""
-        for rid, (target, fut) in list(self._pending.items()):
+        for target, fut in list(self._pending.values()):
             if target == peer and not fut.done():
                 fut.set_exception(NodeDisconnected())
         for table in self.sessions.values():
             for state in list(table.values()):
-                lost = getattr(state, "peer_lost", None)
-                if lost:
-                    lost(peer)
+                state.peer_lost(peer)
 
     # -- messaging -----------------------------------------------------------------------------
 
     async def send(self, peer: bytes, body: m.Message) -> None:
         await self.net.send(peer, m.encode(m.Envelope(body)))
 
-    async def request(self, peer: bytes, body: m.Message, timeout: float | None = None) -> m.Message:
-        """Send ``body`` to ``peer`` and wait for its reply; a remote error is re-raised here."""
+    async def request(self, peer: bytes, body: m.Message, reply: type[ReplyT], timeout: float | None = None) -> ReplyT:
+        """Send ``body`` to ``peer`` and wait for its reply of type ``reply``.
+
+        A remote error is re-raised here; an answer of another type is the peer's InvalidMessage.
+        """
         rid = next(self._rids)
         fut: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
         self._pending[rid] = (peer, fut)
@@ -213,14 +195,16 @@ class ClusterCore:
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.session_timeout):
                 await self.net.send(peer, m.encode(m.Envelope(body, rid=rid)))
-                reply = await fut
+                answer = await fut
         except TimeoutError as exc:
             raise PeerTimeout() from exc
         finally:
             self._pending.pop(rid, None)
-        if isinstance(reply, m.ErrorReply):
-            raise error_from_reply(reply)
-        return reply
+        if isinstance(answer, m.ErrorReply):
+            raise error_from_reply(answer)
+        if not isinstance(answer, reply):
+            raise InvalidMessage(f"{body.KIND} was answered with {answer.KIND}, not {reply.KIND}")
+        return answer
 
     async def on_message(self, peer: bytes, payload: bytes) -> None:
         """Entry point for every frame a peer sends; never raises."""
@@ -239,7 +223,7 @@ class ClusterCore:
         if envelope.rid is not None:
             handler = REQUEST_HANDLERS.get(type(body))
             if handler is None:
-                await self._reply(peer, envelope.rid, m.ErrorReply("InvalidMessage", None))
+                await self._reply(peer, envelope.rid, m.ErrorReply(error="InvalidMessage", detail=None))
                 return
             self.stats["requests_in"] += 1
             self.spawn(self._serve(handler, peer, envelope.rid, body))
@@ -255,18 +239,18 @@ class ClusterCore:
         except Exception:  # a peer's message must never take the node down
             log.exception("one-way handler for %s failed", body.KIND)
 
-    async def _serve(self, handler: Handler, peer: bytes, rid: int, body: m.Message) -> None:
+    async def _serve(self, handler: RequestHandler, peer: bytes, rid: int, body: m.Message) -> None:
         try:
             reply = await handler(self, peer, body)
             out: m.Message = reply if reply is not None else m.Ack()
         except KeyServerError as exc:
             self.stats["errors_out"] += 1
-            out = m.ErrorReply(exc.parity_name, exc.detail)
+            out = m.ErrorReply(error=exc.parity_name, detail=exc.detail)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("handler for %s failed", body.KIND)
-            out = m.ErrorReply("Internal", "unexpected error while processing the request")
+            out = m.ErrorReply(error="Internal", detail="unexpected error while processing the request")
         await self._reply(peer, rid, out)
 
     async def _reply(self, peer: bytes, rid: int, body: m.Message) -> None:
@@ -293,6 +277,10 @@ class ClusterCore:
             self._remember(key_id, share)
         return share
 
+    async def has_key(self, key_id: bytes) -> bool:
+        """Whether this node stores ``key_id`` (without decrypting the record)."""
+        return key_id in self._keys or await asyncio.to_thread(self.storage.contains, key_id)
+
     async def insert_key(self, key_id: bytes, share: KeyShare) -> None:
         await asyncio.to_thread(self.storage.insert, key_id, share)
         self._remember(key_id, share)
@@ -311,21 +299,22 @@ class ClusterCore:
         """This node's own access decision; a checker that fails counts as a refusal."""
         try:
             return bool(await self.acl.check(requester.address, key_id))
-        except Exception as exc:  # chain unreachable, malformed answer, ...: never an allow
+        except Exception as exc:  # noqa: BLE001 -- whatever breaks in a checker (chain down, a bug) is a refusal, never an allow
+
             log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
             return False
 
     # -- public operations (each bounded by the session timeout) --------------------------------
 
-    async def _bounded(self, coro: Awaitable[T], on_timeout: type[KeyServerError]) -> T:
+    async def _bounded(self, coro: Awaitable[ResultT], on_timeout: type[KeyServerError]) -> ResultT:
         try:
             async with asyncio.timeout(self.session_timeout):
                 return await coro
         except TimeoutError as exc:
             raise on_timeout() from exc
 
-    async def _entry(self, operation: str, key_id: bytes, signature: bytes, run: Callable[[Requester], Awaitable[T]],
-                     on_timeout: type[KeyServerError]) -> T:
+    async def _entry(self, operation: str, key_id: bytes, signature: bytes,
+                     run: Callable[[Requester], Awaitable[ResultT]], on_timeout: type[KeyServerError]) -> ResultT:
         """Run one public operation as the entry node: recover the requester, bound it, audit it."""
         try:
             requester = Requester.from_signature(signature, key_id)
@@ -344,54 +333,41 @@ class ClusterCore:
         self.audit.record(operation, key_id, requester.address, "entry", "ok")
         return result
 
-    def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str, reason: str = "") -> None:
+    def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str,
+                     reason: str = "") -> None:
         self.audit.record(operation, key_id, requester, "member", decision, reason)
 
     async def generate_server_key(self, key_id: bytes, signature: bytes, threshold: int) -> Point:
-        from .sessions import generation
-
         return await self._entry("generate_server_key", key_id, signature,
                                  lambda r: generation.run(self, key_id, r.address, threshold), NodeDisconnected)
 
     async def store_document_key(
         self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point
     ) -> None:
-        from .sessions import storing
-
         await self._entry("store_document_key", key_id, signature,
                           lambda r: storing.run(self, key_id, signature, r, common_point, encrypted_point),
                           NodeDisconnected)
 
     async def generate_document_key(self, key_id: bytes, signature: bytes, threshold: int) -> bytes:
-        from .sessions import storing
-
         return await self._entry("generate_document_key", key_id, signature,
                                  lambda r: storing.generate_and_store(self, key_id, signature, r, threshold),
                                  NodeDisconnected)
 
     async def retrieve_server_key(self, key_id: bytes, signature: bytes) -> Point:
-        from .sessions import negotiation
-
         return await self._entry("retrieve_server_key", key_id, signature,
                                  lambda r: negotiation.server_key(self, key_id, r), ConsensusTemporaryUnreachable)
 
     async def retrieve_document_key(self, key_id: bytes, signature: bytes) -> bytes:
-        from .sessions import decryption
-
         return await self._entry("retrieve_document_key", key_id, signature,
                                  lambda r: decryption.retrieve_plain(self, key_id, signature, r),
                                  ConsensusTemporaryUnreachable)
 
-    async def retrieve_document_key_shadow(self, key_id: bytes, signature: bytes) -> Any:
-        from .sessions import decryption
-
+    async def retrieve_document_key_shadow(self, key_id: bytes, signature: bytes) -> decryption.ShadowResult:
         return await self._entry("retrieve_document_key_shadow", key_id, signature,
                                  lambda r: decryption.retrieve_shadow(self, key_id, signature, r),
                                  ConsensusTemporaryUnreachable)
 
     async def schnorr_sign(self, key_id: bytes, signature: bytes, message_hash: bytes) -> bytes:
-        from .sessions import signing
-
         return await self._entry("schnorr_sign", key_id, signature,
                                  lambda r: signing.run(self, key_id, signature, r, message_hash),
                                  ConsensusTemporaryUnreachable)
@@ -409,19 +385,9 @@ class ClusterCore:
         }
 
 
-def _load_sessions() -> None:
-    # The session modules register their handlers on import; they import this module, so they
-    # are loaded lazily, once, when the first core is built.
-    from .sessions import decryption, generation, negotiation, signing, storing  # noqa: F401
-
-
 def error_from_reply(reply: m.ErrorReply) -> KeyServerError:
     cls = KEY_SERVER_ERRORS.get(reply.error, InternalError)
     if cls.text:
         return cls()
     return cls(reply.detail if reply.detail is not None else reply.error)
 
-
-async def gather_settled(coros: Sequence[Awaitable[T]]) -> list[T | BaseException]:
-    """Await all, returning results and exceptions in order (cancellation still propagates)."""
-    return await asyncio.gather(*coros, return_exceptions=True)

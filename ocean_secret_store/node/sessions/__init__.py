@@ -1,2 +1,3 @@
-"""The cluster's sessions: one module per operation, each with its master-side ``run`` coroutine
-and the request handlers its peers execute (registered with the cluster core on import)."""
+"""The cluster's sessions: one module per operation, each with its master-side coroutines and the
+handlers its peers run, exported as ``REQUEST_HANDLERS`` / ``ONEWAY_HANDLERS`` mappings that the
+cluster core builds its dispatch table from; :mod:`.base` holds what they share."""

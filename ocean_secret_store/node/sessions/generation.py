@@ -21,8 +21,10 @@ Parity's sequential derivation round. No node ever holds the joint secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final
 
 from ...crypto import dkg, sharing
 from ...crypto.curve import N, Point, random_scalar
@@ -30,19 +32,19 @@ from ...crypto.hashes import key_version_hash
 from ...crypto.nums import pedersen_h
 from ...exceptions import (
     DuplicateSessionId,
+    InternalError,
     InvalidMessage,
     InvalidNodeForRequest,
     InvalidShare,
     KeyServerError,
+    NoActiveSessionWithId,
     NodeDisconnected,
     NotEnoughNodesForThreshold,
     ServerKeyAlreadyGenerated,
 )
 from ...protocol import messages as m
-from ..cluster import ClusterCore, gather_settled, oneway_handler, request_handler
 from ..storage import KeyShare, KeyVersion
-
-TABLE = "generation"
+from .base import Core, OnewayHandlers, RequestHandlers, TableKey, gather_settled
 
 
 @dataclass(eq=False, repr=False)
@@ -82,7 +84,10 @@ class GenerationState:
         self.fail(NodeDisconnected())
 
 
-def _validate_init(core: ClusterCore, master: bytes, msg: m.GenInit) -> None:
+TABLE: Final[TableKey[GenerationState]] = TableKey("generation")
+
+
+def _validate_init(core: Core, master: bytes, msg: m.GenInit) -> None:
     nodes = set(msg.id_numbers)
     if core.node_id not in nodes or master not in nodes:
         raise InvalidNodeForRequest()
@@ -92,7 +97,7 @@ def _validate_init(core: ClusterCore, master: bytes, msg: m.GenInit) -> None:
         raise NotEnoughNodesForThreshold()
 
 
-async def _create(core: ClusterCore, master: bytes, msg: m.GenInit) -> GenerationState:
+async def _create(core: Core, master: bytes, msg: m.GenInit) -> GenerationState:
     _validate_init(core, master, msg)
     table = core.table(TABLE)
     if msg.session in table:
@@ -109,7 +114,7 @@ async def _create(core: ClusterCore, master: bytes, msg: m.GenInit) -> Generatio
     )
     table[msg.session] = state
     try:
-        if await asyncio.to_thread(core.storage.contains, msg.session):
+        if await core.has_key(msg.session):
             raise ServerKeyAlreadyGenerated()
     except BaseException:
         table.pop(msg.session, None)
@@ -117,11 +122,9 @@ async def _create(core: ClusterCore, master: bytes, msg: m.GenInit) -> Generatio
     return state
 
 
-def _state_for(core: ClusterCore, sender: bytes, session: bytes, *, from_master: bool) -> GenerationState:
+def _state_for(core: Core, sender: bytes, session: bytes, *, from_master: bool) -> GenerationState:
     state = core.table(TABLE).get(session)
     if state is None:
-        from ...exceptions import NoActiveSessionWithId
-
         raise NoActiveSessionWithId()
     if from_master and sender != state.master:
         raise InvalidNodeForRequest()
@@ -130,13 +133,11 @@ def _state_for(core: ClusterCore, sender: bytes, session: bytes, *, from_master:
     return state
 
 
-@request_handler(m.GenInit)
-async def _on_init(core: ClusterCore, sender: bytes, msg: m.GenInit) -> None:
+async def _on_init(core: Core, sender: bytes, msg: m.GenInit) -> None:
     await _create(core, sender, msg)
 
 
-@oneway_handler(m.GenDealing)
-def _on_dealing(core: ClusterCore, sender: bytes, msg: m.GenDealing) -> None:
+def _on_dealing(core: Core, sender: bytes, msg: m.GenDealing) -> None:
     state = _state_for(core, sender, msg.session, from_master=False)
     if sender in state.dealings:
         state.fail(InvalidMessage("duplicate dealing"))
@@ -146,8 +147,7 @@ def _on_dealing(core: ClusterCore, sender: bytes, msg: m.GenDealing) -> None:
         state.dealings_done.set()
 
 
-@oneway_handler(m.GenPublics)
-def _on_publics(core: ClusterCore, sender: bytes, msg: m.GenPublics) -> None:
+def _on_publics(core: Core, sender: bytes, msg: m.GenPublics) -> None:
     state = _state_for(core, sender, msg.session, from_master=False)
     if sender in state.publics:
         state.fail(InvalidMessage("duplicate public coefficients"))
@@ -163,14 +163,15 @@ async def _wait(state: GenerationState, event: asyncio.Event) -> None:
         raise state.failure
 
 
-async def _deal_and_verify(core: ClusterCore, state: GenerationState) -> Point:
+async def _deal_and_verify(core: Core, state: GenerationState) -> Point:
     """Phase 2 at one node: deal, verify dealings, exchange and verify Feldman commitments."""
     me = core.node_id
     others = [n for n in state.id_numbers if n != me]
     dealing = dkg.deal(state.threshold, state.h, core.rng)
     for node in others:
         secret1, secret2 = dkg.dealing_for(dealing, state.id_numbers[node])
-        await core.send(node, m.GenDealing(state.key_id, secret1, secret2, dealing.commitments))
+        await core.send(node, m.GenDealing(session=state.key_id, secret1=secret1, secret2=secret2,
+                                           commitments=dealing.commitments))
     own1, own2 = dkg.dealing_for(dealing, state.id_numbers[me])
     _on_dealing_local(state, me, (own1, own2, dealing.commitments))
     await _wait(state, state.dealings_done)
@@ -184,7 +185,7 @@ async def _deal_and_verify(core: ClusterCore, state: GenerationState) -> Point:
 
     feldman = sharing.feldman_commitments(dealing.f)
     for node in others:
-        await core.send(node, m.GenPublics(state.key_id, feldman))
+        await core.send(node, m.GenPublics(session=state.key_id, coefficients=feldman))
     state.publics[me] = feldman
     if len(state.publics) == state.participants:
         state.publics_done.set()
@@ -196,7 +197,8 @@ async def _deal_and_verify(core: ClusterCore, state: GenerationState) -> Point:
         try:
             sharing.verify_feldman_share(x_self, state.dealings[dealer][0], coefficients)
         except InvalidShare as exc:
-            raise InvalidMessage(f"share of node 0x{dealer.hex()[:16]}.. does not match its public coefficients") from exc
+            raise InvalidMessage(
+                f"share of node 0x{dealer.hex()[:16]}.. does not match its public coefficients") from exc
     state.share = sum(d[0] for d in state.dealings.values()) % N
     state.public = dkg.joint_public([c[0] for c in state.publics.values()])
     return state.public
@@ -208,11 +210,10 @@ def _on_dealing_local(state: GenerationState, me: bytes, dealing: tuple[int, int
         state.dealings_done.set()
 
 
-@request_handler(m.GenStart)
-async def _on_start(core: ClusterCore, sender: bytes, msg: m.GenStart) -> m.GenReady:
+async def _on_start(core: Core, sender: bytes, msg: m.GenStart) -> m.GenReady:
     state = _state_for(core, sender, msg.session, from_master=True)
     try:
-        return m.GenReady(await _deal_and_verify(core, state))
+        return m.GenReady(public=await _deal_and_verify(core, state))
     except KeyServerError as exc:
         state.fail(exc)
         core.table(TABLE).pop(msg.session, None)
@@ -220,7 +221,8 @@ async def _on_start(core: ClusterCore, sender: bytes, msg: m.GenStart) -> m.GenR
 
 
 def _key_share(state: GenerationState) -> KeyShare:
-    assert state.share is not None and state.public is not None
+    if state.share is None or state.public is None:
+        raise InternalError("a generation was committed before its share was computed")
     version = KeyVersion(
         hash=key_version_hash(state.id_numbers), id_numbers=dict(state.id_numbers), secret_share=state.share
     )
@@ -234,8 +236,7 @@ def _key_share(state: GenerationState) -> KeyShare:
     )
 
 
-@request_handler(m.GenCommit)
-async def _on_commit(core: ClusterCore, sender: bytes, msg: m.GenCommit) -> None:
+async def _on_commit(core: Core, sender: bytes, msg: m.GenCommit) -> None:
     state = _state_for(core, sender, msg.session, from_master=True)
     core.table(TABLE).pop(msg.session, None)
     if state.share is None or state.failure is not None:
@@ -244,24 +245,22 @@ async def _on_commit(core: ClusterCore, sender: bytes, msg: m.GenCommit) -> None
     core.audit_member("generate_server_key", state.key_id, state.author, "ok", "share stored")
 
 
-@oneway_handler(m.GenAbort)
-def _on_abort(core: ClusterCore, sender: bytes, msg: m.GenAbort) -> None:
+def _on_abort(core: Core, sender: bytes, msg: m.GenAbort) -> None:
     state = core.table(TABLE).get(msg.session)
     if state is not None and state.master == sender:
         core.table(TABLE).pop(msg.session, None)
         state.fail(NodeDisconnected())
 
 
-async def _broadcast_abort(core: ClusterCore, key_id: bytes, nodes: tuple[bytes, ...]) -> None:
+async def _broadcast_abort(core: Core, key_id: bytes, nodes: tuple[bytes, ...]) -> None:
     for node in nodes:
-        if node in core.net.connected_peers():
-            try:
-                await core.send(node, m.GenAbort(key_id))
-            except KeyServerError:
-                pass
+        if node in core.connected_others():
+            # Best effort: a node that misses the abort drops the session when it expires.
+            with contextlib.suppress(KeyServerError):
+                await core.send(node, m.GenAbort(session=key_id))
 
 
-def _first_error(results: list[Any]) -> BaseException | None:
+def _first_error(results: Sequence[object]) -> BaseException | None:
     errors = [r for r in results if isinstance(r, BaseException)]
     if not errors:
         return None
@@ -273,7 +272,7 @@ def _first_error(results: list[Any]) -> BaseException | None:
     return errors[0]
 
 
-async def run(core: ClusterCore, key_id: bytes, author: bytes, threshold: int) -> Point:
+async def run(core: Core, key_id: bytes, author: bytes, threshold: int) -> Point:
     """Master side: generate the server key ``key_id`` for ``author`` over every configured node."""
     nodes = core.nodes
     if not 0 <= threshold < len(nodes):
@@ -282,25 +281,29 @@ async def run(core: ClusterCore, key_id: bytes, author: bytes, threshold: int) -
     xs: set[int] = set()
     while len(xs) < len(nodes):
         xs.add(random_scalar(core.rng))
-    id_numbers = dict(zip(nodes, sorted(xs, key=lambda _: core._random.random()), strict=True))
-    init = m.GenInit(key_id, author, threshold, id_numbers)
+    id_numbers = dict(zip(nodes, core.shuffled(xs), strict=True))
+    init = m.GenInit(session=key_id, author=author, threshold=threshold, id_numbers=id_numbers)
     others = core.others
     state = await _create(core, core.node_id, init)
     try:
-        error = _first_error(await gather_settled([core.request(n, init) for n in others]))
+        error = _first_error(await gather_settled([core.request(n, init, m.Ack) for n in others]))
         if error:
             raise error
-        results = await gather_settled(
-            [core.request(n, m.GenStart(key_id)) for n in others] + [_deal_and_verify(core, state)]
+        start = m.GenStart(session=key_id)
+        readies, own = await asyncio.gather(
+            gather_settled([core.request(n, start, m.GenReady) for n in others]),
+            gather_settled([_deal_and_verify(core, state)]),
         )
-        error = _first_error(results)
+        error = _first_error([*readies, *own])
         if error:
             raise error
-        public = results[-1]
-        assert isinstance(public, Point)
-        if any(r.public != public for r in results[:-1]):  # type: ignore[union-attr]
+        public = own[0]
+        if not isinstance(public, Point):  # _first_error saw no exception
+            raise InternalError("generation finished without a public key")
+        if any(isinstance(r, m.GenReady) and r.public != public for r in readies):
             raise InvalidMessage("nodes computed different joint public keys")
-        error = _first_error(await gather_settled([core.request(n, m.GenCommit(key_id)) for n in others]))
+        commit = m.GenCommit(session=key_id)
+        error = _first_error(await gather_settled([core.request(n, commit, m.Ack) for n in others]))
         if error:
             raise error
         await core.insert_key(key_id, _key_share(state))
@@ -312,3 +315,7 @@ async def run(core: ClusterCore, key_id: bytes, author: bytes, threshold: int) -
         raise
     finally:
         core.table(TABLE).pop(key_id, None)
+
+
+REQUEST_HANDLERS: Final[RequestHandlers] = {m.GenInit: _on_init, m.GenStart: _on_start, m.GenCommit: _on_commit}
+ONEWAY_HANDLERS: Final[OnewayHandlers] = {m.GenDealing: _on_dealing, m.GenPublics: _on_publics, m.GenAbort: _on_abort}

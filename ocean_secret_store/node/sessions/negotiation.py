@@ -1,39 +1,80 @@
 """Key metadata across the cluster: what a node that holds no share learns from those that do
-(a lean form of Parity's key version negotiation, protocol.md §6.9), and ``GET /server``."""
+(a lean form of Parity's key version negotiation, protocol.md §6.9), and ``GET /server``.
+
+A holder's answer is checked before it is used: one that claims the key but lacks its author or
+public key, versions or holders counts as that holder's failure, like a holder that does not
+answer, and the next holder's answer is used.
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
 
 from ...crypto.curve import Point
 from ...exceptions import AccessDenied, ServerKeyIsNotFound
 from ...protocol import messages as m
-from ..cluster import ClusterCore, Requester, gather_settled, request_handler
+from .base import Core, Requester, RequestHandlers, gather_settled, settled_by_node
+
+log = logging.getLogger(__name__)
 
 
-@request_handler(m.KeyInfoRequest)
-async def _on_key_info(core: ClusterCore, sender: bytes, msg: m.KeyInfoRequest) -> m.KeyInfo:
+@dataclass(frozen=True, slots=True)
+class KeyMetadata:
+    """The public metadata of a key, as one holder reported it."""
+
+    threshold: int
+    author: bytes
+    public: Point
+    has_document_key: bool
+    versions: tuple[bytes, ...]
+    holders: tuple[bytes, ...]
+
+    @classmethod
+    def from_reply(cls, info: m.KeyInfo) -> KeyMetadata | None:
+        """The metadata in a holder's ``KeyInfo``; None if it claims no share or is inconsistent."""
+        if not info.found:
+            return None
+        if info.author is None or info.public is None or not info.versions or not info.holders:
+            return None
+        if not 0 <= info.threshold < len(info.holders):
+            return None
+        return cls(info.threshold, info.author, info.public, info.has_document_key, info.versions, info.holders)
+
+
+async def _on_key_info(core: Core, sender: bytes, msg: m.KeyInfoRequest) -> m.KeyInfo:
     share = await core.load_key(msg.key_id)
     if share is None:
-        return m.KeyInfo(False, 0, None, None, False, (), ())
-    version = share.last_version
+        return m.KeyInfo(found=False, threshold=0, author=None, public=None, has_document_key=False, versions=(),
+                         holders=())
     return m.KeyInfo(
-        True,
-        share.threshold,
-        share.author,
-        share.public,
-        share.common_point is not None,
-        tuple(v.hash for v in reversed(share.versions))[:32],
-        tuple(sorted(version.id_numbers)),
+        found=True,
+        threshold=share.threshold,
+        author=share.author,
+        public=share.public,
+        has_document_key=share.common_point is not None,
+        versions=tuple(v.hash for v in reversed(share.versions))[:32],
+        holders=tuple(sorted(share.last_version.id_numbers)),
     )
 
 
-async def find_key(core: ClusterCore, key_id: bytes) -> list[tuple[bytes, m.KeyInfo]]:
-    """Ask every connected peer about ``key_id``; returns the holders' answers."""
+async def find_key(core: Core, key_id: bytes) -> list[tuple[bytes, KeyMetadata]]:
+    """Ask every connected peer about ``key_id``; returns the holders' well-formed answers."""
     peers = sorted(core.connected_others())
-    replies = await gather_settled([core.request(p, m.KeyInfoRequest(key_id)) for p in peers])
-    return [(p, r) for p, r in zip(peers, replies, strict=True) if isinstance(r, m.KeyInfo) and r.found]
+    request = m.KeyInfoRequest(key_id=key_id)
+    replies, _ = settled_by_node(peers, await gather_settled([core.request(p, request, m.KeyInfo) for p in peers]))
+    found = []
+    for peer, reply in replies.items():
+        metadata = KeyMetadata.from_reply(reply)
+        if metadata is not None:
+            found.append((peer, metadata))
+        elif reply.found:
+            log.warning("ignoring malformed key metadata from 0x%s..", peer.hex()[:16])
+    return found
 
 
-async def server_key(core: ClusterCore, key_id: bytes, requester: Requester) -> Point:
+async def server_key(core: Core, key_id: bytes, requester: Requester) -> Point:
     """``GET /server/{key}/{sig}``: the server public key, for the key's author only (no ACL call)."""
     share = await core.load_key(key_id)
     if share is not None:
@@ -42,9 +83,11 @@ async def server_key(core: ClusterCore, key_id: bytes, requester: Requester) -> 
         found = await find_key(core, key_id)
         if not found:
             raise ServerKeyIsNotFound()
-        info = found[0][1]
-        assert info.author is not None and info.public is not None
-        author, public = info.author, info.public
+        metadata = found[0][1]
+        author, public = metadata.author, metadata.public
     if author != requester.address:
         raise AccessDenied()
     return public
+
+
+REQUEST_HANDLERS: Final[RequestHandlers] = {m.KeyInfoRequest: _on_key_info}

@@ -11,7 +11,9 @@ challenges. The combined signature is verified against the server key before it 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
+from typing import Final
 
 from ...crypto import ecies, schnorr
 from ...crypto.curve import N, Point, point_sum, random_scalar
@@ -22,15 +24,15 @@ from ...exceptions import (
     InvalidMessage,
     InvalidNodeForRequest,
     InvalidSignature,
+    KeyServerError,
     NoActiveSessionWithId,
     ServerKeyIsNotFound,
 )
 from ...protocol import messages as m
-from ..cluster import ClusterCore, Requester, gather_settled, request_handler
 from ..storage import KeyShare, KeyVersion
-from .decryption import replace_failed, unreachable
+from .base import Core, Group, Requester, RequestHandlers, TableKey, gather_settled, settled_by_node
 
-TABLE = "schnorr"
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False, repr=False)
@@ -43,9 +45,17 @@ class NonceState:
     created: float
     nonce: int
 
+    def expire(self) -> None:
+        return None  # nobody waits on a nonce; dropping it is all there is to do
 
-@request_handler(m.SchnorrNonceRequest)
-async def _on_nonce(core: ClusterCore, sender: bytes, msg: m.SchnorrNonceRequest) -> m.SchnorrNonceReply:
+    def peer_lost(self, peer: bytes) -> None:
+        return None  # the master asks again or not at all; the nonce expires with the table
+
+
+TABLE: Final[TableKey[NonceState]] = TableKey("schnorr")
+
+
+async def _on_nonce(core: Core, sender: bytes, msg: m.SchnorrNonceRequest) -> m.SchnorrNonceReply:
     share = await core.load_key(msg.key_id)
     if share is None:
         raise ServerKeyIsNotFound()
@@ -60,18 +70,19 @@ async def _on_nonce(core: ClusterCore, sender: bytes, msg: m.SchnorrNonceRequest
     if msg.session in table:
         raise InvalidMessage("signing session id reused")
     nonce = random_scalar(core.rng)
-    table[msg.session] = NonceState(sender, msg.key_id, msg.version, asyncio.get_running_loop().time(), nonce)
-    return m.SchnorrNonceReply(Point.generator_mul(nonce))
+    table[msg.session] = NonceState(master=sender, key_id=msg.key_id, version=msg.version,
+                                    created=asyncio.get_running_loop().time(), nonce=nonce)
+    return m.SchnorrNonceReply(nonce_public=Point.generator_mul(nonce))
 
 
-def _partial(core: ClusterCore, share: KeyShare, version: KeyVersion, group: tuple[bytes, ...], nonce: int, challenge: int) -> int:
+def _partial(core: Core, share: KeyShare, version: KeyVersion, group: tuple[bytes, ...], nonce: int,
+             challenge: int) -> int:
     x_self = version.id_numbers[core.node_id]
     x_others = [version.id_numbers[n] for n in group if n != core.node_id]
     return schnorr.partial_signature(share.threshold, nonce, version.secret_share, x_self, x_others, challenge)
 
 
-@request_handler(m.SchnorrPartialRequest)
-async def _on_partial(core: ClusterCore, sender: bytes, msg: m.SchnorrPartialRequest) -> m.SchnorrPartialReply:
+async def _on_partial(core: Core, sender: bytes, msg: m.SchnorrPartialRequest) -> m.SchnorrPartialReply:
     state = core.table(TABLE).pop(msg.session, None)  # single use, whatever happens next
     if state is None:
         raise NoActiveSessionWithId()
@@ -87,17 +98,16 @@ async def _on_partial(core: ClusterCore, sender: bytes, msg: m.SchnorrPartialReq
     if (len(group) != share.threshold + 1 or len(set(group)) != len(group) or core.node_id not in group
             or sender not in group or any(n not in version.id_numbers for n in group)):
         raise InvalidNodeForRequest()
-    return m.SchnorrPartialReply(_partial(core, share, version, group, state.nonce, msg.challenge))
+    return m.SchnorrPartialReply(partial=_partial(core, share, version, group, state.nonce, msg.challenge))
 
 
-@request_handler(m.SchnorrCancel)
-async def _on_cancel(core: ClusterCore, sender: bytes, msg: m.SchnorrCancel) -> None:
+async def _on_cancel(core: Core, sender: bytes, msg: m.SchnorrCancel) -> None:
     state = core.table(TABLE).get(msg.session)
     if state is not None and state.master == sender:
         core.table(TABLE).pop(msg.session, None)
 
 
-async def run(core: ClusterCore, key_id: bytes, signature: bytes, requester: Requester, message_hash: bytes) -> bytes:
+async def run(core: Core, key_id: bytes, signature: bytes, requester: Requester, message_hash: bytes) -> bytes:
     """``GET /schnorr/{key}/{sig}/{hash}``: returns ECIES(Q, c || s)."""
     share = await core.load_key(key_id)
     if share is None:
@@ -105,49 +115,47 @@ async def run(core: ClusterCore, key_id: bytes, signature: bytes, requester: Req
     if not await core.allowed(requester, key_id):
         raise ConsensusUnreachable()
     version = share.last_version
-    t = share.threshold
-    candidates = core.shuffled(n for n in version.id_numbers if n != core.node_id and n in core.connected_others())
-    if len(candidates) < t:
-        raise unreachable(len(version.id_numbers), t, 0, 0)
-    chosen, spares = candidates[:t], candidates[t:]
+    members = Group.pick(core, version.id_numbers, share.threshold)
     attempt_timeout = max(core.session_timeout / 4, 0.05)
-    fatal = rejects = 0
     while True:
+        chosen = list(members.chosen)
         session = core.rng(32)
         group = tuple(sorted([core.node_id, *chosen]))
-        nonce_request = m.SchnorrNonceRequest(session, key_id, signature, version.hash, message_hash)
-        replies = await gather_settled([core.request(n, nonce_request, attempt_timeout) for n in chosen])
-        failed = {n for n, r in zip(chosen, replies, strict=True) if not isinstance(r, m.SchnorrNonceReply)}
-        for n, r in zip(chosen, replies, strict=True):
-            if n in failed:
-                rejects += 1
-                fatal += isinstance(r, AccessDenied)
-        if not failed:
+        nonce_request = m.SchnorrNonceRequest(session=session, key_id=key_id, signature=signature,
+                                              version=version.hash, message_hash=message_hash)
+        nonces, failures = settled_by_node(chosen, await gather_settled(
+            [core.request(n, nonce_request, m.SchnorrNonceReply, attempt_timeout) for n in chosen]))
+        if not failures:
             own_nonce = random_scalar(core.rng)
-            nonce_public = Point.generator_mul(own_nonce)
-            nonce_public = point_sum([nonce_public, *(r.nonce_public for r in replies)])  # type: ignore[union-attr]
+            nonce_public = point_sum([Point.generator_mul(own_nonce), *(r.nonce_public for r in nonces.values())])
             challenge = schnorr.challenge(message_hash, nonce_public)
-            partial_request = m.SchnorrPartialRequest(session, group, challenge)
-            partials = await gather_settled([core.request(n, partial_request, attempt_timeout) for n in chosen])
-            failed = {n for n, r in zip(chosen, partials, strict=True) if not isinstance(r, m.SchnorrPartialReply)}
-            if not failed:
+            partial_request = m.SchnorrPartialRequest(session=session, group=group, challenge=challenge)
+            partials, failures = settled_by_node(chosen, await gather_settled(
+                [core.request(n, partial_request, m.SchnorrPartialReply, attempt_timeout) for n in chosen]))
+            if not failures:
                 own = _partial(core, share, version, group, own_nonce, challenge)
-                s = (own + sum(r.partial for r in partials)) % N  # type: ignore[union-attr]
+                s = (own + sum(r.partial for r in partials.values())) % N
                 try:
                     schnorr.verify(share.public, (challenge, s), message_hash)
                 except InvalidSignature as exc:
                     raise InternalError("combined Schnorr signature does not verify") from exc
                 return ecies.encrypt(requester.public, schnorr.signature_bytes(challenge, s), rng=core.rng)
-            rejects += len(failed)
         # Forget the nonces of this attempt everywhere; a new attempt draws new ones.
         for n in chosen:
-            if n not in failed:
+            if n not in failures:
                 core.spawn(_cancel(core, n, session))
-        chosen, spares = replace_failed(core, chosen, failed, spares, t, len(version.id_numbers), fatal, rejects)
+        members.replace(core, failures)
 
 
-async def _cancel(core: ClusterCore, node: bytes, session: bytes) -> None:
+async def _cancel(core: Core, node: bytes, session: bytes) -> None:
     try:
-        await core.request(node, m.SchnorrCancel(session), timeout=1.0)
-    except Exception:  # best effort: the nonce also expires with the session table
-        pass
+        await core.request(node, m.SchnorrCancel(session=session), m.Ack, timeout=1.0)
+    except KeyServerError as exc:  # best effort: the nonce also expires with the session table
+        log.debug("cancelling a signing nonce at 0x%s.. failed: %s", node.hex()[:16], exc)
+
+
+REQUEST_HANDLERS: Final[RequestHandlers] = {
+    m.SchnorrNonceRequest: _on_nonce,
+    m.SchnorrPartialRequest: _on_partial,
+    m.SchnorrCancel: _on_cancel,
+}

@@ -8,13 +8,17 @@ a key id nobody holds succeeds and stores nothing.
 
 from __future__ import annotations
 
+from typing import Final
+
 from ...crypto import document, ecies
 from ...crypto.curve import Point
 from ...exceptions import AccessDenied, DocumentKeyAlreadyStored, KeyServerError
 from ...protocol import messages as m
-from ..cluster import ClusterCore, Requester, gather_settled, request_handler
+from . import generation
+from .base import Core, Requester, RequestHandlers, gather_settled
 
-async def _store_locally(core: ClusterCore, key_id: bytes, requester: Requester, common: Point, encrypted: Point) -> None:
+
+async def _store_locally(core: Core, key_id: bytes, requester: Requester, common: Point, encrypted: Point) -> None:
     # Check-then-write must not interleave with another store on this node (stores are rare).
     async with core.store_lock:
         share = await core.load_key(key_id)
@@ -27,8 +31,7 @@ async def _store_locally(core: ClusterCore, key_id: bytes, requester: Requester,
         await core.update_key(key_id, share.with_document_key(common, encrypted))
 
 
-@request_handler(m.StoreRequest)
-async def _on_store(core: ClusterCore, sender: bytes, msg: m.StoreRequest) -> None:
+async def _on_store(core: Core, sender: bytes, msg: m.StoreRequest) -> None:
     requester = Requester.from_signature(msg.signature, msg.key_id)
     try:
         await _store_locally(core, msg.key_id, requester, msg.common_point, msg.encrypted_point)
@@ -39,7 +42,7 @@ async def _on_store(core: ClusterCore, sender: bytes, msg: m.StoreRequest) -> No
 
 
 async def run(
-    core: ClusterCore, key_id: bytes, signature: bytes, requester: Requester, common: Point, encrypted: Point
+    core: Core, key_id: bytes, signature: bytes, requester: Requester, common: Point, encrypted: Point
 ) -> None:
     share = await core.load_key(key_id)
     if share is not None:
@@ -48,10 +51,11 @@ async def run(
         if share.common_point is not None:
             raise DocumentKeyAlreadyStored()
     core.require_all_connected()
-    request = m.StoreRequest(key_id, signature, common, encrypted)
-    results = await gather_settled([core.request(n, request) for n in core.others])
+    request = m.StoreRequest(key_id=key_id, signature=signature, common_point=common, encrypted_point=encrypted)
+    results = await gather_settled([core.request(n, request, m.Ack) for n in core.others])
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
+        # The most telling error wins: a refusal explains the others.
         for preferred in (AccessDenied, DocumentKeyAlreadyStored, KeyServerError):
             for err in errors:
                 if isinstance(err, preferred):
@@ -61,12 +65,13 @@ async def run(
 
 
 async def generate_and_store(
-    core: ClusterCore, key_id: bytes, signature: bytes, requester: Requester, threshold: int
+    core: Core, key_id: bytes, signature: bytes, requester: Requester, threshold: int
 ) -> bytes:
     """Endpoint 3: generate the server key, then a document key for it; returns ECIES(Q, M)."""
-    from . import generation
-
     public = await generation.run(core, key_id, requester.address, threshold)
     document_key, common, encrypted = document.generate_document_key(public, core.rng)
     await run(core, key_id, signature, requester, common, encrypted)
     return ecies.encrypt(requester.public, document_key.to_bytes(), rng=core.rng)
+
+
+REQUEST_HANDLERS: Final[RequestHandlers] = {m.StoreRequest: _on_store}

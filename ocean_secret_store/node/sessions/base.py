@@ -1,0 +1,193 @@
+"""What the sessions share: the services they need from the cluster core (a Protocol, so that no
+session imports :mod:`ocean_secret_store.node.cluster`), the shape of a session table entry, the
+requester, and the group bookkeeping of the consensus sessions (decryption, signing).
+
+Each session module exports its handlers as module constants (``REQUEST_HANDLERS``, and
+``ONEWAY_HANDLERS`` where it has one-way messages); the cluster core imports the session modules
+and builds its dispatch table from them. Nothing is registered by importing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from ...crypto.curve import Point, Rng
+from ...crypto.hashes import address_of
+from ...crypto.signatures import recover_public
+from ...exceptions import (
+    AccessDenied,
+    ConsensusTemporaryUnreachable,
+    ConsensusUnreachable,
+    InsufficientRequesterData,
+    InvalidSignature,
+    KeyServerError,
+)
+from ...protocol import messages as m
+from ..storage import KeyShare
+
+T = TypeVar("T")
+ReplyT = TypeVar("ReplyT", bound=m.Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked: the public key recovered from the signature over the key id, and its address."""
+
+    public: Point
+    address: bytes
+
+    @classmethod
+    def from_signature(cls, signature: bytes, key_id: bytes) -> Requester:
+        try:
+            public = recover_public(signature, key_id)
+        except InvalidSignature as exc:
+            raise InsufficientRequesterData(f"bad signature: {exc}") from exc
+        return cls(public, address_of(public))
+
+
+class SessionState(Protocol):
+    """An entry of a session table, as the core sees it."""
+
+    #: event-loop time of creation; the core drops entries older than twice the session timeout
+    created: float
+
+    def expire(self) -> None:
+        """The entry was dropped for its age: wake up whoever waits on it."""
+
+    def peer_lost(self, peer: bytes) -> None:
+        """``peer`` disconnected: fail at once if the session needs it."""
+
+
+StateT = TypeVar("StateT", bound=SessionState)
+
+
+@dataclass(frozen=True, slots=True)
+class TableKey(Generic[StateT]):
+    """Names one session table and fixes the type of its entries (``core.table(key)``)."""
+
+    name: str
+
+
+class Core(Protocol):
+    """The services of the cluster core that sessions use (implemented by ``ClusterCore``)."""
+
+    @property
+    def node_id(self) -> bytes: ...
+
+    @property
+    def nodes(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def others(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def rng(self) -> Rng: ...
+
+    @property
+    def session_timeout(self) -> float: ...
+
+    @property
+    def store_lock(self) -> asyncio.Lock: ...
+
+    def connected_others(self) -> frozenset[bytes]: ...
+
+    def require_all_connected(self) -> None: ...
+
+    def shuffled(self, items: Iterable[T]) -> list[T]:
+        """``items`` in a uniformly random order (from the system CSPRNG)."""
+        ...
+
+    def table(self, key: TableKey[StateT]) -> dict[bytes, StateT]: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    async def send(self, peer: bytes, body: m.Message) -> None: ...
+
+    async def request(self, peer: bytes, body: m.Message, reply: type[ReplyT], timeout: float | None = None) -> ReplyT:
+        """Ask ``peer``; its error is raised here, and so is InvalidMessage for an answer of another type."""
+        ...
+
+    async def load_key(self, key_id: bytes) -> KeyShare | None: ...
+
+    async def has_key(self, key_id: bytes) -> bool: ...
+
+    async def insert_key(self, key_id: bytes, share: KeyShare) -> None: ...
+
+    async def update_key(self, key_id: bytes, share: KeyShare) -> None: ...
+
+    async def allowed(self, requester: Requester, key_id: bytes) -> bool: ...
+
+    def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str,
+                     reason: str = "") -> None: ...
+
+
+#: A request handler: (core, sender, message) -> the reply, or None for a plain Ack.
+RequestHandler = Callable[[Core, bytes, Any], Awaitable[m.Message | None]]
+#: A one-way handler, run inline in arrival order.
+OnewayHandler = Callable[[Core, bytes, Any], None]
+RequestHandlers = Mapping[type[m.Message], RequestHandler]
+OnewayHandlers = Mapping[type[m.Message], OnewayHandler]
+
+
+async def gather_settled(coros: Sequence[Awaitable[T]]) -> list[T | BaseException]:
+    """Await all, returning results and exceptions in order (cancellation still propagates)."""
+    return await asyncio.gather(*coros, return_exceptions=True)
+
+
+def settled_by_node(
+    nodes: Sequence[bytes], results: Sequence[T | BaseException]
+) -> tuple[dict[bytes, T], dict[bytes, BaseException]]:
+    """Split the settled results of one request per node into the answers and the failures."""
+    answers: dict[bytes, T] = {}
+    failures: dict[bytes, BaseException] = {}
+    for node, result in zip(nodes, results, strict=True):
+        if isinstance(result, BaseException):
+            failures[node] = result
+        else:
+            answers[node] = result
+    return answers, failures
+
+
+def unreachable(total_holders: int, threshold: int, fatal: int, rejects: int) -> KeyServerError:
+    """Parity's choice between a lasting and a temporary consensus failure (protocol.md §6.10)."""
+    if total_holders < threshold + 1 or (rejects and fatal * 2 >= rejects):
+        return ConsensusUnreachable()
+    return ConsensusTemporaryUnreachable()
+
+
+@dataclass(slots=True)
+class Group:
+    """The ``t`` other members of a consensus group, the spares that may replace them, and the
+    tally of refusals Parity's consensus error is chosen from."""
+
+    chosen: list[bytes]
+    spares: list[bytes]
+    threshold: int
+    holders: int
+    fatal: int = 0
+    rejects: int = 0
+
+    @classmethod
+    def pick(cls, core: Core, holders: Iterable[bytes], threshold: int) -> Group:
+        """``threshold`` connected holders at random (this node excluded), the rest as spares."""
+        holders = list(holders)
+        candidates = core.shuffled(n for n in holders if n != core.node_id and n in core.connected_others())
+        if len(candidates) < threshold:
+            raise unreachable(len(holders), threshold, 0, 0)
+        return cls(candidates[:threshold], candidates[threshold:], threshold, len(holders))
+
+    def replace(self, core: Core, failures: Mapping[bytes, BaseException]) -> None:
+        """Drop the members that failed and top up from spares still connected; or raise Parity's
+        consensus error when too few remain. An AccessDenied counts as a lasting refusal."""
+        self.rejects += len(failures)
+        self.fatal += sum(isinstance(err, AccessDenied) for err in failures.values())
+        self.chosen = [n for n in self.chosen if n not in failures]
+        connected = core.connected_others()
+        self.spares = [n for n in self.spares if n in connected]
+        while len(self.chosen) < self.threshold and self.spares:
+            self.chosen.append(self.spares.pop(0))
+        if len(self.chosen) < self.threshold:
+            raise unreachable(self.holders, self.threshold, self.fatal, self.rejects)
