@@ -1,0 +1,517 @@
+"""The docs stay true: every command and snippet that README.md and docs/*.md give a user is run.
+
+What counts as a snippet: the fenced code blocks (```` ``` ````) of README.md and docs/*.md, told
+apart by their info string (the word after the opening fence):
+
+* none, ``sh``, ``shell``, ``bash``, ``console``: shell. Every line that is not blank and not a
+  ``#`` comment is one command; its key is the command without a trailing ``# comment``;
+* ``python``, ``py``: one Python snippet, run as a whole;
+* ``toml``, ``ini``: a config file, parsed and used by the test of the snippet it belongs to.
+
+Any other info string fails the test (decide how to check it first). Inline code in prose
+(`` `make lint` ``) is not a snippet. Python, TOML and INI blocks are keyed ``doc:first line``.
+
+Every snippet found is either in ``RUN_BY`` (the test or fixture here that runs it) or in
+``EXEMPT`` with the reason; a snippet in neither, or a table entry the docs no longer have, fails
+``test_every_snippet_is_run_or_exempted``, so a new block cannot be skipped silently. A runner
+takes the snippet's text from the docs (``snippet(key)``), never a copy, and fills placeholders
+only through ``fill()``: each substitution names its placeholder, which must be present, and
+says why.
+
+Shell commands run with ``bash -c`` in a temporary working directory, against one devnet that
+the README's own ``devnet up`` command starts for the module and its ``devnet down`` stops. One-shot
+commands must exit 0; a server command (``node``, ``rpc``, ``provider``) must answer a request,
+then exit 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import tomllib
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+VENV_BIN = ROOT / ".venv" / "bin"
+
+SHELL_INFO = frozenset({"", "sh", "shell", "bash", "console"})
+PYTHON_INFO = frozenset({"python", "py"})
+DATA_INFO = frozenset({"toml", "ini"})
+
+# -- the snippets -----------------------------------------------------------------------------
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    doc: str  # path relative to the checkout
+    line: int  # 1-based line of the command, or of the block's first line
+    kind: str  # "shell", "python", "toml" or "ini"
+    key: str
+    text: str
+
+
+class MalformedFence(Exception):
+    """A fence that CommonMark would not close the way the author meant."""
+
+
+def parse_blocks(text: str, doc: str) -> list[tuple[int, str, str]]:
+    """``(first line, info string, content)`` of every fenced block, CommonMark's rules.
+
+    Hand-written (no Markdown parser is among the dependencies): a fence is three or more
+    backticks or tildes; a block closes at a fence of the same character at least as long with
+    nothing after it. A line inside a block that starts like the closing fence but has text after
+    it is refused: that is how the README once swallowed a paragraph into a code block.
+    """
+    blocks: list[tuple[int, str, str]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        fence, info, start = match.group(1), match.group(2).strip(), i + 1
+        body: list[str] = []
+        i += 1
+        while True:
+            if i >= len(lines):
+                raise MalformedFence(f"{doc}:{start}: code block never closed")
+            close = FENCE.match(lines[i])
+            if close and close.group(1)[0] == fence[0] and len(close.group(1)) >= len(fence):
+                if close.group(2).strip():
+                    raise MalformedFence(f"{doc}:{i + 1}: text after a closing fence: {lines[i]!r}")
+                break
+            body.append(lines[i])
+            i += 1
+        blocks.append((start + 1, info.split()[0] if info else "", "\n".join(body) + "\n"))
+        i += 1
+    return blocks
+
+
+def snippets_of(path: Path) -> list[Snippet]:
+    return snippets_in(path.read_text(), str(path.relative_to(ROOT)))
+
+
+def snippets_in(text: str, doc: str) -> list[Snippet]:
+    out = []
+    for first, info, content in parse_blocks(text, doc):
+        if info in SHELL_INFO:
+            for offset, line in enumerate(content.splitlines()):
+                if line.strip() and not line.lstrip().startswith("#"):
+                    key = " ".join(shlex.split(line, comments=True))
+                    out.append(Snippet(doc, first + offset, "shell", key, line.strip()))
+        elif info in PYTHON_INFO or info in DATA_INFO:
+            head = next(line for line in content.splitlines() if line.strip())
+            kind = "python" if info in PYTHON_INFO else info
+            out.append(Snippet(doc, first, kind, f"{doc}:{head.strip()}", content))
+        else:
+            raise MalformedFence(f"{doc}:{first - 1}: info string {info!r}: say in test_docs.py how to check it")
+    return out
+
+
+@functools.cache
+def all_snippets() -> dict[str, Snippet]:
+    found: dict[str, Snippet] = {}
+    for path in DOCS:
+        for item in snippets_of(path):
+            if item.key in found:
+                other = found[item.key]
+                raise MalformedFence(f"{item.doc}:{item.line} repeats {other.doc}:{other.line}: {item.key!r}")
+            found[item.key] = item
+    return found
+
+
+def snippet(key: str) -> Snippet:
+    found = all_snippets().get(key)
+    if found is None:
+        pytest.fail(f"the docs no longer have {key!r}: update RUN_BY/EXEMPT and the test that ran it")
+    return found
+
+
+def fill(key: str, *substitutions: tuple[str, str]) -> str:
+    """The snippet's text with each placeholder replaced; a placeholder that is absent fails."""
+    text = snippet(key).text
+    for placeholder, value in substitutions:
+        if placeholder not in text:
+            pytest.fail(f"placeholder {placeholder!r} is not in {key!r}: the substitution is stale")
+        text = text.replace(placeholder, value)
+    return text
+
+
+# The commands say `.venv/bin/...` and `bench/...` relative to the checkout; they run here in a
+# temporary directory (so the devnet's state and the files they write land there), so the
+# checkout's own venv and benches are named by absolute path.
+VENV = (".venv/bin/", f"{VENV_BIN}/")
+BENCH = ("bench/", f"{ROOT}/bench/")
+
+# -- what runs each snippet, and what is exempt -----------------------------------------------
+
+CLI = ".venv/bin/ocean-secret-store"
+DEVNET_UP = f"{CLI} devnet up --nodes 5 --state-dir .devnet"
+DEVNET_STATUS = f"{CLI} devnet status --state-dir .devnet"
+DEVNET_DOWN = f"{CLI} devnet down --state-dir .devnet"
+NODE = f"{CLI} node --config node.toml"
+ENCRYPT = (f"{CLI} encrypt --did did:op:... --devnet .devnet --key-env MY_KEY --threshold 2 --in data.csv "
+           "--out data.enc")
+DECRYPT = f"{CLI} decrypt --did did:op:... --devnet .devnet --key-env MY_KEY --in data.enc > data.csv"
+RPC = f"{CLI} rpc --keystore DIR --listen 127.0.0.1:8545 --chain-url URL"
+PROVIDER = f"{CLI} provider --config ocean.ini"
+BENCH_CRYPTO = ".venv/bin/python bench/crypto.py"
+BENCH_CLUSTER = ".venv/bin/python bench/cluster.py"
+BENCH_CLUSTER_10 = ".venv/bin/python bench/cluster.py --nodes 10 --threshold 4"
+BENCH_FUZZ = ".venv/bin/python bench/fuzz.py --seconds 60"
+BENCH_FAULTS = ".venv/bin/python bench/faults.py --rounds 1000 --seed 1"
+README_PIPELINE = "README.md:from ocean_secret_store import Ocean, SecretStoreClient"
+HOOK_ENCRYPTOR = "docs/hooks.md:# my_vault/ocean_plugin.py"
+HOOK_BACKEND = "docs/hooks.md:# my_vault/ocean_plugin.py (continued)"
+HOOK_ENTRY_POINT = "docs/hooks.md:# my_vault's pyproject.toml"
+HOOK_HOST_INI = "docs/hooks.md:; the host's config"
+HOOK_PROVIDER_INI = "docs/hooks.md:; the provider's config"
+
+#: Snippet key -> the test (or fixture) of this module that runs it.
+RUN_BY: dict[str, str] = {
+    DEVNET_UP: "devnet",
+    DEVNET_STATUS: "test_devnet_status",
+    ENCRYPT: "test_encrypt_and_decrypt",
+    DECRYPT: "test_encrypt_and_decrypt",
+    NODE: "test_node_command",
+    RPC: "test_rpc_command",
+    PROVIDER: "test_provider_command",
+    README_PIPELINE: "test_readme_pipeline_snippet",
+    BENCH_CRYPTO: "test_benches_quick",
+    BENCH_CLUSTER: "test_benches_quick",
+    BENCH_CLUSTER_10: "test_benches_quick",
+    BENCH_FUZZ: "test_benches_quick",
+    HOOK_ENCRYPTOR: "test_hooks_plugin_example",
+    HOOK_BACKEND: "test_hooks_plugin_example",
+    HOOK_ENTRY_POINT: "test_hooks_plugin_example",
+    HOOK_HOST_INI: "test_hooks_plugin_example",
+    HOOK_PROVIDER_INI: "test_hooks_plugin_example",
+    DEVNET_DOWN: "test_devnet_down",
+}
+
+#: Snippet key -> why it is not run here.
+EXEMPT: dict[str, str] = {
+    "make demo": "runs `python -m ocean_secret_store.cli demo`, i.e. demo.run_demo() after `make setup`; "
+    "tests/test_demo.py::test_cluster_demo_end_to_end runs the same run_demo on its own devnet, and a second "
+    "demo devnet here would only double the time",
+    "make test": "recursion: `make test` runs this test",
+    BENCH_FAULTS: "a fault campaign SIGKILLs and SIGSTOPs key servers of its own devnet; "
+    "tests/integration/test_faults.py already runs a short campaign (10 rounds, 4 nodes) of this same script",
+}
+
+
+def test_every_snippet_is_run_or_exempted() -> None:
+    found = set(all_snippets())
+    assert not set(RUN_BY) & set(EXEMPT), "a snippet is both run and exempt"
+    unhandled = sorted(found - set(RUN_BY) - set(EXEMPT))
+    assert not unhandled, "snippets in the docs that no test runs and no exemption names:\n" + "\n".join(
+        f"  {all_snippets()[k].doc}:{all_snippets()[k].line}: {k}" for k in unhandled)
+    stale = sorted((set(RUN_BY) | set(EXEMPT)) - found)
+    assert not stale, f"RUN_BY/EXEMPT name snippets the docs no longer have: {stale}"
+    missing = sorted({name for name in RUN_BY.values() if not callable(globals().get(name))})
+    assert not missing, f"RUN_BY names runners that do not exist: {missing}"
+    assert all(reason.strip() for reason in EXEMPT.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("```\nmake demo\n``` More prose.\n", "text after a closing fence"),
+        ("```\nmake demo\n", "never closed"),
+        ("```yaml\na: 1\n```\n", "info string 'yaml'"),
+    ],
+)
+def test_malformed_fences_are_refused(text: str, problem: str) -> None:
+    # The README once closed a block with "``` Node configs ...", which CommonMark does not
+    # accept as a closing fence: the paragraph became code. The parser refuses such a line.
+    with pytest.raises(MalformedFence, match=problem):
+        snippets_in(text, "t.md")
+
+
+def test_shell_lines_become_commands_without_their_comments() -> None:
+    parsed = parse_blocks("text\n```bash\n# a comment\nmake x   # why\n\n```\n", "t.md")
+    assert parsed == [(3, "bash", "# a comment\nmake x   # why\n\n")]
+    assert snippet(DEVNET_UP).text.endswith("# chain, contracts, key servers, RPC, provider")
+
+
+# -- running commands -------------------------------------------------------------------------
+
+
+def sh(command: str, cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def expect_ok(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 0, f"exit {out.returncode}\nstdout: {out.stdout[-3000:]}\nstderr: {out.stderr[-3000:]}"
+    return out.stdout
+
+
+def serve(command: str, cwd: Path, env: dict[str, str], ready: Callable[[], bool], timeout: float = 60) -> None:
+    """Start a server command, wait until ``ready()``, stop it with SIGTERM and expect exit 0."""
+    log = cwd / f"serve-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        # exec: bash becomes the server, so SIGTERM reaches it and its exit code is ours.
+        proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=cwd, env=env, stdout=out, stderr=out,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{command!r} never became ready (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"{command!r} did not stop on SIGTERM:\n{log.read_text()[-3000:]}")
+    assert code == 0, f"{command!r} exited {code} on SIGTERM:\n{log.read_text()[-3000:]}"
+
+
+def answers(method: str, url: str, **kwargs: Any) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            return requests.request(method, url, timeout=2, **kwargs).status_code == 200
+        except requests.RequestException:
+            return False
+
+    return probe
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Devnet:
+    work: Path  # the working directory of every command
+    state: dict[str, Any]
+    env: dict[str, str]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.work / ".devnet"
+
+    def key(self, role: str) -> str:
+        return str(self.state["accounts"][role]["private_key"])
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """The README's `devnet up`, run in a temporary directory; stopped at the end in any case."""
+    from ocean_secret_store import devnet as devnet_module
+
+    work = tmp_path_factory.mktemp("docs")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OCEAN_DISABLED_PLUGINS", None)
+    expect_ok(sh(fill(DEVNET_UP, VENV), work, env))
+    state = json.loads((work / ".devnet" / "devnet.json").read_text())
+    # MY_KEY: the README's account variable; the devnet's funded publisher account is the one
+    # whose DIDs the ACL contract lets it read.
+    env["MY_KEY"] = state["accounts"]["publisher"]["private_key"]
+    try:
+        yield Devnet(work, state, env)
+    finally:
+        if (work / ".devnet" / "devnet.json").exists():
+            devnet_module.down(work / ".devnet")  # a no-op after test_devnet_down
+
+
+@pytest.mark.integration
+def test_devnet_status(devnet: Devnet) -> None:
+    out = expect_ok(sh(fill(DEVNET_STATUS, VENV), devnet.work, devnet.env))
+    for node in devnet.state["nodes"]:
+        assert node["http_url"] in out
+
+
+@pytest.mark.integration
+def test_encrypt_and_decrypt(devnet: Devnet) -> None:
+    from eth_account import Account
+
+    from ocean_secret_store.chain.keeper import Keeper
+
+    # did:op:... -> a DID the test registers on chain as the MY_KEY account: its owner passes the
+    # ACL contract's check on decryption, and no server key exists for it yet (encrypt makes one).
+    did_id = os.urandom(32)
+    Keeper(devnet.state["chain_url"], devnet.state["contracts"]).register_did(
+        Account.from_key(devnet.key("publisher")), did_id)
+    did = ("did:op:...", "did:op:" + did_id.hex())
+    data = b"station,temperature\n" + b"".join(b"s%d,%d\n" % (i, i % 40) for i in range(2000))
+    (devnet.work / "data.csv").write_bytes(data)  # the file the README encrypts
+
+    expect_ok(sh(fill(ENCRYPT, VENV, did), devnet.work, devnet.env))
+    assert (devnet.work / "data.enc").stat().st_size == len(data) + 16
+    (devnet.work / "data.csv").unlink()  # the README's decrypt writes data.csv again
+    expect_ok(sh(fill(DECRYPT, VENV, did), devnet.work, devnet.env))
+    assert (devnet.work / "data.csv").read_bytes() == data
+
+
+@pytest.mark.integration
+def test_node_command(devnet: Devnet) -> None:
+    from ocean_secret_store import devnet as devnet_module
+
+    # node.toml -> node 0's config as the devnet wrote it; node 0 is stopped first (its ports are
+    # the config's) and started again by the devnet afterwards.
+    node = devnet.state["nodes"][0]
+    devnet_module.stop_node(devnet.state_dir, 0)
+    try:
+        peers = len(devnet.state["nodes"]) - 1
+
+        def in_mesh() -> bool:
+            try:
+                health = requests.get(node["http_url"] + "/health", timeout=2)
+            except requests.RequestException:
+                return False
+            return health.status_code == 200 and health.json().get("connected_peers") == peers
+
+        serve(fill(NODE, VENV, ("node.toml", node["config"])), devnet.work, devnet.env, in_mesh)
+    finally:
+        devnet_module.restart_nodes(devnet.state_dir, [0])
+
+
+@pytest.mark.integration
+def test_rpc_command(devnet: Devnet) -> None:
+    port = free_port()
+    command = fill(
+        RPC, VENV,
+        ("--keystore DIR", "--keystore .devnet/keystore"),  # the devnet's keystores for the JSON-RPC face
+        # 8545 is every chain's conventional port and may be taken on a shared machine: a free one.
+        ("127.0.0.1:8545", f"127.0.0.1:{port}"),
+        ("--chain-url URL", f"--chain-url {devnet.state['chain_url']}"),  # the devnet's anvil
+    )
+    # eth_chainId is proxied to the chain: an answer shows both the listener and --chain-url work.
+    call = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    serve(command, devnet.work, devnet.env, answers("POST", f"http://127.0.0.1:{port}", json=call))
+
+
+@pytest.mark.integration
+def test_provider_command(devnet: Devnet) -> None:
+    # ocean.ini -> the devnet's ocean.ini plus a [provider] section: the devnet's file configures
+    # the host (Ocean(...)), which needs no provider account or listen address; the devnet's own
+    # provider already holds the provider port, so this one listens on a free port.
+    port = free_port()
+    config = devnet.state_dir / "provider.ini"
+    config.write_text((devnet.state_dir / "ocean.ini").read_text()
+                      + f"\n[provider]\nlisten = 127.0.0.1:{port}\naccount.key_env = PROVIDER_KEY\n")
+    env = {**devnet.env, "PROVIDER_KEY": devnet.key("provider")}
+    serve(fill(PROVIDER, VENV, ("ocean.ini", str(config))), devnet.work, env,
+          answers("GET", f"http://127.0.0.1:{port}/health"))
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.mark.integration
+def test_readme_pipeline_snippet(devnet: Devnet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eth_account import Account
+
+    from ocean_secret_store.chain.keeper import Keeper
+
+    files = devnet.work / "files"
+    files.mkdir()
+    data = b"a,b\n1,2\n"
+    (files / "tiny.csv").write_bytes(data)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(files)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    publisher = Account.from_key(devnet.key("publisher"))
+    consumer = Account.from_key(devnet.key("consumer"))
+    # ordering locks the price: the consumer takes 2 OCEAN from the dispenser first
+    Keeper(devnet.state["chain_url"], devnet.state["contracts"]).request_tokens(consumer, 2)
+    # The snippet's free names: an asset of one file served from loopback, priced 1 OCEAN, and
+    # the devnet's funded publisher, consumer and provider accounts.
+    namespace: dict[str, Any] = {
+        "metadata": {"main": {
+            "type": "dataset", "name": "docs test", "author": "test_docs", "license": "CC0",
+            "dateCreated": "2026-01-01T00:00:00Z", "price": str(10**18),
+            "files": [{"url": f"http://127.0.0.1:{server.server_address[1]}/tiny.csv", "contentType": "text/csv",
+                       "name": "tiny.csv", "contentLength": str(len(data))}],
+        }},
+        "publisher_account": publisher,
+        "consumer_account": consumer,
+        "provider_address": devnet.state["provider_address"],
+    }
+    monkeypatch.chdir(devnet.work)  # Ocean(".devnet/ocean.ini") is relative to where the user stands
+    try:
+        item = snippet(README_PIPELINE)
+        exec(compile(item.text, f"{item.doc}:{item.line}", "exec"), namespace)
+    finally:
+        server.shutdown()
+    assert (Path(namespace["path"]) / "tiny.csv").read_bytes() == data
+
+
+def test_hooks_plugin_example(tmp_path: Path) -> None:
+    from ocean_secret_store.ocean.config import load_config
+    from ocean_secret_store.ocean.plugins import get_plugin_manager, select_access_backend, select_encryptor
+
+    # The two Python blocks are one module (the second says "continued"), named by the TOML block.
+    entry_points = tomllib.loads(snippet(HOOK_ENTRY_POINT).text)["project"]["entry-points"]["ocean"]
+    assert entry_points == {"my_vault": "my_vault.ocean_plugin"}
+    module = types.ModuleType(entry_points["my_vault"])
+    for key in (HOOK_ENCRYPTOR, HOOK_BACKEND):
+        item = snippet(key)
+        assert item.text.splitlines()[0].startswith("# " + entry_points["my_vault"].replace(".", "/") + ".py")
+        exec(compile(item.text, f"{item.doc}:{item.line}", "exec"), module.__dict__)
+    pm = get_plugin_manager(environ={})
+    pm.register(module, name="my_vault")
+    pm.check_pending()  # the example's hook names and arguments match the specs
+
+    host_ini, provider_ini = tmp_path / "host.ini", tmp_path / "provider.ini"
+    host_ini.write_text(snippet(HOOK_HOST_INI).text)
+    provider_ini.write_text(snippet(HOOK_PROVIDER_INI).text)
+    encryptor = select_encryptor(pm, load_config(host_ini, environ={}))
+    backend = select_access_backend(pm, load_config(provider_ini, environ={}))
+    assert (type(encryptor).__name__, encryptor.name) == ("VaultEncryptor", "vault")
+    assert (type(backend).__name__, backend.name) == ("VaultBackend", "vault")
+
+
+@pytest.mark.integration
+def test_benches_quick(devnet: Devnet) -> None:
+    # The benches' quick modes (seconds, not minutes): --quick for crypto.py and cluster.py,
+    # --seconds 2 for fuzz.py instead of the documented 60. cluster.py starts its own devnet
+    # (ACL none) in a temporary directory and removes it.
+    quick = {
+        BENCH_CRYPTO: fill(BENCH_CRYPTO, VENV, BENCH) + " --quick",
+        BENCH_CLUSTER: fill(BENCH_CLUSTER, VENV, BENCH) + " --quick",
+        BENCH_CLUSTER_10: fill(BENCH_CLUSTER_10, VENV, BENCH) + " --quick",
+        BENCH_FUZZ: fill(BENCH_FUZZ, VENV, BENCH, ("--seconds 60", "--seconds 2")),
+    }
+    for key, command in quick.items():
+        out = expect_ok(sh(command, devnet.work, devnet.env, timeout=300))
+        assert out.strip(), f"{key!r} printed nothing"
+        if key == BENCH_FUZZ:
+            assert "findings: 0" in out
+
+
+@pytest.mark.integration
+def test_devnet_down(devnet: Devnet) -> None:
+    out = expect_ok(sh(fill(DEVNET_DOWN, VENV), devnet.work, devnet.env))
+    assert re.search(r"stopped [1-9]\d* process", out), out
+    status = sh(fill(DEVNET_STATUS, VENV), devnet.work, devnet.env)
+    assert status.returncode == 1  # nothing healthy any more (the README: 1 = failure)
