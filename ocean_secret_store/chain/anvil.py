@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,8 +15,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
+from eth_account import Account
+
+from ..crypto.hashes import checksum_address
 from ..exceptions import ChainError
+from ..protocol.hexcodec import parse_hex
 from ..tools import anvil_path
 
 #: anvil's (and hardhat's) default test mnemonic; its accounts are public knowledge: dev only.
@@ -61,20 +67,20 @@ class AnvilProcess:
             self._scratch = None
         return self.process.returncode
 
-    def __enter__(self) -> AnvilProcess:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     # The child leads its own session, so its process group id is its pid; only ever signalled
     # while Popen still owns the (unreaped) child, so the id cannot have been reused.
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it exited on its own: nothing left to signal
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -88,7 +94,7 @@ def rpc_call(url: str, method: str, params: list[object] | None = None, timeout:
     """One blocking JSON-RPC call (stdlib only); raises OSError/ValueError on transport or RPC errors."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback URL we built
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         answer = json.loads(response.read())
     if "error" in answer:
         raise ValueError(f"{method}: {answer['error']}")
@@ -97,8 +103,6 @@ def rpc_call(url: str, method: str, params: list[object] | None = None, timeout:
 
 def dev_accounts(count: int, mnemonic: str = DEFAULT_MNEMONIC) -> list[str]:
     """Private keys (``0x`` hex) of the first ``count`` accounts of ``mnemonic`` (m/44'/60'/0'/0/i)."""
-    from eth_account import Account
-
     Account.enable_unaudited_hdwallet_features()
     return [
         Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key.to_0x_hex() for i in range(count)
@@ -185,7 +189,9 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, chain_id: int, timeo
             answer = None
         if answer is not None:
             if int(str(answer), 16) != chain_id:
-                raise ChainError(f"{url} answers with chain id {answer}, expected {chain_id}: another chain took the port")
+                raise ChainError(
+                    f"{url} answers with chain id {answer}, expected {chain_id}: another chain took the port"
+                )
             return
         if time.monotonic() > deadline:
             raise ChainError(f"anvil at {url} did not answer eth_chainId within {timeout:.0f} s")
@@ -195,18 +201,16 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, chain_id: int, timeo
 
 def _read_accounts(config_out: Path, accounts: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     # anvil writes --config-out before it serves; deriving the default mnemonic is the fallback.
-    from eth_utils import to_checksum_address
-
     try:
         data = json.loads(config_out.read_text())
         keys = tuple(str(k) for k in data["private_keys"])
-        addresses = tuple(to_checksum_address(str(a)) for a in data["available_accounts"])
+        addresses = tuple(
+            checksum_address(parse_hex(a, "an anvil account address", 20)) for a in data["available_accounts"]
+        )
         if len(keys) == len(addresses) == accounts:
             return keys, addresses
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    from eth_account import Account
-
+        pass  # an unreadable or short file: derive the accounts below instead
     derived = tuple(dev_accounts(accounts))
     return derived, tuple(Account.from_key(k).address for k in derived)
 

@@ -15,10 +15,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import ArtifactError
+from ..protocol.hexcodec import parse_hex
 
 #: The distribution that ships the artifacts (ocean.md §4.5).
 DISTRIBUTION = "keeper-contracts"
@@ -63,10 +65,6 @@ class Artifact:
 
 
 def _from_distribution() -> Path | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, distribution
-    except ImportError:  # pragma: no cover - always present on 3.11
-        return None
     try:
         dist = distribution(DISTRIBUTION)
     except PackageNotFoundError:
@@ -165,10 +163,9 @@ def link_bytecode(bytecode: str, libraries: Mapping[str, str], *, contract: str 
     linked = bytecode
     for name in sorted(library_placeholders(bytecode)):
         if name not in libraries:
-            raise ArtifactError(f"{contract} needs library {name} linked; got addresses for {sorted(libraries) or 'none'}")
-        address = libraries[name].lower().removeprefix("0x")
-        if len(address) != 40 or not all(c in "0123456789abcdef" for c in address):
-            raise ArtifactError(f"library {name} address {libraries[name]!r} is not 20 bytes of hex")
+            known = sorted(libraries) or "none"
+            raise ArtifactError(f"{contract} needs library {name} linked; got addresses for {known}")
+        address = parse_hex(libraries[name], f"library {name} address", 20, prefix=None, error=ArtifactError).hex()
         placeholder = f"__{name}".ljust(_PLACEHOLDER_LEN, "_")
         linked = linked.replace(placeholder, address)
     if library_placeholders(linked):

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import rlp
+
 from ..crypto.hashes import keccak256
 from ..exceptions import ChainError, ContractReverted
+from ..protocol.hexcodec import parse_hex, to_hex
 from .artifacts import DEVELOPMENT, load_artifact
 from .keeper import (
     ESCROW_ACCESS_TEMPLATE,
@@ -35,6 +38,8 @@ from .keeper import (
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
+    from eth_typing import ChecksumAddress
+    from hexbytes import HexBytes
     from web3 import Web3
 
 # Measured creation gas is 0.16-1.73 M per contract and setup calls stay below 0.3 M; fixed
@@ -64,17 +69,20 @@ class Deployment:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "chain_id": self.chain_id, "contracts": dict(self.addresses), "template_id": "0x" + self.template_id.hex(),
-            "actor_types": {k: "0x" + v.hex() for k, v in self.actor_types.items()},
+            "chain_id": self.chain_id, "contracts": dict(self.addresses), "template_id": to_hex(self.template_id),
+            "actor_types": {k: to_hex(v) for k, v in self.actor_types.items()},
             "deployer": self.deployer, "owner": self.owner, "minter": self.minter, "network": self.network,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Deployment:
+        """The inverse of :meth:`to_json`; a malformed id raises :class:`ChainError`."""
         return cls(
             chain_id=int(data["chain_id"]), addresses=dict(data["contracts"]),
-            template_id=bytes.fromhex(str(data["template_id"]).removeprefix("0x")),
-            actor_types={k: bytes.fromhex(str(v).removeprefix("0x")) for k, v in data["actor_types"].items()},
+            template_id=parse_hex(data["template_id"], "template_id", 32, error=ChainError),
+            actor_types={
+                k: parse_hex(v, f"actor_types[{k!r}]", 32, error=ChainError) for k, v in data["actor_types"].items()
+            },
             deployer=str(data["deployer"]), owner=str(data["owner"]), minter=str(data["minter"]),
             network=str(data.get("network", DEVELOPMENT)),
         )
@@ -96,11 +104,10 @@ class Deployment:
         return target
 
 
-def create_address(sender: str, nonce: int) -> str:
+def create_address(sender: str, nonce: int) -> ChecksumAddress:
     """The address a CREATE from ``sender`` at ``nonce`` deploys to: keccak256(rlp([sender, nonce]))[12:]."""
-    import rlp
-
-    return to_address(keccak256(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
+    sender_bytes = parse_hex(sender, "the sender address", 20, prefix=None, error=ChainError)
+    return to_address(keccak256(rlp.encode([sender_bytes, nonce]))[12:])
 
 
 class _Pipeline:
@@ -109,8 +116,8 @@ class _Pipeline:
     def __init__(self, w3: Web3, signer: LocalAccount, chain_id: int, gas_price: int, timeout: float) -> None:
         self.w3, self.signer, self.chain_id, self.gas_price, self.timeout = w3, signer, chain_id, gas_price, timeout
         with translate_errors(w3, "chain", "eth_getTransactionCount"):
-            self.nonce = w3.eth.get_transaction_count(signer.address, "pending")
-        self.pending: list[tuple[str, str, dict[str, Any], bytes]] = []
+            self.nonce = int(w3.eth.get_transaction_count(signer.address, "pending"))
+        self.pending: list[tuple[str, str, dict[str, Any], HexBytes]] = []
 
     def _send(self, contract: str, function: str, tx: dict[str, Any]) -> None:
         tx.update(nonce=self.nonce, chainId=self.chain_id, gasPrice=self.gas_price)
@@ -118,10 +125,10 @@ class _Pipeline:
         signed = self.signer.sign_transaction(tx)
         with translate_errors(self.w3, contract, function):
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        self.pending.append((contract, function, tx, bytes(tx_hash)))
+        self.pending.append((contract, function, tx, tx_hash))
         self.nonce += 1
 
-    def deploy(self, name: str, bytecode: str) -> str:
+    def deploy(self, name: str, bytecode: str) -> ChecksumAddress:
         address = create_address(self.signer.address, self.nonce)
         self._send(name, "<create>", {"data": bytecode, "gas": DEPLOY_GAS, "from": self.signer.address})
         return address
@@ -141,10 +148,13 @@ class _Pipeline:
             return
         contract, function, _, last = sent[-1]
         with translate_errors(self.w3, contract, function):
-            self.w3.eth.wait_for_transaction_receipt(last, timeout=self.timeout, poll_latency=0.02)  # type: ignore[arg-type]
-            receipts = [self.w3.eth.wait_for_transaction_receipt(h, timeout=self.timeout, poll_latency=0.02)  # type: ignore[arg-type]
-                        for _, _, _, h in sent]
-        for (contract, function, tx, _), receipt in zip(sent, receipts):
+            # Mined in nonce order: once the last is in, the others are fetched without polling.
+            self.w3.eth.wait_for_transaction_receipt(last, timeout=self.timeout, poll_latency=0.02)
+            receipts = [
+                self.w3.eth.wait_for_transaction_receipt(h, timeout=self.timeout, poll_latency=0.02)
+                for _, _, _, h in sent
+            ]
+        for (contract, function, tx, _), receipt in zip(sent, receipts, strict=True):
             if receipt["status"] != 1:
                 raise ContractReverted(contract, function, replay_reason(self.w3, tx, receipt["blockNumber"]))
 
@@ -180,7 +190,9 @@ def deploy_keeper_contracts(
         gas_price = max(int(w3.eth.gas_price) * 2, 1)
     pipe = _Pipeline(w3, signer, chain_id, gas_price, receipt_timeout)
 
-    artifacts = {name: load_artifact(name, network, artifacts_directory) for name in KEEPER_LIBRARIES + KEEPER_CONTRACTS}
+    artifacts = {
+        name: load_artifact(name, network, artifacts_directory) for name in (*KEEPER_LIBRARIES, *KEEPER_CONTRACTS)
+    }
     libraries = {name: pipe.deploy(name, artifacts[name].bytecode) for name in KEEPER_LIBRARIES}
     addresses = {name: pipe.deploy(name, artifacts[name].linked_bytecode(libraries)) for name in KEEPER_CONTRACTS}
     contracts = {name: w3.eth.contract(address=addresses[name], abi=artifacts[name].abi) for name in KEEPER_CONTRACTS}
@@ -197,8 +209,10 @@ def deploy_keeper_contracts(
     call("TemplateStoreManager", "initialize(address)", deployer)
     call("AgreementStoreManager", "initialize(address,address,address,address)",
          deployer, a["ConditionStoreManager"], a["TemplateStoreManager"], a["DIDRegistry"])
-    call("LockRewardCondition", "initialize(address,address,address)", deployer, a["ConditionStoreManager"], a["OceanToken"])
-    call("EscrowReward", "initialize(address,address,address)", deployer, a["ConditionStoreManager"], a["OceanToken"])
+    call("LockRewardCondition", "initialize(address,address,address)",
+         deployer, a["ConditionStoreManager"], a["OceanToken"])
+    call("EscrowReward", "initialize(address,address,address)",
+         deployer, a["ConditionStoreManager"], a["OceanToken"])
     call("AccessSecretStoreCondition", "initialize(address,address,address)",
          deployer, a["ConditionStoreManager"], a["AgreementStoreManager"])
     for actor in ACTOR_TYPES:
@@ -209,7 +223,9 @@ def deploy_keeper_contracts(
 
     templates = contracts["TemplateStoreManager"]
     with translate_errors(w3, "TemplateStoreManager", "getTemplateActorTypeId"):
-        actor_types = {actor: bytes(templates.functions.getTemplateActorTypeId(actor).call()) for actor in ACTOR_TYPES}
+        actor_types = {
+            actor: bytes(templates.functions.getTemplateActorTypeId(actor).call()) for actor in ACTOR_TYPES
+        }
     call("TemplateStoreManager", "proposeTemplate(bytes32,address[],bytes32[],string)", ESCROW_ACCESS_TEMPLATE_ID,
          [a["LockRewardCondition"], a["AccessSecretStoreCondition"], a["EscrowReward"]],
          [actor_types[actor] for actor in ACTOR_TYPES], ESCROW_ACCESS_TEMPLATE)

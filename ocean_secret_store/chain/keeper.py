@@ -1,4 +1,8 @@
-"""Typed wrappers over the keeper contracts (DID registry, agreements, conditions, token) with locally signed transactions."""
+"""Typed wrappers over the keeper contracts (DID registry, agreements, conditions, token).
+
+Transactions are signed locally (eth-account) and sent raw; every web3 or transport exception is
+translated into the package's :class:`~..exceptions.ChainError` tree at this boundary.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,28 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from ..crypto.hashes import keccak256
+import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress, HexAddress, HexStr
+from web3 import HTTPProvider, Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+
+from ..crypto.hashes import checksum_address, keccak256
 from ..exceptions import ChainError, ChainUnreachable, ContractReverted
+from ..protocol.hexcodec import parse_hex
 from .artifacts import DEVELOPMENT, load_artifact
 
 if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
-    from web3 import Web3
     from web3.contract import Contract
+    from web3.types import TxParams
 
 #: A signing account: an eth-account ``LocalAccount`` or its private key (``0x`` hex or 32 bytes).
-AccountLike = Union["LocalAccount", str, bytes]
+AccountLike: TypeAlias = LocalAccount | str | bytes
 #: An address: checksum/lower ``0x`` hex or 20 bytes.
-AddressLike = Union[str, bytes]
+AddressLike: TypeAlias = str | bytes
 
 #: The keeper contracts this layer deploys and wraps (ocean.md §4.4 step 1).
 KEEPER_CONTRACTS: tuple[str, ...] = (
@@ -58,8 +69,6 @@ class ConditionIds:
 
 def to_account(account: AccountLike) -> LocalAccount:
     """An eth-account LocalAccount from a LocalAccount or a private key."""
-    from eth_account import Account
-
     if isinstance(account, (str, bytes)):
         try:
             return Account.from_key(account)
@@ -68,40 +77,29 @@ def to_account(account: AccountLike) -> LocalAccount:
     return account
 
 
-def to_address(address: AddressLike) -> str:
-    """A checksum address from 20 bytes or ``0x`` hex; raises ChainError otherwise."""
-    from eth_utils import to_checksum_address
-
+def to_address(address: AddressLike) -> ChecksumAddress:
+    """The EIP-55 form of an address given as 20 bytes or 40 hex digits (``0x`` optional, any case)."""
     if isinstance(address, bytes):
         if len(address) != 20:
             raise ChainError(f"an address is 20 bytes, got {len(address)}")
-        address = "0x" + address.hex()
-    text = str(address)
-    body = text.removeprefix("0x").removeprefix("0X")
-    if len(body) != 40 or not all(c in "0123456789abcdefABCDEF" for c in body):
-        raise ChainError(f"{text!r} is not a 20-byte hex address")
-    return to_checksum_address("0x" + body.lower())
+        raw = address
+    else:
+        raw = parse_hex(address, "an address", 20, prefix=None, error=ChainError)
+    return ChecksumAddress(HexAddress(HexStr(checksum_address(raw))))
 
 
 def to_bytes32(value: bytes | str, what: str = "value") -> bytes:
     """32 bytes from bytes, ``0x`` hex, bare hex or a ``did:op:`` DID."""
     if isinstance(value, bytes):
         raw = value
-    else:
-        text = value.removeprefix("did:op:").removeprefix("0x")
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError as exc:
-            raise ChainError(f"{what} {value!r} is not hex") from exc
-    if len(raw) != 32:
-        raise ChainError(f"{what} must be 32 bytes, got {len(raw)}")
-    return raw
+        if len(raw) != 32:
+            raise ChainError(f"{what} must be 32 bytes, got {len(raw)}")
+        return raw
+    return parse_hex(value.removeprefix("did:op:"), what, 32, prefix=None, error=ChainError)
 
 
 def connect(chain: Web3 | str, *, timeout: float = 10.0) -> Web3:
     """A Web3 for an HTTP JSON-RPC URL (a Web3 passes through)."""
-    from web3 import HTTPProvider, Web3
-
     if isinstance(chain, str):
         return Web3(HTTPProvider(chain, request_kwargs={"timeout": timeout}))
     return chain
@@ -123,9 +121,6 @@ def revert_reason(exc: BaseException) -> str:
 @contextmanager
 def translate_errors(w3: Web3, contract: str, function: str) -> Iterator[None]:
     """Translate web3/requests exceptions of one call into the package's ChainError tree."""
-    import requests
-    from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
-
     try:
         yield
     except ContractLogicError as exc:
@@ -412,7 +407,10 @@ class Keeper:
         time_locks: Sequence[int] = (0, 0, 0),
         time_outs: Sequence[int] = (0, 0, 0),
     ) -> ConditionIds:
-        """Create an EscrowAccessSecretStoreTemplate agreement (actors: provider, consumer); returns its condition ids."""
+        """Create an EscrowAccessSecretStoreTemplate agreement (actors: provider, consumer).
+
+        Returns its condition ids.
+        """
         ids = self.agreement_condition_ids(agreement_id, did, consumer, publisher, price)
         self.create_agreement(
             account, agreement_id, did, self.template_id, list(ids), time_locks, time_outs, [provider, consumer]
@@ -447,7 +445,8 @@ class Keeper:
         """EscrowReward.fulfill: pays ``receiver`` if access was fulfilled, refunds ``sender`` if aborted."""
         return self.transact(
             account, "EscrowReward", "fulfill", to_bytes32(agreement_id, "agreement id"), amount,
-            to_address(receiver), to_address(sender), to_bytes32(lock_id, "lock id"), to_bytes32(access_id, "access id"),
+            to_address(receiver), to_address(sender),
+            to_bytes32(lock_id, "lock id"), to_bytes32(access_id, "access id"),
         )
 
     def agreement_conditions(self, agreement_id: bytes) -> tuple[bytes, ...]:
@@ -498,11 +497,10 @@ class Keeper:
 
 def replay_reason(w3: Web3, tx: Mapping[str, Any], block_number: int) -> str:
     """Why a mined transaction failed: re-run it as eth_call on the state before its block."""
-    from web3.exceptions import ContractLogicError, Web3Exception
-
-    call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx and tx[k] is not None}
+    # The transaction's own fields, so the dict has TxParams' shape by construction.
+    call = cast("TxParams", {k: tx[k] for k in ("from", "to", "data", "value", "gas") if tx.get(k) is not None})
     try:
-        w3.eth.call(call, block_identifier=max(int(block_number) - 1, 0))  # type: ignore[arg-type]
+        w3.eth.call(call, block_identifier=max(int(block_number) - 1, 0))
     except ContractLogicError as exc:
         return revert_reason(exc)
     except Web3Exception as exc:

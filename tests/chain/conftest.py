@@ -51,7 +51,7 @@ def chain() -> Iterator[Chain]:
             pytest.skip(str(exc))
         raise
     try:
-        actors = [Actor(a, k) for a, k in zip(anvil.addresses, anvil.private_keys)]
+        actors = [Actor(a, k) for a, k in zip(anvil.addresses, anvil.private_keys, strict=True)]
         deployment = deploy_keeper_contracts(anvil.url, actors[0].key, minter=actors[1].address)
         print(f"\nkeeper contracts deployed in {deployment.seconds:.2f} s")
         yield Chain(

@@ -10,7 +10,7 @@ import pytest
 
 from ocean_secret_store.chain import artifacts
 from ocean_secret_store.chain.deploy import Deployment, create_address, deploy_keeper_contracts
-from ocean_secret_store.chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, KEEPER_CONTRACTS, Keeper
+from ocean_secret_store.chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, KEEPER_CONTRACTS, Keeper, to_address
 from ocean_secret_store.crypto.hashes import keccak256
 from ocean_secret_store.exceptions import ArtifactError, ChainError
 from ocean_secret_store.tools import project_root
@@ -57,13 +57,14 @@ def test_linking_replaces_every_placeholder() -> None:
     assert "__" not in linked and "ab" * 20 in linked and len(linked) == len(registry.bytecode)
     with pytest.raises(ArtifactError, match="needs library DIDRegistryLibrary"):
         registry.linked_bytecode({})
-    with pytest.raises(ArtifactError, match="not 20 bytes"):
+    with pytest.raises(ArtifactError, match="must be 20 bytes"):
         registry.linked_bytecode({"DIDRegistryLibrary": "0x1234"})
 
 
 def test_create_address_matches_anvils_first_deployment() -> None:
     # Well-known: the first contract of anvil/hardhat account 0 lands at 0x5FbDB...aa3.
-    assert create_address("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", 0) == "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    deployer, first = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    assert create_address(deployer, 0) == create_address(deployer.lower(), 0) == first
 
 
 # -- deployment on anvil ---------------------------------------------------------------------
@@ -73,7 +74,7 @@ def test_create_address_matches_anvils_first_deployment() -> None:
 def test_every_contract_has_code(chain: Chain) -> None:
     w3 = chain.keeper.w3
     for name, address in chain.deployment.addresses.items():
-        assert len(w3.eth.get_code(address)) > 0, name
+        assert len(w3.eth.get_code(to_address(address))) > 0, name
 
 
 @pytest.mark.integration
@@ -133,3 +134,14 @@ def test_written_artifacts_serve_from_network(chain: Chain, tmp_path: Path) -> N
     keeper = Keeper.from_network(chain.anvil.url, "anvil", artifacts_directory=str(tmp_path))
     assert keeper.addresses["AccessSecretStoreCondition"] == d["AccessSecretStoreCondition"]
     assert keeper.call("TemplateStoreManager", "isTemplateIdApproved", d.template_id) is True
+
+
+def test_deployment_from_json_refuses_a_malformed_id() -> None:
+    record = {
+        "chain_id": 1, "contracts": {}, "template_id": "0x" + "ab" * 31, "actor_types": {},
+        "deployer": "0x", "owner": "0x", "minter": "0x",
+    }
+    with pytest.raises(ChainError, match="template_id must be 32 bytes"):
+        Deployment.from_json(record)
+    with pytest.raises(ChainError, match="provider"):
+        Deployment.from_json({**record, "template_id": "0x" + "ab" * 32, "actor_types": {"provider": "0xzz"}})

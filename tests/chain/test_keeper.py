@@ -24,7 +24,9 @@ PRICE = 5 * 10**18
 
 def _registered_did(chain: Chain) -> bytes:
     did = os.urandom(32)
-    chain.keeper.register_did(chain.publisher.key, did, providers=[chain.provider.address], value="http://aquarius/ddo")
+    chain.keeper.register_did(
+        chain.publisher.key, did, providers=[chain.provider.address], value="http://aquarius/ddo"
+    )
     return did
 
 
@@ -55,7 +57,9 @@ def test_condition_ids_local_match_contract_views(chain: Chain) -> None:
     for _ in range(3):
         agreement, did, price = os.urandom(32), os.urandom(32), int.from_bytes(os.urandom(8), "big")
         local = k.agreement_condition_ids(agreement, did, chain.consumer.address, chain.publisher.address, price)
-        onchain = k.agreement_condition_ids_onchain(agreement, did, chain.consumer.address, chain.publisher.address, price)
+        onchain = k.agreement_condition_ids_onchain(
+            agreement, did, chain.consumer.address, chain.publisher.address, price
+        )
         assert local == onchain
         assert len(set(local)) == 3
 
@@ -130,7 +134,7 @@ def test_revert_names_contract_function_and_reason(chain: Chain) -> None:
     assert (info.value.contract, info.value.function) == ("AccessSecretStoreCondition", "grantPermission")
     assert k.check_permissions(chain.stranger.address, did) is False
 
-    with pytest.raises(ContractReverted, match="EscrowReward.fulfill reverted"):
+    with pytest.raises(ContractReverted, match=r"EscrowReward\.fulfill reverted"):
         # No such agreement / lock: the escrow refuses.
         k.fulfill_escrow(chain.provider.key, os.urandom(32), PRICE, chain.publisher.address,
                          chain.consumer.address, os.urandom(32), os.urandom(32))
@@ -150,8 +154,16 @@ def test_agreement_on_unregistered_did_reverts(chain: Chain) -> None:
 def test_bad_inputs_and_dead_chain(chain: Chain) -> None:
     with pytest.raises(ChainError, match="32 bytes"):
         to_bytes32(b"\x01" * 31, "did")
-    with pytest.raises(ChainError, match="20-byte"):
+    with pytest.raises(ChainError, match="20 bytes"):
         to_address("0x1234")
+    with pytest.raises(ChainError, match="20 bytes"):
+        to_address(b"\x01" * 19)
+    with pytest.raises(ChainError, match="not hex digits"):
+        to_address("0x" + "zz" * 20)
+    with pytest.raises(ChainError, match="32 bytes"):
+        to_bytes32("0x" + "ab" * 31, "did")
+    lower = chain.publisher.address.lower()
+    assert to_address(lower) == to_address(lower[2:]) == to_address(bytes.fromhex(lower[2:])) == chain.publisher.address
     assert to_bytes32("did:op:" + "ab" * 32) == bytes.fromhex("ab" * 32)
 
     from ocean_secret_store.chain.anvil import free_port
