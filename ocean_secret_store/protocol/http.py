@@ -1,8 +1,9 @@
-"""The Parity Secret Store HTTP API on the wire (protocol.md §1): paths, bodies, errors and CORS.
+"""The Parity Secret Store HTTP API on the wire (protocol.md §1): paths, bodies and errors.
 
-Pure: no sockets, no aiohttp. The node's HTTP adapter calls :func:`parse_request`,
-:class:`CorsPolicy` and the ``encode_*`` / :func:`error_response` helpers; clients call the path
-builders (or :func:`encode_request`) and the ``decode_*`` / :func:`error_from_response` helpers.
+Pure: no sockets, no aiohttp. The node's HTTP adapter calls :func:`parse_request` and the
+``encode_*`` / :func:`error_response` helpers; clients call the path builders (or
+:func:`encode_request`) and the ``decode_*`` / :func:`error_from_response` helpers. Which
+``Origin`` a node serves is node policy (:mod:`ocean_secret_store.node.cors`).
 
 Parsing follows Parity 2.5.10 … OE 3.0 (``secret-store/src/listener/http_listener.rs``) byte for
 byte: percent-decode the path as UTF-8, ignore the query, strip leading ``/``, split on ``/``,
@@ -21,8 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias
 from urllib.parse import unquote_to_bytes
 
@@ -35,25 +35,23 @@ from ..exceptions import (
     SecretStoreError,
     SerializationError,
 )
+from .hexcodec import parse_hex
 
 __all__ = [
     "BAD_REQUEST_STATUS",
     "CONTENT_TYPE_JSON",
     "CORS_REJECTED_STATUS",
-    "DEFAULT_MAX_BODY",
     "ENCRYPTED_DOCUMENT_KEY_SIZE",
     "ENCRYPTED_ECDSA_SIGNATURE_SIZE",
     "ENCRYPTED_SCHNORR_SIGNATURE_SIZE",
     "ENCRYPTED_SHADOW_SIZE",
     "GET",
+    "MAX_BODY_LENGTH",
     "MAX_PATH_LENGTH",
     "POST",
     "USIZE_MAX",
     "BadRequest",
     "BadResponse",
-    "CorsDecision",
-    "CorsOutcome",
-    "CorsPolicy",
     "DocumentKeyShadow",
     "EcdsaSign",
     "EncodedRequest",
@@ -82,6 +80,7 @@ __all__ = [
     "error_from_text",
     "error_response",
     "parse_request",
+    "parse_rust_uint",
     "schnorr_signing_path",
     "server_and_document_key_generation_path",
     "server_key_generation_path",
@@ -103,8 +102,10 @@ CORS_REJECTED_STATUS: Final = 404
 #: Longest request target we read. The longest valid one (document key storing) is 461
 #: characters; Parity has no limit, but nothing legitimate comes near this.
 MAX_PATH_LENGTH: Final = 2048
-#: Default body limit. Only the servers-set-change body matters (about 135 bytes per node id).
-DEFAULT_MAX_BODY: Final = 64 * 1024
+#: Longest request body a node reads, whatever its framing (Content-Length or chunked); a longer
+#: one is an unparseable request. Only the servers-set-change body matters (about 135 bytes per
+#: node id); Parity has no limit, but nothing legitimate comes near this.
+MAX_BODY_LENGTH: Final = 64 * 1024
 #: Parity's threshold is a ``usize`` on a 64-bit build.
 USIZE_MAX: Final = 2**64 - 1
 
@@ -153,123 +154,106 @@ def _check_point(value: object, what: str) -> None:
         raise BadRequest(f"{what} must be a Point, got {type(value).__name__}")
 
 
-@dataclass(frozen=True, slots=True)
-class GenerateServerKey:
-    """``POST /shadow/{key_id}/{signature}/{threshold}``: server key generation (§1.4.1)."""
+# The request types share their fields through three private bases; every public type is its own
+# class (not a subclass of another public one), so isinstance and match tell them apart and two
+# requests of different kinds never compare equal.
 
-    method: ClassVar[str] = POST
+
+@dataclass(frozen=True, slots=True)
+class _KeyRequest:
+    """What every request but the admin one carries: a server key id and the requester's signature."""
+
     key_id: bytes
     signature: bytes
-    threshold: int
 
     def __post_init__(self) -> None:
         _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
         _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class _ThresholdRequest(_KeyRequest):
+    threshold: int
+
+    def __post_init__(self) -> None:
+        # Named base, not super(): slots=True rebuilds the class, which breaks zero-argument super().
+        _KeyRequest.__post_init__(self)
         _check_threshold(self.threshold)
 
 
 @dataclass(frozen=True, slots=True)
-class StoreDocumentKey:
+class _SigningRequest(_KeyRequest):
+    message_hash: bytes
+
+    def __post_init__(self) -> None:
+        _KeyRequest.__post_init__(self)
+        _check_bytes(self.message_hash, _MESSAGE_HASH_SIZE, "message_hash")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateServerKey(_ThresholdRequest):
+    """``POST /shadow/{key_id}/{signature}/{threshold}``: server key generation (§1.4.1)."""
+
+    method: ClassVar[str] = POST
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDocumentKey(_KeyRequest):
     """Document key storing (§1.4.2).
 
     ``POST /shadow/{key_id}/{signature}/{common_point}/{encrypted_point}``
     """
 
     method: ClassVar[str] = POST
-    key_id: bytes
-    signature: bytes
     common_point: Point
     encrypted_point: Point
 
     def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+        _KeyRequest.__post_init__(self)
         _check_point(self.common_point, "common_point")
         _check_point(self.encrypted_point, "encrypted_point")
 
 
 @dataclass(frozen=True, slots=True)
-class GenerateDocumentKey:
+class GenerateDocumentKey(_ThresholdRequest):
     """``POST /{key_id}/{signature}/{threshold}``: server *and* document key generation (§1.4.3)."""
 
     method: ClassVar[str] = POST
-    key_id: bytes
-    signature: bytes
-    threshold: int
-
-    def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
-        _check_threshold(self.threshold)
 
 
 @dataclass(frozen=True, slots=True)
-class RetrieveServerKey:
+class RetrieveServerKey(_KeyRequest):
     """``GET /server/{key_id}/{signature}``: server public key retrieval, author only (§1.4.4)."""
 
     method: ClassVar[str] = GET
-    key_id: bytes
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
 
 
 @dataclass(frozen=True, slots=True)
-class RetrieveDocumentKey:
+class RetrieveDocumentKey(_KeyRequest):
     """``GET /{key_id}/{signature}``: document key retrieval, the node reconstructs ``M`` (§1.4.5)."""
 
     method: ClassVar[str] = GET
-    key_id: bytes
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
 
 
 @dataclass(frozen=True, slots=True)
-class RetrieveDocumentKeyShadow:
+class RetrieveDocumentKeyShadow(_KeyRequest):
     """``GET /shadow/{key_id}/{signature}``: document key shadow retrieval (§1.4.6)."""
 
     method: ClassVar[str] = GET
-    key_id: bytes
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
 
 
 @dataclass(frozen=True, slots=True)
-class SchnorrSign:
+class SchnorrSign(_SigningRequest):
     """``GET /schnorr/{key_id}/{signature}/{message_hash}``: threshold Schnorr signing (§1.4.7)."""
 
     method: ClassVar[str] = GET
-    key_id: bytes
-    signature: bytes
-    message_hash: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
-        _check_bytes(self.message_hash, _MESSAGE_HASH_SIZE, "message_hash")
 
 
 @dataclass(frozen=True, slots=True)
-class EcdsaSign:
+class EcdsaSign(_SigningRequest):
     """``GET /ecdsa/{key_id}/{signature}/{message_hash}``: threshold ECDSA signing (§1.4.8)."""
 
     method: ClassVar[str] = GET
-    key_id: bytes
-    signature: bytes
-    message_hash: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes(self.key_id, _KEY_ID_SIZE, "key_id")
-        _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
-        _check_bytes(self.message_hash, _MESSAGE_HASH_SIZE, "message_hash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,8 +363,14 @@ def servers_set_change_body(new_servers_set: Iterable[Point]) -> bytes:
 
 def encode_request(request: Request) -> EncodedRequest:
     """The method, path (bare lowercase hex, no ``0x``) and body that carry ``request``."""
-    key_id = getattr(request, "key_id", b"").hex()
-    signature = getattr(request, "signature", b"").hex()
+    if isinstance(request, ServersSetChange):
+        old, new = request.old_set_signature.hex(), request.new_set_signature.hex()
+        node_ids = ["0x" + node.to_bytes().hex() for node in request.new_servers_set]
+        body = json.dumps(node_ids, separators=(",", ":")).encode("ascii")
+        return EncodedRequest(request.method, _path("admin", "servers_set_change", old, new), body)
+    if not isinstance(request, _KeyRequest):
+        raise BadRequest(f"not a Secret Store request: {type(request).__name__}")
+    key_id, signature = request.key_id.hex(), request.signature.hex()
     match request:
         case GenerateServerKey(threshold=threshold):
             path = _path("shadow", key_id, signature, str(threshold))
@@ -399,12 +389,6 @@ def encode_request(request: Request) -> EncodedRequest:
             path = _path("schnorr", key_id, signature, message_hash.hex())
         case EcdsaSign(message_hash=message_hash):
             path = _path("ecdsa", key_id, signature, message_hash.hex())
-        case ServersSetChange():
-            old, new = request.old_set_signature.hex(), request.new_set_signature.hex()
-            path = _path("admin", "servers_set_change", old, new)
-            node_ids = ["0x" + node.to_bytes().hex() for node in request.new_servers_set]
-            body = json.dumps(node_ids, separators=(",", ":"))
-            return EncodedRequest(request.method, path, body.encode("ascii"))
         case _:
             raise BadRequest(f"not a Secret Store request: {type(request).__name__}")
     return EncodedRequest(request.method, path, b"")
@@ -431,7 +415,8 @@ def _rustc_hex(text: str) -> bytes | None:
     return bytes.fromhex(digits)
 
 
-def _rust_uint(text: str, maximum: int) -> int | None:
+def parse_rust_uint(text: str, maximum: int) -> int | None:
+    """Rust's unsigned ``from_str`` (an optional ``+``, ASCII digits) up to ``maximum``; None otherwise."""
     if not _RUST_UINT.fullmatch(text):
         return None
     value = int(text)
@@ -447,7 +432,7 @@ def _fixed_hex(text: str, size: int, what: str) -> bytes:
 
 
 def _threshold(text: str) -> int:
-    value = _rust_uint(text, USIZE_MAX)
+    value = parse_rust_uint(text, USIZE_MAX)
     if value is None:
         raise BadRequest("threshold is not a decimal usize")
     return value
@@ -488,7 +473,7 @@ def parse_request(
     body: bytes,
     *,
     max_path: int = MAX_PATH_LENGTH,
-    max_body: int = DEFAULT_MAX_BODY,
+    max_body: int = MAX_BODY_LENGTH,
 ) -> Request:
     """Parse one request exactly as Parity's HTTP listener does (protocol.md §1.1, §1.2, §1.4).
 
@@ -515,13 +500,17 @@ def parse_request(
     if segments[0] == "admin":
         return _parse_admin(method, segments, body)
 
+    return _parse_key_request(method, segments)
+
+
+def _parse_key_request(method: str, segments: list[str]) -> Request:
+    """Every request but the admin one: ``[prefix/]{key_id}/{signature}[/...]``, matched exactly."""
     prefix = segments[0] if segments[0] in _PREFIXES else ""
     args = segments[1:] if prefix else segments
     if len(args) < 2 or not args[0] or not args[1]:
         raise BadRequest("a key id and a signature are required")
     key_id = _fixed_hex(args[0], _KEY_ID_SIZE, "server key id")
     signature = _fixed_hex(args[1], _SIGNATURE_SIZE, "signature")
-
     match (prefix, len(args), method):
         case ("shadow", 3, "POST"):
             return GenerateServerKey(key_id, signature, _threshold(args[2]))
@@ -634,21 +623,9 @@ def _json_value(body: bytes, what: str) -> object:
         raise BadResponse(f"{what} is not JSON") from exc
 
 
-def _strict_hex(value: object, size: int | None, what: str) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise BadResponse(f"{what} is not a 0x-prefixed hex string")
-    digits = value[2:]
-    if len(digits) % 2 or not _HEX_DIGITS.fullmatch(digits):
-        raise BadResponse(f"{what} is not a 0x-prefixed hex string")
-    blob = bytes.fromhex(digits)
-    if size is not None and len(blob) != size:
-        raise BadResponse(f"{what} must be {size} bytes, got {len(blob)}")
-    return blob
-
-
 def _strict_point(value: object, what: str) -> Point:
     try:
-        return Point.from_bytes(_strict_hex(value, _POINT_SIZE, what))
+        return Point.from_bytes(parse_hex(value, what, _POINT_SIZE, error=BadResponse))
     except InvalidPoint as exc:
         raise BadResponse(f"{what} is not a point on secp256k1") from exc
 
@@ -666,7 +643,7 @@ def decode_bytes_response(body: bytes, size: int | None = None) -> bytes:
 
     :raises BadResponse: not a JSON ``"0x"``-prefixed hex string of the expected size.
     """
-    return _strict_hex(_json_value(body, "bytes response"), size, "bytes response")
+    return parse_hex(_json_value(body, "bytes response"), "bytes response", size, error=BadResponse)
 
 
 _SHADOW_FIELDS: Final = ("decrypted_secret", "common_point", "decrypt_shadows")
@@ -686,7 +663,9 @@ def decode_shadow_response(body: bytes) -> DocumentKeyShadow:
     return DocumentKeyShadow(
         decrypted_secret=_strict_point(value["decrypted_secret"], "decrypted_secret"),
         common_point=_strict_point(value["common_point"], "common_point"),
-        decrypt_shadows=tuple(_strict_hex(item, ENCRYPTED_SHADOW_SIZE, "decrypt shadow") for item in shadows),
+        decrypt_shadows=tuple(
+            parse_hex(item, "decrypt shadow", ENCRYPTED_SHADOW_SIZE, error=BadResponse) for item in shadows
+        ),
     )
 
 
@@ -746,230 +725,3 @@ def error_from_response(status: int, body: bytes) -> KeyServerError:
         size = len(body)
         return InternalError(f"HTTP {status} with a body that is not a Secret Store error ({size} bytes)")
     return error_from_text(text)
-
-
-# -- CORS ------------------------------------------------------------------------------------
-
-
-class CorsOutcome(Enum):
-    """What the node does with a request, given its ``Origin`` and ``Host`` headers (§1.7)."""
-
-    #: Serve it; on success add ``Access-Control-Allow-Origin`` if the decision carries a value.
-    ALLOW = "allow"
-    #: Serve it, no CORS header: there is no ``Origin``, or it is the node's own host.
-    NOT_REQUIRED = "not_required"
-    #: Do not read or parse it: answer ``404`` with an empty body.
-    REJECT = "reject"
-
-
-@dataclass(frozen=True, slots=True)
-class CorsDecision:
-    """A CORS outcome and the ``Access-Control-Allow-Origin`` value for success responses, if any.
-
-    Parity adds the header only to success responses and only for an explicit origin, so an
-    allowed ``null`` origin yields :attr:`CorsOutcome.ALLOW` with no header value.
-    """
-
-    outcome: CorsOutcome
-    allow_origin: str | None = None
-
-    @property
-    def rejected(self) -> bool:
-        return self.outcome is CorsOutcome.REJECT
-
-
-_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-# http::HeaderValue::to_str succeeds only for visible ASCII, space and tab; otherwise Parity
-# sees no header at all.
-_HEADER_TEXT: Final = re.compile(r"[\t\x20-\x7e]*")
-
-
-def _header_text(value: str | None) -> str | None:
-    if value is None or not _HEADER_TEXT.fullmatch(value):
-        return None
-    return value
-
-
-def _host_string(text: str) -> str:
-    """jsonrpc-server-utils ``Host::parse`` then its string form: ``hostname[:port]``, lowercased."""
-    # pre_process: drop a "scheme://", keep what precedes the first '/', lowercase.
-    pieces = text.split("://")
-    host = (pieces[1] if len(pieces) > 1 else pieces[0]).split("/")[0].lower()
-    parts = host.split(":")
-    if len(parts) == 1:
-        return parts[0]
-    port = _rust_uint(parts[1], 0xFFFF)
-    # A numeric port is normalised ("080" -> "80"); anything else is kept as a pattern.
-    return f"{parts[0]}:{port if port is not None else parts[1]}"
-
-
-def _origin_parts(text: str) -> tuple[str, str]:
-    """jsonrpc-server-utils ``Origin::parse``: its string form ``scheme://host[:port]`` and host part."""
-    pieces = text.split("://")
-    scheme = pieces[0].lower() if len(pieces) > 1 else "http"
-    host = _host_string(pieces[1] if len(pieces) > 1 else pieces[0])
-    return f"{scheme}://{host}", host
-
-
-def _glob_class(pattern: str, start: int) -> tuple[str, int] | None:
-    """Parse a globset ``[...]`` class starting after '['; return its regex and the next index."""
-    i = start
-    negated = i < len(pattern) and pattern[i] in "!^"
-    if negated:
-        i += 1
-    ranges: list[list[str]] = []
-    first, in_range = True, False
-    while True:
-        if i >= len(pattern):
-            return None
-        c = pattern[i]
-        i += 1
-        if c == "]" and not first:
-            break
-        if c == "-" and not first and not in_range:
-            in_range = True
-        elif in_range:
-            ranges[-1][1] = c
-            if ranges[-1][1] < ranges[-1][0]:
-                return None
-            in_range = False
-        else:
-            ranges.append([c, c])
-        first = False
-    if in_range:
-        ranges.append(["-", "-"])
-    body = "".join(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in ranges)
-    return f"[{'^' if negated else ''}{body}]", i
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str] | None:
-    """A case-insensitive matcher for a globset pattern, or None where globset rejects it.
-
-    Supported as in globset with default options: ``*`` and ``**`` (any run, '/' included),
-    ``?``, ``[...]`` classes (``!`` or ``^`` negates), ``{a,b}`` alternatives (not nested) and
-    backslash escapes.
-    """
-    out: list[str] = []
-    i, in_alternates = 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            # Consecutive stars mean the same; one ".*" keeps the regex free of backtracking blow-ups.
-            if not out or out[-1] != ".*":
-                out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "\\":
-            if i >= len(pattern):
-                return None
-            out.append(re.escape(pattern[i]))
-            i += 1
-        elif c == "[":
-            parsed = _glob_class(pattern, i)
-            if parsed is None:
-                return None
-            regex, i = parsed
-            out.append(regex)
-        elif c == "{":
-            if in_alternates:
-                return None
-            in_alternates = True
-            out.append("(?:")
-        elif c == "}":
-            if not in_alternates:
-                return None
-            in_alternates = False
-            out.append(")")
-        elif c == "," and in_alternates:
-            out.append("|")
-        else:
-            out.append(re.escape(c))
-    if in_alternates:
-        return None
-    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
-
-
-class _AllowedKind(Enum):
-    ANY = "any"
-    NULL = "null"
-    VALUE = "value"
-
-
-@dataclass(frozen=True, slots=True)
-class _AllowedOrigin:
-    kind: _AllowedKind
-    #: The normalised origin (``scheme://host[:port]``) used as a glob, and its compiled form.
-    pattern: str = ""
-    regex: re.Pattern[str] | None = field(default=None, compare=False)
-
-    @classmethod
-    def parse(cls, entry: str) -> _AllowedOrigin:
-        if entry in ("all", "*", "any"):
-            return cls(_AllowedKind.ANY)
-        if entry == "null":
-            return cls(_AllowedKind.NULL)
-        pattern = _origin_parts(entry)[0]
-        return cls(_AllowedKind.VALUE, pattern, _glob_regex(pattern))
-
-    def matches(self, origin: str) -> bool:
-        if self.kind is _AllowedKind.ANY:
-            return True
-        if self.kind is _AllowedKind.NULL:
-            return False
-        regex = self.regex
-        if regex is None:
-            # globset refused the pattern: jsonrpc-server-utils falls back to ASCII-caseless equality.
-            return self.pattern.translate(_ASCII_LOWER) == origin.translate(_ASCII_LOWER)
-        return regex.fullmatch(origin) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class CorsPolicy:
-    """The ``cors`` setting (``--secretstore-http-cors``) and jsonrpc-server-utils' per-request rule.
-
-    ``allowed`` is None when every origin is allowed.
-    """
-
-    allowed: tuple[_AllowedOrigin, ...] | None
-
-    @classmethod
-    def parse(cls, config_value: str) -> CorsPolicy:
-        """``"none"`` allows no cross origin, ``"*"``/``"all"``/``"any"`` every one; otherwise a
-        comma-separated list of origins, ``null`` and globs (``http://*.example.com``).
-
-        Unlike Parity we strip whitespace around list entries, so ``"a, b"`` means ``a`` and ``b``.
-        """
-        if config_value == "none":
-            return cls(())
-        if config_value in ("*", "all", "any"):
-            return cls(None)
-        # Parity splits on every comma, so a glob alternative such as "{a,b}" cannot be written
-        # here; from_entries() accepts it.
-        return cls.from_entries(entry.strip() for entry in config_value.split(","))
-
-    @classmethod
-    def from_entries(cls, entries: Iterable[str] | None) -> CorsPolicy:
-        """A policy from a list of entries (``None`` allows every origin); each entry is ``"*"``,
-        ``"all"`` or ``"any"`` (any non-null origin), ``"null"``, or an origin glob."""
-        if entries is None:
-            return cls(None)
-        return cls(tuple(_AllowedOrigin.parse(entry) for entry in entries))
-
-    def decide(self, origin: str | None, host: str | None) -> CorsDecision:
-        """Decide from the raw ``Origin`` and ``Host`` header values (None when absent)."""
-        origin = _header_text(origin)
-        host = _header_text(host)
-        if origin is None:
-            return CorsDecision(CorsOutcome.NOT_REQUIRED)
-        # Same-origin requests need no CORS: the origin's host[:port] is the Host header.
-        if host is not None and origin.endswith(host) and _origin_parts(origin)[1] == host:
-            return CorsDecision(CorsOutcome.NOT_REQUIRED)
-        if origin == "null":
-            # Only "allow all" or an explicit "null" entry admits it, and no header is sent.
-            if self.allowed is None or any(entry.kind is _AllowedKind.NULL for entry in self.allowed):
-                return CorsDecision(CorsOutcome.ALLOW)
-            return CorsDecision(CorsOutcome.REJECT)
-        if self.allowed is None or any(entry.matches(origin) for entry in self.allowed):
-            return CorsDecision(CorsOutcome.ALLOW, _origin_parts(origin)[0])
-        return CorsDecision(CorsOutcome.REJECT)
