@@ -34,7 +34,6 @@ setting; no message ever contains the node secret or the keystore password.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -43,18 +42,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal
+
+import tomli_w
 
 from ..crypto.curve import N, Point
-from ..crypto.hashes import address_of, keccak256
+from ..crypto.hashes import address_of, checksum_address
 from ..exceptions import ConfigError, InvalidPoint
+from ..keyfile import KeystoreError, WrongPassword, unlock_file
+from ..protocol.addresses import HostPort, parse_host_port
+from ..protocol.hexcodec import parse_hex
+from .cors import CorsPolicy
 from .storage import DB_FILENAME
 
 __all__ = [
     "ACL_KINDS",
     "AclConfig",
-    "CorsPolicy",
-    "HostPort",
     "NodeConfig",
     "Timeouts",
     "dump_config",
@@ -64,25 +67,15 @@ __all__ = [
 AclKind = Literal["none", "allow_list", "contract"]
 ACL_KINDS: Final[tuple[str, ...]] = ("none", "allow_list", "contract")
 
-_HEX64 = re.compile(r"0x[0-9a-fA-F]{64}")
-_HEX128 = re.compile(r"0x[0-9a-fA-F]{128}")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
-_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CHAIN_URL: Final = re.compile(r"(https?|wss?)://[^\s/]+(/\S*)?")
+_SECRET_SIZE: Final = 32
+_NODE_ID_SIZE: Final = 64
+_KEY_ID_SIZE: Final = 32
+_ADDRESS_SIZE: Final = 20
 
 
 # -- value types --------------------------------------------------------------------------------
-
-
-class HostPort(NamedTuple):
-    """A TCP endpoint; ``str()`` gives ``host:port`` (``[v6]:port`` for IPv6)."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -92,32 +85,6 @@ class Timeouts:
     session: float = 5.0
     connect: float = 2.0
     keepalive: float = 10.0
-
-
-@dataclass(frozen=True)
-class CorsPolicy:
-    """Parity's ``cors`` setting (protocol.md §1.7): allow all origins, or only those listed."""
-
-    allow_all: bool = False
-    origins: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, setting: str) -> CorsPolicy:
-        """``"none"`` -> nobody; ``"*"``/``"all"``/``"any"`` -> everybody; else comma-separated origins."""
-        text = setting.strip()
-        if text == "none":
-            return cls()
-        if text in ("*", "all", "any"):
-            return cls(allow_all=True)
-        origins = tuple(part.strip() for part in text.split(","))
-        if not text or any(not o or any(c.isspace() for c in o) for o in origins):
-            raise ValueError("expected none, *, all, any or comma-separated origins without blanks")
-        return cls(origins=origins)
-
-    def __str__(self) -> str:
-        if self.allow_all:
-            return "*"
-        return ",".join(self.origins) if self.origins else "none"
 
 
 @dataclass(frozen=True)
@@ -151,7 +118,7 @@ class NodeConfig:
     cluster: Mapping[bytes, HostPort]
     timeouts: Timeouts = Timeouts()
     acl: AclConfig = AclConfig()
-    cors: CorsPolicy = CorsPolicy()
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
     keystore: Path | None = None
     password_env: str | None = None
 
@@ -186,7 +153,10 @@ class NodeConfig:
         return _Parser(Path(base_dir), os.environ if environ is None else environ).config(data)
 
     def to_mapping(self) -> dict[str, Any]:
-        """The TOML document of this config (paths absolute). Contains the secret if it was inline."""
+        """The TOML document of this config (paths absolute). Contains the secret if it was inline.
+
+        :raises ConfigError: a contract ACL without its chain URL or contract address.
+        """
         node: dict[str, Any] = {}
         if self.keystore is not None:
             node["keystore"] = str(self.keystore)
@@ -196,14 +166,15 @@ class NodeConfig:
         node.update(listen=str(self.listen), http_listen=str(self.http_listen), data_dir=str(self.data_dir))
         acl: dict[str, Any] = {"kind": self.acl.kind}
         if self.acl.kind == "allow_list":
-            acl["allowed"] = [_checksum(a) for a in sorted(self.acl.allowed)]
+            acl["allowed"] = [checksum_address(a) for a in sorted(self.acl.allowed)]
             acl["keys"] = {
-                "0x" + k.hex(): [_checksum(a) for a in sorted(v)] for k, v in sorted(self.acl.keys.items())
+                "0x" + k.hex(): [checksum_address(a) for a in sorted(v)] for k, v in sorted(self.acl.keys.items())
             }
         elif self.acl.kind == "contract":
-            assert self.acl.contract is not None
+            if self.acl.chain_url is None or self.acl.contract is None:
+                raise ConfigError("acl: a contract checker needs chain_url and contract", key="acl")
             acl["chain_url"] = self.acl.chain_url
-            acl["contract"] = _checksum(self.acl.contract)
+            acl["contract"] = checksum_address(self.acl.contract)
         return {
             "node": node,
             "cluster": {"0x" + n.hex(): str(a) for n, a in sorted(self.cluster.items())},
@@ -263,15 +234,21 @@ class _Parser:
                     raise self.fail(f"{name}.{key}", f"unknown setting (expected one of: {', '.join(allowed)})")
         return value
 
-    def string(self, section: _Section, prefix: str, key: str, required: bool = True) -> str | None:
+    def optional_string(self, section: _Section, prefix: str, key: str) -> str | None:
         value = section.get(key)
-        if value is None:
-            if required:
-                raise self.fail(f"{prefix}.{key}", "missing")
-            return None
-        if not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise self.fail(f"{prefix}.{key}", "must be a string")
         return value
+
+    def string(self, section: _Section, prefix: str, key: str) -> str:
+        value = self.optional_string(section, prefix, key)
+        if value is None:
+            raise self.fail(f"{prefix}.{key}", "missing")
+        return value
+
+    def hex_value(self, text: str, key: str, what: str, size: int) -> bytes:
+        """``0x`` + exactly ``2 * size`` hex digits; the message names ``what``, never the value."""
+        return parse_hex(text, what, size, error=lambda problem: self.fail(key, problem))
 
     def config(self, data: Mapping[str, Any]) -> NodeConfig:
         if not isinstance(data, Mapping):
@@ -287,7 +264,6 @@ class _Parser:
         if public.to_bytes() not in cluster:
             raise self.fail("cluster", f"does not list this node (0x{public.to_bytes().hex()})")
         data_dir = self.string(node, "node", "data_dir")
-        assert data_dir is not None
         if not data_dir:
             raise self.fail("node.data_dir", "must not be empty")
         return NodeConfig(
@@ -307,17 +283,15 @@ class _Parser:
     # -- [node] -----------------------------------------------------------------------------
 
     def secret(self, node: _Section) -> tuple[int, Path | None, str | None]:
-        inline = self.string(node, "node", "secret", required=False)
-        keystore = self.string(node, "node", "keystore", required=False)
-        password_env = self.string(node, "node", "password_env", required=False)
+        inline = self.optional_string(node, "node", "secret")
+        keystore = self.optional_string(node, "node", "keystore")
+        password_env = self.optional_string(node, "node", "password_env")
         if inline is not None:
             if keystore is not None or password_env is not None:
                 key = "node.keystore" if keystore is not None else "node.password_env"
                 raise self.fail(key, "give either node.secret or node.keystore with node.password_env, not both")
             # The value is never echoed: it is the node's private key.
-            if not _HEX64.fullmatch(inline):
-                raise self.fail("node.secret", "must be 0x followed by 64 hex digits")
-            value = int(inline[2:], 16)
+            value = int.from_bytes(self.hex_value(inline, "node.secret", "the node secret", _SECRET_SIZE), "big")
             if not 0 < value < N:
                 raise self.fail("node.secret", "is not a valid secp256k1 private key (must be 1 <= s < n)")
             return value, None, None
@@ -331,11 +305,19 @@ class _Parser:
         if password is None:
             raise self.fail("node.password_env", f"environment variable {password_env} is not set")
         path = self.base_dir / Path(keystore).expanduser()
-        return _decrypt_keystore(path, password, password_env), path, password_env
+        # keyfile's rules, as for the CLI and the RPC face; its messages never hold the password.
+        try:
+            raw = unlock_file(path, password)
+        except WrongPassword:
+            raise self.fail(
+                "node.password_env", f"the password in ${password_env} does not decrypt {path} (MAC mismatch)"
+            ) from None
+        except KeystoreError as exc:
+            raise self.fail("node.keystore", str(exc)) from None
+        return int.from_bytes(raw, "big"), path, password_env
 
     def endpoint(self, section: _Section, prefix: str, key: str, allow_zero: bool = False) -> HostPort:
         text = self.string(section, prefix, key)
-        assert text is not None
         try:
             return parse_host_port(text, allow_zero=allow_zero)
         except ValueError as exc:
@@ -349,10 +331,9 @@ class _Parser:
             raise self.fail("cluster", "must list at least this node")
         for key, value in section.items():
             name = f'cluster."{key}"'
-            if not _HEX128.fullmatch(key):
-                raise self.fail(name, "a node id must be 0x followed by 128 hex digits (a public key)")
+            raw = self.hex_value(key, name, "a node id (a public key)", _NODE_ID_SIZE)
             try:
-                node = Point.from_bytes(bytes.fromhex(key[2:])).to_bytes()
+                node = Point.from_bytes(raw).to_bytes()
             except InvalidPoint:
                 raise self.fail(name, "is not a point on secp256k1") from None
             if node in nodes:
@@ -396,20 +377,16 @@ class _Parser:
             grants: dict[bytes, frozenset[bytes]] = {}
             for key_id, addresses in keys_section.items():
                 name = f'acl.keys."{key_id}"'
-                if not _HEX64.fullmatch(key_id):
-                    raise self.fail(name, "a server key id must be 0x followed by 64 hex digits")
-                raw = bytes.fromhex(key_id[2:])
+                raw = self.hex_value(key_id, name, "a server key id", _KEY_ID_SIZE)
                 if raw in grants:
                     raise self.fail(name, "is listed twice (hex case differs)")
                 grants[raw] = self.addresses(addresses, name)
             return AclConfig("allow_list", allowed, MappingProxyType(grants))
         if kind == "contract":
             url = self.string(section, "acl", "chain_url")
-            assert url is not None
-            if not re.fullmatch(r"(https?|wss?)://[^\s/]+(/\S*)?", url):
+            if not _CHAIN_URL.fullmatch(url):
                 raise self.fail("acl.chain_url", f"{url!r}: expected an http(s):// or ws(s):// URL")
             contract = self.string(section, "acl", "contract")
-            assert contract is not None
             return AclConfig("contract", chain_url=url, contract=self.address(contract, "acl.contract"))
         return AclConfig("none")
 
@@ -424,19 +401,17 @@ class _Parser:
         return frozenset(result)
 
     def address(self, text: str, key: str) -> bytes:
-        if not _ADDRESS.fullmatch(text):
-            raise self.fail(key, f"{text!r}: expected 0x followed by 40 hex digits")
-        raw = bytes.fromhex(text[2:])
+        raw = self.hex_value(text, key, f"address {text!r}", _ADDRESS_SIZE)
         # Mixed case claims an EIP-55 checksum: a mismatch is a mistyped address.
         body = text[2:]
-        if body != body.lower() and body != body.upper() and _checksum(raw) != text:
+        if body not in (body.lower(), body.upper()) and checksum_address(raw) != text:
             raise self.fail(key, f"{text!r}: EIP-55 checksum mismatch")
         return raw
 
     # -- [http] -----------------------------------------------------------------------------
 
     def cors(self, section: _Section) -> CorsPolicy:
-        text = self.string(section, "http", "cors", required=False)
+        text = self.optional_string(section, "http", "cors")
         if text is None:
             return CorsPolicy()
         try:
@@ -445,128 +420,25 @@ class _Parser:
             raise self.fail("http.cors", f"{text!r}: {exc}") from None
 
 
-def parse_host_port(text: str, allow_zero: bool = False) -> HostPort:
-    """``host:port`` or ``[v6]:port``; the host is an IP address or a DNS name.
-
-    :raises ValueError: with the reason (callers wrap it in ConfigError).
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError('expected "host:port"')
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not _IPV6.fullmatch(host) or ":" not in host:
-            raise ValueError("bad IPv6 address")
-    elif ":" in host or not _HOSTNAME.fullmatch(host):
-        raise ValueError("bad host (IPv6 addresses go in brackets)")
-    port = int(port_text)
-    if not (0 if allow_zero else 1) <= port <= 65535:
-        raise ValueError(f"port must be in {0 if allow_zero else 1}..65535")
-    return HostPort(host, port)
-
-
-def _checksum(address: bytes) -> str:
-    """EIP-55 mixed-case form of a 20-byte address."""
-    # Local rather than crypto.hashes.checksum_address, which zips the 40 hex digits with all 64
-    # digest digits under strict=True and so always raises (reported).
-    lower = address.hex()
-    digest = keccak256(lower.encode("ascii")).hex()
-    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest[:40], strict=True))
-
-
-def _decrypt_keystore(path: Path, password: str, password_env: str) -> int:
-    """The private key of an Ethereum v3 keystore file; errors never include the password."""
-    key = "node.keystore"
-    try:
-        keyfile = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})", key=key) from None
-    except ValueError:
-        raise ConfigError(f"{key}: {path} is not JSON", key=key) from None
-    if not isinstance(keyfile, dict) or not isinstance(keyfile.get("crypto", keyfile.get("Crypto")), dict):
-        raise ConfigError(f"{key}: {path} is not an Ethereum v3 keystore", key=key)
-    # Lazy: eth_account pulls in a large dependency tree that an inline-secret node never needs.
-    from eth_account import Account
-
-    try:
-        raw = bytes(Account.decrypt(keyfile, password))
-    except ValueError as exc:
-        # eth_account says "MAC mismatch" for a wrong password; other ValueErrors mean a bad file.
-        if "MAC" in str(exc):
-            raise ConfigError(
-                f"node.password_env: the password in ${password_env} does not decrypt {path} (MAC mismatch)",
-                key="node.password_env",
-            ) from None
-        raise ConfigError(f"{key}: cannot decrypt {path}: unsupported or malformed keystore", key=key) from None
-    except (KeyError, TypeError, NotImplementedError):
-        raise ConfigError(f"{key}: cannot decrypt {path}: unsupported or malformed keystore", key=key) from None
-    value = int.from_bytes(raw, "big")
-    if len(raw) != 32 or not 0 < value < N:
-        raise ConfigError(f"{key}: {path} does not hold a valid secp256k1 private key", key=key)
-    return value
-
-
 # -- writing ------------------------------------------------------------------------------------
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
-
-def _toml_key(key: str) -> str:
-    # Hex ids are legal bare keys, but quoting them reads as the value they are.
-    return key if _BARE_KEY.fullmatch(key) and not key.startswith("0x") else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for char in text:
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif char in "\b\t\n\f\r":
-            out.append({"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str | Path):
-        return _toml_string(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+def _toml_ready(value: Any, where: str) -> Any:
+    """``value`` with None entries left out of tables and paths as strings, for tomli-w."""
     if isinstance(value, Mapping):
-        # Inline table: only reached for mappings inside arrays.
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v, where)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"{where}: cannot write a {type(value).__name__} as TOML", key=where)
-
-
-def _emit_table(lines: list[str], prefix: list[str], table: Mapping[str, Any]) -> None:
-    scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, Mapping)]
-    tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
-    if prefix and (scalars or not tables):
-        lines.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
-    for key, value in scalars:
-        if not isinstance(key, str):
-            raise ConfigError(f"{'.'.join([*prefix, str(key)])}: TOML keys are strings")
-        lines.append(f"{_toml_key(key)} = {_toml_value(value, '.'.join([*prefix, key]))}")
-    if prefix and (scalars or not tables):
-        lines.append("")
-    for key, value in tables:
-        _emit_table(lines, [*prefix, key], value)
+        ready = {}
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            if not isinstance(key, str):
+                raise ConfigError(f"{name}: TOML keys are strings", key=name)
+            if item is not None:
+                ready[key] = _toml_ready(item, name)
+        return ready
+    if isinstance(value, list | tuple):
+        return [_toml_ready(item, where) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def dump_config(config: NodeConfig | Mapping[str, Any]) -> str:
@@ -574,11 +446,11 @@ def dump_config(config: NodeConfig | Mapping[str, Any]) -> str:
 
     The result of dumping a :class:`NodeConfig` loads back to an equal config. It holds the node
     secret when that was given inline: write it to a file of mode 0600.
+
+    :raises ConfigError: a value TOML cannot hold.
     """
     data = config.to_mapping() if isinstance(config, NodeConfig) else config
-    lines: list[str] = []
-    _emit_table(lines, [], data)
-    while lines and lines[-1] == "":
-        lines.pop()
-    return "\n".join(lines) + "\n"
-
+    try:
+        return tomli_w.dumps(_toml_ready(data, ""))
+    except TypeError as exc:  # tomli-w's error for an unsupported value type
+        raise ConfigError(f"cannot write the config as TOML: {exc}") from exc

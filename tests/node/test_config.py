@@ -16,15 +16,10 @@ from eth_utils import to_checksum_address as checksum_address
 from ocean_secret_store.crypto.curve import N, Point, random_scalar
 from ocean_secret_store.crypto.hashes import address_of
 from ocean_secret_store.exceptions import ConfigError
-from ocean_secret_store.node.config import (
-    CorsPolicy,
-    HostPort,
-    NodeConfig,
-    Timeouts,
-    dump_config,
-    load_config,
-)
+from ocean_secret_store.node.config import NodeConfig, Timeouts, dump_config, load_config
+from ocean_secret_store.node.cors import CorsPolicy
 from ocean_secret_store.node.storage import DB_FILENAME
+from ocean_secret_store.protocol.addresses import HostPort
 
 SECRETS = [random_scalar() for _ in range(3)]
 PUBLICS = [Point.generator_mul(s) for s in SECRETS]
