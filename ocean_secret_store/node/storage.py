@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Self
 
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
@@ -41,6 +41,7 @@ from ..exceptions import (
     ServerKeyAlreadyGenerated,
     ServerKeyIsNotFound,
 )
+from ..protocol.hexcodec import parse_hex, to_hex
 
 __all__ = [
     "DB_FILENAME",
@@ -276,30 +277,26 @@ class _Keys:
         return hmac.new(self.mac, key_id + record, "sha256").digest()
 
 
-def _hex(value: bytes) -> str:
-    return "0x" + value.hex()
-
-
 def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> str:
     nonce = os.urandom(_NONCE_SIZE)
     cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
     cipher.update(key_id + version.hash)
     ciphertext, tag = cipher.encrypt_and_digest(scalar_bytes(version.secret_share))
-    return _hex(nonce + ciphertext + tag)
+    return to_hex(nonce + ciphertext + tag)
 
 
 def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
     """Parity's V3 JSON (field order and 0x-hex as §5.2), shares sealed, compact UTF-8."""
     record = {
-        "author": _hex(share.author),
+        "author": to_hex(share.author),
         "threshold": share.threshold,
-        "public": _hex(share.public.to_bytes()),
-        "common_point": None if share.common_point is None else _hex(share.common_point.to_bytes()),
-        "encrypted_point": None if share.encrypted_point is None else _hex(share.encrypted_point.to_bytes()),
+        "public": to_hex(share.public.to_bytes()),
+        "common_point": None if share.common_point is None else to_hex(share.common_point.to_bytes()),
+        "encrypted_point": None if share.encrypted_point is None else to_hex(share.encrypted_point.to_bytes()),
         "versions": [
             {
-                "hash": _hex(v.hash),
-                "id_numbers": {_hex(node): _hex(scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())},
+                "hash": to_hex(v.hash),
+                "id_numbers": {to_hex(node): to_hex(scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())},
                 "secret_share": {"aes256gcm": _seal_share(keys, key_id, v)},
             }
             for v in share.versions
@@ -312,26 +309,21 @@ class _Corrupt(Exception):
     """Internal: a stored record does not parse (turned into DatabaseError with the key id)."""
 
 
-def _unhex(value: Any, size: int) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 2 + 2 * size:
-        raise _Corrupt(f"expected 0x and {2 * size} hex digits")
-    try:
-        return bytes.fromhex(value[2:])
-    except ValueError as exc:
-        raise _Corrupt("not hex") from exc
+def _unhex(value: object, what: str, size: int) -> bytes:
+    return parse_hex(value, what, size, error=_Corrupt)
 
 
-def _point(value: Any) -> Point:
+def _point(value: object, what: str) -> Point:
     try:
-        return Point.from_bytes(_unhex(value, 64))
+        return Point.from_bytes(_unhex(value, what, 64))
     except InvalidPoint as exc:
-        raise _Corrupt("not a curve point") from exc
+        raise _Corrupt(f"{what} is not a curve point") from exc
 
 
 def _open_share(keys: _Keys, key_id: bytes, version_hash: bytes, sealed: Any) -> int:
     if not isinstance(sealed, dict) or set(sealed) != {"aes256gcm"}:
         raise _Corrupt("secret_share is not a sealed share")
-    blob = _unhex(sealed["aes256gcm"], _NONCE_SIZE + 32 + _TAG_SIZE)
+    blob = _unhex(sealed["aes256gcm"], "a sealed secret share", _NONCE_SIZE + 32 + _TAG_SIZE)
     nonce, ciphertext, tag = blob[:_NONCE_SIZE], blob[_NONCE_SIZE:-_TAG_SIZE], blob[-_TAG_SIZE:]
     cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
     cipher.update(key_id + version_hash)
@@ -362,10 +354,13 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
     for entry in data["versions"]:
         if not isinstance(entry, dict) or set(entry) != {"hash", "id_numbers", "secret_share"}:
             raise _Corrupt("unexpected version fields")
-        version_hash = _unhex(entry["hash"], 32)
+        version_hash = _unhex(entry["hash"], "a version hash", 32)
         if not isinstance(entry["id_numbers"], dict):
             raise _Corrupt("id_numbers is not a map")
-        id_numbers = {_unhex(node, 64): int.from_bytes(_unhex(x, 32), "big") for node, x in entry["id_numbers"].items()}
+        id_numbers = {
+            _unhex(node, "a node id", 64): int.from_bytes(_unhex(x, "an id number", 32), "big")
+            for node, x in entry["id_numbers"].items()
+        }
         if not hmac.compare_digest(key_version_hash(id_numbers), version_hash):
             raise _Corrupt("a version hash does not match its id numbers")
         share = _open_share(keys, key_id, version_hash, entry["secret_share"])
@@ -375,11 +370,13 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
             raise _Corrupt("invalid version") from exc
     try:
         return KeyShare(
-            author=_unhex(data["author"], 20),
+            author=_unhex(data["author"], "author", 20),
             threshold=threshold,
-            public=_point(data["public"]),
-            common_point=None if data["common_point"] is None else _point(data["common_point"]),
-            encrypted_point=None if data["encrypted_point"] is None else _point(data["encrypted_point"]),
+            public=_point(data["public"], "public"),
+            common_point=None if data["common_point"] is None else _point(data["common_point"], "common_point"),
+            encrypted_point=(
+                None if data["encrypted_point"] is None else _point(data["encrypted_point"], "encrypted_point")
+            ),
             versions=tuple(versions),
         )
     except InternalError as exc:
@@ -543,7 +540,7 @@ class SqliteKeyStorage:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self) -> SqliteKeyStorage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

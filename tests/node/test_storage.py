@@ -315,9 +315,11 @@ def test_row_copied_into_another_nodes_database_is_refused(tmp_path: Path) -> No
         other.insert(key_id, _share())
     record, mac = _raw_row(tmp_path / "a", key_id)
     _write_row(tmp_path / "b", key_id, record, mac)
-    with SqliteKeyStorage(tmp_path / "b", other_secret) as other:
-        with pytest.raises(DatabaseError, match="fails authentication"):
-            other.get(key_id)
+    with (
+        SqliteKeyStorage(tmp_path / "b", other_secret) as other,
+        pytest.raises(DatabaseError, match="fails authentication"),
+    ):
+        other.get(key_id)
 
 
 def test_tampered_public_field_is_detected(tmp_path: Path) -> None:
@@ -327,9 +329,8 @@ def test_tampered_public_field_is_detected(tmp_path: Path) -> None:
     record, mac = _raw_row(tmp_path, key_id)
     record["author"] = "0x" + os.urandom(20).hex()
     _write_row(tmp_path, key_id, record, mac)
-    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
-        with pytest.raises(DatabaseError, match="fails authentication"):
-            store.get(key_id)
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store, pytest.raises(DatabaseError, match="fails authentication"):
+        store.get(key_id)
 
 
 def _remac(store: SqliteKeyStorage, key_id: bytes, record: dict[str, object]) -> bytes:
@@ -347,6 +348,30 @@ def test_tampered_share_ciphertext_is_detected(tmp_path: Path) -> None:
         record["versions"][0]["secret_share"]["aes256gcm"] = flipped  # type: ignore[index]
         _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
         with pytest.raises(DatabaseError, match="secret share fails authentication"):
+            store.get(key_id)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("author", "ab" * 20, "author must be a 0x-prefixed hex string"),
+        ("author", "0x" + "zz" * 20, "author contains characters that are not hex digits"),
+        ("author", "0x" + "ab" * 19, "author must be 20 bytes"),
+        ("public", "0x" + "ab", "public must be 64 bytes"),
+        ("public", "0x" + "00" * 64, "public is not a curve point"),
+        ("common_point", 7, "common_point must be a hex string, got int"),
+    ],
+)
+def test_malformed_record_under_a_valid_mac_is_reported_corrupt(
+    tmp_path: Path, field: str, value: object, problem: str
+) -> None:
+    key_id = os.urandom(32)
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
+        store.insert(key_id, _share())
+        record, _ = _raw_row(tmp_path, key_id)
+        record[field] = value
+        _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
+        with pytest.raises(DatabaseError, match=f"is corrupt: {problem}"):
             store.get(key_id)
 
 
