@@ -9,13 +9,20 @@ import signal
 
 from aiohttp import web
 
+__all__ = ["bound_port", "wait_for_stop_signal"]
+
 
 def bound_port(runner: web.AppRunner) -> int:
-    """The TCP port the runner's first site listens on (useful after binding port 0)."""
-    site = next(iter(runner.sites))
-    server = site._server  # aiohttp keeps the bound socket here
-    assert server is not None and server.sockets  # type: ignore[union-attr]
-    return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    """The TCP port the runner's first listening socket is bound to (useful after binding port 0).
+
+    :raises RuntimeError: the runner has no started TCP site (a bug in the caller).
+    """
+    # AppRunner.addresses is aiohttp's public list of every started site's socket name:
+    # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6, a path for a Unix socket.
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
+            return address[1]
+    raise RuntimeError("the runner has no started TCP site")
 
 
 async def wait_for_stop_signal() -> None:
