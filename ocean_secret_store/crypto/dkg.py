@@ -11,8 +11,7 @@ One node's part of a key generation, in order:
 5. :func:`joint_public` — ``Y = Σ_i a_i0·G`` from everybody's ``public_share``.
 
 :func:`run_local_dkg` runs the whole protocol for all nodes in one process (tests, benchmarks,
-demo); the joint secret is never formed, except by the test-only
-:func:`_joint_secret_for_tests`.
+demo); the joint secret is never formed.
 """
 
 from __future__ import annotations
@@ -22,13 +21,7 @@ from dataclasses import dataclass
 
 from ..exceptions import InvalidScalar, InvalidShare, InvalidThreshold
 from .curve import N, Point, Rng, point_sum, random_scalar
-from .sharing import (
-    evaluate,
-    lagrange_coefficients_at_zero,
-    pedersen_commitments,
-    random_polynomial,
-    verify_pedersen_share,
-)
+from .sharing import evaluate, pedersen_commitments, random_polynomial, verify_pedersen_share
 
 __all__ = [
     "Dealing",
@@ -43,7 +36,7 @@ __all__ = [
 ]
 
 
-def contribute_derived_point(H: Point, rng: Rng | None = None) -> Point:  # noqa: N803
+def contribute_derived_point(H: Point, rng: Rng | None = None) -> Point:
     """One node's step of the derived point: ``k·H`` for a fresh random ``k`` (§2.5 step 1)."""
     return H * random_scalar(rng)
 
@@ -83,7 +76,7 @@ class Dealing:
         )
 
 
-def deal(threshold: int, H: Point, rng: Rng | None = None, is_zero: bool = False) -> Dealing:  # noqa: N803
+def deal(threshold: int, H: Point, rng: Rng | None = None, is_zero: bool = False) -> Dealing:
     """Pick ``f``, ``g`` of degree ``threshold`` and commit to them (§2.5 step 2).
 
     For a zero-secret dealing ``a_0 = 0`` and no commitments are made (Parity skips them).
@@ -112,7 +105,7 @@ def verify_dealing(
     secret1: int,
     secret2: int,
     commitments: Sequence[Point],
-    H: Point,  # noqa: N803
+    H: Point,
     threshold: int,
     *,
     is_zero: bool = False,
@@ -217,13 +210,3 @@ def run_local_dkg(threshold: int, n: int, rng: Rng | None = None, *, verify: boo
     public = joint_public(d.public_share for d in dealings if d.public_share is not None)
     return LocalKey(threshold, dict(zip(nodes, xs, strict=True)), shares, public, derived)
 
-
-def _joint_secret_for_tests(key: LocalKey) -> int:
-    """TESTS ONLY: interpolate the joint secret ``y`` from the first ``t+1`` shares.
-
-    No real node ever does this; it exists so tests can cross-check ``y·G == Y`` and the
-    threshold results against the secret itself, as Parity's math tests do.
-    """
-    members = list(key.shares)[: key.threshold + 1]
-    coefficients = lagrange_coefficients_at_zero([key.id_numbers[m] for m in members])
-    return sum(c * key.shares[m] for c, m in zip(coefficients, members, strict=True)) % N

@@ -36,6 +36,8 @@ _COPY_THRESHOLD: Final = 1 << 16
 
 #: A document key as accepted here: a Point, or Parity's raw 64 bytes ``X || Y``.
 DocumentKey = Point | bytes
+#: Document data as accepted here: any contiguous byte buffer AES can read without a copy.
+ByteBuffer = bytes | bytearray | memoryview
 
 
 # -- document key generation (§2.6, §3.1) ---------------------------------------------------
@@ -85,7 +87,7 @@ def _ctr(document_key: DocumentKey, iv: bytes) -> CtrMode:
 
 
 def encrypt_document(
-    document_key: DocumentKey, data: bytes, rng: Rng | None = None, iv: bytes | None = None
+    document_key: DocumentKey, data: ByteBuffer, rng: Rng | None = None, iv: bytes | None = None
 ) -> bytes:
     """``AES-128-CTR(M[:16], iv, data) || iv`` with a random IV unless one is given."""
     iv = _check_iv(iv if iv is not None else (rng or default_rng)(IV_LENGTH), CryptoError)
@@ -102,7 +104,7 @@ def encrypt_document(
     return bytes(out)
 
 
-def decrypt_document(document_key: DocumentKey, blob: bytes) -> bytes:
+def decrypt_document(document_key: DocumentKey, blob: ByteBuffer) -> bytes:
     """Inverse of :func:`encrypt_document`: the IV is the last 16 bytes of ``blob``."""
     if len(blob) < IV_LENGTH:
         raise DecryptionFailed(f"an encrypted document is at least {IV_LENGTH} bytes (the IV), got {len(blob)}")
@@ -123,7 +125,7 @@ class DocumentEncryptor:
     ``encrypt_document(document_key, b"".join(chunks), iv=iv)``.
     """
 
-    __slots__ = ("_cipher", "_iv", "_finalized")
+    __slots__ = ("_cipher", "_finalized", "_iv")
 
     def __init__(self, document_key: DocumentKey, iv: bytes | None = None, rng: Rng | None = None) -> None:
         self._iv = _check_iv(iv if iv is not None else (rng or default_rng)(IV_LENGTH), CryptoError)
@@ -135,13 +137,13 @@ class DocumentEncryptor:
         """The IV (public: it is appended to the ciphertext)."""
         return self._iv
 
-    def update(self, chunk: bytes) -> bytes:
+    def update(self, chunk: ByteBuffer) -> bytes:
         """Encrypt the next chunk (any length)."""
         if self._finalized:
             raise CryptoError("the document encryptor is already finalized")
         return self._cipher.encrypt(chunk)
 
-    def update_into(self, chunk: bytes, output: bytearray | memoryview) -> None:
+    def update_into(self, chunk: ByteBuffer, output: bytearray | memoryview) -> None:
         """Encrypt ``chunk`` into ``output`` (same length) without allocating."""
         if self._finalized:
             raise CryptoError("the document encryptor is already finalized")
@@ -164,11 +166,11 @@ class DocumentDecryptor:
     def __init__(self, document_key: DocumentKey, iv: bytes) -> None:
         self._cipher = _ctr(document_key, _check_iv(iv, DecryptionFailed))
 
-    def update(self, chunk: bytes) -> bytes:
+    def update(self, chunk: ByteBuffer) -> bytes:
         """Decrypt the next ciphertext chunk (any length; never pass the trailing IV)."""
         return self._cipher.decrypt(chunk)
 
-    def update_into(self, chunk: bytes, output: bytearray | memoryview) -> None:
+    def update_into(self, chunk: ByteBuffer, output: bytearray | memoryview) -> None:
         """Decrypt ``chunk`` into ``output`` (same length) without allocating."""
         self._cipher.decrypt(chunk, output=output)
 

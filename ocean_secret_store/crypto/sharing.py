@@ -204,7 +204,7 @@ def verify_feldman_share(x: int, share: int, commitments: Sequence[Point]) -> No
 # -- Pedersen VSS -----------------------------------------------------------------------------
 
 
-def pedersen_commitments(f: Sequence[int], g: Sequence[int], H: Point) -> tuple[Point, ...]:  # noqa: N803
+def pedersen_commitments(f: Sequence[int], g: Sequence[int], H: Point) -> tuple[Point, ...]:
     """Pedersen's ``C_k = a_k·G + b_k·H`` for the coefficient pairs of ``f`` and ``g``.
 
     :raises InvalidThreshold: if ``f`` and ``g`` differ in degree.
@@ -223,7 +223,7 @@ def pedersen_commitments(f: Sequence[int], g: Sequence[int], H: Point) -> tuple[
 
 
 def verify_pedersen_share(
-    x: int, secret1: int, secret2: int, commitments: Sequence[Point], H: Point  # noqa: N803
+    x: int, secret1: int, secret2: int, commitments: Sequence[Point], H: Point
 ) -> None:
     """Check ``secret1·G + secret2·H == Σ_k x^k·C_k`` (protocol.md §2.5 step 3).
 

@@ -96,7 +96,7 @@ def mul(k: int, point: Affine) -> Affine:
     k %= N
     result = _INFINITY
     base = _to_jacobian(point)
-    for bit in bin(k)[2:] if k else "":
+    for bit in f"{k:b}" if k else "":
         result = _double(result)
         if bit == "1":
             result = _add(result, base)

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ocean_secret_store.crypto.curve import (
+    G,
     N,
     P,
-    G,
     Point,
     Scalar,
     ecdh_x,
@@ -39,10 +39,9 @@ def ref_add(a: Affine, b: Affine) -> Affine:
         return a
     if a[0] == b[0] and (a[1] + b[1]) % P == 0:
         return None
-    if a == b:
-        slope = 3 * a[0] * a[0] * pow(2 * a[1], -1, P) % P
-    else:
-        slope = (b[1] - a[1]) * pow(b[0] - a[0], -1, P) % P
+    doubling = a == b
+    numerator, denominator = (3 * a[0] * a[0], 2 * a[1]) if doubling else (b[1] - a[1], b[0] - a[0])
+    slope = numerator * pow(denominator, -1, P) % P
     x = (slope * slope - a[0] - b[0]) % P
     return x, (slope * (a[0] - x) - a[1]) % P
 
@@ -141,8 +140,9 @@ def test_scalar_mul_composes(a: int, b: int) -> None:
 def test_negation(k: int) -> None:
     p = Point.generator_mul(k)
     assert (-p).x == p.x and (-p).y == P - p.y
-    assert -p == Point.generator_mul(N - k)
-    assert -(-p) == p
+    negated = -p
+    assert negated == Point.generator_mul(N - k)
+    assert -negated == p
 
 
 @given(scalars, scalars)

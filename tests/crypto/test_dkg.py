@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ocean_secret_store.crypto import dkg
 from ocean_secret_store.crypto.curve import G, N, Point, random_scalar
 from ocean_secret_store.crypto.dkg import (
+    LocalKey,
     combine_secret_share,
     contribute_derived_point,
     deal,
@@ -19,7 +19,7 @@ from ocean_secret_store.crypto.dkg import (
     run_local_dkg,
     verify_dealing,
 )
-from ocean_secret_store.crypto.sharing import evaluate
+from ocean_secret_store.crypto.sharing import evaluate, lagrange_coefficients_at_zero
 from ocean_secret_store.exceptions import InvalidPoint, InvalidScalar, InvalidShare, InvalidThreshold
 from tests.crypto.reference import PARITY_GRID, interpolate_at_zero
 
@@ -32,6 +32,16 @@ def some_h() -> Point:
     return Point.generator_mul(random_scalar())
 
 
+def joint_secret(key: LocalKey) -> int:
+    """The joint secret ``y`` from the first ``t+1`` shares, with the package's Lagrange coefficients.
+
+    No node ever forms ``y``; tests do, to check ``y·G == Y`` as Parity's math tests do.
+    """
+    members = list(key.shares)[: key.threshold + 1]
+    coefficients = lagrange_coefficients_at_zero([key.id_numbers[m] for m in members])
+    return sum(c * key.shares[m] for c, m in zip(coefficients, members, strict=True)) % N
+
+
 @pytest.mark.parametrize(("t", "n"), PARITY_GRID)
 def test_parity_grid_dkg(t: int, n: int) -> None:
     key = run_local_dkg(t, n)
@@ -42,7 +52,7 @@ def test_parity_grid_dkg(t: int, n: int) -> None:
     # Cross-check as Parity's math tests do: the joint secret, interpolated independently, is Y's.
     y = interpolate_at_zero(points[: t + 1])
     assert y * G == key.public
-    assert dkg._joint_secret_for_tests(key) == y
+    assert joint_secret(key) == y
     # Every t+1 of the shares lie on the same degree-t polynomial (a few subsets suffice for n = 10).
     for subset in list(combinations(points, t + 1))[:6]:
         assert interpolate_at_zero(list(subset)) == y
@@ -60,7 +70,7 @@ def test_run_local_dkg_is_reproducible_with_an_injected_rng() -> None:
 
 def test_unverified_run_gives_a_consistent_key() -> None:
     key = run_local_dkg(3, 6, verify=False)
-    assert dkg._joint_secret_for_tests(key) * G == key.public
+    assert joint_secret(key) * G == key.public
 
 
 @pytest.mark.parametrize(("t", "n"), [(2, 2), (3, 2), (-1, 3), (0, 0)])
@@ -185,10 +195,10 @@ def test_secrets_stay_out_of_reprs() -> None:
     dealing = deal(2, some_h())
     key = run_local_dkg(1, 3)
     text = repr(dealing) + str(dealing) + repr(key) + str(key)
-    for value in (*dealing.f, *dealing.g, *key.shares.values(), dkg._joint_secret_for_tests(key)):
+    for value in (*dealing.f, *dealing.g, *key.shares.values(), joint_secret(key)):
         assert str(value) not in text
         assert f"{value:x}" not in text
         assert f"{value:064x}" not in text
     assert "threshold=2" in repr(dealing)
     # Dealings compare by identity, never by (timing-leaky) value comparison of their secrets.
-    assert dealing == dealing and dealing != deal(2, some_h())
+    assert dealing == dealing and dealing != deal(2, some_h())  # noqa: PLR0124 -- equality is identity

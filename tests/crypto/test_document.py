@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import random
+from itertools import pairwise
 
 import pytest
+from Crypto.Cipher import AES
 from hypothesis import given
 from hypothesis import strategies as st
-from Crypto.Cipher import AES
 
 from ocean_secret_store.crypto.curve import G, N, Point, Rng
 from ocean_secret_store.crypto.document import (
@@ -42,7 +43,7 @@ def payload(size: int, seed: int = 0) -> bytes:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in pairwise(bounds)]
 
 
 def reference(data: bytes, iv: bytes = IV) -> bytes:

@@ -70,7 +70,7 @@ def test_parity_grid_encrypt_decrypt(t: int, n: int) -> None:
     assert y * G == key.public
 
     document_key = random_scalar() * G
-    common, encrypted, k = encrypt_secret(document_key, key.public)
+    common, encrypted, _k = encrypt_secret(document_key, key.public)
     assert encrypted - y * common == document_key  # the joint secret decrypts directly
     # Σ ns_i = (−1)^t·y: the sign convention every rule below rests on.
     assert sum(node_shadows(key, members)) % N == (y if t % 2 == 0 else N - y)

@@ -129,7 +129,7 @@ def test_duplicate_id_numbers_are_refused(xs: list[int]) -> None:
     with pytest.raises(InvalidShare):
         shadow_coefficients(xs)
     with pytest.raises(InvalidShare):
-        shadow_coefficient(xs[0], xs[1:] + [xs[0]])
+        shadow_coefficient(xs[0], [*xs[1:], xs[0]])
 
 
 @pytest.mark.parametrize("bad", [0, N, N + 1, -1])
