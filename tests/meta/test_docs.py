@@ -102,9 +102,18 @@ def parse_blocks(text: str, doc: str) -> list[tuple[int, str, str]]:
                 break
             body.append(lines[i])
             i += 1
-        blocks.append((start + 1, info.split()[0] if info else "", "\n".join(body) + "\n"))
+        blocks.append((start + 1, info.split()[0] if info else "", "".join(line + "\n" for line in body)))
         i += 1
     return blocks
+
+
+def prose_of(text: str, doc: str) -> str:
+    """The text with every fenced block (fences included) blanked out, line numbers kept."""
+    lines = text.splitlines()
+    for first, _, content in parse_blocks(text, doc):
+        for index in range(first - 2, first + content.count("\n")):  # opening fence .. closing fence
+            lines[index] = ""
+    return "\n".join(lines)
 
 
 def snippets_of(path: Path) -> list[Snippet]:
@@ -249,9 +258,62 @@ def test_malformed_fences_are_refused(text: str, problem: str) -> None:
 
 
 def test_shell_lines_become_commands_without_their_comments() -> None:
-    parsed = parse_blocks("text\n```bash\n# a comment\nmake x   # why\n\n```\n", "t.md")
-    assert parsed == [(3, "bash", "# a comment\nmake x   # why\n\n")]
+    text = "text\n```bash\n# a comment\nmake x   # why\n\n```\nafter `a/b.py`\n```\n```\n"
+    assert parse_blocks(text, "t.md") == [(3, "bash", "# a comment\nmake x   # why\n\n"), (9, "", "")]
+    assert [(s.line, s.kind, s.key) for s in snippets_in(text, "t.md")] == [(4, "shell", "make x")]
+    assert prose_of(text, "t.md").split("\n") == ["text", "", "", "", "", "", "after `a/b.py`", "", ""]
     assert snippet(DEVNET_UP).text.endswith("# chain, contracts, key servers, RPC, provider")
+
+
+# -- the paths and names the prose points at --------------------------------------------------
+
+PACKAGE = ROOT / "ocean_secret_store"
+PATH_ROOTS = {"ocean_secret_store", "tests", "bench", "docs", "tools"} | {p.stem for p in PACKAGE.iterdir()}
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+PATHLIKE = re.compile(r"[\w.-]+(/[\w.-]+)*/?")
+
+
+def named_in_prose() -> list[tuple[str, str]]:
+    """``(where, code span)`` of every inline code span outside the code blocks of the docs."""
+    out = []
+    for path in DOCS:
+        doc = str(path.relative_to(ROOT))
+        for number, line in enumerate(prose_of(path.read_text(), doc).splitlines(), 1):
+            out += [(f"{doc}:{number}", span) for span in CODE_SPAN.findall(line)]
+    return out
+
+
+def resolves(dotted: str) -> bool:
+    """``pkg.module.attr`` names an importable module, or an attribute of one."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(target, attribute):
+                return False
+            target = getattr(target, attribute)
+        return True
+    return False
+
+
+def test_paths_and_names_in_the_docs_exist() -> None:
+    # A path the prose names (`node/transport.py`, `tests/vectors/`) is relative to the checkout
+    # or, as the docs write modules, to the package; a dotted `ocean_secret_store.x.Y` must import.
+    # Run-time paths (`.devnet/...`, `data_dir/...`) do not start with a checkout or package name.
+    broken = []
+    for where, span in named_in_prose():
+        if span.startswith("ocean_secret_store.") and re.fullmatch(r"[\w.]+", span):
+            if not resolves(span):
+                broken.append(f"{where}: {span} does not import")
+        elif (PATHLIKE.fullmatch(span) and "/" in span and span.split("/")[0] in PATH_ROOTS
+              and not ((ROOT / span).exists() or (PACKAGE / span).exists())):
+            broken.append(f"{where}: {span} does not exist")
+    assert not broken, "the docs point at things that are not there:\n" + "\n".join(broken)
 
 
 # -- running commands -------------------------------------------------------------------------
