@@ -221,8 +221,3 @@ def rpc_servers_set_hash(node_ids_hex: Sequence[str]) -> str:
         raise MalformedHex("the servers set must be a list of 0x-prefixed hex strings")
     node_ids = [parse_hex(item, f"servers_set[{index}]", 64) for index, item in enumerate(node_ids_hex)]
     return to_hex(servers_set_hash(node_ids))
-
-
-# Transitional: client/rpc.py still imports the old names; remove once it uses protocol.hexcodec.
-parse_json_hex = parse_hex
-json_hex = to_hex

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from ..exceptions import InvalidDid
+from ..protocol.hexcodec import parse_hex
 
 DID_PREFIX = "did:op:"
-
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def did_to_id(did: str) -> bytes:
@@ -27,15 +25,16 @@ def did_to_id(did: str) -> bytes:
     if not isinstance(did, str):
         raise InvalidDid(f"a DID must be a string, got {type(did).__name__}")
     text = did.strip()
-    if text.startswith(DID_PREFIX):
-        text = text[len(DID_PREFIX):]
-    elif text[:2] in ("0x", "0X"):
-        text = text[2:]
-    if not _HEX64.fullmatch(text):
+    has_prefix = text.startswith(DID_PREFIX)
+
+    def refuse(problem: str) -> InvalidDid:
         # Show only a bounded prefix: the value is public, but may be arbitrarily long garbage.
         shown = did if len(did) <= 80 else did[:77] + "..."
-        raise InvalidDid(f"not a DID: {shown!r} (expected did:op:<64 hex>, 0x<64 hex> or <64 hex>)")
-    return bytes.fromhex(text)
+        return InvalidDid(f"not a DID: {shown!r} ({problem}; expected did:op:<64 hex>, 0x<64 hex> or <64 hex>)")
+
+    # After did:op: come bare digits only; otherwise 0x is optional.
+    body = text.removeprefix(DID_PREFIX)
+    return parse_hex(body, "the asset id", 32, prefix=False if has_prefix else None, error=refuse)
 
 
 def id_to_did(asset_id: bytes) -> str:

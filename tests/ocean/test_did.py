@@ -37,14 +37,16 @@ def test_id_round_trip_in_every_accepted_spelling() -> None:
     raw = os.urandom(32)
     did = id_to_did(raw)
     assert did == DID_PREFIX + raw.hex()
-    for spelling in (did, "0x" + raw.hex(), raw.hex(), raw.hex().upper(), "did:op:" + raw.hex().upper()):
+    spellings = (did, "0x" + raw.hex(), "0X" + raw.hex(), raw.hex(), raw.hex().upper(), "did:op:" + raw.hex().upper(),
+                 f" {did}\n")
+    for spelling in spellings:
         assert did_to_id(spelling) == raw
         assert normalize_did(spelling) == did
 
 
 @pytest.mark.parametrize("bad", [
     "", "did:op:", "did:op:" + "ab" * 31, "did:op:" + "ab" * 33, "did:op:" + "zz" * 32,
-    "did:eth:" + "ab" * 32, "0x" + "ab" * 20, "0x0x" + "ab" * 32,
+    "did:eth:" + "ab" * 32, "0x" + "ab" * 20, "0x0x" + "ab" * 32, "did:op:0x" + "ab" * 32, "ab" * 31 + "a",
 ])
 def test_did_to_id_rejects_malformed(bad: str) -> None:
     with pytest.raises(InvalidDid, match="not a DID"):
