@@ -2,7 +2,7 @@
 
 Every consensus node asks its own checker. A checker that cannot decide (chain unreachable,
 malformed answer) raises :class:`AccessCheckFailed`; callers treat that as a refusal, never as
-an allow.
+an allow. :class:`ContractAccessChecker` adapts the chain layer's raw ``checkPermissions`` query.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from ..exceptions import InternalError
+from ..chain.acl import PermissionQuery
+from ..exceptions import ChainError, ConfigError, InternalError
+from ..protocol.hexcodec import to_hex
 
 
 class AccessCheckFailed(InternalError):
@@ -49,17 +51,29 @@ class StaticAllowList:
         return None
 
 
-class DenyList:
-    """Permissive except for explicit (address, key) prohibitions: Parity's DummyAclStorage, for tests."""
+class ContractAccessChecker:
+    """AccessChecker backed by ``checkPermissions`` on an ACL contract (AccessSecretStoreCondition).
 
-    def __init__(self) -> None:
-        self._prohibited: set[tuple[bytes, bytes]] = set()
+    ``chain_url`` (http or https JSON-RPC) and ``contract`` (20-byte address) are the node's
+    ``acl.chain_url`` and ``acl.contract``. Every check asks the chain afresh.
+    """
 
-    def prohibit(self, requester: bytes, key_id: bytes) -> None:
-        self._prohibited.add((requester, key_id))
+    def __init__(self, chain_url: str, contract: bytes, *, timeout: float = 2.0) -> None:
+        if not chain_url.startswith(("http://", "https://")):
+            raise ConfigError(f"acl.chain_url {chain_url!r}: the contract checker speaks JSON-RPC over http(s)",
+                              key="acl.chain_url")
+        if len(contract) != 20:
+            raise ConfigError(f"acl.contract must be a 20-byte address, got {len(contract)} bytes", key="acl.contract")
+        self.query = PermissionQuery(chain_url, contract, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"ContractAccessChecker({self.query.chain_url!r}, {to_hex(self.query.contract)})"
 
     async def check(self, requester: bytes, key_id: bytes) -> bool:
-        return (requester, key_id) not in self._prohibited
+        try:
+            return await self.query.check_permissions(requester, key_id)
+        except ChainError as exc:
+            raise AccessCheckFailed(str(exc)) from exc
 
     async def close(self) -> None:
-        return None
+        await self.query.close()

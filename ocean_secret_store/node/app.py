@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..exceptions import ConfigError
 from ..lifecycle import bound_port, wait_for_stop_signal
-from .acl import AccessChecker, AllowAll, StaticAllowList
+from .acl import AccessChecker, AllowAll, ContractAccessChecker, StaticAllowList
 from .audit import AuditLog
 from .cluster import ClusterCore
 from .config import AclConfig, NodeConfig
@@ -32,8 +32,6 @@ def build_access_checker(config: AclConfig) -> AccessChecker:
     if config.kind == "allow_list":
         return StaticAllowList(config.allowed, config.keys)
     if config.kind == "contract":
-        from ..chain.acl import ContractAccessChecker  # web3 stays out of the import path otherwise
-
         if config.chain_url is None or config.contract is None:
             raise ConfigError("acl: the contract checker needs chain_url and contract", key="acl")
         return ContractAccessChecker(config.chain_url, config.contract)
@@ -47,6 +45,7 @@ class RunningNode:
     transport: Transport
     runner: web.AppRunner
     storage: SqliteKeyStorage
+    audit: AuditLog
 
     @property
     def http_port(self) -> int:
@@ -58,7 +57,7 @@ class RunningNode:
         await self.core.stop()
         await self.core.acl.close()
         await asyncio.to_thread(self.storage.close)
-        self.core.audit.close()  # type: ignore[attr-defined]
+        self.audit.close()
 
 
 async def start_node(config: NodeConfig) -> RunningNode:
@@ -99,7 +98,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
     await runner.setup()
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
     await site.start()
-    return RunningNode(config, core, transport, runner, storage)
+    return RunningNode(config, core, transport, runner, storage, audit)
 
 
 async def serve(config: NodeConfig) -> None:

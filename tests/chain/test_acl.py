@@ -1,4 +1,6 @@
-"""ContractAccessChecker: raw eth_call of checkPermissions against a real chain, a dead one, and a lying one."""
+"""PermissionQuery: raw eth_call of checkPermissions against a real chain, a dead one, and a lying one.
+
+The node's adapter (``node.acl.ContractAccessChecker``) is tested in tests/node/test_acl.py."""
 
 from __future__ import annotations
 
@@ -15,9 +17,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ocean_secret_store.chain.acl import ContractAccessChecker, check_permissions_calldata, decode_bool_word
-from ocean_secret_store.exceptions import ConfigError
-from ocean_secret_store.node.acl import AccessCheckFailed
+from ocean_secret_store.chain.acl import (
+    PermissionQuery,
+    PermissionQueryFailed,
+    check_permissions_calldata,
+    decode_bool_word,
+)
+from ocean_secret_store.exceptions import ChainUnreachable
 
 from .conftest import Chain
 
@@ -43,9 +49,9 @@ def test_chain_acl_does_not_import_web3() -> None:
 def test_calldata_layout() -> None:
     data = check_permissions_calldata(ADDRESS, KEY_ID)
     assert data == "0xb36a9a7c" + "00" * 12 + "11" * 20 + "22" * 32
-    with pytest.raises(AccessCheckFailed, match="20 bytes"):
+    with pytest.raises(PermissionQueryFailed, match="20 bytes"):
         check_permissions_calldata(ADDRESS[:19], KEY_ID)
-    with pytest.raises(AccessCheckFailed, match="32 bytes"):
+    with pytest.raises(PermissionQueryFailed, match="32 bytes"):
         check_permissions_calldata(ADDRESS, KEY_ID + b"\x00")
 
 
@@ -65,7 +71,7 @@ def test_calldata_matches_the_abi_encoder() -> None:
      "00" * 32, 1, None],
 )
 def test_decode_rejects_anything_but_a_boolean_word(result: Any) -> None:
-    with pytest.raises(AccessCheckFailed):
+    with pytest.raises(PermissionQueryFailed):
         decode_bool_word(result)
 
 
@@ -74,18 +80,11 @@ def test_decode_accepts_zero_and_one() -> None:
     assert decode_bool_word("0x" + "00" * 31 + "01") is True
 
 
-def test_config_is_checked() -> None:
-    with pytest.raises(ConfigError):
-        ContractAccessChecker("ws://127.0.0.1:8546", ADDRESS)
-    with pytest.raises(ConfigError):
-        ContractAccessChecker("http://127.0.0.1:8545", ADDRESS[:10])
-
-
 # -- a fake chain that answers whatever the test says -----------------------------------------
 
 
 async def _with_fake_chain(respond: Callable[[dict[str, Any]], web.Response | Awaitable[web.Response]],
-                           body: Callable[[ContractAccessChecker], Awaitable[None]], *, timeout: float = 1.0) -> None:
+                           body: Callable[[PermissionQuery], Awaitable[None]], *, timeout: float = 1.0) -> None:
     async def handler(request: web.Request) -> web.Response:
         answer = respond(await request.json())
         return await answer if inspect.isawaitable(answer) else answer
@@ -97,11 +96,11 @@ async def _with_fake_chain(respond: Callable[[dict[str, Any]], web.Response | Aw
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    checker = ContractAccessChecker(f"http://127.0.0.1:{port}", ADDRESS, timeout=timeout)
+    query = PermissionQuery(f"http://127.0.0.1:{port}", ADDRESS, timeout=timeout)
     try:
-        await body(checker)
+        await body(query)
     finally:
-        await checker.close()
+        await query.close()
         await runner.cleanup()
 
 
@@ -116,19 +115,19 @@ MALFORMED: dict[str, Callable[[dict[str, Any]], web.Response]] = {
     "not a boolean": lambda p: _rpc(p, result="0x" + "00" * 31 + "02"),
     "not hex": lambda p: _rpc(p, result="0x" + "g1" * 32),
     "no 0x": lambda p: _rpc(p, result="00" * 31 + "01"),
-    "result missing": lambda p: _rpc(p),
+    "result missing": _rpc,
     "json-rpc error": lambda p: _rpc(p, error={"code": -32000, "message": "execution reverted"}),
-    "http 500": lambda p: web.Response(status=500, text="boom"),
-    "not json": lambda p: web.Response(text="<html>hi</html>"),
-    "json list": lambda p: web.json_response([1, 2]),
+    "http 500": lambda _: web.Response(status=500, text="boom"),
+    "not json": lambda _: web.Response(text="<html>hi</html>"),
+    "json list": lambda _: web.json_response([1, 2]),
 }
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_answers_fail_the_check(case: str) -> None:
-    async def body(checker: ContractAccessChecker) -> None:
-        with pytest.raises(AccessCheckFailed, match="checkPermissions at 0x1111"):
-            await checker.check(ADDRESS, KEY_ID)
+    async def body(query: PermissionQuery) -> None:
+        with pytest.raises(PermissionQueryFailed, match="checkPermissions at 0x1111"):
+            await query.check_permissions(ADDRESS, KEY_ID)
 
     asyncio.run(_with_fake_chain(MALFORMED[case], body))
 
@@ -142,11 +141,11 @@ def test_positive_answers_are_never_cached() -> None:
         result = next(answers)
         return _rpc(payload, result=result) if result else _rpc(payload, error={"code": -1, "message": "down"})
 
-    async def body(checker: ContractAccessChecker) -> None:
-        assert await checker.check(ADDRESS, KEY_ID) is True
-        with pytest.raises(AccessCheckFailed, match="JSON-RPC error -1: down"):
-            await checker.check(ADDRESS, KEY_ID)
-        assert await checker.check(ADDRESS, KEY_ID) is False
+    async def body(query: PermissionQuery) -> None:
+        assert await query.check_permissions(ADDRESS, KEY_ID) is True
+        with pytest.raises(PermissionQueryFailed, match="JSON-RPC error -1: down"):
+            await query.check_permissions(ADDRESS, KEY_ID)
+        assert await query.check_permissions(ADDRESS, KEY_ID) is False
 
     asyncio.run(_with_fake_chain(respond, body))
     assert [p["params"][1] for p in seen] == ["latest"] * 3
@@ -158,9 +157,10 @@ def test_slow_chain_times_out() -> None:
         await asyncio.sleep(1.0)
         return _rpc(payload, result="0x" + "00" * 31 + "01")
 
-    async def body(checker: ContractAccessChecker) -> None:
-        with pytest.raises(AccessCheckFailed, match="no answer within 0.2 s"):
-            await checker.check(ADDRESS, KEY_ID)
+    async def body(query: PermissionQuery) -> None:
+        with pytest.raises(ChainUnreachable, match=r"no answer within 0\.2 s") as raised:
+            await query.check_permissions(ADDRESS, KEY_ID)
+        assert raised.value.url == query.chain_url
 
     asyncio.run(_with_fake_chain(respond, body, timeout=0.2))
 
@@ -180,23 +180,23 @@ def test_allow_and_deny_match_check_permissions(chain: Chain) -> None:
     contract = _raw(chain.deployment["AccessSecretStoreCondition"])
 
     async def run() -> list[bool]:
-        checker = ContractAccessChecker(chain.anvil.url, contract)
+        query = PermissionQuery(chain.anvil.url, contract)
         try:
-            return [await checker.check(_raw(p.address), did) for p in people]
+            return [await query.check_permissions(_raw(p.address), did) for p in people]
         finally:
-            await checker.close()
+            await query.close()
 
     assert asyncio.run(run()) == expected
 
     # Renounced: the very next check says no (nothing cached).
     async def after_renounce() -> bool:
-        checker = ContractAccessChecker(chain.anvil.url, contract)
+        query = PermissionQuery(chain.anvil.url, contract)
         try:
-            assert await checker.check(_raw(chain.spare[0].address), did) is True
+            assert await query.check_permissions(_raw(chain.spare[0].address), did) is True
             await asyncio.to_thread(k.renounce_permission, chain.publisher.key, did, chain.spare[0].address)
-            return await checker.check(_raw(chain.spare[0].address), did)
+            return await query.check_permissions(_raw(chain.spare[0].address), did)
         finally:
-            await checker.close()
+            await query.close()
 
     assert asyncio.run(after_renounce()) is False
 
@@ -204,12 +204,12 @@ def test_allow_and_deny_match_check_permissions(chain: Chain) -> None:
 @pytest.mark.integration
 def test_address_without_code_fails(chain: Chain) -> None:
     async def run() -> None:
-        checker = ContractAccessChecker(chain.anvil.url, bytes.fromhex("00" * 19 + "42"))
+        query = PermissionQuery(chain.anvil.url, bytes.fromhex("00" * 19 + "42"))
         try:
-            with pytest.raises(AccessCheckFailed, match="no contract code"):
-                await checker.check(_raw(chain.publisher.address), KEY_ID)
+            with pytest.raises(PermissionQueryFailed, match="no contract code"):
+                await query.check_permissions(_raw(chain.publisher.address), KEY_ID)
         finally:
-            await checker.close()
+            await query.close()
 
     asyncio.run(run())
 
@@ -222,17 +222,17 @@ def test_stopped_chain_fails_with_clear_message(chain: Chain) -> None:
     contract = _raw(chain.deployment["AccessSecretStoreCondition"])
 
     async def run() -> None:
-        checker = ContractAccessChecker(second.url, contract)
+        query = PermissionQuery(second.url, contract)
         try:
             # Alive but without the contract: a clear failure, not a False.
-            with pytest.raises(AccessCheckFailed, match="no contract code"):
-                await checker.check(ADDRESS, KEY_ID)
+            with pytest.raises(PermissionQueryFailed, match="no contract code"):
+                await query.check_permissions(ADDRESS, KEY_ID)
             await asyncio.to_thread(second.stop)
-            with pytest.raises(AccessCheckFailed, match="chain unreachable") as info:
-                await checker.check(ADDRESS, KEY_ID)
+            with pytest.raises(ChainUnreachable, match="chain unreachable") as info:
+                await query.check_permissions(ADDRESS, KEY_ID)
             assert f"via {second.url}" in str(info.value)
         finally:
-            await checker.close()
+            await query.close()
             second.stop()
 
     asyncio.run(run())
@@ -247,17 +247,17 @@ def test_check_latency_micro_measurement(chain: Chain) -> None:
     rounds = 200
 
     async def run() -> list[float]:
-        checker = ContractAccessChecker(chain.anvil.url, contract)
+        query = PermissionQuery(chain.anvil.url, contract)
         try:
-            assert await checker.check(_raw(chain.publisher.address), did) is True  # warm the connection
+            assert await query.check_permissions(_raw(chain.publisher.address), did) is True  # warm the connection
             times = []
             for _ in range(rounds):
                 start = time.perf_counter()
-                await checker.check(_raw(chain.publisher.address), did)
+                await query.check_permissions(_raw(chain.publisher.address), did)
                 times.append(time.perf_counter() - start)
             return times
         finally:
-            await checker.close()
+            await query.close()
 
     raw = asyncio.run(run())
     web3_times = []

@@ -2,18 +2,18 @@
 
 No sockets, no encryption: messages are delivered in order per (sender, receiver) pair through
 asyncio queues, like the real transport. Faults: a node can be cut off (its links drop and
-every peer sees it disconnected), and a ``drop`` predicate can swallow chosen messages.
+every peer sees it disconnected), a ``drop`` predicate can swallow chosen messages, and a
+``tamper`` function can replace a message in flight (a lying or buggy peer).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.exceptions import NodeDisconnected
-from ocean_secret_store.node.acl import AllowAll
+from ocean_secret_store.node.acl import AccessChecker, AllowAll
 from ocean_secret_store.node.cluster import ClusterCore
 from ocean_secret_store.node.storage import MemoryKeyStorage
 from ocean_secret_store.protocol import messages as m
@@ -24,6 +24,7 @@ class Hub:
         self.cores: dict[bytes, ClusterCore] = {}
         self.down: set[bytes] = set()
         self.drop: Callable[[bytes, bytes, m.Envelope], bool] = lambda src, dst, env: False
+        self.tamper: Callable[[bytes, bytes, m.Envelope], m.Envelope] = lambda src, dst, env: env
         self.sent: list[tuple[bytes, bytes, str]] = []
         self._queues: dict[tuple[bytes, bytes], asyncio.Queue[bytes]] = {}
         self._pumps: list[asyncio.Task[None]] = []
@@ -38,6 +39,9 @@ class Hub:
         self.sent.append((src, dst, envelope.body.KIND))
         if self.drop(src, dst, envelope):
             return
+        tampered = self.tamper(src, dst, envelope)
+        if tampered is not envelope:
+            payload = m.encode(tampered)
         key = (src, dst)
         if key not in self._queues:
             self._queues[key] = asyncio.Queue()
@@ -83,7 +87,25 @@ class MemoryNet:
         return frozenset(n for n in self.hub.cores if n != self.node_id and n not in self.hub.down)
 
 
-async def make_cluster(n: int, *, session_timeout: float = 2.0, acl_factory: Callable[[], Any] = AllowAll) -> tuple[Hub, list[ClusterCore]]:
+class DenyList:
+    """Permissive except for explicit (address, key) prohibitions: Parity's DummyAclStorage."""
+
+    def __init__(self) -> None:
+        self._prohibited: set[tuple[bytes, bytes]] = set()
+
+    def prohibit(self, requester: bytes, key_id: bytes) -> None:
+        self._prohibited.add((requester, key_id))
+
+    async def check(self, requester: bytes, key_id: bytes) -> bool:
+        return (requester, key_id) not in self._prohibited
+
+    async def close(self) -> None:
+        return None
+
+
+async def make_cluster(
+    n: int, *, session_timeout: float = 2.0, acl_factory: Callable[[], AccessChecker] = AllowAll
+) -> tuple[Hub, list[ClusterCore]]:
     hub = Hub()
     secrets = list(range(1001, 1001 + n))
     ids = [Point.generator_mul(s).to_bytes() for s in secrets]

@@ -4,6 +4,8 @@ every phase. No sockets; each test is bounded by the session timeout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +16,7 @@ from ocean_secret_store.crypto import ecies, schnorr, shadows
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.document import generate_document_key
 from ocean_secret_store.crypto.hashes import address_of
+from ocean_secret_store.crypto.sharing import shadow_coefficients
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.exceptions import (
     AccessDenied,
@@ -22,16 +25,19 @@ from ocean_secret_store.exceptions import (
     DocumentKeyAlreadyStored,
     DocumentKeyIsNotFound,
     InsufficientRequesterData,
+    InvalidMessage,
+    InvalidPoint,
     KeyServerError,
     NodeDisconnected,
     NotEnoughNodesForThreshold,
     ServerKeyAlreadyGenerated,
     ServerKeyIsNotFound,
 )
-from ocean_secret_store.node.acl import DenyList
 from ocean_secret_store.node.cluster import ClusterCore
+from ocean_secret_store.node.storage import KeyShare
+from ocean_secret_store.protocol import messages as m
 
-from .memnet import Hub, make_cluster
+from .memnet import DenyList, make_cluster
 
 TIMEOUT = 1.0
 
@@ -50,12 +56,21 @@ class Account:
         return sign_raw_hash(self.secret, key_id)
 
 
-async def publish(cores: list[ClusterCore], author: Account, threshold: int, entry: int = 0) -> tuple[bytes, Point, Point]:
+async def publish(
+    cores: list[ClusterCore], author: Account, threshold: int, entry: int = 0
+) -> tuple[bytes, Point, Point]:
     key_id = os.urandom(32)
     server_public = await cores[entry].generate_server_key(key_id, author.sign(key_id), threshold)
     document_key, common, encrypted = generate_document_key(server_public)
     await cores[entry].store_document_key(key_id, author.sign(key_id), common, encrypted)
     return key_id, server_public, document_key
+
+
+def stored(core: ClusterCore, key_id: bytes) -> KeyShare:
+    share = core.storage.get(key_id)
+    if share is None:
+        raise AssertionError(f"node 0x{core.node_id.hex()[:8]} holds no share of the key")
+    return share
 
 
 async def shadow_key(core: ClusterCore, key_id: bytes, account: Account) -> Point:
@@ -81,7 +96,7 @@ def test_every_operation_from_every_entry_node(n: int, t: int) -> None:
                 signed = ecies.decrypt(author.secret, await core.schnorr_sign(key_id, author.sign(key_id), digest))
                 schnorr.verify(server_public, schnorr.parse_signature(signed), digest)
             # every node holds exactly one share of the key, and it is a different share
-            shares = {c.storage.get(key_id).last_version.secret_share for c in cores}
+            shares = {stored(c, key_id).last_version.secret_share for c in cores}
             assert len(shares) == n
         finally:
             await hub.stop()
@@ -145,18 +160,24 @@ def test_refusals_keep_parity_semantics_and_change_nothing() -> None:
 
 def test_acl_refusal_is_consensus_unreachable() -> None:
     async def scenario() -> None:
-        hub, cores = await make_cluster(3, session_timeout=TIMEOUT, acl_factory=DenyList)
+        denials: list[DenyList] = []
+
+        def deny_list() -> DenyList:
+            denials.append(DenyList())
+            return denials[-1]
+
+        hub, cores = await make_cluster(3, session_timeout=TIMEOUT, acl_factory=deny_list)
         try:
             author, stranger = Account(), Account()
             key_id, _, document_key = await publish(cores, author, 1)
-            for core in cores:
-                core.acl.prohibit(stranger.address, key_id)
+            for acl in denials:
+                acl.prohibit(stranger.address, key_id)
             with pytest.raises(ConsensusUnreachable):
                 await shadow_key(cores[0], key_id, stranger)
             with pytest.raises(ConsensusUnreachable):
                 await cores[1].schnorr_sign(key_id, stranger.sign(key_id), os.urandom(32))
             # one node refusing is outvoted by the others (t + 1 = 2 of 3 suffice)
-            cores[2].acl.prohibit(author.address, key_id)
+            denials[2].prohibit(author.address, key_id)
             for core in cores[:2]:
                 assert await shadow_key(core, key_id, author) == document_key
         finally:
@@ -176,7 +197,7 @@ def test_generation_fails_cleanly_when_a_node_drops_at_each_phase(phase: str) ->
         fired = asyncio.Event()
 
         def drop(src: bytes, dst: bytes, env: Any) -> bool:
-            if env.body.KIND == phase and victim in (src, dst) and not fired.is_set():
+            if phase == env.body.KIND and victim in (src, dst) and not fired.is_set():
                 fired.set()
                 hub.isolate(victim)
                 return True
@@ -218,7 +239,7 @@ def test_retrieval_survives_a_member_dropping_out(kind: str, mode: str) -> None:
             fired: list[bytes] = []
 
             def drop(src: bytes, dst: bytes, env: Any) -> bool:
-                if env.body.KIND == kind and not fired:
+                if kind == env.body.KIND and not fired:
                     victim = dst if kind == "Decrypt" else src
                     fired.append(victim)
                     if mode == "disconnect":
@@ -268,7 +289,7 @@ def test_schnorr_survives_a_member_dropping_at_each_phase(kind: str) -> None:
             fired: list[bytes] = []
 
             def drop(src: bytes, dst: bytes, env: Any) -> bool:
-                if env.body.KIND == kind and not fired:
+                if kind == env.body.KIND and not fired:
                     victim = dst if kind in ("SchnorrNonce", "SchnorrPartial") else src
                     fired.append(victim)
                     hub.isolate(victim)
@@ -325,24 +346,20 @@ def test_no_single_node_and_no_t_nodes_reproduce_the_document_key() -> None:
         try:
             author = Account()
             key_id, server_public, document_key = await publish(cores, author, 2)
-            records = [c.storage.get(key_id) for c in cores]
+            records = [stored(c, key_id) for c in cores]
             common, encrypted = records[0].common_point, records[0].encrypted_point
+            assert common is not None and encrypted is not None
             for subset in ([0], [1], [0, 1], [2, 4], [3, 1]):
                 chosen = [records[i].last_version for i in subset]
                 xs = [v.id_numbers[cores[i].node_id] for v, i in zip(chosen, subset, strict=True)]
                 # The best t holders can do: Lagrange-combine their shares as if they were t+1.
                 guess_secret = 0
-                from ocean_secret_store.crypto.sharing import shadow_coefficients
-
                 coefficients = shadow_coefficients(xs)
                 for v, c in zip(chosen, coefficients, strict=True):
                     guess_secret += c * v.secret_share
                 for sign in (1, -1):
-                    try:
-                        guess = encrypted - (sign * guess_secret) * common
-                    except Exception:
-                        continue
-                    assert guess != document_key
+                    with contextlib.suppress(InvalidPoint):  # the point at infinity is no document key either
+                        assert encrypted - (sign * guess_secret) * common != document_key
                 assert Point.generator_mul(guess_secret) != server_public
         finally:
             await hub.stop()
@@ -350,4 +367,88 @@ def test_no_single_node_and_no_t_nodes_reproduce_the_document_key() -> None:
     run(scenario)
 
 
-_ = Hub
+# -- peers that answer with malformed or wrong-typed messages ------------------------------------------
+
+
+def replies_from(liars: set[bytes], kind: type[m.Message], forge: Callable[[Any], m.Message]) -> Callable[
+        [bytes, bytes, m.Envelope], m.Envelope]:
+    """A tamper hook: replies of type ``kind`` sent by ``liars`` are replaced by ``forge(reply)``."""
+
+    def tamper(src: bytes, dst: bytes, env: m.Envelope) -> m.Envelope:
+        if src in liars and env.reply_to is not None and isinstance(env.body, kind):
+            return m.Envelope(forge(env.body), reply_to=env.reply_to)
+        return env
+
+    return tamper
+
+
+@pytest.mark.parametrize("liars", [1, 2])
+def test_key_info_claiming_the_key_without_its_author_is_that_holders_failure(liars: int) -> None:
+    """Regression: KeyInfo(found=True, author=None) from a peer gave a 500 Internal (an assert)."""
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(3, session_timeout=TIMEOUT)
+        entry = cores[0]
+        entry.key_cache_size = 0  # the entry node must read its storage, which loses the key below
+        try:
+            author = Account()
+            key_id, server_public, _ = await publish(cores, author, 1)
+            entry.storage.remove(key_id)  # e.g. restored from a backup older than the key
+            lying = {c.node_id for c in cores[1:1 + liars]}
+            hub.tamper = replies_from(lying, m.KeyInfo, lambda info: dataclasses.replace(info, author=None))
+            if liars < len(cores) - 1:
+                # the next holder's well-formed answer is used
+                assert await entry.retrieve_server_key(key_id, author.sign(key_id)) == server_public
+            else:
+                # no usable answer: the operation's own Parity error, as when the holders are unreachable
+                with pytest.raises(ServerKeyIsNotFound):
+                    await entry.retrieve_server_key(key_id, author.sign(key_id))
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("forgery", ["wrong type", "shadow missing"])
+def test_a_member_with_a_malformed_decryption_answer_is_replaced(forgery: str) -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(5, session_timeout=TIMEOUT)
+        try:
+            author = Account()
+            key_id, _, document_key = await publish(cores, author, 2)
+            forged: list[m.DecryptResponse] = []
+
+            def forge(response: m.DecryptResponse) -> m.Message:
+                forged.append(response)
+                if forgery == "wrong type":
+                    return m.Ack()
+                return dataclasses.replace(response, decrypt_shadow=None)
+
+            # Two of the four other holders lie; t = 2 honest ones remain to replace them.
+            hub.tamper = replies_from({cores[1].node_id, cores[2].node_id}, m.DecryptResponse, forge)
+            for _ in range(20):  # members are picked at random: ask until a liar was among them
+                assert await shadow_key(cores[0], key_id, author) == document_key
+                if forged:
+                    break
+            assert forged
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_a_node_answering_gen_start_with_the_wrong_message_fails_generation_cleanly() -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(3, session_timeout=TIMEOUT)
+        try:
+            author = Account()
+            key_id = os.urandom(32)
+            hub.tamper = replies_from({cores[2].node_id}, m.GenReady, lambda ready: m.Ack())
+            with pytest.raises(InvalidMessage):
+                await cores[0].generate_server_key(key_id, author.sign(key_id), 1)
+            await asyncio.sleep(0.05)
+            assert not cores[0].storage.contains(key_id)
+        finally:
+            await hub.stop()
+
+    run(scenario)
