@@ -159,7 +159,7 @@ def test_secret_store_round_trip_on_a_three_node_devnet(tmp_path: Path) -> None:
 
     state = devnet.up(tmp_path, 3, acl="none")
     try:
-        urls = [node["http_url"] for node in state["nodes"]]
+        urls = [node.http_url for node in state.nodes]
         encryptor = SecretStoreEncryptor(urls, 2)
         assert isinstance(encryptor, Encryptor)
         publisher, consumer = Account.create(), Account.create()
