@@ -16,7 +16,7 @@
         + AccessDenied, ConsensusUnreachable, ConsensusTemporaryUnreachable           (HTTP 403)
         + ServerKeyIsNotFound, DocumentKeyIsNotFound                                   (HTTP 404)
         + InsufficientRequesterData, ServerKeyAlreadyGenerated, DocumentKeyAlreadyStored (HTTP 400)
-        + NodeDisconnected, NotEnoughNodesForThreshold, InvalidMessage, SessionTimeout,
+        + NodeDisconnected, NotEnoughNodesForThreshold, InvalidMessage,
           InvalidStateForRequest, InternalError, ...                                   (HTTP 500)
         + DatabaseError > KeyVersionNotFound                                           (HTTP 500)
       x ConfigError                       a node or Ocean config setting is missing or invalid; .key names it
@@ -33,11 +33,13 @@
         + EncryptorUnavailable            publishing refused: no encryptor enabled/installed under that name
 
 A few classes live beside the one layer that raises them, still under this root:
+``keyfile.KeystoreError`` (+ ``WrongPassword``; ``client.keystore.UnknownAccount``),
+``protocol.http.BadRequest`` / ``BadResponse``, ``chain.acl.PermissionQueryFailed`` (ChainError),
 ``node.acl.AccessCheckFailed`` (InternalError), ``node.cluster.PeerTimeout`` (NodeDisconnected),
-``node.transport.HandshakeFailed`` / ``PeerRefused`` (NodeDisconnected), ``FrameRejected``
-(InvalidMessage), ``FrameTooLarge`` (SerializationError), ``protocol.http.BadRequest`` /
-``BadResponse``, ``client.keystore.KeystoreError`` (+ ``UnknownAccount``, ``WrongPassword``),
-``client.rpc.JsonRpcError``, ``devnet.DevnetError`` and ``cli_tools.UsageError``.
+``node.channel.HandshakeFailed`` (+ ``PeerRefused``; NodeDisconnected), ``FrameRejected``
+(InvalidMessage), ``FrameTooLarge`` (SerializationError), ``client.rpc.JsonRpcError``,
+``devnet.DevnetError`` and ``cli_tools.UsageError``. Only the Parity variants above register in
+:data:`KEY_SERVER_ERRORS`; these refinements answer as the variant they derive from.
 
 Messages say what is wrong with the input; they never contain secret material (shares,
 document keys, private keys), only lengths, public values and positions.
