@@ -89,7 +89,7 @@ class FakeCluster:
     @staticmethod
     def _requester(request: ss_http.Request) -> Point:
         try:
-            return signatures.recover_public(request.signature, request.key_id)  # type: ignore[union-attr]
+            return signatures.recover_public(request.signature, request.key_id)  # type: ignore[union-attr]  # every request but ServersSetChange (handled first) has both
         except InvalidSignature as exc:
             raise InsufficientRequesterData(f"bad signature: {exc}") from exc
 
@@ -286,7 +286,7 @@ def cluster() -> FakeCluster:
 @pytest.fixture
 def start_node(server_thread: ServerThread, cluster: FakeCluster) -> Iterator[Callable[..., FakeNode]]:
     def start(**options: object) -> FakeNode:
-        return server_thread.start(FakeNode(cluster, **options))  # type: ignore[arg-type]
+        return server_thread.start(FakeNode(cluster, **options))  # type: ignore[arg-type]  # options are FakeNode fields
 
     yield start
     server_thread.stop_all()
@@ -371,7 +371,7 @@ def test_publish_rejects_bad_document_ids(
     client: SecretStoreClient, node: FakeNode, document_id: object, message: str
 ) -> None:
     with pytest.raises(MalformedHex, match=message):
-        client.publish_document(document_id, "doc")  # type: ignore[arg-type]
+        client.publish_document(document_id, "doc")  # type: ignore[arg-type]  # bad input on purpose
     assert node.seen == []
 
 
@@ -624,7 +624,7 @@ def test_403_is_not_failed_over(
 @pytest.mark.parametrize("urls", [[], "ftp://host:1", "http://", "http://host:1/?a=b", "http://host:port"])
 def test_bad_urls_are_refused(urls: object, author: LocalAccount) -> None:
     with pytest.raises(ClientError):
-        SecretStoreClient(urls, author)  # type: ignore[arg-type]
+        SecretStoreClient(urls, author)  # type: ignore[arg-type]  # bad input on purpose
 
 
 def test_account_without_a_key_is_refused() -> None:
@@ -645,7 +645,7 @@ def test_a_callers_session_is_used_and_left_open(node: FakeNode, author: LocalAc
     calls: list[str] = []
 
     class CountingSession(requests.Session):
-        def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]  # passes requests' signature through
             calls.append(method)
             return super().request(method, url, *args, **kwargs)
 

@@ -209,7 +209,7 @@ def test_generated_document_key_is_frozen_and_its_repr_hides_the_key() -> None:
     assert generated.encrypted_key.hex() not in text
     assert "177 bytes" in text
     with pytest.raises(AttributeError):
-        generated.encrypted_key = b""  # type: ignore[misc]
+        generated.encrypted_key = b""  # type: ignore[misc]  # frozen: the point of the test
 
 
 def test_rpc_generate_document_key() -> None:
@@ -281,7 +281,7 @@ def test_bad_account_keys_are_typed_errors(key: object) -> None:
 
 def test_account_without_key() -> None:
     with pytest.raises(InvalidScalar, match=r"\.key"):
-        local.account_public(object())  # type: ignore[arg-type]
+        local.account_public(object())  # type: ignore[arg-type]  # bad input on purpose
 
 
 # -- strict hex --------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ GOOD_POINT = "0x" + SERVER_PUBLIC.to_bytes().hex()
 )
 def test_malformed_hex_is_refused(value: object, message: str) -> None:
     with pytest.raises(MalformedHex, match=message) as info:
-        local.rpc_generate_document_key(KEY_ACCOUNT, value)  # type: ignore[arg-type]
+        local.rpc_generate_document_key(KEY_ACCOUNT, value)  # type: ignore[arg-type]  # bad input on purpose
     assert "server_key_public" in str(info.value)
 
 

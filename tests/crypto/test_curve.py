@@ -180,9 +180,9 @@ def test_point_sum() -> None:
 
 def test_point_operations_reject_other_types() -> None:
     with pytest.raises(TypeError):
-        G + 1  # type: ignore[operator]
+        G + 1  # type: ignore[operator]  # bad operand on purpose
     with pytest.raises(TypeError):
-        G * 1.5  # type: ignore[operator]
+        G * 1.5  # type: ignore[operator]  # bad operand on purpose
 
 
 # -- scalars -----------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_document_key_wrong_length(length: int) -> None:
 
 def test_document_key_wrong_type() -> None:
     with pytest.raises(InvalidPoint):
-        document_aes_key("00" * 64)  # type: ignore[arg-type]
+        document_aes_key("00" * 64)  # type: ignore[arg-type]  # bad input on purpose
 
 
 # -- one-shot ----------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ class Trickle:
 def test_stream_helpers_handle_short_reads_and_short_writes() -> None:
     data = payload(101)
     src, dst = Trickle(data), Trickle()
-    assert encrypt_stream(KEY, src, dst, chunk_size=10, iv=IV) == 117  # type: ignore[arg-type]
+    assert encrypt_stream(KEY, src, dst, chunk_size=10, iv=IV) == 117  # type: ignore[arg-type]  # duck-typed streams
     assert bytes(dst.written) == encrypt_document(KEY, data, iv=IV)
 
 
@@ -288,10 +288,10 @@ def test_streaming_buffers_are_reused_not_kept() -> None:
         def writable(self) -> bool:
             return True
 
-        def write(self, view: bytes) -> int:  # type: ignore[override]
+        def write(self, view: bytes) -> int:  # type: ignore[override]  # narrower than RawIOBase on purpose
             chunks.append(bytes(view))
             return len(view)
 
-    encrypt_stream(KEY, io.BytesIO(data), Collect(), chunk_size=64, iv=IV)  # type: ignore[arg-type]
+    encrypt_stream(KEY, io.BytesIO(data), Collect(), chunk_size=64, iv=IV)  # type: ignore[arg-type]  # a raw writer
     assert len(chunks) == 5000 // 64 + 2
     assert b"".join(chunks) == encrypt_document(KEY, data, iv=IV)

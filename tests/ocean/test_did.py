@@ -55,7 +55,7 @@ def test_did_to_id_rejects_malformed(bad: str) -> None:
 
 def test_did_to_id_rejects_non_string() -> None:
     with pytest.raises(InvalidDid):
-        did_to_id(b"\x00" * 32)  # type: ignore[arg-type]
+        did_to_id(b"\x00" * 32)  # type: ignore[arg-type]  # bad input on purpose
 
 
 @pytest.mark.parametrize("bad", [b"", b"\x01" * 31, b"\x01" * 33])

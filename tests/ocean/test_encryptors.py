@@ -90,7 +90,7 @@ def test_provider_key_refuses_a_malformed_did_and_non_text_content() -> None:
     with pytest.raises(InvalidDid):
         encryptor.encrypt("did:op:1234", FILES, provider, None)
     with pytest.raises(OceanError):
-        encryptor.encrypt(new_did(), FILES.encode(), provider, None)  # type: ignore[arg-type]
+        encryptor.encrypt(new_did(), FILES.encode(), provider, None)  # type: ignore[arg-type]  # bad input on purpose
 
 
 def test_provider_key_from_hex_accepts_raw_and_sec1_forms() -> None:
@@ -102,7 +102,7 @@ def test_provider_key_from_hex_accepts_raw_and_sec1_forms() -> None:
     assert ProviderKeyEncryptor.from_hex(" 0X" + public.to_bytes().hex().upper() + "\n").provider_public == public
     for bad in ("0xzz", "0x" + public.to_bytes().hex()[1:], None):
         with pytest.raises(MalformedHex):
-            ProviderKeyEncryptor.from_hex(bad)  # type: ignore[arg-type]
+            ProviderKeyEncryptor.from_hex(bad)  # type: ignore[arg-type]  # None among them on purpose
 
 
 # -- secret store: thresholds are checked before any request ----------------------------------
