@@ -55,14 +55,6 @@ class Artifact:
         """The creation bytecode with every library placeholder replaced by its address."""
         return link_bytecode(self.bytecode, libraries or {}, contract=self.name)
 
-    def function_signatures(self) -> list[str]:
-        """``name(type,...)`` of every function in the ABI (overloads listed separately)."""
-        return [
-            f"{item['name']}({','.join(arg['type'] for arg in item.get('inputs', []))})"
-            for item in self.abi
-            if item.get("type") == "function"
-        ]
-
 
 def _from_distribution() -> Path | None:
     try:

@@ -41,6 +41,15 @@ def test_register_did_sets_owner_and_provider(chain: Chain) -> None:
     assert event["args"]["_value"] == "http://aquarius/ddo"
 
 
+def test_the_owner_adds_a_provider_who_then_may_read(chain: Chain) -> None:
+    k = chain.keeper
+    did = _registered_did(chain)
+    assert k.check_permissions(chain.spare[0].address, did) is False
+    k.add_did_provider(chain.publisher.key, did, chain.spare[0].address)
+    assert k.is_did_provider(did, chain.spare[0].address)
+    assert k.check_permissions(chain.spare[0].address, did) is True
+
+
 def test_owner_and_provider_allowed_stranger_refused(chain: Chain) -> None:
     k = chain.keeper
     did = _registered_did(chain)
