@@ -1,5 +1,6 @@
-"""Client side of the secret store: the local ``secretstore_*`` helpers (:mod:`.local`) and, later, the HTTP client.
+"""Client side of the secret store: the HTTP client, the local ``secretstore_*`` helpers and their JSON-RPC face.
 
 Nothing is imported eagerly here, so ``import ocean_secret_store.client.local`` pulls in only
-the crypto core; heavier parts (HTTP, eth-account) are imported by the modules that need them.
+the crypto core and the hex codec; heavier parts (HTTP, aiohttp, eth-account) are imported by
+the modules that need them (:mod:`.client`, :mod:`.rpc`, :mod:`.keystore`).
 """
