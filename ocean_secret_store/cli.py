@@ -1,8 +1,10 @@
-"""The ``ocean-secret-store`` command line.
+"""The ``ocean-secret-store`` command line: one argparse parser for every command.
 
-Exit codes: 0 success, 1 the operation failed (one readable line on stderr; ``--debug`` adds
-the traceback), 2 bad usage, 130 interrupted. ``--json`` (before the command) prints results as
-JSON. Private keys come from a keystore file or an environment variable, never from an argument.
+Exit codes, for every command: 0 success, 1 the operation failed (one readable line on stderr;
+``--debug`` adds the traceback), 2 bad usage, 130 interrupted. ``--json`` (before the command)
+prints results as JSON; the services (``node``, ``rpc``, ``provider``) print their URL as
+``{"url": ...}`` once they listen. Private keys come from a keystore file or an environment
+variable, never from an argument.
 """
 
 from __future__ import annotations
@@ -13,35 +15,130 @@ import json
 import logging
 import os
 import sys
+import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cli_tools import UsageError
 from .exceptions import SecretStoreError
+from .protocol.addresses import HostPort, parse_host_port
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_RPC_LISTEN = "127.0.0.1:8545"
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text, flush=True)
+
+
+def _service_logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _listening(args: argparse.Namespace, what: str, url: str) -> None:
+    """Say where a service listens; with ``--port-file``, also write the bound port there."""
+    if args.port_file:
+        # Atomically (rename), so a parent polling the file never reads half a number.
+        target = Path(args.port_file)
+        port = url.rsplit(":", 1)[1]
+        with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", delete=False) as f:
+            f.write(port + "\n")
+        os.replace(f.name, target)
+    print(json.dumps({"url": url}) if args.json else f"ocean-secret-store {what} listening on {url}", flush=True)
+
+
+def _listen_address(text: str) -> HostPort:
+    try:
+        return parse_host_port(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT ({exc}), got {text!r}") from None
+
+
+def _run_service(main: Coroutine[Any, Any, None]) -> int:
+    try:
+        import uvloop  # libuv's event loop: about half the per-message overhead of asyncio's own
+    except ImportError:  # pragma: no cover - uvloop is a dependency on the platforms it supports
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+    return EXIT_OK
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
     from .node.app import serve
     from .node.config import load_config
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    config = load_config(args.config)
-    try:
-        import uvloop  # libuv's event loop: about half the per-message overhead of asyncio's own
-    except ImportError:  # pragma: no cover - uvloop is a dependency on the platforms it supports
-        asyncio.run(serve(config))
+    _service_logging(args)
+    return _run_service(serve(load_config(args.config)))
+
+
+def _cmd_rpc(args: argparse.Namespace) -> int:
+    from .client.rpc import serve_rpc
+
+    if not args.keystore.is_dir():
+        raise UsageError(f"keystore directory {args.keystore} does not exist")
+    _service_logging(args)
+    listen: HostPort = args.listen
+    return _run_service(serve_rpc(args.keystore, listen.host, listen.port, args.chain_url,
+                                  ready=lambda url: _listening(args, "rpc", url)))
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def _provider_overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The provider's options as config keys: they win over the INI file and the environment."""
+    from .cli_tools import split_urls
+
+    metadata = args.metadata_store
+    if metadata is not None and not metadata.startswith(("http://", "https://")):
+        metadata = _absolute(metadata)
+    pairs = {
+        ("keeper-contracts", "keeper.url"): args.chain_url,
+        ("keeper-contracts", "contracts.file"): _absolute(args.contracts_json),
+        ("resources", "metadata.store"): metadata,
+        ("secret-store", "cluster_urls"): ", ".join(split_urls(args.secret_store_url)) or None,
+        ("provider", "backend"): args.backend,
+        ("provider", "listen"): str(args.listen) if args.listen else None,
+        ("provider", "file_root"): _absolute(args.file_root),
+    }
+    overrides: dict[str, dict[str, str]] = {}
+    for (section, key), value in pairs.items():
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _cmd_provider(args: argparse.Namespace) -> int:
+    from .cli_tools import load_account
+    from .ocean.config import load_config
+    from .ocean.provider.app import serve_provider, settings_from_config
+
+    if not args.config:
+        needed = {"--chain-url": args.chain_url, "--contracts-json": args.contracts_json,
+                  "--metadata-store": args.metadata_store}
+        if args.backend != "provider-key":
+            needed["--secret-store-url"] = args.secret_store_url
+        absent = [flag for flag, value in needed.items() if not value]
+        if absent:
+            raise UsageError(f"without --config, give {', '.join(absent)}")
+    config = load_config(args.config, overrides=_provider_overrides(args))
+    if args.key_env or args.keystore:
+        account = load_account(args.key_env, args.keystore, args.password_env)
     else:
-        uvloop.run(serve(config))
-    return EXIT_OK
-
-
-def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    print(json.dumps(data, indent=2) if args.json else text)
+        account = load_account(config.provider_key_env, config.provider_keystore, config.provider_password_env)
+    settings = settings_from_config(config, account, events=not args.no_events,
+                                    poll_interval=args.poll_interval, from_block=args.from_block)
+    _service_logging(args)
+    return _run_service(serve_provider(settings, ready=lambda url: _listening(args, "provider", url)))
 
 
 def _cmd_devnet(args: argparse.Namespace) -> int:
@@ -53,39 +150,39 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
         state = devnet.up(state_dir, args.nodes, acl=args.acl, provider_backend=args.provider_backend,
                           fresh=args.fresh, say=say)
         # The state file holds dev keys and passwords (mode 0600): stdout gets everything else.
-        public = {k: v for k, v in state.items() if k not in ("accounts", "rpc_accounts")}
-        public["accounts"] = {role: a["address"] for role, a in state.get("accounts", {}).items()}
-        public["state_file"] = str(state_dir.resolve() / devnet.STATE_FILE)
-        _print(args, public, f"devnet up: {len(state['nodes'])} key servers, secret_store_url "
-                             f"{state['secret_store_url']}, state in {state_dir / devnet.STATE_FILE}")
+        public = {k: v for k, v in state.to_json().items() if k not in ("accounts", "rpc_accounts")}
+        public["accounts"] = {role: key.address for role, key in state.accounts.items()}
+        public["state_file"] = str(state.path)
+        _print(args, public, f"devnet up: {len(state.nodes)} key servers, secret_store_url "
+                             f"{state.secret_store_url}, state in {state.path}")
     elif args.devnet_command == "down":
         stopped = devnet.down(state_dir)
         _print(args, {"stopped": stopped}, f"devnet down: stopped {len(stopped)} process(es)")
     else:
         report = devnet.status(state_dir)
         lines = [f"{'node':<5} {'pid':>8} {'running':<8} {'healthy':<8} {'peers':>5}  url"]
-        for n in report["nodes"]:
-            lines.append(f"{n['node']:<5} {n['pid'] or '-':>8} {str(n['running']):<8} {str(n['healthy']):<8} "
-                         f"{n['connected_peers'] if n['connected_peers'] is not None else '-':>5}  {n['http_url']}")
-        for name, service in report["services"].items():
-            lines.append(f"{name:<9}{service['pid'] or '-':>4} {str(service['running']):<8} {'':<8} {'':>5}  "
-                         f"{service['url']}")
+        lines += [f"{n['node']:<5} {n['pid'] or '-':>8} {n['running']!s:<8} {n['healthy']!s:<8} "
+                  f"{n['connected_peers'] if n['connected_peers'] is not None else '-':>5}  {n['http_url']}"
+                  for n in report["nodes"]]
+        lines += [f"{name:<9}{service['pid'] or '-':>4} {service['running']!s:<8} {'':<8} {'':>5}  {service['url']}"
+                  for name, service in report["services"].items()]
         _print(args, report, "\n".join(lines))
         return EXIT_OK if report["healthy"] else EXIT_FAILED
     return EXIT_OK
 
 
-def _account(args: argparse.Namespace) -> Any:
+def _account(args: argparse.Namespace) -> LocalAccount:
     from .cli_tools import load_account
 
     return load_account(args.key_env, args.keystore, args.password_env)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from .cli_tools import UsageError
+    from .client.local import account_public
     from .crypto.curve import Point, random_scalar
     from .crypto.hashes import address_of, checksum_address
 
+    out: Path | None = None
     if args.keys_command == "generate":
         secret = random_scalar()
         if args.keystore_out:
@@ -103,9 +200,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             raise UsageError("say where the new key goes: --out FILE (hex, mode 0600) or --keystore-out DIR")
         public = Point.generator_mul(secret)
     else:
-        account = _account(args)
-        public = Point.from_sec1(_public_of(account))
-        out = None
+        public = account_public(_account(args))
     info = {"public": "0x" + public.to_bytes().hex(), "address": checksum_address(address_of(public))}
     if out is not None:
         info["written"] = str(out)
@@ -113,10 +208,10 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _public_of(account: Any) -> bytes:
-    from coincurve import PrivateKey
-
-    return PrivateKey(bytes(account.key)).public_key.format(compressed=False)
+def _close_files(*files: Any) -> None:
+    for f in files:
+        if f not in (sys.stdin.buffer, sys.stdout.buffer):
+            f.close()
 
 
 def _cmd_encrypt(args: argparse.Namespace) -> int:
@@ -136,12 +231,10 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
     size = os.fstat(src.fileno()).st_size if args.input not in (None, "-") else None
     progress = Progress(size, "encrypting", args.progress)
     try:
-        written = document.encrypt_stream(document_key, CountingReader(src, progress), dst)  # type: ignore[arg-type]
+        written = document.encrypt_stream(document_key, CountingReader(src, progress), dst)  # type: ignore[arg-type] # CountingReader is a duck-typed binary stream
     finally:
         progress.finish()
-        for f in (src, dst):
-            if f not in (sys.stdin.buffer, sys.stdout.buffer):
-                f.close()
+        _close_files(src, dst)
     if args.output not in (None, "-") or args.json:
         _print(args, {"key_id": "0x" + key_id.hex(), "bytes_written": written, "threshold": args.threshold,
                       "new_key": not args.reuse}, f"encrypted {written - 16} bytes under key 0x{key_id.hex()}")
@@ -149,8 +242,6 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def _cmd_decrypt(args: argparse.Namespace) -> int:
-    import tempfile
-
     from .cli_tools import Progress, cluster_urls, key_id_from, open_in, open_out
     from .client.client import SecretStoreClient
     from .crypto import document
@@ -158,23 +249,21 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
     key_id = key_id_from(args.key_id, args.did)
     client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args))
     document_key = client.recover_document_key(key_id)
-    src = open_in(args.input)
+    src: Any = open_in(args.input)
     if not src.seekable():  # the IV is at the end: spool a pipe first
-        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 -- replaces src; closed with it below
         while chunk := src.read(1 << 20):
             spool.write(chunk)
         spool.seek(0)
-        src = spool  # type: ignore[assignment]
-    dst = open_out(args.output)
+        src = spool
+    dst: Any = open_out(args.output)
     progress = Progress(None, "decrypting", args.progress)
     try:
         written = document.decrypt_stream(document_key, src, dst)
         progress(written)
     finally:
         progress.finish()
-        for f in (src, dst):
-            if f not in (sys.stdin.buffer, sys.stdout.buffer):
-                f.close()
+        _close_files(src, dst)
     if args.output not in (None, "-") or args.json:
         _print(args, {"key_id": "0x" + key_id.hex(), "bytes_written": written},
                f"decrypted {written} bytes with key 0x{key_id.hex()}")
@@ -197,7 +286,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:
-    from .cli_tools import UsageError
+    from .ocean.ddo import ACCESS_INDEX
 
     ocean = _ocean(args)
     account = _account(args)
@@ -205,25 +294,14 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     if agreement is None:
         if not args.order:
             raise UsageError("give --agreement-id of an existing agreement, or --order to order the asset first")
-        agreement = ocean.assets.order(args.did, 2, account)
+        agreement = ocean.assets.order(args.did, ACCESS_INDEX, account)
         if not args.json:
             print(f"ordered: agreement {agreement}", file=sys.stderr)
-    folder = ocean.assets.consume(agreement, args.did, 2, account, args.dest, args.index, direct=args.direct)
+    folder = ocean.assets.consume(agreement, args.did, ACCESS_INDEX, account, args.dest, args.index,
+                                  direct=args.direct)
     files = sorted(str(p) for p in folder.iterdir())
     _print(args, {"did": args.did, "agreement_id": agreement, "files": files}, "\n".join(files))
     return EXIT_OK
-
-
-def _cmd_rpc(args: argparse.Namespace) -> int:
-    from .client.rpc import main_rpc
-
-    return main_rpc(args.rest)
-
-
-def _cmd_provider(args: argparse.Namespace) -> int:
-    from .ocean.provider.app import main_provider
-
-    return main_provider(args.rest)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -232,10 +310,53 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if run_demo(nodes=args.nodes) else EXIT_FAILED
 
 
-def _account_args(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--key-env", help="environment variable holding the account's private key (hex)")
-    cmd.add_argument("--keystore", help="Ethereum v3 keystore file of the account")
+def _account_args(cmd: argparse.ArgumentParser, whose: str = "the account") -> None:
+    cmd.add_argument("--key-env", help=f"environment variable holding {whose}'s private key (hex)")
+    cmd.add_argument("--keystore", help=f"Ethereum v3 keystore file of {whose}")
     cmd.add_argument("--password-env", help="environment variable holding the keystore password")
+
+
+def _port_file_arg(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--port-file", metavar="FILE",
+                     help="once listening, write the bound port to FILE (for --listen with port 0)")
+
+
+def _add_rpc(sub: Any) -> None:
+    rpc = sub.add_parser(
+        "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
+        description="Parity-compatible JSON-RPC face: secretstore_* for keystore accounts, the rest proxied.")
+    rpc.add_argument("--keystore", required=True, type=Path, metavar="DIR", help="directory of v3 keystore files")
+    rpc.add_argument("--listen", default=DEFAULT_RPC_LISTEN, type=_listen_address,
+                     metavar="HOST:PORT",
+                     help=f"address to listen on (port 0 picks a free one; default {DEFAULT_RPC_LISTEN})")
+    rpc.add_argument("--chain-url", metavar="URL", help="Ethereum JSON-RPC URL for every other method")
+    _port_file_arg(rpc)
+    rpc.set_defaults(func=_cmd_rpc)
+
+
+def _add_provider(sub: Any) -> None:
+    provider = sub.add_parser(
+        "provider", help="Brizo-shaped provider service",
+        description="Brizo-shaped provider: consume endpoint, info endpoint and agreement events handler. "
+        "Give --config (squid-style INI) or the explicit options; options override the config. The access "
+        "backend is chosen by name through the ocean plugins (OCEAN_DISABLED_PLUGINS blocks some).")
+    provider.add_argument("--config", help="INI config (see ocean_secret_store/ocean/config.py)")
+    provider.add_argument("--chain-url", help="Ethereum JSON-RPC URL of the keeper contracts")
+    provider.add_argument("--contracts-json", help="JSON file with contract addresses (devnet.json works)")
+    provider.add_argument("--metadata-store", help="SQLite path or Aquarius http(s) URL")
+    provider.add_argument("--secret-store-url", action="append",
+                          help="key server URL for the secret-store backend (repeatable or comma-separated)")
+    provider.add_argument("--backend", metavar="NAME",
+                          help="access backend offered by a plugin: secret-store (default) or provider-key")
+    provider.add_argument("--listen", type=_listen_address, metavar="HOST:PORT",
+                          help="address to listen on (port 0 picks a free one; default 127.0.0.1:8030)")
+    provider.add_argument("--file-root", help="serve file:// URLs only under this directory (default: refuse them)")
+    provider.add_argument("--no-events", action="store_true", help="do not run the events handler")
+    provider.add_argument("--poll-interval", type=float, default=0.5, help="events handler poll interval (s)")
+    provider.add_argument("--from-block", type=int, default=0, help="first block the events handler scans")
+    _account_args(provider, "the provider")
+    _port_file_arg(provider)
+    provider.set_defaults(func=_cmd_provider)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--acl", choices=("contract", "none"), default="contract",
                              help="key servers check AccessSecretStoreCondition on chain (default) or nobody")
             cmd.add_argument("--fresh", action="store_true", help="wipe a stopped devnet's state first")
-            cmd.add_argument("--provider-backend", choices=("secret-store", "provider-key"), default="secret-store",
-                             help="the provider's access-control backend")
+            cmd.add_argument("--provider-backend", default="secret-store", metavar="NAME",
+                             help="the provider's access backend, by plugin name: secret-store (default) or "
+                             "provider-key")
     dev.set_defaults(func=_cmd_devnet)
 
     keys = sub.add_parser("keys", help="node and account keys")
@@ -308,14 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
         _account_args(cmd)
         cmd.set_defaults(func=func)
 
-    rpc = sub.add_parser("rpc", help="Parity-compatible secretstore_* JSON-RPC face (see: rpc --help)",
-                         add_help=False)
-    rpc.add_argument("rest", nargs=argparse.REMAINDER)
-    rpc.set_defaults(func=_cmd_rpc)
-    provider = sub.add_parser("provider", help="Brizo-shaped provider service (see: provider --help)",
-                              add_help=False)
-    provider.add_argument("rest", nargs=argparse.REMAINDER)
-    provider.set_defaults(func=_cmd_provider)
+    _add_rpc(sub)
+    _add_provider(sub)
 
     demo = sub.add_parser("demo", help="run the end-to-end demo")
     demo.add_argument("--nodes", type=int, default=5)
@@ -324,14 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    position = next((i for i, a in enumerate(argv) if a not in ("--debug", "--json")), len(argv))
-    if position < len(argv) and argv[position] in ("rpc", "provider"):
-        # These two parse their own options (they also run as `python -m` modules).
-        entry = {"rpc": _cmd_rpc, "provider": _cmd_provider}[argv[position]]
-        return int(entry(argparse.Namespace(rest=argv[position + 1:])))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or bad usage (2); argparse has printed why
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

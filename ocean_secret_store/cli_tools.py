@@ -3,23 +3,28 @@ environment (never from a bare argument), cluster URLs, key ids, streams and pro
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .exceptions import SecretStoreError
+from .keyfile import KeystoreError, unlock_file
+from .ocean.did import did_to_id
+from .protocol.hexcodec import parse_hex
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 
 class UsageError(SecretStoreError):
     """The command line was given something it cannot use (exit code 2)."""
 
 
-def load_account(key_env: str | None, keystore: str | None, password_env: str | None) -> Any:
+def load_account(key_env: str | None, keystore: str | None, password_env: str | None) -> LocalAccount:
     """An eth-account LocalAccount from ``$KEY_ENV`` (hex private key) or a v3 keystore file."""
-    from eth_account import Account
+    from eth_account import Account  # noqa: PLC0415 -- ~0.3 s of imports that `--help` and most errors never need
 
     if key_env:
         value = os.environ.get(key_env)
@@ -33,45 +38,48 @@ def load_account(key_env: str | None, keystore: str | None, password_env: str | 
         if not password_env or password_env not in os.environ:
             raise UsageError("a keystore needs --password-env naming the variable that holds its password")
         try:
-            data = json.loads(Path(keystore).read_text())
-            return Account.from_key(Account.decrypt(data, os.environ[password_env]))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot unlock keystore {keystore}: wrong password or not a v3 keystore") from exc
+            return Account.from_key(unlock_file(Path(keystore), os.environ[password_env]))
+        except KeystoreError as exc:  # its message names the file, never the password
+            raise UsageError(f"cannot unlock the keystore: {exc}") from None
     raise UsageError("no account: give --key-env VAR (private key in the environment) or --keystore FILE")
+
+
+def split_urls(urls: list[str] | None) -> list[str]:
+    """URLs from repeated and comma-separated options, without trailing slashes."""
+    return [u.strip().rstrip("/") for item in urls or () for u in item.split(",") if u.strip()]
 
 
 def cluster_urls(urls: list[str] | None, devnet_dir: str | None) -> list[str]:
     if urls:
-        return [u.rstrip("/") for item in urls for u in item.split(",") if u]
-    state_file = Path(devnet_dir or ".devnet") / "devnet.json"
-    if state_file.exists():
-        return [n["http_url"] for n in json.loads(state_file.read_text())["nodes"]]
+        return split_urls(urls)
+    from .devnet import DevnetState  # noqa: PLC0415 -- the devnet pulls in requests and the node config; only this path needs it
+
+    state = DevnetState.load(Path(devnet_dir or ".devnet"))
+    if state is not None:
+        return [node.http_url for node in state.nodes]
     raise UsageError("no key servers: give --url (repeatable) or --devnet DIR with a devnet.json")
 
 
 def key_id_from(key_id: str | None, did: str | None) -> bytes:
-    if bool(key_id) == bool(did):
-        raise UsageError("give exactly one of --key-id (64 hex) or --did (did:op:...)")
     if did:
-        from .ocean.did import did_to_id
-
+        if key_id:
+            raise UsageError("give exactly one of --key-id (64 hex) or --did (did:op:...)")
         return did_to_id(did)
-    text = key_id[2:] if key_id.startswith("0x") else key_id  # type: ignore[union-attr]
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError as exc:
-        raise UsageError("--key-id must be 64 hex digits") from exc
-    if len(raw) != 32:
-        raise UsageError(f"--key-id must be 32 bytes (64 hex digits), got {len(raw)}")
-    return raw
+    if not key_id:
+        raise UsageError("give exactly one of --key-id (64 hex) or --did (did:op:...)")
+    return parse_hex(key_id, "--key-id", 32, prefix=None, error=UsageError)
 
 
 def open_in(path: str | None) -> IO[bytes]:
-    return sys.stdin.buffer if path in (None, "-") else open(path, "rb")  # noqa: SIM115
+    if path is None or path == "-":
+        return sys.stdin.buffer
+    return open(path, "rb")  # the caller closes it (unless it is stdin)
 
 
 def open_out(path: str | None) -> IO[bytes]:
-    return sys.stdout.buffer if path in (None, "-") else open(path, "wb")  # noqa: SIM115
+    if path is None or path == "-":
+        return sys.stdout.buffer
+    return open(path, "wb")  # the caller closes it (unless it is stdout)
 
 
 class Progress:
@@ -110,7 +118,7 @@ class CountingReader:
         self.raw, self.progress = raw, progress
 
     def readinto(self, buffer: Any) -> int:
-        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined] # open() and stdin give buffered readers, which have it
         self.progress(n or 0)
         return n or 0
 

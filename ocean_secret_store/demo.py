@@ -1,57 +1,28 @@
-"""The in-process crypto demo: a document encrypted under a threshold key, recovered from t+1
-shadows and not from t. (Replaced by the end-to-end devnet demo once the cluster runs.)"""
+"""The end-to-end demo (``ocean-secret-store demo``): the embedded devnet and Ocean's publish ->
+order -> consume, each step timed, then t+1 key servers enough and t refused."""
 
 from __future__ import annotations
 
-import os
+import functools
 import http.server
 import itertools
+import shutil
+import sys
+import tempfile
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
-from .crypto import document, dkg, shadows
-from .crypto.curve import Point, random_scalar
+from eth_account import Account
 
+from . import devnet
+from .exceptions import KeyServerError, OceanError
+from .ocean.ddo import ACCESS_INDEX
+from .ocean.host import Ocean
 
-def run_crypto_demo(threshold: int = 2, nodes: int = 5, say: Callable[[str], None] = print) -> bool:
-    say(f"1. distributed key generation among {nodes} simulated nodes, threshold t = {threshold}")
-    key = dkg.run_local_dkg(threshold, nodes)
-    say(f"   server public key Y = 0x{key.public.to_bytes().hex()[:32]}...")
-
-    say("2. the publisher makes a document key for Y and encrypts a document with it")
-    document_key, common, encrypted = document.generate_document_key(key.public)
-    plaintext = b"ocean dataset: https://example.org/private/data.csv"
-    ciphertext = document.encrypt_document(document_key, plaintext)
-    say(f"   {len(plaintext)} bytes -> {len(ciphertext)} bytes (AES-128-CTR, IV appended)")
-
-    requester_secret = random_scalar()
-    requester = Point.generator_mul(requester_secret)
-    node_ids = list(key.id_numbers)
-
-    def recover(members: list[bytes], t: int) -> Point:
-        access_key = random_scalar()
-        xs = [key.id_numbers[n] for n in members]
-        points, blobs = [], []
-        for i, node in enumerate(members):
-            ns = shadows.node_shadow(key.shares[node], xs[i], xs[:i] + xs[i + 1 :])
-            point, blob = shadows.shadow_decryption(ns, access_key, common, requester)
-            points.append(point)
-            blobs.append(blob)
-        decrypted = shadows.combine_shadow_points(points, access_key, encrypted, t)
-        return shadows.recover_document_key(
-            decrypted, shadows.requester_common_point(common, t), blobs, requester_secret
-        )
-
-    chosen = sorted(node_ids, key=lambda _: os.urandom(4))[: threshold + 1]
-    say(f"3. {threshold + 1} of {nodes} nodes each compute a decryption shadow for the requester")
-    recovered = recover(chosen, threshold)
-    ok = recovered == document_key and document.decrypt_document(recovered, ciphertext) == plaintext
-    say(f"   requester combined the shadows and decrypted the document: {'OK' if ok else 'FAILED'}")
-
-    say(f"4. only {threshold} nodes try the same")
-    refused = recover(chosen[:threshold], threshold - 1) if threshold > 0 else None
-    ok_refused = refused != document_key
-    say(f"   with t shares the document key is {'NOT recovered (as it must be)' if ok_refused else 'RECOVERED (bug!)'}")
-    return ok and ok_refused
+T = TypeVar("T")
 
 
 class _Steps:
@@ -60,11 +31,7 @@ class _Steps:
     def __init__(self, say: Callable[[str], None], interactive: bool) -> None:
         self.say, self.interactive, self.number = say, interactive, 0
 
-    def run(self, title: str, fn: Callable[[], object]) -> object:
-        import sys
-        import threading
-        import time
-
+    def run(self, title: str, fn: Callable[[], T]) -> T:
         self.number += 1
         done = threading.Event()
         if self.interactive:
@@ -100,21 +67,6 @@ def run_demo(nodes: int = 5, say: Callable[[str], None] = print, interactive: bo
     then t+1 live key servers suffice and t do not. The devnet is stopped at the end, also on
     Ctrl-C or failure.
     """
-    import functools
-    import http.server
-    import shutil
-    import sys
-    import tempfile
-    import threading
-    from pathlib import Path
-
-    from eth_account import Account
-
-    from . import devnet
-    from .exceptions import KeyServerError, OceanError
-    from .ocean.did import did_to_id
-    from .ocean.host import Ocean
-
     interactive = sys.stderr.isatty() if interactive is None else interactive
     steps = _Steps(say, interactive)
     work = Path(tempfile.mkdtemp(prefix="oss-demo-"))
@@ -133,90 +85,9 @@ def run_demo(nodes: int = 5, say: Callable[[str], None] = print, interactive: bo
     try:
         state = steps.run(f"devnet up: anvil + keeper-contracts 0.13.2, {nodes} key servers, RPC face, provider",
                           lambda: devnet.up(state_dir, nodes))
-        assert isinstance(state, dict)
-        say(f"    key servers {', '.join(n['http_url'] for n in state['nodes'])}")
-        say(f"    chain {state['chain_url']}, provider {state['provider_url']}, state in {state_dir}")
-        ocean = Ocean(state["ocean_config"])
-        roles = {role: Account.from_key(v["private_key"]) for role, v in state["accounts"].items()}
-        publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
-        keeper = ocean.keeper
-        price = 10 * 10**18
-        metadata = {"main": {"type": "dataset", "name": "Weather stations", "author": "Demo Met Office",
-                             "license": "CC-BY", "dateCreated": "2026-11-23T00:00:00Z", "price": str(price),
-                             "files": [{"url": file_url, "contentType": "text/csv", "name": "weather.csv",
-                                        "contentLength": str(len(dataset))}]}}
-        ddo = steps.run(f"publisher {publisher.address[:10]}.. publishes: DDO, file URL encrypted under a "
-                        f"t = {ocean.config.threshold} threshold key for the DID, DID registered on chain",
-                        lambda: ocean.assets.create(metadata, publisher, providers=[provider.address]))
-        did = ddo.did
-        say(f"    {did}; the published DDO holds no URL, only attributes.encryptedFiles")
-        steps.run("anyone can verify the DDO: its DID is the hash of its checksums", lambda: ocean.assets.resolve(did))
-
-        def refused_directly() -> str:
-            try:
-                ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer)
-            except KeyServerError as exc:
-                return f"{type(exc).__name__}: {exc}"
-            raise OceanError("the consumer decrypted without permission")
-
-        reason = steps.run("consumer asks the key servers before ordering", refused_directly)
-        say(f"    refused by the key servers ({reason})")
-        steps.run("consumer gets 20 OCEAN from the dispenser", lambda: keeper.request_tokens(consumer, 20))
-        before = {r: keeper.token_balance(roles[r].address) for r in ("publisher", "consumer")}
-        agreement = steps.run("consumer orders: agreement created, 10 OCEAN locked",
-                              lambda: ocean.assets.order(did, 2, consumer))
-        steps.run("provider's events handler fulfils access on chain",
-                  lambda: ocean.assets.wait_for_access(did, consumer))
-        folder = steps.run("consumer downloads through the provider (agreement, signature, permission checked)",
-                           lambda: ocean.assets.consume(str(agreement), did, 2, consumer, work / "via-provider"))
-        assert isinstance(folder, Path)
-        via_provider = (folder / "weather.csv").read_bytes() == dataset
-        direct = steps.run("consumer decrypts the file list itself through shadows and downloads",
-                           lambda: ocean.assets.consume(str(agreement), did, 2, consumer, work / "direct", direct=True))
-        assert isinstance(direct, Path)
-        via_shadow = (direct / "weather.csv").read_bytes() == dataset
-        say(f"    {len(dataset)} bytes both ways: provider {'OK' if via_provider else 'MISMATCH'}, "
-            f"direct {'OK' if via_shadow else 'MISMATCH'}")
-
-        def paid() -> tuple[int, ...]:
-            for _ in range(100):
-                states = keeper.condition_states(bytes.fromhex(str(agreement)[2:]))
-                if states == (2, 2, 2):
-                    return states
-                import time
-
-                time.sleep(0.1)
-            return states
-
-        states = steps.run("provider releases the escrow to the publisher", paid)
-        after = {r: keeper.token_balance(roles[r].address) for r in ("publisher", "consumer")}
-        for role in ("publisher", "consumer"):
-            say(f"    {role:<9} {before[role] / 10**18:6.1f} OCEAN -> {after[role] / 10**18:6.1f} OCEAN")
-        balances_ok = after["publisher"] - before["publisher"] == price and before["consumer"] - after["consumer"] == price
-
-        nodes_total = len(state["nodes"])
-        t = ocean.config.threshold
-        for index in range(t + 1, nodes_total):
-            devnet.stop_node(state_dir, index)
-
-        def still_decrypts() -> bool:
-            return bool(ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer))
-
-        survived = steps.run(f"stopped {nodes_total - t - 1} key servers: t+1 = {t + 1} live ones still serve",
-                             still_decrypts)
-        devnet.stop_node(state_dir, t)
-
-        def with_t() -> str:
-            try:
-                ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer)
-            except KeyServerError as exc:
-                return f"{type(exc).__name__}"
-            return "decrypted (bug!)"
-
-        refusal = steps.run(f"stopped one more: t = {t} key servers cannot", with_t)
-        say(f"    refused: {refusal}")
-        ok = (via_provider and via_shadow and states == (2, 2, 2) and balances_ok and bool(survived)
-              and refusal == "ConsensusTemporaryUnreachable")
+        say(f"    key servers {', '.join(node.http_url for node in state.nodes)}")
+        say(f"    chain {state.chain_url}, provider {state.provider_url}, state in {state_dir}")
+        ok = _Story(steps, state, work, dataset).run(file_url)
     except KeyboardInterrupt:
         say("interrupted")
     finally:
@@ -232,8 +103,103 @@ def run_demo(nodes: int = 5, say: Callable[[str], None] = print, interactive: bo
     return ok
 
 
+class _Story:
+    """The demo's steps on a running devnet: publish, refuse, order, consume, pay; then the threshold."""
+
+    PRICE = 10 * 10**18
+
+    def __init__(self, steps: _Steps, state: devnet.DevnetState, work: Path, dataset: bytes) -> None:
+        self.steps, self.say, self.state, self.work, self.dataset = steps, steps.say, state, work, dataset
+        if state.ocean_config is None:
+            raise OceanError(f"the devnet in {state.state_dir} wrote no ocean.ini")
+        self.ocean = Ocean(state.ocean_config)
+        self.roles = {role: Account.from_key(key.private_key) for role, key in state.accounts.items()}
+
+    def run(self, file_url: str) -> bool:
+        steps, say, ocean, keeper = self.steps, self.say, self.ocean, self.ocean.keeper
+        publisher, consumer, provider = self.roles["publisher"], self.roles["consumer"], self.roles["provider"]
+        metadata = {"main": {"type": "dataset", "name": "Weather stations", "author": "Demo Met Office",
+                             "license": "CC-BY", "dateCreated": "2026-11-23T00:00:00Z", "price": str(self.PRICE),
+                             "files": [{"url": file_url, "contentType": "text/csv", "name": "weather.csv",
+                                        "contentLength": str(len(self.dataset))}]}}
+        ddo = steps.run(f"publisher {publisher.address[:10]}.. publishes: DDO, file URL encrypted under a "
+                        f"t = {ocean.config.threshold} threshold key for the DID, DID registered on chain",
+                        lambda: ocean.assets.create(metadata, publisher, providers=[provider.address]))
+        did, encrypted = ddo.did, ddo.encrypted_files or ""
+        say(f"    {did}; the published DDO holds no URL, only attributes.encryptedFiles")
+        steps.run("anyone can verify the DDO: its DID is the hash of its checksums", lambda: ocean.assets.resolve(did))
+
+        def refused_directly() -> str:
+            try:
+                ocean.secret_store.decrypt_document(did, encrypted, consumer)
+            except KeyServerError as exc:
+                return f"{type(exc).__name__}: {exc}"
+            raise OceanError("the consumer decrypted without permission")
+
+        reason = steps.run("consumer asks the key servers before ordering", refused_directly)
+        say(f"    refused by the key servers ({reason})")
+        steps.run("consumer gets 20 OCEAN from the dispenser", lambda: keeper.request_tokens(consumer, 20))
+        before = self._balances()
+        agreement = steps.run("consumer orders: agreement created, 10 OCEAN locked",
+                              lambda: ocean.assets.order(did, ACCESS_INDEX, consumer))
+        steps.run("provider's events handler fulfils access on chain",
+                  lambda: ocean.assets.wait_for_access(did, consumer))
+        folder = steps.run("consumer downloads through the provider (agreement, signature, permission checked)",
+                           lambda: ocean.assets.consume(agreement, did, ACCESS_INDEX, consumer,
+                                                        self.work / "via-provider"))
+        via_provider = (folder / "weather.csv").read_bytes() == self.dataset
+        direct = steps.run("consumer decrypts the file list itself through shadows and downloads",
+                           lambda: ocean.assets.consume(agreement, did, ACCESS_INDEX, consumer, self.work / "direct",
+                                                        direct=True))
+        via_shadow = (direct / "weather.csv").read_bytes() == self.dataset
+        say(f"    {len(self.dataset)} bytes both ways: provider {'OK' if via_provider else 'MISMATCH'}, "
+            f"direct {'OK' if via_shadow else 'MISMATCH'}")
+        states = steps.run("provider releases the escrow to the publisher", lambda: self._settled(agreement))
+        after = self._balances()
+        for role in ("publisher", "consumer"):
+            say(f"    {role:<9} {before[role] / 10**18:6.1f} OCEAN -> {after[role] / 10**18:6.1f} OCEAN")
+        balances_ok = (after["publisher"] - before["publisher"] == self.PRICE
+                       and before["consumer"] - after["consumer"] == self.PRICE)
+        return (via_provider and via_shadow and states == (2, 2, 2) and balances_ok
+                and self._threshold(did, encrypted))
+
+    def _balances(self) -> dict[str, int]:
+        return {role: self.ocean.keeper.token_balance(self.roles[role].address) for role in ("publisher", "consumer")}
+
+    def _settled(self, agreement: str) -> tuple[int, ...]:
+        for _ in range(100):
+            states = self.ocean.keeper.condition_states(bytes.fromhex(agreement[2:]))
+            if states == (2, 2, 2):
+                break
+            time.sleep(0.1)
+        return states
+
+    def _threshold(self, did: str, encrypted: str) -> bool:
+        """Stop key servers down to t+1 (still served), then to t (refused)."""
+        consumer, secret_store = self.roles["consumer"], self.ocean.secret_store
+        nodes_total = len(self.state.nodes)
+        t = self.ocean.config.threshold
+        for index in range(t + 1, nodes_total):
+            devnet.stop_node(self.state.state_dir, index)
+        survived = self.steps.run(
+            f"stopped {nodes_total - t - 1} key servers: t+1 = {t + 1} live ones still serve",
+            lambda: bool(secret_store.decrypt_document(did, encrypted, consumer)))
+        devnet.stop_node(self.state.state_dir, t)
+
+        def with_t() -> str:
+            try:
+                secret_store.decrypt_document(did, encrypted, consumer)
+            except KeyServerError as exc:
+                return f"{type(exc).__name__}"
+            return "decrypted (bug!)"
+
+        refusal = self.steps.run(f"stopped one more: t = {t} key servers cannot", with_t)
+        self.say(f"    refused: {refusal}")
+        return survived and refusal == "ConsensusTemporaryUnreachable"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """The loopback file server of the demo's dataset, without request logging on stderr."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: object) -> None:  # the stdlib's parameter names
         return None

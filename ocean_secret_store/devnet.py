@@ -1,51 +1,244 @@
-"""The embedded default: an N-node key server cluster on loopback, started and stopped as
-architecture.md's devnet contract says, with its state in one JSON file.
+"""The embedded default: an N-node key server cluster on loopback with its chain, JSON-RPC face and
+provider, started and stopped as architecture.md's devnet contract says, with its state in one
+JSON file (:class:`DevnetState`).
 
 ``up`` generates node keys and configs (mode 0600, dev only), starts one OS process per node
 in its own process group, waits until every node is connected to every other, and writes
 ``DIR/devnet.json``. ``down`` stops every process group (SIGTERM, then SIGKILL). ``status``
 reports each process and its health. A stale state dir (processes gone) is restarted with the
 same keys and data unless ``fresh`` is asked for.
+
+Ports: the JSON-RPC face and the provider bind port 0 and report the port they bound through a
+port file, so nothing can take it between a probe and their bind. Key servers must know each
+other's node-to-node ports before any starts, so theirs are probed; if a port is taken between
+the probe and a node's bind, ``up`` moves every node to freshly probed ports and starts again.
+
+The provider is configured only through ``DIR/ocean.ini`` (``[provider] backend``): its access
+backend is chosen by the plugin manager, so ``OCEAN_DISABLED_PLUGINS`` applies to it.
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
+import functools
+import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import requests
 
+from .chain.anvil import AnvilProcess, start_anvil
+from .chain.deploy import deploy_keeper_contracts
+from .chain.keeper import to_address
+from .client.keystore import write_keystore
 from .crypto.curve import Point, random_scalar
 from .crypto.hashes import address_of, checksum_address
 from .exceptions import SecretStoreError
 from .node.config import dump_config
+from .protocol.hexcodec import to_hex
 
-STATE_FILE = "devnet.json"
-DEV_ONLY = "DEV ONLY: holds private keys of a local development network; never use them elsewhere"
+STATE_FILE: Final = "devnet.json"
+OCEAN_CONFIG_FILE: Final = "ocean.ini"
+CONTRACTS_FILE: Final = "contracts.json"
+DEV_ONLY: Final = "DEV ONLY: holds private keys of a local development network; never use them elsewhere"
+#: Funded anvil accounts by role (anvil's dev accounts, in this order).
+ROLES: Final = ("deployer", "minter", "publisher", "consumer", "provider")
+#: Roles whose accounts also get a keystore for the Parity-compatible JSON-RPC face.
+RPC_ROLES: Final = ("publisher", "consumer", "provider")
+#: The provider's private key travels in this variable of its environment, never on its command line.
+PROVIDER_KEY_ENV: Final = "OCEAN_SS_PROVIDER_KEY"
+#: Starts of the key servers when a probed port turns out to be taken.
+PORT_ATTEMPTS: Final = 3
+LOOPBACK: Final = "127.0.0.1"
 
 
 class DevnetError(SecretStoreError):
     """The devnet could not be started, stopped or inspected."""
 
 
+class _StartFailed(DevnetError):
+    """A child process exited during start-up; ``port_taken`` if it could not bind its port."""
+
+    def __init__(self, message: str, port_taken: bool) -> None:
+        super().__init__(message)
+        self.port_taken = port_taken
+
+
+# -- the state file ------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeEntry:
+    """One key server in ``devnet.json``'s ``nodes``."""
+
+    public: str
+    address: str
+    http_url: str
+    pid: int | None
+    config: str
+    data_dir: str
+    log: str
+
+
+@dataclass
+class AccountKey:
+    """A funded chain account of one role (``accounts``)."""
+
+    address: str
+    private_key: str = field(repr=False)
+
+
+@dataclass
+class RpcAccount:
+    """A keystore account of the JSON-RPC face (``rpc_accounts``)."""
+
+    role: str
+    address: str
+    password: str = field(repr=False)
+    keystore: str
+
+
+def _url_port(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise DevnetError(f"{url} names no port")
+    return port
+
+
+@dataclass
+class DevnetState:
+    """``DIR/devnet.json``: every URL, address, account and process of a devnet (architecture.md's
+    devnet contract; field names and meanings are fixed). Fields this version does not know are
+    kept in ``extra`` and written back unchanged."""
+
+    state_dir: Path
+    acl: str
+    nodes: list[NodeEntry]
+    chain_url: str
+    chain_id: int
+    anvil_pid: int | None
+    anvil_log: str
+    contracts: dict[str, str]
+    template_id: str
+    accounts: dict[str, AccountKey]
+    rpc_accounts: list[RpcAccount]
+    metadata_store: str
+    provider_address: str
+    provider_backend: str = "secret-store"
+    rpc_url: str | None = None
+    rpc_pid: int | None = None
+    provider_url: str | None = None
+    provider_pid: int | None = None
+    secret_store_url: str | None = None
+    threshold_max: int | None = None
+    ocean_config: str | None = None
+    dev_only: str = DEV_ONLY
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    @classmethod
+    def load(cls, state_dir: Path) -> DevnetState | None:
+        """The state in ``state_dir`` (None if it holds no ``devnet.json``).
+
+        :raises DevnetError: the file is not a devnet state file.
+        """
+        state_dir = state_dir.resolve()
+        path = state_dir / STATE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DevnetError(f"cannot read {path}: {exc}") from None
+        try:
+            return cls.from_json(state_dir, data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DevnetError(f"{path} is not a devnet state file ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def require(cls, state_dir: Path) -> DevnetState:
+        """Like :meth:`load`, but a missing state is an error."""
+        state = cls.load(state_dir)
+        if state is None:
+            raise DevnetError(f"no devnet in {state_dir}")
+        return state
+
+    @classmethod
+    def from_json(cls, state_dir: Path, data: Mapping[str, Any]) -> DevnetState:
+        known = {name for name in cls.__dataclass_fields__ if name not in ("state_dir", "extra")}
+        values = {name: data[name] for name in known if name in data}
+        values["nodes"] = [NodeEntry(**node) for node in data["nodes"]]
+        values["accounts"] = {role: AccountKey(**key) for role, key in data["accounts"].items()}
+        values["rpc_accounts"] = [RpcAccount(**account) for account in data.get("rpc_accounts", [])]
+        extra = {name: value for name, value in data.items() if name not in known}
+        return cls(state_dir=state_dir, extra=extra, **values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``devnet.json`` object (the contract's field names and shapes)."""
+        return {
+            "dev_only": self.dev_only,
+            "acl": self.acl,
+            "nodes": [vars(node).copy() for node in self.nodes],
+            "chain_url": self.chain_url,
+            "chain_id": self.chain_id,
+            "anvil_pid": self.anvil_pid,
+            "anvil_log": self.anvil_log,
+            "contracts": dict(self.contracts),
+            "template_id": self.template_id,
+            "accounts": {role: vars(key).copy() for role, key in self.accounts.items()},
+            "rpc_url": self.rpc_url,
+            "rpc_accounts": [vars(account).copy() for account in self.rpc_accounts],
+            "provider_url": self.provider_url,
+            "provider_address": self.provider_address,
+            "provider_backend": self.provider_backend,
+            "metadata_store": self.metadata_store,
+            "rpc_pid": self.rpc_pid,
+            "provider_pid": self.provider_pid,
+            "secret_store_url": self.secret_store_url,
+            "threshold_max": self.threshold_max,
+            "ocean_config": self.ocean_config,
+            **self.extra,
+        }
+
+    def save(self) -> None:
+        """Write ``devnet.json`` (mode 0600: it holds private keys and passwords)."""
+        _write_private(self.path, json.dumps(self.to_json(), indent=2) + "\n")
+
+    def pids(self) -> list[int | None]:
+        """Every process of the devnet, in the order to stop them (the reverse of their start)."""
+        return [self.provider_pid, self.rpc_pid, *(node.pid for node in self.nodes), self.anvil_pid]
+
+    def running_pids(self) -> list[int]:
+        return [pid for pid in self.pids() if pid is not None and _alive(pid)]
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
 def _free_ports(count: int) -> list[int]:
-    # Ask the kernel for distinct ephemeral ports; all sockets stay open until every port is
-    # chosen, so one call never hands out the same port twice.
+    # Distinct ports that were free a moment ago: every socket stays open until all are chosen, so
+    # one call never hands out a port twice. A port may still be taken before the child binds it.
     sockets = []
     try:
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            s.bind((LOOPBACK, 0))
             sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:
@@ -77,55 +270,62 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def load_state(state_dir: Path) -> dict[str, Any] | None:
-    path = state_dir / STATE_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+@dataclass(frozen=True)
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    log_offset: int  # the log's size at the start: only what this run wrote tells why it failed
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
-def running_pids(state: dict[str, Any]) -> list[int]:
-    pids = [n.get("pid") for n in state.get("nodes", [])]
-    pids += [state.get(k) for k in ("anvil_pid", "rpc_pid", "provider_pid")]
-    return [p for p in pids if p and _alive(p)]
-
-
-def _node_configs(state_dir: Path, nodes: int, session_timeout: float, acl: dict[str, Any]) -> list[dict[str, Any]]:
-    secrets = [random_scalar() for _ in range(nodes)]
-    publics = [Point.generator_mul(s) for s in secrets]
-    ports = _free_ports(2 * nodes)
-    cluster = {"0x" + p.to_bytes().hex(): f"127.0.0.1:{ports[2 * i]}" for i, p in enumerate(publics)}
-    out = []
-    for i, (secret, public) in enumerate(zip(secrets, publics, strict=True)):
-        mapping = {
-            "node": {
-                "secret": "0x" + secret.to_bytes(32, "big").hex(),
-                "listen": f"127.0.0.1:{ports[2 * i]}",
-                "http_listen": f"127.0.0.1:{ports[2 * i + 1]}",
-                "data_dir": str(state_dir / f"node{i}"),
-            },
-            "cluster": cluster,
-            "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 5.0},
-            "acl": dict(acl),
-            "http": {"cors": "none"},
-        }
-        out.append({"mapping": mapping, "public": public, "http_port": ports[2 * i + 1]})
-    return out
-
-
-def _start_node(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ocean_secret_store.cli", "node", "--config", str(config_path)],
+def _spawn(name: str, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> _Child:
+    """Start ``ocean-secret-store ARGS`` in its own process group (``down`` stops it and nothing
+    else), its output appended to ``log``."""
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        offset = out.tell()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ocean_secret_store.cli", *args],
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: `down` stops it and nothing else
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-    finally:
-        log.close()
+    return _Child(name, process, log, offset)
+
+
+def _port_taken(child: _Child) -> bool:
+    """Whether the child's start-up failed because its port was taken (its one-line error says so)."""
+    with contextlib.suppress(OSError), open(child.log, "rb") as f:
+        f.seek(child.log_offset)
+        return b"address already in use" in f.read().lower()
+    return False
+
+
+def _stop_children(children: Sequence[_Child]) -> None:
+    for child in children:
+        _stop_group(child.pid)
+
+
+def _wait_until(what: str, ready: Callable[[], bool], children: Sequence[_Child], timeout: float) -> None:
+    """Poll ``ready`` until it holds; fail if a child exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for child in children:
+            if child.process.poll() is not None:
+                raise _StartFailed(
+                    f"the {child.name} exited with code {child.process.returncode} during start-up; see {child.log}",
+                    _port_taken(child),
+                )
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise DevnetError(f"{what} within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def _health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
@@ -136,260 +336,39 @@ def _health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
         return None
 
 
-def wait_for_mesh(http_urls: list[str], expected_peers: int, timeout: float, procs: list[Any] | None = None) -> None:
-    deadline = time.monotonic() + timeout
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1.0).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _rpc_answers(url: str) -> bool:
+    try:
+        answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts", "params": []},
+                               timeout=1.0)
+        return answer.status_code == 200 and "result" in answer.json()
+    except (requests.RequestException, ValueError):
+        return False
+
+
+def _reported_port(port_file: Path) -> int | None:
+    try:
+        return int(port_file.read_text().strip())
+    except (OSError, ValueError):
+        return None  # not written yet (the child writes it atomically once it listens)
+
+
+def wait_for_mesh(http_urls: Sequence[str], expected_peers: int, timeout: float,
+                  children: Sequence[_Child] = ()) -> None:
+    """Wait until every key server reports ``expected_peers`` connected peers (readiness, not liveness)."""
     pending = list(http_urls)
-    while pending:
-        if procs:
-            for i, proc in enumerate(procs):
-                if proc is not None and proc.poll() is not None:
-                    raise DevnetError(f"key server {i} exited with code {proc.returncode} during start-up; see its log")
-        pending = [u for u in pending if (h := _health(u)) is None or h.get("connected_peers") != expected_peers]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise DevnetError(f"key servers not fully connected after {timeout:.0f} s: {', '.join(pending)}")
-        time.sleep(0.1)
 
+    def connected() -> bool:
+        pending[:] = [u for u in pending if (h := _health(u)) is None or h.get("connected_peers") != expected_peers]
+        return not pending
 
-#: Roles whose accounts also get a keystore for the Parity-compatible JSON-RPC face.
-RPC_ROLES = ("publisher", "consumer", "provider")
-
-
-def _write_keystores(state_dir: Path, accounts: dict[str, Any]) -> list[dict[str, str]]:
-    import secrets as _secrets
-
-    from .client.keystore import write_keystore
-
-    directory = state_dir / "keystore"
-    out = []
-    for role in RPC_ROLES:
-        password = _secrets.token_urlsafe(12)
-        path = write_keystore(directory, accounts[role]["private_key"], password)
-        out.append({"role": role, "address": accounts[role]["address"], "password": password, "keystore": str(path)})
-    return out
-
-
-def _start_rpc(state_dir: Path, port: int, chain_url: str) -> subprocess.Popen[bytes]:
-    log = open(state_dir / "rpc.log", "ab")  # noqa: SIM115 - the child keeps it
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ocean_secret_store.client.rpc", "--keystore", str(state_dir / "keystore"),
-             "--listen", f"127.0.0.1:{port}", "--chain-url", chain_url],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    finally:
-        log.close()
-
-
-def _wait_rpc(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise DevnetError(f"the JSON-RPC face exited with code {proc.returncode} during start-up; see rpc.log")
-        try:
-            answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts", "params": []},
-                                   timeout=1.0)
-            if answer.status_code == 200 and "result" in answer.json():
-                return
-        except (requests.RequestException, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise DevnetError(f"the JSON-RPC face at {url} did not answer within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def _start_provider(state_dir: Path, state: dict[str, Any], backend: str) -> subprocess.Popen[bytes]:
-    log = open(state_dir / "provider.log", "ab")  # noqa: SIM115 - the child keeps it
-    port = int(state["provider_url"].rsplit(":", 1)[1])
-    args = [sys.executable, "-m", "ocean_secret_store.cli", "provider",
-            "--chain-url", state["chain_url"], "--contracts-json", str(state_dir / "contracts.json"),
-            "--metadata-store", state["metadata_store"], "--backend", backend,
-            "--secret-store-url", ",".join(n["http_url"] for n in state["nodes"]),
-            "--listen", f"127.0.0.1:{port}", "--key-env", "OCEAN_SS_PROVIDER_KEY", "--poll-interval", "0.2"]
-    try:
-        return subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            # the key travels in the child's environment, never on its command line
-            env={**os.environ, "PYTHONUNBUFFERED": "1",
-                 "OCEAN_SS_PROVIDER_KEY": state["accounts"]["provider"]["private_key"]},
-        )
-    finally:
-        log.close()
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise DevnetError(f"the {what} exited with code {proc.returncode} during start-up; see its log")
-        try:
-            if requests.get(url, timeout=1.0).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise DevnetError(f"the {what} at {url} did not answer within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def _write_ocean_config(state_dir: Path, state: dict[str, Any]) -> Path:
-    """A squid-py style INI for the pipeline host (``Ocean(DIR/ocean.ini)``) pointing at this devnet."""
-    urls = ", ".join(n["http_url"] for n in state["nodes"])
-    threshold = min(2, len(state["nodes"]) - 1) if len(state["nodes"]) >= 5 else (len(state["nodes"]) - 1) // 2
-    text = (
-        f"; {DEV_ONLY}\n"
-        "[keeper-contracts]\n"
-        f"keeper.url = {state['chain_url']}\n"
-        "contracts.file = contracts.json\n"
-        f"secret_store.url = {state['secret_store_url']}\n"
-        f"parity.url = {state['rpc_url']}\n\n"
-        "[secret-store]\n"
-        "enabled = true\n"
-        f"threshold = {threshold}\n"
-        f"cluster_urls = {urls}\n\n"
-        "[resources]\n"
-        "metadata.store = metadata.sqlite\n"
-        f"provider.url = {state['provider_url']}\n"
-        f"provider.address = {state['provider_address']}\n"
-        "downloads.path = downloads\n"
-    )
-    path = state_dir / "ocean.ini"
-    _write_private(path, text)
-    return path
-
-
-#: Funded anvil accounts by role (anvil's dev accounts, in this order).
-ROLES = ("deployer", "minter", "publisher", "consumer", "provider")
-
-
-def _start_chain(state_dir: Path, port: int = 0) -> Any:
-    from .chain.anvil import start_anvil
-
-    return start_anvil(port, state_path=state_dir / "chain-state.json", log_path=state_dir / "anvil.log")
-
-
-def _deploy(anvil: Any, say: Callable[[str], None]) -> dict[str, Any]:
-    from .chain.deploy import deploy_keeper_contracts
-    from .chain.keeper import to_address
-
-    keys = anvil.private_keys
-    accounts = {role: {"address": anvil.addresses[i], "private_key": keys[i]} for i, role in enumerate(ROLES)}
-    deployment = deploy_keeper_contracts(anvil.url, keys[0], minter=to_address(accounts["minter"]["address"]))
-    say(f"deployed keeper-contracts 0.13.2 from the installed artifacts in {deployment.seconds:.1f} s")
-    return {
-        "chain_url": anvil.url,
-        "chain_id": anvil.chain_id,
-        "anvil_pid": anvil.pid,
-        "anvil_log": str(anvil.log_path),
-        "contracts": dict(deployment.addresses),
-        "template_id": "0x" + bytes(deployment.template_id).hex(),
-        "accounts": accounts,
-    }
-
-
-def up(
-    state_dir: Path,
-    nodes: int = 5,
-    *,
-    acl: str = "contract",
-    provider_backend: str = "secret-store",
-    fresh: bool = False,
-    session_timeout: float = 5.0,
-    timeout: float = 60.0,
-    say: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
-    """Start the devnet in ``state_dir``: anvil with the keeper contracts, then N key servers.
-
-    ``acl="contract"`` (the default) configures every key server with the on-chain
-    ``AccessSecretStoreCondition.checkPermissions``; ``acl="none"`` lets everyone in (benchmarks).
-    """
-    state_dir = state_dir.resolve()
-    if acl not in ("none", "contract"):
-        raise DevnetError(f"unknown --acl {acl!r}: use 'contract' or 'none'")
-    if nodes < 1:
-        raise DevnetError("a devnet needs at least one node")
-    existing = load_state(state_dir)
-    if existing is not None and running_pids(existing):
-        raise DevnetError(f"a devnet is still running in {state_dir}: run `devnet down --state-dir {state_dir}` first")
-    if existing is not None and fresh:
-        shutil.rmtree(state_dir)
-        existing = None
-    state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
-
-    started: list[int] = []
-    try:
-        if existing is None:
-            say("starting anvil (local chain)")
-            anvil = _start_chain(state_dir)
-            started.append(anvil.pid)
-            chain = _deploy(anvil, say)
-            node_acl: dict[str, Any] = {"kind": "none"}
-            if acl == "contract":
-                node_acl = {"kind": "contract", "chain_url": chain["chain_url"],
-                            "contract": chain["contracts"]["AccessSecretStoreCondition"]}
-            say(f"generating {nodes} node keys and configs in {state_dir}")
-            entries = []
-            for i, spec in enumerate(_node_configs(state_dir, nodes, session_timeout, node_acl)):
-                config_path = state_dir / f"node{i}.toml"
-                _write_private(config_path, f"# {DEV_ONLY}\n" + dump_config(spec["mapping"]))
-                (state_dir / f"node{i}").mkdir(exist_ok=True)
-                public: Point = spec["public"]
-                entries.append({
-                    "public": "0x" + public.to_bytes().hex(),
-                    "address": checksum_address(address_of(public)),
-                    "http_url": f"http://127.0.0.1:{spec['http_port']}",
-                    "pid": None,
-                    "config": str(config_path),
-                    "data_dir": str(state_dir / f"node{i}"),
-                    "log": str(state_dir / f"node{i}.log"),
-                })
-            state: dict[str, Any] = {"dev_only": DEV_ONLY, "acl": acl, "nodes": entries, **chain}
-            rpc_port, provider_port = _free_ports(2)
-            state["rpc_url"] = f"http://127.0.0.1:{rpc_port}"
-            state["rpc_accounts"] = _write_keystores(state_dir, chain["accounts"])
-            state["provider_url"] = f"http://127.0.0.1:{provider_port}"
-            state["provider_address"] = chain["accounts"]["provider"]["address"]
-            state["provider_backend"] = provider_backend
-            state["metadata_store"] = str(state_dir / "metadata.sqlite")
-            _write_private(state_dir / "contracts.json", json.dumps({"contracts": chain["contracts"]}, indent=2))
-        else:
-            say(f"restarting the stopped devnet in {state_dir} (same keys, data and chain state)")
-            state = existing
-            port = int(state["chain_url"].rsplit(":", 1)[1])
-            anvil = _start_chain(state_dir, port)
-            started.append(anvil.pid)
-            state["anvil_pid"] = anvil.pid
-
-        entries = state["nodes"]
-        procs: list[subprocess.Popen[bytes] | None] = []
-        for entry in entries:
-            proc = _start_node(Path(entry["config"]), Path(entry["log"]))
-            entry["pid"] = proc.pid
-            started.append(proc.pid)
-            procs.append(proc)
-        rpc = _start_rpc(state_dir, int(state["rpc_url"].rsplit(":", 1)[1]), state["chain_url"])
-        state["rpc_pid"] = rpc.pid
-        started.append(rpc.pid)
-        say(f"started {len(entries)} key servers and the JSON-RPC face; waiting until each node is connected to every other")
-        wait_for_mesh([e["http_url"] for e in entries], len(entries) - 1, timeout, procs)
-        _wait_rpc(state["rpc_url"], rpc, timeout)
-        provider = _start_provider(state_dir, state, state.get("provider_backend", provider_backend))
-        state["provider_pid"] = provider.pid
-        started.append(provider.pid)
-        _wait_http(state["provider_url"] + "/api/v1/brizo", provider, "provider", timeout)
-        say(f"provider (Brizo-shaped, {state.get('provider_backend', provider_backend)} backend) at {state['provider_url']}")
-    except BaseException:
-        for pid in started:
-            _stop_group(pid)
-        raise
-    state["secret_store_url"] = entries[0]["http_url"]
-    state["threshold_max"] = len(entries) - 1
-    state["ocean_config"] = str(_write_ocean_config(state_dir, state))
-    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
-    return state
+    _wait_until("key servers not fully connected", connected, children, timeout)
 
 
 def _stop_group(pid: int, grace: float = 5.0) -> None:
@@ -405,76 +384,317 @@ def _stop_group(pid: int, grace: float = 5.0) -> None:
             time.sleep(0.05)
 
 
+# -- the parts of a devnet -------------------------------------------------------------------------
+
+
+def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_timeout: float,
+                        acl: Mapping[str, Any]) -> None:
+    """(Re)write every node's config on freshly probed ports; the nodes keep their keys."""
+    ports = _free_ports(2 * len(secrets_))
+    cluster = {node.public: f"{LOOPBACK}:{ports[2 * i]}" for i, node in enumerate(state.nodes)}
+    for i, (secret, node) in enumerate(zip(secrets_, state.nodes, strict=True)):
+        mapping = {
+            "node": {
+                "secret": to_hex(secret.to_bytes(32, "big")),
+                "listen": cluster[node.public],
+                "http_listen": f"{LOOPBACK}:{ports[2 * i + 1]}",
+                "data_dir": node.data_dir,
+            },
+            "cluster": cluster,
+            "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 5.0},
+            "acl": dict(acl),
+            "http": {"cors": "none"},
+        }
+        _write_private(Path(node.config), f"# {DEV_ONLY}\n" + dump_config(mapping))
+        node.http_url = f"http://{LOOPBACK}:{ports[2 * i + 1]}"
+
+
+def _new_nodes(state_dir: Path, count: int) -> tuple[list[int], list[NodeEntry]]:
+    keys = [random_scalar() for _ in range(count)]
+    nodes = []
+    for i, secret in enumerate(keys):
+        public = Point.generator_mul(secret)
+        (state_dir / f"node{i}").mkdir(exist_ok=True)
+        nodes.append(NodeEntry(
+            public=to_hex(public.to_bytes()),
+            address=checksum_address(address_of(public)),
+            http_url="",
+            pid=None,
+            config=str(state_dir / f"node{i}.toml"),
+            data_dir=str(state_dir / f"node{i}"),
+            log=str(state_dir / f"node{i}.log"),
+        ))
+    return keys, nodes
+
+
+def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
+                 move_ports: Callable[[], None] | None = None) -> list[_Child]:
+    """Start the nodes ``indices`` and wait for the full mesh. If a node cannot bind a probed port
+    and ``move_ports`` is given, stop them, move every node to new ports and try again."""
+    for attempt in range(PORT_ATTEMPTS):
+        children = []
+        for index in indices:
+            node = state.nodes[index]
+            child = _spawn(f"key server {index}", ["node", "--config", node.config], Path(node.log))
+            node.pid = child.pid
+            children.append(child)
+        try:
+            wait_for_mesh([n.http_url for n in state.nodes], len(state.nodes) - 1, timeout, children)
+        except BaseException as exc:
+            _stop_children(children)
+            for index in indices:
+                state.nodes[index].pid = None
+            if not isinstance(exc, _StartFailed) or not exc.port_taken or move_ports is None:
+                raise
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+            move_ports()
+        else:
+            return children
+    raise DevnetError("unreachable: the last attempt raises")  # for the type checker
+
+
+def _start_service(state: DevnetState, name: str, args: Sequence[str], answers: Callable[[str], bool],
+                   timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Start a service that writes the port it bound into ``--port-file`` and wait until
+    ``answers(url)``; its pid and URL. A failed start leaves no process behind."""
+    port_file = state.state_dir / f".{name}.port"
+    port_file.unlink(missing_ok=True)
+    child = _spawn(f"the {name}", [*args, "--port-file", str(port_file)], state.state_dir / f"{name}.log", env)
+    try:
+        _wait_until(f"the {name} did not report its port", lambda: _reported_port(port_file) is not None,
+                    [child], timeout)
+        url = f"http://{LOOPBACK}:{_reported_port(port_file)}"
+        _wait_until(f"the {name} at {url} did not answer", lambda: answers(url), [child], timeout)
+    except BaseException:
+        _stop_children([child])
+        raise
+    return child.pid, url
+
+
+def _start_rpc(state: DevnetState, timeout: float) -> None:
+    args = ["rpc", "--keystore", str(state.state_dir / "keystore"), "--listen", f"{LOOPBACK}:0",
+            "--chain-url", state.chain_url]
+    state.rpc_pid, state.rpc_url = _start_service(state, "rpc", args, _rpc_answers, timeout)
+
+
+def _start_provider(state: DevnetState, timeout: float) -> None:
+    """Start the provider from ``ocean.ini`` alone (backend chosen by the plugin manager)."""
+    state.provider_pid = None
+    config = _write_ocean_config(state)
+    state.provider_pid, state.provider_url = _start_service(
+        state, "provider", ["provider", "--config", str(config), "--poll-interval", "0.2"],
+        lambda url: _answers(url + "/api/v1/brizo"), timeout,
+        env={PROVIDER_KEY_ENV: state.accounts["provider"].private_key})
+    # Pin the bound port in the config: DDOs published from now on name this URL, so a restarted
+    # provider must come back on it.
+    _write_ocean_config(state)
+
+
+def _threshold(nodes: int) -> int:
+    return min(2, nodes - 1) if nodes >= 5 else (nodes - 1) // 2
+
+
+def _write_ocean_config(state: DevnetState) -> Path:
+    """A squid-py style INI for the pipeline host (``Ocean(DIR/ocean.ini)``) and the provider."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.optionxform = str  # type: ignore[assignment,method-assign] # keys keep their case, as load_config reads them
+    keeper = {"keeper.url": state.chain_url, "contracts.file": CONTRACTS_FILE}
+    if state.secret_store_url:
+        keeper["secret_store.url"] = state.secret_store_url
+    if state.rpc_url:
+        keeper["parity.url"] = state.rpc_url
+    config["keeper-contracts"] = keeper
+    config["secret-store"] = {
+        "enabled": "true",
+        "threshold": str(_threshold(len(state.nodes))),
+        "cluster_urls": ", ".join(node.http_url for node in state.nodes),
+    }
+    resources = {"metadata.store": Path(state.metadata_store).name}
+    if state.provider_url:
+        resources["provider.url"] = state.provider_url
+    resources.update({"provider.address": state.provider_address, "downloads.path": "downloads"})
+    config["resources"] = resources
+    listen = f"{LOOPBACK}:{_url_port(state.provider_url) if state.provider_url else 0}"
+    config["provider"] = {"backend": state.provider_backend, "account.key_env": PROVIDER_KEY_ENV, "listen": listen}
+    text = io.StringIO()
+    config.write(text)
+    path = state.state_dir / OCEAN_CONFIG_FILE
+    _write_private(path, f"; {DEV_ONLY}\n" + text.getvalue())
+    state.ocean_config = str(path)
+    return path
+
+
+def _start_chain(state_dir: Path, port: int = 0) -> AnvilProcess:
+    return start_anvil(port, state_path=state_dir / "chain-state.json", log_path=state_dir / "anvil.log")
+
+
+def _write_keystores(state_dir: Path, accounts: Mapping[str, AccountKey]) -> list[RpcAccount]:
+    out = []
+    for role in RPC_ROLES:
+        password = secrets.token_urlsafe(12)
+        path = write_keystore(state_dir / "keystore", accounts[role].private_key, password)
+        out.append(RpcAccount(role=role, address=accounts[role].address, password=password, keystore=str(path)))
+    return out
+
+
+def _new_state(state_dir: Path, anvil: AnvilProcess, acl: str, nodes: int, provider_backend: str,
+               say: Callable[[str], None]) -> tuple[DevnetState, list[int]]:
+    keys = anvil.private_keys
+    accounts = {role: AccountKey(address=anvil.addresses[i], private_key=keys[i]) for i, role in enumerate(ROLES)}
+    deployment = deploy_keeper_contracts(anvil.url, keys[0], minter=to_address(accounts["minter"].address))
+    say(f"deployed keeper-contracts 0.13.2 from the installed artifacts in {deployment.seconds:.1f} s")
+    contracts = dict(deployment.addresses)
+    _write_private(state_dir / CONTRACTS_FILE, json.dumps({"contracts": contracts}, indent=2))
+    say(f"generating {nodes} node keys and configs in {state_dir}")
+    node_keys, entries = _new_nodes(state_dir, nodes)
+    state = DevnetState(
+        state_dir=state_dir, acl=acl, nodes=entries, chain_url=anvil.url, chain_id=anvil.chain_id,
+        anvil_pid=anvil.pid, anvil_log=str(anvil.log_path), contracts=contracts,
+        template_id=to_hex(bytes(deployment.template_id)), accounts=accounts,
+        rpc_accounts=_write_keystores(state_dir, accounts), metadata_store=str(state_dir / "metadata.sqlite"),
+        provider_address=accounts["provider"].address, provider_backend=provider_backend,
+    )
+    return state, node_keys
+
+
+def _node_acl(state: DevnetState) -> dict[str, Any]:
+    if state.acl == "contract":
+        return {"kind": "contract", "chain_url": state.chain_url,
+                "contract": state.contracts["AccessSecretStoreCondition"]}
+    return {"kind": "none"}
+
+
+# -- the public operations -----------------------------------------------------------------------
+
+
+def up(
+    state_dir: Path,
+    nodes: int = 5,
+    *,
+    acl: str = "contract",
+    provider_backend: str = "secret-store",
+    fresh: bool = False,
+    session_timeout: float = 5.0,
+    timeout: float = 60.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> DevnetState:
+    """Start the devnet in ``state_dir``: anvil with the keeper contracts, N key servers, the
+    JSON-RPC face and the provider (whose access backend the plugin manager picks by
+    ``provider_backend``).
+
+    ``acl="contract"`` (the default) configures every key server with the on-chain
+    ``AccessSecretStoreCondition.checkPermissions``; ``acl="none"`` lets everyone in (benchmarks).
+    """
+    state_dir = state_dir.resolve()
+    if acl not in ("none", "contract"):
+        raise DevnetError(f"unknown --acl {acl!r}: use 'contract' or 'none'")
+    if nodes < 1:
+        raise DevnetError("a devnet needs at least one node")
+    existing = DevnetState.load(state_dir)
+    if existing is not None and existing.running_pids():
+        raise DevnetError(f"a devnet is still running in {state_dir}: run `devnet down --state-dir {state_dir}` first")
+    if existing is not None and fresh:
+        shutil.rmtree(state_dir)
+        existing = None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+
+    anvil: AnvilProcess | None = None
+    state: DevnetState | None = None
+    try:
+        move_ports: Callable[[], None] | None = None
+        if existing is None:
+            say("starting anvil (local chain)")
+            anvil = _start_chain(state_dir)
+            state, node_keys = _new_state(state_dir, anvil, acl, nodes, provider_backend, say)
+            # Nodes are moved only while new: an old devnet's URLs are written in its DDOs.
+            move_ports = functools.partial(_write_node_configs, state, node_keys, session_timeout, _node_acl(state))
+            move_ports()
+        else:
+            say(f"restarting the stopped devnet in {state_dir} (same keys, data and chain state)")
+            state = existing
+            for node in state.nodes:  # stale pids may belong to other processes by now
+                node.pid = None
+            state.rpc_pid = state.provider_pid = None
+            anvil = _start_chain(state_dir, _url_port(state.chain_url))
+            state.anvil_pid = anvil.pid
+        say(f"starting {len(state.nodes)} key servers; waiting until each node is connected to every other")
+        _start_nodes(state, range(len(state.nodes)), timeout, move_ports)
+        state.secret_store_url = state.nodes[0].http_url
+        state.threshold_max = len(state.nodes) - 1
+        _start_rpc(state, timeout)
+        _start_provider(state, timeout)
+        say(f"provider (Brizo-shaped, {state.provider_backend} backend) at {state.provider_url}")
+    except BaseException:
+        pids = [anvil.pid] if anvil is not None else []
+        pids += [pid for pid in (state.pids() if state is not None else []) if pid is not None]
+        for pid in dict.fromkeys(pids):
+            _stop_group(pid)
+        raise
+    state.save()
+    return state
+
+
 def down(state_dir: Path) -> list[int]:
-    state = load_state(state_dir.resolve())
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
-    stopped = running_pids(state)
+    """Stop every process of the devnet; the pids stopped."""
+    state = DevnetState.require(state_dir)
+    stopped = state.running_pids()
     for pid in stopped:
         _stop_group(pid)
-    for entry in state["nodes"]:
-        entry["pid"] = None
-    state["anvil_pid"] = None
-    state["rpc_pid"] = None
-    state["provider_pid"] = None
-    _write_private(state_dir.resolve() / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    for node in state.nodes:
+        node.pid = None
+    state.anvil_pid = state.rpc_pid = state.provider_pid = None
+    state.save()
     return stopped
 
 
 def status(state_dir: Path) -> dict[str, Any]:
-    state = load_state(state_dir.resolve())
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
+    """Each process of the devnet: running, and for key servers healthy and connected peers."""
+    state = DevnetState.require(state_dir)
     nodes = []
-    for i, entry in enumerate(state["nodes"]):
-        health = _health(entry["http_url"]) if _alive(entry.get("pid")) else None
+    for i, node in enumerate(state.nodes):
+        running = _alive(node.pid)
+        health = _health(node.http_url) if running else None
         nodes.append({
             "node": i,
-            "pid": entry.get("pid"),
-            "running": _alive(entry.get("pid")),
-            "http_url": entry["http_url"],
+            "pid": node.pid,
+            "running": running,
+            "http_url": node.http_url,
             "healthy": bool(health and health.get("status") == "ok"),
             "connected_peers": health.get("connected_peers") if health else None,
         })
     services = {
-        name: {"pid": state.get(pid_key), "url": state.get(url_key), "running": _alive(state.get(pid_key))}
-        for name, pid_key, url_key in (("chain", "anvil_pid", "chain_url"), ("rpc", "rpc_pid", "rpc_url"),
-                                       ("provider", "provider_pid", "provider_url"))
-        if state.get(url_key)
+        name: {"pid": pid, "url": url, "running": _alive(pid)}
+        for name, pid, url in (("chain", state.anvil_pid, state.chain_url), ("rpc", state.rpc_pid, state.rpc_url),
+                               ("provider", state.provider_pid, state.provider_url))
+        if url
     }
     up_services = all(s["running"] for s in services.values())
-    return {"state_dir": str(state_dir.resolve()), "nodes": nodes, "services": services,
+    return {"state_dir": str(state.state_dir), "nodes": nodes, "services": services,
             "chain": services.get("chain"),
             "running": up_services and all(n["running"] for n in nodes),
             "healthy": up_services and all(n["healthy"] for n in nodes)}
 
 
-def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0) -> dict[str, Any]:
+def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0) -> DevnetState:
     """Start stopped nodes again (after a crash or a kill) and wait until the mesh is complete."""
-    state_dir = state_dir.resolve()
-    state = load_state(state_dir)
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
-    procs = []
+    state = DevnetState.require(state_dir)
     for index in indices:
-        entry = state["nodes"][index]
-        if _alive(entry.get("pid")):
-            raise DevnetError(f"node {index} is still running (pid {entry['pid']})")
-        proc = _start_node(Path(entry["config"]), Path(entry["log"]))
-        entry["pid"] = proc.pid
-        procs.append(proc)
-    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
-    wait_for_mesh([n["http_url"] for n in state["nodes"]], len(state["nodes"]) - 1, timeout, procs)
+        node = state.nodes[index]
+        if _alive(node.pid):
+            raise DevnetError(f"node {index} is still running (pid {node.pid})")
+    try:
+        _start_nodes(state, indices, timeout)
+    finally:
+        state.save()
     return state
 
 
 def stop_node(state_dir: Path, index: int, *, kill: bool = False) -> None:
     """Stop node ``index``: SIGKILL if ``kill`` (a crash), else a graceful SIGTERM."""
-    state = load_state(state_dir.resolve())
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
-    pid = state["nodes"][index].get("pid")
-    if not _alive(pid):
+    pid = DevnetState.require(state_dir).nodes[index].pid
+    if pid is None or not _alive(pid):
         return
     if kill:
         with contextlib.suppress(ProcessLookupError):
@@ -487,40 +707,32 @@ def stop_node(state_dir: Path, index: int, *, kill: bool = False) -> None:
 
 def stop_chain(state_dir: Path) -> None:
     """Stop the devnet's anvil (SIGTERM: it dumps its state to be reloaded by ``restart_chain``)."""
-    state = load_state(state_dir.resolve())
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
-    if _alive(state.get("anvil_pid")):
-        _stop_group(state["anvil_pid"])
+    state = DevnetState.require(state_dir)
+    if state.anvil_pid is not None and _alive(state.anvil_pid):
+        _stop_group(state.anvil_pid)
 
 
-def restart_chain(state_dir: Path) -> dict[str, Any]:
+def restart_chain(state_dir: Path) -> DevnetState:
     """Start the devnet's anvil again on its old port, with the state it dumped when stopped."""
-    state_dir = state_dir.resolve()
-    state = load_state(state_dir)
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
-    if _alive(state.get("anvil_pid")):
-        raise DevnetError(f"anvil is still running (pid {state['anvil_pid']})")
-    anvil = _start_chain(state_dir, int(state["chain_url"].rsplit(":", 1)[1]))
-    state["anvil_pid"] = anvil.pid
-    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    state = DevnetState.require(state_dir)
+    if _alive(state.anvil_pid):
+        raise DevnetError(f"anvil is still running (pid {state.anvil_pid})")
+    state.anvil_pid = _start_chain(state.state_dir, _url_port(state.chain_url)).pid
+    state.save()
     return state
 
 
-def restart_provider(state_dir: Path, backend: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+def restart_provider(state_dir: Path, backend: str | None = None, timeout: float = 30.0) -> DevnetState:
     """Restart the provider, optionally with another access-control backend (``secret-store`` or
-    ``provider-key``): the provider swaps backends by configuration alone."""
-    state_dir = state_dir.resolve()
-    state = load_state(state_dir)
-    if state is None:
-        raise DevnetError(f"no devnet in {state_dir}")
-    if _alive(state.get("provider_pid")):
-        _stop_group(state["provider_pid"])
+    ``provider-key``, or a plugin's): written into ``ocean.ini``, the provider swaps backends by
+    configuration alone, and comes back on its old port."""
+    state = DevnetState.require(state_dir)
+    if state.provider_pid is not None and _alive(state.provider_pid):
+        _stop_group(state.provider_pid)
     if backend is not None:
-        state["provider_backend"] = backend
-    proc = _start_provider(state_dir, state, state["provider_backend"])
-    state["provider_pid"] = proc.pid
-    _write_private(state_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
-    _wait_http(state["provider_url"] + "/api/v1/brizo", proc, "provider", timeout)
+        state.provider_backend = backend
+    try:
+        _start_provider(state, timeout)
+    finally:
+        state.save()
     return state

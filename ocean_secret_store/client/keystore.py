@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..crypto.curve import Scalar
 from ..crypto.hashes import checksum_address
-from ..exceptions import MalformedHex, SecretStoreError
+from ..exceptions import MalformedHex
+from ..keyfile import KeystoreError, WrongPassword, decrypt_keyfile, read_keyfile
+from ..protocol.hexcodec import parse_hex
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -59,25 +61,8 @@ _MTIME_GRANULARITY_NS: Final = 50_000_000
 _ADDRESS = re.compile(r"(?:0x)?([0-9a-fA-F]{40})")
 
 
-# These belong in ocean_secret_store.exceptions (under SecretStoreError); they live here until that
-# module's owner moves them, so that the tree stays rooted at SecretStoreError meanwhile.
-class KeystoreError(SecretStoreError):
-    """A keystore directory or file is unusable, or an account cannot be unlocked.
-
-    ``address`` is the checksummed account address concerned, or None.
-    """
-
-    def __init__(self, message: str, address: str | None = None) -> None:
-        self.address = address
-        super().__init__(message)
-
-
 class UnknownAccount(KeystoreError):
     """No keystore file in the directory holds this address."""
-
-
-class WrongPassword(KeystoreError):
-    """The password does not decrypt the account's keystore file (its MAC does not match)."""
 
 
 def parse_address(value: object) -> bytes:
@@ -113,12 +98,10 @@ def _read_keyfile(path: Path) -> tuple[bytes, dict[str, Any]] | None:
     try:
         if path.stat().st_size > 64 * 1024:  # keystores are < 1 KB; don't parse anything large
             return None
-        keyfile = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(keyfile, dict) or keyfile.get("version") != 3:
-        return None
-    if not any(isinstance(keyfile.get(name), dict) for name in ("crypto", "Crypto")):
+        keyfile = read_keyfile(path)
+    except (OSError, KeystoreError):
+        return None  # not a keystore: a directory scan skips it (READMEs, address books)
+    if keyfile.get("version") != 3:
         return None
     try:
         return parse_address(keyfile.get("address")), keyfile
@@ -278,25 +261,10 @@ class Keystore:
 
     @staticmethod
     def _decrypt(entry: _Entry, password: str) -> LocalAccount:
-        from eth_account import Account
+        from eth_account import Account  # noqa: PLC0415 -- ~0.3 s of imports, paid only once an account is unlocked
 
         name = checksum_address(entry.address)
-        try:
-            key = Account.decrypt(entry.keyfile, password)
-        except ValueError as exc:
-            if "MAC mismatch" in str(exc):
-                raise WrongPassword(f"wrong password for account {name}", name) from None
-            raise KeystoreError(
-                f"keystore file {entry.path.name} of {name} cannot be decrypted ({type(exc).__name__})",
-                name,
-            ) from None
-        except (KeyError, TypeError, NotImplementedError) as exc:
-            # eth-keyfile's texts here are about the file's format (e.g. an unsupported KDF), never the key.
-            raise KeystoreError(
-                f"keystore file {entry.path.name} of account {name} is not a usable v3 keystore "
-                f"({type(exc).__name__}: {exc})",
-                name,
-            ) from None
+        key = decrypt_keyfile(entry.keyfile, password, f"keystore file {entry.path.name} of {name}", name)
         account = Account.from_key(key)
         if parse_address(account.address) != entry.address:
             raise KeystoreError(
@@ -323,14 +291,10 @@ def write_keystore(
     where an unlock sits on a request path. ``kdf="scrypt"`` takes ``iterations`` as scrypt's n.
     Refuses to write a second file for an address the directory already holds.
     """
-    from eth_account import Account
+    from eth_account import Account  # noqa: PLC0415 -- ~0.3 s of imports, paid only when a keystore is written
 
     if isinstance(private_key, str):
-        digits = private_key[2:] if private_key.startswith("0x") else private_key
-        try:
-            private_key = bytes.fromhex(digits)
-        except ValueError:
-            raise MalformedHex("the private key must be 32 bytes of hex") from None
+        private_key = parse_hex(private_key, "the private key", 32, prefix=None)
     if len(private_key) != 32:
         raise MalformedHex(f"the private key must be 32 bytes, got {len(private_key)}")
     Scalar.from_bytes(private_key)  # InvalidScalar for 0 or >= n, before anything touches the disk

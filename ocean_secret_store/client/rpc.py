@@ -25,27 +25,26 @@ keeps browsers from reaching the account methods with a CORS-free "simple" reque
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import aiohttp
 from aiohttp import web
+from eth_account.messages import encode_defunct
 
 from ..crypto.curve import Point
-from ..crypto.hashes import checksum_address, keccak256
-from ..crypto.signatures import sign_raw_hash
+from ..crypto.hashes import checksum_address
 from ..exceptions import CryptoError, InvalidPoint, MalformedHex, SecretStoreError
+from ..keyfile import KeystoreError, WrongPassword
+from ..lifecycle import wait_for_stop_signal
+from ..protocol.hexcodec import parse_hex, to_hex
 from . import local
-from .keystore import Keystore, KeystoreError, UnknownAccount, WrongPassword
+from .keystore import Keystore, UnknownAccount
 
 if TYPE_CHECKING:
     import os
@@ -63,7 +62,6 @@ __all__ = [
     "PARSE_ERROR",
     "PASSWORD_INVALID",
     "JsonRpcError",
-    "main_rpc",
     "make_rpc_app",
     "serve_rpc",
 ]
@@ -138,11 +136,12 @@ def _positional(method: str, params: object, names: Sequence[str], optional: int
     return params + [None] * (len(names) - len(params))
 
 
+def _invalid_params(message: str) -> JsonRpcError:
+    return JsonRpcError(INVALID_PARAMS, f"Invalid params: {message}")
+
+
 def _hex(value: object, name: str, size: int | None = None) -> bytes:
-    try:
-        return local.parse_json_hex(value, name, size)
-    except MalformedHex as exc:
-        raise JsonRpcError(INVALID_PARAMS, f"Invalid params: {exc}") from None
+    return parse_hex(value, name, size, error=_invalid_params)
 
 
 def _address(value: object, name: str) -> bytes:
@@ -182,7 +181,7 @@ def _duration(value: object) -> float | None:
         seconds = value
     elif isinstance(value, str) and value.startswith("0x") and len(value) > 2:
         try:
-            seconds = int(value[2:], 16)
+            seconds = int(value, 0)  # the 0x prefix was checked: base 16
         except ValueError:
             raise JsonRpcError(INVALID_PARAMS, "Invalid params: duration is not a hex quantity") from None
     else:
@@ -195,11 +194,8 @@ def _duration(value: object) -> float | None:
 
 
 def _personal_sign(account: LocalAccount, data: bytes) -> str:
-    """EIP-191 ``personal_sign``/``eth_sign``: ECDSA over the prefixed message's keccak, v = 27/28."""
-    digest = keccak256(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode("ascii") + data)
-    signature = bytearray(sign_raw_hash(bytes(account.key), digest))
-    signature[64] += 27
-    return local.json_hex(bytes(signature))
+    """EIP-191 ``personal_sign``/``eth_sign`` (version ``E``), v = 27/28 as Parity answers."""
+    return to_hex(bytes(account.sign_message(encode_defunct(primitive=data)).signature))
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -379,7 +375,7 @@ class RpcService:
 
     # -- dispatch --
 
-    async def call(self, item: object) -> JsonObject | None | object:
+    async def call(self, item: object) -> JsonObject | object | None:
         """One request object -> its response object, None for a notification, or ``_FORWARD``."""
         if not isinstance(item, dict):
             return _error(None, INVALID_REQUEST, "Invalid request: a request must be a JSON object")
@@ -426,10 +422,10 @@ class RpcService:
         return response if has_id else None
 
     async def _post_chain(self, body: bytes) -> tuple[int, str, bytes]:
-        assert self.chain_url is not None
         if self._session is None:
             await self.start()
-        assert self._session is not None
+        if self.chain_url is None or self._session is None:
+            raise RuntimeError("a call was forwarded although no chain URL is configured")
         async with self._session.post(
             self.chain_url, data=body, headers={"Content-Type": "application/json"}
         ) as response:
@@ -499,10 +495,11 @@ class RpcService:
 
     async def _batch_item(self, item: object) -> JsonObject | None:
         answer = await self.call(item)
-        if answer is _FORWARD:
-            assert isinstance(item, dict)
+        if answer is _FORWARD and isinstance(item, dict):  # call() forwards only request objects
             return await self.forward_item(item)
-        return answer  # type: ignore[return-value]
+        if answer is None or isinstance(answer, dict):
+            return answer
+        raise RuntimeError("an RPC call answered with neither a response object nor a forward")
 
 
 SERVICE_KEY: Final = web.AppKey("ocean_secret_store.rpc", RpcService)
@@ -534,7 +531,8 @@ async def serve_rpc(
     *,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the JSON-RPC face until cancelled; ``ready`` gets the URL once listening (port 0 picks one)."""
+    """Serve the JSON-RPC face until SIGTERM/SIGINT (or cancelled); ``ready`` gets the URL once listening
+    (port 0 picks a free port)."""
     app = make_rpc_app(Keystore(keystore_dir), chain_url)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -547,68 +545,6 @@ async def serve_rpc(
         log.info("JSON-RPC face listening on %s", url)
         if ready is not None:
             ready(url)
-        await asyncio.Event().wait()
+        await wait_for_stop_signal()
     finally:
         await runner.cleanup()
-
-
-def _parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"--listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def main_rpc(argv: list[str] | None = None) -> int:
-    """``ocean-secret-store rpc --keystore DIR [--listen HOST:PORT] [--chain-url URL]``; prints its URL."""
-    parser = argparse.ArgumentParser(
-        prog="ocean-secret-store rpc",
-        description="Parity-compatible JSON-RPC face: secretstore_* for keystore accounts, the rest proxied.",
-    )
-    parser.add_argument(
-        "--keystore", required=True, type=Path, metavar="DIR", help="directory of v3 keystore files"
-    )
-    parser.add_argument(
-        "--listen",
-        default=DEFAULT_LISTEN,
-        type=_parse_listen,
-        metavar="HOST:PORT",
-        help=f"address to listen on (port 0 picks a free one; default {DEFAULT_LISTEN})",
-    )
-    parser.add_argument(
-        "--chain-url", default=None, metavar="URL", help="Ethereum JSON-RPC URL for every other method"
-    )
-    args = parser.parse_args(argv)
-    host, port = args.listen
-    if not args.keystore.is_dir():
-        print(f"error: keystore directory {args.keystore} does not exist", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, task.cancel)
-        try:
-            await serve_rpc(
-                args.keystore,
-                host,
-                port,
-                args.chain_url,
-                ready=lambda url: print(f"ocean-secret-store rpc listening on {url}", flush=True),
-            )
-        except asyncio.CancelledError:
-            pass
-
-    try:
-        asyncio.run(run())
-    except (KeystoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_rpc())

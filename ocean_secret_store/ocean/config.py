@@ -39,7 +39,8 @@ The file keeps squid-py's sections and keys (ocean.md §1.2) and adds ``[secret-
 
 Precedence, strongest first:
 
-1. environment variables, each replacing the one key it names (squid-py's names: KEEPER_URL,
+1. ``overrides`` (the command line's options, ``{section: {key: value}}``), then environment
+   variables, each replacing the one key it names (squid-py's names: KEEPER_URL,
    SECRET_STORE_URL, PARITY_URL, PARITY_ADDRESS, PARITY_PASSWORD, PROVIDER_ADDRESS; ours:
    OCEAN_SS_THRESHOLD, OCEAN_SS_ENCRYPTOR, OCEAN_SS_ENABLED, OCEAN_SS_CLUSTER_URLS). A variable
    that is set, even to the empty string, wins over the file (as in squid-py);
@@ -76,10 +77,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ..crypto.curve import Point
 from ..exceptions import ConfigError, CryptoError
+from ..protocol.addresses import parse_host_port
+from ..protocol.hexcodec import parse_hex
 
 __all__ = ["ENVIRONMENT", "OceanConfig", "load_config"]
 
@@ -103,7 +106,6 @@ ENVIRONMENT: Final[Mapping[str, tuple[str, str]]] = {
 }
 
 _ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
-_HEX: Final = re.compile(r"(?:0x)?((?:[0-9a-fA-F]{2})*)", re.IGNORECASE)
 _CONTRACT_PREFIX: Final = "contract."
 
 
@@ -201,28 +203,37 @@ class OceanConfig:
         *,
         base_dir: str | Path | None = None,
         source: str | None = None,
+        overrides: Mapping[str, Mapping[str, str]] | None = None,
     ) -> OceanConfig:
-        """Read ``{section: {key: value}}`` (an INI file's shape) and ``environ`` overrides.
+        """Read ``{section: {key: value}}`` (an INI file's shape), ``environ`` and ``overrides``.
 
         ``environ`` defaults to none: a mapping is taken as given (:func:`load_config` passes
-        ``os.environ``). ``base_dir`` anchors relative paths (default: the current directory).
+        ``os.environ``). ``base_dir`` anchors relative paths of the file (default: the current
+        directory). ``overrides`` (same shape as ``sections``: command-line options) win over both;
+        their paths should be absolute, as they are not relative to the file.
         """
         anchor = Path(base_dir) if base_dir is not None else None
-        return _Reader(sections, environ or {}, anchor, source).config()
+        return _Reader(sections, environ or {}, anchor, source, overrides or {}).config()
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> OceanConfig:
-    """Load a squid-py style INI file (``None``: defaults only), then apply ``environ`` overrides.
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+) -> OceanConfig:
+    """Load a squid-py style INI file (``None``: defaults only), then apply ``environ`` and
+    ``overrides`` (``{section: {key: value}}``, e.g. from command-line options).
 
     :raises ConfigError: if the file cannot be read or parsed, or a setting is invalid
         (``.key`` names it).
     """
     if path is None:
-        return OceanConfig.from_mapping({}, environ)
+        return OceanConfig.from_mapping({}, environ, overrides=overrides)
     file = Path(path)
     # No interpolation: passwords may contain "%". Keys keep their case for contract.<Name>.
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.optionxform = str  # type: ignore[assignment,method-assign] # typeshed calls it a method; assigning str is the documented way
     try:
         with file.open(encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -231,14 +242,16 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] = os.
     except configparser.Error as exc:
         raise ConfigError(f"the config file {file} is not a valid INI file: {exc.message}") from None
     sections = {name: dict(parser.items(name, raw=True)) for name in parser.sections()}
-    return OceanConfig.from_mapping(sections, environ, base_dir=file.resolve().parent, source=str(file))
+    return OceanConfig.from_mapping(sections, environ, base_dir=file.resolve().parent, source=str(file),
+                                    overrides=overrides)
 
 
 class _Reader:
     """Looks keys up case-insensitively, remembers where each value came from, and converts them."""
 
     def __init__(self, sections: Mapping[str, Mapping[str, object]], environ: Mapping[str, str],
-                 base_dir: Path | None, source: str | None) -> None:
+                 base_dir: Path | None, source: str | None,
+                 overrides: Mapping[str, Mapping[str, str]]) -> None:
         self.base_dir = base_dir
         self.source = source
         where = f"in {source}" if source else "in the configuration"
@@ -258,6 +271,13 @@ class _Reader:
         for variable, (section, key) in ENVIRONMENT.items():
             if variable in environ:
                 self.values[(section, key)] = (environ[variable].strip(), f"environment variable {variable}")
+        for section, entries in overrides.items():
+            for key, value in entries.items():
+                origin = f"[{section}] {key} from the command line"
+                if section == KEEPER and key.lower().startswith(_CONTRACT_PREFIX) and key.lower() != "contracts.file":
+                    self.contract_keys[key[len(_CONTRACT_PREFIX):]] = (value.strip(), origin)
+                else:
+                    self.values[(section, key.lower())] = (value.strip(), origin)
 
     # -- typed getters --------------------------------------------------------------------------
 
@@ -326,27 +346,27 @@ class _Reader:
         return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
 
     def name(self, section: str, key: str, default: str) -> str:
-        value = self.text(section, key, default)
-        assert value is not None
+        value = self.text(section, key) or default
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
             raise self.fail(section, key,
                             f"must be a plugin name (letters, digits, '.', '_', '-'), got {value!r}")
         return value
 
     def listen(self) -> str:
-        value = self.text(PROVIDER, "listen", "127.0.0.1:8030")
-        assert value is not None
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise self.fail(PROVIDER, "listen", f"must be host:port, got {value!r}")
-        return value
+        value = self.text(PROVIDER, "listen") or "127.0.0.1:8030"
+        try:
+            return str(parse_host_port(value, allow_zero=True))  # port 0: the kernel picks one
+        except ValueError as exc:
+            raise self.fail(PROVIDER, "listen", f"must be host:port ({exc}), got {value!r}") from None
 
     def public_key(self) -> str | None:
         value = self.text(PROVIDER, "provider.public_key")
         if value is None:
             return None
-        match = _HEX.fullmatch(value)
-        raw = bytes.fromhex(match.group(1)) if match else b""
+        try:
+            raw = parse_hex(value, "provider.public_key", prefix=None, error=ValueError)
+        except ValueError:
+            raw = b""
         if len(raw) == 65 and raw[0] == 4:
             raw = raw[1:]
         if len(raw) != 64:
@@ -399,34 +419,34 @@ class _Reader:
             metadata = metadata.rstrip("/")
         else:
             metadata = self.path(RESOURCES, "metadata.store")
-        values = dict(
-            keeper_url=self.url(KEEPER, "keeper.url", "http://localhost:8545"),
-            keeper_network=self.text(KEEPER, "keeper.network", "development"),
-            contracts=self.contracts(),
-            secret_store_url=secret_store_url,
-            parity_url=self.url(KEEPER, "parity.url"),
-            parity_address=self.address(KEEPER, "parity.address"),
-            parity_password=self.text(KEEPER, "parity.password"),
-            secret_store_enabled=self.boolean(SECRET_STORE, "enabled", True),
-            threshold=self.integer(SECRET_STORE, "threshold", 0, minimum=0),
-            cluster_urls=cluster_urls,
-            cluster_size=self.integer(SECRET_STORE, "cluster_size", None, minimum=1),
-            encryptor=self.name(SECRET_STORE, "encryptor", "secret-store"),
-            metadata_store=metadata,
-            provider_url=self.url(RESOURCES, "provider.url") or self.url(RESOURCES, "brizo.url"),
-            provider_address=self.address(RESOURCES, "provider.address"),
-            downloads_path=self.path(RESOURCES, "downloads.path"),
-            provider_backend=self.name(PROVIDER, "backend", "secret-store"),
-            provider_keystore=self.path(PROVIDER, "account.keystore"),
-            provider_password_env=self.text(PROVIDER, "account.password_env"),
-            provider_key_env=self.text(PROVIDER, "account.key_env"),
-            provider_listen=self.listen(),
-            provider_public_key=self.public_key(),
-            provider_file_root=self.path(PROVIDER, "file_root"),
-            source=self.source,
-        )
+        values: dict[str, Any] = {
+            "keeper_url": self.url(KEEPER, "keeper.url", "http://localhost:8545"),
+            "keeper_network": self.text(KEEPER, "keeper.network", "development"),
+            "contracts": self.contracts(),
+            "secret_store_url": secret_store_url,
+            "parity_url": self.url(KEEPER, "parity.url"),
+            "parity_address": self.address(KEEPER, "parity.address"),
+            "parity_password": self.text(KEEPER, "parity.password"),
+            "secret_store_enabled": self.boolean(SECRET_STORE, "enabled", True),
+            "threshold": self.integer(SECRET_STORE, "threshold", 0, minimum=0),
+            "cluster_urls": cluster_urls,
+            "cluster_size": self.integer(SECRET_STORE, "cluster_size", None, minimum=1),
+            "encryptor": self.name(SECRET_STORE, "encryptor", "secret-store"),
+            "metadata_store": metadata,
+            "provider_url": self.url(RESOURCES, "provider.url") or self.url(RESOURCES, "brizo.url"),
+            "provider_address": self.address(RESOURCES, "provider.address"),
+            "downloads_path": self.path(RESOURCES, "downloads.path"),
+            "provider_backend": self.name(PROVIDER, "backend", "secret-store"),
+            "provider_keystore": self.path(PROVIDER, "account.keystore"),
+            "provider_password_env": self.text(PROVIDER, "account.password_env"),
+            "provider_key_env": self.text(PROVIDER, "account.key_env"),
+            "provider_listen": self.listen(),
+            "provider_public_key": self.public_key(),
+            "provider_file_root": self.path(PROVIDER, "file_root"),
+            "source": self.source,
+        }
         try:
-            return OceanConfig(**values)  # type: ignore[arg-type]
+            return OceanConfig(**values)
         except ConfigError as exc:
             # Say where the offending value came from (file or environment variable).
             section, _, key = (exc.key or "").partition(".")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import pluggy
 
@@ -123,13 +123,15 @@ def _names(items: Iterable[object]) -> str:
 
 def available_encryptors(pm: pluggy.PluginManager, config: OceanConfig) -> list[Encryptor]:
     """Every encryptor the plugins offer under ``config`` (``ocean_encryptors``, flattened)."""
-    return _flatten(pm.hook.ocean_encryptors(config=config), "ocean_encryptors")  # type: ignore[return-value]
+    # The hookspec promises encryptors; select_encryptor checks the one it picks.
+    return cast("list[Encryptor]", _flatten(pm.hook.ocean_encryptors(config=config), "ocean_encryptors"))
 
 
 def available_access_backends(pm: pluggy.PluginManager, config: OceanConfig) -> list[AccessBackend]:
     """Every access backend the plugins offer under ``config`` (``ocean_access_backends``, flattened)."""
     results = pm.hook.ocean_access_backends(config=config)
-    return _flatten(results, "ocean_access_backends")  # type: ignore[return-value]
+    # The hookspec promises access backends; select_access_backend checks the one it picks.
+    return cast("list[AccessBackend]", _flatten(results, "ocean_access_backends"))
 
 
 def _refusal(name: str, config: OceanConfig) -> str:

@@ -680,22 +680,29 @@ def test_repeated_unlock_is_cached(keystore_dir: Path) -> None:
 # -- command line --------------------------------------------------------------------------------------
 
 
-def test_python_dash_m_serves(keystore_dir: Path) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ocean_secret_store.client.rpc",
-            "--keystore",
-            str(keystore_dir),
-            "--listen",
-            "127.0.0.1:0",
-        ],
+def _serve(keystore_dir: Path, *global_options: str, port_file: Path | None = None) -> subprocess.Popen[str]:
+    reporting = ["--port-file", str(port_file)] if port_file else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "ocean_secret_store.cli", *global_options, "rpc", "--keystore", str(keystore_dir),
+         "--listen", "127.0.0.1:0", *reporting],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
     )
+
+
+def _stop(process: subprocess.Popen[str]) -> int:
+    process.terminate()
+    try:
+        return process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def test_the_cli_serves(keystore_dir: Path) -> None:
+    process = _serve(keystore_dir)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -712,18 +719,29 @@ def test_python_dash_m_serves(keystore_dir: Path) -> None:
         ]
         assert result(served, "secretstore_shadowDecrypt", params) == h(SD["document"])
     finally:
-        process.terminate()
-        try:
-            code = process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert code == 0
+        code = _stop(process)
+    assert code == 0  # SIGTERM is the normal way to stop a service
     assert SD_PASSWORD not in (process.stderr.read() if process.stderr else "")
 
 
-def test_main_rpc_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert rpc.main_rpc(["--keystore", str(tmp_path / "missing"), "--listen", "127.0.0.1:0"]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        rpc.main_rpc(["--keystore", str(tmp_path), "--listen", "no-port"])
+def test_the_cli_serves_with_json_and_a_port_file(keystore_dir: Path, tmp_path: Path) -> None:
+    port_file = tmp_path / "rpc.port"
+    process = _serve(keystore_dir, "--json", port_file=port_file)
+    try:
+        assert process.stdout is not None
+        url = json.loads(process.stdout.readline())["url"]
+        assert url == f"http://127.0.0.1:{int(port_file.read_text())}"
+        assert len(result(url, "eth_accounts", [])) == 3
+    finally:
+        assert _stop(process) == 0
+
+
+def test_the_cli_rejects_bad_rpc_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ocean_secret_store.cli import main
+
+    assert main(["rpc", "--keystore", str(tmp_path / "missing"), "--listen", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and err.count("\n") == 1
+    assert main(["rpc", "--keystore", str(tmp_path), "--listen", "no-port"]) == 2
+    assert "--listen" in capsys.readouterr().err
+    assert main(["rpc"]) == 2  # --keystore is required

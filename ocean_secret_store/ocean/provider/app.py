@@ -12,8 +12,8 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
        sent (``"0x"`` + 64 hex digits), hashed as ``keccak256("\\x19Ethereum Signed Message:\\n" +
        len + text)``. This is what squid-py signed (``add_ethereum_prefix_and_hash_msg(agreement_id)``)
        and Brizo verified (``personal_ec_recover``); with eth-account:
-       ``Account.sign_message(encode_defunct(text=agreement_id_hex), key)``. It must recover to
-       ``consumerAddress``.
+       ``Account.sign_message(encode_defunct(text=agreement_id_hex), key)``, checked here with
+       ``Account.recover_message``. It must recover to ``consumerAddress``.
     2. The agreement exists on chain and is an access (``EscrowAccessSecretStoreTemplate``) agreement.
     3. ``consumerAddress`` is the agreement's ``consumer`` actor (``getAgreementActors`` /
        ``getActorType``).
@@ -40,21 +40,24 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
 ``GET /health``
     ``{"status": "ok"}``.
 
+The access backend is always chosen through the plugin manager (:mod:`..plugins`) by the
+config's ``[provider] backend``, so ``OCEAN_DISABLED_PLUGINS`` and third-party plugins apply to
+every provider process. The command line (``ocean-secret-store provider``) lives in
+:mod:`ocean_secret_store.cli`; this module offers it typed functions.
+
 Blocking web3 and key server calls run in worker threads (``asyncio.to_thread``). Logs name
 agreement ids and reasons, never signatures, keys or file URLs.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import os
 import re
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,20 +66,20 @@ from urllib.request import url2pathname
 
 import aiohttp
 from aiohttp import web
+from eth_account import Account
+from eth_account.messages import SignableMessage, encode_defunct
+from eth_keys.exceptions import BadSignature
 
 from ... import __version__
 from ...chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, Keeper, to_address, translate_errors
 from ...client.local import account_public
-from ...crypto.hashes import checksum_address, keccak256
-from ...crypto.signatures import recover_address
-from ...exceptions import (
-    AssetNotFound,
-    ChainError,
-    CryptoError,
-    OceanError,
-    SecretStoreError,
-)
+from ...crypto.hashes import checksum_address
+from ...exceptions import AssetNotFound, ChainError, OceanError, SecretStoreError
 from ...lifecycle import bound_port, wait_for_stop_signal
+from ...protocol.addresses import parse_host_port
+from ..did import id_to_did
+from ..metadata import open_metadata_store
+from ..plugins import get_plugin_manager, select_access_backend
 from .events import EventsHandler, read_agreement
 
 if TYPE_CHECKING:
@@ -93,11 +96,10 @@ __all__ = [
     "INFO_PATH",
     "ProviderSettings",
     "RunningProvider",
-    "consume_message_hash",
     "consume_params",
-    "main_provider",
     "make_provider_app",
     "serve_provider",
+    "settings_from_config",
     "start_provider",
 ]
 
@@ -122,31 +124,26 @@ def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
     return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
-def consume_message_hash(agreement_id_text: str) -> bytes:
-    """The EIP-191 personal-message hash a consumer signs for ``consume``: over the agreement id text."""
-    data = agreement_id_text.encode("utf-8")
-    return keccak256(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+def _consume_message(agreement_id_text: str) -> SignableMessage:
+    """What a consumer signs for ``consume``: the EIP-191 personal message of the agreement id text."""
+    return encode_defunct(text=agreement_id_text)
 
 
 def consume_params(account: LocalAccount, agreement_id: bytes, index: int) -> dict[str, str]:
     """The consume query parameters for ``account`` (the consumer): what squid-py sent, signature included."""
-    from ...client.local import sign_raw_hash
-
     agreement_text = "0x" + agreement_id.hex()
-    signature = bytearray(sign_raw_hash(account, consume_message_hash(agreement_text)))
-    signature[64] += 27  # as personal_sign / eth-account return it
+    signature = bytes(account.sign_message(_consume_message(agreement_text)).signature)  # v = 27/28
     return {"serviceAgreementId": agreement_text, "consumerAddress": to_address(account.address),
             "signature": "0x" + signature.hex(), "index": str(index)}
 
 
-def _recover_signer(signature_hex: str, message_hash: bytes) -> str | None:
-    raw = bytearray.fromhex(signature_hex[2:])
-    if raw[64] in (27, 28):  # wallets send Ethereum's v; the recovery id is v - 27
-        raw[64] -= 27
+def _recover_signer(signature_hex: str, agreement_id_text: str) -> str | None:
+    """The consume signature's signer (v may be 27/28 as wallets send it, or 0/1); None if unrecoverable."""
     try:
-        return checksum_address(recover_address(bytes(raw), message_hash))
-    except CryptoError:
+        signer = Account.recover_message(_consume_message(agreement_id_text), signature=signature_hex)
+    except (BadSignature, ValueError):
         return None
+    return checksum_address(bytes.fromhex(signer[2:]))
 
 
 @dataclass
@@ -200,8 +197,6 @@ def _parse_consume(query: Mapping[str, str]) -> _ConsumeRequest:
 
 def _authorize(state: _Provider, req: _ConsumeRequest) -> DDO:
     """Checks 2-5 of the module docstring (blocking: run in a thread); returns the asset's DDO."""
-    from ..did import id_to_did
-
     keeper = state.keeper
     label = req.agreement_text.lower()
     info = read_agreement(keeper, req.agreement_id)
@@ -255,7 +250,8 @@ def _byte_range(header: str, total: int) -> tuple[int, int, int] | None:
 
 
 async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mapping[str, Any]) -> web.StreamResponse:
-    assert state.session is not None
+    if state.session is None:
+        raise RuntimeError("the provider's origin session is used outside the app's lifetime")
     headers = {}
     if "Range" in request.headers:
         headers["Range"] = request.headers["Range"]
@@ -296,7 +292,7 @@ async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mappin
                     await response.write(chunk)
             await response.write_eof()
             return response
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         # aiohttp's messages contain the URL, which is the secret being protected: type name only.
         failure = f"could not fetch the file from its origin ({type(exc).__name__})"
         if response is not None and response.prepared:
@@ -324,7 +320,7 @@ async def _consume(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     req = _parse_consume(request.query)
     label = req.agreement_text.lower()
-    signer = _recover_signer(req.signature, consume_message_hash(req.agreement_text))
+    signer = _recover_signer(req.signature, req.agreement_text)
     if signer != req.consumer:
         log.info("consume %s refused: bad signature", label)
         raise _error(web.HTTPUnauthorized,
@@ -398,7 +394,7 @@ def make_provider_app(
         address=to_address(provider_account.address),
     )
 
-    async def session_ctx(app: web.Application) -> Any:
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress=False: bytes pass through as the origin encoded them, so its
         # Content-Length and Content-Range stay true.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=upstream_timeout, sock_read=upstream_timeout)
@@ -420,7 +416,7 @@ def make_provider_app(
 
 @dataclass
 class ProviderSettings:
-    """Everything the provider process needs (from the INI config or command-line flags)."""
+    """Everything the provider process needs (see :func:`settings_from_config`)."""
 
     chain_url: str
     contracts: dict[str, str]
@@ -462,8 +458,6 @@ class RunningProvider:
 
 async def start_provider(settings: ProviderSettings) -> RunningProvider:
     """Start the HTTP service (and, unless disabled, the events handler task) on the running loop."""
-    from ..metadata import open_metadata_store
-
     keeper = Keeper(settings.chain_url, settings.contracts)
     metadata = open_metadata_store(settings.metadata_location)
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=settings.backend,
@@ -480,166 +474,50 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
     return RunningProvider(settings, runner, handler)
 
 
-def _backend_by_name(name: str, cluster_urls: Sequence[str]) -> AccessBackend:
-    from .backends import ProviderKeyBackend, SecretStoreBackend
-
-    if name == "secret-store":
-        return SecretStoreBackend(cluster_urls)
-    if name == "provider-key":
-        return ProviderKeyBackend()
-    raise OceanError(f"unknown provider backend {name!r}: this package has 'secret-store' and 'provider-key'")
-
-
-def _split_host_port(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise OceanError(f"listen must be host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def _contracts_from(path: str) -> dict[str, str]:
-    import json
-
-    data = json.loads(Path(path).read_text())
-    return dict(data.get("contracts", data))
-
-
-def settings_from_config(config: OceanConfig, account: LocalAccount | None = None) -> ProviderSettings:
-    """Provider settings from an :class:`~..config.OceanConfig`.
+def settings_from_config(
+    config: OceanConfig,
+    account: LocalAccount,
+    *,
+    events: bool = True,
+    poll_interval: float = 0.5,
+    from_block: int = 0,
+) -> ProviderSettings:
+    """Provider settings from an :class:`~..config.OceanConfig` and the provider's account.
 
     The backend is selected through the plugin manager by ``[provider] backend`` (a third-party
-    plugin offering that name replaces ours). The account is ``account`` if given, else the
-    ``[provider]`` ``account.key_env`` variable or ``account.keystore`` + ``account.password_env``.
-    """
-    from ...cli_tools import load_account
-    from ..plugins import get_plugin_manager, select_access_backend
+    plugin offering that name replaces ours; a plugin blocked by ``OCEAN_DISABLED_PLUGINS`` offers
+    nothing).
 
-    if account is None:
-        account = load_account(config.provider_key_env, config.provider_keystore, config.provider_password_env)
+    :raises OceanError: no metadata store or contracts configured, or no plugin offers the backend.
+    """
     if not config.metadata_store:
         raise OceanError("no metadata store configured ([resources] metadata.store or aquarius.url)")
     if not config.contracts:
         raise OceanError("no keeper contract addresses configured ([keeper-contracts] contracts.file)")
-    host, port = _split_host_port(config.provider_listen)
+    try:
+        listen = parse_host_port(config.provider_listen, allow_zero=True)
+    except ValueError as exc:  # OceanConfig checked it already; a hand-built one may not be
+        raise OceanError(f"[provider] listen {config.provider_listen!r}: {exc}") from None
     return ProviderSettings(
         chain_url=config.keeper_url, contracts=dict(config.contracts), metadata_location=config.metadata_store,
-        account=account, backend=select_access_backend(get_plugin_manager(), config), host=host, port=port,
-        file_root=config.provider_file_root,
+        account=account, backend=select_access_backend(get_plugin_manager(), config),
+        host=listen.host, port=listen.port, file_root=config.provider_file_root,
+        events=events, poll_interval=poll_interval, from_block=from_block,
     )
 
 
-async def serve_provider(config_path: str | Path | None = None, *, settings: ProviderSettings | None = None) -> None:
-    """Run the provider (HTTP service + events handler) until SIGTERM or SIGINT."""
-    if settings is None:
-        from ..config import load_config
+async def serve_provider(settings: ProviderSettings, *, ready: Callable[[str], None] | None = None) -> None:
+    """Run the provider (HTTP service + events handler) until SIGTERM or SIGINT.
 
-        settings = settings_from_config(load_config(config_path))
+    ``ready`` gets the provider's URL once it listens (with the bound port when the port was 0).
+    """
     running = await start_provider(settings)
-    log.info("provider %s listening on %s (backend %s, events handler %s)", settings.account.address,
-             running.url, settings.backend.name, "on" if running.handler else "off")
-    await wait_for_stop_signal()
-    log.info("stopping")
-    await running.stop()
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ocean-secret-store provider",
-        description="Brizo-shaped provider: consume endpoint, info endpoint and agreement events handler. "
-        "Give --config (squid-style INI) or the explicit flags; flags override the config.",
-    )
-    parser.add_argument("--config", help="INI config (see ocean_secret_store/ocean/config.py)")
-    parser.add_argument("--chain-url", help="Ethereum JSON-RPC URL of the keeper contracts")
-    parser.add_argument("--contracts-json", help="JSON file with contract addresses (devnet.json works)")
-    parser.add_argument("--metadata-store", help="SQLite path or Aquarius http(s) URL")
-    parser.add_argument("--secret-store-url", action="append",
-                        help="key server URL for the secret-store backend (repeatable or comma-separated)")
-    parser.add_argument("--backend", choices=("secret-store", "provider-key"), help="access backend")
-    parser.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:8030)")
-    parser.add_argument("--file-root", help="serve file:// URLs only under this directory (default: refuse them)")
-    parser.add_argument("--no-events", action="store_true", help="do not run the events handler")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="events handler poll interval (s)")
-    parser.add_argument("--from-block", type=int, default=0, help="first block the events handler scans")
-    parser.add_argument("--key-env", help="environment variable holding the provider's private key (hex)")
-    parser.add_argument("--keystore", help="Ethereum v3 keystore file of the provider account")
-    parser.add_argument("--password-env", help="environment variable holding the keystore password")
-    parser.add_argument("--debug", action="store_true", help="debug logs")
-    return parser
-
-
-def settings_from_args(args: argparse.Namespace) -> ProviderSettings:
-    """Settings from the flags, on top of ``--config`` when given."""
-    from ...cli_tools import UsageError, load_account
-
-    account = None
-    if args.key_env or args.keystore:
-        account = load_account(args.key_env, args.keystore, args.password_env)
-    if args.config:
-        from ..config import load_config
-
-        settings = settings_from_config(load_config(args.config), account)
-    else:
-        needed = {"--chain-url": args.chain_url, "--contracts-json": args.contracts_json,
-                  "--metadata-store": args.metadata_store}
-        if args.backend != "provider-key":
-            needed["--secret-store-url"] = args.secret_store_url
-        absent = [flag for flag, value in needed.items() if not value]
-        if absent:
-            raise UsageError(f"without --config, give {', '.join(absent)}")
-        if account is None:
-            account = load_account(None, None, None)  # raises the usage message
-        urls = [u.rstrip("/") for item in (args.secret_store_url or []) for u in item.split(",") if u]
-        settings = ProviderSettings(
-            chain_url=args.chain_url, contracts=_contracts_from(args.contracts_json),
-            metadata_location=args.metadata_store, account=account,
-            backend=_backend_by_name(args.backend or "secret-store", urls),
-        )
-    if args.chain_url:
-        settings.chain_url = args.chain_url
-    if args.contracts_json:
-        settings.contracts = _contracts_from(args.contracts_json)
-    if args.metadata_store:
-        settings.metadata_location = args.metadata_store
-    if args.config and (args.backend or args.secret_store_url):
-        urls = [u.rstrip("/") for item in (args.secret_store_url or []) for u in item.split(",") if u]
-        settings.backend = _backend_by_name(args.backend or settings.backend.name, urls or _backend_urls(settings))
-    if args.listen:
-        settings.host, settings.port = _split_host_port(args.listen)
-    if args.file_root:
-        settings.file_root = args.file_root
-    settings.events = not args.no_events
-    settings.poll_interval = args.poll_interval
-    settings.from_block = args.from_block
-    return settings
-
-
-def _backend_urls(settings: ProviderSettings) -> list[str]:
-    return list(getattr(settings.backend, "cluster_urls", ()))
-
-
-def main_provider(argv: Sequence[str] | None = None) -> int:
-    """``ocean-secret-store provider``: run the provider until SIGTERM/SIGINT; 0 on a clean stop, 2 on bad usage."""
-    from ...cli_tools import UsageError
-
-    arguments = list(argv) if argv is not None else sys.argv[1:]
-    if arguments[:1] == ["--"]:  # a caller's argparse REMAINDER may hand over its "--" separator
-        arguments = arguments[1:]
-    args = _parser().parse_args(arguments)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = settings_from_args(args)
-        asyncio.run(serve_provider(settings=settings))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SecretStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_provider())
+        log.info("provider %s listening on %s (backend %s, events handler %s)", settings.account.address,
+                 running.url, settings.backend.name, "on" if running.handler else "off")
+        if ready is not None:
+            ready(running.url)
+        await wait_for_stop_signal()
+        log.info("stopping")
+    finally:
+        await running.stop()

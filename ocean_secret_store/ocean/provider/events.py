@@ -226,14 +226,9 @@ class EventsHandler:
         info = read_agreement(keeper, agreement_id)
         if info is None:
             return [HandlerAction(label, "ignored", "no such agreement")], True
-        if info.template_id != ESCROW_ACCESS_TEMPLATE_ID or len(info.condition_ids) != 3:
-            return [HandlerAction(label, "ignored", "not an EscrowAccessSecretStoreTemplate agreement")], True
-        if not keeper.is_did_provider(info.did, self.address):
-            return [HandlerAction(label, "ignored", "this provider is not a provider of the DID")], True
-        if info.provider is not None and info.provider != self.address:
-            return [HandlerAction(label, "ignored", "another provider is the agreement's provider")], True
-        if info.consumer is None:
-            return [HandlerAction(label, "ignored", "the agreement names no consumer")], True
+        reason = self._not_served(info)
+        if reason is not None or info.consumer is None:
+            return [HandlerAction(label, "ignored", reason or "the agreement names no consumer")], True
 
         lock_id, access_id, escrow_id = info.condition_ids
         state = {
@@ -273,8 +268,19 @@ class EventsHandler:
             paid = state[access_id] == FULFILLED
             actions.append(HandlerAction(label, "paid" if paid else "refunded", receiver if paid else info.consumer))
             log.info("agreement %s: escrow %s", label, "released to the publisher" if paid else "refunded")
-            return actions, True
-        return actions + [HandlerAction(label, "ignored", f"access state {state[access_id]}")], True
+        else:
+            actions.append(HandlerAction(label, "ignored", f"access state {state[access_id]}"))
+        return actions, True
+
+    def _not_served(self, info: AgreementInfo) -> str | None:
+        """Why this provider does not serve the agreement, or None if it does."""
+        if info.template_id != ESCROW_ACCESS_TEMPLATE_ID or len(info.condition_ids) != 3:
+            return "not an EscrowAccessSecretStoreTemplate agreement"
+        if not self.keeper.is_did_provider(info.did, self.address):
+            return "this provider is not a provider of the DID"
+        if info.provider is not None and info.provider != self.address:
+            return "another provider is the agreement's provider"
+        return None
 
     def _payee(self, info: AgreementInfo, ddo: DDO, price: int) -> str | None:
         """The escrow receiver for which the recomputed condition ids match the chain, if any."""
@@ -283,7 +289,8 @@ class EventsHandler:
             publisher = to_address(str(ddo.publisher))
             if publisher not in candidates:
                 candidates.append(publisher)
-        assert info.consumer is not None
+        if info.consumer is None:
+            raise OceanError(f"agreement 0x{info.agreement_id.hex()} names no consumer")
         for receiver in candidates:
             expected = self.keeper.agreement_condition_ids(info.agreement_id, info.did, info.consumer, receiver, price)
             if tuple(expected) == info.condition_ids:
