@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from ocean_secret_store.crypto import schnorr
 from ocean_secret_store.crypto.curve import G, N, Point, random_scalar
@@ -16,6 +15,7 @@ from ocean_secret_store.crypto.dkg import LocalKey, deal, joint_public, run_loca
 from ocean_secret_store.crypto.hashes import keccak256
 from ocean_secret_store.exceptions import CryptoError, InvalidShare, InvalidSignature, InvalidThreshold
 from tests.crypto.reference import PARITY_SCHNORR_GRID, interpolate_at_zero
+from tests.crypto.strategies import key_and_group
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR = json.loads((VECTORS / "derived.json").read_text("utf-8"))["schnorr"]
@@ -115,14 +115,6 @@ def test_parity_grid_threshold_signature(t: int, n: int) -> None:
     assert s == (k - c * y) % N  # the same as signing locally with the joint secret and nonce
     assert schnorr.sign(y, h, nonce=k) == (c, s)
     schnorr.verify(key.public, (c, s), h)
-
-
-@st.composite
-def key_and_group(draw: st.DrawFn) -> tuple[LocalKey, list[int]]:
-    n = draw(st.integers(1, 15))
-    t = draw(st.integers(0, n - 1))
-    members = draw(st.permutations(range(n)))[: t + 1]
-    return run_local_dkg(t, n), members
 
 
 @given(key_and_group())

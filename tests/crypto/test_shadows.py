@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import G, N, Point, random_scalar
@@ -23,6 +22,7 @@ from ocean_secret_store.crypto.shadows import (
 )
 from ocean_secret_store.exceptions import DecryptionFailed, InvalidScalar, InvalidShare, InvalidThreshold
 from tests.crypto.reference import PARITY_GRID, interpolate_at_zero
+from tests.crypto.strategies import key_and_group
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
@@ -83,14 +83,6 @@ def test_parity_grid_encrypt_decrypt(t: int, n: int) -> None:
     assert common_r == (common if t % 2 == 0 else -common)
     assert [len(b) for b in blobs] == [32 + ecies.OVERHEAD] * (t + 1)
     assert recover_document_key(decrypted, common_r, blobs, requester_secret) == document_key
-
-
-@st.composite
-def key_and_group(draw: st.DrawFn) -> tuple[LocalKey, list[int]]:
-    n = draw(st.integers(1, 15))
-    t = draw(st.integers(0, n - 1))
-    members = draw(st.permutations(range(n)))[: t + 1]
-    return run_local_dkg(t, n), members
 
 
 @given(key_and_group())
