@@ -94,7 +94,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
     core_ref.append(core)
     await core.start()
     await transport.start()
-    runner = web.AppRunner(make_app(core, str(config.cors)), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(core, config.cors), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
     await site.start()
