@@ -26,6 +26,7 @@ then exit 0 on SIGTERM.
 
 from __future__ import annotations
 
+import configparser
 import functools
 import http.server
 import json
@@ -473,14 +474,21 @@ def test_rpc_command(devnet: Devnet) -> None:
 
 @pytest.mark.integration
 def test_provider_command(devnet: Devnet) -> None:
-    # ocean.ini -> the devnet's ocean.ini plus a [provider] section: the devnet's file configures
-    # the host (Ocean(...)), which needs no provider account or listen address; the devnet's own
-    # provider already holds the provider port, so this one listens on a free port.
+    # ocean.ini -> a copy of the devnet's ocean.ini (beside it: its relative paths stay valid)
+    # whose [provider] listens on a free port, since the devnet's own provider holds the
+    # configured one, and names a variable with the provider account's key if it names none.
     port = free_port()
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.optionxform = str  # type: ignore[assignment,method-assign] # keys keep their case (contract.<Name>)
+    ini.read(devnet.state_dir / "ocean.ini")
+    if not ini.has_section("provider"):
+        ini.add_section("provider")
+    ini["provider"]["listen"] = f"127.0.0.1:{port}"
+    key_env = ini["provider"].setdefault("account.key_env", "PROVIDER_KEY")
     config = devnet.state_dir / "provider.ini"
-    config.write_text((devnet.state_dir / "ocean.ini").read_text()
-                      + f"\n[provider]\nlisten = 127.0.0.1:{port}\naccount.key_env = PROVIDER_KEY\n")
-    env = {**devnet.env, "PROVIDER_KEY": devnet.key("provider")}
+    with config.open("w") as out:
+        ini.write(out)
+    env = {**devnet.env, key_env: devnet.key("provider")}
     serve(fill(PROVIDER, VENV, ("ocean.ini", str(config))), devnet.work, env,
           answers("GET", f"http://127.0.0.1:{port}/health"))
 
