@@ -8,8 +8,9 @@ apart by their info string (the word after the opening fence):
 * ``python``, ``py``: one Python snippet, run as a whole;
 * ``toml``, ``ini``: a config file, parsed and used by the test of the snippet it belongs to.
 
-Any other info string fails the test (decide how to check it first). Inline code in prose
-(`` `make lint` ``) is not a snippet. Python, TOML and INI blocks are keyed ``doc:first line``.
+Any other info string fails the test (decide how to check it first). Python, TOML and INI blocks
+are keyed ``doc:first line``. Inline code in prose (`` `make lint` ``) is not a snippet, but the
+paths and dotted names it points at must exist (``test_paths_and_names_in_the_docs_exist``).
 
 Every snippet found is either in ``RUN_BY`` (the test or fixture here that runs it) or in
 ``EXEMPT`` with the reason; a snippet in neither, or a table entry the docs no longer have, fails
@@ -472,14 +473,20 @@ def test_rpc_command(devnet: Devnet) -> None:
     serve(command, devnet.work, devnet.env, answers("POST", f"http://127.0.0.1:{port}", json=call))
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    """The Ocean config's keys keep their case (``contract.<Name>``), as its loader reads them."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 @pytest.mark.integration
 def test_provider_command(devnet: Devnet) -> None:
     # ocean.ini -> a copy of the devnet's ocean.ini (beside it: its relative paths stay valid)
     # whose [provider] listens on a free port, since the devnet's own provider holds the
     # configured one, and names a variable with the provider account's key if it names none.
     port = free_port()
-    ini = configparser.ConfigParser(interpolation=None)
-    ini.optionxform = str  # type: ignore[assignment,method-assign] # keys keep their case (contract.<Name>)
+    ini = _CaseKeepingParser(interpolation=None)
     ini.read(devnet.state_dir / "ocean.ini")
     if not ini.has_section("provider"):
         ini.add_section("provider")
