@@ -298,11 +298,17 @@ def _spawn(name: str, args: Sequence[str], log: Path, env: Mapping[str, str] | N
     return _Child(name, process, log, offset)
 
 
+#: What a child's one-line error says when it cannot bind its port: the OS's words (an aiohttp
+#: site) or the node transport's.
+_BIND_FAILURES: Final = (b"address already in use", b"cannot listen on")
+
+
 def _port_taken(child: _Child) -> bool:
-    """Whether the child's start-up failed because its port was taken (its one-line error says so)."""
+    """Whether the child's start-up failed because it could not bind its port."""
     with contextlib.suppress(OSError), open(child.log, "rb") as f:
         f.seek(child.log_offset)
-        return b"address already in use" in f.read().lower()
+        written = f.read().lower()
+        return any(failure in written for failure in _BIND_FAILURES)
     return False
 
 

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
+from eth_account import Account
 
 from ocean_secret_store import devnet
+from ocean_secret_store.chain.keeper import KEEPER_CONTRACTS
+from ocean_secret_store.cli import main
 
 CLI = [sys.executable, "-m", "ocean_secret_store.cli"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, timeout=120,
+def run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+        ) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, timeout=120, check=False,
                           env={**os.environ, **(env or {})})
 
 
@@ -26,6 +33,61 @@ def test_help_lists_every_command() -> None:
     assert out.returncode == 0
     for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "demo"):
         assert command.encode() in out.stdout
+
+
+def test_rpc_and_provider_are_ordinary_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("rpc", "provider"):
+        assert main([command, "--help"]) == 0
+        assert f"usage: ocean-secret-store {command}" in capsys.readouterr().out
+    assert main(["rpc", "--no-such-option"]) == 2
+    assert main(["--json", "provider", "--no-such-option"]) == 2
+
+
+def _provider_config(tmp_path: Path, backend: str = "provider-key") -> Path:
+    """A provider INI that needs no chain to start (the events handler stays off)."""
+    contracts = {name: "0x" + os.urandom(20).hex() for name in KEEPER_CONTRACTS}
+    (tmp_path / "contracts.json").write_text(json.dumps({"contracts": contracts}))
+    config = tmp_path / "provider.ini"
+    config.write_text(
+        "[keeper-contracts]\nkeeper.url = http://127.0.0.1:9\ncontracts.file = contracts.json\n"
+        "[secret-store]\ncluster_urls = http://127.0.0.1:9\n"
+        "[resources]\nmetadata.store = ddo.db\n"
+        f"[provider]\nbackend = {backend}\naccount.key_env = TEST_PROVIDER_KEY\nlisten = 127.0.0.1:0\n"
+    )
+    return config
+
+
+def test_provider_exit_codes(tmp_path: Path) -> None:
+    config = _provider_config(tmp_path, backend="secret-store")
+    env = {"TEST_PROVIDER_KEY": Account.create().key.hex(), "OCEAN_DISABLED_PLUGINS": "secret_store"}
+    # this package's plugin is blocked: no backend is on offer, whatever the config names (exit 1, one line)
+    blocked = run("provider", "--config", str(config), "--no-events", env=env)
+    assert blocked.returncode == 1, blocked.stderr
+    assert blocked.stderr.count(b"\n") == 1 and b"no access backend named 'secret-store'" in blocked.stderr
+    debug = run("--debug", "provider", "--config", str(config), "--no-events", env=env)
+    assert debug.returncode == 1 and b"Traceback" in debug.stderr
+    # a missing key variable is bad usage (exit 2)
+    assert run("provider", "--config", str(config), env={"TEST_PROVIDER_KEY": ""}).returncode == 2
+
+
+def test_provider_serves_with_json_and_a_port_file(tmp_path: Path) -> None:
+    config = _provider_config(tmp_path)
+    port_file = tmp_path / "provider.port"
+    process = subprocess.Popen(
+        [*CLI, "--json", "provider", "--config", str(config), "--no-events", "--port-file", str(port_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TEST_PROVIDER_KEY": "0x" + "11" * 32},
+    )
+    try:
+        assert process.stdout is not None
+        url = json.loads(process.stdout.readline())["url"]
+        assert url == f"http://127.0.0.1:{int(port_file.read_text())}"
+        info = requests.get(url + "/api/v1/brizo", timeout=10).json()
+        assert info["backend"] == "provider-key"
+        assert info["providerAddress"] == Account.from_key("0x" + "11" * 32).address
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=20)
+    assert code == 0  # SIGINT and SIGTERM are a service's normal stop
 
 
 def test_keys_generate_and_show(tmp_path: Path) -> None:
@@ -126,20 +188,21 @@ def test_publish_and_consume_through_the_cli(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        metadata = {"main": {"type": "dataset", "name": "cli", "author": "a", "license": "CC0",
+        metadata: dict[str, Any] = {"main": {"type": "dataset", "name": "cli", "author": "a", "license": "CC0",
                              "dateCreated": "2026-11-23T00:00:00Z", "price": "0",
                              "files": [{"url": f"http://127.0.0.1:{server.server_address[1]}/a.txt",
                                         "contentType": "text/plain", "name": "a.txt"}]}}
         (tmp_path / "meta.json").write_text(json.dumps(metadata))
-        env = {"PUB": state["accounts"]["publisher"]["private_key"], "CON": state["accounts"]["consumer"]["private_key"]}
+        env = {"PUB": state.accounts["publisher"].private_key, "CON": state.accounts["consumer"].private_key}
         published = run("--json", "publish", "--devnet", str(state_dir), "--metadata", str(tmp_path / "meta.json"),
-                        "--provider", state["provider_address"], "--key-env", "PUB", env=env)
+                        "--provider", state.provider_address, "--key-env", "PUB", env=env)
         assert published.returncode == 0, published.stderr
         ddo = json.loads(published.stdout)
         assert ddo["id"].startswith("did:op:")
         assert metadata["main"]["files"][0]["url"] not in published.stdout.decode()  # never in clear
         # consuming without an agreement is a usage error; with --order it orders, waits and downloads
-        assert run("consume", "--devnet", str(state_dir), "--did", ddo["id"], "--key-env", "CON", env=env).returncode == 2
+        unordered = run("consume", "--devnet", str(state_dir), "--did", ddo["id"], "--key-env", "CON", env=env)
+        assert unordered.returncode == 2
         consumed = run("--json", "consume", "--devnet", str(state_dir), "--did", ddo["id"], "--order",
                        "--dest", str(tmp_path / "dl"), "--key-env", "CON", env=env)
         assert consumed.returncode == 0, consumed.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from ocean_secret_store import devnet
 from ocean_secret_store.chain.keeper import Keeper
@@ -25,15 +26,15 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Net:
     state_dir: Path
-    state: dict
+    state: devnet.DevnetState
     keeper: Keeper
     http: requests.Session
-    publisher: Account
+    publisher: LocalAccount
 
     def url(self, index: int = 0) -> str:
-        return self.state["nodes"][index]["http_url"]
+        return self.state.nodes[index].http_url
 
-    def sign(self, key_id: bytes, account: Account | None = None) -> bytes:
+    def sign(self, key_id: bytes, account: LocalAccount | None = None) -> bytes:
         return sign_raw_hash(int.from_bytes(bytes((account or self.publisher).key), "big"), key_id)
 
 
@@ -42,8 +43,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     state_dir = tmp_path_factory.mktemp("bad-input")
     state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
     try:
-        yield Net(state_dir, state, Keeper(state["chain_url"], state["contracts"]), requests.Session(),
-                  Account.from_key(state["accounts"]["publisher"]["private_key"]))
+        yield Net(state_dir, state, Keeper(state.chain_url, state.contracts), requests.Session(),
+                  Account.from_key(state.accounts["publisher"].private_key))
     finally:
         devnet.down(state_dir)
 
@@ -69,7 +70,10 @@ def off_curve() -> bytes:
         x += 1
 
 
-def cases(key_id: bytes, sig: bytes, other_sig: bytes, good_c: Point, good_e: Point) -> list[tuple[str, str, str, bytes, int, str | None]]:
+Case = tuple[str, str, str, bytes, int, str | None]
+
+
+def cases(key_id: bytes, sig: bytes, other_sig: bytes, good_c: Point, good_e: Point) -> list[Case]:
     """(name, method, path, body, expected status, expected error text or None for an empty body)."""
     k, s = key_id.hex(), sig.hex()
     fresh = os.urandom(32).hex()
@@ -92,10 +96,12 @@ def cases(key_id: bytes, sig: bytes, other_sig: bytes, good_c: Point, good_e: Po
         ("document key stored twice", "POST", f"/shadow/{k}/{s}/{c}/{e}", b"", 400,
          "Document key with this ID is already stored"),
         ("common point not on the curve", "POST", f"/shadow/{k}/{s}/{bad_point}/{e}", b"", 400, "Serialization error"),
-        ("encrypted point not on the curve", "POST", f"/shadow/{k}/{s}/{c}/{bad_point}", b"", 400, "Serialization error"),
+        ("encrypted point not on the curve", "POST", f"/shadow/{k}/{s}/{c}/{bad_point}", b"", 400,
+         "Serialization error"),
         ("v = 27", "GET", f"/shadow/{k}/{v27}", b"", 400, "Insufficient requester data: bad signature"),
         ("v = 27 on generation", "POST", f"/shadow/{fresh}/{v27}/1", b"", 400, "Insufficient requester data"),
-        ("signature made for another key id", "GET", f"/shadow/{k}/{other_sig.hex()}", b"", 403, "Consensus unreachable"),
+        ("signature made for another key id", "GET", f"/shadow/{k}/{other_sig.hex()}", b"", 403,
+         "Consensus unreachable"),
         ("signature for another key id, store", "POST", f"/shadow/{k}/{other_sig.hex()}/{c}/{e}", b"", 403,
          "Access denied"),
         ("signature for another key id, /server", "GET", f"/server/{k}/{other_sig.hex()}", b"", 403, "Access denied"),
@@ -125,7 +131,8 @@ def test_every_bad_request_gets_its_documented_answer(net: Net, canary: tuple[by
         response = net.http.request(method, net.url(node) + path, data=body, timeout=30)
         got_text = codec.decode_error_body(response.content) if response.content else None
         ok = response.status_code == status and (
-            (text is None and (response.content == b"" or status == 500)) or (text is not None and got_text and got_text.startswith(text)))
+            (text is None and (response.content == b"" or status == 500))
+            or (text is not None and got_text and got_text.startswith(text)))
         if not ok:
             failures.append(f"{name}: got {response.status_code} {got_text!r}, want {status} {text!r}")
     assert not failures, "\n".join(failures)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from ocean_secret_store import devnet
 from ocean_secret_store.chain.keeper import Keeper
@@ -23,10 +23,9 @@ PRICE = 5
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
     state_dir = tmp_path_factory.mktemp("chain-devnet")
     state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
-    state["state_dir"] = state_dir
     try:
         yield state
     finally:
@@ -34,19 +33,19 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def keeper(net: dict) -> Keeper:
-    return Keeper(net["chain_url"], net["contracts"])
+def keeper(net: devnet.DevnetState) -> Keeper:
+    return Keeper(net.chain_url, net.contracts)
 
 
-def account(net: dict, role: str) -> Account:
-    return Account.from_key(net["accounts"][role]["private_key"])
+def account(net: devnet.DevnetState, role: str) -> LocalAccount:
+    return Account.from_key(net.accounts[role].private_key)
 
 
-def client(net: dict, who: Account) -> SecretStoreClient:
-    return SecretStoreClient([n["http_url"] for n in net["nodes"]], who)
+def client(net: devnet.DevnetState, who: LocalAccount) -> SecretStoreClient:
+    return SecretStoreClient([n.http_url for n in net.nodes], who)
 
 
-def published(net: dict, keeper: Keeper) -> tuple[bytes, Point]:
+def published(net: devnet.DevnetState, keeper: Keeper) -> tuple[bytes, Point]:
     """A DID registered on chain by the publisher (provider listed) and its document key stored."""
     did = os.urandom(32)
     publisher, provider = account(net, "publisher"), account(net, "provider")
@@ -56,7 +55,7 @@ def published(net: dict, keeper: Keeper) -> tuple[bytes, Point]:
     return did, document_key
 
 
-def test_permissions_follow_the_chain(net: dict, keeper: Keeper) -> None:
+def test_permissions_follow_the_chain(net: devnet.DevnetState, keeper: Keeper) -> None:
     did, document_key = published(net, keeper)
     publisher, provider, consumer = account(net, "publisher"), account(net, "provider"), account(net, "consumer")
     stranger = Account.create()
@@ -92,10 +91,10 @@ def test_permissions_follow_the_chain(net: dict, keeper: Keeper) -> None:
     assert client(net, provider).recover_document_key(did) == document_key
 
 
-def test_chain_down_means_refusal_and_nothing_changes(net: dict, keeper: Keeper) -> None:
+def test_chain_down_means_refusal_and_nothing_changes(net: devnet.DevnetState, keeper: Keeper) -> None:
     did, document_key = published(net, keeper)
     publisher = account(net, "publisher")
-    state_dir = Path(net["state_dir"])
+    state_dir = net.state_dir
     devnet.stop_chain(state_dir)
     try:
         started = time.monotonic()
@@ -107,6 +106,6 @@ def test_chain_down_means_refusal_and_nothing_changes(net: dict, keeper: Keeper)
         logs = "".join((state_dir / f"node{i}.log").read_text() for i in range(3))
         assert "access check failed" in logs
     finally:
-        net["anvil_pid"] = devnet.restart_chain(state_dir)["anvil_pid"]
+        net.anvil_pid = devnet.restart_chain(state_dir).anvil_pid
     # chain state survived the restart (anvil dumps and reloads it) and the key is served again
     assert client(net, publisher).recover_document_key(did) == document_key

@@ -23,7 +23,7 @@ from ocean_secret_store.crypto.hashes import address_of
 from ocean_secret_store.crypto.sharing import shadow_coefficients
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.node.config import load_config
-from ocean_secret_store.node.storage import SqliteKeyStorage
+from ocean_secret_store.node.storage import KeyShare, SqliteKeyStorage
 from ocean_secret_store.protocol import http as codec
 
 pytestmark = pytest.mark.integration
@@ -41,14 +41,14 @@ class Requester:
 
 
 class Cluster:
-    def __init__(self, state_dir: Path, state: dict) -> None:
+    def __init__(self, state_dir: Path, state: devnet.DevnetState) -> None:
         self.state_dir = state_dir
         self.state = state
         self.http = requests.Session()
 
     @property
     def urls(self) -> list[str]:
-        return [n["http_url"] for n in self.state["nodes"]]
+        return [n.http_url for n in self.state.nodes]
 
     def call(self, index: int, method: str, path: str) -> requests.Response:
         return self.http.request(method, self.urls[index] + "/" + path.lstrip("/"), timeout=30)
@@ -61,7 +61,8 @@ class Cluster:
     def publish(self, author: Requester, threshold: int, entry: int = 0) -> tuple[bytes, Point, Point]:
         key_id = os.urandom(32)
         sig = author.sign(key_id)
-        public = codec.decode_point_response(self.ok(entry, "POST", codec.server_key_generation_path(key_id, sig, threshold)))
+        generation = codec.server_key_generation_path(key_id, sig, threshold)
+        public = codec.decode_point_response(self.ok(entry, "POST", generation))
         document_key, common, encrypted = document.generate_document_key(public)
         body = self.ok(entry, "POST", codec.document_key_storing_path(key_id, sig, common, encrypted))
         assert body == b""
@@ -80,6 +81,12 @@ class Cluster:
 
     def healthy(self, index: int) -> bool:
         return self.call(index, "GET", "/health").json()["status"] == "ok"
+
+
+def stored(storage: SqliteKeyStorage, key_id: bytes) -> KeyShare:
+    share = storage.get(key_id)
+    assert share is not None, "the node stored no share of this key"
+    return share
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, nodes: int) -> Iterator[Cluster]:
@@ -114,8 +121,8 @@ def _full_round(cluster: Cluster, threshold: int) -> None:
         signature = schnorr.parse_signature(ecies.decrypt(author.secret, codec.decode_bytes_response(raw)))
         schnorr.verify(public, signature, digest)
     # every node stored its own share of this key
-    for entry in cluster.state["nodes"]:
-        assert Path(entry["data_dir"]).exists()
+    for entry in cluster.state.nodes:
+        assert Path(entry.data_dir).exists()
 
 
 def test_three_nodes_every_operation_from_every_entry_node(cluster3: Cluster) -> None:
@@ -211,7 +218,8 @@ def test_any_t_plus_one_live_nodes_suffice_and_t_do_not(cluster5: Cluster) -> No
 def test_a_frozen_node_costs_at_most_the_timeout(cluster5: Cluster) -> None:
     author = Requester()
     key_id, _, document_key = cluster5.publish(author, 2)
-    pids = [cluster5.state["nodes"][i]["pid"] for i in (2, 3, 4)]
+    pids = [int(cluster5.state.nodes[i].pid or 0) for i in (2, 3, 4)]
+    assert all(pids)
     try:
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
@@ -244,16 +252,17 @@ def test_no_database_alone_nor_t_of_them_reproduce_a_document_key(cluster5: Clus
     author = Requester()
     key_id, public, document_key = cluster5.publish(author, 2)
     records = []
-    for entry in cluster5.state["nodes"]:
-        config = load_config(entry["config"])
+    for entry in cluster5.state.nodes:
+        config = load_config(entry.config)
         storage = SqliteKeyStorage(config.storage_path, config.node_secret)
         try:
-            records.append((config.node_id, storage.get(key_id)))
+            records.append((config.node_id, stored(storage, key_id)))
         finally:
             storage.close()
     common, encrypted = records[0][1].common_point, records[0][1].encrypted_point
-    raw = b"".join((Path(e["data_dir"]) / "keys.sqlite3").read_bytes() for e in cluster5.state["nodes"])
-    for node_id, record in records:
+    assert common is not None and encrypted is not None
+    raw = b"".join((Path(e.data_dir) / "keys.sqlite3").read_bytes() for e in cluster5.state.nodes)
+    for _, record in records:
         share = record.last_version.secret_share
         assert share.to_bytes(32, "big") not in raw
         assert share.to_bytes(32, "big").hex().encode() not in raw
@@ -267,7 +276,8 @@ def test_no_database_alone_nor_t_of_them_reproduce_a_document_key(cluster5: Clus
     # and t + 1 of them do: the test above is not vacuous
     subset = [0, 2, 4]
     xs = [records[i][1].last_version.id_numbers[records[i][0]] for i in subset]
-    secret = sum(c * records[i][1].last_version.secret_share for c, i in zip(shadow_coefficients(xs), subset, strict=True))
+    secret = sum(c * records[i][1].last_version.secret_share
+                 for c, i in zip(shadow_coefficients(xs), subset, strict=True))
     assert encrypted - secret * common == document_key  # t = 2 is even: Σλ'·s = +y
 
 
@@ -275,8 +285,8 @@ def test_health_never_shows_secrets(cluster3: Cluster) -> None:
     body = cluster3.call(0, "GET", "/health").text
     health = json.loads(body)
     assert health["status"] == "ok" and health["connected_peers"] == 2
-    for entry in cluster3.state["nodes"]:
-        secret_hex = load_config(entry["config"]).node_secret.to_bytes(32, "big").hex()
+    for entry in cluster3.state.nodes:
+        secret_hex = load_config(entry.config).node_secret.to_bytes(32, "big").hex()
         assert secret_hex not in body
 
 
@@ -308,8 +318,8 @@ def test_audit_log_records_every_key_operation_and_no_secret(cluster3: Cluster) 
         key_id, stranger.sign(key_id), common, encrypted)).status_code == 403
     time.sleep(0.2)
     records = []
-    for entry in cluster3.state["nodes"]:
-        audit = Path(entry["data_dir"]) / "audit.jsonl"
+    for entry in cluster3.state.nodes:
+        audit = Path(entry.data_dir) / "audit.jsonl"
         assert audit.stat().st_mode & 0o777 == 0o600
         records += [json.loads(line) for line in audit.read_text().splitlines()]
     mine = [r for r in records if r["key_id"] == "0x" + key_id.hex()]
@@ -327,17 +337,17 @@ def test_audit_log_records_every_key_operation_and_no_secret(cluster3: Cluster) 
 
     # the secrets scan: no share, document key or node secret in any log or audit file
     secrets: list[bytes] = [document_key.to_bytes()]
-    for entry in cluster3.state["nodes"]:
-        config = load_config(entry["config"])
+    for entry in cluster3.state.nodes:
+        config = load_config(entry.config)
         secrets.append(config.node_secret.to_bytes(32, "big"))
         storage = SqliteKeyStorage(config.storage_path, config.node_secret)
         try:
-            for stored_key in storage.key_ids():
-                secrets.append(storage.get(stored_key).last_version.secret_share.to_bytes(32, "big"))
+            secrets.extend(stored(storage, stored_key).last_version.secret_share.to_bytes(32, "big")
+                           for stored_key in storage.key_ids())
         finally:
             storage.close()
-    files = [Path(e["log"]) for e in cluster3.state["nodes"]]
-    files += [Path(e["data_dir"]) / "audit.jsonl" for e in cluster3.state["nodes"]]
+    files = [Path(e.log) for e in cluster3.state.nodes]
+    files += [Path(e.data_dir) / "audit.jsonl" for e in cluster3.state.nodes]
     blob = b"".join(f.read_bytes() for f in files)
     assert len(blob) > 1000
     for secret in secrets:

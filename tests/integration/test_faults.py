@@ -16,7 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
 
 def test_short_fault_campaign_has_no_violations() -> None:
     out = subprocess.run([sys.executable, str(BENCH), "--rounds", "10", "--nodes", "4", "--seed", "7", "--keys", "2",
-                          "--max-minutes", "2"], capture_output=True, text=True, timeout=240)
+                          "--max-minutes", "2"], capture_output=True, text=True, timeout=240, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert lines[-1] == "violations: 0"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from hashlib import sha256
+from typing import Any
 
 import pytest
 import requests
@@ -29,7 +30,7 @@ class ParityEraClient:
     def __init__(self, secret_store_url: str, parity_client_url: str, address: str, password: str) -> None:
         self.ss, self.parity, self.address, self.password = secret_store_url, parity_client_url, address, password
 
-    def _rpc(self, method: str, params: list) -> object:
+    def _rpc(self, method: str, params: list[Any]) -> Any:
         reply = requests.post(self.parity, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
                               timeout=30)
         body = reply.json()
@@ -65,7 +66,7 @@ class ParityEraClient:
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
     state_dir = tmp_path_factory.mktemp("parity-era")
     state = devnet.up(state_dir, 3, acl="contract")
     try:
@@ -74,37 +75,37 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         devnet.down(state_dir)
 
 
-def test_parity_era_program_round_trips_a_document(net: dict) -> None:
-    publisher = next(a for a in net["rpc_accounts"] if a["role"] == "publisher")
-    consumer = next(a for a in net["rpc_accounts"] if a["role"] == "consumer")
+def test_parity_era_program_round_trips_a_document(net: devnet.DevnetState) -> None:
+    publisher = next(a for a in net.rpc_accounts if a.role == "publisher")
+    consumer = next(a for a in net.rpc_accounts if a.role == "consumer")
     document = '[{"url": "https://example.org/data.csv", "index": 0}]'
     document_id = sha256(document.encode()).hexdigest()  # the README's choice of id
     # The ACL contract decides who may decrypt: register the id as a DID owned by the publisher.
-    Keeper(net["chain_url"], net["contracts"]).register_did(
-        Account.from_key(net["accounts"]["publisher"]["private_key"]), bytes.fromhex(document_id))
+    Keeper(net.chain_url, net.contracts).register_did(
+        Account.from_key(net.accounts["publisher"].private_key), bytes.fromhex(document_id))
 
-    client = ParityEraClient(net["secret_store_url"], net["rpc_url"], publisher["address"], publisher["password"])
+    client = ParityEraClient(str(net.secret_store_url), str(net.rpc_url), publisher.address, publisher.password)
     encrypted = client.publish_document(document_id, document, threshold=1)
     assert encrypted.startswith("0x") and len(encrypted) == 2 + 2 * (len(document) + 16)
     # another entry node, same program
-    other = ParityEraClient(net["nodes"][2]["http_url"], net["rpc_url"], publisher["address"], publisher["password"])
+    other = ParityEraClient(net.nodes[2].http_url, str(net.rpc_url), publisher.address, publisher.password)
     assert other.decrypt_document(document_id, encrypted) == document
 
     # the consumer has no permission: the Secret Store refuses, as Parity's did
-    stranger = ParityEraClient(net["secret_store_url"], net["rpc_url"], consumer["address"], consumer["password"])
+    stranger = ParityEraClient(str(net.secret_store_url), str(net.rpc_url), consumer.address, consumer.password)
     with pytest.raises(RPCError, match="Consensus unreachable"):
         stranger.decrypt_document(document_id, encrypted)
     # and a wrong password is an RPC error that changes nothing
-    wrong = ParityEraClient(net["secret_store_url"], net["rpc_url"], publisher["address"], "not-the-password")
+    wrong = ParityEraClient(str(net.secret_store_url), str(net.rpc_url), publisher.address, "not-the-password")
     with pytest.raises(RPCError):
         wrong.decrypt_document(document_id, encrypted)
     assert client.decrypt_document(document_id, encrypted) == document
 
 
-def test_rpc_face_proxies_chain_methods(net: dict) -> None:
-    reply = requests.post(net["rpc_url"], json={"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []},
+def test_rpc_face_proxies_chain_methods(net: devnet.DevnetState) -> None:
+    reply = requests.post(str(net.rpc_url), json={"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []},
                           timeout=10).json()
-    assert int(reply["result"], 16) == net["chain_id"]
-    accounts = requests.post(net["rpc_url"], json={"jsonrpc": "2.0", "id": 8, "method": "eth_accounts",
+    assert int(reply["result"], 16) == net.chain_id
+    accounts = requests.post(str(net.rpc_url), json={"jsonrpc": "2.0", "id": 8, "method": "eth_accounts",
                                                    "params": []}, timeout=10).json()["result"]
-    assert {a["address"] for a in net["rpc_accounts"]} <= set(accounts)
+    assert {a.address for a in net.rpc_accounts} <= set(accounts)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from ocean_secret_store import devnet
 from ocean_secret_store.exceptions import ConsensusUnreachable, DidMismatch
@@ -28,7 +29,7 @@ PRICE = 3 * 10**18
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return None
 
 
@@ -46,18 +47,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bytes
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
     state_dir = tmp_path_factory.mktemp("pipeline")
     state = devnet.up(state_dir, 3)
-    state["state_dir"] = state_dir
     try:
         yield state
     finally:
         devnet.down(state_dir)
 
 
-def accounts(net: dict) -> dict[str, Account]:
-    return {role: Account.from_key(v["private_key"]) for role, v in net["accounts"].items()}
+def accounts(net: devnet.DevnetState) -> dict[str, LocalAccount]:
+    return {role: Account.from_key(key.private_key) for role, key in net.accounts.items()}
 
 
 def metadata(url: str) -> dict:
@@ -71,10 +71,10 @@ def consume_url(ddo_endpoint: str, params: dict) -> requests.Response:
     return requests.get(ddo_endpoint, params=params, timeout=30)
 
 
-def test_publish_order_consume_through_the_provider_and_directly(net: dict, files: tuple[str, bytes],
+def test_publish_order_consume_through_the_provider_and_directly(net: devnet.DevnetState, files: tuple[str, bytes],
                                                                  tmp_path: Path) -> None:
     url, data = files
-    ocean = Ocean(net["ocean_config"])
+    ocean = Ocean(str(net.ocean_config))
     roles = accounts(net)
     publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
     ddo = ocean.assets.create(metadata(url), publisher, providers=[provider.address])
@@ -83,7 +83,7 @@ def test_publish_order_consume_through_the_provider_and_directly(net: dict, file
 
     # before any agreement: refused by the key servers and by the provider
     with pytest.raises(ConsensusUnreachable):
-        ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files, consumer)
+        ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", consumer)
     refused = consume_url(ddo.access_service["serviceEndpoint"], consume_params(consumer, os.urandom(32), 0))
     assert refused.status_code == 401 and refused.json()["error"]
 
@@ -118,12 +118,12 @@ def test_publish_order_consume_through_the_provider_and_directly(net: dict, file
     assert ocean.keeper.token_balance(publisher.address) - publisher_before == PRICE
 
 
-def test_an_altered_ddo_fails_did_verification(net: dict, files: tuple[str, bytes]) -> None:
-    ocean = Ocean(net["ocean_config"])
+def test_an_altered_ddo_fails_did_verification(net: devnet.DevnetState, files: tuple[str, bytes]) -> None:
+    ocean = Ocean(str(net.ocean_config))
     roles = accounts(net)
     ddo = ocean.assets.create(metadata(files[0]), roles["publisher"], providers=[roles["provider"].address])
     # a tamperer with write access to the metadata store makes the asset look cheaper
-    with sqlite3.connect(net["metadata_store"]) as db:
+    with sqlite3.connect(net.metadata_store) as db:
         (text,) = db.execute("SELECT document FROM ddo WHERE did = ?", (ddo.did,)).fetchone()
         document = json.loads(text)
         document["service"][0]["attributes"]["main"]["price"] = "1"
@@ -132,13 +132,13 @@ def test_an_altered_ddo_fails_did_verification(net: dict, files: tuple[str, byte
         ocean.assets.resolve(ddo.did)
 
 
-def test_the_provider_swaps_backends_by_config_and_both_serve(net: dict, files: tuple[str, bytes],
+def test_the_provider_swaps_backends_by_config_and_both_serve(net: devnet.DevnetState, files: tuple[str, bytes],
                                                               tmp_path: Path) -> None:
     url, data = files
     roles = accounts(net)
     publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
-    state_dir = Path(net["state_dir"])
-    ocean = Ocean(net["ocean_config"])
+    state_dir = net.state_dir
+    ocean = Ocean(str(net.ocean_config))
     ocean.keeper.request_tokens(consumer, 10)
 
     # 1. secret-store backend: an asset encrypted under a threshold key
@@ -151,12 +151,12 @@ def test_the_provider_swaps_backends_by_config_and_both_serve(net: dict, files: 
     #    takes the provider's public key from its info endpoint and encrypts to it
     devnet.restart_provider(state_dir, "provider-key")
     try:
-        info = requests.get(net["provider_url"] + "/api/v1/brizo", timeout=10).json()
+        info = requests.get(f"{net.provider_url}/api/v1/brizo", timeout=10).json()
         assert info["backend"] == "provider-key"
-        v3 = Ocean(dataclasses.replace(Ocean(net["ocean_config"]).config, encryptor="provider-key",
+        v3 = Ocean(dataclasses.replace(Ocean(str(net.ocean_config)).config, encryptor="provider-key",
                                        provider_public_key=info["providerPublicKey"]))
         key_asset = v3.assets.create(metadata(url), publisher, providers=[provider.address])
-        assert key_asset.encrypted_files.startswith("0x04")  # Parity ECIES, not a threshold key
+        assert (key_asset.encrypted_files or "").startswith("0x04")  # Parity ECIES, not a threshold key
         agreement = v3.assets.order(key_asset.did, 2, consumer)
         folder = v3.assets.consume(agreement, key_asset.did, 2, consumer, tmp_path / "pk")
         assert (folder / "data.bin").read_bytes() == data
@@ -164,10 +164,29 @@ def test_the_provider_swaps_backends_by_config_and_both_serve(net: dict, files: 
         devnet.restart_provider(state_dir, "secret-store")
 
 
-def test_publishing_without_an_encryptor_is_refused(net: dict, files: tuple[str, bytes]) -> None:
+def test_the_devnet_provider_takes_its_backend_from_the_plugins(
+    net: devnet.DevnetState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider is started from ocean.ini alone: a plugin blocked by OCEAN_DISABLED_PLUGINS offers
+    no backend to it (the devnet used to bypass the plugin manager with --backend)."""
+    log = net.state_dir / "provider.log"
+    before = log.stat().st_size
+    monkeypatch.setenv("OCEAN_DISABLED_PLUGINS", "secret_store")  # this package's entry point
+    try:
+        with pytest.raises(devnet.DevnetError, match="provider exited"):
+            devnet.restart_provider(net.state_dir)
+        assert "no access backend named 'secret-store' is available" in log.read_text()[before:]
+    finally:
+        monkeypatch.delenv("OCEAN_DISABLED_PLUGINS")
+        restarted = devnet.restart_provider(net.state_dir)
+    assert restarted.provider_url == net.provider_url  # back on its old port: published DDOs name it
+    assert requests.get(f"{restarted.provider_url}/api/v1/brizo", timeout=10).json()["backend"] == "secret-store"
+
+
+def test_publishing_without_an_encryptor_is_refused(net: devnet.DevnetState, files: tuple[str, bytes]) -> None:
     from ocean_secret_store.exceptions import EncryptorUnavailable
 
     roles = accounts(net)
-    disabled = Ocean(dataclasses.replace(Ocean(net["ocean_config"]).config, secret_store_enabled=False))
+    disabled = Ocean(dataclasses.replace(Ocean(str(net.ocean_config)).config, secret_store_enabled=False))
     with pytest.raises(EncryptorUnavailable, match="never published in clear"):
         disabled.assets.create(metadata(files[0]), roles["publisher"])

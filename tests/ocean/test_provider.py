@@ -20,11 +20,11 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from ocean_secret_store import devnet
-from ocean_secret_store.chain.keeper import Keeper
+from ocean_secret_store.chain.keeper import KEEPER_CONTRACTS, Keeper
+from ocean_secret_store.cli import main
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
-from ocean_secret_store.chain.keeper import KEEPER_CONTRACTS
 from ocean_secret_store.ocean.config import load_config
 from ocean_secret_store.ocean.ddo import DDO, build_ddo
 from ocean_secret_store.ocean.did import did_to_id
@@ -34,7 +34,6 @@ from ocean_secret_store.ocean.provider.app import (
     INFO_PATH,
     ProviderSettings,
     consume_params,
-    main_provider,
     make_provider_app,
     settings_from_config,
     start_provider,
@@ -95,7 +94,7 @@ class ServerThread(LoopThread):
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
     state_dir = tmp_path_factory.mktemp("provider-devnet")
     state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
     try:
@@ -105,20 +104,20 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def keeper(net: dict[str, Any]) -> Keeper:
-    keeper = Keeper(net["chain_url"], net["contracts"])
+def keeper(net: devnet.DevnetState) -> Keeper:
+    keeper = Keeper(net.chain_url, net.contracts)
     # Fund the consumer once: Dispenser.requestTokens stores the block timestamp, so a second
     # request within the same second is estimated cheaper than it later costs when mined.
     keeper.request_tokens(account(net, "consumer"), 10 * PRICE // 10**18)
     return keeper
 
 
-def account(net: dict[str, Any], role: str) -> Any:
-    return Account.from_key(net["accounts"][role]["private_key"])
+def account(net: devnet.DevnetState, role: str) -> Any:
+    return Account.from_key(net.accounts[role].private_key)
 
 
-def cluster(net: dict[str, Any]) -> list[str]:
-    return [n["http_url"] for n in net["nodes"]]
+def cluster(net: devnet.DevnetState) -> list[str]:
+    return [n.http_url for n in net.nodes]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +143,7 @@ def metadata(tmp_path_factory: pytest.TempPathFactory) -> SqliteMetadataStore:
     return SqliteMetadataStore(tmp_path_factory.mktemp("provider-meta") / "ddo.db")
 
 
-def _provider(net: dict[str, Any], keeper: Keeper, metadata: Any, backend: Any, files_dir: Path) -> Iterator[str]:
+def _provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, backend: Any, files_dir: Path) -> Iterator[str]:
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=backend,
                             provider_account=account(net, "provider"), file_root=files_dir)
     server = ServerThread(app).start()
@@ -153,17 +152,17 @@ def _provider(net: dict[str, Any], keeper: Keeper, metadata: Any, backend: Any, 
 
 
 @pytest.fixture(scope="module")
-def provider(net: dict[str, Any], keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
+def provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
     yield from _provider(net, keeper, metadata, SecretStoreBackend(cluster(net)), files_dir)
 
 
 @pytest.fixture(scope="module")
-def key_provider(net: dict[str, Any], keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
+def key_provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
     yield from _provider(net, keeper, metadata, ProviderKeyBackend(), files_dir)
 
 
 @pytest.fixture(scope="module")
-def handler(net: dict[str, Any], keeper: Keeper, metadata: Any) -> EventsHandler:
+def handler(net: devnet.DevnetState, keeper: Keeper, metadata: Any) -> EventsHandler:
     return EventsHandler(keeper, metadata, account(net, "provider"))
 
 
@@ -171,7 +170,7 @@ def handler(net: dict[str, Any], keeper: Keeper, metadata: Any) -> EventsHandler
 
 
 def publish(
-    net: dict[str, Any], keeper: Keeper, metadata: Any, provider_url: str, files: list[dict[str, Any]],
+    net: devnet.DevnetState, keeper: Keeper, metadata: Any, provider_url: str, files: list[dict[str, Any]],
     *, encrypt: Callable[[str, str], str] | None = None, timeout: int = 86400,
 ) -> DDO:
     """The publisher's side: build the DDO (files encrypted), register the DID (provider listed), store the DDO."""
@@ -190,7 +189,7 @@ def publish(
                      "dateCreated": "2020-01-01T00:00:00Z", "author": "tests", "license": "CC0", "files": files}}
     ddo = build_ddo(
         meta, publisher=publisher.address, secret_store_url=cluster(net)[0], provider_url=provider_url + CONSUME_PATH,
-        metadata_url="sqlite:", template_id=net["template_id"], price=PRICE, timeout=timeout,
+        metadata_url="sqlite:", template_id=net.template_id, price=PRICE, timeout=timeout,
         encrypt=encrypt or secret_store_encrypt, sign=sign,
     )
     if encrypt is not None:
@@ -199,7 +198,7 @@ def publish(
     return ddo
 
 
-def order(net: dict[str, Any], keeper: Keeper, ddo: DDO, time_outs: tuple[int, int, int] = (0, 0, 0)) -> bytes:
+def order(net: devnet.DevnetState, keeper: Keeper, ddo: DDO, time_outs: tuple[int, int, int] = (0, 0, 0)) -> bytes:
     """The consumer's side: create the access agreement and lock the reward."""
     consumer = account(net, "consumer")
     agreement_id = os.urandom(32)
@@ -242,7 +241,7 @@ def refusal(response: requests.Response) -> str:
 
 
 def test_paid_agreement_is_settled_then_files_stream(
-    net: dict[str, Any], keeper: Keeper, metadata: Any, provider: str, origin: str, files_dir: Path,
+    net: devnet.DevnetState, keeper: Keeper, metadata: Any, provider: str, origin: str, files_dir: Path,
     handler: EventsHandler,
 ) -> None:
     remote, local = (files_dir / "remote.bin").read_bytes(), (files_dir / "local.csv").read_bytes()
@@ -291,7 +290,7 @@ def test_paid_agreement_is_settled_then_files_stream(
     assert "out of range" in out_of_range.json()["error"]
 
 
-def test_refusals(net: dict[str, Any], keeper: Keeper, metadata: Any, provider: str, origin: str,
+def test_refusals(net: devnet.DevnetState, keeper: Keeper, metadata: Any, provider: str, origin: str,
                   handler: EventsHandler) -> None:
     ddo = publish(net, keeper, metadata, provider, [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}])
     consumer = account(net, "consumer")
@@ -320,7 +319,7 @@ def test_refusals(net: dict[str, Any], keeper: Keeper, metadata: Any, provider: 
     assert "no access permission" in refusal(consume(provider, agreement_id, consumer, 0))
 
 
-def test_expired_agreement_is_refused(net: dict[str, Any], keeper: Keeper, metadata: Any, provider: str,
+def test_expired_agreement_is_refused(net: devnet.DevnetState, keeper: Keeper, metadata: Any, provider: str,
                                       origin: str, handler: EventsHandler) -> None:
     ddo = publish(net, keeper, metadata, provider, [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}],
                   timeout=60)
@@ -333,7 +332,7 @@ def test_expired_agreement_is_refused(net: dict[str, Any], keeper: Keeper, metad
     assert "expired" in refusal(consume(provider, agreement_id, consumer, 0))
 
 
-def test_timed_out_access_is_aborted_and_refunded(net: dict[str, Any], keeper: Keeper, metadata: Any,
+def test_timed_out_access_is_aborted_and_refunded(net: devnet.DevnetState, keeper: Keeper, metadata: Any,
                                                   provider: str, origin: str, handler: EventsHandler) -> None:
     ddo = publish(net, keeper, metadata, provider, [{"url": f"{origin}/files/remote.bin", "contentType": "x/y"}])
     consumer = account(net, "consumer")
@@ -349,7 +348,7 @@ def test_timed_out_access_is_aborted_and_refunded(net: dict[str, Any], keeper: K
     assert "no access permission" in refusal(consume(provider, agreement_id, consumer, 0))
 
 
-def test_provider_key_backend(net: dict[str, Any], keeper: Keeper, metadata: Any, key_provider: str,
+def test_provider_key_backend(net: devnet.DevnetState, keeper: Keeper, metadata: Any, key_provider: str,
                               files_dir: Path, handler: EventsHandler) -> None:
     info = requests.get(key_provider + INFO_PATH, timeout=10).json()
     provider_account = account(net, "provider")
@@ -372,12 +371,12 @@ def test_provider_key_backend(net: dict[str, Any], keeper: Keeper, metadata: Any
 
 
 def test_provider_process_settles_with_its_events_task(
-    net: dict[str, Any], keeper: Keeper, tmp_path: Path, origin: str, files_dir: Path
+    net: devnet.DevnetState, keeper: Keeper, tmp_path: Path, origin: str, files_dir: Path
 ) -> None:
     """start_provider: the HTTP service and the events handler as a task of one loop, sharing a SQLite store."""
     store_path = tmp_path / "ddo.db"
     settings = ProviderSettings(
-        chain_url=net["chain_url"], contracts=net["contracts"], metadata_location=str(store_path),
+        chain_url=net.chain_url, contracts=net.contracts, metadata_location=str(store_path),
         account=account(net, "provider"), backend=SecretStoreBackend(cluster(net)), port=0,
         file_root=str(files_dir), poll_interval=0.05, from_block=int(keeper.w3.eth.block_number),
     )
@@ -401,12 +400,13 @@ def test_provider_process_settles_with_its_events_task(
         loop.close()
 
 
-def test_main_provider_usage(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_provider_command_usage(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_SUCH_PROVIDER_KEY", raising=False)
-    assert main_provider(["--chain-url", "http://127.0.0.1:1"]) == 2
+    assert main(["provider", "--chain-url", "http://127.0.0.1:1"]) == 2
     assert "--contracts-json" in capsys.readouterr().err
-    assert main_provider(["--key-env", "NO_SUCH_PROVIDER_KEY"]) == 2
-    assert "NO_SUCH_PROVIDER_KEY" in capsys.readouterr().err
+    assert main(["provider", "--key-env", "NO_SUCH_PROVIDER_KEY"]) == 2
+    assert main(["provider", "--listen", "nowhere"]) == 2
+    assert "--listen" in capsys.readouterr().err
 
 
 def test_settings_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -422,8 +422,11 @@ def test_settings_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "[provider]\nbackend = provider-key\naccount.key_env = TEST_PROVIDER_KEY\n"
         "listen = 127.0.0.1:8123\nfile_root = files\n"
     )
-    settings = settings_from_config(load_config(tmp_path / "provider.ini"))
+    config = load_config(tmp_path / "provider.ini")
+    assert config.provider_key_env == "TEST_PROVIDER_KEY"  # the command line unlocks it (cli_tools)
+    settings = settings_from_config(config, provider_account, poll_interval=0.1)
     assert settings.backend.name == "provider-key"
+    assert settings.poll_interval == 0.1 and settings.events
     assert settings.account.address == provider_account.address
     assert (settings.host, settings.port) == ("127.0.0.1", 8123)
     assert settings.metadata_location == str(tmp_path / "ddo.db")
