@@ -52,6 +52,7 @@ agreement ids and reasons, never signatures, keys or file URLs.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -70,7 +71,6 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_defunct
 from eth_keys.exceptions import BadSignature
 
-from ... import __version__
 from ...chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, Keeper, to_address, translate_errors
 from ...client.local import account_public
 from ...crypto.hashes import checksum_address
@@ -110,6 +110,11 @@ API_BASE = "/api/v1/brizo"
 INFO_PATH = API_BASE
 CONSUME_PATH = API_BASE + "/services/consume"
 SOFTWARE = "ocean-secret-store"
+try:
+    # From the installed distribution, not the package root: that would import the whole public API.
+    VERSION = importlib.metadata.version(SOFTWARE)
+except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
+    VERSION = "unknown"
 
 _AGREEMENT_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -363,7 +368,7 @@ async def _info(request: web.Request) -> web.Response:
         "providerPublicKey": state.public_key_hex,
         "backend": state.backend.name,
         "software": SOFTWARE,
-        "version": __version__,
+        "version": VERSION,
     })
 
 
