@@ -2,9 +2,10 @@
 
 Exit codes, for every command: 0 success, 1 the operation failed (one readable line on stderr;
 ``--debug`` adds the traceback), 2 bad usage, 130 interrupted. ``--json`` (before the command)
-prints results as JSON; the services (``node``, ``rpc``, ``provider``) print their URL as
-``{"url": ...}`` once they listen. Private keys come from a keystore file or an environment
-variable, never from an argument.
+prints results as JSON; the services (``rpc``, ``provider``) print their URL as ``{"url": ...}``
+once they listen (``--port-file`` also writes the bound port to a file, for ``--listen`` with port
+0) and stop cleanly, exit code 0, on SIGTERM or SIGINT. Private keys come from a keystore file or
+an environment variable, never from an argument.
 """
 
 from __future__ import annotations
