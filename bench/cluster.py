@@ -125,10 +125,10 @@ def main() -> None:
 
     own = args.state_dir is None
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="oss-bench-"))
-    state = devnet.load_state(state_dir) if not own else devnet.up(state_dir, args.nodes, acl="none")
+    state = devnet.DevnetState.load(state_dir) if not own else devnet.up(state_dir, args.nodes, acl="none")
     if state is None:
         raise SystemExit(f"no devnet in {state_dir}")
-    urls = [n["http_url"] for n in state["nodes"]]
+    urls = [n.http_url for n in state.nodes]
     print(f"{len(urls)} nodes, threshold {threshold}, {os.cpu_count()} cores, state {state_dir}")
     try:
         asyncio.run(bench(urls, threshold, generations, retrievals, args.burst, warmup))

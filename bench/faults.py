@@ -83,7 +83,7 @@ class Stats:
 class Campaign:
     def __init__(self, state_dir: Path, nodes: int, threshold: int, rng: random.Random) -> None:
         self.state_dir, self.n, self.t, self.rng = state_dir, nodes, threshold, rng
-        self.state = devnet.up(state_dir, nodes, acl="contract", session_timeout=SESSION_TIMEOUT)
+        self.state = devnet.up(state_dir, nodes, acl="contract", session_timeout=SESSION_TIMEOUT).to_json()
         self.urls = [e["http_url"] for e in self.state["nodes"]]
         self.listen_ports = [load_config(e["config"]).listen.port for e in self.state["nodes"]]
         self.publisher = Account.from_key(self.state["accounts"]["publisher"]["private_key"])
@@ -256,11 +256,11 @@ class Campaign:
             while devnet._alive(self.pid(victim)):
                 time.sleep(0.01)
         if killed or stopped:
-            self.state = devnet.restart_nodes(self.state_dir, killed + stopped)
+            self.state = devnet.restart_nodes(self.state_dir, killed + stopped).to_json()
         for i in range(self.n):
             if i not in killed and i not in stopped and not devnet._alive(self.pid(i)):
                 self.violation(f"key server {i} died without being killed")
-                self.state = devnet.restart_nodes(self.state_dir, [i])
+                self.state = devnet.restart_nodes(self.state_dir, [i]).to_json()
 
     def check_after_healing(self) -> None:
         self.wait_mesh()
@@ -328,8 +328,8 @@ def main() -> int:
         print("interrupted")
     finally:
         if (state_dir / devnet.STATE_FILE).exists():
-            state = devnet.load_state(state_dir)
-            for entry in (state or {}).get("nodes", []):  # a frozen node cannot take SIGTERM
+            state = devnet.DevnetState.load(state_dir)
+            for entry in (state.to_json() if state else {}).get("nodes", []):  # a frozen node cannot take SIGTERM
                 if entry.get("pid") and devnet._alive(entry["pid"]):
                     os.kill(entry["pid"], signal.SIGCONT)
             devnet.down(state_dir)

@@ -54,7 +54,7 @@ def decrypt_keyfile(keyfile: dict[str, Any], password: str, name: str, address: 
     :raises WrongPassword: the password does not decrypt it (MAC mismatch).
     :raises KeystoreError: an unsupported or malformed keystore, or not a valid secp256k1 key.
     """
-    from eth_account import Account
+    from eth_account import Account  # noqa: PLC0415 -- eth-account costs ~0.4 s at import; inline-secret nodes never unlock
 
     try:
         raw = bytes(Account.decrypt(keyfile, password))
