@@ -267,7 +267,18 @@ def _alive(pid: int | None) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    # So does a zombie that is not ours (started by another `devnet` command): it has exited, and
+    # only its reaping is left to pid 1, which can be slow (seen here: seconds per process).
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    # "pid (comm) S ...": the state follows the last ")", since comm may itself hold ")".
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
 
 
 @dataclass(frozen=True)
@@ -313,8 +324,7 @@ def _port_taken(child: _Child) -> bool:
 
 
 def _stop_children(children: Sequence[_Child]) -> None:
-    for child in children:
-        _stop_group(child.pid)
+    _stop_groups([child.pid for child in children])
 
 
 def _wait_until(what: str, ready: Callable[[], bool], children: Sequence[_Child], timeout: float) -> None:
@@ -378,16 +388,23 @@ def wait_for_mesh(http_urls: Sequence[str], expected_peers: int, timeout: float,
 
 
 def _stop_group(pid: int, grace: float = 5.0) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(pid):
+    _stop_groups([pid], grace)
+
+
+def _stop_groups(pids: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM every process group at once, then SIGKILL those still running after ``grace``."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        while _alive(pid) and time.monotonic() < deadline + grace:
-            time.sleep(0.05)
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline + grace:
+        time.sleep(0.05)
 
 
 # -- the parts of a devnet -------------------------------------------------------------------------
@@ -635,8 +652,7 @@ def up(
     except BaseException:
         pids = [anvil.pid] if anvil is not None else []
         pids += [pid for pid in (state.pids() if state is not None else []) if pid is not None]
-        for pid in dict.fromkeys(pids):
-            _stop_group(pid)
+        _stop_groups(list(dict.fromkeys(pids)))
         raise
     state.save()
     return state
@@ -646,8 +662,9 @@ def down(state_dir: Path) -> list[int]:
     """Stop every process of the devnet; the pids stopped."""
     state = DevnetState.require(state_dir)
     stopped = state.running_pids()
-    for pid in stopped:
-        _stop_group(pid)
+    # The services first, all at once; the chain last, so none of them sees it vanish mid-request.
+    _stop_groups([pid for pid in stopped if pid != state.anvil_pid])
+    _stop_groups([pid for pid in stopped if pid == state.anvil_pid])
     for node in state.nodes:
         node.pid = None
     state.anvil_pid = state.rpc_pid = state.provider_pid = None

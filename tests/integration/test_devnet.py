@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,23 @@ def test_up_survives_a_port_taken_between_the_probe_and_the_bind(
             devnet.down(state.state_dir)
     finally:
         squatter.close()
+
+
+def test_an_exited_process_that_is_not_ours_counts_as_stopped() -> None:
+    # `devnet down` runs in another process than `devnet up`: the key servers are not its children,
+    # so once they exit they stay zombies until pid 1 reaps them, which here took seconds each and
+    # made `down` take 15-25 s. A zombie has exited; waiting for its reaping is waiting for nothing.
+    exited = subprocess.Popen(["true"])
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while not devnet._is_zombie(exited.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert devnet._is_zombie(exited.pid)
+        assert not devnet._is_zombie(running.pid)
+        assert devnet._alive(running.pid)
+    finally:
+        running.kill()
+        running.wait()
+        exited.wait()
+    assert not devnet._is_zombie(exited.pid)  # reaped: no /proc entry left
