@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml tools/package.json tools/package-lock.json
 	# npm ci rejects a lock that (like npm itself) records only this platform's optional binary;
 	# install from the lock without rewriting it instead.
 	cd tools && npm install --no-save --no-audit --no-fund --loglevel=error
-	$(PY) -m ocean_secret_store.tools anvil-path --check
+	$(PY) -m ocean_secret_store.cli anvil-path --check
 	@touch $(STAMP)
 
 demo: setup

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Coroutine
@@ -311,6 +312,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if run_demo(nodes=args.nodes) else EXIT_FAILED
 
 
+def _cmd_anvil_path(args: argparse.Namespace) -> int:
+    from .tools import anvil_path
+
+    path = anvil_path()
+    if not args.check:
+        _print(args, {"anvil": str(path)}, str(path))
+        return EXIT_OK
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True, timeout=30)
+    except subprocess.CalledProcessError as exc:
+        raise SecretStoreError(f"{path} --version exited with {exc.returncode}") from None
+    version = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+    _print(args, {"anvil": str(path), "version": version}, version)
+    return EXIT_OK
+
+
 def _account_args(cmd: argparse.ArgumentParser, whose: str = "the account") -> None:
     cmd.add_argument("--key-env", help=f"environment variable holding {whose}'s private key (hex)")
     cmd.add_argument("--keystore", help=f"Ethereum v3 keystore file of {whose}")
@@ -433,11 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rpc(sub)
     _add_provider(sub)
+    _add_demo_and_tools(sub)
+    return parser
 
+
+def _add_demo_and_tools(sub: Any) -> None:
     demo = sub.add_parser("demo", help="run the end-to-end demo")
     demo.add_argument("--nodes", type=int, default=5)
     demo.set_defaults(func=_cmd_demo)
-    return parser
+
+    anvil = sub.add_parser("anvil-path", help="where `make setup` installed anvil (the platform binary)")
+    anvil.add_argument("--check", action="store_true", help="run it and print its version")
+    anvil.set_defaults(func=_cmd_anvil_path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,20 @@ def run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = Non
 def test_help_lists_every_command() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "demo"):
+    for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "demo", "anvil-path"):
         assert command.encode() in out.stdout
+
+
+def test_anvil_path_runs_the_installed_binary(tmp_path: Path) -> None:
+    # `make setup` checks its anvil through this command; a missing binary is a one-line failure.
+    out = run("--json", "anvil-path", "--check")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert Path(answer["anvil"]).is_file()
+    assert answer["version"].startswith("anvil")
+    missing = run("anvil-path", env={"OCEAN_SS_ANVIL": str(tmp_path / "no-anvil")})
+    assert missing.returncode == 1
+    assert missing.stderr.decode().startswith("error: anvil not found at")
 
 
 def test_rpc_and_provider_are_ordinary_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
