@@ -293,20 +293,20 @@ class RpcService:
         return local.rpc_generate_document_key(account, values[2])
 
     async def _encrypt(self, params: object) -> str:
-        values = _positional("secretstore_encrypt", params, ("account", "password", "key", "data"))
-        address, password = _address(values[0], "account"), _password(values[1])
-        _hex(values[2], "key")
-        _hex(values[3], "data")
-        account = await self._unlock(address, password)
-        return local.rpc_encrypt(account, values[2], values[3])
+        return await self._with_key_and_data("secretstore_encrypt", params, local.rpc_encrypt)
 
     async def _decrypt(self, params: object) -> str:
-        values = _positional("secretstore_decrypt", params, ("account", "password", "key", "data"))
+        return await self._with_key_and_data("secretstore_decrypt", params, local.rpc_decrypt)
+
+    async def _with_key_and_data(self, method: str, params: object,
+                                 operation: Callable[[LocalAccount, str, str], str]) -> str:
+        """``[account, password, key, data]``: the two methods differ only in what they do with them."""
+        values = _positional(method, params, ("account", "password", "key", "data"))
         address, password = _address(values[0], "account"), _password(values[1])
         _hex(values[2], "key")
         _hex(values[3], "data")
         account = await self._unlock(address, password)
-        return local.rpc_decrypt(account, values[2], values[3])
+        return operation(account, values[2], values[3])
 
     async def _shadow_decrypt(self, params: object) -> str:
         names = ("account", "password", "decrypted_secret", "common_point", "decrypt_shadows", "data")
