@@ -105,7 +105,7 @@ class Campaign:
         self.stats.requests += 1
         started = time.monotonic()
         try:
-            result = fn()  # type: ignore[operator]
+            result = fn()  # type: ignore[operator]  # fn is a zero-argument callable; typed object to take any result
         except SecretStoreError as exc:
             self.stats.failures[type(exc).__name__] += 1
             result = None
@@ -154,7 +154,7 @@ class Campaign:
         sig = self.timed("schnorr", lambda: client.schnorr_sign(key.key_id, digest))
         if sig is not None:
             try:
-                schnorr.verify(key.public, sig, digest)  # type: ignore[arg-type]
+                schnorr.verify(key.public, sig, digest)  # type: ignore[arg-type]  # timed() returns object; sig is the bytes of schnorr_sign
             except SecretStoreError:
                 self.violation(f"schnorr signature for 0x{key.key_id.hex()[:12]} does not verify")
 

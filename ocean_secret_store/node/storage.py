@@ -111,7 +111,7 @@ class KeyVersion:
             and hmac.compare_digest(scalar_bytes(self.secret_share), scalar_bytes(other.secret_share))
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking value with a custom __eq__: unhashable on purpose
 
     def __repr__(self) -> str:
         nodes = ", ".join("0x" + node.hex()[:16] + "…" for node in sorted(self.id_numbers))
@@ -267,8 +267,8 @@ class _Keys:
         if isinstance(node_secret, bool) or not isinstance(node_secret, int) or not 0 < node_secret < N:
             raise InvalidScalar("the node secret must satisfy 1 <= s < n")
         master = scalar_bytes(node_secret)
-        self.share: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_SHARE_KEY_LABEL)  # type: ignore[assignment]
-        self.mac: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_RECORD_MAC_LABEL)  # type: ignore[assignment]
+        self.share: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_SHARE_KEY_LABEL)  # type: ignore[assignment]  # one key asked: HKDF returns bytes, typeshed says bytes | tuple
+        self.mac: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_RECORD_MAC_LABEL)  # type: ignore[assignment]  # as above
 
     def __repr__(self) -> str:
         return "_Keys(<secret>)"

@@ -102,7 +102,7 @@ def test_version_ids_are_read_only() -> None:
     ids[Point.generator_mul(6).to_bytes()] = 10
     assert len(version.id_numbers) == 1
     with pytest.raises(TypeError):
-        version.id_numbers[b"x" * 64] = 1  # type: ignore[index]
+        version.id_numbers[b"x" * 64] = 1  # type: ignore[index]  # read-only mapping: the write must fail
 
 
 def test_reprs_hide_the_share() -> None:
@@ -343,9 +343,9 @@ def test_tampered_share_ciphertext_is_detected(tmp_path: Path) -> None:
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, _share())
         record, _ = _raw_row(tmp_path, key_id)
-        sealed = record["versions"][0]["secret_share"]["aes256gcm"]  # type: ignore[index]
+        sealed = record["versions"][0]["secret_share"]["aes256gcm"]  # type: ignore[index]  # raw JSON record
         flipped = sealed[:40] + ("0" if sealed[40] != "0" else "1") + sealed[41:]
-        record["versions"][0]["secret_share"]["aes256gcm"] = flipped  # type: ignore[index]
+        record["versions"][0]["secret_share"]["aes256gcm"] = flipped  # type: ignore[index]  # raw JSON record
         _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
         with pytest.raises(DatabaseError, match="secret share fails authentication"):
             store.get(key_id)
@@ -395,7 +395,7 @@ def test_share_moved_between_versions_is_detected(tmp_path: Path) -> None:
         store.insert(key_id, _share(versions=2))
         record, _ = _raw_row(tmp_path, key_id)
         versions = record["versions"]
-        versions[1]["secret_share"] = versions[0]["secret_share"]  # type: ignore[index]
+        versions[1]["secret_share"] = versions[0]["secret_share"]  # type: ignore[index]  # raw JSON record
         _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
         with pytest.raises(DatabaseError, match="secret share fails authentication"):
             store.get(key_id)

@@ -131,7 +131,7 @@ def test_an_empty_value_means_the_default(tmp_path: Path) -> None:
 def test_the_config_is_frozen_and_hides_the_parity_password() -> None:
     config = OceanConfig(parity_password="hunter2")
     with pytest.raises(AttributeError):
-        config.threshold = 1  # type: ignore[misc]
+        config.threshold = 1  # type: ignore[misc]  # frozen: the point of the test
     assert "hunter2" not in repr(config)
 
 

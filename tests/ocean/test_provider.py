@@ -25,6 +25,7 @@ from ocean_secret_store.cli import main
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
+from ocean_secret_store.lifecycle import bound_port
 from ocean_secret_store.ocean.config import load_config
 from ocean_secret_store.ocean.ddo import DDO, build_ddo
 from ocean_secret_store.ocean.did import did_to_id
@@ -80,7 +81,7 @@ class ServerThread(LoopThread):
             await self.runner.setup()
             site = web.TCPSite(self.runner, "127.0.0.1", 0)
             await site.start()
-            return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+            return bound_port(self.runner)
 
         self.url = f"http://127.0.0.1:{self.run(setup())}"
         return self
@@ -327,8 +328,8 @@ def test_expired_agreement_is_refused(net: devnet.DevnetState, keeper: Keeper, m
     agreement_id = order(net, keeper, ddo)
     assert settle(handler, keeper, agreement_id) == (2, 2, 2)
     assert consume(provider, agreement_id, consumer, 0).status_code == 200
-    keeper.w3.provider.make_request("evm_increaseTime", [120])  # type: ignore[arg-type]
-    keeper.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    keeper.w3.provider.make_request("evm_increaseTime", [120])  # type: ignore[arg-type]  # anvil method, not in web3 RPCEndpoint
+    keeper.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]  # anvil method, not in web3 RPCEndpoint
     assert "expired" in refusal(consume(provider, agreement_id, consumer, 0))
 
 
@@ -341,7 +342,7 @@ def test_timed_out_access_is_aborted_and_refunded(net: devnet.DevnetState, keepe
     agreement_id = order(net, keeper, ddo, time_outs=(0, 1, 0))
     assert keeper.token_balance(consumer.address) == before - ddo.price  # locked in escrow
     for _ in range(2):
-        keeper.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        keeper.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]  # anvil method, not in web3 RPCEndpoint
     assert settle(handler, keeper, agreement_id) == (2, 3, 2)
     # the consumer got the locked price back
     assert keeper.token_balance(consumer.address) == before

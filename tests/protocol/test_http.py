@@ -362,18 +362,18 @@ def test_servers_set_change_body_is_sorted_compact_json() -> None:
         lambda: GenerateServerKey(b(KEY), b(SIG), -1),
         lambda: GenerateDocumentKey(b(KEY), b(SIG), 2**64),
         lambda: GenerateDocumentKey(b(KEY), b(SIG), True),
-        lambda: RetrieveDocumentKey(KEY, b(SIG)),  # type: ignore[arg-type]
+        lambda: RetrieveDocumentKey(KEY, b(SIG)),  # type: ignore[arg-type]  # bad input on purpose
         lambda: SchnorrSign(b(KEY), b(SIG), b(MESSAGE)[:31]),
-        lambda: StoreDocumentKey(b(KEY), b(SIG), b(COMMON), pt(ENCRYPTED)),  # type: ignore[arg-type]
-        lambda: ServersSetChange(b(SIG), b(SIG_B), (b(NODE1),)),  # type: ignore[arg-type]
-        lambda: http.encode_request(object()),  # type: ignore[arg-type]
+        lambda: StoreDocumentKey(b(KEY), b(SIG), b(COMMON), pt(ENCRYPTED)),  # type: ignore[arg-type]  # bad input on purpose
+        lambda: ServersSetChange(b(SIG), b(SIG_B), (b(NODE1),)),  # type: ignore[arg-type]  # bad input on purpose
+        lambda: http.encode_request(object()),  # type: ignore[arg-type]  # bad input on purpose
     ],
     ids=["short key", "short sig", "negative t", "t overflow", "bool t", "str key", "short hash", "raw point",
          "raw node", "not a request"],
 )
 def test_requests_that_cannot_go_on_the_wire(make: object) -> None:
     with pytest.raises(BadRequest):
-        make()  # type: ignore[operator]
+        make()  # type: ignore[operator]  # the parameters are zero-argument lambdas
 
 
 key_ids = st.binary(min_size=32, max_size=32)
