@@ -481,24 +481,38 @@ def _start_service(state: DevnetState, name: str, args: Sequence[str], answers: 
                    timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Start a service that writes the port it bound into ``--port-file`` and wait until
     ``answers(url)``; its pid and URL. A failed start leaves no process behind."""
+    child, port_file = _spawn_service(state, name, args, env)
+    return child.pid, _await_service(child, port_file, answers, timeout)
+
+
+def _spawn_service(state: DevnetState, name: str, args: Sequence[str],
+                   env: Mapping[str, str] | None = None) -> tuple[_Child, Path]:
     port_file = state.state_dir / f".{name}.port"
     port_file.unlink(missing_ok=True)
     child = _spawn(f"the {name}", [*args, "--port-file", str(port_file)], state.state_dir / f"{name}.log", env)
+    return child, port_file
+
+
+def _await_service(child: _Child, port_file: Path, answers: Callable[[str], bool], timeout: float) -> str:
+    """The URL of a spawned service once it reported its port and answers; stopped if it does not."""
     try:
-        _wait_until(f"the {name} did not report its port", lambda: _reported_port(port_file) is not None,
+        _wait_until(f"{child.name} did not report its port", lambda: _reported_port(port_file) is not None,
                     [child], timeout)
         url = f"http://{LOOPBACK}:{_reported_port(port_file)}"
-        _wait_until(f"the {name} at {url} did not answer", lambda: answers(url), [child], timeout)
+        _wait_until(f"{child.name} at {url} did not answer", lambda: answers(url), [child], timeout)
     except BaseException:
         _stop_children([child])
         raise
-    return child.pid, url
+    return url
 
 
-def _start_rpc(state: DevnetState, timeout: float) -> None:
+def _spawn_rpc(state: DevnetState) -> tuple[_Child, Path]:
+    """The JSON-RPC face needs only the chain and the keystores: it starts beside the key servers."""
     args = ["rpc", "--keystore", str(state.state_dir / "keystore"), "--listen", f"{LOOPBACK}:0",
             "--chain-url", state.chain_url]
-    state.rpc_pid, state.rpc_url = _start_service(state, "rpc", args, _rpc_answers, timeout)
+    child, port_file = _spawn_service(state, "rpc", args)
+    state.rpc_pid = child.pid
+    return child, port_file
 
 
 def _start_provider(state: DevnetState, timeout: float) -> None:
@@ -642,11 +656,12 @@ def up(
             state.rpc_pid = state.provider_pid = None
             anvil = _start_chain(state_dir, _url_port(state.chain_url))
             state.anvil_pid = anvil.pid
+        rpc, rpc_port_file = _spawn_rpc(state)
         say(f"starting {len(state.nodes)} key servers; waiting until each node is connected to every other")
         _start_nodes(state, range(len(state.nodes)), timeout, move_ports)
         state.secret_store_url = state.nodes[0].http_url
         state.threshold_max = len(state.nodes) - 1
-        _start_rpc(state, timeout)
+        state.rpc_url = _await_service(rpc, rpc_port_file, _rpc_answers, timeout)
         _start_provider(state, timeout)
         say(f"provider (Brizo-shaped, {state.provider_backend} backend) at {state.provider_url}")
     except BaseException:
