@@ -25,6 +25,7 @@ from ocean_secret_store.cli import main
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
+from ocean_secret_store.exceptions import OceanError
 from ocean_secret_store.lifecycle import bound_port
 from ocean_secret_store.ocean.config import load_config
 from ocean_secret_store.ocean.ddo import DDO, build_ddo
@@ -39,7 +40,7 @@ from ocean_secret_store.ocean.provider.app import (
     settings_from_config,
     start_provider,
 )
-from ocean_secret_store.ocean.provider.backends import ProviderKeyBackend, SecretStoreBackend
+from ocean_secret_store.ocean.provider.backends import ProviderKeyBackend, SecretStoreBackend, encrypted_files_bytes
 from ocean_secret_store.ocean.provider.events import EventsHandler
 
 pytestmark = pytest.mark.integration
@@ -433,3 +434,15 @@ def test_settings_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert settings.metadata_location == str(tmp_path / "ddo.db")
     assert settings.file_root == str(tmp_path / "files")
     assert {k: v.lower() for k, v in settings.contracts.items()} == contracts
+
+
+@pytest.mark.parametrize("spelling", ["0xab01", "0Xab01", "ab01", ' {"encryptedDocument": "0xab01"} '])
+def test_encrypted_files_spellings(spelling: str) -> None:
+    assert encrypted_files_bytes(spelling) == b"\xab\x01"
+
+
+@pytest.mark.parametrize("bad", ["0xab 01", "0xab0", "0xzz", '{"encryptedDocument": 5}', '{"other": "0x00"}'])
+def test_encrypted_files_that_are_not_hex_are_refused(bad: str) -> None:
+    # bytes.fromhex, used here before the one hex codec, let whitespace between bytes through.
+    with pytest.raises(OceanError, match="encryptedFiles"):
+        encrypted_files_bytes(bad)

@@ -27,6 +27,7 @@ from ...client.client import SecretStoreClient
 from ...crypto import ecies
 from ...crypto.curve import Scalar
 from ...exceptions import DecryptionFailed, OceanError
+from ...protocol.hexcodec import parse_hex
 from ..ddo import files_from_plaintext
 
 if TYPE_CHECKING:
@@ -64,11 +65,7 @@ def encrypted_files_bytes(encrypted: str) -> bytes:
             text = str(json.loads(text)["encryptedDocument"])
         except (ValueError, KeyError, TypeError) as exc:
             raise OceanError("encryptedFiles is JSON without an encryptedDocument hex string") from exc
-    body = text[2:] if text[:2] in ("0x", "0X") else text
-    try:
-        return bytes.fromhex(body)
-    except ValueError as exc:
-        raise OceanError(f"encryptedFiles is not hex ({len(body)} characters)") from exc
+    return parse_hex(text, "encryptedFiles", prefix=None, error=OceanError)
 
 
 class SecretStoreBackend:
