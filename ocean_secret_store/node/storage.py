@@ -111,7 +111,7 @@ class KeyVersion:
             and hmac.compare_digest(scalar_bytes(self.secret_share), scalar_bytes(other.secret_share))
         )
 
-    __hash__ = None  # type: ignore[assignment]  # mutable-looking value with a custom __eq__: unhashable on purpose
+    __hash__ = None  # type: ignore[assignment]  # eq compares the share in constant time; never a dict key or set member
 
     def __repr__(self) -> str:
         nodes = ", ".join("0x" + node.hex()[:16] + "…" for node in sorted(self.id_numbers))
