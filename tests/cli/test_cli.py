@@ -15,9 +15,10 @@ import pytest
 import requests
 from eth_account import Account
 
-from ocean_secret_store import devnet
 from ocean_secret_store.chain.keeper import KEEPER_CONTRACTS
 from ocean_secret_store.cli import main
+from ocean_secret_store.testing.devnets import running_devnet
+from ocean_secret_store.testing.servers import serving_files
 
 CLI = [sys.executable, "-m", "ocean_secret_store.cli"]
 
@@ -120,11 +121,8 @@ def test_keys_generate_and_show(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state_dir = tmp_path_factory.mktemp("cli-devnet")
-    devnet.up(state_dir, 3, acl="none")
-    try:
+    with running_devnet(state_dir, 3, acl="none"):
         yield state_dir
-    finally:
-        devnet.down(state_dir)
 
 
 @pytest.mark.integration
@@ -183,26 +181,14 @@ def test_devnet_up_json_keeps_secrets_in_the_state_file(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_publish_and_consume_through_the_cli(tmp_path: Path) -> None:
-    import functools
-    import http.server
-    import threading
-
     state_dir = tmp_path / "dn"
-    state = devnet.up(state_dir, 3)
     root = tmp_path / "files"
     root.mkdir()
     (root / "a.txt").write_bytes(b"hello ocean\n" * 100)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with running_devnet(state_dir, 3) as state, serving_files(root) as files_url:
         metadata: dict[str, Any] = {"main": {"type": "dataset", "name": "cli", "author": "a", "license": "CC0",
                              "dateCreated": "2026-11-23T00:00:00Z", "price": "0",
-                             "files": [{"url": f"http://127.0.0.1:{server.server_address[1]}/a.txt",
+                             "files": [{"url": f"{files_url}/a.txt",
                                         "contentType": "text/plain", "name": "a.txt"}]}}
         (tmp_path / "meta.json").write_text(json.dumps(metadata))
         env = {"PUB": state.accounts["publisher"].private_key, "CON": state.accounts["consumer"].private_key}
@@ -220,6 +206,3 @@ def test_publish_and_consume_through_the_cli(tmp_path: Path) -> None:
         assert consumed.returncode == 0, consumed.stderr
         files = json.loads(consumed.stdout)["files"]
         assert [Path(f).read_bytes() for f in files] == [b"hello ocean\n" * 100]
-    finally:
-        server.shutdown()
-        devnet.down(state_dir)

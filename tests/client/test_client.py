@@ -9,10 +9,8 @@ HTTP servers can front one :class:`FakeCluster` (equivalent entry points, as in 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -50,6 +48,7 @@ from ocean_secret_store.exceptions import (
     ServerKeyIsNotFound,
 )
 from ocean_secret_store.protocol import http as ss_http
+from ocean_secret_store.testing.servers import ServerThread, closed_port_url
 
 # -- the fake cluster ----------------------------------------------------------------------
 
@@ -231,44 +230,12 @@ class FakeNode:
         return web.Response(status=200, body=payload, headers={"Content-Type": ss_http.CONTENT_TYPE_JSON})
 
 
-class ServerThread:
-    """An asyncio loop in a background thread hosting any number of fake nodes."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runners: list[web.AppRunner] = []
-
-    def start(self, node: FakeNode) -> FakeNode:
-        async def start() -> int:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", node.handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            await web.SockSite(runner, sock).start()
-            self.runners.append(runner)
-            return int(sock.getsockname()[1])
-
-        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=10)
-        node.url = f"http://127.0.0.1:{port}"
-        return node
-
-    def stop_all(self) -> None:
-        async def stop() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-            self.runners.clear()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
-
-    def close(self) -> None:
-        self.stop_all()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+def serve(server_thread: ServerThread, node: FakeNode) -> FakeNode:
+    """Serve ``node`` on its own loopback port of ``server_thread``, every method and path to its handler."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", node.handle)
+    node.url = server_thread.start(app)
+    return node
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +253,7 @@ def cluster() -> FakeCluster:
 @pytest.fixture
 def start_node(server_thread: ServerThread, cluster: FakeCluster) -> Iterator[Callable[..., FakeNode]]:
     def start(**options: object) -> FakeNode:
-        return server_thread.start(FakeNode(cluster, **options))  # type: ignore[arg-type]  # options are FakeNode fields
+        return serve(server_thread, FakeNode(cluster, **options))  # type: ignore[arg-type]  # options are FakeNode fields
 
     yield start
     server_thread.stop_all()
@@ -300,10 +267,7 @@ def node(start_node: Callable[..., FakeNode]) -> FakeNode:
 @pytest.fixture
 def dead_url() -> str:
     """A loopback port nobody listens on: connections are refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return closed_port_url()
 
 
 @pytest.fixture

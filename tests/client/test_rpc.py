@@ -7,13 +7,11 @@ loop in a background thread; keystores are written from the vector accounts with
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.crypto.document import decrypt_document, encrypt_document
 from ocean_secret_store.crypto.hashes import keccak256
 from ocean_secret_store.crypto.signatures import recover_address
+from ocean_secret_store.testing.servers import ServerThread, closed_port_url
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 RPC_VECTORS: dict[str, Any] = json.loads((VECTORS / "parity_rpc.json").read_text(encoding="utf-8"))
@@ -54,39 +53,19 @@ def h(hex_value: str) -> str:
     return "0x" + hex_value
 
 
+def shadow_decrypt_params() -> list[Any]:
+    """The §10.1 vector's ``secretstore_shadowDecrypt`` parameters, in Parity's order."""
+    return [
+        SD["account_address"],
+        SD_PASSWORD,
+        h(SD["decrypted_secret"]),
+        h(SD["common_point"]),
+        [h(s) for s in SD["decrypt_shadows"]],
+        h(SD["encrypted_document"]),
+    ]
+
+
 # -- servers ---------------------------------------------------------------------------------------
-
-
-class ServerThread:
-    """One asyncio loop in a background thread hosting aiohttp apps on 127.0.0.1, port 0."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runners: list[web.AppRunner] = []
-
-    def start(self, app: web.Application) -> str:
-        async def start() -> int:
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.runners.append(runner)
-            return int(runner.addresses[0][1])
-
-        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=10)
-        return f"http://127.0.0.1:{port}"
-
-    def close(self) -> None:
-        async def stop() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 class FakeChain:
@@ -193,15 +172,7 @@ def error(url: str, method: str, params: Any = None) -> dict[str, Any]:
 
 
 def test_vector_10_1_shadow_decrypt(url: str) -> None:
-    params = [
-        SD["account_address"],
-        SD_PASSWORD,
-        h(SD["decrypted_secret"]),
-        h(SD["common_point"]),
-        [h(s) for s in SD["decrypt_shadows"]],
-        h(SD["encrypted_document"]),
-    ]
-    assert result(url, "secretstore_shadowDecrypt", params) == h(SD["document"])
+    assert result(url, "secretstore_shadowDecrypt", shadow_decrypt_params()) == h(SD["document"])
 
 
 def test_vector_10_2_key_blob_encrypt_and_decrypt(url: str) -> None:
@@ -623,14 +594,7 @@ def test_batch_mixing_local_and_forwarded(servers: Servers) -> None:
 def test_unreachable_chain(keystore_dir: Path) -> None:
     thread = ServerThread()
     try:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            dead_port = probe.getsockname()[1]
-        dead = thread.start(
-            rpc.make_rpc_app(Keystore(keystore_dir), f"http://127.0.0.1:{dead_port}/secret-api-key")
-        )
+        dead = thread.start(rpc.make_rpc_app(Keystore(keystore_dir), closed_port_url() + "/secret-api-key"))
         failure = error(dead, "eth_blockNumber", [])
         assert failure["code"] == rpc.INTERNAL_ERROR and "chain" in failure["message"]
         assert "secret-api-key" not in failure["message"]
@@ -709,15 +673,7 @@ def test_the_cli_serves(keystore_dir: Path) -> None:
         assert "listening on http://127.0.0.1:" in line, line
         served = line.rsplit(" ", 1)[1].strip()
         assert len(result(served, "eth_accounts", [])) == 3
-        params = [
-            SD["account_address"],
-            SD_PASSWORD,
-            h(SD["decrypted_secret"]),
-            h(SD["common_point"]),
-            [h(s) for s in SD["decrypt_shadows"]],
-            h(SD["encrypted_document"]),
-        ]
-        assert result(served, "secretstore_shadowDecrypt", params) == h(SD["document"])
+        assert result(served, "secretstore_shadowDecrypt", shadow_decrypt_params()) == h(SD["document"])
     finally:
         code = _stop(process)
     assert code == 0  # SIGTERM is the normal way to stop a service

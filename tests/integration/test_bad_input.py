@@ -19,6 +19,7 @@ from ocean_secret_store.crypto import document
 from ocean_secret_store.crypto.curve import P, Point
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.protocol import http as codec
+from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +42,9 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     state_dir = tmp_path_factory.mktemp("bad-input")
-    state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
-    try:
+    with running_devnet(state_dir, 3, acl="contract", session_timeout=2.0) as state:
         yield Net(state_dir, state, Keeper(state.chain_url, state.contracts), requests.Session(),
                   Account.from_key(state.accounts["publisher"].private_key))
-    finally:
-        devnet.down(state_dir)
 
 
 @pytest.fixture(scope="module")

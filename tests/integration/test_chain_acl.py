@@ -16,6 +16,7 @@ from ocean_secret_store.chain.keeper import Keeper
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.exceptions import ConsensusUnreachable, KeyServerError
+from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +25,8 @@ PRICE = 5
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
-    state_dir = tmp_path_factory.mktemp("chain-devnet")
-    state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
-    try:
+    with running_devnet(tmp_path_factory.mktemp("chain-devnet"), 3, acl="contract", session_timeout=2.0) as state:
         yield state
-    finally:
-        devnet.down(state_dir)
 
 
 @pytest.fixture(scope="module")

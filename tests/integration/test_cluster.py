@@ -25,6 +25,7 @@ from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.node.config import load_config
 from ocean_secret_store.node.storage import KeyShare, SqliteKeyStorage
 from ocean_secret_store.protocol import http as codec
+from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +92,8 @@ def stored(storage: SqliteKeyStorage, key_id: bytes) -> KeyShare:
 
 def _start(tmp_path_factory: pytest.TempPathFactory, nodes: int) -> Iterator[Cluster]:
     state_dir = tmp_path_factory.mktemp(f"devnet{nodes}")
-    state = devnet.up(state_dir, nodes, acl="none", session_timeout=SESSION_TIMEOUT)
-    try:
+    with running_devnet(state_dir, nodes, acl="none", session_timeout=SESSION_TIMEOUT) as state:
         yield Cluster(state_dir, state)
-    finally:
-        devnet.down(state_dir)
 
 
 @pytest.fixture(scope="module")

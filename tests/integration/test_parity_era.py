@@ -16,6 +16,7 @@ from eth_account import Account
 
 from ocean_secret_store import devnet
 from ocean_secret_store.chain.keeper import Keeper
+from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +68,8 @@ class ParityEraClient:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
-    state_dir = tmp_path_factory.mktemp("parity-era")
-    state = devnet.up(state_dir, 3, acl="contract")
-    try:
+    with running_devnet(tmp_path_factory.mktemp("parity-era"), 3, acl="contract") as state:
         yield state
-    finally:
-        devnet.down(state_dir)
 
 
 def test_parity_era_program_round_trips_a_document(net: devnet.DevnetState) -> None:

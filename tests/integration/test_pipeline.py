@@ -4,12 +4,9 @@ servers with the on-chain checker, the provider with its events handler, both ba
 from __future__ import annotations
 
 import dataclasses
-import functools
-import http.server
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,15 +19,12 @@ from ocean_secret_store import devnet
 from ocean_secret_store.exceptions import ConsensusUnreachable, DidMismatch
 from ocean_secret_store.ocean.host import Ocean
 from ocean_secret_store.ocean.provider.app import consume_params
+from ocean_secret_store.testing.devnets import running_devnet
+from ocean_secret_store.testing.servers import serving_files
 
 pytestmark = pytest.mark.integration
 
 PRICE = 3 * 10**18
-
-
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +32,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bytes
     root = tmp_path_factory.mktemp("files")
     data = os.urandom(100_000)
     (root / "data.bin").write_bytes(data)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/data.bin", data
-    finally:
-        server.shutdown()
+    with serving_files(root) as url:
+        yield f"{url}/data.bin", data
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
-    state_dir = tmp_path_factory.mktemp("pipeline")
-    state = devnet.up(state_dir, 3)
-    try:
+    with running_devnet(tmp_path_factory.mktemp("pipeline"), 3) as state:
         yield state
-    finally:
-        devnet.down(state_dir)
 
 
 def accounts(net: devnet.DevnetState) -> dict[str, LocalAccount]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from ocean_secret_store.exceptions import ConfigError, InternalError
 from ocean_secret_store.node.acl import AccessCheckFailed, AllowAll, ContractAccessChecker, StaticAllowList
 from ocean_secret_store.node.app import build_access_checker
 from ocean_secret_store.node.config import AclConfig
+from ocean_secret_store.testing.servers import closed_port_url
 
 ADDRESS = bytes.fromhex("11" * 20)
 OTHER = bytes.fromhex("33" * 20)
@@ -94,12 +94,10 @@ def test_a_malformed_chain_answer_is_an_access_check_failure() -> None:
 
 
 def test_an_unreachable_chain_is_an_access_check_failure() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    chain_url = closed_port_url()
 
     async def scenario() -> None:
-        checker = ContractAccessChecker(f"http://127.0.0.1:{port}", ADDRESS, timeout=1.0)
+        checker = ContractAccessChecker(chain_url, ADDRESS, timeout=1.0)
         try:
             with pytest.raises(AccessCheckFailed, match="chain unreachable"):
                 await checker.check(ADDRESS, KEY_ID)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from ocean_secret_store.ocean.encryptors import (
     SecretStoreEncryptor,
     check_threshold,
 )
+from ocean_secret_store.testing.servers import closed_port_url
 
 FILES = json.dumps([{"index": 0, "url": "https://example.org/data.csv", "contentType": "text/csv"},
                     {"index": 1, "url": "file:///srv/ünïcode.bin"}], separators=(",", ":"))
@@ -36,14 +36,6 @@ FILES = json.dumps([{"index": 0, "url": "https://example.org/data.csv", "content
 
 def new_did() -> str:
     return id_to_did(os.urandom(32))
-
-
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on: the port was bound and released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 # -- provider key --------------------------------------------------------------------------------
@@ -155,10 +147,9 @@ def test_secret_store_refuses_a_malformed_did_before_any_http_call() -> None:
 
 @pytest.mark.integration
 def test_secret_store_round_trip_on_a_three_node_devnet(tmp_path: Path) -> None:
-    from ocean_secret_store import devnet
+    from ocean_secret_store.testing.devnets import running_devnet  # only this test needs the devnet modules
 
-    state = devnet.up(tmp_path, 3, acl="none")
-    try:
+    with running_devnet(tmp_path, 3, acl="none") as state:
         urls = [node.http_url for node in state.nodes]
         encryptor = SecretStoreEncryptor(urls, 2)
         assert isinstance(encryptor, Encryptor)
@@ -175,5 +166,3 @@ def test_secret_store_round_trip_on_a_three_node_devnet(tmp_path: Path) -> None:
         # A DID's server key is generated once.
         with pytest.raises(ServerKeyAlreadyGenerated):
             encryptor.encrypt(did, FILES, publisher, 1)
-    finally:
-        devnet.down(tmp_path)

@@ -4,10 +4,8 @@ settling agreements, and consume refusing or streaming."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +24,6 @@ from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.exceptions import OceanError
-from ocean_secret_store.lifecycle import bound_port
 from ocean_secret_store.ocean.config import load_config
 from ocean_secret_store.ocean.ddo import DDO, build_ddo
 from ocean_secret_store.ocean.did import did_to_id
@@ -42,6 +39,8 @@ from ocean_secret_store.ocean.provider.app import (
 )
 from ocean_secret_store.ocean.provider.backends import ProviderKeyBackend, SecretStoreBackend, encrypted_files_bytes
 from ocean_secret_store.ocean.provider.events import EventsHandler
+from ocean_secret_store.testing.devnets import running_devnet
+from ocean_secret_store.testing.servers import ServerThread
 
 pytestmark = pytest.mark.integration
 
@@ -49,60 +48,13 @@ PRICE = 3 * 10**18  # base units
 MAX_PASSES = 20  # a bound on handler passes; one pass normally settles an agreement
 
 
-# -- loopback servers in threads --------------------------------------------------------------
-
-
-class LoopThread:
-    """An event loop running in a daemon thread; ``run`` executes a coroutine on it and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-class ServerThread(LoopThread):
-    """An aiohttp application served on 127.0.0.1 from its own event loop in a thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        super().__init__()
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        self.url = ""
-
-    def start(self) -> ServerThread:
-        async def setup() -> int:
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return bound_port(self.runner)
-
-        self.url = f"http://127.0.0.1:{self.run(setup())}"
-        return self
-
-    def stop(self) -> None:
-        self.run(self.runner.cleanup())
-        self.close()
-
-
 # -- fixtures ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devnet.DevnetState]:
-    state_dir = tmp_path_factory.mktemp("provider-devnet")
-    state = devnet.up(state_dir, 3, acl="contract", session_timeout=2.0)
-    try:
+    with running_devnet(tmp_path_factory.mktemp("provider-devnet"), 3, acl="contract", session_timeout=2.0) as state:
         yield state
-    finally:
-        devnet.down(state_dir)
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +87,8 @@ def origin(files_dir: Path) -> Iterator[str]:
     """A static file server on loopback (aiohttp's static route honours Range)."""
     app = web.Application()
     app.router.add_static("/files", files_dir)
-    server = ServerThread(app).start()
-    yield server.url
-    server.stop()
+    with ServerThread() as server:
+        yield server.start(app)
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +99,8 @@ def metadata(tmp_path_factory: pytest.TempPathFactory) -> SqliteMetadataStore:
 def _provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, backend: Any, files_dir: Path) -> Iterator[str]:
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=backend,
                             provider_account=account(net, "provider"), file_root=files_dir)
-    server = ServerThread(app).start()
-    yield server.url
-    server.stop()
+    with ServerThread() as server:
+        yield server.start(app)
 
 
 @pytest.fixture(scope="module")
@@ -382,7 +332,7 @@ def test_provider_process_settles_with_its_events_task(
         account=account(net, "provider"), backend=SecretStoreBackend(cluster(net)), port=0,
         file_root=str(files_dir), poll_interval=0.05, from_block=int(keeper.w3.eth.block_number),
     )
-    loop = LoopThread()
+    loop = ServerThread(timeout=30)
     running = loop.run(start_provider(settings))
     try:
         ddo = publish(net, keeper, SqliteMetadataStore(store_path), running.url,
