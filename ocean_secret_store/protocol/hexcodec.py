@@ -8,13 +8,9 @@ Messages say what is wrong, never the value (it may be a secret).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from typing import Final
 
 from ..exceptions import MalformedHex
-
-_HEX_DIGITS: Final = re.compile(r"[0-9a-fA-F]*")
 
 ErrorFactory = Callable[[str], Exception]
 
@@ -41,9 +37,15 @@ def parse_hex(
     digits = value[2:] if has_prefix and prefix is not False else value
     if len(digits) % 2:
         raise error(f"{what} must have an even number of hex digits, got {len(digits)}")
-    if not _HEX_DIGITS.fullmatch(digits):
+    # bytes.fromhex refuses every character but hex digits and whitespace, and skips whitespace:
+    # all of it was digits exactly when two of them became each byte. (A regex check first cost
+    # a third of the codec's time on the cluster's message path.)
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        raw = b""
+    if 2 * len(raw) != len(digits):
         raise error(f"{what} contains characters that are not hex digits")
-    raw = bytes.fromhex(digits)
     if size is not None and len(raw) != size:
         raise error(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
     return raw
