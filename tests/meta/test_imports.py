@@ -27,7 +27,7 @@ PACKAGE_DIR = Path(ocean_secret_store.__file__).resolve().parent
 
 _BASE = frozenset({"exceptions"})
 _CORE = _BASE | {"crypto", "protocol", "keyfile"}
-_SERVICES = _CORE | {"lifecycle", "tools", "chain", "node", "client", "ocean"}
+_SERVICES = _CORE | {"lifecycle", "serving", "tools", "chain", "node", "client", "ocean"}
 
 #: Component (a subpackage or a top-level module of the package) -> the components it may import.
 #: Low to high; a component may always import its own modules. ``__init__`` is the package root,
@@ -38,11 +38,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "keyfile": _BASE | {"crypto"},
     "protocol": _BASE | {"crypto"},
     "lifecycle": _BASE,
+    "serving": _BASE | {"lifecycle"},
     "tools": _BASE,
     "chain": _CORE | {"tools"},
-    "node": _CORE | {"chain", "lifecycle"},
-    "client": _CORE | {"lifecycle"},
-    "ocean": _CORE | {"lifecycle", "client", "chain"},
+    "node": _CORE | {"chain", "lifecycle", "serving"},
+    "client": _CORE | {"lifecycle", "serving"},
+    "ocean": _CORE | {"lifecycle", "serving", "client", "chain"},
     "devnet": _SERVICES,
     "demo": _SERVICES | {"devnet"},
     "cli_tools": _SERVICES | {"devnet"},
