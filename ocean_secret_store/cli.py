@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cli_tools import UsageError
+from .client.throttle import DEFAULT_FIRST_DELAY, DEFAULT_MAX_DELAY, PasswordThrottle
 from .exceptions import SecretStoreError
 from .protocol.addresses import HostPort, parse_host_port
 
@@ -88,8 +89,12 @@ def _cmd_rpc(args: argparse.Namespace) -> int:
         raise UsageError(f"keystore directory {args.keystore} does not exist")
     _service_logging(args)
     listen: HostPort = args.listen
+    if not 0 <= args.wrong_password_delay <= args.wrong_password_delay_max:
+        raise UsageError("--wrong-password-delay must be between 0 and --wrong-password-delay-max")
+    throttle = PasswordThrottle(args.wrong_password_delay, args.wrong_password_delay_max)
     return _run_service(serve_rpc(args.keystore, listen.host, listen.port, args.chain_url,
-                                  ready=lambda url: _listening(args, "rpc", url)))
+                                  ready=lambda url: _listening(args, "rpc", url),
+                                  allow_unlock=args.allow_unlock, throttle=throttle))
 
 
 def _absolute(path: str | None) -> str | None:
@@ -342,12 +347,23 @@ def _port_file_arg(cmd: argparse.ArgumentParser) -> None:
 def _add_rpc(sub: Any) -> None:
     rpc = sub.add_parser(
         "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
-        description="Parity-compatible JSON-RPC face: secretstore_* for keystore accounts, the rest proxied.")
+        description="Parity-compatible JSON-RPC face: secretstore_*, signing and transactions for keystore "
+                    "accounts; chain reads and eth_sendRawTransaction forwarded, everything else refused "
+                    "(docs/rpc.md).")
     rpc.add_argument("--keystore", required=True, type=Path, metavar="DIR", help="directory of v3 keystore files")
     rpc.add_argument("--listen", default=DEFAULT_RPC_LISTEN, type=_listen_address,
                      metavar="HOST:PORT",
                      help=f"address to listen on (port 0 picks a free one; default {DEFAULT_RPC_LISTEN})")
-    rpc.add_argument("--chain-url", metavar="URL", help="Ethereum JSON-RPC URL for every other method")
+    rpc.add_argument("--chain-url", metavar="URL",
+                     help="Ethereum JSON-RPC URL: chain reads are forwarded there, transactions sent there")
+    rpc.add_argument("--allow-unlock", action="store_true",
+                     help="serve personal_unlockAccount (off by default: an unlock is global, any client of the "
+                          "face can then sign as the account until the unlock's duration ends)")
+    rpc.add_argument("--wrong-password-delay", type=float, default=DEFAULT_FIRST_DELAY, metavar="SECONDS",
+                     help="delay of the answer to a first wrong password, doubling with each further one per "
+                          f"account and per client address (default {DEFAULT_FIRST_DELAY})")
+    rpc.add_argument("--wrong-password-delay-max", type=float, default=DEFAULT_MAX_DELAY, metavar="SECONDS",
+                     help=f"the longest wrong-password delay (default {DEFAULT_MAX_DELAY})")
     _port_file_arg(rpc)
     rpc.set_defaults(func=_cmd_rpc)
 

@@ -1,23 +1,35 @@
-"""Parity-compatible JSON-RPC face: ``secretstore_*`` and keystore signing here, the rest proxied to a chain.
+"""Parity-compatible JSON-RPC face: ``secretstore_*`` and keystore signing here, chain reads forwarded.
 
-Parity-era programs (Ocean's ``secret-store-client-py``, squid-py, Brizo) expected an Ethereum
-node that also answered Parity's ``secretstore_*`` helpers (protocol.md §3) for accounts in its
-keystore. This aiohttp server is that node's face:
+Parity-era programs (Ocean's ``secret-store-client-py``, squid-py, Brizo, ocean-keeper) expected
+an Ethereum node that also answered Parity's ``secretstore_*`` helpers (protocol.md §3) for
+accounts in its keystore. This aiohttp server is that node's face (method list: docs/rpc.md):
 
-* the six ``secretstore_*`` methods, with Parity's parameter order, ``0x``-hex formats and result
-  shapes, for accounts from a directory of v3 keystore files (:mod:`.keystore`), each call
-  unlocked by the password it carries (cached after the first unlock, so a call costs
-  microseconds, not a KDF);
-* ``eth_accounts`` (the keystore's addresses), ``eth_sign`` (for accounts unlocked with
-  ``personal_unlockAccount``), ``personal_sign`` and ``personal_unlockAccount`` for keystore
-  accounts; the same methods for any other account, and every other method, are forwarded
-  verbatim to the chain's JSON-RPC URL over a kept-alive connection.
+* served here, for accounts from a directory of v3 keystore files (:mod:`.keystore`): the six
+  ``secretstore_*`` methods with Parity's parameter order, ``0x``-hex formats and result shapes,
+  each call unlocked by the password it carries (cached after the first unlock, so a call costs
+  microseconds, not a KDF); ``personal_sign``; ``personal_sendTransaction`` (ocean-keeper sends
+  its transactions with a ``passphrase``) and ``eth_sendTransaction``, signed here and sent to the
+  chain as ``eth_sendRawTransaction`` (:mod:`.transactions`); ``eth_sign``; ``eth_accounts``,
+  ``personal_listAccounts`` and ``web3_clientVersion``;
+* forwarded verbatim to the chain's JSON-RPC URL over a kept-alive connection: only
+  :data:`FORWARDED_METHODS`, the chain reads and filters plus ``eth_sendRawTransaction``;
+* refused with :data:`METHOD_NOT_FOUND` and a message saying why: everything else, in particular
+  the chain's cheat codes (``anvil_*``, ``evm_*``, ``hardhat_*``), ``debug_*``, ``admin_*``, other
+  ``personal_*`` methods; signing for an account the keystore does not hold is refused with
+  :data:`ACCOUNT_ERROR` and never forwarded (the chain's own unlocked accounts stay out of reach).
+
+``personal_unlockAccount`` (and so ``eth_sign``/``eth_sendTransaction``, which need an unlocked
+account) is refused unless the operator enables it (``allow_unlock``, ``rpc --allow-unlock``);
+an unlock is then, as Parity's, global: every client of the face can sign as that account until
+the duration given in the call runs out. Wrong passwords are answered after a growing delay per
+account and per client address (:mod:`.throttle`).
 
 Errors are JSON-RPC 2.0 error objects (HTTP 200): the standard codes for malformed requests and
 parameters, Parity's application codes for account problems (:data:`ACCOUNT_LOCKED`,
-:data:`PASSWORD_INVALID`, :data:`ACCOUNT_ERROR`, :data:`ENCRYPTION_ERROR`). Messages name the
-method, the parameter or the account; they never contain passwords, keys or documents, and
-nothing but method names and error codes is logged.
+:data:`PASSWORD_INVALID`, :data:`ACCOUNT_ERROR`, :data:`ENCRYPTION_ERROR`), :data:`LIMIT_EXCEEDED`
+for too many password checks in flight from one address. Messages name the method, the parameter
+or the account; they never contain passwords, keys or documents, and nothing but method names and
+error codes is logged.
 
 Like Parity's ``jsonrpc-http-server``, requests must be ``Content-Type: application/json``: this
 keeps browsers from reaching the account methods with a CORS-free "simple" request.
@@ -38,12 +50,20 @@ from aiohttp import web
 
 from ..crypto.curve import Point
 from ..crypto.hashes import checksum_address
-from ..exceptions import CryptoError, InvalidPoint, MalformedHex, SecretStoreError
-from ..keyfile import KeystoreError, WrongPassword
+from ..exceptions import ChainError, CryptoError, InvalidPoint, MalformedHex, SecretStoreError
+from ..keyfile import KeystoreError
 from ..lifecycle import wait_for_stop_signal
 from ..protocol.hexcodec import parse_hex, to_hex
 from . import local
 from .keystore import Keystore, UnknownAccount
+from .throttle import PasswordThrottle, TooManyAttempts, WrongPasswordDelayed
+from .transactions import (
+    InvalidTransaction,
+    TransactionRequest,
+    complete_transaction,
+    parse_transaction,
+    sign_transaction,
+)
 
 if TYPE_CHECKING:
     import os
@@ -54,9 +74,11 @@ __all__ = [
     "ACCOUNT_ERROR",
     "ACCOUNT_LOCKED",
     "ENCRYPTION_ERROR",
+    "FORWARDED_METHODS",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
+    "LIMIT_EXCEEDED",
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
     "PASSWORD_INVALID",
@@ -78,6 +100,24 @@ ACCOUNT_LOCKED: Final = -32020
 PASSWORD_INVALID: Final = -32021
 ACCOUNT_ERROR: Final = -32023
 ENCRYPTION_ERROR: Final = -32055
+#: EIP-1474's "limit exceeded": too many password checks in flight from one client address.
+LIMIT_EXCEEDED: Final = -32005
+
+#: What the face forwards to the chain, verbatim: reads, filters, and already signed transactions.
+#: Anything else that is not served here is refused (never the chain's cheat codes, its admin and
+#: debug methods, or signing with the chain's own unlocked accounts).
+FORWARDED_METHODS: Final = frozenset({
+    "eth_blockNumber", "eth_call", "eth_chainId", "eth_estimateGas", "eth_feeHistory", "eth_gasPrice",
+    "eth_getBalance", "eth_getBlockByHash", "eth_getBlockByNumber", "eth_getBlockTransactionCountByHash",
+    "eth_getBlockTransactionCountByNumber", "eth_getCode", "eth_getLogs", "eth_getProof", "eth_getStorageAt",
+    "eth_getTransactionByBlockHashAndIndex", "eth_getTransactionByBlockNumberAndIndex",
+    "eth_getTransactionByHash", "eth_getTransactionCount", "eth_getTransactionReceipt",
+    "eth_maxPriorityFeePerGas", "eth_protocolVersion", "eth_syncing", "net_listening", "net_peerCount",
+    "net_version", "web3_sha3",
+    "eth_getFilterChanges", "eth_getFilterLogs", "eth_newBlockFilter", "eth_newFilter",
+    "eth_newPendingTransactionFilter", "eth_uninstallFilter",
+    "eth_sendRawTransaction",
+})
 
 #: Parity's default ``--jsonrpc-max-payload`` is 5 MiB; documents travel hex-encoded, so allow more.
 MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
@@ -86,6 +126,8 @@ DEFAULT_UNLOCK_SECONDS: Final = 300
 #: Upper bound for a forwarded call (the chain is local; this only bounds a hung endpoint).
 CHAIN_TIMEOUT_SECONDS: Final = 60.0
 DEFAULT_LISTEN: Final = "127.0.0.1:8545"
+#: ``web3_clientVersion``: answered here, so the chain's software and version are not advertised.
+CLIENT_VERSION: Final = "OceanSecretStore/rpc-face/Parity-compatible"
 
 JsonObject: TypeAlias = dict[str, Any]
 
@@ -100,10 +142,6 @@ class JsonRpcError(SecretStoreError):
 
     def to_json(self) -> JsonObject:
         return {"code": self.code, "message": self.message}
-
-
-class _ForwardToChain(Exception):
-    """Control flow only: the call is not for a keystore account, so the chain answers it."""
 
 
 def _error(request_id: object, code: int, message: str) -> JsonObject:
@@ -192,6 +230,13 @@ def _duration(value: object) -> float | None:
     return None if seconds == 0 else float(seconds)
 
 
+def _transaction(value: object) -> TransactionRequest:
+    try:
+        return parse_transaction(value)
+    except InvalidTransaction as exc:
+        raise _invalid_params(f"transaction: {exc}") from None
+
+
 def _personal_sign(account: LocalAccount, data: bytes) -> str:
     """EIP-191 ``personal_sign``/``eth_sign`` (version ``E``), v = 27/28 as Parity answers."""
     from eth_account.messages import encode_defunct  # noqa: PLC0415 -- ~0.3 s; the face answers before any unlock
@@ -208,18 +253,30 @@ class _Unlocked:
     expires: float | None  # time.monotonic() deadline; None: until the server stops
 
 
-Handler: TypeAlias = Callable[[object], Awaitable[Any]]
+Handler: TypeAlias = Callable[[object, str], Awaitable[Any]]
 _FORWARD: Final = object()
+_UNKNOWN_CLIENT: Final = "unknown"
+
+
+def _not_served(method: str) -> str:
+    return (
+        f"Method not found: {_short(method)} is not served by this JSON-RPC face and not forwarded to the chain "
+        "(it forwards only chain reads, filters and eth_sendRawTransaction; see docs/rpc.md)"
+    )
 
 
 class RpcService:
     """The request handling behind :func:`make_rpc_app` (one per app; owns the chain session)."""
 
-    def __init__(self, keystore: Keystore, chain_url: str | None) -> None:
+    def __init__(self, keystore: Keystore, chain_url: str | None, *, allow_unlock: bool = False,
+                 throttle: PasswordThrottle | None = None) -> None:
         self.keystore = keystore
         self.chain_url = chain_url or None
+        self.allow_unlock = allow_unlock
+        self.throttle = throttle if throttle is not None else PasswordThrottle()
         self._session: aiohttp.ClientSession | None = None
         self._unlocked: dict[bytes, _Unlocked] = {}
+        self._senders: dict[bytes, asyncio.Lock] = {}
         self._methods: dict[str, Handler] = {
             "secretstore_generateDocumentKey": self._generate_document_key,
             "secretstore_encrypt": self._encrypt,
@@ -228,8 +285,12 @@ class RpcService:
             "secretstore_serversSetHash": self._servers_set_hash,
             "secretstore_signRawHash": self._sign_raw_hash,
             "eth_accounts": self._eth_accounts,
+            "personal_listAccounts": self._eth_accounts,
+            "web3_clientVersion": self._client_version,
             "eth_sign": self._eth_sign,
+            "eth_sendTransaction": self._eth_send_transaction,
             "personal_sign": self._personal_sign,
+            "personal_sendTransaction": self._personal_send_transaction,
             "personal_unlockAccount": self._personal_unlock_account,
         }
 
@@ -244,72 +305,87 @@ class RpcService:
 
     # -- accounts --
 
-    async def _unlock(self, address: bytes, password: str) -> LocalAccount:
-        try:
+    async def _unlock(self, address: bytes, password: str, client: str) -> LocalAccount:
+        """The keystore account for ``password``; wrong passwords are slowed down (:mod:`.throttle`)."""
+        self._keystore_account(address)
+
+        async def check() -> LocalAccount:
             account = self.keystore.unlock_cached(address, password)
             if account is None:
                 # A first unlock runs the keystore KDF: keep it off the event loop.
                 account = await asyncio.to_thread(self.keystore.unlock, address, password)
+            return account
+
+        try:
+            return await self.throttle.attempt(address, client, check)
         except UnknownAccount:
             raise JsonRpcError(ACCOUNT_ERROR, self._unknown(address)) from None
-        except WrongPassword:
+        except WrongPasswordDelayed as exc:
             raise JsonRpcError(
                 PASSWORD_INVALID,
-                f"Account password is invalid: wrong password for account {checksum_address(address)}",
+                f"Account password is invalid: wrong password for account {checksum_address(address)} "
+                f"(answered after {exc.delay:.2f} s: wrong passwords are slowed down per account and per client)",
             ) from None
+        except TooManyAttempts as exc:
+            raise JsonRpcError(LIMIT_EXCEEDED, f"Limit exceeded: {exc}; wait for the answers") from None
         except KeystoreError as exc:
             raise JsonRpcError(ACCOUNT_ERROR, f"Account error: {exc}") from None
-        return account
 
     @staticmethod
     def _unknown(address: bytes) -> str:
         return f"Unknown account {checksum_address(address)}: no keystore file holds it"
 
-    def _keystore_or_forward(self, address: bytes) -> None:
-        """Return if the keystore holds ``address``; otherwise the chain's accounts answer (or nobody)."""
-        if address in self.keystore:
-            return
-        if self.chain_url is not None:
-            raise _ForwardToChain
-        raise JsonRpcError(ACCOUNT_ERROR, self._unknown(address))
+    def _keystore_account(self, address: bytes) -> None:
+        """Return if the keystore holds ``address``: the face signs for nobody else, and never asks the chain to."""
+        if address not in self.keystore:
+            raise JsonRpcError(
+                ACCOUNT_ERROR,
+                f"{self._unknown(address)} (this face signs only for its keystore accounts, never through the chain)",
+            )
 
-    def _unlocked_account(self, address: bytes) -> LocalAccount | None:
+    def _unlocked_account(self, address: bytes, how: str) -> LocalAccount:
+        """The account unlocked with ``personal_unlockAccount``; ``how`` names the password-taking alternative."""
+        self._keystore_account(address)
         entry = self._unlocked.get(address)
-        if entry is None:
-            return None
-        if entry.expires is not None and time.monotonic() >= entry.expires:
+        if entry is not None and entry.expires is not None and time.monotonic() >= entry.expires:
             del self._unlocked[address]
-            return None
+            entry = None
+        if entry is None:
+            unlock = "with personal_unlockAccount, " if self.allow_unlock else ""
+            raise JsonRpcError(
+                ACCOUNT_LOCKED,
+                f"Your account is locked: unlock {checksum_address(address)} {unlock}or use {how} with its password",
+            )
         return entry.account
 
     # -- secretstore_* (protocol.md §3) --
 
-    async def _generate_document_key(self, params: object) -> JsonObject:
+    async def _generate_document_key(self, params: object, client: str) -> JsonObject:
         values = _positional(
             "secretstore_generateDocumentKey", params, ("account", "password", "server_key_public")
         )
         address, password = _address(values[0], "account"), _password(values[1])
         _point(values[2], "server_key_public")
-        account = await self._unlock(address, password)
+        account = await self._unlock(address, password, client)
         return local.rpc_generate_document_key(account, values[2])
 
-    async def _encrypt(self, params: object) -> str:
-        return await self._with_key_and_data("secretstore_encrypt", params, local.rpc_encrypt)
+    async def _encrypt(self, params: object, client: str) -> str:
+        return await self._with_key_and_data("secretstore_encrypt", params, client, local.rpc_encrypt)
 
-    async def _decrypt(self, params: object) -> str:
-        return await self._with_key_and_data("secretstore_decrypt", params, local.rpc_decrypt)
+    async def _decrypt(self, params: object, client: str) -> str:
+        return await self._with_key_and_data("secretstore_decrypt", params, client, local.rpc_decrypt)
 
-    async def _with_key_and_data(self, method: str, params: object,
+    async def _with_key_and_data(self, method: str, params: object, client: str,
                                  operation: Callable[[LocalAccount, str, str], str]) -> str:
         """``[account, password, key, data]``: the two methods differ only in what they do with them."""
         values = _positional(method, params, ("account", "password", "key", "data"))
         address, password = _address(values[0], "account"), _password(values[1])
         _hex(values[2], "key")
         _hex(values[3], "data")
-        account = await self._unlock(address, password)
+        account = await self._unlock(address, password, client)
         return operation(account, values[2], values[3])
 
-    async def _shadow_decrypt(self, params: object) -> str:
+    async def _shadow_decrypt(self, params: object, client: str) -> str:
         names = ("account", "password", "decrypted_secret", "common_point", "decrypt_shadows", "data")
         values = _positional("secretstore_shadowDecrypt", params, names)
         address, password = _address(values[0], "account"), _password(values[1])
@@ -317,66 +393,97 @@ class RpcService:
         _point(values[3], "common_point")
         _hex_list(values[4], "decrypt_shadows")
         _hex(values[5], "data")
-        account = await self._unlock(address, password)
+        account = await self._unlock(address, password, client)
         return local.rpc_shadow_decrypt(account, values[2], values[3], values[4], values[5])
 
-    async def _servers_set_hash(self, params: object) -> str:
+    async def _servers_set_hash(self, params: object, _client: str) -> str:
         (servers_set,) = _positional("secretstore_serversSetHash", params, ("servers_set",))
         # Parity hashes the 64-byte ids without checking that they are points; so do we.
         _hex_list(servers_set, "servers_set", 64)
         return local.rpc_servers_set_hash(servers_set)
 
-    async def _sign_raw_hash(self, params: object) -> str:
+    async def _sign_raw_hash(self, params: object, client: str) -> str:
         values = _positional("secretstore_signRawHash", params, ("account", "password", "raw_hash"))
         address, password = _address(values[0], "account"), _password(values[1])
         _hex(values[2], "raw_hash", 32)
-        account = await self._unlock(address, password)
+        account = await self._unlock(address, password, client)
         return local.rpc_sign_raw_hash(account, values[2])
 
-    # -- eth_* / personal_* for keystore accounts --
+    # -- eth_* / personal_* / web3_* for keystore accounts --
 
-    async def _eth_accounts(self, params: object) -> list[str]:
+    async def _eth_accounts(self, params: object, _client: str) -> list[str]:
         _positional("eth_accounts", params, ())
         return self.keystore.addresses()
 
-    async def _eth_sign(self, params: object) -> str:
+    async def _client_version(self, params: object, _client: str) -> str:
+        _positional("web3_clientVersion", params, ())
+        return CLIENT_VERSION
+
+    async def _eth_sign(self, params: object, _client: str) -> str:
         values = _positional("eth_sign", params, ("address", "data"))
         address = _address(values[0], "address")
         data = _hex(values[1], "data")
-        self._keystore_or_forward(address)
-        account = self._unlocked_account(address)
-        if account is None:
-            raise JsonRpcError(
-                ACCOUNT_LOCKED,
-                f"Your account is locked: unlock {checksum_address(address)} with personal_unlockAccount, "
-                "or sign with personal_sign and its password",
-            )
-        return _personal_sign(account, data)
+        return _personal_sign(self._unlocked_account(address, "personal_sign"), data)
 
-    async def _personal_sign(self, params: object) -> str:
+    async def _personal_sign(self, params: object, client: str) -> str:
         values = _positional("personal_sign", params, ("data", "address", "password"))
         data = _hex(values[0], "data")
         address = _address(values[1], "address")
         password = _password(values[2])
-        self._keystore_or_forward(address)
-        return _personal_sign(await self._unlock(address, password), data)
+        return _personal_sign(await self._unlock(address, password, client), data)
 
-    async def _personal_unlock_account(self, params: object) -> bool:
+    async def _personal_unlock_account(self, params: object, client: str) -> bool:
+        if not self.allow_unlock:
+            raise JsonRpcError(
+                METHOD_NOT_FOUND,
+                "Method not found: personal_unlockAccount is disabled on this face (an unlock would let every "
+                "client sign as the account; the operator enables it with rpc --allow-unlock). Methods that take "
+                "the password (personal_sign, personal_sendTransaction, secretstore_*) need no unlock",
+            )
         values = _positional(
             "personal_unlockAccount", params, ("address", "password", "duration"), optional=1
         )
         address = _address(values[0], "address")
         password = _password(values[1])
         duration = _duration(values[2])
-        self._keystore_or_forward(address)
-        account = await self._unlock(address, password)
+        account = await self._unlock(address, password, client)
         expires = None if duration is None else time.monotonic() + duration
         self._unlocked[address] = _Unlocked(account, expires)
         return True
 
+    async def _eth_send_transaction(self, params: object, _client: str) -> str:
+        (transaction,) = _positional("eth_sendTransaction", params, ("transaction",))
+        request = _transaction(transaction)
+        return await self._send(request, self._unlocked_account(request.sender, "personal_sendTransaction"))
+
+    async def _personal_send_transaction(self, params: object, client: str) -> str:
+        transaction, password = _positional("personal_sendTransaction", params, ("transaction", "password"))
+        request = _transaction(transaction)
+        password = _password(password)
+        return await self._send(request, await self._unlock(request.sender, password, client))
+
+    async def _send(self, request: TransactionRequest, account: LocalAccount) -> str:
+        """Complete, sign and send as ``eth_sendRawTransaction``; the chain's transaction hash."""
+        if self.chain_url is None:
+            raise JsonRpcError(
+                METHOD_NOT_FOUND, "Method not found: sending a transaction needs a chain URL, and none is configured"
+            )
+        # One transaction of an account at a time: each takes the nonce after the previous one's.
+        sender = request.sender
+        lock = self._senders.setdefault(sender, asyncio.Lock())  # one per keystore account: bounded
+        async with lock:
+            try:
+                tx = await complete_transaction(request, self._chain_call)
+                raw = sign_transaction(account, tx)
+            except InvalidTransaction as exc:
+                raise _invalid_params(str(exc)) from None
+            result = await self._chain_call("eth_sendRawTransaction", [raw])
+        log.info("sent a transaction of %s", checksum_address(sender))
+        return str(result)
+
     # -- dispatch --
 
-    async def call(self, item: object) -> JsonObject | object | None:
+    async def call(self, item: object, client: str = _UNKNOWN_CLIENT) -> JsonObject | object | None:
         """One request object -> its response object, None for a notification, or ``_FORWARD``."""
         if not isinstance(item, dict):
             return _error(None, INVALID_REQUEST, "Invalid request: a request must be a JSON object")
@@ -394,18 +501,20 @@ class RpcService:
         handler = self._methods.get(method)
         response: JsonObject
         if handler is None:
-            if self.chain_url is not None:
+            if method not in FORWARDED_METHODS:
+                log.info("refused %s", _short(method))
+                response = _error(request_id, METHOD_NOT_FOUND, _not_served(method))
+            elif self.chain_url is not None:
                 return _FORWARD
-            response = _error(
-                request_id,
-                METHOD_NOT_FOUND,
-                f"Method not found: {_short(method)} (not answered here, and no chain URL is configured)",
-            )
+            else:
+                response = _error(
+                    request_id,
+                    METHOD_NOT_FOUND,
+                    f"Method not found: {method} (not answered here, and no chain URL is configured)",
+                )
         else:
             try:
-                result = await handler(item.get("params"))
-            except _ForwardToChain:
-                return _FORWARD
+                result = await handler(item.get("params"), client)
             except JsonRpcError as exc:
                 log.debug("%s -> error %d", method, exc.code)
                 response = _error(request_id, exc.code, exc.message)
@@ -415,6 +524,9 @@ class RpcService:
                 # Our crypto errors name lengths and positions, never secret values (exceptions.py).
                 log.debug("%s -> encryption error %s", method, type(exc).__name__)
                 response = _error(request_id, ENCRYPTION_ERROR, f"Encryption error: {exc}")
+            except ChainError as exc:
+                log.warning("%s: the chain's answer was unusable: %s", method, exc)
+                response = _error(request_id, INTERNAL_ERROR, f"Internal error: {exc}")
             except Exception as exc:  # noqa: BLE001 - a request must get an answer, whatever broke
                 log.error("%s failed: %s", method, type(exc).__name__)
                 response = _error(request_id, INTERNAL_ERROR, f"Internal error while handling {method}")
@@ -431,6 +543,30 @@ class RpcService:
             self.chain_url, data=body, headers={"Content-Type": "application/json"}
         ) as response:
             return response.status, response.content_type, await response.read()
+
+    async def _chain_call(self, method: str, params: list[Any]) -> Any:
+        """The chain's ``result`` for a call the face makes itself; its error object becomes ours."""
+        request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        try:
+            _, _, body = await self._post_chain(json.dumps(request).encode("utf-8"))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            failure = self._chain_failed(None, exc)["error"]
+            raise JsonRpcError(failure["code"], failure["message"]) from None
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+            error = answer["error"]
+            code = error.get("code")
+            message = error.get("message")
+            raise JsonRpcError(
+                code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR,
+                f"{method}: {message if isinstance(message, str) else 'the chain answered with an error'}",
+            )
+        if not isinstance(answer, dict) or "result" not in answer:
+            raise ChainError(f"the chain answered {method} with no JSON-RPC result")
+        return answer["result"]
 
     @staticmethod
     def _chain_failed(request_id: object, exc: BaseException) -> JsonObject:
@@ -469,6 +605,7 @@ class RpcService:
                 status=415,
                 text="Supplied content type is not allowed. Content-Type: application/json is required\n",
             )
+        client = request.remote or _UNKNOWN_CLIENT
         body = await request.read()
         try:
             payload = json.loads(body)
@@ -479,10 +616,10 @@ class RpcService:
         if isinstance(payload, list):
             if not payload:
                 return web.json_response(_error(None, INVALID_REQUEST, "Invalid request: empty batch"))
-            answers = await asyncio.gather(*(self._batch_item(item) for item in payload))
+            answers = await asyncio.gather(*(self._batch_item(item, client) for item in payload))
             responses = [answer for answer in answers if answer is not None]
             return web.json_response(responses) if responses else web.Response(status=204)
-        answer = await self.call(payload)
+        answer = await self.call(payload, client)
         if answer is _FORWARD:
             # A single forwarded request goes through byte for byte, and so does the chain's reply.
             try:
@@ -494,8 +631,8 @@ class RpcService:
             return web.Response(status=204)
         return web.json_response(answer)
 
-    async def _batch_item(self, item: object) -> JsonObject | None:
-        answer = await self.call(item)
+    async def _batch_item(self, item: object, client: str) -> JsonObject | None:
+        answer = await self.call(item, client)
         if answer is _FORWARD and isinstance(item, dict):  # call() forwards only request objects
             return await self.forward_item(item)
         if answer is None or isinstance(answer, dict):
@@ -506,9 +643,14 @@ class RpcService:
 SERVICE_KEY: Final = web.AppKey("ocean_secret_store.rpc", RpcService)
 
 
-def make_rpc_app(keystore: Keystore, chain_url: str | None) -> web.Application:
-    """The JSON-RPC app (``POST /``): keystore accounts answered here, the rest forwarded to ``chain_url``."""
-    service = RpcService(keystore, chain_url)
+def make_rpc_app(keystore: Keystore, chain_url: str | None, *, allow_unlock: bool = False,
+                 throttle: PasswordThrottle | None = None) -> web.Application:
+    """The JSON-RPC app (``POST /``): keystore accounts answered here, chain reads forwarded to ``chain_url``.
+
+    ``allow_unlock`` enables ``personal_unlockAccount`` (off: refused); ``throttle`` paces wrong
+    passwords (default: :class:`PasswordThrottle` with its documented defaults).
+    """
+    service = RpcService(keystore, chain_url, allow_unlock=allow_unlock, throttle=throttle)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SERVICE_KEY] = service
     app.router.add_post("/", service.handle)
@@ -531,10 +673,12 @@ async def serve_rpc(
     chain_url: str | None,
     *,
     ready: Callable[[str], None] | None = None,
+    allow_unlock: bool = False,
+    throttle: PasswordThrottle | None = None,
 ) -> None:
     """Serve the JSON-RPC face until SIGTERM/SIGINT (or cancelled); ``ready`` gets the URL once listening
-    (port 0 picks a free port)."""
-    app = make_rpc_app(Keystore(keystore_dir), chain_url)
+    (port 0 picks a free port). ``allow_unlock`` and ``throttle`` as for :func:`make_rpc_app`."""
+    app = make_rpc_app(Keystore(keystore_dir), chain_url, allow_unlock=allow_unlock, throttle=throttle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

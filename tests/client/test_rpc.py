@@ -1,8 +1,10 @@
-"""The JSON-RPC face over real HTTP: Parity's §10.1/§10.2 vectors, round trips, signing, errors, proxying.
+"""The JSON-RPC face over real HTTP: Parity's §10.1/§10.2 vectors, round trips, signing, transactions,
+errors, the forwarding allowlist, wrong-password delays.
 
 Every call is a plain JSON-RPC POST made with ``requests``, as Parity-era clients made them. The
-servers (the RPC face with and without a chain URL, and a fake upstream chain) run in one asyncio
-loop in a background thread; keystores are written from the vector accounts with a light KDF.
+servers (the RPC face with and without a chain URL, with and without ``personal_unlockAccount``,
+and a fake upstream chain) run in one asyncio loop in a background thread; keystores are written
+from the vector accounts with a light KDF, and wrong passwords are delayed milliseconds, not seconds.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +28,7 @@ from eth_account.messages import encode_defunct
 
 from ocean_secret_store.client import rpc
 from ocean_secret_store.client.keystore import Keystore, write_keystore
+from ocean_secret_store.client.throttle import PasswordThrottle
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.crypto.document import decrypt_document, encrypt_document
@@ -47,6 +51,15 @@ KB_ACCOUNT = Account.from_key("0x" + KB["account_secret"])
 STRANGER = "0x" + "77" * 20
 SERVER_SECRET = 0x5F1B3C2D4E6A7988AABBCCDDEEFF00112233445566778899AABBCCDDEEFF0011
 LIGHT = 64  # pbkdf2 rounds: the tests don't need Parity's 10,240
+CHAIN_ID = 1337
+GAS_PRICE = 1_000_000_000
+GAS_ESTIMATE = 21_000
+PENDING_NONCE = 7
+
+
+def fast_throttle() -> PasswordThrottle:
+    """Wrong passwords delayed 10 ms, 20 ms, 40 ms, 50 ms, ... so the suite stays fast."""
+    return PasswordThrottle(0.01, 0.05)
 
 
 def h(hex_value: str) -> str:
@@ -69,24 +82,43 @@ def shadow_decrypt_params() -> list[Any]:
 
 
 class FakeChain:
-    """An upstream JSON-RPC server that records raw bodies and answers a few methods."""
+    """An upstream JSON-RPC server that records raw bodies and answers a few methods (and would sign
+    for anyone, as anvil's unlocked accounts do: the face must never let a call reach those)."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.raw_transactions: list[str] = []
+
+    def methods(self) -> list[str]:
+        return [json.loads(body)["method"] for body in self.bodies if body.startswith(b"{")]
 
     def answer(self, item: dict[str, Any]) -> dict[str, Any]:
         method = item.get("method")
-        if method == "upstream_fails":
+        params = item.get("params")
+        failing = params == ["upstream fails"] or (
+            method == "eth_estimateGas" and params and isinstance(params[0], dict) and params[0].get("data") == "0xfe"
+        )
+        if failing:
             return {
                 "jsonrpc": "2.0",
                 "error": {"code": -32000, "message": "upstream says no"},
                 "id": item.get("id"),
             }
+        if method == "eth_sendRawTransaction" and params:
+            self.raw_transactions.append(params[0])
+            return {"jsonrpc": "2.0", "result": h(keccak256(bytes.fromhex(params[0][2:])).hex()), "id": item["id"]}
         result: Any = {
             "eth_blockNumber": "0x2a",
             "personal_sign": "0x" + "ee" * 65,
             "eth_sign": "0x" + "dd" * 65,
-        }.get(str(method), {"echo": method, "params": item.get("params")})
+            "eth_sendTransaction": "0x" + "cc" * 32,
+            "eth_chainId": hex(CHAIN_ID),
+            "eth_gasPrice": hex(GAS_PRICE),
+            "eth_estimateGas": hex(GAS_ESTIMATE),
+            "eth_getTransactionCount": hex(PENDING_NONCE),
+            "eth_maxPriorityFeePerGas": hex(2),
+            "eth_getBlockByNumber": {"number": "0x2a", "baseFeePerGas": hex(100)},
+        }.get(str(method), {"echo": method, "params": params})
         return {"jsonrpc": "2.0", "result": result, "id": item.get("id")}
 
     def app(self) -> web.Application:
@@ -105,11 +137,12 @@ class FakeChain:
 
 class Servers:
     def __init__(
-        self, chain_url: str, rpc_url: str, lone_url: str, chain: FakeChain, keystore_dir: Path
+        self, chain_url: str, rpc_url: str, lone_url: str, unlock_url: str, chain: FakeChain, keystore_dir: Path
     ) -> None:
         self.chain_url = chain_url
         self.rpc_url = rpc_url  # forwards to the fake chain
         self.lone_url = lone_url  # no chain URL
+        self.unlock_url = unlock_url  # forwards to the fake chain, personal_unlockAccount enabled
         self.chain = chain
         self.keystore_dir = keystore_dir
 
@@ -129,9 +162,11 @@ def servers(keystore_dir: Path) -> Iterator[Servers]:
     thread = ServerThread()
     chain = FakeChain()
     chain_url = thread.start(chain.app())
-    rpc_url = thread.start(rpc.make_rpc_app(Keystore(keystore_dir), chain_url))
-    lone_url = thread.start(rpc.make_rpc_app(Keystore(keystore_dir), None))
-    yield Servers(chain_url, rpc_url, lone_url, chain, keystore_dir)
+    rpc_url = thread.start(rpc.make_rpc_app(Keystore(keystore_dir), chain_url, throttle=fast_throttle()))
+    lone_url = thread.start(rpc.make_rpc_app(Keystore(keystore_dir), None, throttle=fast_throttle()))
+    unlock_url = thread.start(
+        rpc.make_rpc_app(Keystore(keystore_dir), chain_url, allow_unlock=True, throttle=fast_throttle()))
+    yield Servers(chain_url, rpc_url, lone_url, unlock_url, chain, keystore_dir)
     thread.close()
 
 
@@ -279,7 +314,23 @@ def test_personal_sign_is_eip191(url: str) -> None:
     assert Account.recover_message(encode_defunct(primitive=data), signature=signature) == OTHER_ADDRESS
 
 
-def test_eth_sign_needs_an_unlocked_account(url: str) -> None:
+@pytest.fixture(scope="module")
+def unlock_url(servers: Servers) -> str:
+    return servers.unlock_url
+
+
+def test_unlock_is_refused_unless_enabled(url: str) -> None:
+    refused = error(url, "personal_unlockAccount", [KB["account_address"], KB_PASSWORD, 60])
+    assert refused["code"] == rpc.METHOD_NOT_FOUND
+    assert "personal_unlockAccount is disabled" in refused["message"] and "--allow-unlock" in refused["message"]
+    assert KB_PASSWORD not in refused["message"]
+    locked = error(url, "eth_sign", [KB["account_address"], "0x00"])
+    assert locked["code"] == rpc.ACCOUNT_LOCKED
+    assert "personal_unlockAccount" not in locked["message"] and "personal_sign" in locked["message"]
+
+
+def test_eth_sign_needs_an_unlocked_account(unlock_url: str) -> None:
+    url = unlock_url
     data = b"\x00\x01binary"
     locked = error(url, "eth_sign", [KB["account_address"], h(data.hex())])
     assert locked["code"] == rpc.ACCOUNT_LOCKED and "personal_unlockAccount" in locked["message"]
@@ -292,7 +343,8 @@ def test_eth_sign_needs_an_unlocked_account(url: str) -> None:
     assert Account.recover_message(encode_defunct(primitive=data), signature=signature) == KB_ACCOUNT.address
 
 
-def test_unlock_expires(url: str) -> None:
+def test_unlock_expires(unlock_url: str) -> None:
+    url = unlock_url
     assert result(url, "personal_unlockAccount", [SD["account_address"], SD_PASSWORD, "0x1"]) is True
     assert result(url, "eth_sign", [SD["account_address"], "0x00"]).startswith("0x")
     time.sleep(1.1)
@@ -300,8 +352,8 @@ def test_unlock_expires(url: str) -> None:
 
 
 @pytest.mark.parametrize("duration", [-1, "soon", "0xzz", True, 1.5])
-def test_unlock_duration_must_be_a_quantity(url: str, duration: object) -> None:
-    failure = error(url, "personal_unlockAccount", [OTHER_ADDRESS, OTHER_PASSWORD, duration])
+def test_unlock_duration_must_be_a_quantity(unlock_url: str, duration: object) -> None:
+    failure = error(unlock_url, "personal_unlockAccount", [OTHER_ADDRESS, OTHER_PASSWORD, duration])
     assert failure["code"] == rpc.INVALID_PARAMS and "duration" in failure["message"]
 
 
@@ -429,8 +481,8 @@ def test_wrong_parameter_count(url: str, method: str) -> None:
         )
 
 
-def test_parameter_count_of_optional_and_empty_signatures(url: str) -> None:
-    failure = error(url, "personal_unlockAccount", [OTHER_ADDRESS])
+def test_parameter_count_of_optional_and_empty_signatures(url: str, unlock_url: str) -> None:
+    failure = error(unlock_url, "personal_unlockAccount", [OTHER_ADDRESS])
     assert failure["code"] == rpc.INVALID_PARAMS and "expects 2 to 3 parameters" in failure["message"]
     failure = error(url, "eth_accounts", [1])
     assert failure["code"] == rpc.INVALID_PARAMS and "expects 0 parameters" in failure["message"]
@@ -552,7 +604,7 @@ def test_other_methods_are_forwarded_verbatim(servers: Servers) -> None:
     assert response.status_code == 200
     assert response.json() == {"jsonrpc": "2.0", "result": "0x2a", "id": 99}
     assert servers.chain.bodies[-1] == body  # byte for byte
-    failure = error(servers.rpc_url, "upstream_fails", [1])
+    failure = error(servers.rpc_url, "eth_call", ["upstream fails"])
     assert failure == {"code": -32000, "message": "upstream says no"}
     echoed = result(servers.rpc_url, "eth_getBalance", {"named": "params go through as well"})
     assert echoed == {"echo": "eth_getBalance", "params": {"named": "params go through as well"}}
@@ -570,10 +622,176 @@ def test_local_methods_are_not_forwarded(servers: Servers) -> None:
     assert len(servers.chain.bodies) == before
 
 
-def test_signing_for_chain_accounts_is_forwarded(servers: Servers) -> None:
-    assert result(servers.rpc_url, "personal_sign", ["0x00", STRANGER, "pw"]) == "0x" + "ee" * 65
-    assert json.loads(servers.chain.bodies[-1])["params"] == ["0x00", STRANGER, "pw"]
-    assert result(servers.rpc_url, "eth_sign", [STRANGER, "0x00"]) == "0x" + "dd" * 65
+def test_signing_for_chain_accounts_is_refused_not_forwarded(servers: Servers) -> None:
+    before = len(servers.chain.bodies)
+    transaction = {"from": STRANGER, "to": OTHER_ADDRESS, "value": "0x1"}
+    for url in (servers.rpc_url, servers.unlock_url):
+        for method, params in [
+            ("personal_sign", ["0x00", STRANGER, "pw"]),
+            ("eth_sign", [STRANGER, "0x00"]),
+            ("eth_sendTransaction", [transaction]),
+            ("personal_sendTransaction", [transaction, "pw"]),
+            ("personal_unlockAccount", [STRANGER, "pw", 60]),
+        ]:
+            failure = error(url, method, params)
+            expected = rpc.METHOD_NOT_FOUND if method == "personal_unlockAccount" and url == servers.rpc_url \
+                else rpc.ACCOUNT_ERROR
+            assert failure["code"] == expected, (method, failure)
+            if expected == rpc.ACCOUNT_ERROR:
+                assert "only for its keystore accounts" in failure["message"]
+                assert STRANGER[2:] in failure["message"].lower()
+    assert len(servers.chain.bodies) == before
+
+
+CHEAT_CODES = [
+    ("anvil_setCode", [STRANGER, "0x00"]),
+    ("anvil_setBalance", [STRANGER, "0xffff"]),
+    ("anvil_impersonateAccount", [STRANGER]),
+    ("evm_mine", []),
+    ("evm_snapshot", []),
+    ("hardhat_setCode", [STRANGER, "0x00"]),
+    ("debug_traceTransaction", ["0x" + "00" * 32]),
+    ("admin_addPeer", ["enode://x"]),
+    ("personal_newAccount", ["pw"]),
+    ("personal_importRawKey", ["00" * 32, "pw"]),
+    ("eth_signTransaction", [{"from": STRANGER}]),
+    ("eth_signTypedData_v4", [STRANGER, "{}"]),
+    ("eth_coinbase", []),
+    ("txpool_content", []),
+    ("ots_getApiLevel", []),
+    ("no_such_method", []),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), CHEAT_CODES, ids=[m for m, _ in CHEAT_CODES])
+def test_methods_outside_the_allowlist_are_refused_not_forwarded(
+    servers: Servers, method: str, params: list[Any]
+) -> None:
+    before = len(servers.chain.bodies)
+    for url in (servers.rpc_url, servers.unlock_url, servers.lone_url):
+        failure = error(url, method, params)
+        assert failure["code"] == rpc.METHOD_NOT_FOUND
+        assert method in failure["message"] and "not forwarded to the chain" in failure["message"]
+    batch = [{"jsonrpc": "2.0", "method": method, "params": params, "id": 1},
+             {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": [], "id": 2}]
+    by_id = {a["id"]: a for a in post_raw(servers.rpc_url, json.dumps(batch)).json()}
+    assert by_id[1]["error"]["code"] == rpc.METHOD_NOT_FOUND and by_id[2]["result"] == "0x2a"
+    assert servers.chain.methods()[before:] == ["eth_blockNumber"]
+
+
+def test_the_allowlist_is_forwarded(servers: Servers) -> None:
+    before = len(servers.chain.bodies)
+    for method in sorted(rpc.FORWARDED_METHODS):
+        answer = call(servers.rpc_url, method, [])
+        assert "error" not in answer, (method, answer)
+    assert servers.chain.methods()[before:] == sorted(rpc.FORWARDED_METHODS)
+    assert not {"eth_sign", "eth_sendTransaction", "eth_accounts"} & rpc.FORWARDED_METHODS
+    assert not [m for m in rpc.FORWARDED_METHODS if m.split("_")[0] not in ("eth", "net", "web3")]
+
+
+def test_client_version_and_accounts_are_answered_here(servers: Servers) -> None:
+    before = len(servers.chain.bodies)
+    assert result(servers.rpc_url, "web3_clientVersion", []) == rpc.CLIENT_VERSION
+    assert result(servers.rpc_url, "personal_listAccounts", []) == result(servers.rpc_url, "eth_accounts", [])
+    assert len(servers.chain.bodies) == before
+
+
+# -- transactions --------------------------------------------------------------------------------------
+
+
+def _signed_locally(secret: str, **fields: Any) -> str:
+    tx = {"chainId": CHAIN_ID, "value": 0, "data": b"", **fields}
+    return h(bytes(Account.sign_transaction(tx, secret).raw_transaction).hex())
+
+
+def test_personal_send_transaction_signs_here_and_sends_raw(servers: Servers) -> None:
+    chain = servers.chain
+    transaction = {"from": OTHER_ADDRESS, "to": STRANGER, "value": "0x2a", "data": "0x1234"}
+    tx_hash = result(servers.rpc_url, "personal_sendTransaction", [transaction, OTHER_PASSWORD])
+    raw = chain.raw_transactions[-1]
+    assert tx_hash == h(keccak256(bytes.fromhex(raw[2:])).hex())
+    # The nonce, gas, gas price and chain id came from the chain, as a Parity node filled them in.
+    assert raw == _signed_locally(OTHER_SECRET, to=STRANGER, value=42, data=bytes.fromhex("1234"),
+                                  nonce=PENDING_NONCE, gas=GAS_ESTIMATE, gasPrice=GAS_PRICE)
+    assert Account.recover_transaction(raw) == OTHER_ADDRESS
+    assert chain.methods()[-5:] == ["eth_chainId", "eth_gasPrice", "eth_estimateGas", "eth_getTransactionCount",
+                                    "eth_sendRawTransaction"]
+    estimate = json.loads(chain.bodies[-3])["params"][0]
+    assert estimate == {"from": OTHER_ADDRESS.lower(), "to": STRANGER, "value": "0x2a", "data": "0x1234"}
+    assert json.loads(chain.bodies[-2])["params"] == [OTHER_ADDRESS.lower(), "pending"]
+    # web3 4.5 style: JSON numbers, every field given, a contract creation (no "to"), "input" for the code.
+    given = {"from": OTHER_ADDRESS, "gas": 100_000, "gasPrice": 5, "nonce": 3, "value": 0, "input": "0x6000",
+             "chainId": CHAIN_ID}
+    count = len(chain.bodies)
+    result(servers.rpc_url, "personal_sendTransaction", [given, OTHER_PASSWORD])
+    assert chain.methods()[count:] == ["eth_sendRawTransaction"]
+    assert chain.raw_transactions[-1] == _signed_locally(OTHER_SECRET, gas=100_000, gasPrice=5, nonce=3,
+                                                         data=bytes.fromhex("6000"))
+
+
+def test_eip1559_transactions(servers: Servers) -> None:
+    given = {"from": OTHER_ADDRESS, "to": STRANGER, "maxFeePerGas": "0x64", "maxPriorityFeePerGas": "0x1",
+             "gas": "0x5208", "nonce": "0x0"}
+    result(servers.rpc_url, "personal_sendTransaction", [given, OTHER_PASSWORD])
+    assert servers.chain.raw_transactions[-1] == _signed_locally(
+        OTHER_SECRET, type=2, to=STRANGER, maxFeePerGas=100, maxPriorityFeePerGas=1, gas=21_000, nonce=0)
+    # type 2 with the fees left out: the tip from eth_maxPriorityFeePerGas, the cap 2 x base fee + tip
+    result(servers.rpc_url, "personal_sendTransaction",
+           [{"from": OTHER_ADDRESS, "to": STRANGER, "type": "0x2", "gas": "0x5208", "nonce": "0x1"}, OTHER_PASSWORD])
+    assert servers.chain.raw_transactions[-1] == _signed_locally(
+        OTHER_SECRET, type=2, to=STRANGER, maxFeePerGas=202, maxPriorityFeePerGas=2, gas=21_000, nonce=1)
+
+
+def test_eth_send_transaction_needs_an_unlock(servers: Servers) -> None:
+    transaction = {"from": OTHER_ADDRESS, "to": STRANGER, "value": "0x1"}
+    sent = len(servers.chain.raw_transactions)
+    for url in (servers.rpc_url, servers.unlock_url):
+        locked = error(url, "eth_sendTransaction", [transaction])
+        assert locked["code"] == rpc.ACCOUNT_LOCKED and "personal_sendTransaction" in locked["message"]
+    assert len(servers.chain.raw_transactions) == sent
+    assert result(servers.unlock_url, "personal_unlockAccount", [OTHER_ADDRESS, OTHER_PASSWORD, 60]) is True
+    result(servers.unlock_url, "eth_sendTransaction", [transaction])
+    assert Account.recover_transaction(servers.chain.raw_transactions[-1]) == OTHER_ADDRESS
+    # the unlock belongs to that face only
+    assert error(servers.rpc_url, "eth_sendTransaction", [transaction])["code"] == rpc.ACCOUNT_LOCKED
+
+
+BAD_TRANSACTIONS = [
+    ({"to": STRANGER}, "from"),
+    ({"from": OTHER_ADDRESS, "gasLimit": "0x1"}, "gasLimit"),
+    ({"from": OTHER_ADDRESS, "value": "0x1_0"}, "value"),
+    ({"from": OTHER_ADDRESS, "value": "12"}, "value"),
+    ({"from": OTHER_ADDRESS, "value": -1}, "value"),
+    ({"from": OTHER_ADDRESS, "value": True}, "value"),
+    ({"from": OTHER_ADDRESS, "to": "0x1234"}, "to"),
+    ({"from": OTHER_ADDRESS, "data": "0x12", "input": "0x34"}, "input"),
+    ({"from": OTHER_ADDRESS, "gasPrice": "0x1", "maxFeePerGas": "0x2"}, "gasPrice"),
+    ({"from": OTHER_ADDRESS, "type": "0x1"}, "type"),
+    ({"from": OTHER_ADDRESS, "type": "0x0", "maxFeePerGas": "0x2"}, "type 0x2"),
+    ({"from": OTHER_ADDRESS, "accessList": [{"address": STRANGER, "storageKeys": []}]}, "accessList"),
+    ("not an object", "JSON object"),
+]
+
+
+@pytest.mark.parametrize(("transaction", "named"), BAD_TRANSACTIONS, ids=[n for _, n in BAD_TRANSACTIONS])
+def test_malformed_transactions_are_refused(servers: Servers, transaction: object, named: str) -> None:
+    sent = len(servers.chain.raw_transactions)
+    failure = error(servers.rpc_url, "personal_sendTransaction", [transaction, OTHER_PASSWORD])
+    assert failure["code"] == rpc.INVALID_PARAMS and named in failure["message"], failure
+    assert OTHER_PASSWORD not in failure["message"]
+    assert len(servers.chain.raw_transactions) == sent
+
+
+def test_chain_errors_while_sending_are_passed_on(servers: Servers, keystore_dir: Path) -> None:
+    sent = len(servers.chain.raw_transactions)
+    failure = error(servers.rpc_url, "personal_sendTransaction",
+                    [{"from": OTHER_ADDRESS, "to": STRANGER, "data": "0xfe"}, OTHER_PASSWORD])
+    assert failure == {"code": -32000, "message": "eth_estimateGas: upstream says no"}
+    wrong = error(servers.rpc_url, "personal_sendTransaction", [{"from": OTHER_ADDRESS}, "wrong"])
+    assert wrong["code"] == rpc.PASSWORD_INVALID
+    assert len(servers.chain.raw_transactions) == sent
+    lone = error(servers.lone_url, "personal_sendTransaction", [{"from": OTHER_ADDRESS}, OTHER_PASSWORD])
+    assert lone["code"] == rpc.METHOD_NOT_FOUND and "chain URL" in lone["message"]
 
 
 def test_batch_mixing_local_and_forwarded(servers: Servers) -> None:
@@ -641,6 +859,45 @@ def test_repeated_unlock_is_cached(keystore_dir: Path) -> None:
         thread.close()
 
 
+def _reported_delay(failure: dict[str, Any]) -> float:
+    assert failure["code"] == rpc.PASSWORD_INVALID
+    match = re.search(r"answered after ([0-9.]+) s", failure["message"])
+    assert match is not None, failure
+    return float(match.group(1))
+
+
+def test_wrong_passwords_are_slowed_down(keystore_dir: Path) -> None:
+    thread = ServerThread()
+    try:
+        url = thread.start(rpc.make_rpc_app(Keystore(keystore_dir), None, throttle=PasswordThrottle(0.05, 0.2)))
+        wrong = [KB["account_address"], "guess", h("55" * 32)]
+        start = time.perf_counter()
+        delays = [_reported_delay(error(url, "secretstore_signRawHash", wrong)) for _ in range(4)]
+        sequential = time.perf_counter() - start
+        assert delays == [0.05, 0.1, 0.2, 0.2] and sequential >= 0.9 * sum(delays)
+        # a batch (or parallel connections) does not multiply the rate: the guesses are checked one by one
+        batch = [{"jsonrpc": "2.0", "method": "personal_sign", "params": ["0x00", KB["account_address"], f"g{i}"],
+                  "id": i} for i in range(5)]
+        start = time.perf_counter()
+        answers = post_raw(url, json.dumps(batch)).json()
+        assert all(a["error"]["code"] == rpc.PASSWORD_INVALID for a in answers)
+        assert time.perf_counter() - start >= 0.9 * 5 * 0.2
+        # the right password (the client waited for its last answer) is not delayed, and resets the count
+        start = time.perf_counter()
+        result(url, "secretstore_signRawHash", [KB["account_address"], KB_PASSWORD, h("55" * 32)])
+        assert time.perf_counter() - start < 0.15
+        assert _reported_delay(error(url, "secretstore_signRawHash", wrong)) == 0.05
+    finally:
+        thread.close()
+
+
+def test_default_wrong_password_delays(keystore_dir: Path) -> None:
+    app = rpc.make_rpc_app(Keystore(keystore_dir), None)
+    throttle = app[rpc.SERVICE_KEY].throttle
+    assert (throttle.first_delay, throttle.max_delay) == (0.25, 4.0)
+    assert app[rpc.SERVICE_KEY].allow_unlock is False
+
+
 # -- command line --------------------------------------------------------------------------------------
 
 
@@ -701,3 +958,22 @@ def test_the_cli_rejects_bad_rpc_arguments(tmp_path: Path, capsys: pytest.Captur
     assert main(["rpc", "--keystore", str(tmp_path), "--listen", "no-port"]) == 2
     assert "--listen" in capsys.readouterr().err
     assert main(["rpc"]) == 2  # --keystore is required
+    capsys.readouterr()
+    assert main(["rpc", "--keystore", str(tmp_path), "--wrong-password-delay", "5"]) == 2
+    assert "--wrong-password-delay" in capsys.readouterr().err
+
+
+def test_the_cli_enables_unlock_only_when_asked(keystore_dir: Path) -> None:
+    for options, code in (([], rpc.METHOD_NOT_FOUND), (["--allow-unlock"], None)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ocean_secret_store.cli", "--json", "rpc", "--keystore", str(keystore_dir),
+             "--listen", "127.0.0.1:0", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        )
+        try:
+            assert process.stdout is not None
+            served = json.loads(process.stdout.readline())["url"]
+            answer = call(served, "personal_unlockAccount", [OTHER_ADDRESS, OTHER_PASSWORD, 1])
+            assert answer.get("error", {}).get("code") == code, answer
+        finally:
+            assert _stop(process) == 0
