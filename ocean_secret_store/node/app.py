@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..exceptions import ConfigError
 from ..lifecycle import bound_port, wait_for_stop_signal
+from ..serving import GuardedAppRunner
 from .acl import AccessChecker, AllowAll, ContractAccessChecker, StaticAllowList
 from .audit import AuditLog
 from .cluster import ClusterCore
@@ -64,7 +65,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     storage = SqliteKeyStorage(config.storage_path, config.node_secret)
     acl = build_access_checker(config.acl)
-    audit = AuditLog(config.data_dir / AUDIT_FILE, config.address)
+    audit = AuditLog(config.data_dir / AUDIT_FILE, config.address, max_bytes=config.audit.max_bytes,
+                     backups=config.audit.backups)
     core_ref: list[ClusterCore] = []
 
     async def on_message(peer: bytes, payload: bytes) -> None:
@@ -94,7 +96,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
     core_ref.append(core)
     await core.start()
     await transport.start()
-    runner = web.AppRunner(make_app(core, config.cors), access_log=None, handle_signals=False)
+    # Header-read timeout and per-address cap (config [http]): a slow-loris holds no socket for long.
+    runner = GuardedAppRunner(make_app(core, config.cors), config.serving, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
     await site.start()

@@ -15,7 +15,11 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
+
+#: Rotation defaults: a file of at most 64 MiB (about 250,000 entries), and ten rotated files kept.
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_BACKUPS: Final = 10
 
 
 class Audit(Protocol):
@@ -30,14 +34,28 @@ class NullAudit:
 
 
 class AuditLog:
-    """Appends to ``path`` (created 0600, opened O_APPEND so lines are never interleaved or rewritten)."""
+    """Appends to ``path`` (created 0600, opened O_APPEND so lines are never interleaved or rewritten),
+    one ``write`` per line.
 
-    def __init__(self, path: Path, node_address: bytes) -> None:
+    Rotation by size: before a line would take the file past ``max_bytes``, under the write lock,
+    the file becomes ``<path>.1`` (``.1`` becomes ``.2`` and so on; beyond ``backups`` files the
+    oldest is deleted; ``backups = 0`` keeps every file) and the line goes to a new, empty file. The
+    new file is created 0600 under a temporary name first and renamed into place, so an entry is
+    never written to a file of a wider mode, never split across two files, and ``path`` always
+    exists. A single line longer than ``max_bytes`` gets a file of its own.
+    """
+
+    def __init__(self, path: Path, node_address: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 backups: int = DEFAULT_BACKUPS) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise ValueError("audit rotation: max_bytes must be >= 1 and backups >= 0")
         self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._node = "0x" + node_address.hex()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")  # line-buffered
         self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._fd).st_size
 
     def record(self, operation: str, key_id: bytes, requester: bytes | None, role: str, decision: str,
                reason: str = "") -> None:
@@ -52,9 +70,56 @@ class AuditLog:
             "decision": decision,
             "reason": reason,
         }, separators=(",", ":"))
+        data = (line + "\n").encode()
         with self._lock:
-            self._file.write(line + "\n")
+            if self._size and self._size + len(data) > self.max_bytes:
+                self._rotate()
+            _write_all(self._fd, data)
+            self._size += len(data)
+
+    def rotated_files(self) -> list[Path]:
+        """The rotated files that exist, newest first (``<path>.1``, ``<path>.2``, ...)."""
+        return [path for _, path in self._numbered_files()]
+
+    def _numbered_files(self) -> list[tuple[int, Path]]:
+        numbered = []
+        for candidate in self.path.parent.glob(self.path.name + ".*"):
+            suffix = candidate.name[len(self.path.name) + 1:]
+            if suffix.isdigit():
+                numbered.append((int(suffix), candidate))
+        return sorted(numbered)
+
+    def _rotate(self) -> None:
+        """Called with the lock held: every numbered file moves up one, the current one becomes ``.1``."""
+        fresh = self.path.with_name(f".{self.path.name}.new")
+        fresh.unlink(missing_ok=True)  # left by a crash between its creation and its rename
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            for number, path in reversed(self._numbered_files()):  # the highest first: nothing is overwritten
+                if self.backups and number >= self.backups:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(path, self._numbered(number + 1))
+            os.replace(self.path, self._numbered(1))
+            os.replace(fresh, self.path)
+        except BaseException:
+            os.close(fd)
+            fresh.unlink(missing_ok=True)
+            raise
+        os.close(self._fd)
+        self._fd, self._size = fd, 0
+
+    def _numbered(self, number: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{number}")
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

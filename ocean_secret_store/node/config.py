@@ -27,6 +27,12 @@ The file (every setting; unknown keys are errors, so a typo never silently means
 
     [http]
     cors = "none"                           # "none" | "*" / "all" / "any" | "origin1,origin2"
+    header_timeout = 10.0                   # s to send a whole request head (slow-loris guard)
+    max_connections_per_address = 256       # open connections per client address; more are closed
+
+    [audit]                                 # data_dir/audit.jsonl rotates by size (these are the defaults)
+    max_bytes = 67108864                    # 64 MiB: then audit.jsonl -> audit.jsonl.1 -> .2 ...
+    backups = 10                            # rotated files kept (0: keep every one)
 
 Every error is a :class:`~ocean_secret_store.exceptions.ConfigError` whose ``key`` names the
 setting; no message ever contains the node secret or the keystore password.
@@ -52,12 +58,15 @@ from ..exceptions import ConfigError, InvalidPoint
 from ..keyfile import KeystoreError, WrongPassword, unlock_file
 from ..protocol.addresses import HostPort, parse_host_port
 from ..protocol.hexcodec import parse_hex
+from ..serving import ServingLimits
+from .audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from .cors import CorsPolicy
 from .storage import DB_FILENAME
 
 __all__ = [
     "ACL_KINDS",
     "AclConfig",
+    "AuditSettings",
     "NodeConfig",
     "Timeouts",
     "dump_config",
@@ -85,6 +94,14 @@ class Timeouts:
     session: float = 5.0
     connect: float = 2.0
     keepalive: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Size rotation of the audit log (see :class:`~.audit.AuditLog`): bytes per file, rotated files kept."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    backups: int = DEFAULT_BACKUPS
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,8 @@ class NodeConfig:
     timeouts: Timeouts = Timeouts()
     acl: AclConfig = AclConfig()
     cors: CorsPolicy = field(default_factory=CorsPolicy)
+    serving: ServingLimits = field(default_factory=ServingLimits)
+    audit: AuditSettings = AuditSettings()
     keystore: Path | None = None
     password_env: str | None = None
 
@@ -184,7 +203,12 @@ class NodeConfig:
                 "keepalive": self.timeouts.keepalive,
             },
             "acl": acl,
-            "http": {"cors": str(self.cors)},
+            "http": {
+                "cors": str(self.cors),
+                "header_timeout": self.serving.header_timeout,
+                "max_connections_per_address": self.serving.max_connections_per_address,
+            },
+            "audit": {"max_bytes": self.audit.max_bytes, "backups": self.audit.backups},
         }
 
 
@@ -253,7 +277,7 @@ class _Parser:
     def config(self, data: Mapping[str, Any]) -> NodeConfig:
         if not isinstance(data, Mapping):
             raise self.fail("(document)", "must be a table")
-        sections = ("node", "cluster", "timeouts", "acl", "http")
+        sections = ("node", "cluster", "timeouts", "acl", "http", "audit")
         for key in data:
             if key not in sections:
                 raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
@@ -266,6 +290,7 @@ class _Parser:
         data_dir = self.string(node, "node", "data_dir")
         if not data_dir:
             raise self.fail("node.data_dir", "must not be empty")
+        http = self.table(data, "http", ("cors", "header_timeout", "max_connections_per_address"), required=False)
         return NodeConfig(
             node_secret=secret,
             node_public=public,
@@ -275,7 +300,9 @@ class _Parser:
             cluster=MappingProxyType(cluster),
             timeouts=self.timeouts(self.table(data, "timeouts", ("session", "connect", "keepalive"), required=False)),
             acl=self.acl(self.table(data, "acl", ("kind", "allowed", "keys", "chain_url", "contract"))),
-            cors=self.cors(self.table(data, "http", ("cors",), required=False)),
+            cors=self.cors(http),
+            serving=self.serving(http),
+            audit=self.audit(self.table(data, "audit", ("max_bytes", "backups"), required=False)),
             keystore=keystore,
             password_env=password_env,
         )
@@ -351,15 +378,23 @@ class _Parser:
     def timeouts(self, section: _Section) -> Timeouts:
         values: dict[str, float] = {}
         for key in ("session", "connect", "keepalive"):
-            if key not in section:
-                continue
-            value = section[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise self.fail(f"timeouts.{key}", "must be a number of seconds")
-            if not math.isfinite(value) or value <= 0:
-                raise self.fail(f"timeouts.{key}", "must be a finite number of seconds > 0")
-            values[key] = float(value)
+            if key in section:
+                values[key] = self.seconds(section, "timeouts", key)
         return Timeouts(**values)
+
+    def seconds(self, section: _Section, prefix: str, key: str) -> float:
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"{prefix}.{key}", "must be a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise self.fail(f"{prefix}.{key}", "must be a finite number of seconds > 0")
+        return float(value)
+
+    def integer(self, section: _Section, prefix: str, key: str, minimum: int) -> int:
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(f"{prefix}.{key}", f"must be an integer >= {minimum}")
+        return value
 
     # -- [acl] ------------------------------------------------------------------------------
 
@@ -408,7 +443,23 @@ class _Parser:
             raise self.fail(key, f"{text!r}: EIP-55 checksum mismatch")
         return raw
 
-    # -- [http] -----------------------------------------------------------------------------
+    # -- [http] and [audit] -----------------------------------------------------------------
+
+    def serving(self, section: _Section) -> ServingLimits:
+        defaults = ServingLimits()
+        return ServingLimits(
+            header_timeout=self.seconds(section, "http", "header_timeout")
+            if "header_timeout" in section else defaults.header_timeout,
+            max_connections_per_address=self.integer(section, "http", "max_connections_per_address", 1)
+            if "max_connections_per_address" in section else defaults.max_connections_per_address,
+        )
+
+    def audit(self, section: _Section) -> AuditSettings:
+        defaults = AuditSettings()
+        return AuditSettings(
+            max_bytes=self.integer(section, "audit", "max_bytes", 1) if "max_bytes" in section else defaults.max_bytes,
+            backups=self.integer(section, "audit", "backups", 0) if "backups" in section else defaults.backups,
+        )
 
     def cors(self, section: _Section) -> CorsPolicy:
         text = self.optional_string(section, "http", "cors")

@@ -16,10 +16,11 @@ from eth_utils import to_checksum_address as checksum_address
 from ocean_secret_store.crypto.curve import N, Point, random_scalar
 from ocean_secret_store.crypto.hashes import address_of
 from ocean_secret_store.exceptions import ConfigError
-from ocean_secret_store.node.config import NodeConfig, Timeouts, dump_config, load_config
+from ocean_secret_store.node.config import AuditSettings, NodeConfig, Timeouts, dump_config, load_config
 from ocean_secret_store.node.cors import CorsPolicy
 from ocean_secret_store.node.storage import DB_FILENAME
 from ocean_secret_store.protocol.addresses import HostPort
+from ocean_secret_store.serving import ServingLimits
 
 SECRETS = [random_scalar() for _ in range(3)]
 PUBLICS = [Point.generator_mul(s) for s in SECRETS]
@@ -113,6 +114,8 @@ def test_defaults_for_optional_tables(tmp_path: Path) -> None:
     config = NodeConfig.from_mapping(data, tmp_path)
     assert config.timeouts == Timeouts(5.0, 2.0, 10.0)
     assert config.cors == CorsPolicy(allow_all=False, origins=())
+    assert config.serving == ServingLimits(header_timeout=10.0, max_connections_per_address=256)
+    assert config.audit == AuditSettings(max_bytes=64 * 1024 * 1024, backups=10)
     assert config.acl.kind == "none"
 
 
@@ -155,7 +158,7 @@ Mutation = Callable[[dict[str, Any]], None]
 
 def _set(section: str, key: str, value: Any) -> Mutation:
     def mutate(data: dict[str, Any]) -> None:
-        data[section][key] = value
+        data.setdefault(section, {})[key] = value
 
     return mutate
 
@@ -242,6 +245,16 @@ BAD = [
     (_set("http", "cors", ""), "http.cors"),
     (_set("http", "cors", 1), "http.cors"),
     (_set("http", "origins", "*"), "http.origins"),
+    (_set("http", "header_timeout", 0), "http.header_timeout"),
+    (_set("http", "header_timeout", "10"), "http.header_timeout"),
+    (_set("http", "header_timeout", float("nan")), "http.header_timeout"),
+    (_set("http", "max_connections_per_address", 0), "http.max_connections_per_address"),
+    (_set("http", "max_connections_per_address", 2.5), "http.max_connections_per_address"),
+    (_set("http", "max_connections_per_address", True), "http.max_connections_per_address"),
+    (_set("audit", "max_bytes", 0), "audit.max_bytes"),
+    (_set("audit", "max_bytes", "64M"), "audit.max_bytes"),
+    (_set("audit", "backups", -1), "audit.backups"),
+    (_set("audit", "keep", 3), "audit.keep"),
 ]
 
 
@@ -361,8 +374,12 @@ def _round_trip(tmp_path: Path, config: NodeConfig, environ: dict[str, str] | No
 def test_dump_load_round_trip_inline_secret(tmp_path: Path) -> None:
     data = _mapping()
     data["cluster"][_hex_public(2)] = "[::1]:12020"
+    data["http"].update(header_timeout=2, max_connections_per_address=16)
+    data["audit"] = {"max_bytes": 4096, "backups": 0}
     config = load_config(_write(tmp_path, dump_config(data)))
     assert config.http_listen == HostPort("127.0.0.1", 12001)
+    assert config.serving == ServingLimits(2.0, 16)
+    assert config.audit == AuditSettings(4096, 0)
     assert _round_trip(tmp_path, config) == config
 
 
