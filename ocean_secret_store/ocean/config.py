@@ -36,6 +36,15 @@ The file keeps squid-py's sections and keys (ocean.md §1.2) and adds ``[secret-
     listen = 127.0.0.1:8030
     provider.public_key = 0x<128 hex>           ; for the provider-key encryptor (publisher side)
     file_root = files                           ; the only directory file:// URLs may point into
+    allowed_origins = http://127.0.0.1:8000     ; origins fetched even on loopback/private addresses
+                                                ; (exact scheme://host:port, commas or whitespace)
+    max_file_bytes = 4294967296                 ; bytes proxied from an origin per request
+    fetch_connect_timeout = 10                  ; seconds to resolve and connect to an origin
+    fetch_read_timeout = 60                     ; seconds an origin may stay silent while sending
+    fetch_total_timeout = 3600                  ; seconds for one request to an origin
+    max_redirects = 5                           ; redirects followed, each checked
+    require_signature_expiry = false            ; refuse squid-py's replayable consume signature
+    max_signature_lifetime = 3600               ; how far ahead a consume signatureExpiry may be
 
 Precedence, strongest first:
 
@@ -58,6 +67,9 @@ program that signs through a node's JSON-RPC ``secretstore_*`` methods with a ke
 (our JSON-RPC face, ``devnet`` ``rpc_url``) selects that account by address and password. The
 Python pipeline itself signs with eth-account ``LocalAccount`` objects and does not use them.
 
+The provider's fetch policy (what the ``[provider]`` fetch keys mean, and the refusals) is in
+:mod:`.provider.fetch`; the signature forms in :mod:`.provider.app`.
+
 Relative paths (``contracts.file``, ``metadata.store``, ``downloads.path``,
 ``account.keystore``, ``file_root``) are taken relative to the INI file's directory.
 
@@ -72,6 +84,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -83,6 +96,15 @@ from ..crypto.curve import Point
 from ..exceptions import ConfigError, CryptoError
 from ..protocol.addresses import parse_host_port
 from ..protocol.hexcodec import parse_hex
+from .provider.policy import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_REDIRECTS,
+    DEFAULT_MAX_SIGNATURE_LIFETIME,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_TOTAL_TIMEOUT,
+    parse_origin,
+)
 
 __all__ = ["ENVIRONMENT", "OceanConfig", "load_config"]
 
@@ -159,6 +181,17 @@ class OceanConfig:
     #: ``[provider] provider.public_key``: ``0x`` + 128 hex, for the provider-key encryptor.
     provider_public_key: str | None = None
     provider_file_root: str | None = None
+    #: ``[provider] allowed_origins``: ``scheme://host:port`` origins fetched whatever they resolve to.
+    provider_allowed_origins: tuple[str, ...] = ()
+    #: ``[provider] max_file_bytes``: bytes proxied from an origin for one consume request.
+    provider_max_file_bytes: int = DEFAULT_MAX_BYTES
+    provider_fetch_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    provider_fetch_read_timeout: float = DEFAULT_READ_TIMEOUT
+    provider_fetch_total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    provider_max_redirects: int = DEFAULT_MAX_REDIRECTS
+    #: ``[provider] require_signature_expiry``: refuse consume signatures without ``signatureExpiry``.
+    provider_require_signature_expiry: bool = False
+    provider_max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
     #: Where the values came from (the INI path), for messages only.
     source: str | None = field(default=None, compare=False)
 
@@ -330,6 +363,27 @@ class _Reader:
             raise self.fail(section, key, f"every URL must be http(s)://host[:port], got {bad[0]!r}")
         return tuple(items)
 
+    def seconds(self, section: str, key: str, default: float) -> float:
+        value = self.text(section, key)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise self.fail(section, key, f"must be a number of seconds, got {value!r}") from None
+        if not math.isfinite(number) or number <= 0:
+            raise self.fail(section, key, f"must be a number of seconds > 0, got {value!r}")
+        return number
+
+    def origins(self, section: str, key: str) -> tuple[str, ...]:
+        value = self.text(section, key)
+        if value is None:
+            return ()
+        try:
+            return tuple(str(parse_origin(item)) for item in re.split(r"[,\s]+", value) if item)
+        except ValueError as exc:
+            raise self.fail(section, key, f"every origin must be scheme://host[:port]: {exc}") from None
+
     def address(self, section: str, key: str) -> str | None:
         value = self.text(section, key)
         if value is not None and not _ADDRESS.fullmatch(value):
@@ -443,6 +497,15 @@ class _Reader:
             "provider_listen": self.listen(),
             "provider_public_key": self.public_key(),
             "provider_file_root": self.path(PROVIDER, "file_root"),
+            "provider_allowed_origins": self.origins(PROVIDER, "allowed_origins"),
+            "provider_max_file_bytes": self.integer(PROVIDER, "max_file_bytes", DEFAULT_MAX_BYTES, minimum=1),
+            "provider_fetch_connect_timeout": self.seconds(PROVIDER, "fetch_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            "provider_fetch_read_timeout": self.seconds(PROVIDER, "fetch_read_timeout", DEFAULT_READ_TIMEOUT),
+            "provider_fetch_total_timeout": self.seconds(PROVIDER, "fetch_total_timeout", DEFAULT_TOTAL_TIMEOUT),
+            "provider_max_redirects": self.integer(PROVIDER, "max_redirects", DEFAULT_MAX_REDIRECTS, minimum=0),
+            "provider_require_signature_expiry": self.boolean(PROVIDER, "require_signature_expiry", False),
+            "provider_max_signature_lifetime": self.integer(PROVIDER, "max_signature_lifetime",
+                                                            DEFAULT_MAX_SIGNATURE_LIFETIME, minimum=1),
             "source": self.source,
         }
         try:

@@ -1,9 +1,11 @@
 """The Brizo-shaped provider against a real devnet: anvil with the keeper contracts, 3 key servers
-checking ``AccessSecretStoreCondition`` on chain, a file origin on loopback, the events handler
-settling agreements, and consume refusing or streaming."""
+checking ``AccessSecretStoreCondition`` on chain, a file origin on loopback (allowed by the
+provider's fetch policy), the events handler settling agreements, and consume refusing or
+streaming; the fetch policy's size cap, and its rules in unit tests."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -23,7 +25,7 @@ from ocean_secret_store.cli import main
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
-from ocean_secret_store.exceptions import OceanError
+from ocean_secret_store.exceptions import ConfigError, OceanError
 from ocean_secret_store.ocean.config import load_config
 from ocean_secret_store.ocean.ddo import DDO, build_ddo
 from ocean_secret_store.ocean.did import did_to_id
@@ -39,6 +41,8 @@ from ocean_secret_store.ocean.provider.app import (
 )
 from ocean_secret_store.ocean.provider.backends import ProviderKeyBackend, SecretStoreBackend, encrypted_files_bytes
 from ocean_secret_store.ocean.provider.events import EventsHandler
+from ocean_secret_store.ocean.provider.fetch import FetchPolicy
+from ocean_secret_store.ocean.provider.policy import DEFAULT_MAX_BYTES, Origin, address_kind, parse_origin
 from ocean_secret_store.testing.devnets import running_devnet
 from ocean_secret_store.testing.servers import ServerThread
 
@@ -82,11 +86,21 @@ def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A body with no Content-Length that never ends (chunked)."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for _ in range(10_000):
+        await response.write(b"x" * 65536)
+    return response
+
+
 @pytest.fixture(scope="module")
 def origin(files_dir: Path) -> Iterator[str]:
-    """A static file server on loopback (aiohttp's static route honours Range)."""
+    """A static file server on loopback (aiohttp's static route honours Range), and an endless body."""
     app = web.Application()
     app.router.add_static("/files", files_dir)
+    app.router.add_get("/endless", _endless)
     with ServerThread() as server:
         yield server.start(app)
 
@@ -96,21 +110,32 @@ def metadata(tmp_path_factory: pytest.TempPathFactory) -> SqliteMetadataStore:
     return SqliteMetadataStore(tmp_path_factory.mktemp("provider-meta") / "ddo.db")
 
 
-def _provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, backend: Any, files_dir: Path) -> Iterator[str]:
+def _provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, backend: Any, files_dir: Path,
+              policy: FetchPolicy) -> Iterator[str]:
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=backend,
-                            provider_account=account(net, "provider"), file_root=files_dir)
+                            provider_account=account(net, "provider"), file_root=files_dir, fetch_policy=policy)
     with ServerThread() as server:
         yield server.start(app)
 
 
 @pytest.fixture(scope="module")
-def provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
-    yield from _provider(net, keeper, metadata, SecretStoreBackend(cluster(net)), files_dir)
+def provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path, origin: str) -> Iterator[str]:
+    yield from _provider(net, keeper, metadata, SecretStoreBackend(cluster(net)), files_dir,
+                         FetchPolicy.allowing([origin]))
 
 
 @pytest.fixture(scope="module")
-def key_provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path) -> Iterator[str]:
-    yield from _provider(net, keeper, metadata, ProviderKeyBackend(), files_dir)
+def key_provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path, origin: str
+                 ) -> Iterator[str]:
+    yield from _provider(net, keeper, metadata, ProviderKeyBackend(), files_dir, FetchPolicy.allowing([origin]))
+
+
+@pytest.fixture(scope="module")
+def capped_provider(net: devnet.DevnetState, keeper: Keeper, metadata: Any, files_dir: Path, origin: str
+                    ) -> Iterator[str]:
+    """Proxies at most 100 000 bytes per request (remote.bin has 150 000)."""
+    yield from _provider(net, keeper, metadata, SecretStoreBackend(cluster(net)), files_dir,
+                         FetchPolicy.allowing([origin], max_bytes=100_000, total_timeout=20.0))
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +355,8 @@ def test_provider_process_settles_with_its_events_task(
     settings = ProviderSettings(
         chain_url=net.chain_url, contracts=net.contracts, metadata_location=str(store_path),
         account=account(net, "provider"), backend=SecretStoreBackend(cluster(net)), port=0,
-        file_root=str(files_dir), poll_interval=0.05, from_block=int(keeper.w3.eth.block_number),
+        file_root=str(files_dir), fetch=FetchPolicy.allowing([origin]),
+        poll_interval=0.05, from_block=int(keeper.w3.eth.block_number),
     )
     loop = ServerThread(timeout=30)
     running = loop.run(start_provider(settings))
@@ -373,6 +399,8 @@ def test_settings_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "[resources]\nmetadata.store = ddo.db\n"
         "[provider]\nbackend = provider-key\naccount.key_env = TEST_PROVIDER_KEY\n"
         "listen = 127.0.0.1:8123\nfile_root = files\n"
+        "allowed_origins = http://127.0.0.1:8000, HTTPS://Files.Example\nmax_file_bytes = 1000\n"
+        "fetch_total_timeout = 2.5\nrequire_signature_expiry = yes\n"
     )
     config = load_config(tmp_path / "provider.ini")
     assert config.provider_key_env == "TEST_PROVIDER_KEY"  # the command line unlocks it (cli_tools)
@@ -383,7 +411,46 @@ def test_settings_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert (settings.host, settings.port) == ("127.0.0.1", 8123)
     assert settings.metadata_location == str(tmp_path / "ddo.db")
     assert settings.file_root == str(tmp_path / "files")
+    assert settings.fetch.allowed_origins == {Origin("http", "127.0.0.1", 8000), Origin("https", "files.example", 443)}
+    assert (settings.fetch.max_bytes, settings.fetch.total_timeout) == (1000, 2.5)
+    assert settings.fetch.connect_timeout == 10.0 and settings.fetch.max_redirects == 5  # the defaults
+    assert settings.require_signature_expiry and settings.max_signature_lifetime == 3600
+    assert load_config(None).provider_max_file_bytes == DEFAULT_MAX_BYTES
     assert {k: v.lower() for k, v in settings.contracts.items()} == contracts
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("allowed_origins", "http://127.0.0.1:8000/files", "no path"),
+    ("allowed_origins", "ftp://127.0.0.1", "only http and https"),
+    ("allowed_origins", "http://127.0.0.1:99999", "malformed"),
+    ("max_file_bytes", "0", "at least 1"),
+    ("fetch_connect_timeout", "nan", "seconds > 0"),
+    ("fetch_read_timeout", "soon", "number of seconds"),
+    ("require_signature_expiry", "maybe", "true or false"),
+])
+def test_fetch_settings_are_checked_at_load(key: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(None, {}, overrides={"provider": {key: value}})
+    assert caught.value.key == f"provider.{key}"
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("fd00:ec2::254", "private"),
+    ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("0.0.0.0", "unspecified"),
+    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("100.100.100.200", "non-global"),
+    ("8.8.8.8", None), ("2606:4700::1111", None),
+])
+def test_address_kinds(address: str, kind: str | None) -> None:
+    assert address_kind(ipaddress.ip_address(address)) == kind
+
+
+def test_origins_compare_as_scheme_host_port() -> None:
+    assert parse_origin("http://LOCALHOST:80/") == parse_origin("http://localhost") == Origin("http", "localhost", 80)
+    assert parse_origin("https://[::1]") == Origin("https", "::1", 443)
+    assert str(Origin("https", "::1", 443)) == "https://[::1]:443"
+    with pytest.raises(ValueError, match="credentials"):
+        parse_origin("http://user:pw@127.0.0.1:8000")
 
 
 @pytest.mark.parametrize("spelling", ["0xab01", "0Xab01", "ab01", ' {"encryptedDocument": "0xab01"} '])
@@ -396,3 +463,29 @@ def test_encrypted_files_that_are_not_hex_are_refused(bad: str) -> None:
     # bytes.fromhex, used here before the one hex codec, let whitespace between bytes through.
     with pytest.raises(OceanError, match="encryptedFiles"):
         encrypted_files_bytes(bad)
+
+
+def test_the_size_cap(net: devnet.DevnetState, keeper: Keeper, metadata: Any, capped_provider: str, origin: str,
+                      files_dir: Path, handler: EventsHandler) -> None:
+    """An origin announcing more than max_file_bytes is refused before anything is sent; one that sends
+    more without announcing it is cut off at the cap (the consumer's connection dropped)."""
+    ddo = publish(net, keeper, metadata, capped_provider, [
+        {"url": f"{origin}/files/remote.bin", "contentType": "x/y"},
+        {"url": f"{origin}/endless", "contentType": "x/y"},
+        {"url": (files_dir / "local.csv").as_uri(), "contentType": "text/csv"},
+    ])
+    consumer = account(net, "consumer")
+    agreement_id = order(net, keeper, ddo)
+    assert settle(handler, keeper, agreement_id) == (2, 2, 2)
+    announced = consume(capped_provider, agreement_id, consumer, 0)
+    assert announced.status_code == 502 and announced.json()["rule"] == "size"
+    assert "max_file_bytes" in announced.json()["error"]
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        consume(capped_provider, agreement_id, consumer, 1)
+    assert time.monotonic() - started < 10  # cut at the cap, not at the time limit
+    # a range the origin serves under the cap passes
+    part = consume(capped_provider, agreement_id, consumer, 0, headers={"Range": "bytes=0-999"})
+    assert part.status_code == 206 and part.content == (files_dir / "remote.bin").read_bytes()[:1000]
+    # file:// under the root is not the fetch policy's business
+    assert consume(capped_provider, agreement_id, consumer, 2).content == (files_dir / "local.csv").read_bytes()

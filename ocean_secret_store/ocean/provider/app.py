@@ -7,13 +7,25 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
     Missing or malformed parameters: 400. Then, each refusal a 401 JSON ``{"error": "..."}``
     saying why:
 
-    1. ``signature`` is the consumer's EIP-191 personal signature (``personal_sign``) of the
-       agreement id **as text**: the UTF-8 bytes of the ``serviceAgreementId`` parameter exactly as
-       sent (``"0x"`` + 64 hex digits), hashed as ``keccak256("\\x19Ethereum Signed Message:\\n" +
-       len + text)``. This is what squid-py signed (``add_ethereum_prefix_and_hash_msg(agreement_id)``)
-       and Brizo verified (``personal_ec_recover``); with eth-account:
-       ``Account.sign_message(encode_defunct(text=agreement_id_hex), key)``, checked here with
-       ``Account.recover_message``. It must recover to ``consumerAddress``.
+    1. ``signature`` is the consumer's EIP-191 personal signature (``personal_sign``) of a text,
+       in one of two forms; it must recover to ``consumerAddress``:
+
+       * squid-py's form, no ``signatureExpiry`` parameter: the agreement id **as text**, the
+         UTF-8 bytes of the ``serviceAgreementId`` parameter exactly as sent (``"0x"`` + 64 hex
+         digits), hashed as ``keccak256("\\x19Ethereum Signed Message:\\n" + len + text)``. This
+         is what squid-py signed (``add_ethereum_prefix_and_hash_msg(agreement_id)``) and Brizo
+         verified (``personal_ec_recover``); with eth-account:
+         ``Account.sign_message(encode_defunct(text=agreement_id_hex), key)``, checked here with
+         ``Account.recover_message``. Such a URL works for as long as the agreement does: whoever
+         sees it can replay it. A provider with ``[provider] require_signature_expiry = true``
+         refuses this form.
+       * the expiring form (what :func:`consume_params`, and so this package's SDK and CLI,
+         send): the extra parameter ``signatureExpiry=<unix seconds>`` and the signed text
+         ``"<serviceAgreementId> expires <signatureExpiry>"`` (one space each side of
+         ``expires``; the parameters exactly as sent). Refused once the expiry is past, and when
+         it is more than ``[provider] max_signature_lifetime`` seconds (default 3600) ahead of the
+         provider's clock. Only the consumer can re-sign, so a seen URL dies at its expiry;
+         stripping the parameter does not help, the bare-id message was not signed.
     2. The agreement exists on chain and is an access (``EscrowAccessSecretStoreTemplate``) agreement.
     3. ``consumerAddress`` is the agreement's ``consumer`` actor (``getAgreementActors`` /
        ``getActorType``).
@@ -26,11 +38,18 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
 
     The DDO comes from the metadata store (404 if unknown). Then the access backend decrypts the
     files list with the provider's own account (502 if it cannot), ``files[index]`` is chosen
-    (400 if out of range) and streamed: ``http(s)://`` URLs are proxied (the ``Range`` header is
+    (400 if out of range) and streamed: ``http(s)://`` URLs are proxied under the provider's fetch
+    policy (:mod:`.fetch`: no loopback, private, link-local or otherwise non-global address
+    unless ``[provider] allowed_origins`` names the exact origin; the address checked after
+    resolving is the one connected to; every redirect checked; size and time caps). A refusal by
+    that policy is a 502 ``{"error": "...", "rule": "scheme" | "address" | "redirects" |
+    "size"}`` whose message says what is wrong without the URL. The ``Range`` header is
     forwarded; 200/206 with ``Content-Range``/``Content-Length`` passed back; other origin
-    answers become 502), ``file://`` URLs are read from disk with ``Range`` support — only under
-    the configured ``file_root`` (a publisher must not be able to make the provider serve its
-    own key files), and refused when no root is configured. Brizo's other form (``url=`` already
+    answers become 502 ``{"error": ..., "rule": "origin"}``; a body that grows past
+    ``max_file_bytes`` after the headers were sent is cut off (connection dropped).
+    ``file://`` URLs are read from disk with ``Range`` support — only under the configured
+    ``file_root`` (a publisher must not be able to make the provider serve its own key files),
+    and refused when no root is configured. Brizo's other form (``url=`` already
     decrypted by the consumer) is not offered: it would make the provider an open proxy.
 
 ``GET /api/v1/brizo``
@@ -58,7 +77,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +100,8 @@ from ..did import id_to_did
 from ..metadata import open_metadata_store
 from ..plugins import get_plugin_manager, select_access_backend
 from .events import EventsHandler, read_agreement
+from .fetch import FetchPolicy, open_origin
+from .policy import DEFAULT_MAX_SIGNATURE_LIFETIME, FetchRefused, parse_origin
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -93,6 +114,9 @@ if TYPE_CHECKING:
 __all__ = [
     "API_BASE",
     "CONSUME_PATH",
+    "DEFAULT_MAX_SIGNATURE_LIFETIME",
+    "DEFAULT_SIGNATURE_LIFETIME",
+    "EXPIRY_PARAM",
     "INFO_PATH",
     "ProviderSettings",
     "RunningProvider",
@@ -120,6 +144,11 @@ _AGREEMENT_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
 _INDEX = re.compile(r"[0-9]{1,9}")
+_EXPIRY = re.compile(r"[0-9]{1,12}")
+#: The optional consume parameter of the expiring signature form (module docstring).
+EXPIRY_PARAM = "signatureExpiry"
+#: Seconds ahead that :func:`consume_params` signs for (a download starts right after signing).
+DEFAULT_SIGNATURE_LIFETIME = 300
 #: Response headers passed back from a proxied origin.
 _PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Accept-Ranges",
                    "ETag", "Last-Modified")
@@ -129,23 +158,33 @@ def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
     return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
-def _consume_message(agreement_id_text: str) -> SignableMessage:
-    """What a consumer signs for ``consume``: the EIP-191 personal message of the agreement id text."""
-    return encode_defunct(text=agreement_id_text)
+def _consume_message(agreement_id_text: str, expiry: str | None = None) -> SignableMessage:
+    """What a consumer signs for ``consume``: the EIP-191 personal message of the agreement id text,
+    followed by ``" expires <expiry>"`` in the expiring form."""
+    return encode_defunct(text=agreement_id_text if expiry is None else f"{agreement_id_text} expires {expiry}")
 
 
-def consume_params(account: LocalAccount, agreement_id: bytes, index: int) -> dict[str, str]:
-    """The consume query parameters for ``account`` (the consumer): what squid-py sent, signature included."""
+def consume_params(account: LocalAccount, agreement_id: bytes, index: int, *,
+                   lifetime: int | None = DEFAULT_SIGNATURE_LIFETIME) -> dict[str, str]:
+    """The consume query parameters for ``account`` (the consumer), signature included.
+
+    By default the expiring form, valid ``lifetime`` seconds from now; ``lifetime=None`` gives
+    exactly what squid-py sent (a signature of the agreement id alone, replayable).
+    """
     agreement_text = "0x" + agreement_id.hex()
-    signature = bytes(account.sign_message(_consume_message(agreement_text)).signature)  # v = 27/28
-    return {"serviceAgreementId": agreement_text, "consumerAddress": to_address(account.address),
-            "signature": "0x" + signature.hex(), "index": str(index)}
+    expiry = None if lifetime is None else str(int(time.time()) + lifetime)
+    signature = bytes(account.sign_message(_consume_message(agreement_text, expiry)).signature)  # v = 27/28
+    params = {"serviceAgreementId": agreement_text, "consumerAddress": to_address(account.address),
+              "signature": "0x" + signature.hex(), "index": str(index)}
+    if expiry is not None:
+        params[EXPIRY_PARAM] = expiry
+    return params
 
 
-def _recover_signer(signature_hex: str, agreement_id_text: str) -> str | None:
+def _recover_signer(signature_hex: str, agreement_id_text: str, expiry: str | None) -> str | None:
     """The consume signature's signer (v may be 27/28 as wallets send it, or 0/1); None if unrecoverable."""
     try:
-        signer = Account.recover_message(_consume_message(agreement_id_text), signature=signature_hex)
+        signer = Account.recover_message(_consume_message(agreement_id_text, expiry), signature=signature_hex)
     except (BadSignature, ValueError):
         return None
     return checksum_address(bytes.fromhex(signer[2:]))
@@ -161,7 +200,9 @@ class _Provider:
     account: LocalAccount
     file_root: Path | None
     chunk_size: int
-    session: aiohttp.ClientSession | None = None
+    fetch: FetchPolicy
+    require_expiry: bool = False
+    max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
     public_key_hex: str = ""
     address: str = ""
 
@@ -176,6 +217,7 @@ class _ConsumeRequest:
     consumer: str
     signature: str
     index: int
+    expiry: str | None = None
 
 
 def _parse_consume(query: Mapping[str, str]) -> _ConsumeRequest:
@@ -196,8 +238,26 @@ def _parse_consume(query: Mapping[str, str]) -> _ConsumeRequest:
     index = query["index"].strip()
     if not _INDEX.fullmatch(index):
         raise _error(web.HTTPBadRequest, "index must be a non-negative integer")
+    expiry = query.get(EXPIRY_PARAM)
+    if expiry is not None and not _EXPIRY.fullmatch(expiry):
+        raise _error(web.HTTPBadRequest, f"{EXPIRY_PARAM} must be a time in unix seconds (decimal digits)")
     return _ConsumeRequest(agreement, bytes.fromhex(agreement[2:]), checksum_address(bytes.fromhex(consumer[2:])),
-                           signature, int(index))
+                           signature, int(index), expiry)
+
+
+def _check_expiry(state: _Provider, req: _ConsumeRequest) -> None:
+    """The expiring form's time window (module docstring, check 1); squid-py's form unless required."""
+    if req.expiry is None:
+        if state.require_expiry:
+            raise _error(web.HTTPUnauthorized, f"this provider requires {EXPIRY_PARAM}: sign "
+                         f"'<serviceAgreementId> expires <{EXPIRY_PARAM}>' (the agreement id alone is replayable)")
+        return
+    now, expiry = int(time.time()), int(req.expiry)
+    if now > expiry:
+        raise _error(web.HTTPUnauthorized, f"the consume signature expired at {expiry} (now {now}); sign again")
+    if expiry - now > state.max_signature_lifetime:
+        raise _error(web.HTTPUnauthorized, f"{EXPIRY_PARAM} is {expiry - now} s ahead; this provider accepts "
+                     f"at most {state.max_signature_lifetime} s")
 
 
 def _authorize(state: _Provider, req: _ConsumeRequest) -> DDO:
@@ -254,25 +314,55 @@ def _byte_range(header: str, total: int) -> tuple[int, int, int] | None:
     return start, end, total
 
 
-async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mapping[str, Any]) -> web.StreamResponse:
-    if state.session is None:
-        raise RuntimeError("the provider's origin session is used outside the app's lifetime")
+def _refused(exc: FetchRefused) -> web.HTTPException:
+    """A fetch-policy refusal as the consumer sees it: 502 ``{"error", "rule"}`` (no URL in it)."""
+    return web.HTTPBadGateway(text=json.dumps({"error": str(exc), "rule": exc.rule}), content_type="application/json")
+
+
+async def _relay(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                 window: tuple[int, int, int] | None, cap: int, chunk_size: int) -> None:
+    """Copy the origin's body (or the ``window`` of it) to the consumer, at most ``cap`` bytes read."""
+    offset = 0
+    async for chunk in upstream.content.iter_chunked(chunk_size):
+        if offset + len(chunk) > cap:  # more than announced, or announced nothing
+            raise FetchRefused("size", f"the file's origin sent more than {cap} bytes ([provider] max_file_bytes)")
+        if window:
+            start, end, _ = window
+            piece = chunk[max(0, start - offset): max(0, end + 1 - offset)]
+            offset += len(chunk)
+            if piece:
+                await response.write(piece)
+            if offset > end:
+                break
+        else:
+            offset += len(chunk)
+            await response.write(chunk)
+    await response.write_eof()
+
+
+async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mapping[str, Any],
+                 label: str) -> web.StreamResponse:
     headers = {}
     if "Range" in request.headers:
         headers["Range"] = request.headers["Range"]
+    cap = state.fetch.max_bytes
     response: web.StreamResponse | None = None
     try:
-        async with state.session.get(url, headers=headers, allow_redirects=True) as upstream:
+        async with open_origin(state.fetch, url, headers) as upstream:
             if upstream.status == 416:
                 raise web.HTTPRequestRangeNotSatisfiable(
                     headers={k: upstream.headers[k] for k in ("Content-Range",) if k in upstream.headers}
                 )
             if upstream.status not in (200, 206):
-                raise _error(web.HTTPBadGateway, f"the file's origin answered HTTP {upstream.status}")
+                raise _refused(FetchRefused("origin", f"the file's origin answered HTTP {upstream.status}"))
+            announced = upstream.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > cap:
+                raise FetchRefused("size", f"the file is larger ({announced} bytes) than this provider proxies "
+                                           f"({cap} bytes: [provider] max_file_bytes)")
             # An origin that ignores Range (plain file servers do) still gets the consumer its slice.
             window = None
-            if upstream.status == 200 and "Range" in request.headers and "Content-Length" in upstream.headers:
-                window = _byte_range(request.headers["Range"], int(upstream.headers["Content-Length"]))
+            if upstream.status == 200 and "Range" in request.headers and announced.isdigit():
+                window = _byte_range(request.headers["Range"], int(announced))
             response = web.StreamResponse(status=206 if window else upstream.status)
             for name in _PASSED_HEADERS:
                 if name in upstream.headers:
@@ -283,20 +373,13 @@ async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mappin
                 response.headers["Content-Length"] = str(end - start + 1)
             response.headers["Content-Disposition"] = _content_disposition(entry, urlsplit(url).path)
             await response.prepare(request)
-            offset = 0
-            async for chunk in upstream.content.iter_chunked(state.chunk_size):
-                if window:
-                    start, end, _ = window
-                    piece = chunk[max(0, start - offset): max(0, end + 1 - offset)]
-                    offset += len(chunk)
-                    if piece:
-                        await response.write(piece)
-                    if offset > end:
-                        break
-                else:
-                    await response.write(chunk)
-            await response.write_eof()
+            await _relay(upstream, response, window, cap, state.chunk_size)
             return response
+    except FetchRefused as exc:
+        log.info("consume %s: the provider's fetch policy refused the file (rule %s): %s", label, exc.rule, exc)
+        if response is not None and response.prepared:
+            raise ConnectionResetError(str(exc)) from None
+        raise _refused(exc) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         # aiohttp's messages contain the URL, which is the secret being protected: type name only.
         failure = f"could not fetch the file from its origin ({type(exc).__name__})"
@@ -304,7 +387,7 @@ async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mappin
             # Headers are gone: only a dropped connection tells the consumer the body is short.
             log.warning("%s while streaming; dropping the connection", failure)
             raise ConnectionResetError(failure) from None
-        raise _error(web.HTTPBadGateway, failure) from None
+        raise _refused(FetchRefused("origin", failure)) from None
 
 
 def _local_file(state: _Provider, url: str) -> Path:
@@ -325,12 +408,18 @@ async def _consume(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     req = _parse_consume(request.query)
     label = req.agreement_text.lower()
-    signer = _recover_signer(req.signature, req.agreement_text)
+    signer = _recover_signer(req.signature, req.agreement_text, req.expiry)
     if signer != req.consumer:
         log.info("consume %s refused: bad signature", label)
+        signed = "serviceAgreementId text" if req.expiry is None else f"'<serviceAgreementId> expires <{EXPIRY_PARAM}>'"
         raise _error(web.HTTPUnauthorized,
-                     "the signature does not recover to consumerAddress (expected: the consumer's personal "
-                     "signature of the serviceAgreementId text)")
+                     f"the signature does not recover to consumerAddress (expected: the consumer's personal "
+                     f"signature of the {signed})")
+    try:
+        _check_expiry(state, req)
+    except web.HTTPException as exc:
+        log.info("consume %s refused (%d): %s", label, exc.status, exc.text)
+        raise
     try:
         ddo = await asyncio.to_thread(_authorize, state, req)
     except web.HTTPException as exc:
@@ -353,12 +442,12 @@ async def _consume(request: web.Request) -> web.StreamResponse:
     scheme = urlsplit(url).scheme.lower()
     log.info("consume %s: serving file %d of %s to %s", label, req.index, ddo.did, req.consumer)
     if scheme in ("http", "https"):
-        return await _proxy(request, state, url, entry)
+        return await _proxy(request, state, url, entry, label)
     if scheme == "file":
         path = _local_file(state, url)
         return web.FileResponse(path, chunk_size=state.chunk_size,
                                 headers={"Content-Disposition": _content_disposition(entry, path.name)})
-    raise _error(web.HTTPBadGateway, f"the file's URL scheme {scheme or '(none)'!r} is not supported")
+    raise _refused(FetchRefused("scheme", f"the file's URL scheme {scheme or '(none)'!r} is not supported"))
 
 
 async def _info(request: web.Request) -> web.Response:
@@ -384,32 +473,28 @@ def make_provider_app(
     provider_account: LocalAccount,
     file_root: str | Path | None = None,
     chunk_size: int = 64 * 1024,
-    upstream_timeout: float = 60.0,
+    fetch_policy: FetchPolicy | None = None,
+    require_signature_expiry: bool = False,
+    max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME,
 ) -> web.Application:
     """The provider's aiohttp application (routes in the module docstring).
 
     :param file_root: directory under which ``file://`` URLs are served; None refuses them.
-    :param upstream_timeout: seconds to connect to and to wait on a proxied origin between reads.
+    :param fetch_policy: what ``http(s)://`` files may be fetched, with the size and time caps
+        (default: :class:`.fetch.FetchPolicy` defaults, no origin allowed beyond global addresses).
+    :param require_signature_expiry: refuse squid-py's replayable signature form.
+    :param max_signature_lifetime: the furthest ``signatureExpiry`` may be ahead, in seconds.
     """
     state = _Provider(
         keeper=keeper, metadata=metadata, backend=backend, account=provider_account,
         file_root=Path(file_root).resolve() if file_root is not None else None,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, fetch=fetch_policy or FetchPolicy(),
+        require_expiry=require_signature_expiry, max_signature_lifetime=max_signature_lifetime,
         public_key_hex="0x" + account_public(provider_account).to_bytes().hex(),
         address=to_address(provider_account.address),
     )
-
-    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        # auto_decompress=False: bytes pass through as the origin encoded them, so its
-        # Content-Length and Content-Range stay true.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=upstream_timeout, sock_read=upstream_timeout)
-        state.session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
-        yield
-        await state.session.close()
-
     app = web.Application()
     app[_STATE] = state
-    app.cleanup_ctx.append(session_ctx)
     app.router.add_get(CONSUME_PATH, _consume)
     app.router.add_get(INFO_PATH, _info)
     app.router.add_get("/health", _health)
@@ -431,6 +516,9 @@ class ProviderSettings:
     host: str = "127.0.0.1"
     port: int = 8030
     file_root: str | None = None
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    require_signature_expiry: bool = False
+    max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
     events: bool = True
     poll_interval: float = 0.5
     from_block: int = 0
@@ -466,7 +554,9 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
     keeper = Keeper(settings.chain_url, settings.contracts)
     metadata = open_metadata_store(settings.metadata_location)
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=settings.backend,
-                            provider_account=settings.account, file_root=settings.file_root)
+                            provider_account=settings.account, file_root=settings.file_root,
+                            fetch_policy=settings.fetch, require_signature_expiry=settings.require_signature_expiry,
+                            max_signature_lifetime=settings.max_signature_lifetime)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
@@ -503,10 +593,22 @@ def settings_from_config(
         listen = parse_host_port(config.provider_listen, allow_zero=True)
     except ValueError as exc:  # OceanConfig checked it already; a hand-built one may not be
         raise OceanError(f"[provider] listen {config.provider_listen!r}: {exc}") from None
+    try:
+        allowed = frozenset(parse_origin(origin) for origin in config.provider_allowed_origins)
+    except ValueError as exc:  # OceanConfig checked them already; a hand-built one may not be
+        raise OceanError(f"[provider] allowed_origins: {exc}") from None
     return ProviderSettings(
         chain_url=config.keeper_url, contracts=dict(config.contracts), metadata_location=config.metadata_store,
         account=account, backend=select_access_backend(get_plugin_manager(), config),
         host=listen.host, port=listen.port, file_root=config.provider_file_root,
+        fetch=FetchPolicy(
+            allowed_origins=allowed,
+            max_bytes=config.provider_max_file_bytes, connect_timeout=config.provider_fetch_connect_timeout,
+            read_timeout=config.provider_fetch_read_timeout, total_timeout=config.provider_fetch_total_timeout,
+            max_redirects=config.provider_max_redirects,
+        ),
+        require_signature_expiry=config.provider_require_signature_expiry,
+        max_signature_lifetime=config.provider_max_signature_lifetime,
         events=events, poll_interval=poll_interval, from_block=from_block,
     )
 
