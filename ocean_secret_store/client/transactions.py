@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ..crypto.hashes import checksum_address
 from ..exceptions import ChainError, MalformedHex, SecretStoreError
 from ..protocol.hexcodec import parse_hex, to_hex
 
@@ -89,7 +90,7 @@ def parse_transaction(value: object) -> TransactionRequest:
         name: _quantity(value[name], name) for name in _QUANTITIES if value.get(name) is not None
     }
     if value.get("to") is not None:
-        fields["to"] = to_hex(_bytes(value["to"], "to", 20))
+        fields["to"] = checksum_address(_bytes(value["to"], "to", 20))  # eth-account takes no other form
     data = {name: _bytes(value[name], name) for name in ("data", "input") if value.get(name) is not None}
     if len(data) == 2 and data["data"] != data["input"]:
         raise InvalidTransaction("data and input differ; give one of them")

@@ -28,7 +28,7 @@ from ..exceptions import (
     NodeDisconnected,
 )
 from ..protocol import messages as m
-from .acl import AccessChecker
+from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .sessions import decryption, generation, negotiation, signing, storing
 from .sessions.base import OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
@@ -295,14 +295,14 @@ class ClusterCore:
 
     # -- access --------------------------------------------------------------------------------
 
-    async def allowed(self, requester: Requester, key_id: bytes) -> bool:
-        """This node's own access decision; a checker that fails counts as a refusal."""
+    async def access(self, requester: Requester, key_id: bytes, author: bytes) -> Decision:
+        """This node's own access decision for a key of ``author`` (as this node stored it); a
+        checker that fails counts as a refusal."""
         try:
-            return bool(await self.acl.check(requester.address, key_id))
+            return await self.acl.decide(requester.address, key_id, author)
         except Exception as exc:  # noqa: BLE001 -- whatever breaks in a checker (chain down, a bug) is a refusal, never an allow
-
             log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
-            return False
+            return Decision(False, f"access check failed: {exc}"[:300])
 
     # -- public operations (each bounded by the session timeout) --------------------------------
 
@@ -325,7 +325,10 @@ class ClusterCore:
             result = await self._bounded(run(requester), on_timeout)
         except KeyServerError as exc:
             decision = "refused" if exc.status in (400, 403, 404) else "failed"
-            self.audit.record(operation, key_id, requester.address, "entry", decision, exc.parity_name)
+            # A fixed-text variant (a refusal's "Consensus unreachable") carries this node's reason
+            # as its detail: audited here, never sent to the client.
+            reason = f"{exc.parity_name}: {exc.detail}" if exc.text and exc.detail else exc.parity_name
+            self.audit.record(operation, key_id, requester.address, "entry", decision, reason)
             raise
         except BaseException:
             self.audit.record(operation, key_id, requester.address, "entry", "failed", "Internal")

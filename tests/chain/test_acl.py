@@ -18,10 +18,16 @@ import pytest
 from aiohttp import web
 
 from ocean_secret_store.chain.acl import (
+    DID_ATTRIBUTE_REGISTERED_TOPIC,
+    GET_DID_REGISTRY_SELECTOR,
+    FirstRegistrants,
+    JsonRpcReader,
     PermissionQuery,
     PermissionQueryFailed,
+    RegistryQueryFailed,
     check_permissions_calldata,
     decode_bool_word,
+    first_registration_owner,
 )
 from ocean_secret_store.exceptions import ChainUnreachable
 
@@ -270,3 +276,114 @@ def test_check_latency_micro_measurement(chain: Chain) -> None:
         f"(p90 {sorted(raw)[int(rounds * 0.9)] * 1e3:.2f} ms); "
         f"web3 .call() median {statistics.median(web3_times) * 1e3:.2f} ms"
     )
+
+
+# -- the first registrant of a DID ---------------------------------------------------------------
+
+
+def test_registry_constants_match_the_keeper_contracts_abi() -> None:
+    from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector
+
+    from ocean_secret_store.chain.artifacts import DEVELOPMENT, load_artifact
+
+    events = {e["name"]: e for e in load_artifact("DIDRegistry", DEVELOPMENT).abi if e["type"] == "event"}
+    registered = events["DIDAttributeRegistered"]
+    assert event_abi_to_log_topic(registered) == DID_ATTRIBUTE_REGISTERED_TOPIC
+    # topic1 is the DID and topic2 the registering owner: the first two indexed inputs, in order
+    assert [i["name"] for i in registered["inputs"] if i["indexed"]][:2] == ["_did", "_owner"]
+    getters = {f["name"] for f in load_artifact("AgreementStoreManager", DEVELOPMENT).abi if f["type"] == "function"}
+    assert "getDIDRegistryAddress" in getters
+    assert function_signature_to_4byte_selector("getDIDRegistryAddress()") == GET_DID_REGISTRY_SELECTOR
+
+
+def test_first_registration_owner_takes_the_earliest_log_and_skips_removed_ones() -> None:
+    did, early, late, gone = KEY_ID, b"\x01" * 20, b"\x02" * 20, b"\x03" * 20
+
+    def log(block: int, index: int, owner: bytes, removed: bool = False) -> dict[str, Any]:
+        return {"blockNumber": hex(block), "logIndex": hex(index), "removed": removed,
+                "topics": ["0x" + DID_ATTRIBUTE_REGISTERED_TOPIC.hex(), "0x" + did.hex(),
+                           "0x" + owner.rjust(32, b"\0").hex(), "0x" + did.hex()]}
+
+    assert first_registration_owner([], did) is None
+    assert first_registration_owner([log(9, 0, late), log(8, 5, early), log(1, 0, gone, removed=True)], did) == early
+    with pytest.raises(RegistryQueryFailed, match="another event or DID"):
+        first_registration_owner([log(1, 0, early)], bytes(32))
+    with pytest.raises(RegistryQueryFailed, match="not a list"):
+        first_registration_owner({"result": []}, did)
+    with pytest.raises(RegistryQueryFailed, match="upper 12 bytes"):
+        first_registration_owner([{**log(1, 0, early), "topics": [*log(1, 0, early)["topics"][:2], "0x" + "ff" * 32,
+                                                                  "0x" + did.hex()]}], did)
+
+
+@pytest.mark.integration
+def test_first_registrant_is_found_on_the_registry_the_acl_contract_uses(chain: Chain) -> None:
+    """Registered by the publisher; ownership transferred to the consumer, who updates the
+    attribute: the first registrant stays the publisher, found with one log query."""
+    k = chain.keeper
+    did = os.urandom(32)
+    contract = _raw(chain.deployment["AccessSecretStoreCondition"])
+
+    async def lookup(registrants: FirstRegistrants) -> bytes | None:
+        return await registrants.first_registrant(did)
+
+    async def run() -> None:
+        registrants = FirstRegistrants(JsonRpcReader(chain.anvil.url), contract)
+        try:
+            assert await registrants.registry() == _raw(chain.deployment["DIDRegistry"])
+            assert await lookup(registrants) is None  # not registered yet: asked again next time
+            await asyncio.to_thread(k.register_did, chain.publisher.key, did)
+            await asyncio.to_thread(k.transact, chain.publisher.key, "DIDRegistry", "transferDIDOwnership", did,
+                                    chain.consumer.address)
+            await asyncio.to_thread(k.register_did, chain.consumer.key, did, value="updated by the new owner")
+            assert k.did_owner(did) == chain.consumer.address
+            assert await lookup(registrants) == _raw(chain.publisher.address)
+            assert await lookup(registrants) == _raw(chain.publisher.address)
+            assert registrants.log_queries == 2
+        finally:
+            await registrants.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_a_contract_that_is_not_the_acl_of_0_13_2_fails_the_registry_lookup(chain: Chain) -> None:
+    async def run() -> None:
+        registrants = FirstRegistrants(JsonRpcReader(chain.anvil.url), _raw(chain.deployment["OceanToken"]))
+        try:
+            with pytest.raises(RegistryQueryFailed, match="AccessSecretStoreCondition"):
+                await registrants.first_registrant(KEY_ID)
+        finally:
+            await registrants.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_first_registrant_cost_micro_measurement(chain: Chain) -> None:
+    """Prints (does not assert) the added cost of the author binding per retrieval: one eth_getLogs
+    the first time a node sees a DID, a dictionary look-up after."""
+    dids = [os.urandom(32) for _ in range(50)]
+    for did in dids:
+        chain.keeper.register_did(chain.publisher.key, did)
+    contract = _raw(chain.deployment["AccessSecretStoreCondition"])
+
+    async def run() -> tuple[list[float], list[float]]:
+        registrants = FirstRegistrants(JsonRpcReader(chain.anvil.url), contract)
+        try:
+            await registrants.registry()  # found once per node, not per retrieval
+            first, cached = [], []
+            for did in dids:
+                start = time.perf_counter()
+                await registrants.first_registrant(did)
+                first.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await registrants.first_registrant(did)
+                cached.append(time.perf_counter() - start)
+            return first, cached
+        finally:
+            await registrants.close()
+
+    first, cached = asyncio.run(run())
+    print(f"\nfirst registrant over {len(dids)} DIDs ({chain.anvil.url}, block "
+          f"{chain.keeper.w3.eth.block_number}): eth_getLogs median {statistics.median(first) * 1e3:.2f} ms "
+          f"(max {max(first) * 1e3:.2f} ms); cached median {statistics.median(cached) * 1e6:.1f} µs")

@@ -32,7 +32,7 @@ from ocean_secret_store.client.throttle import PasswordThrottle
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.crypto.document import decrypt_document, encrypt_document
-from ocean_secret_store.crypto.hashes import keccak256
+from ocean_secret_store.crypto.hashes import checksum_address, keccak256
 from ocean_secret_store.crypto.signatures import recover_address
 from ocean_secret_store.testing.servers import ServerThread, closed_port_url
 
@@ -706,18 +706,21 @@ def _signed_locally(secret: str, **fields: Any) -> str:
 
 def test_personal_send_transaction_signs_here_and_sends_raw(servers: Servers) -> None:
     chain = servers.chain
-    transaction = {"from": OTHER_ADDRESS, "to": STRANGER, "value": "0x2a", "data": "0x1234"}
+    recipient = "0x" + "ab" * 20  # lower case, as web3 4.5 sends it
+    transaction = {"from": OTHER_ADDRESS, "to": recipient, "value": "0x2a", "data": "0x1234"}
     tx_hash = result(servers.rpc_url, "personal_sendTransaction", [transaction, OTHER_PASSWORD])
     raw = chain.raw_transactions[-1]
     assert tx_hash == h(keccak256(bytes.fromhex(raw[2:])).hex())
     # The nonce, gas, gas price and chain id came from the chain, as a Parity node filled them in.
-    assert raw == _signed_locally(OTHER_SECRET, to=STRANGER, value=42, data=bytes.fromhex("1234"),
+    assert raw == _signed_locally(OTHER_SECRET, to=checksum_address(bytes.fromhex("ab" * 20)),
+                                  value=42, data=bytes.fromhex("1234"),
                                   nonce=PENDING_NONCE, gas=GAS_ESTIMATE, gasPrice=GAS_PRICE)
     assert Account.recover_transaction(raw) == OTHER_ADDRESS
     assert chain.methods()[-5:] == ["eth_chainId", "eth_gasPrice", "eth_estimateGas", "eth_getTransactionCount",
                                     "eth_sendRawTransaction"]
     estimate = json.loads(chain.bodies[-3])["params"][0]
-    assert estimate == {"from": OTHER_ADDRESS.lower(), "to": STRANGER, "value": "0x2a", "data": "0x1234"}
+    assert estimate == {"from": OTHER_ADDRESS.lower(), "to": checksum_address(bytes.fromhex("ab" * 20)),
+                        "value": "0x2a", "data": "0x1234"}
     assert json.loads(chain.bodies[-2])["params"] == [OTHER_ADDRESS.lower(), "pending"]
     # web3 4.5 style: JSON numbers, every field given, a contract creation (no "to"), "input" for the code.
     given = {"from": OTHER_ADDRESS, "gas": 100_000, "gasPrice": 5, "nonce": 3, "value": 0, "input": "0x6000",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.exceptions import NodeDisconnected
-from ocean_secret_store.node.acl import AccessChecker, AllowAll
+from ocean_secret_store.node.acl import AccessChecker, AllowAll, Decision
 from ocean_secret_store.node.cluster import ClusterCore
 from ocean_secret_store.node.storage import MemoryKeyStorage
 from ocean_secret_store.protocol import messages as m
@@ -96,8 +96,10 @@ class DenyList:
     def prohibit(self, requester: bytes, key_id: bytes) -> None:
         self._prohibited.add((requester, key_id))
 
-    async def check(self, requester: bytes, key_id: bytes) -> bool:
-        return (requester, key_id) not in self._prohibited
+    async def decide(self, requester: bytes, key_id: bytes, author: bytes) -> Decision:
+        if (requester, key_id) in self._prohibited:
+            return Decision(False, "prohibited")
+        return Decision(True, "not prohibited")
 
     async def close(self) -> None:
         return None

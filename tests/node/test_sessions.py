@@ -33,6 +33,7 @@ from ocean_secret_store.exceptions import (
     ServerKeyAlreadyGenerated,
     ServerKeyIsNotFound,
 )
+from ocean_secret_store.node.acl import AccessChecker, AllowAll, Decision
 from ocean_secret_store.node.cluster import ClusterCore
 from ocean_secret_store.node.storage import KeyShare
 from ocean_secret_store.protocol import messages as m
@@ -180,6 +181,85 @@ def test_acl_refusal_is_consensus_unreachable() -> None:
             denials[2].prohibit(author.address, key_id)
             for core in cores[:2]:
                 assert await shadow_key(core, key_id, author) == document_key
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+class AuthorBound:
+    """The contract checker's rule without a chain: the author, or a grantee of a DID whose first
+    registrant is the author. Records the author every decision was asked about."""
+
+    def __init__(self, first_registrant: dict[bytes, bytes], grantees: set[bytes]) -> None:
+        self.first_registrant = first_registrant
+        self.grantees = grantees
+        self.authors_seen: list[bytes] = []
+
+    async def decide(self, requester: bytes, key_id: bytes, author: bytes) -> Decision:
+        self.authors_seen.append(author)
+        if requester == author:
+            return Decision(True, "the key's author")
+        if requester in self.grantees and self.first_registrant.get(key_id) == author:
+            return Decision(True, "granted")
+        return Decision(False, "first registered by someone else")
+
+    async def close(self) -> None:
+        return None
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, bytes | None, str, str, str]] = []
+
+    def record(self, operation: str, key_id: bytes, requester: bytes | None, role: str, decision: str,
+               reason: str = "") -> None:
+        self.lines.append((operation, requester, role, decision, reason))
+
+
+def test_every_member_decides_on_the_author_it_stored_and_audits_why() -> None:
+    """An entry node that lets a hijacker's grantee in (here: it allows everyone) gets nothing: the
+    members bind the key to the author they stored at generation and refuse on their own."""
+
+    async def scenario() -> None:
+        author, grantee = Account(), Account()
+        first: dict[bytes, bytes] = {}
+        checkers: list[AuthorBound] = []
+
+        def checker() -> AccessChecker:
+            if not checkers:  # cores[0]'s checker: trusts everyone
+                checkers.append(AuthorBound(first, set()))
+                return AllowAll()
+            checkers.append(AuthorBound(first, {grantee.address}))
+            return checkers[-1]
+
+        hub, cores = await make_cluster(3, session_timeout=TIMEOUT, acl_factory=checker)
+        audits = [Recorded() for _ in cores]
+        for core, audit in zip(cores, audits, strict=True):
+            core.audit = audit
+        try:
+            key_id, _, document_key = await publish(cores, author, 2)  # t = 2: every node takes part
+            first[key_id] = os.urandom(20)  # a hijacker registered the DID first
+            with pytest.raises(ConsensusUnreachable):
+                await shadow_key(cores[0], key_id, grantee)
+            with pytest.raises(ConsensusUnreachable):
+                await cores[0].schnorr_sign(key_id, grantee.sign(key_id), os.urandom(32))
+            refusals = [line for audit in audits[1:] for line in audit.lines if line[3] == "refused"]
+            assert refusals
+            assert {(role, reason) for _, _, role, _, reason in refusals} == {
+                ("member", "first registered by someone else")}
+            # through a binding node, the entry's own refusal is audited with its reason; the
+            # client sees Parity's text only
+            with pytest.raises(ConsensusUnreachable) as refused:
+                await shadow_key(cores[1], key_id, grantee)
+            assert str(refused.value) == "Consensus unreachable"
+            assert audits[1].lines[-1][2:] == (
+                "entry", "refused", "ConsensusUnreachable: first registered by someone else")
+            # the author keeps its key; once the author is the first registrant, the grantee is served
+            assert await shadow_key(cores[0], key_id, author) == document_key
+            first[key_id] = author.address
+            assert await shadow_key(cores[0], key_id, grantee) == document_key
+            assert {a for c in checkers[1:] for a in c.authors_seen} == {author.address}
         finally:
             await hub.stop()
 

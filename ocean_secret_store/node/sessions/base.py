@@ -26,6 +26,7 @@ from ...exceptions import (
     KeyServerError,
 )
 from ...protocol import messages as m
+from ..acl import Decision
 from ..storage import KeyShare
 
 T = TypeVar("T")
@@ -118,7 +119,9 @@ class Core(Protocol):
 
     async def update_key(self, key_id: bytes, share: KeyShare) -> None: ...
 
-    async def allowed(self, requester: Requester, key_id: bytes) -> bool: ...
+    async def access(self, requester: Requester, key_id: bytes, author: bytes) -> Decision:
+        """This node's own access decision on a key of ``author``; a failed check is a refusal."""
+        ...
 
     def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str,
                      reason: str = "") -> None: ...

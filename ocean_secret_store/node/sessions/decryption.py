@@ -5,9 +5,10 @@ before the partial decryptions. Here the entry node, which holds the key's metad
 ``t`` connected holders at random and sends each one ``Decrypt`` carrying the group, the
 access key and the requester's signature: consensus and partial decryption in one round
 trip, ``2t`` messages. Every member recovers the requester from the signature and asks its
-own access checker before computing anything. A member that refuses, fails or does not answer
-within its share of the timeout is replaced by a spare holder and the group is asked again
-(the shadow coefficients depend on the group, so every member recomputes).
+own access checker, about the key's author as this member stored it, before computing
+anything. A member that refuses, fails or does not answer within its share of the timeout is
+replaced by a spare holder and the group is asked again (the shadow coefficients depend on
+the group, so every member recomputes).
 """
 
 from __future__ import annotations
@@ -90,10 +91,11 @@ async def _on_decrypt(core: Core, sender: bytes, msg: m.DecryptRequest) -> m.Dec
     _validate_group(core, sender, share, version, msg.group)
     requester = Requester.from_signature(msg.signature, msg.key_id)
     operation = "shadow_decryption" if msg.shadow else "decryption"
-    if not await core.allowed(requester, msg.key_id):
-        core.audit_member(operation, msg.key_id, requester.address, "refused", "access checker said no")
+    decision = await core.access(requester, msg.key_id, share.author)
+    if not decision.allowed:
+        core.audit_member(operation, msg.key_id, requester.address, "refused", decision.reason)
         raise AccessDenied()
-    core.audit_member(operation, msg.key_id, requester.address, "allowed", "access checker said yes")
+    core.audit_member(operation, msg.key_id, requester.address, "allowed", decision.reason)
     return _compute(core, document, version, msg.group, msg.access_key, requester, msg.shadow)
 
 
@@ -101,8 +103,10 @@ async def _decrypt(
     core: Core, key_id: bytes, signature: bytes, requester: Requester, shadow: bool
 ) -> tuple[_Document, tuple[bytes, ...], dict[bytes, m.DecryptResponse], int]:
     document = await _document(core, key_id)
-    if not await core.allowed(requester, key_id):
-        raise ConsensusUnreachable()  # Parity reports an ACL refusal as "Consensus unreachable"
+    decision = await core.access(requester, key_id, document.share.author)
+    if not decision.allowed:
+        # Parity reports an ACL refusal as "Consensus unreachable"; the reason is only audited.
+        raise ConsensusUnreachable(decision.reason)
     version = document.share.last_version
     members = Group.pick(core, version.id_numbers, document.share.threshold)
     access_key = random_scalar(core.rng)

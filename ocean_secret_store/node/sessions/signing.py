@@ -62,10 +62,11 @@ async def _on_nonce(core: Core, sender: bytes, msg: m.SchnorrNonceRequest) -> m.
     if not any(v.hash == msg.version for v in share.versions):
         raise InvalidMessage("unknown key version")
     requester = Requester.from_signature(msg.signature, msg.key_id)
-    if not await core.allowed(requester, msg.key_id):
-        core.audit_member("schnorr_signing", msg.key_id, requester.address, "refused", "access checker said no")
+    decision = await core.access(requester, msg.key_id, share.author)
+    if not decision.allowed:
+        core.audit_member("schnorr_signing", msg.key_id, requester.address, "refused", decision.reason)
         raise AccessDenied()
-    core.audit_member("schnorr_signing", msg.key_id, requester.address, "allowed", "access checker said yes")
+    core.audit_member("schnorr_signing", msg.key_id, requester.address, "allowed", decision.reason)
     table = core.table(TABLE)
     if msg.session in table:
         raise InvalidMessage("signing session id reused")
@@ -112,8 +113,9 @@ async def run(core: Core, key_id: bytes, signature: bytes, requester: Requester,
     share = await core.load_key(key_id)
     if share is None:
         raise ServerKeyIsNotFound()
-    if not await core.allowed(requester, key_id):
-        raise ConsensusUnreachable()
+    decision = await core.access(requester, key_id, share.author)
+    if not decision.allowed:
+        raise ConsensusUnreachable(decision.reason)  # Parity's text; the reason is only audited
     version = share.last_version
     members = Group.pick(core, version.id_numbers, share.threshold)
     attempt_timeout = max(core.session_timeout / 4, 0.05)
