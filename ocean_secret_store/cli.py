@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from .protocol.addresses import HostPort, parse_host_port
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
+    from .serving import ServingLimits
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RPC_LISTEN = "127.0.0.1:8545"
 
@@ -39,10 +40,27 @@ def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 
 def _service_logging(args: argparse.Namespace) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from .lifecycle import configure_logging
+
+    # Unset options keep lifecycle's defaults (one place for them).
+    rotation = {key: value for key, value in (("max_bytes", args.log_max_bytes), ("backups", args.log_backups))
+                if value is not None}
+    try:
+        configure_logging(debug=args.debug, log_file=args.log_file, **rotation)
+    except ValueError as exc:
+        raise UsageError(f"--log-max-bytes/--log-backups: {exc}") from None
+
+
+def _serving_limits(args: argparse.Namespace) -> ServingLimits:
+    from .serving import ServingLimits
+
+    given = {key: value for key, value in (("header_timeout", args.header_timeout),
+                                           ("max_connections_per_address", args.max_connections_per_address))
+             if value is not None}  # unset options keep serving's defaults
+    try:
+        return ServingLimits(**given)
+    except ValueError as exc:
+        raise UsageError(f"--header-timeout/--max-connections-per-address: {exc}") from None
 
 
 def _listening(args: argparse.Namespace, what: str, url: str) -> None:
@@ -94,7 +112,8 @@ def _cmd_rpc(args: argparse.Namespace) -> int:
     throttle = PasswordThrottle(args.wrong_password_delay, args.wrong_password_delay_max)
     return _run_service(serve_rpc(args.keystore, listen.host, listen.port, args.chain_url,
                                   ready=lambda url: _listening(args, "rpc", url),
-                                  allow_unlock=args.allow_unlock, throttle=throttle))
+                                  allow_unlock=args.allow_unlock, throttle=throttle,
+                                  limits=_serving_limits(args)))
 
 
 def _absolute(path: str | None) -> str | None:
@@ -144,6 +163,7 @@ def _cmd_provider(args: argparse.Namespace) -> int:
         account = load_account(config.provider_key_env, config.provider_keystore, config.provider_password_env)
     settings = settings_from_config(config, account, events=not args.no_events,
                                     poll_interval=args.poll_interval, from_block=args.from_block)
+    settings.serving = _serving_limits(args)
     _service_logging(args)
     return _run_service(serve_provider(settings, ready=lambda url: _listening(args, "provider", url)))
 
@@ -355,6 +375,21 @@ def _add_rpc(sub: Any) -> None:
                      metavar="HOST:PORT",
                      help=f"address to listen on (port 0 picks a free one; default {DEFAULT_RPC_LISTEN})")
     rpc.add_argument("--chain-url", metavar="URL",
+def _log_file_args(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--log-file", metavar="FILE",
+                     help="log to FILE (created 0600, rotated by size) instead of stderr")
+    cmd.add_argument("--log-max-bytes", type=int, metavar="BYTES",
+                     help="rotate the log file at this size: FILE -> FILE.1 -> FILE.2 ... (default 10 MiB)")
+    cmd.add_argument("--log-backups", type=int, metavar="N", help="rotated log files kept (default 5)")
+
+
+def _serving_args(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                     help="close a connection that has not sent a whole request head in this time (default 10)")
+    cmd.add_argument("--max-connections-per-address", type=int, metavar="N",
+                     help="open connections allowed per client address; more are closed at once (default 256)")
+
+
                      help="Ethereum JSON-RPC URL: chain reads are forwarded there, transactions sent there")
     rpc.add_argument("--allow-unlock", action="store_true",
                      help="serve personal_unlockAccount (off by default: an unlock is global, any client of the "
@@ -376,6 +411,8 @@ def _add_provider(sub: Any) -> None:
         "backend is chosen by name through the ocean plugins (OCEAN_DISABLED_PLUGINS blocks some).")
     provider.add_argument("--config", help="INI config (see ocean_secret_store/ocean/config.py)")
     provider.add_argument("--chain-url", help="Ethereum JSON-RPC URL of the keeper contracts")
+    _serving_args(rpc)
+    _log_file_args(rpc)
     provider.add_argument("--contracts-json", help="JSON file with contract addresses (devnet.json works)")
     provider.add_argument("--metadata-store", help="SQLite path or Aquarius http(s) URL")
     provider.add_argument("--secret-store-url", action="append",
@@ -400,7 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     node = sub.add_parser("node", help="run one key server")
-    node.add_argument("--config", required=True, help="node TOML config (see ocean_secret_store/node/config.py)")
+    node.add_argument("--config", required=True, help="node TOML config (see ocean_secret_store/node/config.py; "
+                      "[http] sets the header timeout and the connections per address, [audit] the audit rotation)")
+    _log_file_args(node)
+    _serving_args(provider)
+    _log_file_args(provider)
     node.set_defaults(func=_cmd_node)
 
     dev = sub.add_parser("devnet", help="the embedded local cluster")

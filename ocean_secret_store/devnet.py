@@ -295,11 +295,16 @@ class _Child:
 
 def _spawn(name: str, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> _Child:
     """Start ``ocean-secret-store ARGS`` in its own process group (``down`` stops it and nothing
-    else), its output appended to ``log``."""
+    else), its output appended to ``log``.
+
+    Every child is a service: it logs to ``log`` itself (``--log-file``), rotated by size, so the
+    file does not grow for as long as the devnet runs. Its stdout and stderr (the listening line, a
+    start-up error) are appended there too; after a rotation that descriptor writes to ``log.1``.
+    """
     with open(log, "ab") as out:  # the child keeps its own descriptor
         offset = out.tell()
         process = subprocess.Popen(
-            [sys.executable, "-m", "ocean_secret_store.cli", *args],
+            [sys.executable, "-m", "ocean_secret_store.cli", *args, "--log-file", str(log)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -411,12 +416,15 @@ def _stop_groups(pids: Sequence[int], grace: float = 5.0) -> None:
 
 
 def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_timeout: float,
-                        acl: Mapping[str, Any]) -> None:
-    """(Re)write every node's config on freshly probed ports; the nodes keep their keys."""
+                        acl: Mapping[str, Any], node_settings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """(Re)write every node's config on freshly probed ports; the nodes keep their keys.
+
+    ``node_settings``: more settings by section, e.g. ``{"http": {"header_timeout": 1.0}}``.
+    """
     ports = _free_ports(2 * len(secrets_))
     cluster = {node.public: f"{LOOPBACK}:{ports[2 * i]}" for i, node in enumerate(state.nodes)}
     for i, (secret, node) in enumerate(zip(secrets_, state.nodes, strict=True)):
-        mapping = {
+        mapping: dict[str, dict[str, Any]] = {
             "node": {
                 "secret": to_hex(secret.to_bytes(32, "big")),
                 "listen": cluster[node.public],
@@ -457,6 +465,8 @@ def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
     for attempt in range(PORT_ATTEMPTS):
         children = []
         for index in indices:
+        for section, settings in (node_settings or {}).items():
+            mapping[section] = {**mapping.get(section, {}), **settings}
             node = state.nodes[index]
             child = _spawn(f"key server {index}", ["node", "--config", node.config], Path(node.log))
             node.pid = child.pid
@@ -646,7 +656,8 @@ def up(
             anvil = _start_chain(state_dir)
             state, node_keys = _new_state(state_dir, anvil, acl, nodes, provider_backend, say)
             # Nodes are moved only while new: an old devnet's URLs are written in its DDOs.
-            move_ports = functools.partial(_write_node_configs, state, node_keys, session_timeout, _node_acl(state))
+            move_ports = functools.partial(_write_node_configs, state, node_keys, session_timeout, _node_acl(state),
+                                           node_settings)
             move_ports()
         else:
             say(f"restarting the stopped devnet in {state_dir} (same keys, data and chain state)")
@@ -677,6 +688,7 @@ def down(state_dir: Path) -> list[int]:
     """Stop every process of the devnet; the pids stopped."""
     state = DevnetState.require(state_dir)
     stopped = state.running_pids()
+    node_settings: Mapping[str, Mapping[str, Any]] | None = None,
     # The services first, all at once; the chain last, so none of them sees it vanish mid-request.
     _stop_groups([pid for pid in stopped if pid != state.anvil_pid])
     _stop_groups([pid for pid in stopped if pid == state.anvil_pid])
@@ -686,6 +698,8 @@ def down(state_dir: Path) -> list[int]:
     state.save()
     return stopped
 
+    ``node_settings`` adds settings to every new node's TOML config, by section (node/config.py),
+    e.g. ``{"http": {"header_timeout": 1.0}, "audit": {"max_bytes": 4096}}``.
 
 def status(state_dir: Path) -> dict[str, Any]:
     """Each process of the devnet: running, and for key servers healthy and connected peers."""

@@ -54,6 +54,7 @@ from ..exceptions import ChainError, CryptoError, InvalidPoint, MalformedHex, Se
 from ..keyfile import KeystoreError
 from ..lifecycle import wait_for_stop_signal
 from ..protocol.hexcodec import parse_hex, to_hex
+from ..serving import GuardedAppRunner, ServingLimits
 from . import local
 from .keystore import Keystore, UnknownAccount
 from .throttle import PasswordThrottle, TooManyAttempts, WrongPasswordDelayed
@@ -675,11 +676,13 @@ async def serve_rpc(
     ready: Callable[[str], None] | None = None,
     allow_unlock: bool = False,
     throttle: PasswordThrottle | None = None,
+    limits: ServingLimits | None = None,
 ) -> None:
     """Serve the JSON-RPC face until SIGTERM/SIGINT (or cancelled); ``ready`` gets the URL once listening
-    (port 0 picks a free port). ``allow_unlock`` and ``throttle`` as for :func:`make_rpc_app`."""
+    (port 0 picks a free port). ``allow_unlock`` and ``throttle`` as for :func:`make_rpc_app`; ``limits``:
+    the header-read timeout and connections per client address (default :class:`ServingLimits`)."""
     app = make_rpc_app(Keystore(keystore_dir), chain_url, allow_unlock=allow_unlock, throttle=throttle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedAppRunner(app, limits, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

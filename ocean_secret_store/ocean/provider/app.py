@@ -96,6 +96,7 @@ from ...crypto.hashes import checksum_address
 from ...exceptions import AssetNotFound, ChainError, OceanError, SecretStoreError
 from ...lifecycle import bound_port, wait_for_stop_signal
 from ...protocol.addresses import parse_host_port
+from ...serving import GuardedAppRunner, ServingLimits
 from ..did import id_to_did
 from ..metadata import open_metadata_store
 from ..plugins import get_plugin_manager, select_access_backend
@@ -522,6 +523,8 @@ class ProviderSettings:
     events: bool = True
     poll_interval: float = 0.5
     from_block: int = 0
+    #: Header-read timeout and connections per client address of the HTTP service.
+    serving: ServingLimits = field(default_factory=ServingLimits)
 
 
 @dataclass
@@ -557,7 +560,7 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
                             provider_account=settings.account, file_root=settings.file_root,
                             fetch_policy=settings.fetch, require_signature_expiry=settings.require_signature_expiry,
                             max_signature_lifetime=settings.max_signature_lifetime)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = GuardedAppRunner(app, settings.serving, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
