@@ -364,17 +364,6 @@ def _port_file_arg(cmd: argparse.ArgumentParser) -> None:
                      help="once listening, write the bound port to FILE (for --listen with port 0)")
 
 
-def _add_rpc(sub: Any) -> None:
-    rpc = sub.add_parser(
-        "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
-        description="Parity-compatible JSON-RPC face: secretstore_*, signing and transactions for keystore "
-                    "accounts; chain reads and eth_sendRawTransaction forwarded, everything else refused "
-                    "(docs/rpc.md).")
-    rpc.add_argument("--keystore", required=True, type=Path, metavar="DIR", help="directory of v3 keystore files")
-    rpc.add_argument("--listen", default=DEFAULT_RPC_LISTEN, type=_listen_address,
-                     metavar="HOST:PORT",
-                     help=f"address to listen on (port 0 picks a free one; default {DEFAULT_RPC_LISTEN})")
-    rpc.add_argument("--chain-url", metavar="URL",
 def _log_file_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--log-file", metavar="FILE",
                      help="log to FILE (created 0600, rotated by size) instead of stderr")
@@ -390,6 +379,17 @@ def _serving_args(cmd: argparse.ArgumentParser) -> None:
                      help="open connections allowed per client address; more are closed at once (default 256)")
 
 
+def _add_rpc(sub: Any) -> None:
+    rpc = sub.add_parser(
+        "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
+        description="Parity-compatible JSON-RPC face: secretstore_*, signing and transactions for keystore "
+                    "accounts; chain reads and eth_sendRawTransaction forwarded, everything else refused "
+                    "(docs/rpc.md).")
+    rpc.add_argument("--keystore", required=True, type=Path, metavar="DIR", help="directory of v3 keystore files")
+    rpc.add_argument("--listen", default=DEFAULT_RPC_LISTEN, type=_listen_address,
+                     metavar="HOST:PORT",
+                     help=f"address to listen on (port 0 picks a free one; default {DEFAULT_RPC_LISTEN})")
+    rpc.add_argument("--chain-url", metavar="URL",
                      help="Ethereum JSON-RPC URL: chain reads are forwarded there, transactions sent there")
     rpc.add_argument("--allow-unlock", action="store_true",
                      help="serve personal_unlockAccount (off by default: an unlock is global, any client of the "
@@ -400,6 +400,8 @@ def _serving_args(cmd: argparse.ArgumentParser) -> None:
     rpc.add_argument("--wrong-password-delay-max", type=float, default=DEFAULT_MAX_DELAY, metavar="SECONDS",
                      help=f"the longest wrong-password delay (default {DEFAULT_MAX_DELAY})")
     _port_file_arg(rpc)
+    _serving_args(rpc)
+    _log_file_args(rpc)
     rpc.set_defaults(func=_cmd_rpc)
 
 
@@ -411,8 +413,6 @@ def _add_provider(sub: Any) -> None:
         "backend is chosen by name through the ocean plugins (OCEAN_DISABLED_PLUGINS blocks some).")
     provider.add_argument("--config", help="INI config (see ocean_secret_store/ocean/config.py)")
     provider.add_argument("--chain-url", help="Ethereum JSON-RPC URL of the keeper contracts")
-    _serving_args(rpc)
-    _log_file_args(rpc)
     provider.add_argument("--contracts-json", help="JSON file with contract addresses (devnet.json works)")
     provider.add_argument("--metadata-store", help="SQLite path or Aquarius http(s) URL")
     provider.add_argument("--secret-store-url", action="append",
@@ -427,6 +427,8 @@ def _add_provider(sub: Any) -> None:
     provider.add_argument("--from-block", type=int, default=0, help="first block the events handler scans")
     _account_args(provider, "the provider")
     _port_file_arg(provider)
+    _serving_args(provider)
+    _log_file_args(provider)
     provider.set_defaults(func=_cmd_provider)
 
 
@@ -440,8 +442,6 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--config", required=True, help="node TOML config (see ocean_secret_store/node/config.py; "
                       "[http] sets the header timeout and the connections per address, [audit] the audit rotation)")
     _log_file_args(node)
-    _serving_args(provider)
-    _log_file_args(provider)
     node.set_defaults(func=_cmd_node)
 
     dev = sub.add_parser("devnet", help="the embedded local cluster")

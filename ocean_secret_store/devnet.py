@@ -436,6 +436,8 @@ def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_tim
             "acl": dict(acl),
             "http": {"cors": "none"},
         }
+        for section, settings in (node_settings or {}).items():
+            mapping[section] = {**mapping.get(section, {}), **settings}
         _write_private(Path(node.config), f"# {DEV_ONLY}\n" + dump_config(mapping))
         node.http_url = f"http://{LOOPBACK}:{ports[2 * i + 1]}"
 
@@ -465,8 +467,6 @@ def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
     for attempt in range(PORT_ATTEMPTS):
         children = []
         for index in indices:
-        for section, settings in (node_settings or {}).items():
-            mapping[section] = {**mapping.get(section, {}), **settings}
             node = state.nodes[index]
             child = _spawn(f"key server {index}", ["node", "--config", node.config], Path(node.log))
             node.pid = child.pid
@@ -623,6 +623,7 @@ def up(
     provider_backend: str = "secret-store",
     fresh: bool = False,
     session_timeout: float = 5.0,
+    node_settings: Mapping[str, Mapping[str, Any]] | None = None,
     timeout: float = 60.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> DevnetState:
@@ -632,6 +633,8 @@ def up(
 
     ``acl="contract"`` (the default) configures every key server with the on-chain
     ``AccessSecretStoreCondition.checkPermissions``; ``acl="none"`` lets everyone in (benchmarks).
+    ``node_settings`` adds settings to every new node's TOML config, by section (node/config.py),
+    e.g. ``{"http": {"header_timeout": 1.0}, "audit": {"max_bytes": 4096}}``.
     """
     state_dir = state_dir.resolve()
     if acl not in ("none", "contract"):
@@ -688,7 +691,6 @@ def down(state_dir: Path) -> list[int]:
     """Stop every process of the devnet; the pids stopped."""
     state = DevnetState.require(state_dir)
     stopped = state.running_pids()
-    node_settings: Mapping[str, Mapping[str, Any]] | None = None,
     # The services first, all at once; the chain last, so none of them sees it vanish mid-request.
     _stop_groups([pid for pid in stopped if pid != state.anvil_pid])
     _stop_groups([pid for pid in stopped if pid == state.anvil_pid])
@@ -698,8 +700,6 @@ def down(state_dir: Path) -> list[int]:
     state.save()
     return stopped
 
-    ``node_settings`` adds settings to every new node's TOML config, by section (node/config.py),
-    e.g. ``{"http": {"header_timeout": 1.0}, "audit": {"max_bytes": 4096}}``.
 
 def status(state_dir: Path) -> dict[str, Any]:
     """Each process of the devnet: running, and for key servers healthy and connected peers."""
