@@ -331,6 +331,17 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_files(args: argparse.Namespace) -> int:
+    from .devnet import serve_files
+
+    if not args.dir.is_dir():
+        raise UsageError(f"directory {args.dir} does not exist")
+    _service_logging(args)
+    listen: HostPort = args.listen
+    return _run_service(serve_files(args.dir.resolve(), listen.host, listen.port, limits=_serving_limits(args),
+                                    ready=lambda url: _listening(args, "files", url)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -512,6 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_and_tools(sub: Any) -> None:
+    files = sub.add_parser("files", help="serve a folder over HTTP (the devnet's file server)",
+                           description="Serve the files of a folder (GET, Range; no listing): the devnet runs one "
+                           "for DIR/files, the origin its provider may fetch from (files_url in devnet.json).")
+    files.add_argument("--dir", required=True, type=Path, help="the folder to serve")
+    files.add_argument("--listen", default="127.0.0.1:0", type=_listen_address, metavar="HOST:PORT",
+                       help="address to listen on (default 127.0.0.1:0, a free port)")
+    _port_file_arg(files)
+    _serving_args(files)
+    _log_file_args(files)
+    files.set_defaults(func=_cmd_files)
+
     demo = sub.add_parser("demo", help="run the end-to-end demo")
     demo.add_argument("--nodes", type=int, default=5)
     demo.set_defaults(func=_cmd_demo)

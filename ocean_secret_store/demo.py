@@ -3,8 +3,6 @@ order -> consume, each step timed, then t+1 key servers enough and t refused."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import itertools
 import shutil
 import sys
@@ -61,37 +59,32 @@ def run_demo(nodes: int = 5, say: Callable[[str], None] = print, interactive: bo
 
     anvil with keeper-contracts 0.13.2, N key server processes checking
     AccessSecretStoreCondition on chain, the JSON-RPC face and the Brizo-shaped provider with its
-    events handler. A publisher publishes an asset whose file is served from loopback (its URL
-    encrypted under a threshold key tied to the DID); a consumer is refused, orders, and
-    consumes through the provider and by decrypting itself; token balances before and after;
-    then t+1 live key servers suffice and t do not. The devnet is stopped at the end, also on
+    events handler. A publisher publishes an asset whose file the devnet's file server serves
+    (``files_url``, the one loopback origin its provider fetches from; the URL encrypted under a
+    threshold key tied to the DID); a consumer is refused, orders, and consumes through the
+    provider and by decrypting itself; token balances before and after; then t+1 live key
+    servers suffice and t do not. The devnet is stopped at the end, also on
     Ctrl-C or failure.
     """
     interactive = sys.stderr.isatty() if interactive is None else interactive
     steps = _Steps(say, interactive)
     work = Path(tempfile.mkdtemp(prefix="oss-demo-"))
     state_dir = work / "devnet"
-    files_dir = work / "files"
-    files_dir.mkdir()
     dataset = b"station,temperature\n" + b"".join(f"s{i},{i % 40}\n".encode() for i in range(20000))
-    (files_dir / "weather.csv").write_bytes(dataset)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0),
-        functools.partial(_QuietHandler, directory=str(files_dir)),
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    file_url = f"http://127.0.0.1:{server.server_address[1]}/weather.csv"
     ok = False
     try:
-        state = steps.run(f"devnet up: anvil + keeper-contracts 0.13.2, {nodes} key servers, RPC face, provider",
-                          lambda: devnet.up(state_dir, nodes))
+        state = steps.run(f"devnet up: anvil + keeper-contracts 0.13.2, {nodes} key servers, RPC face, file "
+                          "server, provider", lambda: devnet.up(state_dir, nodes))
         say(f"    key servers {', '.join(node.http_url for node in state.nodes)}")
-        say(f"    chain {state.chain_url}, provider {state.provider_url}, state in {state_dir}")
-        ok = _Story(steps, state, work, dataset).run(file_url)
+        say(f"    chain {state.chain_url}, provider {state.provider_url}, files {state.files_url}, "
+            f"state in {state_dir}")
+        if state.files_dir is None or state.files_url is None:
+            raise OceanError(f"the devnet in {state_dir} has no file server")
+        (Path(state.files_dir) / "weather.csv").write_bytes(dataset)
+        ok = _Story(steps, state, work, dataset).run(f"{state.files_url}/weather.csv")
     except KeyboardInterrupt:
         say("interrupted")
     finally:
-        server.shutdown()
         if (state_dir / devnet.STATE_FILE).exists():
             devnet.down(state_dir)
             say("devnet stopped")
@@ -197,9 +190,3 @@ class _Story:
         self.say(f"    refused: {refusal}")
         return survived and refusal == "ConsensusTemporaryUnreachable"
 
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """The loopback file server of the demo's dataset, without request logging on stderr."""
-
-    def log_message(self, format: str, *args: object) -> None:  # the stdlib's parameter names
-        return None

@@ -15,6 +15,12 @@ the probe and a node's bind, ``up`` moves every node to freshly probed ports and
 
 The provider is configured only through ``DIR/ocean.ini`` (``[provider] backend``): its access
 backend is chosen by the plugin manager, so ``OCEAN_DISABLED_PLUGINS`` applies to it.
+
+The devnet's file server (``ocean-secret-store files``, :func:`serve_files`) serves
+``DIR/files`` (``files_dir``) at ``files_url``, the one loopback origin the devnet's provider may
+fetch from (``[provider] allowed_origins``): a publisher on the devnet puts its files there and
+lists ``files_url + "/<name>"``. Like the provider, it comes back on its old port after a restart,
+because published DDOs name its URLs.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
+from aiohttp import web
 
 from .chain.anvil import AnvilProcess, start_anvil
 from .chain.deploy import deploy_keeper_contracts
@@ -47,10 +54,14 @@ from .client.keystore import write_keystore
 from .crypto.curve import Point, random_scalar
 from .crypto.hashes import address_of, checksum_address
 from .exceptions import SecretStoreError
+from .lifecycle import bound_port, wait_for_stop_signal
 from .node.config import dump_config
 from .protocol.hexcodec import to_hex
+from .serving import GuardedAppRunner, ServingLimits
 
 STATE_FILE: Final = "devnet.json"
+#: The folder the devnet's file server serves, under the state dir.
+FILES_DIR: Final = "files"
 OCEAN_CONFIG_FILE: Final = "ocean.ini"
 CONTRACTS_FILE: Final = "contracts.json"
 DEV_ONLY: Final = "DEV ONLY: holds private keys of a local development network; never use them elsewhere"
@@ -145,6 +156,11 @@ class DevnetState:
     secret_store_url: str | None = None
     threshold_max: int | None = None
     ocean_config: str | None = None
+    files_dir: str | None = None
+    files_url: str | None = None
+    files_pid: int | None = None
+    #: Origins beyond ``files_url`` the provider may fetch from on loopback (:func:`restart_provider`).
+    provider_allowed_origins: list[str] = field(default_factory=list)
     dev_only: str = DEV_ONLY
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -213,6 +229,10 @@ class DevnetState:
             "secret_store_url": self.secret_store_url,
             "threshold_max": self.threshold_max,
             "ocean_config": self.ocean_config,
+            "files_dir": self.files_dir,
+            "files_url": self.files_url,
+            "files_pid": self.files_pid,
+            "provider_allowed_origins": list(self.provider_allowed_origins),
             **self.extra,
         }
 
@@ -222,7 +242,7 @@ class DevnetState:
 
     def pids(self) -> list[int | None]:
         """Every process of the devnet, in the order to stop them (the reverse of their start)."""
-        return [self.provider_pid, self.rpc_pid, *(node.pid for node in self.nodes), self.anvil_pid]
+        return [self.provider_pid, self.rpc_pid, self.files_pid, *(node.pid for node in self.nodes), self.anvil_pid]
 
     def running_pids(self) -> list[int]:
         return [pid for pid in self.pids() if pid is not None and _alive(pid)]
@@ -362,6 +382,15 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1.0).status_code == 200
     except requests.RequestException:
         return False
+
+
+def _responds(url: str) -> bool:
+    """Any HTTP answer (the file server has no health route: every path is a file's)."""
+    try:
+        requests.get(url + "/", timeout=1.0)
+    except requests.RequestException:
+        return False
+    return True
 
 
 def _rpc_answers(url: str) -> bool:
@@ -525,6 +554,36 @@ def _spawn_rpc(state: DevnetState) -> tuple[_Child, Path]:
     return child, port_file
 
 
+def _spawn_files(state: DevnetState) -> tuple[_Child, Path]:
+    """The file server needs nothing else: it starts beside the key servers, on its old port if it had one."""
+    files_dir = Path(state.files_dir) if state.files_dir else state.state_dir / FILES_DIR
+    files_dir.mkdir(exist_ok=True)
+    state.files_dir = str(files_dir)
+    port = _url_port(state.files_url) if state.files_url else 0
+    child, port_file = _spawn_service(state, "files", ["files", "--dir", str(files_dir),
+                                                       "--listen", f"{LOOPBACK}:{port}"])
+    state.files_pid = child.pid
+    return child, port_file
+
+
+async def serve_files(directory: Path, host: str, port: int, *, limits: ServingLimits | None = None,
+                      ready: Callable[[str], None] | None = None) -> None:
+    """Serve the files under ``directory`` (GET/HEAD, ``Range`` honoured, no listing, no symlinks
+    out of it) until SIGTERM or SIGINT, under the connection ``limits`` every server of ours has;
+    ``ready`` gets the base URL once it listens."""
+    app = web.Application()
+    app.router.add_static("/", directory, follow_symlinks=False)
+    runner = GuardedAppRunner(app, limits, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        if ready is not None:
+            ready(f"http://{host}:{bound_port(runner)}")
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()
+
+
 def _start_provider(state: DevnetState, timeout: float) -> None:
     """Start the provider from ``ocean.ini`` alone (backend chosen by the plugin manager)."""
     state.provider_pid = None
@@ -563,7 +622,12 @@ def _write_ocean_config(state: DevnetState) -> Path:
     resources.update({"provider.address": state.provider_address, "downloads.path": "downloads"})
     config["resources"] = resources
     listen = f"{LOOPBACK}:{_url_port(state.provider_url) if state.provider_url else 0}"
-    config["provider"] = {"backend": state.provider_backend, "account.key_env": PROVIDER_KEY_ENV, "listen": listen}
+    provider = {"backend": state.provider_backend, "account.key_env": PROVIDER_KEY_ENV, "listen": listen}
+    # The devnet's file server, and what a test added: the only loopback origins the provider fetches from.
+    origins = [*([state.files_url] if state.files_url else []), *state.provider_allowed_origins]
+    if origins:
+        provider["allowed_origins"] = ", ".join(origins)
+    config["provider"] = provider
     text = io.StringIO()
     config.write(text)
     path = state.state_dir / OCEAN_CONFIG_FILE
@@ -667,15 +731,17 @@ def up(
             state = existing
             for node in state.nodes:  # stale pids may belong to other processes by now
                 node.pid = None
-            state.rpc_pid = state.provider_pid = None
+            state.rpc_pid = state.provider_pid = state.files_pid = None
             anvil = _start_chain(state_dir, _url_port(state.chain_url))
             state.anvil_pid = anvil.pid
         rpc, rpc_port_file = _spawn_rpc(state)
+        files, files_port_file = _spawn_files(state)
         say(f"starting {len(state.nodes)} key servers; waiting until each node is connected to every other")
         _start_nodes(state, range(len(state.nodes)), timeout, move_ports)
         state.secret_store_url = state.nodes[0].http_url
         state.threshold_max = len(state.nodes) - 1
         state.rpc_url = _await_service(rpc, rpc_port_file, _rpc_answers, timeout)
+        state.files_url = _await_service(files, files_port_file, _responds, timeout)
         _start_provider(state, timeout)
         say(f"provider (Brizo-shaped, {state.provider_backend} backend) at {state.provider_url}")
     except BaseException:
@@ -696,7 +762,7 @@ def down(state_dir: Path) -> list[int]:
     _stop_groups([pid for pid in stopped if pid == state.anvil_pid])
     for node in state.nodes:
         node.pid = None
-    state.anvil_pid = state.rpc_pid = state.provider_pid = None
+    state.anvil_pid = state.rpc_pid = state.provider_pid = state.files_pid = None
     state.save()
     return stopped
 
@@ -719,6 +785,7 @@ def status(state_dir: Path) -> dict[str, Any]:
     services = {
         name: {"pid": pid, "url": url, "running": _alive(pid)}
         for name, pid, url in (("chain", state.anvil_pid, state.chain_url), ("rpc", state.rpc_pid, state.rpc_url),
+                               ("files", state.files_pid, state.files_url),
                                ("provider", state.provider_pid, state.provider_url))
         if url
     }
@@ -774,15 +841,22 @@ def restart_chain(state_dir: Path) -> DevnetState:
     return state
 
 
-def restart_provider(state_dir: Path, backend: str | None = None, timeout: float = 30.0) -> DevnetState:
+def restart_provider(state_dir: Path, backend: str | None = None, timeout: float = 30.0, *,
+                     allowed_origins: Sequence[str] | None = None) -> DevnetState:
     """Restart the provider, optionally with another access-control backend (``secret-store`` or
     ``provider-key``, or a plugin's): written into ``ocean.ini``, the provider swaps backends by
-    configuration alone, and comes back on its old port."""
+    configuration alone, and comes back on its old port.
+
+    ``allowed_origins`` (``scheme://host:port`` texts) replaces the origins the provider may fetch
+    from on loopback or private addresses besides ``files_url`` (``[]``: only ``files_url``;
+    None: as before)."""
     state = DevnetState.require(state_dir)
     if state.provider_pid is not None and _alive(state.provider_pid):
         _stop_group(state.provider_pid)
     if backend is not None:
         state.provider_backend = backend
+    if allowed_origins is not None:
+        state.provider_allowed_origins = list(allowed_origins)
     try:
         _start_provider(state, timeout)
     finally:

@@ -18,7 +18,6 @@ from eth_account import Account
 from ocean_secret_store.chain.keeper import KEEPER_CONTRACTS
 from ocean_secret_store.cli import main
 from ocean_secret_store.testing.devnets import running_devnet
-from ocean_secret_store.testing.servers import serving_files
 
 CLI = [sys.executable, "-m", "ocean_secret_store.cli"]
 
@@ -32,7 +31,8 @@ def run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = Non
 def test_help_lists_every_command() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "demo", "anvil-path"):
+    for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "files", "demo",
+                    "anvil-path"):
         assert command.encode() in out.stdout
 
 
@@ -182,13 +182,12 @@ def test_devnet_up_json_keeps_secrets_in_the_state_file(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_publish_and_consume_through_the_cli(tmp_path: Path) -> None:
     state_dir = tmp_path / "dn"
-    root = tmp_path / "files"
-    root.mkdir()
-    (root / "a.txt").write_bytes(b"hello ocean\n" * 100)
-    with running_devnet(state_dir, 3) as state, serving_files(root) as files_url:
+    with running_devnet(state_dir, 3) as state:
+        # the devnet's file server: the one loopback origin its provider fetches from
+        (Path(str(state.files_dir)) / "a.txt").write_bytes(b"hello ocean\n" * 100)
         metadata: dict[str, Any] = {"main": {"type": "dataset", "name": "cli", "author": "a", "license": "CC0",
                              "dateCreated": "2026-11-23T00:00:00Z", "price": "0",
-                             "files": [{"url": f"{files_url}/a.txt",
+                             "files": [{"url": f"{state.files_url}/a.txt",
                                         "contentType": "text/plain", "name": "a.txt"}]}}
         (tmp_path / "meta.json").write_text(json.dumps(metadata))
         env = {"PUB": state.accounts["publisher"].private_key, "CON": state.accounts["consumer"].private_key}

@@ -3,6 +3,7 @@ probe and a child's bind no longer fails ``up``."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import socket
 import subprocess
@@ -10,12 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from ocean_secret_store import devnet
 
 CONTRACT_FIELDS = {
     "secret_store_url", "threshold_max", "nodes", "chain_url", "chain_id", "anvil_pid", "contracts", "accounts",
     "rpc_url", "rpc_pid", "rpc_accounts", "provider_url", "provider_pid", "provider_address", "metadata_store",
+    "files_dir", "files_url",
 }
 
 
@@ -34,6 +37,8 @@ def _state_json(state_dir: Path) -> dict[str, object]:
         "provider_url": "http://127.0.0.1:4", "provider_address": "0x" + "05" * 20,
         "provider_backend": "secret-store", "metadata_store": "m.sqlite", "rpc_pid": None, "provider_pid": None,
         "secret_store_url": "http://127.0.0.1:1", "threshold_max": 0, "ocean_config": "ocean.ini",
+        "files_dir": str(state_dir / "files"), "files_url": "http://127.0.0.1:6", "files_pid": None,
+        "provider_allowed_origins": [],
         "aquarius_url": "http://127.0.0.1:5",  # a field a later issue adds: kept as it is
     }
 
@@ -88,10 +93,34 @@ def test_up_survives_a_port_taken_between_the_probe_and_the_bind(
             assert f"cannot listen on 127.0.0.1:{taken}" in Path(state.nodes[0].log).read_text()
             report = devnet.status(state.state_dir)
             assert report["healthy"], report
+            _the_file_server_is_the_providers_one_loopback_origin(state)
         finally:
             devnet.down(state.state_dir)
     finally:
         squatter.close()
+    # Restarted, the file server comes back on its old origin: published DDOs name its URLs.
+    restarted = devnet.up(tmp_path / "dn", 2, acl="none")
+    try:
+        assert restarted.files_url == state.files_url
+        assert devnet.status(restarted.state_dir)["services"]["files"]["running"]
+        assert requests.get(f"{restarted.files_url}/hello.txt", timeout=10).content == b"hello\n"
+    finally:
+        devnet.down(restarted.state_dir)
+
+
+def _the_file_server_is_the_providers_one_loopback_origin(state: devnet.DevnetState) -> None:
+    """files_dir is served at files_url (Range too), and ocean.ini allows exactly that origin."""
+    assert state.files_dir == str(state.state_dir / "files") and state.files_url is not None
+    (Path(state.files_dir) / "hello.txt").write_bytes(b"hello\n")
+    assert requests.get(f"{state.files_url}/hello.txt", timeout=10).content == b"hello\n"
+    part = requests.get(f"{state.files_url}/hello.txt", headers={"Range": "bytes=1-2"}, timeout=10)
+    assert part.status_code == 206 and part.content == b"el"
+    assert requests.get(f"{state.files_url}/../devnet.json", timeout=10).status_code in (403, 404)
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(str(state.ocean_config))
+    assert ini["provider"]["allowed_origins"] == state.files_url
+    saved = json.loads(state.path.read_text())
+    assert (saved["files_dir"], saved["files_url"]) == (state.files_dir, state.files_url)
 
 
 def test_an_exited_process_that_is_not_ours_counts_as_stopped() -> None:

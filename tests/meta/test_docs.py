@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import configparser
 import functools
-import http.server
 import json
 import os
 import re
@@ -37,7 +36,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import threading
 import time
 import tomllib
 import types
@@ -500,34 +498,26 @@ def test_provider_command(devnet: Devnet) -> None:
           answers("GET", f"http://127.0.0.1:{port}/health"))
 
 
-class _QuietFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
 @pytest.mark.integration
 def test_readme_pipeline_snippet(devnet: Devnet, monkeypatch: pytest.MonkeyPatch) -> None:
     from eth_account import Account
 
     from ocean_secret_store.chain.keeper import Keeper
 
-    files = devnet.work / "files"
-    files.mkdir()
+    # The devnet's file server (files_dir, files_url): the one loopback origin its provider fetches from.
     data = b"a,b\n1,2\n"
-    (files / "tiny.csv").write_bytes(data)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(files)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (Path(devnet.state["files_dir"]) / "tiny.csv").write_bytes(data)
     publisher = Account.from_key(devnet.key("publisher"))
     consumer = Account.from_key(devnet.key("consumer"))
     # ordering locks the price: the consumer takes 2 OCEAN from the dispenser first
     Keeper(devnet.state["chain_url"], devnet.state["contracts"]).request_tokens(consumer, 2)
-    # The snippet's free names: an asset of one file served from loopback, priced 1 OCEAN, and
+    # The snippet's free names: an asset of one file served by the devnet, priced 1 OCEAN, and
     # the devnet's funded publisher, consumer and provider accounts.
     namespace: dict[str, Any] = {
         "metadata": {"main": {
             "type": "dataset", "name": "docs test", "author": "test_docs", "license": "CC0",
             "dateCreated": "2026-01-01T00:00:00Z", "price": str(10**18),
-            "files": [{"url": f"http://127.0.0.1:{server.server_address[1]}/tiny.csv", "contentType": "text/csv",
+            "files": [{"url": f"{devnet.state['files_url']}/tiny.csv", "contentType": "text/csv",
                        "name": "tiny.csv", "contentLength": str(len(data))}],
         }},
         "publisher_account": publisher,
@@ -535,11 +525,8 @@ def test_readme_pipeline_snippet(devnet: Devnet, monkeypatch: pytest.MonkeyPatch
         "provider_address": devnet.state["provider_address"],
     }
     monkeypatch.chdir(devnet.work)  # Ocean(".devnet/ocean.ini") is relative to where the user stands
-    try:
-        item = snippet(README_PIPELINE)
-        exec(compile(item.text, f"{item.doc}:{item.line}", "exec"), namespace)
-    finally:
-        server.shutdown()
+    item = snippet(README_PIPELINE)
+    exec(compile(item.text, f"{item.doc}:{item.line}", "exec"), namespace)
     assert (Path(namespace["path"]) / "tiny.csv").read_bytes() == data
 
 
