@@ -489,3 +489,39 @@ def test_the_size_cap(net: devnet.DevnetState, keeper: Keeper, metadata: Any, ca
     assert part.status_code == 206 and part.content == (files_dir / "remote.bin").read_bytes()[:1000]
     # file:// under the root is not the fetch policy's business
     assert consume(capped_provider, agreement_id, consumer, 2).content == (files_dir / "local.csv").read_bytes()
+
+
+def test_the_connection_goes_to_the_address_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that resolves to a global address when checked and to loopback after is
+    connected to at the checked address; nothing resolves it a second time."""
+    import asyncio
+
+    from ocean_secret_store.ocean.provider.fetch import open_origin
+
+    async def secret(request: web.Request) -> web.Response:
+        return web.Response(text="a loopback service's secret")
+
+    app = web.Application()
+    app.router.add_get("/", secret)
+    with ServerThread() as server:
+        port = int(server.start(app).rsplit(":", 1)[1])
+        lookups: list[str] = []
+
+        async def rebinding(self: Any, host: str, *args: Any, **kwargs: Any) -> list[Any]:
+            lookups.append(host)
+            address = "8.8.8.8" if len(lookups) == 1 else "127.0.0.1"
+            return [(2, 1, 6, "", (address, port))]
+
+        monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", rebinding)
+
+        async def fetch() -> str:
+            policy = FetchPolicy(connect_timeout=0.5, total_timeout=2.0)
+            try:
+                async with open_origin(policy, f"http://rebind.example:{port}/") as response:
+                    return await response.text()
+            except (OSError, TimeoutError) as exc:  # aiohttp's connection errors are OSErrors
+                return type(exc).__name__
+
+        answer = asyncio.run(fetch())
+    assert "secret" not in answer
+    assert lookups == ["rebind.example"]
