@@ -43,6 +43,9 @@ _REQUEST_TIMEOUT: Final = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 48\r\n\r\n"
     b"the request head was not complete in time (408)\n"
 )
+#: After the 408, how long the client's further bytes are read and dropped before the socket is
+#: closed: closing with unread bytes would send a reset, which may discard the 408 at the client.
+_LINGER: Final = 1.0
 #: The refusals are logged at most this often (seconds), with a count: a flood must not flood the log.
 _LOG_EVERY: Final = 60.0
 
@@ -133,8 +136,8 @@ class _Guards:
 class _Guard(asyncio.Protocol):
     """Wraps one connection's aiohttp protocol: forwards every event, times the request heads."""
 
-    __slots__ = ("_address", "_admitted", "_busy", "_guards", "_head_bytes", "_inner", "_make_inner", "_requests",
-                 "_timer", "_transport")
+    __slots__ = ("_address", "_admitted", "_busy", "_expired", "_guards", "_head_bytes", "_inner", "_make_inner",
+                 "_requests", "_timer", "_transport")
 
     def __init__(self, guards: _Guards, make_inner: Callable[[], web.RequestHandler]) -> None:
         self._guards = guards
@@ -147,6 +150,7 @@ class _Guard(asyncio.Protocol):
         self._busy = False  # a request's head is parsed and its handler runs
         self._head_bytes = False  # bytes of a request head arrived since the timer was armed
         self._requests = 0
+        self._expired = False  # timed out: what the client still sends is dropped
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class _Guard(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None:
+        if self._inner is None or self._expired:
             return
         if not self._busy:
             # Outside a request, bytes are the head of the next one: its clock starts now.
@@ -187,7 +191,7 @@ class _Guard(asyncio.Protocol):
 
     def eof_received(self) -> None:
         # aiohttp's handler returns None: the transport closes itself once the client half-closes.
-        if self._inner is not None:
+        if self._inner is not None and not self._expired:
             self._inner.eof_received()
 
     def pause_writing(self) -> None:
@@ -228,8 +232,11 @@ class _Guard(asyncio.Protocol):
             # A client that began its first request is told why; a connection that sent nothing,
             # or a kept-alive one after a finished request, is closed without a word (a client
             # could take a stray status line for the answer to its next request).
+            self._expired = True
             transport.write(_REQUEST_TIMEOUT)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(_LINGER, transport.abort)
         else:
             transport.abort()
 
