@@ -29,7 +29,7 @@ from .protocol.addresses import HostPort, parse_host_port
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-    from .serving import ServingLimits
+    from .serving import ServingLimits, TlsFiles
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RPC_LISTEN = "127.0.0.1:8545"
@@ -61,6 +61,31 @@ def _serving_limits(args: argparse.Namespace) -> ServingLimits:
         return ServingLimits(**given)
     except ValueError as exc:
         raise UsageError(f"--header-timeout/--max-connections-per-address: {exc}") from None
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """``--tls-cert``/``--tls-key`` (both or neither): the service serves https with them."""
+    from .serving import TlsFiles
+
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("https needs both --tls-cert and --tls-key")
+    return TlsFiles(args.tls_cert.resolve(), args.tls_key.resolve())
+
+
+def _client_verify(args: argparse.Namespace) -> bool | str:
+    """What a key server client checks https certificates against: ``--ca-file``, else the devnet's
+    ``tls_ca`` when the URLs come from its devnet.json, else the system CAs."""
+    from .devnet import DevnetState
+
+    if args.ca_file is not None:
+        return str(args.ca_file.resolve())
+    if not args.url:
+        state = DevnetState.load(Path(args.devnet or ".devnet"))
+        if state is not None:
+            return state.verify
+    return True
 
 
 def _listening(args: argparse.Namespace, what: str, url: str) -> None:
@@ -113,7 +138,7 @@ def _cmd_rpc(args: argparse.Namespace) -> int:
     return _run_service(serve_rpc(args.keystore, listen.host, listen.port, args.chain_url,
                                   ready=lambda url: _listening(args, "rpc", url),
                                   allow_unlock=args.allow_unlock, throttle=throttle,
-                                  limits=_serving_limits(args)))
+                                  limits=_serving_limits(args), tls=_tls_files(args)))
 
 
 def _absolute(path: str | None) -> str | None:
@@ -164,6 +189,8 @@ def _cmd_provider(args: argparse.Namespace) -> int:
     settings = settings_from_config(config, account, events=not args.no_events,
                                     poll_interval=args.poll_interval, from_block=args.from_block)
     settings.serving = _serving_limits(args)
+    if (tls := _tls_files(args)) is not None:
+        settings.tls = tls
     _service_logging(args)
     return _run_service(serve_provider(settings, ready=lambda url: _listening(args, "provider", url)))
 
@@ -175,7 +202,7 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     say = (lambda _: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     if args.devnet_command == "up":
         state = devnet.up(state_dir, args.nodes, acl=args.acl, provider_backend=args.provider_backend,
-                          fresh=args.fresh, say=say)
+                          fresh=args.fresh, tls=args.tls, say=say)
         # The state file holds dev keys and passwords (mode 0600): stdout gets everything else.
         public = {k: v for k, v in state.to_json().items() if k not in ("accounts", "rpc_accounts")}
         public["accounts"] = {role: key.address for role, key in state.accounts.items()}
@@ -247,7 +274,7 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
     from .crypto import document
 
     key_id = key_id_from(args.key_id, args.did)
-    client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args))
+    client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args), verify=_client_verify(args))
     if args.reuse:
         document_key = client.recover_document_key(key_id)
     else:
@@ -274,7 +301,7 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
     from .crypto import document
 
     key_id = key_id_from(args.key_id, args.did)
-    client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args))
+    client = SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args), verify=_client_verify(args))
     document_key = client.recover_document_key(key_id)
     src: Any = open_in(args.input)
     if not src.seekable():  # the IV is at the end: spool a pipe first
@@ -339,7 +366,7 @@ def _cmd_files(args: argparse.Namespace) -> int:
     _service_logging(args)
     listen: HostPort = args.listen
     return _run_service(serve_files(args.dir.resolve(), listen.host, listen.port, limits=_serving_limits(args),
-                                    ready=lambda url: _listening(args, "files", url)))
+                                    ready=lambda url: _listening(args, "files", url), tls=_tls_files(args)))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -390,6 +417,35 @@ def _serving_args(cmd: argparse.ArgumentParser) -> None:
                      help="open connections allowed per client address; more are closed at once (default 256)")
 
 
+def _tls_args(cmd: argparse.ArgumentParser, default: str = "plain HTTP") -> None:
+    cmd.add_argument("--tls-cert", type=Path, metavar="PEM",
+                     help=f"serve https with this certificate chain (with --tls-key; default: {default})")
+    cmd.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+
+
+def _add_encrypt_decrypt(sub: Any) -> None:
+    for name, text, func in (("encrypt", "encrypt a document under a new (or existing) threshold key",
+                              _cmd_encrypt),
+                             ("decrypt", "decrypt a document with a key retrieved through shadows", _cmd_decrypt)):
+        cmd = sub.add_parser(name, help=text)
+        target = cmd.add_mutually_exclusive_group(required=True)
+        target.add_argument("--key-id", help="server key id: 64 hex digits")
+        target.add_argument("--did", help="an Ocean DID (did:op:...); the key id is its 32 bytes")
+        cmd.add_argument("--url", action="append", help="key server URL (repeatable or comma-separated)")
+        cmd.add_argument("--devnet", help="take the key server URLs from DIR/devnet.json (default .devnet)")
+        cmd.add_argument("--ca-file", type=Path, metavar="PEM",
+                         help="check https key servers against this CA bundle (default: the devnet's tls_ca "
+                         "with --devnet, else the system CAs)")
+        cmd.add_argument("--in", dest="input", help="input file (default: stdin)")
+        cmd.add_argument("--out", dest="output", help="output file (default: stdout)")
+        cmd.add_argument("--progress", action="store_true", help="show progress on stderr")
+        _account_args(cmd)
+        if name == "encrypt":
+            cmd.add_argument("--threshold", type=int, default=0, help="t: t+1 key servers needed to decrypt")
+            cmd.add_argument("--reuse", action="store_true", help="use the key id's stored document key")
+        cmd.set_defaults(func=func)
+
+
 def _add_rpc(sub: Any) -> None:
     rpc = sub.add_parser(
         "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
@@ -412,6 +468,7 @@ def _add_rpc(sub: Any) -> None:
                      help=f"the longest wrong-password delay (default {DEFAULT_MAX_DELAY})")
     _port_file_arg(rpc)
     _serving_args(rpc)
+    _tls_args(rpc)
     _log_file_args(rpc)
     rpc.set_defaults(func=_cmd_rpc)
 
@@ -439,6 +496,7 @@ def _add_provider(sub: Any) -> None:
     _account_args(provider, "the provider")
     _port_file_arg(provider)
     _serving_args(provider)
+    _tls_args(provider, "[provider] tls_cert/tls_key of --config, else plain HTTP")
     _log_file_args(provider)
     provider.set_defaults(func=_cmd_provider)
 
@@ -465,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--acl", choices=("contract", "none"), default="contract",
                              help="key servers check AccessSecretStoreCondition on chain (default) or nobody")
             cmd.add_argument("--fresh", action="store_true", help="wipe a stopped devnet's state first")
+            cmd.add_argument("--tls", action="store_true",
+                             help="https everywhere: a local CA (tls_ca in devnet.json) and certificates for "
+                             "127.0.0.1/localhost; off by default, as Parity-era clients speak plain HTTP")
             cmd.add_argument("--provider-backend", default="secret-store", metavar="NAME",
                              help="the provider's access backend, by plugin name: secret-store (default) or "
                              "provider-key")
@@ -480,23 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     _account_args(show)
     keys.set_defaults(func=_cmd_keys)
 
-    for name, text, func in (("encrypt", "encrypt a document under a new (or existing) threshold key",
-                              _cmd_encrypt),
-                             ("decrypt", "decrypt a document with a key retrieved through shadows", _cmd_decrypt)):
-        cmd = sub.add_parser(name, help=text)
-        target = cmd.add_mutually_exclusive_group(required=True)
-        target.add_argument("--key-id", help="server key id: 64 hex digits")
-        target.add_argument("--did", help="an Ocean DID (did:op:...); the key id is its 32 bytes")
-        cmd.add_argument("--url", action="append", help="key server URL (repeatable or comma-separated)")
-        cmd.add_argument("--devnet", help="take the key server URLs from DIR/devnet.json (default .devnet)")
-        cmd.add_argument("--in", dest="input", help="input file (default: stdin)")
-        cmd.add_argument("--out", dest="output", help="output file (default: stdout)")
-        cmd.add_argument("--progress", action="store_true", help="show progress on stderr")
-        _account_args(cmd)
-        if name == "encrypt":
-            cmd.add_argument("--threshold", type=int, default=0, help="t: t+1 key servers needed to decrypt")
-            cmd.add_argument("--reuse", action="store_true", help="use the key id's stored document key")
-        cmd.set_defaults(func=func)
+    _add_encrypt_decrypt(sub)
 
     publish = sub.add_parser("publish", help="publish an asset (Ocean: DDO, encrypted files, DID on chain)")
     publish.add_argument("--metadata", required=True, help="JSON file with the asset's metadata ({'main': {...}})")
@@ -531,6 +576,7 @@ def _add_demo_and_tools(sub: Any) -> None:
                        help="address to listen on (default 127.0.0.1:0, a free port)")
     _port_file_arg(files)
     _serving_args(files)
+    _tls_args(files)
     _log_file_args(files)
     files.set_defaults(func=_cmd_files)
 

@@ -21,6 +21,13 @@ The devnet's file server (``ocean-secret-store files``, :func:`serve_files`) ser
 fetch from (``[provider] allowed_origins``): a publisher on the devnet puts its files there and
 lists ``files_url + "/<name>"``. Like the provider, it comes back on its old port after a restart,
 because published DDOs name its URLs.
+
+TLS (``up(tls=True)``, ``devnet up --tls``; off by default, as Parity-era clients speak plain HTTP):
+a local CA and one certificate per service for 127.0.0.1 and localhost in ``DIR/tls`` (ECDSA
+P-256, a week valid, mode 0600); every key server's HTTP API, the JSON-RPC face, the provider and
+the file server speak https; ``tls_ca`` in ``devnet.json`` and ``[resources] ca_file`` in
+``ocean.ini`` name the CA, which the devnet's own probes, the provider's fetch and its key server
+client trust. A devnet keeps the choice it was made with across restarts.
 """
 
 from __future__ import annotations
@@ -57,9 +64,11 @@ from .exceptions import SecretStoreError
 from .lifecycle import bound_port, wait_for_stop_signal
 from .node.config import dump_config
 from .protocol.hexcodec import to_hex
-from .serving import GuardedAppRunner, ServingLimits
+from .serving import GuardedAppRunner, ServingLimits, TlsFiles, issue_certificate, make_local_ca
 
 STATE_FILE: Final = "devnet.json"
+#: The folder of the local CA and the services' certificates (``--tls``), under the state dir.
+TLS_DIR: Final = "tls"
 #: The folder the devnet's file server serves, under the state dir.
 FILES_DIR: Final = "files"
 OCEAN_CONFIG_FILE: Final = "ocean.ini"
@@ -161,6 +170,8 @@ class DevnetState:
     files_pid: int | None = None
     #: Origins beyond ``files_url`` the provider may fetch from on loopback (:func:`restart_provider`).
     provider_allowed_origins: list[str] = field(default_factory=list)
+    #: The local CA's PEM certificate when the devnet speaks https (``--tls``), else None.
+    tls_ca: str | None = None
     dev_only: str = DEV_ONLY
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -233,6 +244,7 @@ class DevnetState:
             "files_url": self.files_url,
             "files_pid": self.files_pid,
             "provider_allowed_origins": list(self.provider_allowed_origins),
+            "tls_ca": self.tls_ca,
             **self.extra,
         }
 
@@ -246,6 +258,22 @@ class DevnetState:
 
     def running_pids(self) -> list[int]:
         return [pid for pid in self.pids() if pid is not None and _alive(pid)]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_ca else "http"
+
+    @property
+    def verify(self) -> bool | str:
+        """What a client of this devnet checks certificates against (requests' ``verify``)."""
+        return self.tls_ca or True
+
+    def tls_files(self, service: str) -> TlsFiles | None:
+        """The certificate and key of ``service`` (``node0``, ``rpc``, ``provider``, ``files``) under ``--tls``."""
+        if not self.tls_ca:
+            return None
+        folder = self.state_dir / TLS_DIR
+        return TlsFiles(folder / f"{service}.pem", folder / f"{service}.key")
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -369,34 +397,34 @@ def _wait_until(what: str, ready: Callable[[], bool], children: Sequence[_Child]
         time.sleep(0.05)
 
 
-def _health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+def _health(url: str, timeout: float = 1.0, verify: bool | str = True) -> dict[str, Any] | None:
     try:
-        response = requests.get(url + "/health", timeout=timeout)
+        response = requests.get(url + "/health", timeout=timeout, verify=verify)
         return response.json() if response.status_code == 200 else None
     except (requests.RequestException, ValueError):
         return None
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, verify: bool | str = True) -> bool:
     try:
-        return requests.get(url, timeout=1.0).status_code == 200
+        return requests.get(url, timeout=1.0, verify=verify).status_code == 200
     except requests.RequestException:
         return False
 
 
-def _responds(url: str) -> bool:
+def _responds(url: str, verify: bool | str = True) -> bool:
     """Any HTTP answer (the file server has no health route: every path is a file's)."""
     try:
-        requests.get(url + "/", timeout=1.0)
+        requests.get(url + "/", timeout=1.0, verify=verify)
     except requests.RequestException:
         return False
     return True
 
 
-def _rpc_answers(url: str) -> bool:
+def _rpc_answers(url: str, verify: bool | str = True) -> bool:
     try:
         answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_accounts", "params": []},
-                               timeout=1.0)
+                               timeout=1.0, verify=verify)
         return answer.status_code == 200 and "result" in answer.json()
     except (requests.RequestException, ValueError):
         return False
@@ -410,12 +438,14 @@ def _reported_port(port_file: Path) -> int | None:
 
 
 def wait_for_mesh(http_urls: Sequence[str], expected_peers: int, timeout: float,
-                  children: Sequence[_Child] = ()) -> None:
-    """Wait until every key server reports ``expected_peers`` connected peers (readiness, not liveness)."""
+                  children: Sequence[_Child] = (), *, verify: bool | str = True) -> None:
+    """Wait until every key server reports ``expected_peers`` connected peers (readiness, not liveness);
+    ``verify``: the CA bundle of https nodes (requests' ``verify``)."""
     pending = list(http_urls)
 
     def connected() -> bool:
-        pending[:] = [u for u in pending if (h := _health(u)) is None or h.get("connected_peers") != expected_peers]
+        pending[:] = [u for u in pending
+                      if (h := _health(u, verify=verify)) is None or h.get("connected_peers") != expected_peers]
         return not pending
 
     _wait_until("key servers not fully connected", connected, children, timeout)
@@ -465,10 +495,13 @@ def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_tim
             "acl": dict(acl),
             "http": {"cors": "none"},
         }
+        tls = state.tls_files(f"node{i}")
+        if tls is not None:
+            mapping["http"].update(tls_cert=str(tls.cert), tls_key=str(tls.key))
         for section, settings in (node_settings or {}).items():
             mapping[section] = {**mapping.get(section, {}), **settings}
         _write_private(Path(node.config), f"# {DEV_ONLY}\n" + dump_config(mapping))
-        node.http_url = f"http://{LOOPBACK}:{ports[2 * i + 1]}"
+        node.http_url = f"{state.scheme}://{LOOPBACK}:{ports[2 * i + 1]}"
 
 
 def _new_nodes(state_dir: Path, count: int) -> tuple[list[int], list[NodeEntry]]:
@@ -501,7 +534,8 @@ def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
             node.pid = child.pid
             children.append(child)
         try:
-            wait_for_mesh([n.http_url for n in state.nodes], len(state.nodes) - 1, timeout, children)
+            wait_for_mesh([n.http_url for n in state.nodes], len(state.nodes) - 1, timeout, children,
+                          verify=state.verify)
         except BaseException as exc:
             _stop_children(children)
             for index in indices:
@@ -516,12 +550,12 @@ def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
     raise DevnetError("unreachable: the last attempt raises")  # for the type checker
 
 
-def _start_service(state: DevnetState, name: str, args: Sequence[str], answers: Callable[[str], bool],
+def _start_service(state: DevnetState, name: str, args: Sequence[str], answers: Callable[..., bool],
                    timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Start a service that writes the port it bound into ``--port-file`` and wait until
     ``answers(url)``; its pid and URL. A failed start leaves no process behind."""
     child, port_file = _spawn_service(state, name, args, env)
-    return child.pid, _await_service(child, port_file, answers, timeout)
+    return child.pid, _await_service(state, child, port_file, answers, timeout)
 
 
 def _spawn_service(state: DevnetState, name: str, args: Sequence[str],
@@ -532,13 +566,16 @@ def _spawn_service(state: DevnetState, name: str, args: Sequence[str],
     return child, port_file
 
 
-def _await_service(child: _Child, port_file: Path, answers: Callable[[str], bool], timeout: float) -> str:
-    """The URL of a spawned service once it reported its port and answers; stopped if it does not."""
+def _await_service(state: DevnetState, child: _Child, port_file: Path, answers: Callable[..., bool],
+                   timeout: float) -> str:
+    """The URL of a spawned service once it reported its port and ``answers(url, verify=...)``;
+    stopped if it does not."""
     try:
         _wait_until(f"{child.name} did not report its port", lambda: _reported_port(port_file) is not None,
                     [child], timeout)
-        url = f"http://{LOOPBACK}:{_reported_port(port_file)}"
-        _wait_until(f"{child.name} at {url} did not answer", lambda: answers(url), [child], timeout)
+        url = f"{state.scheme}://{LOOPBACK}:{_reported_port(port_file)}"
+        _wait_until(f"{child.name} at {url} did not answer", lambda: answers(url, verify=state.verify), [child],
+                    timeout)
     except BaseException:
         _stop_children([child])
         raise
@@ -548,7 +585,7 @@ def _await_service(child: _Child, port_file: Path, answers: Callable[[str], bool
 def _spawn_rpc(state: DevnetState) -> tuple[_Child, Path]:
     """The JSON-RPC face needs only the chain and the keystores: it starts beside the key servers."""
     args = ["rpc", "--keystore", str(state.state_dir / "keystore"), "--listen", f"{LOOPBACK}:0",
-            "--chain-url", state.chain_url]
+            "--chain-url", state.chain_url, *_tls_args(state, "rpc")]
     child, port_file = _spawn_service(state, "rpc", args)
     state.rpc_pid = child.pid
     return child, port_file
@@ -561,24 +598,42 @@ def _spawn_files(state: DevnetState) -> tuple[_Child, Path]:
     state.files_dir = str(files_dir)
     port = _url_port(state.files_url) if state.files_url else 0
     child, port_file = _spawn_service(state, "files", ["files", "--dir", str(files_dir),
-                                                       "--listen", f"{LOOPBACK}:{port}"])
+                                                       "--listen", f"{LOOPBACK}:{port}", *_tls_args(state, "files")])
     state.files_pid = child.pid
     return child, port_file
 
 
+def _tls_args(state: DevnetState, service: str) -> list[str]:
+    tls = state.tls_files(service)
+    return [] if tls is None else ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+
+
+def _make_certificates(state: DevnetState) -> None:
+    """The local CA and a certificate per service (``--tls``), in ``DIR/tls``, mode 0600."""
+    folder = state.state_dir / TLS_DIR
+    ca = make_local_ca(folder)
+    for service in [*(f"node{i}" for i in range(len(state.nodes))), "rpc", "provider", "files"]:
+        issue_certificate(ca, folder, service)
+    state.tls_ca = str(ca.cert)
+
+
 async def serve_files(directory: Path, host: str, port: int, *, limits: ServingLimits | None = None,
-                      ready: Callable[[str], None] | None = None) -> None:
+                      ready: Callable[[str], None] | None = None, tls: TlsFiles | None = None) -> None:
     """Serve the files under ``directory`` (GET/HEAD, ``Range`` honoured, no listing, no symlinks
-    out of it) until SIGTERM or SIGINT, under the connection ``limits`` every server of ours has;
-    ``ready`` gets the base URL once it listens."""
+    out of it) until SIGTERM or SIGINT, under the connection ``limits`` every server of ours has,
+    over https with ``tls`` if given; ``ready`` gets the base URL once it listens.
+
+    :raises ConfigError: ``tls`` names a missing file or a key that does not match the certificate.
+    """
+    ssl_context = tls.context("files") if tls is not None else None
     app = web.Application()
     app.router.add_static("/", directory, follow_symlinks=False)
     runner = GuardedAppRunner(app, limits, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
         if ready is not None:
-            ready(f"http://{host}:{bound_port(runner)}")
+            ready(f"{'https' if tls is not None else 'http'}://{host}:{bound_port(runner)}")
         await wait_for_stop_signal()
     finally:
         await runner.cleanup()
@@ -590,7 +645,7 @@ def _start_provider(state: DevnetState, timeout: float) -> None:
     config = _write_ocean_config(state)
     state.provider_pid, state.provider_url = _start_service(
         state, "provider", ["provider", "--config", str(config), "--poll-interval", "0.2"],
-        lambda url: _answers(url + "/api/v1/brizo"), timeout,
+        lambda url, verify: _answers(url + "/api/v1/brizo", verify=verify), timeout,
         env={PROVIDER_KEY_ENV: state.accounts["provider"].private_key})
     # Pin the bound port in the config: DDOs published from now on name this URL, so a restarted
     # provider must come back on it.
@@ -620,6 +675,8 @@ def _write_ocean_config(state: DevnetState) -> Path:
     if state.provider_url:
         resources["provider.url"] = state.provider_url
     resources.update({"provider.address": state.provider_address, "downloads.path": "downloads"})
+    if state.tls_ca:
+        resources["ca_file"] = state.tls_ca
     config["resources"] = resources
     listen = f"{LOOPBACK}:{_url_port(state.provider_url) if state.provider_url else 0}"
     provider = {"backend": state.provider_backend, "account.key_env": PROVIDER_KEY_ENV, "listen": listen}
@@ -627,6 +684,9 @@ def _write_ocean_config(state: DevnetState) -> Path:
     origins = [*([state.files_url] if state.files_url else []), *state.provider_allowed_origins]
     if origins:
         provider["allowed_origins"] = ", ".join(origins)
+    tls = state.tls_files("provider")
+    if tls is not None:
+        provider.update(tls_cert=str(tls.cert), tls_key=str(tls.key))
     config["provider"] = provider
     text = io.StringIO()
     config.write(text)
@@ -688,6 +748,7 @@ def up(
     fresh: bool = False,
     session_timeout: float = 5.0,
     node_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    tls: bool = False,
     timeout: float = 60.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> DevnetState:
@@ -699,6 +760,8 @@ def up(
     ``AccessSecretStoreCondition.checkPermissions``; ``acl="none"`` lets everyone in (benchmarks).
     ``node_settings`` adds settings to every new node's TOML config, by section (node/config.py),
     e.g. ``{"http": {"header_timeout": 1.0}, "audit": {"max_bytes": 4096}}``.
+    ``tls`` makes a new devnet speak https (a local CA in ``DIR/tls``, ``tls_ca`` in the state); a
+    stopped devnet restarts as it was made, and asking ``tls`` of one made without it is an error.
     """
     state_dir = state_dir.resolve()
     if acl not in ("none", "contract"):
@@ -711,6 +774,8 @@ def up(
     if existing is not None and fresh:
         shutil.rmtree(state_dir)
         existing = None
+    if existing is not None and tls and not existing.tls_ca:
+        raise DevnetError(f"the devnet in {state_dir} was made without --tls: add --fresh to make a new one with it")
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
 
@@ -722,6 +787,9 @@ def up(
             say("starting anvil (local chain)")
             anvil = _start_chain(state_dir)
             state, node_keys = _new_state(state_dir, anvil, acl, nodes, provider_backend, say)
+            if tls:
+                say(f"making a local CA and certificates for 127.0.0.1/localhost in {state_dir / TLS_DIR}")
+                _make_certificates(state)
             # Nodes are moved only while new: an old devnet's URLs are written in its DDOs.
             move_ports = functools.partial(_write_node_configs, state, node_keys, session_timeout, _node_acl(state),
                                            node_settings)
@@ -740,8 +808,8 @@ def up(
         _start_nodes(state, range(len(state.nodes)), timeout, move_ports)
         state.secret_store_url = state.nodes[0].http_url
         state.threshold_max = len(state.nodes) - 1
-        state.rpc_url = _await_service(rpc, rpc_port_file, _rpc_answers, timeout)
-        state.files_url = _await_service(files, files_port_file, _responds, timeout)
+        state.rpc_url = _await_service(state, rpc, rpc_port_file, _rpc_answers, timeout)
+        state.files_url = _await_service(state, files, files_port_file, _responds, timeout)
         _start_provider(state, timeout)
         say(f"provider (Brizo-shaped, {state.provider_backend} backend) at {state.provider_url}")
     except BaseException:
@@ -773,7 +841,7 @@ def status(state_dir: Path) -> dict[str, Any]:
     nodes = []
     for i, node in enumerate(state.nodes):
         running = _alive(node.pid)
-        health = _health(node.http_url) if running else None
+        health = _health(node.http_url, verify=state.verify) if running else None
         nodes.append({
             "node": i,
             "pid": node.pid,

@@ -16,21 +16,49 @@ their protocol factory) serve every connection through :class:`_Guard`, which
 
 "The head is complete" is learned from aiohttp itself: a middleware runs when aiohttp has parsed a
 request head and calls the app's handler, before any of the body is read.
+
+TLS (off unless a certificate and key are configured): :func:`server_ssl_context` loads them into
+an ``ssl.SSLContext`` (TLS 1.2 or later, no client certificates) that a site serves with; the guard
+then wraps the decrypted stream, so its timeout and cap hold for https as for http.
+:func:`client_ssl_context` trusts a CA bundle (aiohttp clients); :func:`make_local_ca` and
+:func:`issue_certificate` make the devnet's short-lived local CA and its servers' certificates
+(ECDSA P-256, for 127.0.0.1 and localhost) with pyca ``cryptography``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import logging
 import math
+import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_CONNECTIONS_PER_ADDRESS", "GuardedAppRunner", "ServingLimits"]
+from .exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS_PER_ADDRESS",
+    "GuardedAppRunner",
+    "ServingLimits",
+    "TlsFiles",
+    "client_ssl_context",
+    "issue_certificate",
+    "make_local_ca",
+    "server_ssl_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -274,3 +302,135 @@ class GuardedAppRunner(web.AppRunner):
     def server(self) -> _GuardedFactory | None:  # type: ignore[override] # a site only calls it, as its protocol factory
         inner = super().server
         return None if inner is None else _GuardedFactory(self._guards, inner)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's PEM certificate (chain) and private key: the ``tls_cert``/``tls_key`` settings."""
+
+    cert: Path
+    key: Path
+
+    def context(self, setting: str = "tls") -> ssl.SSLContext:
+        """:func:`server_ssl_context` of these files; ``setting`` names them in errors."""
+        return server_ssl_context(self.cert, self.key, setting=setting)
+
+
+def server_ssl_context(cert: str | os.PathLike[str], key: str | os.PathLike[str], *,
+                       setting: str = "tls") -> ssl.SSLContext:
+    """A server-side context: TLS 1.2 or later, the certificate chain ``cert`` with its key ``key``.
+
+    :raises ConfigError: a file is missing or unreadable, is not PEM, or the key does not match the
+        certificate (``key`` of the error: ``setting``.tls_cert or ``setting``.tls_key).
+    """
+    cert_path, key_path = Path(cert), Path(key)
+    for name, path in (("tls_cert", cert_path), ("tls_key", key_path)):
+        if not path.is_file():
+            raise ConfigError(f"{setting}.{name}: {path} does not exist or is not a file", key=f"{setting}.{name}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except (ssl.SSLError, OSError) as exc:
+        # ssl's reason only (e.g. KEY_VALUES_MISMATCH, PEM_lib): never the key's bytes.
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"{setting}.tls_cert/tls_key: cannot load {cert_path} with {key_path} ({reason}): "
+                          "expected a PEM certificate and its matching PEM private key", key=f"{setting}.tls_key") \
+            from None
+    return context
+
+
+def client_ssl_context(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
+    """A client-side context verifying servers (hostname included) against the system CAs and, if
+    given, the PEM bundle ``ca_file`` as well (the provider fetches from the internet and the devnet).
+
+    :raises ConfigError: ``ca_file`` cannot be read or holds no PEM certificate.
+    """
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=os.fspath(ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"ca_file: cannot load {ca_file} as a PEM CA bundle ({reason})", key="ca_file") \
+                from None
+    return context
+
+
+#: The devnet's certificates live a week: a devnet is a working session, not a deployment.
+LOCAL_CERT_DAYS: Final = 7
+_LOCAL_NAMES: Final = ("localhost",)
+_LOCAL_ADDRESSES: Final = ("127.0.0.1",)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` created with mode 0600 (a key must never be world-readable)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def make_local_ca(directory: Path, name: str = "ocean-secret-store devnet CA", *,
+                  days: int = LOCAL_CERT_DAYS) -> TlsFiles:
+    """Make a self-signed CA (ECDSA P-256, ``days`` valid) as ``directory``/ca.pem and ca.key (0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = TlsFiles(directory / "ca.pem", directory / "ca.key")
+    _write_private(files.key, _key_pem(key))
+    _write_private(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def issue_certificate(ca: TlsFiles, directory: Path, name: str, *, days: int = LOCAL_CERT_DAYS) -> TlsFiles:
+    """Issue a server certificate for 127.0.0.1 and localhost signed by ``ca``, as ``name``.pem/.key (0600)."""
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{ca.key}: the local CA's key is not an EC key", key="tls_ca")
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in _LOCAL_NAMES]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in _LOCAL_ADDRESSES]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(directory / f"{name}.pem", directory / f"{name}.key")
+    _write_private(files.key, _key_pem(key))
+    _write_private(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    return files

@@ -34,6 +34,7 @@ exception of ``requests`` (whose text contains the path) is summarised, not chai
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -175,6 +176,10 @@ class SecretStoreClient:
     :param session: a ``requests.Session`` to use as is (the caller owns and closes it);
         by default the client makes one with a kept-alive connection pool per node, no
         transport-level retries and closes it in :meth:`close`.
+    :param verify: for ``https://`` nodes: True checks certificates against the system CAs, a path
+        names the PEM CA bundle to check them against instead (the devnet's ``tls_ca``), False
+        checks nothing (never do that outside a test); passed to requests, on the client's own
+        session only (a given ``session`` keeps its own ``verify``).
     :raises ClientError: for no URL or a URL that is not ``http(s)://host[:port]``.
     :raises InvalidScalar: if the account has no valid 32-byte private key in ``.key``.
     """
@@ -186,6 +191,7 @@ class SecretStoreClient:
         *,
         timeout: Timeout = 10.0,
         session: requests.Session | None = None,
+        verify: bool | str | os.PathLike[str] = True,
     ) -> None:
         parsed = [_parse_node_url(url) for url in ([urls] if isinstance(urls, str) else list(urls))]
         if not parsed:
@@ -205,6 +211,10 @@ class SecretStoreClient:
             adapter = HTTPAdapter(pool_connections=len(hosts), pool_maxsize=_POOL_MAXSIZE, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+        # Per request, not as session.verify: requests lets REQUESTS_CA_BUNDLE override a session's
+        # verify, which would drop a given CA bundle. A caller's own session keeps its verify.
+        self._verify: bool | str | None = (verify if isinstance(verify, bool) else os.fspath(verify)) \
+            if self._owns_session else None
         self._session = session
         # Index of the node that answered last: GETs start there, POSTs go there.
         self._preferred = 0
@@ -242,7 +252,8 @@ class SecretStoreClient:
     def _request(self, method: str, index: int, path: str, body: bytes = b"") -> requests.Response:
         # No redirects: the path carries the requester signature and must not be forwarded.
         return self._session.request(
-            method, self._bases[index] + path, data=body or None, timeout=self._timeout, allow_redirects=False
+            method, self._bases[index] + path, data=body or None, timeout=self._timeout, allow_redirects=False,
+            verify=self._verify,
         )
 
     def _get(self, operation: str, path: str) -> bytes:

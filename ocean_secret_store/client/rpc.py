@@ -54,7 +54,7 @@ from ..exceptions import ChainError, CryptoError, InvalidPoint, MalformedHex, Se
 from ..keyfile import KeystoreError
 from ..lifecycle import wait_for_stop_signal
 from ..protocol.hexcodec import parse_hex, to_hex
-from ..serving import GuardedAppRunner, ServingLimits
+from ..serving import GuardedAppRunner, ServingLimits, TlsFiles
 from . import local
 from .keystore import Keystore, UnknownAccount
 from .throttle import PasswordThrottle, TooManyAttempts, WrongPasswordDelayed
@@ -677,19 +677,25 @@ async def serve_rpc(
     allow_unlock: bool = False,
     throttle: PasswordThrottle | None = None,
     limits: ServingLimits | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Serve the JSON-RPC face until SIGTERM/SIGINT (or cancelled); ``ready`` gets the URL once listening
     (port 0 picks a free port). ``allow_unlock`` and ``throttle`` as for :func:`make_rpc_app`; ``limits``:
-    the header-read timeout and connections per client address (default :class:`ServingLimits`)."""
+    the header-read timeout and connections per client address (default :class:`ServingLimits`); ``tls``:
+    serve https with this certificate and key (default: plain http).
+
+    :raises ConfigError: ``tls`` names a missing file or a key that does not match the certificate.
+    """
+    ssl_context = tls.context("rpc") if tls is not None else None
     app = make_rpc_app(Keystore(keystore_dir), chain_url, allow_unlock=allow_unlock, throttle=throttle)
     runner = GuardedAppRunner(app, limits, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        url = f"http://{shown}:{bound_port}"
+        url = f"{'https' if tls is not None else 'http'}://{shown}:{bound_port}"
         log.info("JSON-RPC face listening on %s", url)
         if ready is not None:
             ready(url)

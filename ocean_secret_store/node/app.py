@@ -99,7 +99,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
     # Header-read timeout and per-address cap (config [http]): a slow-loris holds no socket for long.
     runner = GuardedAppRunner(make_app(core, config.cors), config.serving, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
+    ssl_context = config.tls.context("http") if config.tls is not None else None
+    site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True,
+                       ssl_context=ssl_context)
     await site.start()
     return RunningNode(config, core, transport, runner, storage, audit)
 
@@ -108,8 +110,8 @@ async def serve(config: NodeConfig) -> None:
     """Run a node until SIGTERM or SIGINT."""
     node = await start_node(config)
     log.info(
-        "key server 0x%s.. listening: http %s:%d, cluster %s",
-        config.node_id.hex()[:16], config.http_listen.host, node.http_port, config.listen,
+        "key server 0x%s.. listening: %s %s:%d, cluster %s", config.node_id.hex()[:16],
+        "https" if config.tls is not None else "http", config.http_listen.host, node.http_port, config.listen,
     )
     await wait_for_stop_signal()
     log.info("stopping")

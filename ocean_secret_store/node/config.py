@@ -29,6 +29,8 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     cors = "none"                           # "none" | "*" / "all" / "any" | "origin1,origin2"
     header_timeout = 10.0                   # s to send a whole request head (slow-loris guard)
     max_connections_per_address = 256       # open connections per client address; more are closed
+    # tls_cert = "tls/node0.pem"            # https: PEM certificate chain and its PEM key, relative to
+    # tls_key = "tls/node0.key"             # this file (both or neither; default: plain http)
 
     [audit]                                 # data_dir/audit.jsonl rotates by size (these are the defaults)
     max_bytes = 67108864                    # 64 MiB: then audit.jsonl -> audit.jsonl.1 -> .2 ...
@@ -58,7 +60,7 @@ from ..exceptions import ConfigError, InvalidPoint
 from ..keyfile import KeystoreError, WrongPassword, unlock_file
 from ..protocol.addresses import HostPort, parse_host_port
 from ..protocol.hexcodec import parse_hex
-from ..serving import ServingLimits
+from ..serving import ServingLimits, TlsFiles
 from .audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from .cors import CorsPolicy
 from .storage import DB_FILENAME
@@ -138,6 +140,8 @@ class NodeConfig:
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     serving: ServingLimits = field(default_factory=ServingLimits)
     audit: AuditSettings = AuditSettings()
+    #: ``[http] tls_cert``/``tls_key``: serve the HTTP API over https (None: plain http).
+    tls: TlsFiles | None = None
     keystore: Path | None = None
     password_env: str | None = None
 
@@ -207,6 +211,7 @@ class NodeConfig:
                 "cors": str(self.cors),
                 "header_timeout": self.serving.header_timeout,
                 "max_connections_per_address": self.serving.max_connections_per_address,
+                **({"tls_cert": str(self.tls.cert), "tls_key": str(self.tls.key)} if self.tls is not None else {}),
             },
             "audit": {"max_bytes": self.audit.max_bytes, "backups": self.audit.backups},
         }
@@ -290,7 +295,8 @@ class _Parser:
         data_dir = self.string(node, "node", "data_dir")
         if not data_dir:
             raise self.fail("node.data_dir", "must not be empty")
-        http = self.table(data, "http", ("cors", "header_timeout", "max_connections_per_address"), required=False)
+        http = self.table(data, "http", ("cors", "header_timeout", "max_connections_per_address",
+                                         "tls_cert", "tls_key"), required=False)
         return NodeConfig(
             node_secret=secret,
             node_public=public,
@@ -302,6 +308,7 @@ class _Parser:
             acl=self.acl(self.table(data, "acl", ("kind", "allowed", "keys", "chain_url", "contract"))),
             cors=self.cors(http),
             serving=self.serving(http),
+            tls=self.tls(http),
             audit=self.audit(self.table(data, "audit", ("max_bytes", "backups"), required=False)),
             keystore=keystore,
             password_env=password_env,
@@ -453,6 +460,18 @@ class _Parser:
             max_connections_per_address=self.integer(section, "http", "max_connections_per_address", 1)
             if "max_connections_per_address" in section else defaults.max_connections_per_address,
         )
+
+    def tls(self, section: _Section) -> TlsFiles | None:
+        cert = self.optional_string(section, "http", "tls_cert")
+        key = self.optional_string(section, "http", "tls_key")
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            missing = "http.tls_cert" if cert is None else "http.tls_key"
+            raise self.fail(missing, "missing (https needs both http.tls_cert and http.tls_key)")
+        files = TlsFiles(self.base_dir / Path(cert).expanduser(), self.base_dir / Path(key).expanduser())
+        files.context("http")  # loaded once here: a missing or mismatched file fails at load, not at start
+        return files
 
     def audit(self, section: _Section) -> AuditSettings:
         defaults = AuditSettings()

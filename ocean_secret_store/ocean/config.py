@@ -27,6 +27,8 @@ The file keeps squid-py's sections and keys (ocean.md §1.2) and adds ``[secret-
     provider.url = http://localhost:8030        ; squid-py's brizo.url is used when absent
     provider.address = 0x...                    ; env PROVIDER_ADDRESS
     downloads.path = downloads
+    ca_file = tls/ca.pem                        ; PEM CA bundle for https key servers and provider
+                                                ; (devnet --tls: its tls_ca); default: system CAs
 
     [provider]
     backend = secret-store
@@ -45,6 +47,8 @@ The file keeps squid-py's sections and keys (ocean.md §1.2) and adds ``[secret-
     max_redirects = 5                           ; redirects followed, each checked
     require_signature_expiry = false            ; refuse squid-py's replayable consume signature
     max_signature_lifetime = 3600               ; how far ahead a consume signatureExpiry may be
+    tls_cert = tls/provider.pem                 ; serve https: PEM certificate chain ...
+    tls_key = tls/provider.key                  ; ... and its PEM key (both or neither)
 
 Precedence, strongest first:
 
@@ -70,8 +74,8 @@ Python pipeline itself signs with eth-account ``LocalAccount`` objects and does 
 The provider's fetch policy (what the ``[provider]`` fetch keys mean, and the refusals) is in
 :mod:`.provider.fetch`; the signature forms in :mod:`.provider.app`.
 
-Relative paths (``contracts.file``, ``metadata.store``, ``downloads.path``,
-``account.keystore``, ``file_root``) are taken relative to the INI file's directory.
+Relative paths (``contracts.file``, ``metadata.store``, ``downloads.path``, ``ca_file``,
+``account.keystore``, ``file_root``, ``tls_cert``, ``tls_key``) are taken relative to the INI file's directory.
 
 Validation happens at load: a malformed value raises :class:`~..exceptions.ConfigError` whose
 ``key`` is the setting's dotted name (``"secret-store.threshold"``) and whose message names
@@ -171,6 +175,9 @@ class OceanConfig:
     #: ``[resources] provider.address``: the provider listed on the DIDs published.
     provider_address: str | None = None
     downloads_path: str | None = None
+    #: ``[resources] ca_file``: the PEM CA bundle that https key servers and the provider are checked
+    #: against (the SDK's clients use it instead of the system CAs; the provider's fetch adds it to them).
+    ca_file: str | None = None
     #: ``[provider] backend``: the name of the provider's access backend.
     provider_backend: str = "secret-store"
     provider_keystore: str | None = None
@@ -192,6 +199,9 @@ class OceanConfig:
     #: ``[provider] require_signature_expiry``: refuse consume signatures without ``signatureExpiry``.
     provider_require_signature_expiry: bool = False
     provider_max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
+    #: ``[provider] tls_cert`` and ``tls_key``: the provider serves https with them (both or neither).
+    provider_tls_cert: str | None = None
+    provider_tls_key: str | None = None
     #: Where the values came from (the INI path), for messages only.
     source: str | None = field(default=None, compare=False)
 
@@ -214,6 +224,10 @@ class OceanConfig:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 0:
             raise ConfigError(f"[secret-store] threshold must be an integer >= 0, got {self.threshold!r}",
                               "secret-store.threshold")
+        if (self.provider_tls_cert is None) != (self.provider_tls_key is None):
+            missing = "tls_cert" if self.provider_tls_cert is None else "tls_key"
+            raise ConfigError(f"[provider] {missing} is missing: https needs both tls_cert and tls_key",
+                              f"provider.{missing}")
         size = self.known_cluster_size
         if self.secret_store_enabled and size is not None and self.threshold >= size:
             raise ConfigError(
@@ -490,6 +504,7 @@ class _Reader:
             "provider_url": self.url(RESOURCES, "provider.url") or self.url(RESOURCES, "brizo.url"),
             "provider_address": self.address(RESOURCES, "provider.address"),
             "downloads_path": self.path(RESOURCES, "downloads.path"),
+            "ca_file": self.path(RESOURCES, "ca_file"),
             "provider_backend": self.name(PROVIDER, "backend", "secret-store"),
             "provider_keystore": self.path(PROVIDER, "account.keystore"),
             "provider_password_env": self.text(PROVIDER, "account.password_env"),
@@ -506,6 +521,8 @@ class _Reader:
             "provider_require_signature_expiry": self.boolean(PROVIDER, "require_signature_expiry", False),
             "provider_max_signature_lifetime": self.integer(PROVIDER, "max_signature_lifetime",
                                                             DEFAULT_MAX_SIGNATURE_LIFETIME, minimum=1),
+            "provider_tls_cert": self.path(PROVIDER, "tls_cert"),
+            "provider_tls_key": self.path(PROVIDER, "tls_key"),
             "source": self.source,
         }
         try:

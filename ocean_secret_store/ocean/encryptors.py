@@ -105,10 +105,13 @@ class SecretStoreEncryptor:
         *,
         timeout: float = 30.0,
         cluster_size: int | None = None,
+        ca_file: str | None = None,
     ) -> None:
         urls = [cluster_urls] if isinstance(cluster_urls, str) else list(cluster_urls)
         if not urls:
             raise OceanError("the secret-store encryptor needs at least one key server URL")
+        #: The PEM CA bundle https key servers are checked against (None: the system CAs).
+        self.ca_file = ca_file
         size = len(urls) if cluster_size is None else cluster_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise OceanError(f"the cluster size must be a positive int, got {size!r}")
@@ -129,7 +132,8 @@ class SecretStoreEncryptor:
         """
         t = self._threshold(threshold)
         key_id = _key_id_hex(did)
-        with SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout) as client:
+        with SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout,
+                               verify=self.ca_file or True) as client:
             return client.publish_document(key_id, content, t)
 
     def decrypt(self, did: str, encrypted: str, account: LocalAccount) -> str:
@@ -138,7 +142,8 @@ class SecretStoreEncryptor:
         :raises AccessDenied: if the cluster's ACL does not let ``account`` read the DID.
         """
         key_id = _key_id_hex(did)
-        with SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout) as client:
+        with SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout,
+                               verify=self.ca_file or True) as client:
             return client.decrypt_document(key_id, encrypted)
 
     def __repr__(self) -> str:

@@ -37,7 +37,8 @@ def ocean_encryptors(config: OceanConfig) -> list[Encryptor]:
     offered: list[Encryptor] = []
     if _secret_store_on(config):
         offered.append(
-            SecretStoreEncryptor(list(config.cluster_urls), config.threshold, cluster_size=config.cluster_size)
+            SecretStoreEncryptor(list(config.cluster_urls), config.threshold, cluster_size=config.cluster_size,
+                                 ca_file=config.ca_file)
         )
     if config.provider_public_key:
         offered.append(ProviderKeyEncryptor.from_hex(config.provider_public_key))
@@ -49,6 +50,6 @@ def ocean_access_backends(config: OceanConfig) -> list[AccessBackend]:
     """The Secret Store backend (if enabled and configured) and the provider-key backend."""
     offered: list[AccessBackend] = []
     if _secret_store_on(config):
-        offered.append(SecretStoreBackend(list(config.cluster_urls)))
+        offered.append(SecretStoreBackend(list(config.cluster_urls), ca_file=config.ca_file))
     offered.append(ProviderKeyBackend())
     return offered

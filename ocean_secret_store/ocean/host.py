@@ -210,21 +210,26 @@ class OceanAssets:
             plain = self._ocean.secret_store.decrypt_document(did, ddo.encrypted_files or "", consumer_account)
             files = {f["index"]: f for f in files_from_plaintext(plain)}
             for i in indexes:
-                self._download(files[i]["url"], folder / _file_name(files[i], i), {})
+                self._download(files[i]["url"], folder / _file_name(files[i], i), {}, self._verify())
         else:
             endpoint = ddo.access_service["serviceEndpoint"]
             for i in indexes:
                 params = consume_params(consumer_account, agreement, i)
                 entry = next((f for f in ddo.files if f.get("index") == i), {})
-                self._download(endpoint, folder / _file_name(entry, i), params)
+                self._download(endpoint, folder / _file_name(entry, i), params, self._verify())
         return folder
 
+    def _verify(self) -> bool | str:
+        """What requests checks an https download against: ``[resources] ca_file``, else the system CAs."""
+        ca_file = self._ocean.config.ca_file
+        return ca_file if ca_file is not None else True
+
     @staticmethod
-    def _download(url: str, target: Path, params: dict[str, str]) -> None:
+    def _download(url: str, target: Path, params: dict[str, str], verify: bool | str = True) -> None:
         if url.startswith("file://"):
             target.write_bytes(Path(url[len("file://"):]).read_bytes())
             return
-        with requests.get(url, params=params, stream=True, timeout=60) as response:
+        with requests.get(url, params=params, stream=True, timeout=60, verify=verify) as response:
             if response.status_code != 200:
                 try:
                     reason = response.json().get("error", response.text)

@@ -96,7 +96,7 @@ from ...crypto.hashes import checksum_address
 from ...exceptions import AssetNotFound, ChainError, OceanError, SecretStoreError
 from ...lifecycle import bound_port, wait_for_stop_signal
 from ...protocol.addresses import parse_host_port
-from ...serving import GuardedAppRunner, ServingLimits
+from ...serving import GuardedAppRunner, ServingLimits, TlsFiles
 from ..did import id_to_did
 from ..metadata import open_metadata_store
 from ..plugins import get_plugin_manager, select_access_backend
@@ -525,6 +525,8 @@ class ProviderSettings:
     from_block: int = 0
     #: Header-read timeout and connections per client address of the HTTP service.
     serving: ServingLimits = field(default_factory=ServingLimits)
+    #: ``[provider] tls_cert``/``tls_key``: serve https (None: plain http).
+    tls: TlsFiles | None = None
 
 
 @dataclass
@@ -539,7 +541,8 @@ class RunningProvider:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.port}"
+        scheme = "https" if self.settings.tls is not None else "http"
+        return f"{scheme}://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
         try:
@@ -553,7 +556,11 @@ class RunningProvider:
 
 
 async def start_provider(settings: ProviderSettings) -> RunningProvider:
-    """Start the HTTP service (and, unless disabled, the events handler task) on the running loop."""
+    """Start the HTTP service (and, unless disabled, the events handler task) on the running loop.
+
+    :raises ConfigError: ``settings.tls`` names a missing file or a key that does not match its certificate.
+    """
+    ssl_context = settings.tls.context("provider") if settings.tls is not None else None
     keeper = Keeper(settings.chain_url, settings.contracts)
     metadata = open_metadata_store(settings.metadata_location)
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=settings.backend,
@@ -562,7 +569,7 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
                             max_signature_lifetime=settings.max_signature_lifetime)
     runner = GuardedAppRunner(app, settings.serving, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     handler = None
     if settings.events:
@@ -608,11 +615,13 @@ def settings_from_config(
             allowed_origins=allowed,
             max_bytes=config.provider_max_file_bytes, connect_timeout=config.provider_fetch_connect_timeout,
             read_timeout=config.provider_fetch_read_timeout, total_timeout=config.provider_fetch_total_timeout,
-            max_redirects=config.provider_max_redirects,
+            max_redirects=config.provider_max_redirects, ca_file=config.ca_file,
         ),
         require_signature_expiry=config.provider_require_signature_expiry,
         max_signature_lifetime=config.provider_max_signature_lifetime,
         events=events, poll_interval=poll_interval, from_block=from_block,
+        tls=TlsFiles(Path(config.provider_tls_cert), Path(config.provider_tls_key))
+        if config.provider_tls_cert is not None and config.provider_tls_key is not None else None,
     )
 
 

@@ -73,12 +73,14 @@ class SecretStoreBackend:
 
     name = "secret-store"
 
-    def __init__(self, cluster_urls: Sequence[str] | str, *, timeout: float = 10.0) -> None:
+    def __init__(self, cluster_urls: Sequence[str] | str, *, timeout: float = 10.0, ca_file: str | None = None) -> None:
         urls = [cluster_urls] if isinstance(cluster_urls, str) else list(cluster_urls)
         if not urls:
             raise OceanError("the secret-store access backend needs at least one key server URL")
         self.cluster_urls: tuple[str, ...] = tuple(urls)
         self.timeout = timeout
+        #: The PEM CA bundle https key servers are checked against (None: the system CAs).
+        self.ca_file = ca_file
         # One client (one kept-alive connection pool) per account; the provider has one account.
         self._clients: dict[str, SecretStoreClient] = {}
         self._lock = threading.Lock()
@@ -87,7 +89,8 @@ class SecretStoreBackend:
         with self._lock:
             client = self._clients.get(account.address)
             if client is None:
-                client = SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout)
+                client = SecretStoreClient(list(self.cluster_urls), account, timeout=self.timeout,
+                                           verify=self.ca_file or True)
                 self._clients[account.address] = client
             return client
 

@@ -46,6 +46,7 @@ from urllib.parse import urljoin
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from ...serving import client_ssl_context
 from .policy import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_BYTES,
@@ -76,6 +77,8 @@ class FetchPolicy:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     total_timeout: float = DEFAULT_TOTAL_TIMEOUT
     max_redirects: int = DEFAULT_MAX_REDIRECTS
+    #: A PEM CA bundle trusted for https origins besides the system CAs (the devnet's ``tls_ca``).
+    ca_file: str | None = None
 
     @classmethod
     def allowing(cls, origins: Iterable[str], **limits: Any) -> FetchPolicy:
@@ -155,7 +158,8 @@ async def open_origin(policy: FetchPolicy, url: str,
     resolver = _PinnedResolver()
     timeout = aiohttp.ClientTimeout(total=policy.total_timeout, sock_connect=policy.connect_timeout,
                                     sock_read=policy.read_timeout)
-    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False,
+                                     ssl=client_ssl_context(policy.ca_file))
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                      trust_env=False) as session:
         for _hop in range(policy.max_redirects + 1):
