@@ -64,7 +64,7 @@ from .exceptions import SecretStoreError
 from .lifecycle import bound_port, wait_for_stop_signal
 from .node.config import dump_config
 from .protocol.hexcodec import to_hex
-from .serving import GuardedAppRunner, ServingLimits, TlsFiles, issue_certificate, make_local_ca
+from .serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site, issue_certificate, make_local_ca
 
 STATE_FILE: Final = "devnet.json"
 #: The folder of the local CA and the services' certificates (``--tls``), under the state dir.
@@ -631,7 +631,7 @@ async def serve_files(directory: Path, host: str, port: int, *, limits: ServingL
     runner = GuardedAppRunner(app, limits, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
+        await guarded_site(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
         if ready is not None:
             ready(f"{'https' if tls is not None else 'http'}://{host}:{bound_port(runner)}")
         await wait_for_stop_signal()

@@ -18,8 +18,10 @@ their protocol factory) serve every connection through :class:`_Guard`, which
 request head and calls the app's handler, before any of the body is read.
 
 TLS (off unless a certificate and key are configured): :func:`server_ssl_context` loads them into
-an ``ssl.SSLContext`` (TLS 1.2 or later, no client certificates) that a site serves with; the guard
-then wraps the decrypted stream, so its timeout and cap hold for https as for http.
+an ``ssl.SSLContext`` (TLS 1.2 or later, no client certificates) that :func:`guarded_site` serves
+with; the guard then wraps the decrypted stream, so its timeout and cap hold for https as for http.
+The guard sees a TLS connection only once its handshake is done, so the handshake has its own
+limit: ``header_timeout`` as well (asyncio's default is 60 s, time enough for a slow-loris).
 :func:`client_ssl_context` trusts a CA bundle (aiohttp clients); :func:`make_local_ca` and
 :func:`issue_certificate` make the devnet's short-lived local CA and its servers' certificates
 (ECDSA P-256, for 127.0.0.1 and localhost) with pyca ``cryptography``.
@@ -55,6 +57,7 @@ __all__ = [
     "ServingLimits",
     "TlsFiles",
     "client_ssl_context",
+    "guarded_site",
     "issue_certificate",
     "make_local_ca",
     "server_ssl_context",
@@ -305,6 +308,40 @@ class GuardedAppRunner(web.AppRunner):
 
 
 # -- TLS ----------------------------------------------------------------------------------------
+
+
+class _TlsSite(web.TCPSite):
+    """A ``web.TCPSite`` whose TLS handshakes must finish within ``handshake_timeout`` seconds.
+
+    ``TCPSite.start`` passes no ``ssl_handshake_timeout`` to ``create_server``; this start is the
+    same call with it (aiohttp 3.9-3.14 keep the site's settings in these attributes).
+    """
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext,
+                 handshake_timeout: float, reuse_address: bool | None = None) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=reuse_address)
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner, as TCPSite.start does
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the runner is not set up: call runner.setup() before starting a site")
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
+def guarded_site(runner: GuardedAppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+                 reuse_address: bool | None = None) -> web.TCPSite:
+    """The site a service of ours listens with: plain ``web.TCPSite``, or with ``ssl_context`` a TLS
+    site whose handshakes get ``runner.limits.header_timeout`` seconds."""
+    if ssl_context is None:
+        return web.TCPSite(runner, host, port, reuse_address=reuse_address)
+    return _TlsSite(runner, host, port, ssl_context=ssl_context, handshake_timeout=runner.limits.header_timeout,
+                    reuse_address=reuse_address)
 
 
 @dataclass(frozen=True)

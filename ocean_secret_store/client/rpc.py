@@ -54,7 +54,7 @@ from ..exceptions import ChainError, CryptoError, InvalidPoint, MalformedHex, Se
 from ..keyfile import KeystoreError
 from ..lifecycle import wait_for_stop_signal
 from ..protocol.hexcodec import parse_hex, to_hex
-from ..serving import GuardedAppRunner, ServingLimits, TlsFiles
+from ..serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site
 from . import local
 from .keystore import Keystore, UnknownAccount
 from .throttle import PasswordThrottle, TooManyAttempts, WrongPasswordDelayed
@@ -691,7 +691,7 @@ async def serve_rpc(
     runner = GuardedAppRunner(app, limits, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = guarded_site(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host

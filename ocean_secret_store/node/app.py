@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..exceptions import ConfigError
 from ..lifecycle import bound_port, wait_for_stop_signal
-from ..serving import GuardedAppRunner
+from ..serving import GuardedAppRunner, guarded_site
 from .acl import AccessChecker, AllowAll, ContractAccessChecker, StaticAllowList
 from .audit import AuditLog
 from .cluster import ClusterCore
@@ -100,8 +100,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
     runner = GuardedAppRunner(make_app(core, config.cors), config.serving, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = config.tls.context("http") if config.tls is not None else None
-    site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True,
-                       ssl_context=ssl_context)
+    site = guarded_site(runner, config.http_listen.host, config.http_listen.port, reuse_address=True,
+                        ssl_context=ssl_context)
     await site.start()
     return RunningNode(config, core, transport, runner, storage, audit)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from ocean_secret_store.serving import (
     ServingLimits,
     TlsFiles,
     client_ssl_context,
+    guarded_site,
     issue_certificate,
     make_local_ca,
     server_ssl_context,
@@ -34,6 +37,7 @@ from ocean_secret_store.serving import (
 from ocean_secret_store.testing.servers import ServerThread
 
 SECRET = random_scalar()
+HANDSHAKE_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +129,10 @@ def test_a_guarded_server_over_https(pki: tuple[TlsFiles, TlsFiles]) -> None:
     async def build() -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/", hello)
-        runner = GuardedAppRunner(app, ServingLimits(header_timeout=2.0), access_log=None, handle_signals=False)
+        runner = GuardedAppRunner(app, ServingLimits(header_timeout=HANDSHAKE_TIMEOUT), access_log=None,
+                                  handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=leaf.context()).start()
+        await guarded_site(runner, "127.0.0.1", 0, ssl_context=leaf.context()).start()
         return runner
 
     with ServerThread() as server:
@@ -141,4 +146,10 @@ def test_a_guarded_server_over_https(pki: tuple[TlsFiles, TlsFiles]) -> None:
             requests.get(url, timeout=5)
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        # a connection that never completes its handshake (a slow-loris before TLS) is closed in time
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, and nothing more
+            assert raw.recv(1024) == b""
+        assert time.monotonic() - started < HANDSHAKE_TIMEOUT + 2
     assert client_ssl_context(ca.cert).verify_mode == ssl.CERT_REQUIRED

@@ -96,7 +96,7 @@ from ...crypto.hashes import checksum_address
 from ...exceptions import AssetNotFound, ChainError, OceanError, SecretStoreError
 from ...lifecycle import bound_port, wait_for_stop_signal
 from ...protocol.addresses import parse_host_port
-from ...serving import GuardedAppRunner, ServingLimits, TlsFiles
+from ...serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site
 from ..did import id_to_did
 from ..metadata import open_metadata_store
 from ..plugins import get_plugin_manager, select_access_backend
@@ -569,7 +569,7 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
                             max_signature_lifetime=settings.max_signature_lifetime)
     runner = GuardedAppRunner(app, settings.serving, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
+    site = guarded_site(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     handler = None
     if settings.events:
