@@ -21,6 +21,10 @@ Failover (a cluster is several equivalent nodes):
   reset, timeout) or answers 5xx (the node is unable: disconnected from its peers, storage or
   internal error). A 4xx is the cluster's decision (access denied, key not found, bad request)
   and is raised at once: another node would decide the same.
+* Bound signatures (docs/http-api.md): by default every request also carries a signature over
+  its operation, arguments, a fresh nonce and a short expiry, in two headers beside Parity's
+  path, so a request seen once cannot be reused for another operation or replayed. Nodes that
+  do not know the headers (Parity) ignore them; ``bound_signatures=False`` leaves them out.
 * Generation, storing and the servers-set change (POST) are not idempotent: they go to one node
   only (the node that last answered, initially the first URL) and are never retried; a node that
   cannot be reached raises :class:`~..exceptions.NodeUnreachable` naming its URL.
@@ -35,7 +39,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Self, TypeAlias
@@ -57,6 +63,7 @@ from ..exceptions import (
     MalformedHex,
     NodeUnreachable,
 )
+from ..protocol import bound as _bound
 from ..protocol import http as _http
 from ..protocol.hexcodec import parse_hex, to_hex
 from ..protocol.http import DocumentKeyShadow
@@ -180,7 +187,12 @@ class SecretStoreClient:
         names the PEM CA bundle to check them against instead (the devnet's ``tls_ca``), False
         checks nothing (never do that outside a test); passed to requests, on the client's own
         session only (a given ``session`` keeps its own ``verify``).
-    :raises ClientError: for no URL or a URL that is not ``http(s)://host[:port]``.
+    :param bound_signatures: send a bound signature with every request (docs/http-api.md);
+        needed with nodes that require them, ignored by the others.
+    :param bound_lifetime: seconds a bound signature stays valid, 1 to 60 (the nodes refuse more);
+        the nodes' clocks may run this much behind the client's.
+    :raises ClientError: for no URL or a URL that is not ``http(s)://host[:port]``, or a
+        ``bound_lifetime`` out of range.
     :raises InvalidScalar: if the account has no valid 32-byte private key in ``.key``.
     """
 
@@ -192,6 +204,8 @@ class SecretStoreClient:
         timeout: Timeout = 10.0,
         session: requests.Session | None = None,
         verify: bool | str | os.PathLike[str] = True,
+        bound_signatures: bool = True,
+        bound_lifetime: int = 30,
     ) -> None:
         parsed = [_parse_node_url(url) for url in ([urls] if isinstance(urls, str) else list(urls))]
         if not parsed:
@@ -202,6 +216,10 @@ class SecretStoreClient:
         # Parses .key now, so a wrong account fails here and not halfway through a publish.
         self._address = checksum_address(address_of(local.account_public(account)))
         self._timeout = timeout
+        if not 1 <= bound_lifetime <= _bound.MAX_LIFETIME:
+            raise ClientError(f"bound_lifetime must be 1 to {_bound.MAX_LIFETIME} seconds, got {bound_lifetime}")
+        self._bound_signatures = bound_signatures
+        self._bound_lifetime = bound_lifetime
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -249,14 +267,15 @@ class SecretStoreClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _request(self, method: str, index: int, path: str, body: bytes = b"") -> requests.Response:
+    def _request(self, method: str, index: int, path: str, body: bytes = b"",
+                 headers: dict[str, str] | None = None) -> requests.Response:
         # No redirects: the path carries the requester signature and must not be forwarded.
         return self._session.request(
-            method, self._bases[index] + path, data=body or None, timeout=self._timeout, allow_redirects=False,
-            verify=self._verify,
+            method, self._bases[index] + path, data=body or None, headers=headers, timeout=self._timeout,
+            allow_redirects=False, verify=self._verify,
         )
 
-    def _get(self, operation: str, path: str) -> bytes:
+    def _get(self, operation: str, path: str, headers: dict[str, str] | None = None) -> bytes:
         """GET ``path`` with failover; the body of the first 2xx answer."""
         count = len(self._bases)
         start = self._preferred
@@ -268,7 +287,8 @@ class SecretStoreClient:
             display = self._displays[index]
             tried.append(display)
             try:
-                response = self._request(_http.GET, index, path)
+                # The same bound signature to every node: each node claims its nonce on its own.
+                response = self._request(_http.GET, index, path, headers=headers)
             except _TRANSPORT_ERRORS as exc:
                 reason, _ = _transport_failure(exc, self._timeout)
                 log.warning("%s: no answer from %s (%s); trying the next node", operation, display, reason)
@@ -296,12 +316,12 @@ class SecretStoreClient:
             raise last_answer
         raise NodeUnreachable(f"{operation}: no key server answered: {'; '.join(failures)}", tuple(tried))
 
-    def _post(self, operation: str, path: str, body: bytes = b"") -> bytes:
+    def _post(self, operation: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
         """POST ``path`` to one node, never retried; the body of a 2xx answer."""
         index = self._preferred
         display = self._displays[index]
         try:
-            response = self._request(_http.POST, index, path, body)
+            response = self._request(_http.POST, index, path, body, headers)
         except _TRANSPORT_ERRORS as exc:
             reason, not_sent = _transport_failure(exc, self._timeout)
             outcome = (
@@ -348,6 +368,16 @@ class SecretStoreClient:
         """The requester signature for ``key_id``: ECDSA over its raw 32 bytes, ``r || s || v`` (v 0/1)."""
         return local.sign_raw_hash(self._account, _check_key_id(key_id))
 
+    def bound_headers(self, operation: str, key_id: bytes, arguments: bytes) -> dict[str, str]:
+        """The bound signature headers for one request (fresh nonce, expiry ``bound_lifetime`` ahead);
+        empty when the client sends none."""
+        if not self._bound_signatures:
+            return {}
+        bound = _bound.sign(self._secret(), operation, _check_key_id(key_id), arguments,
+                            nonce=secrets.token_bytes(_bound.NONCE_SIZE),
+                            expiry=int(time.time()) + self._bound_lifetime)
+        return bound.headers()
+
     def generate_server_key(self, key_id: bytes, threshold: int) -> Point:
         """``POST /shadow/{key_id}/{sig}/{threshold}``: generate the server key; returns its public ``Y``.
 
@@ -355,7 +385,8 @@ class SecretStoreClient:
         """
         key_id = _check_key_id(key_id)
         path = _http.server_key_generation_path(key_id, self.sign_key_id(key_id), threshold)
-        server_key = _http.decode_point_response(self._post("server key generation", path))
+        headers = self.bound_headers("generate_server_key", key_id, _bound.threshold_arguments(threshold))
+        server_key = _http.decode_point_response(self._post("server key generation", path, headers=headers))
         self._remember_server_key(key_id, server_key)
         return server_key
 
@@ -368,7 +399,9 @@ class SecretStoreClient:
         key_id = _check_key_id(key_id)
         signature = self.sign_key_id(key_id)
         path = _http.document_key_storing_path(key_id, signature, common_point, encrypted_point)
-        self._post("document key storing", path)
+        arguments = _bound.store_arguments(common_point, encrypted_point)
+        headers = self.bound_headers("store_document_key", key_id, arguments)
+        self._post("document key storing", path, headers=headers)
 
     def generate_server_and_document_key(self, key_id: bytes, threshold: int) -> Point:
         """``POST /{key_id}/{sig}/{threshold}``: the node generates both keys; returns the document key ``M``.
@@ -378,7 +411,8 @@ class SecretStoreClient:
         """
         key_id = _check_key_id(key_id)
         path = _http.server_and_document_key_generation_path(key_id, self.sign_key_id(key_id), threshold)
-        body = self._post("server and document key generation", path)
+        headers = self.bound_headers("generate_document_key", key_id, _bound.threshold_arguments(threshold))
+        body = self._post("server and document key generation", path, headers=headers)
         blob = _http.decode_bytes_response(body, _http.ENCRYPTED_DOCUMENT_KEY_SIZE)
         return Point.from_bytes(self._decrypt(blob))
 
@@ -386,7 +420,8 @@ class SecretStoreClient:
         """``GET /server/{key_id}/{sig}``: the server public key ``Y`` (the key's author only)."""
         key_id = _check_key_id(key_id)
         path = _http.server_key_retrieval_path(key_id, self.sign_key_id(key_id))
-        server_key = _http.decode_point_response(self._get("server key retrieval", path))
+        headers = self.bound_headers("retrieve_server_key", key_id, _bound.no_arguments())
+        server_key = _http.decode_point_response(self._get("server key retrieval", path, headers))
         self._remember_server_key(key_id, server_key)
         return server_key
 
@@ -398,7 +433,9 @@ class SecretStoreClient:
         key_id = _check_key_id(key_id)
         path = _http.document_key_retrieval_path(key_id, self.sign_key_id(key_id))
         blob = _http.decode_bytes_response(
-            self._get("document key retrieval", path), _http.ENCRYPTED_DOCUMENT_KEY_SIZE
+            self._get("document key retrieval", path,
+                      self.bound_headers("retrieve_document_key", key_id, _bound.no_arguments())),
+            _http.ENCRYPTED_DOCUMENT_KEY_SIZE,
         )
         return Point.from_bytes(self._decrypt(blob))
 
@@ -410,7 +447,8 @@ class SecretStoreClient:
         """
         key_id = _check_key_id(key_id)
         path = _http.document_key_shadow_retrieval_path(key_id, self.sign_key_id(key_id))
-        return _http.decode_shadow_response(self._get("document key shadow retrieval", path))
+        headers = self.bound_headers("retrieve_document_key_shadow", key_id, _bound.no_arguments())
+        return _http.decode_shadow_response(self._get("document key shadow retrieval", path, headers))
 
     def recover_document_key(self, key_id: bytes) -> Point:
         """Shadow retrieval, then ``M = D + (Σ ε_i)·C'`` locally (protocol.md §2.7); no node learns ``M``."""
@@ -434,7 +472,9 @@ class SecretStoreClient:
         key_id = _check_key_id(key_id)
         path = _http.schnorr_signing_path(key_id, self.sign_key_id(key_id), message_hash)
         blob = _http.decode_bytes_response(
-            self._get("Schnorr signing", path), _http.ENCRYPTED_SCHNORR_SIGNATURE_SIZE
+            self._get("Schnorr signing", path,
+                      self.bound_headers("schnorr_sign", key_id, _bound.message_hash_arguments(message_hash))),
+            _http.ENCRYPTED_SCHNORR_SIGNATURE_SIZE,
         )
         signature = schnorr.parse_signature(self._decrypt(blob))
         public = server_key if server_key is not None else self._known_server_key(key_id)
@@ -453,7 +493,9 @@ class SecretStoreClient:
         key_id = _check_key_id(key_id)
         path = _http.ecdsa_signing_path(key_id, self.sign_key_id(key_id), message_hash)
         blob = _http.decode_bytes_response(
-            self._get("ECDSA signing", path), _http.ENCRYPTED_ECDSA_SIGNATURE_SIZE
+            self._get("ECDSA signing", path,
+                      self.bound_headers("ecdsa_sign", key_id, _bound.message_hash_arguments(message_hash))),
+            _http.ENCRYPTED_ECDSA_SIGNATURE_SIZE,
         )
         signature = self._decrypt(blob)
         public = server_key if server_key is not None else self._known_server_key(key_id)

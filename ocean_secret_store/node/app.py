@@ -92,6 +92,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         acl=acl,
         session_timeout=config.timeouts.session,
         audit=audit,
+        require_bound=config.require_bound_signatures,
     )
     core_ref.append(core)
     await core.start()

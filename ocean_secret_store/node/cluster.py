@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType
@@ -27,6 +28,7 @@ from ..exceptions import (
     KeyServerError,
     NodeDisconnected,
 )
+from ..protocol import bound as b
 from ..protocol import messages as m
 from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
@@ -88,6 +90,7 @@ class ClusterCore:
         session_timeout: float = 5.0,
         rng: Rng | None = None,
         audit: Audit | None = None,
+        require_bound: Iterable[str] = (),
     ) -> None:
         self.node_secret = node_secret
         self.node_id = Point.generator_mul(node_secret).to_bytes()
@@ -111,6 +114,10 @@ class ClusterCore:
         # through this object, so the cache cannot go stale.
         self._keys: OrderedDict[bytes, KeyShare] = OrderedDict()
         self.key_cache_size = 4096
+        #: Operations for which this node refuses a bare key-id signature ([security] in the config).
+        self.require_bound: frozenset[str] = frozenset(require_bound)
+        # The bound-signature nonces this node accepted, each until its expiry (bounded).
+        self.nonces = b.NonceCache()
         self.stats = {"requests_in": 0, "requests_out": 0, "errors_out": 0, "invalid_messages": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -304,6 +311,33 @@ class ClusterCore:
             log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
             return Decision(False, f"access check failed: {exc}"[:300])
 
+    # -- bound signatures ----------------------------------------------------------------------
+
+    def bound_required(self, operation: str) -> bool:
+        """Whether this node refuses a bare key-id signature for ``operation``.
+
+        ``generate_document_key`` stores a document key too: requiring bound stores requires it.
+        """
+        if operation in self.require_bound:
+            return True
+        return operation == "generate_document_key" and "store_document_key" in self.require_bound
+
+    def check_bound(self, operation: str, key_id: bytes, signer: bytes, arguments: bytes,
+                    bound: b.Bound | None) -> None:
+        """Accept the request's bound signature (or its absence, where not required) and claim its nonce.
+
+        :raises BoundSignatureError: required and missing; wrong, expired, or a nonce seen before.
+        """
+        if bound is None:
+            if self.bound_required(operation):
+                raise b.BoundSignatureError(
+                    f"this node requires a bound signature for {operation} "
+                    f"(headers {b.HEADER} and {b.SIGNATURE_HEADER})")
+            return
+        now = time.time()
+        b.verify(bound, operation, key_id, arguments, signer=signer, now=now)
+        self.nonces.claim(signer, bound, now)
+
     # -- public operations (each bounded by the session timeout) --------------------------------
 
     async def _bounded(self, coro: Awaitable[ResultT], on_timeout: type[KeyServerError]) -> ResultT:
@@ -314,12 +348,20 @@ class ClusterCore:
             raise on_timeout() from exc
 
     async def _entry(self, operation: str, key_id: bytes, signature: bytes,
-                     run: Callable[[Requester], Awaitable[ResultT]], on_timeout: type[KeyServerError]) -> ResultT:
-        """Run one public operation as the entry node: recover the requester, bound it, audit it."""
+                     run: Callable[[Requester], Awaitable[ResultT]], on_timeout: type[KeyServerError],
+                     bound: b.Bound | None = None, arguments: bytes = b"") -> ResultT:
+        """Run one public operation as the entry node: recover the requester, check its bound
+        signature, bound the run in time, audit it."""
         try:
             requester = Requester.from_signature(signature, key_id)
         except KeyServerError as exc:
             self.audit.record(operation, key_id, None, "entry", "refused", exc.parity_name)
+            raise
+        try:
+            self.check_bound(operation, key_id, requester.address, arguments, bound)
+        except KeyServerError as exc:
+            reason = f"{exc.parity_name}: {exc.detail}"
+            self.audit.record(operation, key_id, requester.address, "entry", "refused", reason)
             raise
         try:
             result = await self._bounded(run(requester), on_timeout)
@@ -340,40 +382,47 @@ class ClusterCore:
                      reason: str = "") -> None:
         self.audit.record(operation, key_id, requester, "member", decision, reason)
 
-    async def generate_server_key(self, key_id: bytes, signature: bytes, threshold: int) -> Point:
+    async def generate_server_key(self, key_id: bytes, signature: bytes, threshold: int,
+                                  bound: b.Bound | None = None) -> Point:
         return await self._entry("generate_server_key", key_id, signature,
-                                 lambda r: generation.run(self, key_id, r.address, threshold), NodeDisconnected)
+                                 lambda r: generation.run(self, key_id, r.address, threshold), NodeDisconnected,
+                                 bound, b.threshold_arguments(threshold))
 
     async def store_document_key(
-        self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point
+        self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point,
+        bound: b.Bound | None = None,
     ) -> None:
         await self._entry("store_document_key", key_id, signature,
-                          lambda r: storing.run(self, key_id, signature, r, common_point, encrypted_point),
-                          NodeDisconnected)
+                          lambda r: storing.run(self, key_id, signature, r, common_point, encrypted_point, bound),
+                          NodeDisconnected, bound, b.store_arguments(common_point, encrypted_point))
 
-    async def generate_document_key(self, key_id: bytes, signature: bytes, threshold: int) -> bytes:
+    async def generate_document_key(self, key_id: bytes, signature: bytes, threshold: int,
+                                    bound: b.Bound | None = None) -> bytes:
         return await self._entry("generate_document_key", key_id, signature,
-                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold),
-                                 NodeDisconnected)
+                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold, bound),
+                                 NodeDisconnected, bound, b.threshold_arguments(threshold))
 
-    async def retrieve_server_key(self, key_id: bytes, signature: bytes) -> Point:
+    async def retrieve_server_key(self, key_id: bytes, signature: bytes, bound: b.Bound | None = None) -> Point:
         return await self._entry("retrieve_server_key", key_id, signature,
-                                 lambda r: negotiation.server_key(self, key_id, r), ConsensusTemporaryUnreachable)
+                                 lambda r: negotiation.server_key(self, key_id, r), ConsensusTemporaryUnreachable,
+                                 bound, b.no_arguments())
 
-    async def retrieve_document_key(self, key_id: bytes, signature: bytes) -> bytes:
+    async def retrieve_document_key(self, key_id: bytes, signature: bytes, bound: b.Bound | None = None) -> bytes:
         return await self._entry("retrieve_document_key", key_id, signature,
                                  lambda r: decryption.retrieve_plain(self, key_id, signature, r),
-                                 ConsensusTemporaryUnreachable)
+                                 ConsensusTemporaryUnreachable, bound, b.no_arguments())
 
-    async def retrieve_document_key_shadow(self, key_id: bytes, signature: bytes) -> decryption.ShadowResult:
+    async def retrieve_document_key_shadow(self, key_id: bytes, signature: bytes,
+                                           bound: b.Bound | None = None) -> decryption.ShadowResult:
         return await self._entry("retrieve_document_key_shadow", key_id, signature,
                                  lambda r: decryption.retrieve_shadow(self, key_id, signature, r),
-                                 ConsensusTemporaryUnreachable)
+                                 ConsensusTemporaryUnreachable, bound, b.no_arguments())
 
-    async def schnorr_sign(self, key_id: bytes, signature: bytes, message_hash: bytes) -> bytes:
+    async def schnorr_sign(self, key_id: bytes, signature: bytes, message_hash: bytes,
+                           bound: b.Bound | None = None) -> bytes:
         return await self._entry("schnorr_sign", key_id, signature,
                                  lambda r: signing.run(self, key_id, signature, r, message_hash),
-                                 ConsensusTemporaryUnreachable)
+                                 ConsensusTemporaryUnreachable, bound, b.message_hash_arguments(message_hash))
 
     def health(self) -> dict[str, Any]:
         connected = self.connected_others()

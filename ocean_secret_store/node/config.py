@@ -36,6 +36,12 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     max_bytes = 67108864                    # 64 MiB: then audit.jsonl -> audit.jsonl.1 -> .2 ...
     backups = 10                            # rotated files kept (0: keep every one)
 
+    [security]
+    require_bound_signatures = []           # operations refused with a bare key-id signature
+                                            # (docs/http-api.md), e.g. ["store_document_key",
+                                            # "generate_server_key"], or "all"; default: none
+
+
 Every error is a :class:`~ocean_secret_store.exceptions.ConfigError` whose ``key`` names the
 setting; no message ever contains the node secret or the keystore password.
 """
@@ -59,6 +65,7 @@ from ..crypto.hashes import address_of, checksum_address
 from ..exceptions import ConfigError, InvalidPoint
 from ..keyfile import KeystoreError, WrongPassword, unlock_file
 from ..protocol.addresses import HostPort, parse_host_port
+from ..protocol.bound import OPERATIONS as BOUND_OPERATIONS
 from ..protocol.hexcodec import parse_hex
 from ..serving import ServingLimits, TlsFiles
 from .audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
@@ -140,6 +147,8 @@ class NodeConfig:
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     serving: ServingLimits = field(default_factory=ServingLimits)
     audit: AuditSettings = AuditSettings()
+    #: ``[security] require_bound_signatures``: operations that need a bound signature (docs/http-api.md).
+    require_bound_signatures: frozenset[str] = frozenset()
     #: ``[http] tls_cert``/``tls_key``: serve the HTTP API over https (None: plain http).
     tls: TlsFiles | None = None
     keystore: Path | None = None
@@ -214,6 +223,7 @@ class NodeConfig:
                 **({"tls_cert": str(self.tls.cert), "tls_key": str(self.tls.key)} if self.tls is not None else {}),
             },
             "audit": {"max_bytes": self.audit.max_bytes, "backups": self.audit.backups},
+            "security": {"require_bound_signatures": sorted(self.require_bound_signatures)},
         }
 
 
@@ -282,7 +292,7 @@ class _Parser:
     def config(self, data: Mapping[str, Any]) -> NodeConfig:
         if not isinstance(data, Mapping):
             raise self.fail("(document)", "must be a table")
-        sections = ("node", "cluster", "timeouts", "acl", "http", "audit")
+        sections = ("node", "cluster", "timeouts", "acl", "http", "audit", "security")
         for key in data:
             if key not in sections:
                 raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
@@ -310,6 +320,8 @@ class _Parser:
             serving=self.serving(http),
             tls=self.tls(http),
             audit=self.audit(self.table(data, "audit", ("max_bytes", "backups"), required=False)),
+            require_bound_signatures=self.bound_operations(
+                self.table(data, "security", ("require_bound_signatures",), required=False)),
             keystore=keystore,
             password_env=password_env,
         )
@@ -472,6 +484,18 @@ class _Parser:
         files = TlsFiles(self.base_dir / Path(cert).expanduser(), self.base_dir / Path(key).expanduser())
         files.context("http")  # loaded once here: a missing or mismatched file fails at load, not at start
         return files
+
+    def bound_operations(self, section: _Section) -> frozenset[str]:
+        key = "security.require_bound_signatures"
+        value = section.get("require_bound_signatures", [])
+        if value == "all":
+            return BOUND_OPERATIONS
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail(key, 'must be "all" or a list of operation names')
+        unknown = sorted(set(value) - BOUND_OPERATIONS)
+        if unknown:
+            raise self.fail(key, f"unknown operation {unknown[0]!r} (expected: {', '.join(sorted(BOUND_OPERATIONS))})")
+        return frozenset(value)
 
     def audit(self, section: _Section) -> AuditSettings:
         defaults = AuditSettings()

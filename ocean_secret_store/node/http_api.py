@@ -3,7 +3,9 @@
 A thin adapter: the pure codec in :mod:`ocean_secret_store.protocol.http` parses paths and
 encodes bodies byte for byte as Parity does, :mod:`ocean_secret_store.node.cors` decides on the
 ``Origin``; this module routes a parsed request to the cluster core and maps
-:class:`KeyServerError` to Parity's status and quoted-string body.
+:class:`KeyServerError` to Parity's status and quoted-string body. A bound signature
+(:mod:`ocean_secret_store.protocol.bound`) comes in two optional headers and goes to the core with
+the request; a malformed one is answered ``400 "Insufficient requester data: …"``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from aiohttp import web
 
 from ..exceptions import InternalError, KeyServerError
+from ..protocol import bound as b
 from ..protocol import http as codec
 from .cluster import ClusterCore
 from .cors import CorsPolicy
@@ -36,31 +39,31 @@ def _bad_request() -> web.Response:
     return web.Response(status=codec.BAD_REQUEST_STATUS)
 
 
-async def dispatch(core: ClusterCore, request: codec.Request) -> web.Response:
+async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | None = None) -> web.Response:
     """Serve one parsed request; a failure is raised as the core's :class:`KeyServerError`."""
     match request:
         case codec.GenerateServerKey():
-            point = await core.generate_server_key(request.key_id, request.signature, request.threshold)
+            point = await core.generate_server_key(request.key_id, request.signature, request.threshold, bound)
             return _json(codec.encode_point(point))
         case codec.StoreDocumentKey():
             await core.store_document_key(
-                request.key_id, request.signature, request.common_point, request.encrypted_point
+                request.key_id, request.signature, request.common_point, request.encrypted_point, bound
             )
             return web.Response(status=200)
         case codec.GenerateDocumentKey():
-            encrypted = await core.generate_document_key(request.key_id, request.signature, request.threshold)
+            encrypted = await core.generate_document_key(request.key_id, request.signature, request.threshold, bound)
             return _json(codec.encode_bytes(encrypted))
         case codec.RetrieveServerKey():
-            point = await core.retrieve_server_key(request.key_id, request.signature)
+            point = await core.retrieve_server_key(request.key_id, request.signature, bound)
             return _json(codec.encode_point(point))
         case codec.RetrieveDocumentKey():
-            encrypted = await core.retrieve_document_key(request.key_id, request.signature)
+            encrypted = await core.retrieve_document_key(request.key_id, request.signature, bound)
             return _json(codec.encode_bytes(encrypted))
         case codec.RetrieveDocumentKeyShadow():
-            shadow = await core.retrieve_document_key_shadow(request.key_id, request.signature)
+            shadow = await core.retrieve_document_key_shadow(request.key_id, request.signature, bound)
             return _json(codec.encode_shadow(shadow.decrypted_secret, shadow.common_point, shadow.decrypt_shadows))
         case codec.SchnorrSign():
-            signature = await core.schnorr_sign(request.key_id, request.signature, request.message_hash)
+            signature = await core.schnorr_sign(request.key_id, request.signature, request.message_hash, bound)
             return _json(codec.encode_bytes(signature))
     # ECDSA signing and servers-set change are not implemented yet: Parity's generic 500.
     raise InternalError(f"{type(request).__name__} is not supported by this key server yet")
@@ -96,12 +99,13 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None) -> web.Applicati
             return _bad_request()
         try:
             parsed = codec.parse_request(request.method, request.raw_path, body)
+            bound = b.parse_headers(request.headers.get(b.HEADER), request.headers.get(b.SIGNATURE_HEADER))
         except codec.BadRequest:
             return _bad_request()
         except KeyServerError as exc:  # parses, but a value in it is unusable (a point off the curve)
             return _error(exc)
         try:
-            response = await dispatch(core, parsed)
+            response = await dispatch(core, parsed, bound)
         except KeyServerError as exc:
             log.info("%s %s -> %d %s", request.method, type(parsed).__name__, exc.status, exc.parity_name)
             return _error(exc)

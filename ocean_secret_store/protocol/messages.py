@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from ..crypto.curve import N, Point
 from ..exceptions import InvalidMessage, InvalidPoint
+from .bound import Bound, BoundSignatureError, parse_headers
 from .hexcodec import parse_hex, to_hex
 
 # -- field codecs --------------------------------------------------------------------------------
@@ -104,6 +105,23 @@ def _optional(enc: _Enc, dec: _Dec) -> tuple[_Enc, _Dec]:
     return (lambda v: None if v is None else enc(v)), (lambda v: None if v is None else dec(v))
 
 
+def _enc_bound(v: Bound) -> list[str]:
+    return [v.header_value(), v.signature.hex()]
+
+
+def _dec_bound(v: Any) -> Bound:
+    # The two HTTP header values as the entry node received them; parsed by the same code.
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, str) and len(x) <= 256 for x in v):
+        raise InvalidMessage("expected the two bound signature header values")
+    try:
+        bound = parse_headers(v[0], v[1])
+    except BoundSignatureError as exc:
+        raise InvalidMessage(exc.detail) from None
+    if bound is None:
+        raise InvalidMessage("expected the two bound signature header values")
+    return bound
+
+
 _H256 = _fixed(32)
 _NODE = _fixed(64)
 _ADDRESS = _fixed(20)
@@ -139,6 +157,7 @@ CODECS: dict[str, tuple[_Enc, _Dec]] = {
     "opt_point": _optional(_enc_point, _dec_point),
     "opt_address": _optional(*_ADDRESS),
     "opt_str": _optional(lambda v: v, _dec_str),
+    "opt_bound": _optional(_enc_bound, _dec_bound),
     "points": _list(_enc_point, _dec_point),
     "nodes": _list(*_NODE),
     "h256s": _list(*_H256, limit=32),
@@ -263,14 +282,22 @@ class GenAbort(Message):
 
 
 # Document key storing.
-@message("Store", key_id="h256", signature="signature", common_point="point", encrypted_point="point")
+@message("Store", key_id="h256", signature="signature", common_point="point", encrypted_point="point",
+         operation="opt_str", bound="opt_bound")
 class StoreRequest(Message):
-    """Entry node -> every node: store the document key of ``key_id`` if the signer is its author."""
+    """Entry node -> every node: store the document key of ``key_id`` if the signer is its author.
+
+    ``bound`` is the requester's bound signature (protocol/bound.py) when the request carried one,
+    for ``operation`` (``store_document_key``, or ``generate_document_key`` for endpoint 3), so
+    every member checks it and claims its nonce itself. Both may be absent on the wire (None).
+    """
 
     key_id: bytes
     signature: bytes
     common_point: Point
     encrypted_point: Point
+    operation: str | None = None
+    bound: Bound | None = None
 
 
 # Key metadata (negotiation when the entry node holds no share).
@@ -395,9 +422,12 @@ def decode(payload: bytes) -> Envelope:
     for ref in (rid, reply_to):
         if ref is not None and (type(ref) is not int or ref < 0):
             raise InvalidMessage("request ids are non-negative integers")
-    values = {}
+    values: dict[str, Any] = {}
     for name, codec in cls.SCHEMA.items():
         if name not in obj:
+            if codec.startswith("opt_"):  # an optional field a node of an earlier version does not send
+                values[name] = None
+                continue
             raise InvalidMessage(f"{cls.KIND} lacks field {name}")
         try:
             values[name] = CODECS[codec][1](obj[name])

@@ -26,6 +26,7 @@ from ...exceptions import (
     KeyServerError,
 )
 from ...protocol import messages as m
+from ...protocol.bound import Bound
 from ..acl import Decision
 from ..storage import KeyShare
 
@@ -118,6 +119,11 @@ class Core(Protocol):
     async def insert_key(self, key_id: bytes, share: KeyShare) -> None: ...
 
     async def update_key(self, key_id: bytes, share: KeyShare) -> None: ...
+
+    def check_bound(self, operation: str, key_id: bytes, signer: bytes, arguments: bytes,
+                    bound: Bound | None) -> None:
+        """Accept a bound signature (or its absence where not required) and claim its nonce."""
+        ...
 
     async def access(self, requester: Requester, key_id: bytes, author: bytes) -> Decision:
         """This node's own access decision on a key of ``author``; a failed check is a refusal."""
