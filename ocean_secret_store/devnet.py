@@ -244,7 +244,7 @@ class DevnetState:
             "files_url": self.files_url,
             "files_pid": self.files_pid,
             "provider_allowed_origins": list(self.provider_allowed_origins),
-            "tls_ca": self.tls_ca,
+            **({"tls_ca": self.tls_ca} if self.tls_ca else {}),  # the contract's field "when --tls is on"
             **self.extra,
         }
 
