@@ -17,6 +17,7 @@ from .audit import AuditLog
 from .cluster import ClusterCore
 from .config import AclConfig, NodeConfig
 from .http_api import make_app
+from .quotas import GenerationQuota
 from .storage import SqliteKeyStorage
 from .transport import Transport
 
@@ -92,13 +93,15 @@ async def start_node(config: NodeConfig) -> RunningNode:
         acl=acl,
         session_timeout=config.timeouts.session,
         audit=audit,
+        max_sessions=config.quotas.max_sessions,
         require_bound=config.require_bound_signatures,
     )
     core_ref.append(core)
     await core.start()
     await transport.start()
     # Header-read timeout and per-address cap (config [http]): a slow-loris holds no socket for long.
-    runner = GuardedAppRunner(make_app(core, config.cors), config.serving, access_log=None, handle_signals=False)
+    app = make_app(core, config.cors, GenerationQuota(config.quotas))  # [quotas]: 429 over a limit
+    runner = GuardedAppRunner(app, config.serving, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = config.tls.context("http") if config.tls is not None else None
     site = guarded_site(runner, config.http_listen.host, config.http_listen.port, reuse_address=True,

@@ -32,6 +32,7 @@ from ..protocol import bound as b
 from ..protocol import messages as m
 from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
+from .quotas import WIRE_NAME, SessionCap, TooManyRequests
 from .sessions import decryption, generation, negotiation, signing, storing
 from .sessions.base import OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
 from .storage import KeyShare, KeyStorage
@@ -74,6 +75,12 @@ REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS,
 )
 ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS)
+#: Requests that open a session on a member: refused while the node runs its maximum of sessions.
+#: A later message of a session already admitted never is, so no admitted session is cut halfway;
+#: a store is the tail of a generate-and-store and is not refused either.
+SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest})
+#: Member work that counts as a running session while its handler runs (a metadata probe does not).
+SESSION_WORK: Final = frozenset(REQUEST_HANDLERS) - {m.KeyInfoRequest}
 
 
 class ClusterCore:
@@ -90,6 +97,7 @@ class ClusterCore:
         session_timeout: float = 5.0,
         rng: Rng | None = None,
         audit: Audit | None = None,
+        max_sessions: int = 0,
         require_bound: Iterable[str] = (),
     ) -> None:
         self.node_secret = node_secret
@@ -114,6 +122,8 @@ class ClusterCore:
         # through this object, so the cache cannot go stale.
         self._keys: OrderedDict[bytes, KeyShare] = OrderedDict()
         self.key_cache_size = 4096
+        #: Sessions this node runs at once, as entry and as member ([quotas] max_sessions; 0: no cap).
+        self.session_cap = SessionCap(max_sessions)
         #: Operations for which this node refuses a bare key-id signature ([security] in the config).
         self.require_bound: frozenset[str] = frozenset(require_bound)
         # The bound-signature nonces this node accepted, each until its expiry (bounded).
@@ -233,6 +243,11 @@ class ClusterCore:
                 await self._reply(peer, envelope.rid, m.ErrorReply(error="InvalidMessage", detail=None))
                 return
             self.stats["requests_in"] += 1
+            if type(body) in SESSION_OPENERS and self.session_cap.full:
+                # Refused at once, before any work: the entry node reports it (429) or replaces us.
+                refusal = self.session_cap.refusal(f"key server 0x{self.node_id.hex()[:16]}..")
+                await self._reply(peer, envelope.rid, m.ErrorReply(error=WIRE_NAME, detail=refusal.detail))
+                return
             self.spawn(self._serve(handler, peer, envelope.rid, body))
             return
         oneway = ONEWAY_HANDLERS.get(type(body))
@@ -248,7 +263,11 @@ class ClusterCore:
 
     async def _serve(self, handler: RequestHandler, peer: bytes, rid: int, body: m.Message) -> None:
         try:
-            reply = await handler(self, peer, body)
+            if type(body) in SESSION_WORK:
+                with self.session_cap.hold():
+                    reply = await handler(self, peer, body)
+            else:
+                reply = await handler(self, peer, body)
             out: m.Message = reply if reply is not None else m.Ack()
         except KeyServerError as exc:
             self.stats["errors_out"] += 1
@@ -364,7 +383,12 @@ class ClusterCore:
             self.audit.record(operation, key_id, requester.address, "entry", "refused", reason)
             raise
         try:
-            result = await self._bounded(run(requester), on_timeout)
+            self.session_cap.admit()
+            with self.session_cap.hold():
+                result = await self._bounded(run(requester), on_timeout)
+        except TooManyRequests as exc:  # this node's session cap, or a member's
+            self.audit.record(operation, key_id, requester.address, "entry", "refused", f"{WIRE_NAME}: {exc.detail}")
+            raise
         except KeyServerError as exc:
             decision = "refused" if exc.status in (400, 403, 404) else "failed"
             # A fixed-text variant (a refusal's "Consensus unreachable") carries this node's reason
@@ -433,11 +457,15 @@ class ClusterCore:
             "connected_peers": len(connected),
             "disconnected_peers": ["0x" + n.hex() for n in self.others if n not in connected],
             "active_sessions": {name: len(t) for name, t in self.sessions.items()},
+            "sessions": {"running": self.session_cap.active, "limit": self.session_cap.limit,
+                         "refused": self.session_cap.refused},
             "stats": dict(self.stats),
         }
 
 
 def error_from_reply(reply: m.ErrorReply) -> KeyServerError:
+    if reply.error == WIRE_NAME:  # a member over its session cap (not a Parity variant)
+        return TooManyRequests(reply.detail)
     cls = KEY_SERVER_ERRORS.get(reply.error, InternalError)
     if cls.text:
         return cls()

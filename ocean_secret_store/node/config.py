@@ -36,6 +36,16 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     max_bytes = 67108864                    # 64 MiB: then audit.jsonl -> audit.jsonl.1 -> .2 ...
     backups = 10                            # rotated files kept (0: keep every one)
 
+    [quotas]                                # per node; over a limit: HTTP 429 (these are the defaults)
+    requester_burst = 40                    # key generations one requester may start at once (0: no limit)
+    requester_rate = 1.0                    # ... and then per second
+    address_burst = 400                     # the same per client address (0: no limit)
+    address_rate = 10.0
+    requester_generations = 0               # key generations per requester in all (0: unlimited)
+    max_sessions = 256                      # sessions run at once, as entry and member (0: unlimited)
+    tracked = 10000                         # requesters (and addresses) remembered, least recent dropped
+    refusal_delay = 1.0                     # s a refused generation waits for its 429 (0: answer at once)
+
     [security]
     require_bound_signatures = []           # operations refused with a bare key-id signature
                                             # (docs/http-api.md), e.g. ["store_document_key",
@@ -70,6 +80,7 @@ from ..protocol.hexcodec import parse_hex
 from ..serving import ServingLimits, TlsFiles
 from .audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from .cors import CorsPolicy
+from .quotas import QuotaSettings
 from .storage import DB_FILENAME
 
 __all__ = [
@@ -91,6 +102,8 @@ _SECRET_SIZE: Final = 32
 _NODE_ID_SIZE: Final = 64
 _KEY_ID_SIZE: Final = 32
 _ADDRESS_SIZE: Final = 20
+_QUOTA_KEYS: Final = ("requester_burst", "requester_rate", "address_burst", "address_rate", "requester_generations",
+                      "max_sessions", "tracked", "refusal_delay")
 
 
 # -- value types --------------------------------------------------------------------------------
@@ -147,6 +160,8 @@ class NodeConfig:
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     serving: ServingLimits = field(default_factory=ServingLimits)
     audit: AuditSettings = AuditSettings()
+    #: ``[quotas]``: key generation rates and counts, the session cap (node/quotas.py).
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
     #: ``[security] require_bound_signatures``: operations that need a bound signature (docs/http-api.md).
     require_bound_signatures: frozenset[str] = frozenset()
     #: ``[http] tls_cert``/``tls_key``: serve the HTTP API over https (None: plain http).
@@ -223,6 +238,7 @@ class NodeConfig:
                 **({"tls_cert": str(self.tls.cert), "tls_key": str(self.tls.key)} if self.tls is not None else {}),
             },
             "audit": {"max_bytes": self.audit.max_bytes, "backups": self.audit.backups},
+            "quotas": {name: getattr(self.quotas, name) for name in _QUOTA_KEYS},
             "security": {"require_bound_signatures": sorted(self.require_bound_signatures)},
         }
 
@@ -292,7 +308,7 @@ class _Parser:
     def config(self, data: Mapping[str, Any]) -> NodeConfig:
         if not isinstance(data, Mapping):
             raise self.fail("(document)", "must be a table")
-        sections = ("node", "cluster", "timeouts", "acl", "http", "audit", "security")
+        sections = ("node", "cluster", "timeouts", "acl", "http", "audit", "security", "quotas")
         for key in data:
             if key not in sections:
                 raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
@@ -320,6 +336,7 @@ class _Parser:
             serving=self.serving(http),
             tls=self.tls(http),
             audit=self.audit(self.table(data, "audit", ("max_bytes", "backups"), required=False)),
+            quotas=self.quotas(self.table(data, "quotas", _QUOTA_KEYS, required=False)),
             require_bound_signatures=self.bound_operations(
                 self.table(data, "security", ("require_bound_signatures",), required=False)),
             keystore=keystore,
@@ -503,6 +520,21 @@ class _Parser:
             max_bytes=self.integer(section, "audit", "max_bytes", 1) if "max_bytes" in section else defaults.max_bytes,
             backups=self.integer(section, "audit", "backups", 0) if "backups" in section else defaults.backups,
         )
+
+    def quotas(self, section: _Section) -> QuotaSettings:
+        values: dict[str, Any] = {}
+        for key in _QUOTA_KEYS:
+            if key not in section:
+                continue
+            if key.endswith(("_rate", "_delay")):
+                value = section[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                        or value < 0:
+                    raise self.fail(f"quotas.{key}", "must be a finite number >= 0")
+                values[key] = float(value)
+            else:
+                values[key] = self.integer(section, "quotas", key, 1 if key == "tracked" else 0)
+        return QuotaSettings(**values)
 
     def cors(self, section: _Section) -> CorsPolicy:
         text = self.optional_string(section, "http", "cors")

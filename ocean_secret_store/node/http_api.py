@@ -14,11 +14,13 @@ import logging
 
 from aiohttp import web
 
-from ..exceptions import InternalError, KeyServerError
+from ..crypto.signatures import recover_address
+from ..exceptions import InternalError, InvalidSignature, KeyServerError
 from ..protocol import bound as b
 from ..protocol import http as codec
 from .cluster import ClusterCore
 from .cors import CorsPolicy
+from .quotas import GenerationQuota, TooManyRequests, retry_after_header
 
 __all__ = ["dispatch", "make_app"]
 
@@ -31,7 +33,22 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 def _error(error: KeyServerError) -> web.Response:
     status, payload = codec.error_response(error)
-    return _json(payload, status)
+    response = _json(payload, status)
+    if isinstance(error, TooManyRequests):  # 429: when the same request may pass
+        response.headers["Retry-After"] = retry_after_header(error)
+    return response
+
+
+#: The requests that create a key: anybody may ask for them, so they are what the quotas limit.
+_GENERATIONS = (codec.GenerateServerKey, codec.GenerateDocumentKey)
+
+
+def _signer(key_id: bytes, signature: bytes) -> bytes | None:
+    """The requester's address, or None if the signature does not recover (the core refuses it)."""
+    try:
+        return recover_address(signature, key_id)
+    except InvalidSignature:
+        return None
 
 
 def _bad_request() -> web.Response:
@@ -84,8 +101,10 @@ async def _read_body(request: web.Request) -> bytes | None:
         return None
 
 
-def make_app(core: ClusterCore, cors: CorsPolicy | None = None) -> web.Application:
-    """The node's aiohttp application; ``cors`` defaults to admitting no cross origin."""
+def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
+             quota: GenerationQuota | None = None) -> web.Application:
+    """The node's aiohttp application; ``cors`` defaults to admitting no cross origin, ``quota``
+    (None: no limit) admits or refuses (429) each key generation before the cluster sees it."""
     policy = CorsPolicy() if cors is None else cors
 
     async def handle(request: web.Request) -> web.Response:
@@ -105,9 +124,13 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None) -> web.Applicati
         except KeyServerError as exc:  # parses, but a value in it is unusable (a point off the curve)
             return _error(exc)
         try:
+            if quota is not None and isinstance(parsed, _GENERATIONS):  # refused (429) before any work
+                await quota.admit_or_hold(_signer(parsed.key_id, parsed.signature), request.remote)
             response = await dispatch(core, parsed, bound)
         except KeyServerError as exc:
-            log.info("%s %s -> %d %s", request.method, type(parsed).__name__, exc.status, exc.parity_name)
+            # A flood's refusals are counted (/health), not logged one by one at info.
+            level = logging.DEBUG if isinstance(exc, TooManyRequests) else logging.INFO
+            log.log(level, "%s %s -> %d %s", request.method, type(parsed).__name__, exc.status, exc.parity_name)
             return _error(exc)
         except Exception:
             log.exception("unexpected failure serving %s", type(parsed).__name__)

@@ -189,6 +189,7 @@ BENCH_CLUSTER = ".venv/bin/python bench/cluster.py"
 BENCH_CLUSTER_10 = ".venv/bin/python bench/cluster.py --nodes 10 --threshold 4"
 BENCH_FUZZ = ".venv/bin/python bench/fuzz.py --seconds 60"
 BENCH_FAULTS = ".venv/bin/python bench/faults.py --rounds 1000 --seed 1"
+BENCH_FLOOD = ".venv/bin/python bench/flood.py"
 README_PIPELINE = "README.md:from ocean_secret_store import Ocean, SecretStoreClient"
 HOOK_ENCRYPTOR = "docs/hooks.md:# my_vault/ocean_plugin.py"
 HOOK_BACKEND = "docs/hooks.md:# my_vault/ocean_plugin.py (continued)"
@@ -210,6 +211,7 @@ RUN_BY: dict[str, str] = {
     BENCH_CLUSTER: "test_benches_quick",
     BENCH_CLUSTER_10: "test_benches_quick",
     BENCH_FUZZ: "test_benches_quick",
+    BENCH_FLOOD: "test_benches_quick",
     HOOK_ENCRYPTOR: "test_hooks_plugin_example",
     HOOK_BACKEND: "test_hooks_plugin_example",
     HOOK_ENTRY_POINT: "test_hooks_plugin_example",
@@ -557,20 +559,23 @@ def test_hooks_plugin_example(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_benches_quick(devnet: Devnet) -> None:
-    # The benches' quick modes (seconds, not minutes): --quick for crypto.py and cluster.py,
-    # --seconds 2 for fuzz.py instead of the documented 60. cluster.py starts its own devnet
-    # (ACL none) in a temporary directory and removes it.
+    # The benches' quick modes (seconds, not minutes): --quick for crypto.py, cluster.py and
+    # flood.py, --seconds 2 for fuzz.py instead of the documented 60. cluster.py and flood.py start
+    # their own devnet (ACL none) in a temporary directory and remove it.
     quick = {
         BENCH_CRYPTO: fill(BENCH_CRYPTO, VENV, BENCH) + " --quick",
         BENCH_CLUSTER: fill(BENCH_CLUSTER, VENV, BENCH) + " --quick",
         BENCH_CLUSTER_10: fill(BENCH_CLUSTER_10, VENV, BENCH) + " --quick",
         BENCH_FUZZ: fill(BENCH_FUZZ, VENV, BENCH, ("--seconds 60", "--seconds 2")),
+        BENCH_FLOOD: fill(BENCH_FLOOD, VENV, BENCH) + " --quick",
     }
     for key, command in quick.items():
         out = expect_ok(sh(command, devnet.work, devnet.env, timeout=300))
         assert out.strip(), f"{key!r} printed nothing"
         if key == BENCH_FUZZ:
             assert "findings: 0" in out
+        if key == BENCH_FLOOD:
+            assert "refused with 429" in out
 
 
 @pytest.mark.integration
