@@ -51,7 +51,6 @@ The file (every setting; unknown keys are errors, so a typo never silently means
                                             # (docs/http-api.md), e.g. ["store_document_key",
                                             # "generate_server_key"], or "all"; default: none
 
-
 Every error is a :class:`~ocean_secret_store.exceptions.ConfigError` whose ``key`` names the
 setting; no message ever contains the node secret or the keystore password.
 """
