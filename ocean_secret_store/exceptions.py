@@ -34,12 +34,16 @@
 
 A few classes live beside the one layer that raises them, still under this root:
 ``keyfile.KeystoreError`` (+ ``WrongPassword``; ``client.keystore.UnknownAccount``),
-``protocol.http.BadRequest`` / ``BadResponse``, ``chain.acl.PermissionQueryFailed`` (ChainError),
+``protocol.http.BadRequest`` / ``BadResponse``, ``protocol.bound.BoundSignatureError``
+(InsufficientRequesterData), ``chain.acl.ChainQueryFailed`` (+ ``PermissionQueryFailed``; ChainError),
 ``node.acl.AccessCheckFailed`` (InternalError), ``node.cluster.PeerTimeout`` (NodeDisconnected),
+``node.quotas.TooManyRequests`` (ours, HTTP 429: a quota or the session cap),
 ``node.channel.HandshakeFailed`` (+ ``PeerRefused``; NodeDisconnected), ``FrameRejected``
 (InvalidMessage), ``FrameTooLarge`` (SerializationError), ``client.rpc.JsonRpcError``,
-``devnet.DevnetError`` and ``cli_tools.UsageError``. Only the Parity variants above register in
-:data:`KEY_SERVER_ERRORS`; these refinements answer as the variant they derive from.
+``ocean.provider.policy.FetchRefused`` (OceanError), ``devnet.DevnetError`` and
+``cli_tools.UsageError``. Only the Parity variants above register in :data:`KEY_SERVER_ERRORS`;
+the refinements answer as the variant they derive from (``TooManyRequests`` as Parity's Internal
+with its own text and status).
 
 Messages say what is wrong with the input; they never contain secret material (shares,
 document keys, private keys), only lengths, public values and positions.
