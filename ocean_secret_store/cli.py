@@ -359,7 +359,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
 
 def _cmd_files(args: argparse.Namespace) -> int:
-    from .devnet import serve_files
+    from .serving import serve_files
 
     if not args.dir.is_dir():
         raise UsageError(f"directory {args.dir} does not exist")

@@ -16,7 +16,7 @@ the probe and a node's bind, ``up`` moves every node to freshly probed ports and
 The provider is configured only through ``DIR/ocean.ini`` (``[provider] backend``): its access
 backend is chosen by the plugin manager, so ``OCEAN_DISABLED_PLUGINS`` applies to it.
 
-The devnet's file server (``ocean-secret-store files``, :func:`serve_files`) serves
+The devnet's file server (``ocean-secret-store files``, :func:`ocean_secret_store.serving.serve_files`) serves
 ``DIR/files`` (``files_dir``) at ``files_url``, the one loopback origin the devnet's provider may
 fetch from (``[provider] allowed_origins``): a publisher on the devnet puts its files there and
 lists ``files_url + "/<name>"``. Like the provider, it comes back on its old port after a restart,
@@ -52,7 +52,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
-from aiohttp import web
 
 from .chain.anvil import AnvilProcess, start_anvil
 from .chain.deploy import deploy_keeper_contracts
@@ -61,10 +60,10 @@ from .client.keystore import write_keystore
 from .crypto.curve import Point, random_scalar
 from .crypto.hashes import address_of, checksum_address
 from .exceptions import SecretStoreError
-from .lifecycle import bound_port, wait_for_stop_signal
+from .localca import issue_certificate, make_local_ca
 from .node.config import dump_config
 from .protocol.hexcodec import to_hex
-from .serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site, issue_certificate, make_local_ca
+from .serving import TlsFiles
 
 STATE_FILE: Final = "devnet.json"
 #: The folder of the local CA and the services' certificates (``--tls``), under the state dir.
@@ -615,28 +614,6 @@ def _make_certificates(state: DevnetState) -> None:
     for service in [*(f"node{i}" for i in range(len(state.nodes))), "rpc", "provider", "files"]:
         issue_certificate(ca, folder, service)
     state.tls_ca = str(ca.cert)
-
-
-async def serve_files(directory: Path, host: str, port: int, *, limits: ServingLimits | None = None,
-                      ready: Callable[[str], None] | None = None, tls: TlsFiles | None = None) -> None:
-    """Serve the files under ``directory`` (GET/HEAD, ``Range`` honoured, no listing, no symlinks
-    out of it) until SIGTERM or SIGINT, under the connection ``limits`` every server of ours has,
-    over https with ``tls`` if given; ``ready`` gets the base URL once it listens.
-
-    :raises ConfigError: ``tls`` names a missing file or a key that does not match the certificate.
-    """
-    ssl_context = tls.context("files") if tls is not None else None
-    app = web.Application()
-    app.router.add_static("/", directory, follow_symlinks=False)
-    runner = GuardedAppRunner(app, limits, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await guarded_site(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
-        if ready is not None:
-            ready(f"{'https' if tls is not None else 'http'}://{host}:{bound_port(runner)}")
-        await wait_for_stop_signal()
-    finally:
-        await runner.cleanup()
 
 
 def _start_provider(state: DevnetState, timeout: float) -> None:

@@ -39,17 +39,18 @@ LAYERS: dict[str, frozenset[str]] = {
     "protocol": _BASE | {"crypto"},
     "lifecycle": _BASE,
     "serving": _BASE | {"lifecycle"},
+    "localca": _BASE | {"serving"},
     "tools": _BASE,
     "chain": _CORE | {"tools"},
     "node": _CORE | {"chain", "lifecycle", "serving"},
     "client": _CORE | {"lifecycle", "serving"},
     "ocean": _CORE | {"lifecycle", "serving", "client", "chain"},
-    "devnet": _SERVICES,
+    "devnet": _SERVICES | {"localca"},
     "demo": _SERVICES | {"devnet"},
     "cli_tools": _SERVICES | {"devnet"},
     "cli": _SERVICES | {"devnet", "demo", "cli_tools"},
     "__init__": _SERVICES,
-    "testing": _SERVICES | {"devnet", "demo", "cli_tools", "cli"},
+    "testing": _SERVICES | {"localca", "devnet", "demo", "cli_tools", "cli"},
 }
 
 #: Narrower rules inside a component: (importer component, imported component) -> the only modules

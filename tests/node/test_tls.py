@@ -22,16 +22,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.exceptions import ConfigError
 from ocean_secret_store.lifecycle import bound_port
+from ocean_secret_store.localca import LOCAL_CERT_DAYS, issue_certificate, make_local_ca
 from ocean_secret_store.node.config import NodeConfig, dump_config, load_config
 from ocean_secret_store.serving import (
-    LOCAL_CERT_DAYS,
     GuardedAppRunner,
     ServingLimits,
     TlsFiles,
     client_ssl_context,
     guarded_site,
-    issue_certificate,
-    make_local_ca,
     server_ssl_context,
 )
 from ocean_secret_store.testing.servers import ServerThread
