@@ -29,6 +29,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import expect, pct
+
 from ocean_secret_store import devnet
 from ocean_secret_store.crypto import document, shadows
 from ocean_secret_store.crypto.curve import random_scalar
@@ -36,21 +38,10 @@ from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.protocol import http as codec
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def report(name: str, samples: list[float], target: str = "") -> None:
     print(f"  {name:<44} p50 {statistics.median(samples) * 1e3:8.2f} ms   p99 {pct(samples, 0.99) * 1e3:8.2f} ms"
           f"   (n={len(samples)})  {target}")
 
-
-async def expect(response: aiohttp.ClientResponse) -> bytes:
-    body = await response.read()
-    if response.status != 200:
-        raise RuntimeError(f"{response.status}: {codec.decode_error_body(body) if body else ''}")
-    return body
 
 
 async def bench(urls: list[str], threshold: int, generations: int, retrievals: int, burst: int, warmup: int) -> None:

@@ -40,6 +40,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import expect, pct
+
 from ocean_secret_store import devnet
 from ocean_secret_store.crypto import document, shadows
 from ocean_secret_store.crypto.curve import random_scalar
@@ -50,21 +52,11 @@ from ocean_secret_store.protocol import http as codec
 NO_QUOTAS = {"quotas": {"requester_burst": 0, "address_burst": 0, "requester_generations": 0, "max_sessions": 0}}
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
 
 def line(name: str, samples: list[float]) -> str:
     return (f"  {name:<36} p50 {statistics.median(samples) * 1e3:8.2f} ms   p99 {pct(samples, 0.99) * 1e3:8.2f} ms"
             f"   (n={len(samples)})")
 
-
-async def expect(response: aiohttp.ClientResponse) -> bytes:
-    body = await response.read()
-    if response.status != 200:
-        raise RuntimeError(f"{response.status}: {codec.decode_error_body(body) if body else ''}")
-    return body
 
 
 # -- the flood (its own process, so its event loop does not delay the victim's) ----------------
