@@ -34,7 +34,7 @@ from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
 from .sessions import decryption, generation, negotiation, signing, storing
-from .sessions.base import OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
+from .sessions.base import Maintenance, OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
 from .storage import KeyShare, KeyStorage
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS,
 )
 ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS)
+#: Background loops of the session modules, started with the core (e.g. resolving unfinished stores).
+MAINTENANCE: Final[tuple[Maintenance, ...]] = storing.MAINTENANCE
 #: Requests that open a session on a member: refused while the node runs its maximum of sessions.
 #: A later message of a session already admitted never is, so no admitted session is cut halfway;
 #: a store is the tail of a generate-and-store and is not refused either.
@@ -134,6 +136,8 @@ class ClusterCore:
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_sessions())
+        for job in MAINTENANCE:  # background loops of the session modules (they pace themselves)
+            self.spawn(job(self))
 
     async def stop(self) -> None:
         if self._reaper:
@@ -310,6 +314,14 @@ class ClusterCore:
     async def insert_key(self, key_id: bytes, share: KeyShare) -> None:
         await asyncio.to_thread(self.storage.insert, key_id, share)
         self._remember(key_id, share)
+
+    async def storage_call(self, key_id: bytes, fn: Callable[[KeyStorage], ItemT]) -> ItemT:
+        """Run ``fn(storage)`` off the event loop for a write or read about ``key_id`` that the typed
+        helpers do not cover; the cached record of ``key_id`` is dropped, so it is read back next time."""
+        try:
+            return await asyncio.to_thread(fn, self.storage)
+        finally:
+            self._keys.pop(key_id, None)
 
     async def update_key(self, key_id: bytes, share: KeyShare) -> None:
         try:

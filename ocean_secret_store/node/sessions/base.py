@@ -28,7 +28,7 @@ from ...exceptions import (
 from ...protocol import messages as m
 from ...protocol.bound import Bound
 from ..acl import Decision
-from ..storage import KeyShare
+from ..storage import KeyShare, KeyStorage
 
 T = TypeVar("T")
 ReplyT = TypeVar("ReplyT", bound=m.Message)
@@ -120,6 +120,10 @@ class Core(Protocol):
 
     async def update_key(self, key_id: bytes, share: KeyShare) -> None: ...
 
+    async def storage_call(self, key_id: bytes, fn: Callable[[KeyStorage], T]) -> T:
+        """``fn(storage)`` off the event loop; the cached record of ``key_id`` is dropped afterwards."""
+        ...
+
     def check_bound(self, operation: str, key_id: bytes, signer: bytes, arguments: bytes,
                     bound: Bound | None) -> None:
         """Accept a bound signature (or its absence where not required) and claim its nonce."""
@@ -139,6 +143,8 @@ RequestHandler = Callable[[Core, bytes, Any], Awaitable[m.Message | None]]
 OnewayHandler = Callable[[Core, bytes, Any], None]
 RequestHandlers = Mapping[type[m.Message], RequestHandler]
 OnewayHandlers = Mapping[type[m.Message], OnewayHandler]
+#: A background loop of a session module, run for the core's life (it paces itself).
+Maintenance = Callable[[Core], Coroutine[Any, Any, None]]
 
 
 async def gather_settled(coros: Sequence[Awaitable[T]]) -> list[T | BaseException]:

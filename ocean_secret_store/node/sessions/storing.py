@@ -17,7 +17,7 @@ from ...exceptions import AccessDenied, DocumentKeyAlreadyStored, InvalidMessage
 from ...protocol import bound as b
 from ...protocol import messages as m
 from . import generation
-from .base import Core, Requester, RequestHandlers, gather_settled
+from .base import Core, Maintenance, Requester, RequestHandlers, gather_settled
 
 
 async def _store_locally(core: Core, key_id: bytes, requester: Requester, common: Point, encrypted: Point) -> None:
@@ -98,3 +98,4 @@ async def generate_and_store(
 
 
 REQUEST_HANDLERS: Final[RequestHandlers] = {m.StoreRequest: _on_store}
+MAINTENANCE: Final[tuple[Maintenance, ...]] = ()
