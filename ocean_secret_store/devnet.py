@@ -404,6 +404,15 @@ def _health(url: str, timeout: float = 1.0, verify: bool | str = True) -> dict[s
         return None
 
 
+def readiness(url: str, timeout: float = 1.0, verify: bool | str = True) -> dict[str, Any] | None:
+    """A key server's ``GET /ready`` answer (ready or not: 200 or 503), None if it does not answer."""
+    try:
+        response = requests.get(url + "/ready", timeout=timeout, verify=verify)
+        return response.json() if response.status_code in (200, 503) else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
 def _answers(url: str, verify: bool | str = True) -> bool:
     try:
         return requests.get(url, timeout=1.0, verify=verify).status_code == 200
@@ -438,13 +447,13 @@ def _reported_port(port_file: Path) -> int | None:
 
 def wait_for_mesh(http_urls: Sequence[str], expected_peers: int, timeout: float,
                   children: Sequence[_Child] = (), *, verify: bool | str = True) -> None:
-    """Wait until every key server reports ``expected_peers`` connected peers (readiness, not liveness);
-    ``verify``: the CA bundle of https nodes (requests' ``verify``)."""
+    """Wait until every key server answers ``GET /ready`` with ready and ``expected_peers`` usable
+    (connected, unsuspected) peers; ``verify``: the CA bundle of https nodes (requests' ``verify``)."""
     pending = list(http_urls)
 
     def connected() -> bool:
-        pending[:] = [u for u in pending
-                      if (h := _health(u, verify=verify)) is None or h.get("connected_peers") != expected_peers]
+        pending[:] = [u for u in pending if (r := readiness(u, verify=verify)) is None
+                      or not r.get("ready") or r.get("usable_peers") != expected_peers]
         return not pending
 
     _wait_until("key servers not fully connected", connected, children, timeout)
@@ -490,7 +499,7 @@ def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_tim
                 "data_dir": node.data_dir,
             },
             "cluster": cluster,
-            "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 5.0},
+            "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 1.0},
             "acl": dict(acl),
             "http": {"cors": "none"},
         }

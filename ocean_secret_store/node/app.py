@@ -95,6 +95,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
         audit=audit,
         max_sessions=config.quotas.max_sessions,
         require_bound=config.require_bound_signatures,
+        keepalive=config.timeouts.keepalive,
+        hedge_max=config.timeouts.hedge,
+        min_ready_peers=config.min_ready_peers,
     )
     core_ref.append(core)
     await core.start()

@@ -32,6 +32,7 @@ from ..protocol import bound as b
 from ..protocol import messages as m
 from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
+from .liveness import Liveness
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
 from .sessions import decryption, generation, negotiation, signing, storing
 from .sessions.base import Maintenance, OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
@@ -53,6 +54,20 @@ class Net(Protocol):
     async def send(self, peer: bytes, payload: bytes) -> None: ...
 
     def connected_peers(self) -> frozenset[bytes]: ...
+
+    def connection_states(self) -> Mapping[bytes, str]:
+        """Every peer: ``connected``, ``connecting`` (not known either way yet) or ``missing``."""
+        ...
+
+    async def wait_connected(self, peers: Iterable[bytes] | None = None, timeout: float | None = None) -> bool: ...
+
+    def last_received(self, peer: bytes) -> float | None:
+        """Loop time of the last frame from ``peer`` (keep-alive pongs included); None if not connected."""
+        ...
+
+    def probe(self, peer: bytes) -> None:
+        """Ping ``peer`` now (its pong shows in :meth:`last_received`)."""
+        ...
 
 
 class PeerTimeout(NodeDisconnected):
@@ -101,6 +116,9 @@ class ClusterCore:
         audit: Audit | None = None,
         max_sessions: int = 0,
         require_bound: Iterable[str] = (),
+        keepalive: float = 1.0,
+        hedge_max: float = 0.5,
+        min_ready_peers: int | None = None,
     ) -> None:
         self.node_secret = node_secret
         self.node_id = Point.generator_mul(node_secret).to_bytes()
@@ -114,6 +132,12 @@ class ClusterCore:
         self._random = random.SystemRandom()
         self._rids = itertools.count(1)
         self._pending: dict[int, tuple[bytes, asyncio.Future[m.Message]]] = {}
+        #: Round trips and suspicion of every peer (a peer silent for two keep-alive intervals is suspected).
+        self.liveness = Liveness(last_heard=net.last_received, max_hedge=max(min(hedge_max, session_timeout / 4), 0.02),
+                                 silence=2 * keepalive)
+        #: Connected, unsuspected peers this node needs to answer ready (default: the majority
+        #: threshold t = (n-1)//2 of the cluster, what a key of that threshold needs besides this node).
+        self.min_ready_peers = (len(self.nodes) - 1) // 2 if min_ready_peers is None else min_ready_peers
         self._tasks: set[asyncio.Task[Any]] = set()
         #: per-kind session tables, created by the session modules: name -> {session id -> state}
         self.sessions: dict[str, dict[bytes, SessionState]] = {}
@@ -180,9 +204,63 @@ class ClusterCore:
         return self.net.connected_peers() & frozenset(self.others)
 
     def require_all_connected(self) -> None:
-        missing = [n for n in self.others if n not in self.net.connected_peers()]
-        if missing:
+        """For operations that need every node (generation, storing): refuse at once, rather than
+        wait out the session timeout, when one is disconnected or suspected."""
+        connected = self.net.connected_peers()
+        now = asyncio.get_running_loop().time()
+        if any(n not in connected or self.liveness.is_suspected(n, now) for n in self.others):
             raise NodeDisconnected()
+
+    def suspected(self) -> frozenset[bytes]:
+        """Peers suspected now (an operation hedged around them, or silent for too long)."""
+        now = asyncio.get_running_loop().time()
+        connected = self.net.connected_peers()
+        return frozenset(n for n in self.others if self.liveness.is_suspected(n, now, n in connected))
+
+    def candidates(self, nodes: Iterable[bytes]) -> list[bytes]:
+        """``nodes`` that may be asked now, best first: connected and unsuspected, then still
+        connecting, then suspected; each tier in a random order; peers known to be down are left out."""
+        states = self.net.connection_states()
+        suspected = self.suspected()
+        tiers: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
+        for node in nodes:
+            state = states.get(node)
+            if node in suspected and state != "missing":
+                tiers[2].append(node)
+            elif state == "connected":
+                tiers[0].append(node)
+            elif state == "connecting":
+                tiers[1].append(node)
+        return [node for tier in tiers for node in self.shuffled(tier)]
+
+    def hedge_delay(self, peers: Iterable[bytes]) -> float:
+        return self.liveness.hedge_delay(peers)
+
+    def suspect(self, peers: Iterable[bytes]) -> None:
+        now = asyncio.get_running_loop().time()
+        for peer in peers:
+            if self.liveness.suspect(peer, now):
+                log.info("suspecting 0x%s..: no answer within the hedge delay", peer.hex()[:16])
+                self.net.probe(peer)  # a live peer answers the ping at once and is cleared
+
+    def readiness(self) -> dict[str, Any]:
+        """``GET /ready``: ready once no peer is still connecting and at least ``min_ready_peers``
+        are connected and unsuspected; lists the missing, connecting and suspected peers."""
+        states = self.net.connection_states()
+        suspected = self.suspected()
+        by_state: dict[str, list[str]] = {"connected": [], "connecting": [], "missing": []}
+        for node in self.others:
+            by_state[states.get(node, "missing")].append("0x" + node.hex())
+        usable = [n for n in self.others if states.get(n) == "connected" and n not in suspected]
+        return {
+            "ready": not by_state["connecting"] and len(usable) >= self.min_ready_peers,
+            "node_id": "0x" + self.node_id.hex(),
+            "usable_peers": len(usable),
+            "min_ready_peers": self.min_ready_peers,
+            "connecting": by_state["connecting"],
+            "missing": by_state["missing"],
+            "suspected": ["0x" + n.hex() for n in self.others if n in suspected],
+        }
 
     def shuffled(self, items: Iterable[ItemT]) -> list[ItemT]:
         """``items`` in a uniformly random order (from the system CSPRNG)."""
@@ -192,6 +270,7 @@ class ClusterCore:
 
     def on_peer_disconnected(self, peer: bytes) -> None:
         """Fail every request waiting on ``peer`` at once, so sessions fail over without waiting."""
+        self.liveness.forget(peer)
         for target, fut in list(self._pending.values()):
             if target == peer and not fut.done():
                 fut.set_exception(NodeDisconnected())
@@ -210,13 +289,18 @@ class ClusterCore:
         A remote error is re-raised here; an answer of another type is the peer's InvalidMessage.
         """
         rid = next(self._rids)
-        fut: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (peer, fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[m.Message] = loop.create_future()
         self.stats["requests_out"] += 1
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.session_timeout):
+                if peer not in self.net.connected_peers():
+                    await self._await_connection(peer)
+                self._pending[rid] = (peer, fut)
+                sent = loop.time()
                 await self.net.send(peer, m.encode(m.Envelope(body, rid=rid)))
                 answer = await fut
+                self.liveness.observe(peer, loop.time() - sent)
         except TimeoutError as exc:
             raise PeerTimeout() from exc
         finally:
@@ -226,6 +310,12 @@ class ClusterCore:
         if not isinstance(answer, reply):
             raise InvalidMessage(f"{body.KIND} was answered with {answer.KIND}, not {reply.KIND}")
         return answer
+
+    async def _await_connection(self, peer: bytes) -> None:
+        # A peer still connecting (it just restarted, or this node did) is worth the wait: the
+        # caller's hedging asks others meanwhile if it takes too long. One known down is not.
+        if self.net.connection_states().get(peer) != "connecting" or not await self.net.wait_connected([peer]):
+            raise NodeDisconnected()
 
     async def on_message(self, peer: bytes, payload: bytes) -> None:
         """Entry point for every frame a peer sends; never raises."""
@@ -468,6 +558,8 @@ class ClusterCore:
             "nodes": len(self.nodes),
             "connected_peers": len(connected),
             "disconnected_peers": ["0x" + n.hex() for n in self.others if n not in connected],
+            "suspected_peers": ["0x" + n.hex() for n in sorted(self.suspected())],
+            "round_trips": {"0x" + n.hex(): self.liveness.describe(n) for n in self.others},
             "active_sessions": {name: len(t) for name, t in self.sessions.items()},
             "sessions": {"running": self.session_cap.active, "limit": self.session_cap.limit,
                          "refused": self.session_cap.refused},

@@ -9,6 +9,7 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     listen = "127.0.0.1:12000"              # node-to-node listener (port 0: any free port)
     http_listen = "127.0.0.1:12001"         # public HTTP API (Parity's, protocol.md §1)
     data_dir = "node0"                      # relative to this file
+    # min_ready_peers = 2                   # GET /ready needs this many usable peers (default (n-1)//2)
 
     [cluster]                               # every node, this one included
     "0x<128 hex public key>" = "127.0.0.1:12000"
@@ -16,7 +17,8 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     [timeouts]                              # seconds, > 0 (these are the defaults)
     session = 5.0
     connect = 2.0
-    keepalive = 10.0
+    keepalive = 1.0                         # ping an idle peer; silent 2x this: suspected; 3x: dropped
+    hedge = 0.5                             # most a member is waited for before a spare is asked
 
     [acl]
     kind = "allow_list"                     # "none" | "allow_list" | "contract"
@@ -105,16 +107,21 @@ _QUOTA_KEYS: Final = ("requester_burst", "requester_rate", "address_burst", "add
                       "max_sessions", "tracked", "refusal_delay")
 
 
+_TIMEOUT_KEYS: Final = ("session", "connect", "keepalive", "hedge")
+
+
 # -- value types --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds: a whole session, one connection attempt, silence before a peer is pinged/dropped."""
+    """Seconds: a whole session, one connection attempt, the keep-alive interval (a peer silent for
+    two is suspected, for three dropped), and the ceiling of the hedge delay (docs/cluster-protocol.md)."""
 
     session: float = 5.0
     connect: float = 2.0
-    keepalive: float = 10.0
+    keepalive: float = 1.0
+    hedge: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class NodeConfig:
     tls: TlsFiles | None = None
     keystore: Path | None = None
     password_env: str | None = None
+    #: ``[node] min_ready_peers``: usable peers ``GET /ready`` needs (None: (n-1)//2).
+    min_ready_peers: int | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -210,6 +219,8 @@ class NodeConfig:
         else:
             node["secret"] = f"0x{self.node_secret:064x}"
         node.update(listen=str(self.listen), http_listen=str(self.http_listen), data_dir=str(self.data_dir))
+        if self.min_ready_peers is not None:
+            node["min_ready_peers"] = self.min_ready_peers
         acl: dict[str, Any] = {"kind": self.acl.kind}
         if self.acl.kind == "allow_list":
             acl["allowed"] = [checksum_address(a) for a in sorted(self.acl.allowed)]
@@ -228,6 +239,7 @@ class NodeConfig:
                 "session": self.timeouts.session,
                 "connect": self.timeouts.connect,
                 "keepalive": self.timeouts.keepalive,
+                "hedge": self.timeouts.hedge,
             },
             "acl": acl,
             "http": {
@@ -311,7 +323,8 @@ class _Parser:
         for key in data:
             if key not in sections:
                 raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
-        node = self.table(data, "node", ("secret", "keystore", "password_env", "listen", "http_listen", "data_dir"))
+        node = self.table(data, "node", ("secret", "keystore", "password_env", "listen", "http_listen", "data_dir",
+                                         "min_ready_peers"))
         secret, keystore, password_env = self.secret(node)
         public = Point.generator_mul(secret)
         cluster = self.cluster(self.table(data, "cluster", None))
@@ -329,7 +342,7 @@ class _Parser:
             http_listen=self.endpoint(node, "node", "http_listen", allow_zero=True),
             data_dir=self.base_dir / Path(data_dir).expanduser(),
             cluster=MappingProxyType(cluster),
-            timeouts=self.timeouts(self.table(data, "timeouts", ("session", "connect", "keepalive"), required=False)),
+            timeouts=self.timeouts(self.table(data, "timeouts", _TIMEOUT_KEYS, required=False)),
             acl=self.acl(self.table(data, "acl", ("kind", "allowed", "keys", "chain_url", "contract"))),
             cors=self.cors(http),
             serving=self.serving(http),
@@ -340,6 +353,7 @@ class _Parser:
                 self.table(data, "security", ("require_bound_signatures",), required=False)),
             keystore=keystore,
             password_env=password_env,
+            min_ready_peers=self.min_ready_peers(node, len(cluster)),
         )
 
     # -- [node] -----------------------------------------------------------------------------
@@ -408,11 +422,19 @@ class _Parser:
                 raise self.fail(name, f"{value!r}: {exc}") from None
         return nodes
 
+    def min_ready_peers(self, section: _Section, nodes: int) -> int | None:
+        if "min_ready_peers" not in section:
+            return None
+        value = self.integer(section, "node", "min_ready_peers", 0)
+        if value > nodes - 1:
+            raise self.fail("node.min_ready_peers", f"must be at most the number of other nodes ({nodes - 1})")
+        return value
+
     # -- [timeouts] -------------------------------------------------------------------------
 
     def timeouts(self, section: _Section) -> Timeouts:
         values: dict[str, float] = {}
-        for key in ("session", "connect", "keepalive"):
+        for key in _TIMEOUT_KEYS:
             if key in section:
                 values[key] = self.seconds(section, "timeouts", key)
         return Timeouts(**values)

@@ -1,4 +1,5 @@
-"""The Parity Secret Store HTTP API of a node (protocol.md §1) over aiohttp, plus ``GET /health``.
+"""The Parity Secret Store HTTP API of a node (protocol.md §1) over aiohttp, plus ``GET /health``
+(liveness) and ``GET /ready`` (readiness: 200 or 503, docs/http-api.md).
 
 A thin adapter: the pure codec in :mod:`ocean_secret_store.protocol.http` parses paths and
 encodes bodies byte for byte as Parity does, :mod:`ocean_secret_store.node.cors` decides on the
@@ -101,6 +102,19 @@ async def _read_body(request: web.Request) -> bytes | None:
         return None
 
 
+def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
+    """``GET /health`` (liveness: the process answers) and ``GET /ready`` (readiness: connected to
+    the peers it needs; 503 until then); None for any other request."""
+    if request.method != "GET":
+        return None
+    if request.rel_url.path == "/health":
+        return web.json_response(core.health())
+    if request.rel_url.path == "/ready":
+        readiness = core.readiness()
+        return web.json_response(readiness, status=200 if readiness["ready"] else 503)
+    return None
+
+
 def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
              quota: GenerationQuota | None = None) -> web.Application:
     """The node's aiohttp application; ``cors`` defaults to admitting no cross origin, ``quota``
@@ -108,8 +122,9 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
     policy = CorsPolicy() if cors is None else cors
 
     async def handle(request: web.Request) -> web.Response:
-        if request.method == "GET" and request.rel_url.path == "/health":
-            return web.json_response(core.health())
+        probe = _probe(core, request)
+        if probe is not None:
+            return probe
         decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))
         if decision.rejected:
             return web.Response(status=codec.CORS_REJECTED_STATUS)

@@ -44,9 +44,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KEEPALIVE_INTERVAL: Final = 10.0
-#: A peer silent for this many keep-alive intervals is dropped.
+DEFAULT_KEEPALIVE_INTERVAL: Final = 1.0
+#: A peer silent for this many keep-alive intervals is dropped (and re-dialed).
 KEEPALIVE_MISSES: Final = 3
+#: Longest pause between two dials of a peer that is down: a restarted peer is reached this fast.
+DEFAULT_BACKOFF_MAX: Final = 0.25
 
 MessageHandler = Callable[[bytes, bytes], Awaitable[None] | None]
 PeerHandler = Callable[[bytes], Awaitable[None] | None]
@@ -76,7 +78,7 @@ class Transport:
         connect_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_frame: int = DEFAULT_MAX_FRAME,
         backoff_initial: float = 0.1,
-        backoff_max: float = 1.0,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
         max_pending_handshakes: int = 64,
     ) -> None:
         check_max_frame(max_frame)
@@ -102,6 +104,12 @@ class Transport:
         self._max_pending_handshakes = max_pending_handshakes
         self._pending_handshakes = 0
         self._channels: dict[bytes, Channel] = {}
+        # Peers whose connection state is known since start or since their last disconnection:
+        # connected, or found unreachable (a dial failed; an inbound-only peer did not dial us
+        # within the grace). The others are still "connecting" (see connection_states).
+        self._settled: set[bytes] = set()
+        self._unsettled_since: dict[bytes, float] = {}
+        self._probes: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._changed: asyncio.Event | None = None
@@ -126,6 +134,48 @@ class Transport:
     def is_connected(self, peer: bytes) -> bool:
         return peer in self._channels
 
+    def last_received(self, peer: bytes) -> float | None:
+        """Loop time of the last frame (keep-alive pongs included) from ``peer``; None if not connected."""
+        channel = self._channels.get(peer)
+        return channel.last_received if channel is not None else None
+
+    @property
+    def inbound_grace(self) -> float:
+        """How long a peer that dials us may take to do so before it counts as missing."""
+        return 2 * self._backoff_max + min(self._connect_timeout, 1.0)
+
+    def connection_states(self) -> dict[bytes, str]:
+        """Every configured peer: ``connected``, ``connecting`` (not yet known either way since start
+        or since its link was lost) or ``missing`` (a dial failed, or it did not dial us in time)."""
+        now = asyncio.get_running_loop().time()
+        out = {}
+        for peer in self._peers:
+            if peer in self._channels:
+                out[peer] = "connected"
+            elif peer in self._settled or (
+                    peer in self._inbound_allowed and now - self._unsettled_since.get(peer, now) > self.inbound_grace):
+                out[peer] = "missing"
+            else:
+                out[peer] = "connecting"
+        return out
+
+    def probe(self, peer: bytes) -> None:
+        """Send ``peer`` a keep-alive ping now (its pong updates :meth:`last_received`); no-op if not connected."""
+        channel = self._channels.get(peer)
+        if channel is None:
+            return
+
+        async def ping() -> None:
+            try:
+                async with asyncio.timeout(max(self._keepalive_interval, 0.1)):
+                    await channel.ping()
+            except (TimeoutError, SecretStoreError):
+                return  # the keep-alive drops a peer that stays silent
+
+        task = asyncio.get_running_loop().create_task(ping(), name=f"probe {short_id(peer)}")
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -135,6 +185,9 @@ class Transport:
         self._started = True
         self._stopping = False
         self._changed = asyncio.Event()
+        self._settled.clear()
+        now = asyncio.get_running_loop().time()
+        self._unsettled_since = dict.fromkeys(self._peers, now)
         if self._listen is not None:
             host, port = self._listen
             try:
@@ -153,7 +206,7 @@ class Transport:
         if self._server is not None:
             self._server.close()
         # Every channel belongs to a dialer or inbound task whose cleanup aborts it.
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._probes]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -211,6 +264,11 @@ class Transport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _settle(self, peer: bytes) -> None:
+        if peer not in self._settled:
+            self._settled.add(peer)
+            self._notify()
+
     def _notify(self) -> None:
         # Wake every waiter on the current event, then give later waiters a fresh one.
         if self._changed is not None:
@@ -248,6 +306,7 @@ class Transport:
                 level = logging.WARNING if notable else logging.DEBUG
                 logger.log(level, "cannot reach %s at %s:%s: %s", short_id(peer), host, port, reason)
                 last_failure = reason
+                self._settle(peer)
             except Exception:
                 # A bug must not silently end the re-dialing of this peer for the process's life.
                 logger.exception("unexpected error while dialing %s", short_id(peer))
@@ -310,6 +369,7 @@ class Transport:
             self._notify()
             await self._invoke("on_disconnected", self._on_disconnected, peer)
         self._channels[peer] = channel
+        self._settle(peer)
         self._notify()
         logger.info("connected to %s", short_id(peer))
         keepalive = asyncio.get_running_loop().create_task(self._keepalive(channel), name="keep-alive")
@@ -329,6 +389,9 @@ class Transport:
             current = self._channels.get(peer) is channel
             if current:
                 del self._channels[peer]
+                # Known again only once re-dialed (or, for a peer that dials us, after the grace).
+                self._settled.discard(peer)
+                self._unsettled_since[peer] = asyncio.get_running_loop().time()
                 self._notify()
             try:
                 await asyncio.gather(keepalive, return_exceptions=True)
@@ -338,16 +401,18 @@ class Transport:
                     await self._invoke("on_disconnected", self._on_disconnected, peer)
 
     async def _keepalive(self, channel: Channel) -> None:
+        # Ticks at half the interval, so a live idle link is never silent much beyond one interval
+        # (the cluster core suspects a peer silent for twice that).
         interval = self._keepalive_interval
         loop = asyncio.get_running_loop()
         while not channel.is_closed:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval / 2)
             silent = loop.time() - channel.last_received
             if silent >= KEEPALIVE_MISSES * interval:
                 logger.warning("dropping %s: silent for %.1f s", short_id(channel.peer_id), silent)
                 channel.abort()
                 return
-            if silent >= interval:
+            if silent >= interval / 2:
                 # Bounded: a ping stuck behind a blocked send must not stall silence detection.
                 try:
                     await asyncio.wait_for(channel.ping(), interval)

@@ -2,13 +2,15 @@
 
 No sockets, no encryption: messages are delivered in order per (sender, receiver) pair through
 asyncio queues, like the real transport. Faults: a node can be cut off (its links drop and
-every peer sees it disconnected), a ``drop`` predicate can swallow chosen messages, and a
+every peer sees it disconnected), frozen (its links stay up but nothing reaches it or leaves it
+until it is thawed: a SIGSTOPped process), a ``drop`` predicate can swallow chosen messages, and a
 ``tamper`` function can replace a message in flight (a lying or buggy peer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from ocean_secret_store.crypto.curve import Point
@@ -28,6 +30,22 @@ class Hub:
         self.sent: list[tuple[bytes, bytes, str]] = []
         self._queues: dict[tuple[bytes, bytes], asyncio.Queue[bytes]] = {}
         self._pumps: list[asyncio.Task[None]] = []
+        self.last_delivered: dict[tuple[bytes, bytes], float] = {}
+        self.created = time.monotonic()  # the loop's clock: links count as heard from at creation
+        self._thawed: dict[bytes, asyncio.Event] = {}
+
+    def _running(self, node: bytes) -> asyncio.Event:
+        event = self._thawed.get(node)
+        if event is None:
+            event = self._thawed[node] = asyncio.Event()
+            event.set()
+        return event
+
+    def freeze(self, node: bytes) -> None:
+        self._running(node).clear()
+
+    def thaw(self, node: bytes) -> None:
+        self._running(node).set()
 
     def connected(self, a: bytes, b: bytes) -> bool:
         return a not in self.down and b not in self.down
@@ -51,7 +69,10 @@ class Hub:
     async def _pump(self, src: bytes, dst: bytes, queue: asyncio.Queue[bytes]) -> None:
         while True:
             payload = await queue.get()
+            await self._running(src).wait()
+            await self._running(dst).wait()
             if self.connected(src, dst):
+                self.last_delivered[(src, dst)] = asyncio.get_running_loop().time()
                 await self.cores[dst].on_message(src, payload)
 
     def isolate(self, node: bytes) -> None:
@@ -85,6 +106,21 @@ class MemoryNet:
         if self.node_id in self.hub.down:
             return frozenset()
         return frozenset(n for n in self.hub.cores if n != self.node_id and n not in self.hub.down)
+
+    def connection_states(self) -> dict[bytes, str]:
+        connected = self.connected_peers()
+        return {n: "connected" if n in connected else "missing" for n in self.hub.cores if n != self.node_id}
+
+    async def wait_connected(self, peers: object = None, timeout: float | None = None) -> bool:
+        return False  # the bus has no connecting state: a peer is up or down
+
+    def last_received(self, peer: bytes) -> float | None:
+        if peer not in self.connected_peers():
+            return None
+        return self.hub.last_delivered.get((peer, self.node_id), self.hub.created)
+
+    def probe(self, peer: bytes) -> None:
+        return None  # no keep-alives on the bus: a frozen peer stays suspected until it answers
 
 
 class DenyList:

@@ -112,7 +112,7 @@ def test_defaults_for_optional_tables(tmp_path: Path) -> None:
     del data["timeouts"], data["http"]
     data["acl"] = {"kind": "none"}
     config = NodeConfig.from_mapping(data, tmp_path)
-    assert config.timeouts == Timeouts(5.0, 2.0, 10.0)
+    assert config.timeouts == Timeouts(5.0, 2.0, 1.0, 0.5)
     assert config.cors == CorsPolicy(allow_all=False, origins=())
     assert config.serving == ServingLimits(header_timeout=10.0, max_connections_per_address=256)
     assert config.audit == AuditSettings(max_bytes=64 * 1024 * 1024, backups=10)

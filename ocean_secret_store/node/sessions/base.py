@@ -18,7 +18,6 @@ from ...crypto.curve import Point, Rng
 from ...crypto.hashes import address_of
 from ...crypto.signatures import recover_public
 from ...exceptions import (
-    AccessDenied,
     ConsensusTemporaryUnreachable,
     ConsensusUnreachable,
     InsufficientRequesterData,
@@ -96,6 +95,19 @@ class Core(Protocol):
 
     def connected_others(self) -> frozenset[bytes]: ...
 
+    def candidates(self, nodes: Iterable[bytes]) -> list[bytes]:
+        """``nodes`` that may be asked now, best first: connected and unsuspected, then still
+        connecting, then suspected (random order among equals); peers known to be down are left out."""
+        ...
+
+    def hedge_delay(self, peers: Iterable[bytes]) -> float:
+        """How long to wait for ``peers`` before asking spares (from their measured round trips)."""
+        ...
+
+    def suspect(self, peers: Iterable[bytes]) -> None:
+        """An operation hedged around ``peers``: choose them last until they are heard from again."""
+        ...
+
     def require_all_connected(self) -> None: ...
 
     def shuffled(self, items: Iterable[T]) -> list[T]:
@@ -171,38 +183,3 @@ def unreachable(total_holders: int, threshold: int, fatal: int, rejects: int) ->
     if total_holders < threshold + 1 or (rejects and fatal * 2 >= rejects):
         return ConsensusUnreachable()
     return ConsensusTemporaryUnreachable()
-
-
-@dataclass(slots=True)
-class Group:
-    """The ``t`` other members of a consensus group, the spares that may replace them, and the
-    tally of refusals Parity's consensus error is chosen from."""
-
-    chosen: list[bytes]
-    spares: list[bytes]
-    threshold: int
-    holders: int
-    fatal: int = 0
-    rejects: int = 0
-
-    @classmethod
-    def pick(cls, core: Core, holders: Iterable[bytes], threshold: int) -> Group:
-        """``threshold`` connected holders at random (this node excluded), the rest as spares."""
-        holders = list(holders)
-        candidates = core.shuffled(n for n in holders if n != core.node_id and n in core.connected_others())
-        if len(candidates) < threshold:
-            raise unreachable(len(holders), threshold, 0, 0)
-        return cls(candidates[:threshold], candidates[threshold:], threshold, len(holders))
-
-    def replace(self, core: Core, failures: Mapping[bytes, BaseException]) -> None:
-        """Drop the members that failed and top up from spares still connected; or raise Parity's
-        consensus error when too few remain. An AccessDenied counts as a lasting refusal."""
-        self.rejects += len(failures)
-        self.fatal += sum(isinstance(err, AccessDenied) for err in failures.values())
-        self.chosen = [n for n in self.chosen if n not in failures]
-        connected = core.connected_others()
-        self.spares = [n for n in self.spares if n in connected]
-        while len(self.chosen) < self.threshold and self.spares:
-            self.chosen.append(self.spares.pop(0))
-        if len(self.chosen) < self.threshold:
-            raise unreachable(self.holders, self.threshold, self.fatal, self.rejects)

@@ -2,13 +2,13 @@
 
 Parity negotiated key versions with every node and then ran a separate consensus round
 before the partial decryptions. Here the entry node, which holds the key's metadata, picks
-``t`` connected holders at random and sends each one ``Decrypt`` carrying the group, the
-access key and the requester's signature: consensus and partial decryption in one round
-trip, ``2t`` messages. Every member recovers the requester from the signature and asks its
-own access checker, about the key's author as this member stored it, before computing
-anything. A member that refuses, fails or does not answer within its share of the timeout is
-replaced by a spare holder and the group is asked again (the shadow coefficients depend on
-the group, so every member recomputes).
+``t`` holders (connected and unsuspected first, at random) and sends each one ``Decrypt``
+carrying the group, the access key and the requester's signature: consensus and partial
+decryption in one round trip, ``2t`` messages. Every member recovers the requester from the
+signature and asks its own access checker, about the key's author as this member stored it,
+before computing anything. A member that refuses or fails is replaced by a spare holder, and
+one that is slow is hedged around (:mod:`.groups`): a new attempt with a new group and a new
+access key (the shadow coefficients depend on the group, so every member recomputes).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from ...exceptions import (
 )
 from ...protocol import messages as m
 from ..storage import KeyShare, KeyVersion
-from .base import Core, Group, Requester, RequestHandlers, settled_by_node
+from .base import Core, Requester, RequestHandlers
+from .groups import Attempt, Group, MemberFailures, hedged
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,32 @@ async def _on_decrypt(core: Core, sender: bytes, msg: m.DecryptRequest) -> m.Dec
     return _compute(core, document, version, msg.group, msg.access_key, requester, msg.shadow)
 
 
+async def _attempt(
+    core: Core, document: _Document, version: KeyVersion, key_id: bytes, signature: bytes, requester: Requester,
+    shadow: bool, attempt: Attempt,
+) -> tuple[tuple[bytes, ...], dict[bytes, m.DecryptResponse], int]:
+    """One attempt with one group and its own fresh access key."""
+    access_key = random_scalar(core.rng)
+    group = tuple(sorted([core.node_id, *attempt.chosen]))
+    request = m.DecryptRequest(key_id=key_id, signature=signature, version=version.hash, access_key=access_key,
+                               group=group, shadow=shadow)
+    # A task now, so the requests are on their way during _compute.
+    pending = asyncio.ensure_future(
+        attempt.round({n: core.request(n, request, m.DecryptResponse) for n in attempt.chosen}))
+    try:
+        await asyncio.sleep(0)  # let the requests reach the sockets, then work while peers do
+        own = _compute(core, document, version, group, access_key, requester, shadow)
+        responses = await pending
+    finally:
+        pending.cancel()
+    malformed = {n: InvalidMessage("a shadow decryption came without its decrypt shadow")
+                 for n, response in responses.items() if shadow and response.decrypt_shadow is None}
+    if malformed:
+        raise MemberFailures(malformed)  # that member's failure, like any other: replace it
+    responses[core.node_id] = own
+    return group, responses, access_key
+
+
 async def _decrypt(
     core: Core, key_id: bytes, signature: bytes, requester: Requester, shadow: bool
 ) -> tuple[_Document, tuple[bytes, ...], dict[bytes, m.DecryptResponse], int]:
@@ -109,27 +136,9 @@ async def _decrypt(
         raise ConsensusUnreachable(decision.reason)
     version = document.share.last_version
     members = Group.pick(core, version.id_numbers, document.share.threshold)
-    access_key = random_scalar(core.rng)
-    attempt_timeout = max(core.session_timeout / 3, 0.05)
-    while True:
-        chosen = list(members.chosen)
-        group = tuple(sorted([core.node_id, *chosen]))
-        request = m.DecryptRequest(key_id=key_id, signature=signature, version=version.hash, access_key=access_key,
-                                   group=group, shadow=shadow)
-        # gather() wraps every request in a task now, so they are on their way during _compute.
-        pending = asyncio.gather(*(core.request(n, request, m.DecryptResponse, attempt_timeout) for n in chosen),
-                                 return_exceptions=True)
-        await asyncio.sleep(0)  # let the requests reach the sockets, then work while peers do
-        own = _compute(core, document, version, group, access_key, requester, shadow)
-        responses, failures = settled_by_node(chosen, await pending)
-        for node, response in responses.items():
-            if shadow and response.decrypt_shadow is None:
-                # A malformed answer is that member's failure, like any other: replace it.
-                failures[node] = InvalidMessage("a shadow decryption came without its decrypt shadow")
-        if not failures:
-            responses[core.node_id] = own
-            return document, group, responses, access_key
-        members.replace(core, failures)
+    group, responses, access_key = await hedged(
+        core, members, lambda attempt: _attempt(core, document, version, key_id, signature, requester, shadow, attempt))
+    return document, group, responses, access_key
 
 
 def _combine(document: _Document, group: tuple[bytes, ...], responses: dict[bytes, m.DecryptResponse],

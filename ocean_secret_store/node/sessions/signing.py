@@ -1,6 +1,7 @@
 """Threshold Schnorr signing (protocol.md §1.4.7, §2.8).
 
-Two round trips among ``t+1`` holders: ``SchnorrNonce`` (each member checks its access checker,
+Two round trips among ``t+1`` holders, hedged around slow members like decryption
+(:mod:`.groups`): ``SchnorrNonce`` (each member checks its access checker,
 draws a fresh nonce ``k_i`` and answers ``R_i = k_i·G``), then ``SchnorrPartial`` with the group
 and the challenge ``c = H(m || R.x)`` for ``R = Σ R_i``. Parity's nonce sub-DKG among the group
 yields exactly ``Σ k_i`` as nonce, so the additive round is equivalent and cheaper. A nonce is
@@ -30,7 +31,8 @@ from ...exceptions import (
 )
 from ...protocol import messages as m
 from ..storage import KeyShare, KeyVersion
-from .base import Core, Group, Requester, RequestHandlers, TableKey, gather_settled, settled_by_node
+from .base import Core, Requester, RequestHandlers, TableKey
+from .groups import Attempt, Group, hedged
 
 log = logging.getLogger(__name__)
 
@@ -118,35 +120,40 @@ async def run(core: Core, key_id: bytes, signature: bytes, requester: Requester,
         raise ConsensusUnreachable(decision.reason)  # Parity's text; the reason is only audited
     version = share.last_version
     members = Group.pick(core, version.id_numbers, share.threshold)
-    attempt_timeout = max(core.session_timeout / 4, 0.05)
-    while True:
-        chosen = list(members.chosen)
-        session = core.rng(32)
-        group = tuple(sorted([core.node_id, *chosen]))
-        nonce_request = m.SchnorrNonceRequest(session=session, key_id=key_id, signature=signature,
-                                              version=version.hash, message_hash=message_hash)
-        nonces, failures = settled_by_node(chosen, await gather_settled(
-            [core.request(n, nonce_request, m.SchnorrNonceReply, attempt_timeout) for n in chosen]))
-        if not failures:
-            own_nonce = random_scalar(core.rng)
-            nonce_public = point_sum([Point.generator_mul(own_nonce), *(r.nonce_public for r in nonces.values())])
-            challenge = schnorr.challenge(message_hash, nonce_public)
-            partial_request = m.SchnorrPartialRequest(session=session, group=group, challenge=challenge)
-            partials, failures = settled_by_node(chosen, await gather_settled(
-                [core.request(n, partial_request, m.SchnorrPartialReply, attempt_timeout) for n in chosen]))
-            if not failures:
-                own = _partial(core, share, version, group, own_nonce, challenge)
-                s = (own + sum(r.partial for r in partials.values())) % N
-                try:
-                    schnorr.verify(share.public, (challenge, s), message_hash)
-                except InvalidSignature as exc:
-                    raise InternalError("combined Schnorr signature does not verify") from exc
-                return ecies.encrypt(requester.public, schnorr.signature_bytes(challenge, s), rng=core.rng)
-        # Forget the nonces of this attempt everywhere; a new attempt draws new ones.
-        for n in chosen:
-            if n not in failures:
+    return await hedged(core, members,
+                        lambda attempt: _attempt(core, share, version, key_id, signature, requester, message_hash,
+                                                 attempt))
+
+
+async def _attempt(core: Core, share: KeyShare, version: KeyVersion, key_id: bytes, signature: bytes,
+                   requester: Requester, message_hash: bytes, attempt: Attempt) -> bytes:
+    """One attempt: its own session id and nonces, with one group; abandoned nonces are cancelled."""
+    chosen = attempt.chosen
+    session = core.rng(32)
+    group = tuple(sorted([core.node_id, *chosen]))
+    nonce_request = m.SchnorrNonceRequest(session=session, key_id=key_id, signature=signature,
+                                          version=version.hash, message_hash=message_hash)
+    done = False
+    try:
+        nonces = await attempt.round({n: core.request(n, nonce_request, m.SchnorrNonceReply) for n in chosen})
+        own_nonce = random_scalar(core.rng)
+        nonce_public = point_sum([Point.generator_mul(own_nonce), *(r.nonce_public for r in nonces.values())])
+        challenge = schnorr.challenge(message_hash, nonce_public)
+        partial_request = m.SchnorrPartialRequest(session=session, group=group, challenge=challenge)
+        partials = await attempt.round({n: core.request(n, partial_request, m.SchnorrPartialReply) for n in chosen})
+        done = True
+    finally:
+        if not done:
+            # Forget this attempt's nonces everywhere (a member that used its nonce has none left).
+            for n in chosen:
                 core.spawn(_cancel(core, n, session))
-        members.replace(core, failures)
+    own = _partial(core, share, version, group, own_nonce, challenge)
+    s = (own + sum(r.partial for r in partials.values())) % N
+    try:
+        schnorr.verify(share.public, (challenge, s), message_hash)
+    except InvalidSignature as exc:
+        raise InternalError("combined Schnorr signature does not verify") from exc
+    return ecies.encrypt(requester.public, schnorr.signature_bytes(challenge, s), rng=core.rng)
 
 
 async def _cancel(core: Core, node: bytes, session: bytes) -> None:
