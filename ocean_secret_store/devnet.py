@@ -530,10 +530,15 @@ def _new_nodes(state_dir: Path, count: int) -> tuple[list[int], list[NodeEntry]]
     return keys, nodes
 
 
+def _all_answer(state: DevnetState, indices: Sequence[int]) -> bool:
+    return all(_health(state.nodes[i].http_url, verify=state.verify) is not None for i in indices)
+
+
 def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
-                 move_ports: Callable[[], None] | None = None) -> list[_Child]:
-    """Start the nodes ``indices`` and wait for the full mesh. If a node cannot bind a probed port
-    and ``move_ports`` is given, stop them, move every node to new ports and try again."""
+                 move_ports: Callable[[], None] | None = None, *, mesh: bool = True) -> list[_Child]:
+    """Start the nodes ``indices`` and wait for the full mesh (``mesh`` False: only until each of
+    them answers ``/health``). If a node cannot bind a probed port and ``move_ports`` is given, stop
+    them, move every node to new ports and try again."""
     for attempt in range(PORT_ATTEMPTS):
         children = []
         for index in indices:
@@ -542,8 +547,12 @@ def _start_nodes(state: DevnetState, indices: Sequence[int], timeout: float,
             node.pid = child.pid
             children.append(child)
         try:
-            wait_for_mesh([n.http_url for n in state.nodes], len(state.nodes) - 1, timeout, children,
-                          verify=state.verify)
+            if mesh:
+                wait_for_mesh([n.http_url for n in state.nodes], len(state.nodes) - 1, timeout, children,
+                              verify=state.verify)
+            else:
+                _wait_until("key servers not answering", functools.partial(_all_answer, state, indices),
+                            children, timeout)
         except BaseException as exc:
             _stop_children(children)
             for index in indices:
@@ -850,15 +859,16 @@ def status(state_dir: Path) -> dict[str, Any]:
             "healthy": up_services and all(n["healthy"] for n in nodes)}
 
 
-def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0) -> DevnetState:
-    """Start stopped nodes again (after a crash or a kill) and wait until the mesh is complete."""
+def restart_nodes(state_dir: Path, indices: list[int], timeout: float = 30.0, *, mesh: bool = True) -> DevnetState:
+    """Start stopped nodes again (after a crash or a kill) and wait until the mesh is complete
+    (``mesh`` False: only until each restarted node answers ``/health``, still connecting maybe)."""
     state = DevnetState.require(state_dir)
     for index in indices:
         node = state.nodes[index]
         if _alive(node.pid):
             raise DevnetError(f"node {index} is still running (pid {node.pid})")
     try:
-        _start_nodes(state, indices, timeout)
+        _start_nodes(state, indices, timeout, mesh=mesh)
     finally:
         state.save()
     return state

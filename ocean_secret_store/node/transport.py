@@ -405,9 +405,16 @@ class Transport:
         # (the cluster core suspects a peer silent for twice that).
         interval = self._keepalive_interval
         loop = asyncio.get_running_loop()
+        tick = loop.time()
         while not channel.is_closed:
             await asyncio.sleep(interval / 2)
-            silent = loop.time() - channel.last_received
+            now, previous, tick = loop.time(), tick, loop.time()
+            silent = now - channel.last_received
+            if now - previous > interval:
+                # This process itself was paused (SIGSTOP, a stalled VM): the peer's silence is ours.
+                # Ask it for a sign of life instead of dropping it, and judge at the next tick.
+                channel.last_received = max(channel.last_received, now - interval)
+                silent = interval
             if silent >= KEEPALIVE_MISSES * interval:
                 logger.warning("dropping %s: silent for %.1f s", short_id(channel.peer_id), silent)
                 channel.abort()
