@@ -1,4 +1,5 @@
-"""Key share records (protocol.md §5.1) and their storage: in memory for tests, SQLite on disk for nodes.
+"""Key share records (protocol.md §5.1), pending document keys, and their storage: in memory for
+tests, SQLite on disk for nodes.
 
 The on-disk record keeps Parity's V3 JSON layout (§5.2) so that it stays readable with any
 SQLite tool, with one deliberate difference: each version's ``secret_share`` is sealed with
@@ -8,19 +9,27 @@ A second derived key authenticates the whole record (HMAC-SHA256 over key id and
 that the public fields that drive access decisions (``author``, ``threshold``, the document
 key points) cannot be edited on disk either.
 
+Beside the records, a table of *pending* document keys: the ``(C, E)`` a two-phase store prepared
+on this node and has not committed yet (``node/sessions/storing.py``, docs/cluster-protocol.md),
+authenticated the same way under a third derived key, so the points cannot be edited on disk
+before a commit copies them into the record. A commit is one transaction: the record takes the
+pending's points and the pending row is deleted.
+
 Every write is one SQLite transaction in WAL mode with ``synchronous=FULL``: after a crash the
 row holds the old or the new record, never a mixture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import math
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol, Self
@@ -33,6 +42,7 @@ from ..crypto.curve import N, Point, scalar_bytes
 from ..crypto.hashes import key_version_hash
 from ..exceptions import (
     DatabaseError,
+    DocumentKeyAlreadyStored,
     InternalError,
     InvalidPoint,
     InvalidScalar,
@@ -50,21 +60,32 @@ __all__ = [
     "KeyStorage",
     "KeyVersion",
     "MemoryKeyStorage",
+    "PendingDocumentKey",
     "SqliteKeyStorage",
 ]
 
 #: File name of the SQLite database inside a node's data directory.
 DB_FILENAME: Final = "keys.sqlite3"
-#: ``PRAGMA user_version`` of the schema this module writes.
-SCHEMA_VERSION: Final = 1
+#: ``PRAGMA user_version`` of the schema this module writes (2: the pending document keys; a
+#: version 1 database is migrated by adding their table).
+SCHEMA_VERSION: Final = 2
+#: At most this many transactions may share one pending document key (retries of one store).
+MAX_PENDING_TXS: Final = 16
 
-# Domain-separation labels for the two keys derived from the node secret (HKDF "info").
+# Domain-separation labels for the three keys derived from the node secret (HKDF "info").
 _SHARE_KEY_LABEL: Final = b"ocean-secret-store/storage/share-encryption/v1"
 _RECORD_MAC_LABEL: Final = b"ocean-secret-store/storage/record-mac/v1"
+_PENDING_MAC_LABEL: Final = b"ocean-secret-store/storage/pending-mac/v1"
 _HKDF_SALT: Final = b"ocean-secret-store/storage"
 # A MAC of this constant, stored once per database, tells a wrong node secret from a tampered row.
 _KEY_CHECK: Final = b"ocean-secret-store/storage/key-check"
 _NONCE_SIZE: Final = 12
+_CREATE_PENDING: Final = (
+    "CREATE TABLE IF NOT EXISTS pending ("
+    " key_id BLOB PRIMARY KEY CHECK (length(key_id) = 32),"
+    " record TEXT NOT NULL,"
+    " mac BLOB NOT NULL) WITHOUT ROWID"
+)
 _TAG_SIZE: Final = 16
 
 
@@ -178,6 +199,54 @@ class KeyShare:
         )
 
 
+@dataclass(frozen=True)
+class PendingDocumentKey:
+    """A document key prepared on this node by a two-phase store and not committed yet.
+
+    :param key_id: the server key id it belongs to.
+    :param common_point: ``C`` of the document key.
+    :param encrypted_point: ``E`` of the document key.
+    :param coordinator: node id of the entry node that prepared it (first).
+    :param txs: the transaction ids that prepared this same ``(C, E)``, oldest first; an abort
+        removes its own, and the pending goes once none is left.
+    :param expiry: wall-clock time (seconds since the epoch) after which the pending may be
+        dropped, once every other holder confirmed that nobody committed it.
+    """
+
+    key_id: bytes
+    common_point: Point
+    encrypted_point: Point
+    coordinator: bytes
+    txs: tuple[bytes, ...]
+    expiry: float
+
+    def __post_init__(self) -> None:
+        _check_key_id(self.key_id)
+        if len(self.coordinator) != 64:
+            raise InternalError(f"a node id is 64 bytes, got {len(self.coordinator)}")
+        txs = tuple(self.txs)
+        if not txs or len(set(txs)) != len(txs) or any(len(tx) != 32 for tx in txs):
+            raise InternalError("a pending document key has distinct 32-byte transaction ids, at least one")
+        if isinstance(self.expiry, bool) or not isinstance(self.expiry, int | float) or not math.isfinite(self.expiry):
+            raise InternalError("a pending document key expires at a finite time")
+        object.__setattr__(self, "txs", txs)
+        object.__setattr__(self, "expiry", float(self.expiry))
+
+    def same_document_key(self, common_point: Point, encrypted_point: Point) -> bool:
+        """Whether this pending holds the document key ``(common_point, encrypted_point)``."""
+        return self.common_point == common_point and self.encrypted_point == encrypted_point
+
+    def refreshed(self, tx: bytes, expiry: float) -> PendingDocumentKey:
+        """A copy that ``tx`` prepared too, expiring no earlier than ``expiry``."""
+        txs = self.txs if tx in self.txs else (*self.txs, tx)
+        return replace(self, txs=txs, expiry=max(self.expiry, expiry))
+
+    def without(self, tx: bytes) -> PendingDocumentKey | None:
+        """A copy without ``tx``, or None when no transaction would be left."""
+        txs = tuple(t for t in self.txs if t != tx)
+        return replace(self, txs=txs) if txs else None
+
+
 # -- the port -----------------------------------------------------------------------------------
 
 
@@ -197,10 +266,48 @@ class KeyStorage(Protocol):
     def contains(self, key_id: bytes) -> bool: ...
 
     def remove(self, key_id: bytes) -> None:
-        """Delete the record if there is one (no error otherwise)."""
+        """Delete the record and its pending document key if there are any (no error otherwise)."""
         ...
 
     def key_ids(self) -> Iterator[bytes]: ...
+
+    def put_pending(self, pending: PendingDocumentKey) -> None:
+        """Store or replace the pending document key of ``pending.key_id``.
+
+        :raises ServerKeyIsNotFound: there is no record of the key.
+        """
+        ...
+
+    def get_pending(self, key_id: bytes) -> PendingDocumentKey | None: ...
+
+    def pending_documents(self) -> list[PendingDocumentKey]:
+        """Every pending document key (a snapshot), by key id."""
+        ...
+
+    def commit_pending(self, key_id: bytes, tx: bytes | None = None) -> KeyShare | None:
+        """In one transaction, set the record's document key to the pending's ``(C, E)`` and delete
+        the pending; with ``tx``, only if the pending holds that transaction.
+
+        :returns: the record as committed, or None when there is nothing to commit (no pending,
+            or one without ``tx``).
+        :raises DocumentKeyAlreadyStored: the record holds another document key (nothing changes).
+        :raises ServerKeyIsNotFound: there is no record of the key.
+        """
+        ...
+
+    def remove_pending_tx(self, key_id: bytes, tx: bytes) -> PendingDocumentKey | None:
+        """Remove ``tx`` from the pending's transactions, and the pending itself once none is left.
+
+        :returns: what is left of the pending (None: no pending any more).
+        """
+        ...
+
+    def drop_pending(self, key_id: bytes, expected: PendingDocumentKey | None = None) -> bool:
+        """Delete the pending document key, only if it still equals ``expected`` when given.
+
+        :returns: whether one was deleted.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -216,6 +323,7 @@ class MemoryKeyStorage:
 
     def __init__(self) -> None:
         self._records: dict[bytes, KeyShare] = {}
+        self._pending: dict[bytes, PendingDocumentKey] = {}
         self._lock = threading.Lock()
 
     def insert(self, key_id: bytes, share: KeyShare) -> None:
@@ -243,10 +351,59 @@ class MemoryKeyStorage:
     def remove(self, key_id: bytes) -> None:
         with self._lock:
             self._records.pop(bytes(key_id), None)
+            self._pending.pop(bytes(key_id), None)
 
     def key_ids(self) -> Iterator[bytes]:
         with self._lock:
             return iter(sorted(self._records))
+
+    def put_pending(self, pending: PendingDocumentKey) -> None:
+        with self._lock:
+            if pending.key_id not in self._records:
+                raise ServerKeyIsNotFound()
+            self._pending[pending.key_id] = pending
+
+    def get_pending(self, key_id: bytes) -> PendingDocumentKey | None:
+        with self._lock:
+            return self._pending.get(bytes(key_id))
+
+    def pending_documents(self) -> list[PendingDocumentKey]:
+        with self._lock:
+            return [self._pending[k] for k in sorted(self._pending)]
+
+    def commit_pending(self, key_id: bytes, tx: bytes | None = None) -> KeyShare | None:
+        key_id = _check_key_id(key_id)
+        with self._lock:
+            pending = self._pending.get(key_id)
+            if pending is None or (tx is not None and tx not in pending.txs):
+                return None
+            share = self._records.get(key_id)
+            if share is None:
+                raise ServerKeyIsNotFound()
+            committed = _committed(share, pending)
+            self._records[key_id] = committed
+            del self._pending[key_id]
+            return committed
+
+    def remove_pending_tx(self, key_id: bytes, tx: bytes) -> PendingDocumentKey | None:
+        with self._lock:
+            pending = self._pending.get(bytes(key_id))
+            if pending is None:
+                return None
+            left = pending.without(tx)
+            if left is None:
+                del self._pending[bytes(key_id)]
+            else:
+                self._pending[bytes(key_id)] = left
+            return left
+
+    def drop_pending(self, key_id: bytes, expected: PendingDocumentKey | None = None) -> bool:
+        with self._lock:
+            pending = self._pending.get(bytes(key_id))
+            if pending is None or (expected is not None and pending != expected):
+                return False
+            del self._pending[bytes(key_id)]
+            return True
 
     def close(self) -> None:
         return None
@@ -255,13 +412,23 @@ class MemoryKeyStorage:
         return len(self._records)
 
 
+def _committed(share: KeyShare, pending: PendingDocumentKey) -> KeyShare:
+    """``share`` with the pending's document key (the same one again is no change)."""
+    if share.common_point is not None and share.encrypted_point is not None:
+        if pending.same_document_key(share.common_point, share.encrypted_point):
+            return share
+        raise DocumentKeyAlreadyStored()
+    return share.with_document_key(pending.common_point, pending.encrypted_point)
+
+
 # -- SQLite -------------------------------------------------------------------------------------
 
 
 class _Keys:
-    """The two keys derived from the node secret (share sealing, record MAC); the repr hides them."""
+    """The three keys derived from the node secret (share sealing, record MAC, pending MAC); the
+    repr hides them."""
 
-    __slots__ = ("mac", "share")
+    __slots__ = ("mac", "pending", "share")
 
     def __init__(self, node_secret: int) -> None:
         if isinstance(node_secret, bool) or not isinstance(node_secret, int) or not 0 < node_secret < N:
@@ -269,12 +436,16 @@ class _Keys:
         master = scalar_bytes(node_secret)
         self.share: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_SHARE_KEY_LABEL)  # type: ignore[assignment]  # one key asked: HKDF returns bytes, typeshed says bytes | tuple
         self.mac: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_RECORD_MAC_LABEL)  # type: ignore[assignment]  # as above
+        self.pending: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_PENDING_MAC_LABEL)  # type: ignore[assignment]  # as above
 
     def __repr__(self) -> str:
         return "_Keys(<secret>)"
 
     def record_mac(self, key_id: bytes, record: bytes) -> bytes:
         return hmac.new(self.mac, key_id + record, "sha256").digest()
+
+    def pending_mac(self, key_id: bytes, record: bytes) -> bytes:
+        return hmac.new(self.pending, key_id + record, "sha256").digest()
 
 
 def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> str:
@@ -383,6 +554,39 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
         raise _Corrupt("inconsistent record") from exc
 
 
+def _encode_pending(pending: PendingDocumentKey) -> bytes:
+    record = {
+        "common_point": to_hex(pending.common_point.to_bytes()),
+        "encrypted_point": to_hex(pending.encrypted_point.to_bytes()),
+        "coordinator": to_hex(pending.coordinator),
+        "txs": [to_hex(tx) for tx in pending.txs],
+        "expiry": pending.expiry,
+    }
+    return json.dumps(record, separators=(",", ":")).encode("utf-8")
+
+
+def _decode_pending(key_id: bytes, raw: bytes) -> PendingDocumentKey:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Corrupt("not JSON") from exc
+    if not isinstance(data, dict) or set(data) != {"common_point", "encrypted_point", "coordinator", "txs", "expiry"}:
+        raise _Corrupt("unexpected pending fields")
+    if not isinstance(data["txs"], list):
+        raise _Corrupt("txs is not a list")
+    try:
+        return PendingDocumentKey(
+            key_id=key_id,
+            common_point=_point(data["common_point"], "common_point"),
+            encrypted_point=_point(data["encrypted_point"], "encrypted_point"),
+            coordinator=_unhex(data["coordinator"], "coordinator", 64),
+            txs=tuple(_unhex(tx, "a transaction id", 32) for tx in data["txs"]),
+            expiry=data["expiry"],
+        )
+    except InternalError as exc:
+        raise _Corrupt("inconsistent pending document key") from exc
+
+
 class SqliteKeyStorage:
     """Key shares in one SQLite file: WAL, ``synchronous=FULL``, one row per key, shares sealed.
 
@@ -442,6 +646,10 @@ class SqliteKeyStorage:
                         " mac BLOB NOT NULL) WITHOUT ROWID"
                     )
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (check,))
+                    db.execute(_CREATE_PENDING)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version == 1:  # before two-phase storing: add the pending document keys
+                    db.execute(_CREATE_PENDING)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
                     raise DatabaseError(
@@ -502,6 +710,9 @@ class SqliteKeyStorage:
                 raise _database_error("read", key_id, exc) from exc
         if row is None:
             return None
+        return self._open_record(key_id, row)
+
+    def _open_record(self, key_id: bytes, row: Any) -> KeyShare:
         record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
         if not hmac.compare_digest(self._keys.record_mac(key_id, record), bytes(row[1])):
             raise DatabaseError(f"the record of key 0x{key_id.hex()} fails authentication (tampered)")
@@ -519,11 +730,10 @@ class SqliteKeyStorage:
         return row is not None
 
     def remove(self, key_id: bytes) -> None:
-        with self._lock:
-            try:
-                self._conn().execute("DELETE FROM keys WHERE key_id = ?", (bytes(key_id),))
-            except sqlite3.Error as exc:
-                raise _database_error("delete", bytes(key_id), exc) from exc
+        key_id = bytes(key_id)
+        with self._transaction("delete", key_id) as db:
+            db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
+            db.execute("DELETE FROM pending WHERE key_id = ?", (key_id,))
 
     def key_ids(self) -> Iterator[bytes]:
         # A snapshot: a live cursor must not outlive the lock or cross threads.
@@ -533,6 +743,109 @@ class SqliteKeyStorage:
             except sqlite3.Error as exc:
                 raise DatabaseError(f"cannot list keys: {exc.__class__.__name__}: {exc}") from exc
         return iter([bytes(r[0]) for r in rows])
+
+    # -- pending document keys ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str, key_id: bytes) -> Iterator[sqlite3.Connection]:
+        """One write transaction (taken at once, so a read inside it is not stale), under the lock."""
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _database_error(action, key_id, exc) from exc
+
+    def _read_pending(self, db: sqlite3.Connection, key_id: bytes) -> PendingDocumentKey | None:
+        row = db.execute("SELECT record, mac FROM pending WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            return None
+        record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
+        if not hmac.compare_digest(self._keys.pending_mac(key_id, record), bytes(row[1])):
+            raise DatabaseError(f"the pending document key of key 0x{key_id.hex()} fails authentication (tampered)")
+        try:
+            return _decode_pending(key_id, record)
+        except _Corrupt as exc:
+            raise DatabaseError(f"the pending document key of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+
+    def _write_pending(self, db: sqlite3.Connection, pending: PendingDocumentKey) -> None:
+        record = _encode_pending(pending)
+        db.execute(
+            "INSERT OR REPLACE INTO pending (key_id, record, mac) VALUES (?, ?, ?)",
+            (pending.key_id, record.decode("utf-8"), self._keys.pending_mac(pending.key_id, record)),
+        )
+
+    def _read_record(self, db: sqlite3.Connection, key_id: bytes) -> KeyShare | None:
+        row = db.execute("SELECT record, mac FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else self._open_record(key_id, row)
+
+    def put_pending(self, pending: PendingDocumentKey) -> None:
+        with self._transaction("prepare a document key of", pending.key_id) as db:
+            if db.execute("SELECT 1 FROM keys WHERE key_id = ?", (pending.key_id,)).fetchone() is None:
+                raise ServerKeyIsNotFound()
+            self._write_pending(db, pending)
+
+    def get_pending(self, key_id: bytes) -> PendingDocumentKey | None:
+        key_id = bytes(key_id)
+        with self._lock:
+            try:
+                return self._read_pending(self._conn(), key_id)
+            except sqlite3.Error as exc:
+                raise _database_error("read the pending document key of", key_id, exc) from exc
+
+    def pending_documents(self) -> list[PendingDocumentKey]:
+        with self._lock:
+            db = self._conn()
+            try:
+                ids = [bytes(r[0]) for r in db.execute("SELECT key_id FROM pending ORDER BY key_id").fetchall()]
+                found = [self._read_pending(db, key_id) for key_id in ids]
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot list pending document keys: {exc.__class__.__name__}: {exc}") from exc
+        return [p for p in found if p is not None]
+
+    def commit_pending(self, key_id: bytes, tx: bytes | None = None) -> KeyShare | None:
+        key_id = _check_key_id(key_id)
+        with self._transaction("commit the document key of", key_id) as db:
+            pending = self._read_pending(db, key_id)
+            if pending is None or (tx is not None and tx not in pending.txs):
+                return None
+            share = self._read_record(db, key_id)
+            if share is None:
+                raise ServerKeyIsNotFound()
+            committed = _committed(share, pending)
+            record = _encode_record(self._keys, key_id, committed)
+            db.execute(
+                "UPDATE keys SET record = ?, mac = ? WHERE key_id = ?",
+                (record.decode("utf-8"), self._keys.record_mac(key_id, record), key_id),
+            )
+            db.execute("DELETE FROM pending WHERE key_id = ?", (key_id,))
+            return committed
+
+    def remove_pending_tx(self, key_id: bytes, tx: bytes) -> PendingDocumentKey | None:
+        key_id = bytes(key_id)
+        with self._transaction("abort a document key of", key_id) as db:
+            pending = self._read_pending(db, key_id)
+            if pending is None:
+                return None
+            left = pending.without(tx)
+            if left is None:
+                db.execute("DELETE FROM pending WHERE key_id = ?", (key_id,))
+            elif left != pending:
+                self._write_pending(db, left)
+            return left
+
+    def drop_pending(self, key_id: bytes, expected: PendingDocumentKey | None = None) -> bool:
+        key_id = bytes(key_id)
+        with self._transaction("drop the pending document key of", key_id) as db:
+            if expected is not None and self._read_pending(db, key_id) != expected:
+                return False
+            return db.execute("DELETE FROM pending WHERE key_id = ?", (key_id,)).rowcount > 0
 
     def close(self) -> None:
         with self._lock:

@@ -281,23 +281,77 @@ class GenAbort(Message):
     session: bytes
 
 
-# Document key storing.
-@message("Store", key_id="h256", signature="signature", common_point="point", encrypted_point="point",
-         operation="opt_str", bound="opt_bound")
-class StoreRequest(Message):
-    """Entry node -> every node: store the document key of ``key_id`` if the signer is its author.
+# Document key storing: prepare, then commit or abort (docs/cluster-protocol.md), and the status
+# query with which holders resolve a store left unfinished.
+@message("StorePrepare", key_id="h256", tx="h256", signature="signature", common_point="point",
+         encrypted_point="point", operation="opt_str", bound="opt_bound")
+class StorePrepare(Message):
+    """Entry node -> every node: check the store and record ``(C, E)`` as pending under ``tx``.
 
-    ``bound`` is the requester's bound signature (protocol/bound.py) when the request carried one,
-    for ``operation`` (``store_document_key``, or ``generate_document_key`` for endpoint 3), so
-    every member checks it and claims its nonce itself. Both may be absent on the wire (None).
+    ``tx`` is a fresh random transaction id. ``bound`` is the requester's bound signature
+    (protocol/bound.py) when the request carried one, for ``operation`` (``store_document_key``,
+    or ``generate_document_key`` for endpoint 3), so every member checks it and claims its nonce
+    itself. Both may be absent on the wire (None). Answered with ``StorePrepared``.
     """
 
     key_id: bytes
+    tx: bytes
     signature: bytes
     common_point: Point
     encrypted_point: Point
     operation: str | None = None
     bound: Bound | None = None
+
+
+@message("StorePrepared", holder="bool")
+class StorePrepared(Message):
+    """Node -> entry node: prepared (``holder``), or holds no share of the key (nothing to store)."""
+
+    holder: bool
+
+
+@message("StoreCommit", key_id="h256", tx="h256")
+class StoreCommit(Message):
+    """Entry node -> every holder that prepared ``tx``: make the pending document key the key's own."""
+
+    key_id: bytes
+    tx: bytes
+
+
+@message("StoreAbort", key_id="h256", tx="h256")
+class StoreAbort(Message):
+    """Entry node -> every holder that prepared ``tx``: forget ``tx`` (the pending goes with its last one)."""
+
+    key_id: bytes
+    tx: bytes
+
+
+@message("StoreStatusRequest", key_id="h256")
+class StoreStatusRequest(Message):
+    """Holder -> holder, resolving a pending document key: what do you hold of ``key_id``?"""
+
+    key_id: bytes
+
+
+@message("StoreStatus", holder="bool", committed_common="opt_point", committed_encrypted="opt_point",
+         pending_common="opt_point", pending_encrypted="opt_point")
+class StoreStatus(Message):
+    """Answer to ``StoreStatusRequest``: the committed document key, the pending one (each a point
+    pair, or absent), and whether the node holds a share of the key at all."""
+
+    holder: bool
+    committed_common: Point | None
+    committed_encrypted: Point | None
+    pending_common: Point | None
+    pending_encrypted: Point | None
+
+    def __post_init__(self) -> None:
+        if (self.committed_common is None) != (self.committed_encrypted is None) or (
+            (self.pending_common is None) != (self.pending_encrypted is None)
+        ):
+            raise InvalidMessage("StoreStatus: a document key is two points or none")
+        if not self.holder and (self.committed_common is not None or self.pending_common is not None):
+            raise InvalidMessage("StoreStatus: a node without a share holds no document key")
 
 
 # Key metadata (negotiation when the entry node holds no share).

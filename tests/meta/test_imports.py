@@ -34,6 +34,7 @@ _SERVICES = _CORE | {"lifecycle", "serving", "tools", "chain", "node", "client",
 #: the curated public facade. ``testing`` serves tests and benches and is imported by nothing.
 LAYERS: dict[str, frozenset[str]] = {
     "exceptions": frozenset(),
+    "failpoints": frozenset(),  # stdlib only: crash points for tests, armed by the environment
     "crypto": _BASE,
     "keyfile": _BASE | {"crypto"},
     "protocol": _BASE | {"crypto"},
@@ -42,7 +43,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "localca": _BASE | {"serving"},
     "tools": _BASE,
     "chain": _CORE | {"tools"},
-    "node": _CORE | {"chain", "lifecycle", "serving"},
+    "node": _CORE | {"chain", "lifecycle", "serving", "failpoints"},
     "client": _CORE | {"lifecycle", "serving"},
     "ocean": _CORE | {"lifecycle", "serving", "client", "chain"},
     "devnet": _SERVICES | {"localca"},

@@ -45,10 +45,12 @@ def test_members_requiring_bound_signatures_refuse_a_bare_store_whatever_the_ent
             other_common, other_encrypted = Point.generator_mul(3), Point.generator_mul(4)
             wrong = b.sign(secret, "store_document_key", key_id, b.store_arguments(other_common, other_encrypted),
                            nonce=os.urandom(16), expiry=int(time.time()) + 30)
-            store = m.StoreRequest(key_id=key_id, signature=sign_raw_hash(secret, key_id), common_point=common,
-                                   encrypted_point=encrypted, operation="store_document_key", bound=wrong)
+            store = m.StorePrepare(key_id=key_id, tx=os.urandom(32), signature=sign_raw_hash(secret, key_id),
+                                   common_point=common, encrypted_point=encrypted, operation="store_document_key",
+                                   bound=wrong)
             with pytest.raises(InsufficientRequesterData):
-                await cores[0].request(cores[1].node_id, store, m.Ack)
+                await cores[0].request(cores[1].node_id, store, m.StorePrepared)
+            assert cores[1].storage.get_pending(key_id) is None
 
             # The right bound signature goes through every member, which then knows its nonce.
             right = b.sign(secret, "store_document_key", key_id, b.store_arguments(common, encrypted),

@@ -141,19 +141,19 @@ def test_the_nonce_cache_refuses_a_reuse_until_the_expiry_and_stays_bounded() ->
 
 def test_the_store_message_carries_the_bound_fields() -> None:
     bound = b.sign(SECRET, "store_document_key", KEY_ID, b.store_arguments(C, E), nonce=NONCE, expiry=NOW + 30)
-    store = m.StoreRequest(key_id=KEY_ID, signature=b"\x01" * 65, common_point=C, encrypted_point=E,
-                           operation="store_document_key", bound=bound)
+    store = m.StorePrepare(key_id=KEY_ID, tx=b"\x02" * 32, signature=b"\x01" * 65, common_point=C,
+                           encrypted_point=E, operation="store_document_key", bound=bound)
     decoded = m.decode(m.encode(m.Envelope(store, rid=3))).body
-    assert isinstance(decoded, m.StoreRequest)
+    assert isinstance(decoded, m.StorePrepare)
     assert decoded.bound == bound and decoded.operation == "store_document_key"
     # a node of an earlier version sends neither field
-    bare = m.StoreRequest(key_id=KEY_ID, signature=b"\x01" * 65, common_point=C, encrypted_point=E)
+    bare = m.StorePrepare(key_id=KEY_ID, tx=b"\x02" * 32, signature=b"\x01" * 65, common_point=C, encrypted_point=E)
     wire = m.encode(m.Envelope(bare, rid=3)).replace(b',"operation":null,"bound":null', b"")
     assert b'"bound"' not in wire
     old = m.decode(wire).body
-    assert isinstance(old, m.StoreRequest)
+    assert isinstance(old, m.StorePrepare)
     assert old.bound is None and old.operation is None
     with pytest.raises(InvalidMessage) as caught:
         m.decode(m.encode(m.Envelope(store, rid=3)).replace(b'"bound":["1;', b'"bound":["7;'))
     assert caught.value.detail is not None
-    assert caught.value.detail.startswith("Store.bound: bound signature: unsupported version 7")
+    assert caught.value.detail.startswith("StorePrepare.bound: bound signature: unsupported version 7")

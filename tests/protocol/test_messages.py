@@ -31,7 +31,7 @@ EXAMPLES: list[m.Message] = [
     m.GenReady(P2),
     m.GenCommit(b"\x01" * 32),
     m.GenAbort(b"\x01" * 32),
-    m.StoreRequest(key_id=b"\x01" * 32, signature=SIG, common_point=P1, encrypted_point=P2),
+    m.StorePrepare(key_id=b"\x01" * 32, tx=b"\x08" * 32, signature=SIG, common_point=P1, encrypted_point=P2),
     m.KeyInfoRequest(b"\x01" * 32),
     m.KeyInfo(found=True, threshold=2, author=b"\x03" * 20, public=P1, has_document_key=True,
               versions=(b"\x04" * 32,), holders=(NODE1, NODE2)),
@@ -46,6 +46,15 @@ EXAMPLES: list[m.Message] = [
     m.SchnorrPartialRequest(session=b"\x06" * 32, group=(NODE1,), challenge=11),
     m.SchnorrPartialReply(0),
     m.SchnorrCancel(b"\x06" * 32),
+    # two-phase storing (after the others: BAD below picks examples by position)
+    m.StorePrepared(holder=True),
+    m.StoreCommit(key_id=b"\x01" * 32, tx=b"\x08" * 32),
+    m.StoreAbort(key_id=b"\x01" * 32, tx=b"\x08" * 32),
+    m.StoreStatusRequest(b"\x01" * 32),
+    m.StoreStatus(holder=True, committed_common=P1, committed_encrypted=P2, pending_common=None,
+                  pending_encrypted=None),
+    m.StoreStatus(holder=False, committed_common=None, committed_encrypted=None, pending_common=None,
+                  pending_encrypted=None),
 ]
 
 
@@ -95,6 +104,9 @@ BAD = [
     (_mutated(EXAMPLES[3], "threshold", 2**40), "small"),
     (_mutated(EXAMPLES[14], "shadow", 1), "boolean"),
     (_mutated(m.GenPublics(b"\x01" * 32, ()), "coefficients", ["0x" + P1.to_bytes().hex()] * 300), "bounded"),
+    (_mutated(EXAMPLES[-2], "committed_encrypted", None), "two points or none"),
+    (_mutated(EXAMPLES[-1], "pending_common", "0x" + P1.to_bytes().hex()), "two points or none"),
+    (_mutated(EXAMPLES[-2], "holder", False), "without a share"),
 ]
 
 
