@@ -34,7 +34,7 @@ from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .liveness import Liveness
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
-from .sessions import decryption, generation, negotiation, signing, storing
+from .sessions import decryption, delegation, generation, negotiation, signing, storing
 from .sessions.base import Maintenance, OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
 from .storage import KeyShare, KeyStorage
 
@@ -87,7 +87,7 @@ def _dispatch(*tables: Mapping[type[m.Message], HandlerT]) -> Mapping[type[m.Mes
 #: Handlers of requests (answered, run as tasks) and of one-way messages (run inline, in order).
 REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     generation.REQUEST_HANDLERS, storing.REQUEST_HANDLERS, negotiation.REQUEST_HANDLERS,
-    decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS,
+    decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS, delegation.REQUEST_HANDLERS,
 )
 ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS)
 #: Background loops of the session modules, started with the core (e.g. resolving unfinished stores).
@@ -95,7 +95,7 @@ MAINTENANCE: Final[tuple[Maintenance, ...]] = storing.MAINTENANCE
 #: Requests that open a session on a member: refused while the node runs its maximum of sessions.
 #: A later message of a session already admitted never is, so no admitted session is cut halfway;
 #: a store is the tail of a generate-and-store and is not refused either.
-SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest})
+SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest, m.DelegateRequest})
 #: Member work that counts as a running session while its handler runs (a metadata probe does not).
 SESSION_WORK: Final = frozenset(REQUEST_HANDLERS) - {m.KeyInfoRequest}
 
@@ -533,22 +533,44 @@ class ClusterCore:
                                  lambda r: negotiation.server_key(self, key_id, r), ConsensusTemporaryUnreachable,
                                  bound, b.no_arguments())
 
+    async def _blob(self, operation: str, key_id: bytes, signature: bytes, local: Callable[[], Awaitable[bytes]],
+                    message_hash: bytes | None = None) -> bytes:
+        """``local()`` if this node holds a share of ``key_id``, else the same through a holder."""
+        if await self.has_key(key_id):
+            return await local()
+        reply = await delegation.forward(self, operation, key_id, signature, message_hash)
+        if not isinstance(reply, m.DelegatedBlob):
+            raise InvalidMessage(f"a delegated {operation} came back as {reply.KIND}")
+        return reply.blob
+
+    async def _shadow(self, key_id: bytes, signature: bytes, requester: Requester) -> decryption.ShadowResult:
+        if await self.has_key(key_id):
+            return await decryption.retrieve_shadow(self, key_id, signature, requester)
+        reply = await delegation.forward(self, "shadow", key_id, signature)
+        if not isinstance(reply, m.DelegatedShadow):
+            raise InvalidMessage(f"a delegated shadow retrieval came back as {reply.KIND}")
+        return decryption.ShadowResult(reply.decrypted_secret, reply.common_point, reply.decrypt_shadows)
+
     async def retrieve_document_key(self, key_id: bytes, signature: bytes, bound: b.Bound | None = None) -> bytes:
-        return await self._entry("retrieve_document_key", key_id, signature,
-                                 lambda r: decryption.retrieve_plain(self, key_id, signature, r),
-                                 ConsensusTemporaryUnreachable, bound, b.no_arguments())
+        return await self._entry(
+            "retrieve_document_key", key_id, signature,
+            lambda r: self._blob("plain", key_id, signature,
+                                 lambda: decryption.retrieve_plain(self, key_id, signature, r)),
+            ConsensusTemporaryUnreachable, bound, b.no_arguments())
 
     async def retrieve_document_key_shadow(self, key_id: bytes, signature: bytes,
                                            bound: b.Bound | None = None) -> decryption.ShadowResult:
         return await self._entry("retrieve_document_key_shadow", key_id, signature,
-                                 lambda r: decryption.retrieve_shadow(self, key_id, signature, r),
+                                 lambda r: self._shadow(key_id, signature, r),
                                  ConsensusTemporaryUnreachable, bound, b.no_arguments())
 
     async def schnorr_sign(self, key_id: bytes, signature: bytes, message_hash: bytes,
                            bound: b.Bound | None = None) -> bytes:
-        return await self._entry("schnorr_sign", key_id, signature,
-                                 lambda r: signing.run(self, key_id, signature, r, message_hash),
-                                 ConsensusTemporaryUnreachable, bound, b.message_hash_arguments(message_hash))
+        return await self._entry(
+            "schnorr_sign", key_id, signature,
+            lambda r: self._blob("schnorr", key_id, signature,
+                                 lambda: signing.run(self, key_id, signature, r, message_hash), message_hash),
+            ConsensusTemporaryUnreachable, bound, b.message_hash_arguments(message_hash))
 
     def health(self) -> dict[str, Any]:
         connected = self.connected_others()

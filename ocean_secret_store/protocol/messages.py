@@ -161,6 +161,7 @@ CODECS: dict[str, tuple[_Enc, _Dec]] = {
     "points": _list(_enc_point, _dec_point),
     "nodes": _list(*_NODE),
     "h256s": _list(*_H256, limit=32),
+    "blobs": _list(to_hex, _hex_field),
     "id_map": (_enc_id_map, _dec_id_map),
 }
 
@@ -439,6 +440,36 @@ class SchnorrCancel(Message):
     """Entry node -> member: drop the nonce of an abandoned attempt."""
 
     session: bytes
+
+
+# Delegation: an entry node without a share asks a holder to run the operation as entry (§6.9).
+@message("Delegate", operation="str", key_id="h256", signature="signature", version="h256",
+         message_hash="opt_blob")
+class DelegateRequest(Message):
+    """Entry node without a share -> a holder of ``version``: run ``operation`` (``shadow``, ``plain``
+    or ``schnorr``, with ``message_hash``) for this requester as the entry node, and answer with its result."""
+
+    operation: str
+    key_id: bytes
+    signature: bytes
+    version: bytes
+    message_hash: bytes | None
+
+
+@message("DelegatedShadow", decrypted_secret="point", common_point="point", decrypt_shadows="blobs")
+class DelegatedShadow(Message):
+    """Holder -> entry node: a shadow retrieval's result (nothing in it reveals the document key)."""
+
+    decrypted_secret: Point
+    common_point: Point
+    decrypt_shadows: tuple[bytes, ...]
+
+
+@message("DelegatedBlob", blob="blob")
+class DelegatedBlob(Message):
+    """Holder -> entry node: a result encrypted to the requester (a document key, a Schnorr signature)."""
+
+    blob: bytes
 
 
 # -- envelope -----------------------------------------------------------------------------------------

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import pytest
 
 from ocean_secret_store.crypto import ecies, schnorr
-from ocean_secret_store.exceptions import ConsensusTemporaryUnreachable
+from ocean_secret_store.exceptions import ConsensusTemporaryUnreachable, ConsensusUnreachable, ServerKeyIsNotFound
 from ocean_secret_store.node.cluster import ClusterCore
 from ocean_secret_store.node.liveness import Liveness
 from ocean_secret_store.node.sessions.groups import Group
 
-from .memnet import Hub, make_cluster
+from .memnet import DenyList, Hub, make_cluster
 from .test_sessions import Account, publish, run, shadow_key
 
 A, B = b"a" * 64, b"b" * 64
@@ -199,6 +200,65 @@ def test_readiness_counts_usable_peers_and_names_the_rest() -> None:
             assert readiness["ready"] is True  # min_ready_peers defaults to (5-1)//2 = 2
             core.suspect([cores[3].node_id])
             assert core.readiness()["ready"] is False
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+# -- delegation -----------------------------------------------------------------------------------
+
+
+def _forget(core: ClusterCore, key_id: bytes) -> None:
+    """The node lost its share (data loss): gone from disk and from its cache."""
+    core.storage.remove(key_id)
+    core._keys.pop(key_id, None)
+
+
+@pytest.mark.parametrize("operation", ["shadow", "plain", "schnorr"])
+def test_an_entry_node_without_a_share_delegates_to_a_holder(operation: str) -> None:
+    async def scenario() -> None:
+        hub, cores = await _cluster()
+        try:
+            author = Account()
+            key_id, public, document_key = await publish(cores, author, 2)
+            _forget(cores[0], key_id)
+            if operation == "shadow":
+                assert await shadow_key(cores[0], key_id, author) == document_key
+            elif operation == "plain":
+                blob = await cores[0].retrieve_document_key(key_id, author.sign(key_id))
+                assert ecies.decrypt(author.secret, blob) == document_key.to_bytes()
+            else:
+                message_hash = bytes(range(32))
+                blob = await cores[0].schnorr_sign(key_id, author.sign(key_id), message_hash)
+                schnorr.verify(public, schnorr.parse_signature(ecies.decrypt(author.secret, blob)), message_hash)
+            assert any(kind == "Delegate" and src == cores[0].node_id for src, _, kind in hub.sent)
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_delegation_needs_a_version_with_t_plus_1_live_holders_and_keeps_refusals() -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(5, session_timeout=1.0, acl_factory=DenyList)
+        try:
+            author, stranger = Account(), Account()
+            key_id, _, _ = await publish(cores, author, 2)
+            for core in cores:
+                cast("DenyList", core.acl).prohibit(stranger.address, key_id)
+            _forget(cores[0], key_id)
+            _forget(cores[1], key_id)
+            hub.isolate(cores[2].node_id)  # two holders left: fewer than t+1 = 3
+            with pytest.raises(ConsensusTemporaryUnreachable):
+                await cores[0].retrieve_document_key_shadow(key_id, author.sign(key_id))
+            hub.restore(cores[2].node_id)
+            # An ACL refusal at the holder is the answer, not a reason to try another.
+            with pytest.raises(ConsensusUnreachable):
+                await cores[0].retrieve_document_key_shadow(key_id, stranger.sign(key_id))
+            with pytest.raises(ServerKeyIsNotFound):
+                unknown = b"\x09" * 32
+                await cores[0].retrieve_document_key_shadow(unknown, author.sign(unknown))
         finally:
             await hub.stop()
 

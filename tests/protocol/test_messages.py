@@ -55,6 +55,13 @@ EXAMPLES: list[m.Message] = [
                   pending_encrypted=None),
     m.StoreStatus(holder=False, committed_common=None, committed_encrypted=None, pending_common=None,
                   pending_encrypted=None),
+    # delegation
+    m.DelegateRequest(operation="schnorr", key_id=b"\x01" * 32, signature=SIG, version=b"\x05" * 32,
+                      message_hash=b"\x07" * 32),
+    m.DelegateRequest(operation="shadow", key_id=b"\x01" * 32, signature=SIG, version=b"\x05" * 32,
+                      message_hash=None),
+    m.DelegatedShadow(decrypted_secret=P1, common_point=P2, decrypt_shadows=(os.urandom(145), os.urandom(145))),
+    m.DelegatedBlob(os.urandom(97)),
 ]
 
 

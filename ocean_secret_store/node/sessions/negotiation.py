@@ -8,14 +8,16 @@ answer, and the next holder's answer is used.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from ...crypto.curve import Point
-from ...exceptions import AccessDenied, ServerKeyIsNotFound
+from ...exceptions import AccessDenied, KeyServerError, ServerKeyIsNotFound
 from ...protocol import messages as m
-from .base import Core, Requester, RequestHandlers, gather_settled, settled_by_node
+from .base import Core, Requester, RequestHandlers
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +61,37 @@ async def _on_key_info(core: Core, sender: bytes, msg: m.KeyInfoRequest) -> m.Ke
     )
 
 
-async def find_key(core: Core, key_id: bytes) -> list[tuple[bytes, KeyMetadata]]:
-    """Ask every connected peer about ``key_id``; returns the holders' well-formed answers."""
-    peers = sorted(core.connected_others())
+async def find_key(core: Core, key_id: bytes,
+                   enough: Callable[[list[tuple[bytes, KeyMetadata]]], bool] = lambda found: False,
+                   ) -> list[tuple[bytes, KeyMetadata]]:
+    """Ask every connected peer about ``key_id``; returns the holders' well-formed answers, once all
+    peers answered or failed, or as soon as the answers so far are ``enough`` (a frozen peer is then
+    not waited for)."""
     request = m.KeyInfoRequest(key_id=key_id)
-    replies, _ = settled_by_node(peers, await gather_settled([core.request(p, request, m.KeyInfo) for p in peers]))
-    found = []
-    for peer, reply in replies.items():
-        metadata = KeyMetadata.from_reply(reply)
-        if metadata is not None:
-            found.append((peer, metadata))
-        elif reply.found:
-            log.warning("ignoring malformed key metadata from 0x%s..", peer.hex()[:16])
+
+    async def ask(peer: bytes) -> tuple[bytes, m.KeyInfo | None]:
+        try:
+            return peer, await core.request(peer, request, m.KeyInfo)
+        except KeyServerError:
+            return peer, None  # a peer that fails or does not answer tells us nothing
+
+    tasks = [asyncio.ensure_future(ask(p)) for p in core.candidates(core.connected_others())]
+    found: list[tuple[bytes, KeyMetadata]] = []
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            peer, reply = await next_done
+            if reply is None:
+                continue
+            metadata = KeyMetadata.from_reply(reply)
+            if metadata is not None:
+                found.append((peer, metadata))
+                if enough(found):
+                    break
+            elif reply.found:
+                log.warning("ignoring malformed key metadata from 0x%s..", peer.hex()[:16])
+    finally:
+        for task in tasks:
+            task.cancel()
     return found
 
 
@@ -80,7 +101,7 @@ async def server_key(core: Core, key_id: bytes, requester: Requester) -> Point:
     if share is not None:
         author, public = share.author, share.public
     else:
-        found = await find_key(core, key_id)
+        found = await find_key(core, key_id, enough=bool)
         if not found:
             raise ServerKeyIsNotFound()
         metadata = found[0][1]
