@@ -20,6 +20,7 @@ from ocean_secret_store import devnet
 from ocean_secret_store.crypto import document, shadows
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash
+from ocean_secret_store.node.config import load_config
 from ocean_secret_store.protocol import http as codec
 from ocean_secret_store.testing.devnets import running_devnet
 
@@ -161,3 +162,16 @@ def test_readiness_lists_the_missing_and_the_suspected(cluster: Cluster) -> None
         assert requests.get(cluster.url(0) + "/health", timeout=5).status_code == 200  # alive all along
     cluster.heal()
     assert requests.get(cluster.url(0) + "/ready", timeout=5).json()["suspected"] == []
+
+
+def test_a_node_that_lost_its_data_delegates_to_the_holders(cluster: Cluster) -> None:
+    devnet.stop_node(cluster.state_dir, 1, kill=True)
+    database = Path(load_config(cluster.state.nodes[1].config).storage_path)
+    for path in database.parent.glob(database.name + "*"):  # the database with its WAL: data loss
+        path.unlink()
+    cluster.state = devnet.restart_nodes(cluster.state_dir, [1])
+    status, _, problem = cluster.retrieve(1)
+    assert (status, problem) == (200, "")
+    unknown = os.urandom(32)
+    path = codec.document_key_shadow_retrieval_path(unknown, sign_raw_hash(cluster.secret, unknown))
+    assert cluster.http.get(cluster.url(1) + "/" + path, timeout=30).status_code == 404  # nobody holds it
