@@ -200,7 +200,8 @@ def test_a_retry_through_the_node_that_missed_the_commit_cannot_abort_the_commit
             left = pending(lagging, key_id)
             assert left is not None and left.txs == first.txs
             hub.drop = lambda s, d, env: False
-            await eventually("resolution commits the lagging node", lambda: committed(lagging, key_id) == (common, encrypted))
+            await eventually("resolution commits the lagging node",
+                             lambda: committed(lagging, key_id) == (common, encrypted))
             assert pending(lagging, key_id) is None
             assert await shadow_key(lagging, key_id, author) == document_key
         finally:
@@ -338,12 +339,12 @@ def test_concurrent_stores_of_one_key_through_two_entry_nodes_never_split(stagge
                 key_id, public = await new_key(cores, author, 2)
                 stores = [generate_document_key(public) for _ in range(2)]
 
-                async def store(entry: int, delay: float, index: int) -> None:
+                async def store(entry: int, delay: float, key_id: bytes, common: Point, encrypted: Point) -> None:
                     await asyncio.sleep(delay)
-                    _, common, encrypted = stores[index]
                     await cores[entry].store_document_key(key_id, author.sign(key_id), common, encrypted)
 
-                outcomes = await asyncio.gather(store(0, 0.0, 0), store(3, stagger, 1), return_exceptions=True)
+                outcomes = await asyncio.gather(store(0, 0.0, key_id, *stores[0][1:]),
+                                                store(3, stagger, key_id, *stores[1][1:]), return_exceptions=True)
                 for outcome in outcomes:
                     assert outcome is None or isinstance(outcome, (ConsensusTemporaryUnreachable,
                                                                    DocumentKeyAlreadyStored)), outcome
