@@ -46,7 +46,7 @@ EXAMPLES: list[m.Message] = [
     m.SchnorrPartialRequest(session=b"\x06" * 32, group=(NODE1,), challenge=11),
     m.SchnorrPartialReply(0),
     m.SchnorrCancel(b"\x06" * 32),
-    # two-phase storing (after the others: BAD below picks examples by position)
+    # two-phase storing
     m.StorePrepared(holder=True),
     m.StoreCommit(key_id=b"\x01" * 32, tx=b"\x08" * 32),
     m.StoreAbort(key_id=b"\x01" * 32, tx=b"\x08" * 32),
@@ -95,6 +95,8 @@ def _mutated(body: m.Message, field: str, value: object) -> bytes:
     return json.dumps(obj).encode()
 
 
+STORE_STATUS = next(e for e in EXAMPLES if isinstance(e, m.StoreStatus) and e.committed_common is not None)
+
 BAD = [
     (b"", "not JSON"), (b"\xff\xfe", "not JSON"), (b"[]", "not a JSON object"),
     (b'{"kind": {}}', "unknown message kind"), (b'{"kind": ["GenStart"]}', "unknown message kind"),
@@ -111,9 +113,9 @@ BAD = [
     (_mutated(EXAMPLES[3], "threshold", 2**40), "small"),
     (_mutated(EXAMPLES[14], "shadow", 1), "boolean"),
     (_mutated(m.GenPublics(b"\x01" * 32, ()), "coefficients", ["0x" + P1.to_bytes().hex()] * 300), "bounded"),
-    (_mutated(EXAMPLES[-2], "committed_encrypted", None), "two points or none"),
-    (_mutated(EXAMPLES[-1], "pending_common", "0x" + P1.to_bytes().hex()), "two points or none"),
-    (_mutated(EXAMPLES[-2], "holder", False), "without a share"),
+    (_mutated(STORE_STATUS, "committed_encrypted", None), "two points or none"),
+    (_mutated(STORE_STATUS, "pending_common", "0x" + P1.to_bytes().hex()), "two points or none"),
+    (_mutated(STORE_STATUS, "holder", False), "without a share"),
 ]
 
 
