@@ -395,6 +395,34 @@ def test_concurrent_stores_of_the_same_document_key_both_count(stagger: float) -
     run(scenario)
 
 
+def test_a_decided_store_answers_success_when_a_members_commit_outlasts_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The entry node committed: the request's timeout fires while a member's commit is still
+    awaited (it is lost), and the answer is the truth, success; resolution completes the member."""
+    timeout = 0.4
+    monkeypatch.setattr(storing, "_query_timeout", lambda core: 30.0)  # the lost commit is awaited long
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(3, session_timeout=timeout)
+        try:
+            author = Account()
+            key_id, public = await new_key(cores, author)
+            document_key, common, encrypted = generate_document_key(public)
+            drop_kind(hub, m.StoreCommit, to={cores[2].node_id})
+            started = time.monotonic()
+            await cores[0].store_document_key(key_id, author.sign(key_id), common, encrypted)
+            assert time.monotonic() - started < timeout + 0.3  # the request's own bound, not the commit's
+            assert committed(cores[0], key_id) == committed(cores[1], key_id) == (common, encrypted)
+            hub.drop = lambda s, d, env: False
+            await eventually("the member committed", lambda: committed(cores[2], key_id) == (common, encrypted))
+            assert await shadow_key(cores[2], key_id, author) == document_key
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
 def test_a_lost_prepare_answer_fails_the_store_and_leaves_it_retryable() -> None:
     timeout = 0.4
 

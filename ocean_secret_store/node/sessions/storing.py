@@ -209,26 +209,40 @@ async def _abort(core: Core, key_id: bytes, tx: bytes, members: list[bytes], loc
 
 async def _commit_phase(
     core: Core, key_id: bytes, tx: bytes, members: list[bytes], local: bool, common: Point, encrypted: Point,
-    deadline: float, decided: asyncio.Future[None],
+    deadline: float, decided: asyncio.Future[bool], abandoned: asyncio.Future[None],
 ) -> None:
-    """Commit here first (the decision, within the deadline), then on the members; ``decided`` is
-    set as soon as one holder committed. Raises when no holder did."""
+    """Commit here first (the decision: within the deadline, and only while the request still
+    waits), then on the members. ``decided`` becomes True as soon as one holder committed, False
+    once none will; raises when none did."""
+    try:
+        await _commit_everywhere(core, key_id, tx, members, local, common, encrypted, deadline, decided, abandoned)
+    finally:
+        if not decided.done():
+            decided.set_result(False)
+
+
+async def _commit_everywhere(
+    core: Core, key_id: bytes, tx: bytes, members: list[bytes], local: bool, common: Point, encrypted: Point,
+    deadline: float, decided: asyncio.Future[bool], abandoned: asyncio.Future[None],
+) -> None:
     loop = asyncio.get_running_loop()
     if local:
         async with core.store_lock:
             share = None
-            if loop.time() <= deadline:
+            if loop.time() <= deadline and not abandoned.done():
                 share = await core.storage_call(key_id, lambda s: s.commit_pending(key_id, tx))
                 if share is None:  # another transaction of the same document key committed it first
                     current = await core.load_key(key_id)
                     if current is not None and current.common_point == common and current.encrypted_point == encrypted:
                         share = current
         if share is None:
+            decided.set_result(False)
             await _abort(core, key_id, tx, members, local=True)
-            raise NodeDisconnected()  # the deadline passed (or the pending is gone): nothing committed
-        decided.set_result(None)
+            raise NodeDisconnected()  # out of time (or the pending is gone): nothing committed anywhere
+        decided.set_result(True)
         failpoints.hit(FP_COORDINATOR_COMMITTED_SELF)
-    elif loop.time() > deadline:
+    elif loop.time() > deadline or abandoned.done():
+        decided.set_result(False)
         await _abort(core, key_id, tx, members, local=False)
         raise NodeDisconnected()
     commit = m.StoreCommit(key_id=key_id, tx=tx)
@@ -237,7 +251,7 @@ async def _commit_phase(
     async def one(node: bytes) -> None:
         await core.request(node, commit, m.Ack, timeout=timeout)
         if not decided.done():
-            decided.set_result(None)
+            decided.set_result(True)
 
     results = await gather_settled([one(n) for n in members])
     _, failures = settled_by_node(members, results)
@@ -246,6 +260,13 @@ async def _commit_phase(
                     _short(key_id), _short(node), type(exc).__name__)
     if not decided.done():
         raise NodeDisconnected()
+
+
+def _retrieve_outcome(task: asyncio.Task[None]) -> None:
+    # A commit phase left to finish on its own after its request was cancelled: its failure is
+    # logged by the phase itself, and must not surface as "exception never retrieved".
+    if not task.cancelled():
+        task.exception()
 
 
 async def run(
@@ -284,15 +305,25 @@ async def run(
     if not members and not local:
         return  # nobody holds the key: Parity's quirk, success with nothing stored
     failpoints.hit(FP_COORDINATOR_PREPARED)
-    # The commit phase runs to its end on its own: once a holder committed, the store is decided,
-    # and a timeout of this request must neither stop the others' commits nor report a failure.
-    decided: asyncio.Future[None] = loop.create_future()
-    phase = core.spawn(_commit_phase(core, key_id, tx, members, local, common, encrypted, deadline, decided))
+    # The commit phase runs to its end on its own: once a holder committed the store is decided, a
+    # timeout of this request must not stop the others' commits, and the answer must say so.
+    decided: asyncio.Future[bool] = loop.create_future()
+    abandoned: asyncio.Future[None] = loop.create_future()
+    phase = core.spawn(_commit_phase(core, key_id, tx, members, local, common, encrypted, deadline, decided,
+                                     abandoned))
+    phase.add_done_callback(_retrieve_outcome)
     try:
         await asyncio.shield(phase)
     except asyncio.CancelledError:
-        if decided.done():
-            return  # committed: the members' commits go on in the background
+        abandoned.set_result(None)  # not decided yet: it will not be, unless the commit here is under way
+        if local:
+            # This node's commit decides and takes a moment (one SQLite write, or nothing now):
+            # wait for it, so that the answer says what happened.
+            committed = await asyncio.shield(decided)
+        else:
+            committed = decided.done() and decided.result()
+        if committed:
+            return  # stored: the members' commits go on in the background
         raise
 
 
