@@ -122,7 +122,7 @@ async def _abort_locally(core: Core, key_id: bytes, tx: bytes) -> None:
 
 def _check_bound(core: Core, msg: m.StorePrepare, requester: Requester, share: KeyShare | None) -> None:
     """A member's own check of the requester's bound signature (the entry node checked it too)."""
-    # A store from a node of an earlier version names no operation: it is a plain store.
+    # A prepare that names no operation is a plain store (the field is optional on the wire).
     operation = msg.operation or "store_document_key"
     if operation == "store_document_key":
         arguments = b.store_arguments(msg.common_point, msg.encrypted_point)
