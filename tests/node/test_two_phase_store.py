@@ -329,6 +329,47 @@ def test_resolution_drops_a_pending_that_differs_from_a_committed_document_key(
 
 # Measured over the bus: at 0 both stores are refused (each entry node prepared itself first), at
 # 0.5 ms one wins and the other is refused as temporary, from 1 ms on the second finds it stored.
+def test_the_resolution_loop_outlives_a_failing_record(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = storing.resolve_one
+    broken: set[bytes] = set()
+
+    async def flaky(core: ClusterCore, record: PendingDocumentKey) -> str:
+        if record.key_id in broken:
+            raise RuntimeError("a bug in one record's resolution")
+        return await real(core, record)
+
+    monkeypatch.setattr(storing, "resolve_one", flaky)
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(3, session_timeout=0.4)
+        try:
+            author = Account()
+            keys = [await new_key(cores, author) for _ in range(2)]
+            stores = [generate_document_key(public) for _, public in keys]
+            broken.add(keys[0][0])
+            drop_kind(hub, m.StoreCommit, to={cores[2].node_id}, also=(m.StoreStatusRequest,))
+            for (key_id, _), (_, common, encrypted) in zip(keys, stores, strict=True):
+                await cores[0].store_document_key(key_id, author.sign(key_id), common, encrypted)
+            with caplog.at_level(logging.ERROR, logger=storing.__name__):
+                hub.drop = lambda s, d, env: False
+                good_key, (_, common, encrypted) = keys[1][0], stores[1]
+                await eventually("the healthy record is resolved",
+                                 lambda: committed(cores[2], good_key) == (common, encrypted))
+                await asyncio.sleep(0.5)  # more rounds: the loop keeps running, the broken record stays
+            assert pending(cores[2], keys[0][0]) is not None
+            assert caplog.text.count("a bug in one record's resolution") >= 2
+            broken.clear()
+            _, common, encrypted = stores[0]
+            await eventually("and the other, once it can be", lambda: committed(cores[2], keys[0][0]) == (common,
+                                                                                                          encrypted))
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("stagger", [0.0, 0.0002, 0.0005, 0.001, 0.05])
 def test_concurrent_stores_of_one_key_through_two_entry_nodes_never_split(stagger: float) -> None:
     async def scenario() -> None:

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 EXPIRY_TIMEOUTS: Final = 3
 #: The longest wait (s) for one holder's answer to a status query or an abort.
 QUERY_TIMEOUT: Final = 1.0
+#: Resolution steps run at once (each asks every other holder of its key).
+RESOLVE_BATCH: Final = 16
 #: The crash points of this module (``OSS_FAILPOINTS``, see ocean_secret_store/failpoints.py).
 FP_MEMBER_PREPARED: Final = "store.member.prepared"
 FP_COORDINATOR_PREPARED: Final = "store.coordinator.prepared"
@@ -403,11 +405,14 @@ async def resolve_pending(core: Core) -> None:
         except Exception:  # the loop must outlive a storage hiccup: it tries again next round
             log.exception("listing pending document keys failed")
             continue
-        for pending in pendings:
-            try:
-                await resolve_one(core, pending)
-            except Exception:  # one bad record must not stop the others' resolution
-                log.exception("resolving the pending document key of key %s failed", _short(pending.key_id))
+        # A few at a time: a frozen holder costs each step its query timeout, not every record in turn.
+        for start in range(0, len(pendings), RESOLVE_BATCH):
+            batch = pendings[start:start + RESOLVE_BATCH]
+            outcomes = await gather_settled([resolve_one(core, pending) for pending in batch])
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):  # one bad record must not stop the others' resolution
+                    log.error("resolving the pending document key of key %s failed", _short(pending.key_id),
+                              exc_info=outcome)
 
 
 def _list_pending(storage: KeyStorage) -> list[PendingDocumentKey]:
