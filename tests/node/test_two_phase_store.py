@@ -158,6 +158,55 @@ def test_a_holder_refreshes_the_same_document_key_and_refuses_another_as_tempora
     run(scenario)
 
 
+def test_a_holder_takes_at_most_sixteen_transactions_of_one_document_key() -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(2, session_timeout=TIMEOUT)
+        try:
+            author = Account()
+            key_id, public = await new_key(cores, author)
+            points = generate_document_key(public)[1:]
+            txs = [os.urandom(32) for _ in range(16)]
+            for tx in txs:
+                await cores[0].request(cores[1].node_id, prepare(key_id, author, points, tx), m.StorePrepared)
+            with pytest.raises(ConsensusTemporaryUnreachable):
+                await cores[0].request(cores[1].node_id, prepare(key_id, author, points), m.StorePrepared)
+            await cores[0].request(cores[1].node_id, prepare(key_id, author, points, txs[3]), m.StorePrepared)
+            record = pending(cores[1], key_id)
+            assert record is not None and record.txs == tuple(txs)
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_a_coordinator_past_its_deadline_commits_nothing_and_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    timeout = 0.3
+
+    def stall(name: str) -> None:
+        if name == storing.FP_COORDINATOR_PREPARED:
+            time.sleep(timeout + 0.1)  # the entry node's event loop stalls between prepare and commit
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(3, session_timeout=timeout)
+        try:
+            author = Account()
+            key_id, public = await new_key(cores, author)
+            document_key, common, encrypted = generate_document_key(public)
+            with monkeypatch.context() as patch:
+                patch.setattr(storing.failpoints, "hit", stall)
+                with pytest.raises(NodeDisconnected):
+                    await cores[0].store_document_key(key_id, author.sign(key_id), common, encrypted)
+            assert all(committed(c, key_id) is None for c in cores)
+            await eventually("aborted everywhere", lambda: all(pending(c, key_id) is None for c in cores),
+                             timeout=1.0)  # by the aborts, long before the pendings would expire
+            await cores[0].store_document_key(key_id, author.sign(key_id), common, encrypted)
+            assert await shadow_key(cores[1], key_id, author) == document_key
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
 def test_an_abort_removes_only_its_own_transaction() -> None:
     async def scenario() -> None:
         hub, cores = await make_cluster(3, session_timeout=TIMEOUT)
