@@ -405,13 +405,15 @@ class ClusterCore:
         await asyncio.to_thread(self.storage.insert, key_id, share)
         self._remember(key_id, share)
 
-    async def storage_call(self, key_id: bytes, fn: Callable[[KeyStorage], ItemT]) -> ItemT:
-        """Run ``fn(storage)`` off the event loop for a write or read about ``key_id`` that the typed
-        helpers do not cover; the cached record of ``key_id`` is dropped, so it is read back next time."""
+    async def storage_call(self, key_id: bytes | None, fn: Callable[[KeyStorage], ItemT]) -> ItemT:
+        """Run ``fn(storage)`` off the event loop for a write or read that the typed helpers do not
+        cover; the cached record of ``key_id`` (None: a call about no single key) is dropped, so it is
+        read back next time."""
         try:
             return await asyncio.to_thread(fn, self.storage)
         finally:
-            self._keys.pop(key_id, None)
+            if key_id is not None:
+                self._keys.pop(key_id, None)
 
     async def update_key(self, key_id: bytes, share: KeyShare) -> None:
         try:

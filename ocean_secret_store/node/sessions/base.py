@@ -132,8 +132,8 @@ class Core(Protocol):
 
     async def update_key(self, key_id: bytes, share: KeyShare) -> None: ...
 
-    async def storage_call(self, key_id: bytes, fn: Callable[[KeyStorage], T]) -> T:
-        """``fn(storage)`` off the event loop; the cached record of ``key_id`` is dropped afterwards."""
+    async def storage_call(self, key_id: bytes | None, fn: Callable[[KeyStorage], T]) -> T:
+        """``fn(storage)`` off the event loop; the cached record of ``key_id`` (if any) is dropped afterwards."""
         ...
 
     def check_bound(self, operation: str, key_id: bytes, signer: bytes, arguments: bytes,

@@ -55,8 +55,6 @@ FP_MEMBER_PREPARED: Final = "store.member.prepared"
 FP_COORDINATOR_PREPARED: Final = "store.coordinator.prepared"
 FP_COORDINATOR_COMMITTED_SELF: Final = "store.coordinator.committed_self"
 FP_MEMBER_COMMITTED: Final = "store.member.committed"
-#: ``storage_call`` names the key whose cached record it drops; listing pendings concerns none.
-_NO_KEY: Final = b""
 
 
 def _short(key_id: bytes) -> str:
@@ -401,7 +399,7 @@ async def resolve_pending(core: Core) -> None:
     while True:
         await asyncio.sleep(period)
         try:
-            pendings = await core.storage_call(_NO_KEY, _list_pending)
+            pendings = await core.storage_call(None, _list_pending)  # about no single key
         except Exception:  # the loop must outlive a storage hiccup: it tries again next round
             log.exception("listing pending document keys failed")
             continue
