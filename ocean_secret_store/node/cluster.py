@@ -269,8 +269,8 @@ class ClusterCore:
         return out
 
     def on_peer_disconnected(self, peer: bytes) -> None:
-        """Fail every request waiting on ``peer`` at once, so sessions fail over without waiting."""
-        self.liveness.forget(peer)
+        """Fail every request waiting on ``peer`` at once, so sessions fail over without waiting.
+        A suspicion outlives the link: it ends when a new connection brings a frame."""
         for target, fut in list(self._pending.values()):
             if target == peer and not fut.done():
                 fut.set_exception(NodeDisconnected())

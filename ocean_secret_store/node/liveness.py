@@ -113,12 +113,6 @@ class Liveness:
         heard = self.last_heard(peer)
         return heard is not None and now - heard > self.silence
 
-    def forget(self, peer: bytes) -> None:
-        """``peer``'s connection ended: a new one starts with a clean slate (estimates kept)."""
-        state = self._peers.get(peer)
-        if state is not None:
-            state.suspected_at = None
-
     def describe(self, peer: bytes) -> dict[str, float | int | None]:
         """Figures for ``/ready`` and ``/health`` (milliseconds)."""
         state = self._peers.get(peer)

@@ -79,9 +79,10 @@ def test_a_connected_peer_silent_for_too_long_is_suspected() -> None:
     assert liveness.is_suspected(A, 2.1)
     assert not liveness.is_suspected(A, 2.1, connected=False)  # not connected: that is another state
     liveness.suspect(A, 3.0)
-    liveness.forget(A)  # the connection ended: the next one starts clean
-    clock.heard[A] = 3.5
-    assert not liveness.is_suspected(A, 4.0)
+    del clock.heard[A]  # the link is gone: still suspected, not connected
+    assert liveness.is_suspected(A, 4.0, connected=False)
+    clock.heard[A] = 4.5  # a new connection's first frame
+    assert not liveness.is_suspected(A, 5.0)
 
 
 # -- hedged operations over the bus ---------------------------------------------------------------
