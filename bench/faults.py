@@ -2,9 +2,14 @@
 mixed load runs, then check the cluster's invariants after every round.
 
     .venv/bin/python bench/faults.py --rounds 1000 --seed 1 [--nodes 5] [--max-minutes 40]
+    .venv/bin/python bench/faults.py --rounds 20 --scenarios freeze-quorum,freeze-kill,restart-freeze,blackhole
 
-The devnet is the real one (anvil, keeper contracts, N key server processes with the on-chain
-access checker). Faults, one or two per round, chosen from the seed:
+``--scenarios`` (a comma list, or ``all``) picks what runs, each for ``--rounds`` rounds, in the
+order given; without it only ``mixed`` runs, the campaign below (tests/integration/test_faults.py
+runs it so). The devnet is the real one (anvil, keeper contracts, N key server processes with the
+on-chain access checker).
+
+``mixed``: faults, one or two per round, chosen from the seed:
 
 * ``kill``    SIGKILL a key server, restart it at the end of the round;
 * ``freeze``  SIGSTOP a key server, SIGCONT it at the end of the round;
@@ -25,7 +30,32 @@ After healing, the invariants (a breach is a *violation*):
 5. the mesh is complete again within a bound (reconnection is automatic);
 6. every 50 rounds: no session state lingers on any node (sessions of a stopped node are cleaned up).
 
-Prints a table every 25 rounds and at the end, then ``violations: N``; exits 1 when N > 0.
+Prints a table every 25 rounds and at the end.
+
+The liveness scenarios (issue 12: a member that stalls without closing its connections) retrieve
+shadow document keys through one entry node at a time (no client failover), at least
+``--per-entry`` times per entry node and round, and go on retrieving while the fault lasts: a
+random time up to ``--hold`` s (default 4: the nodes suspect a peer silent for 2 s, so rounds end
+before, during and after suspicion). Then they heal (SIGCONT, restart, link restored), wait for the
+mesh and check one key as above:
+
+* ``freeze-quorum``  exactly N - t - 1 members SIGSTOPped (2 of 5), retrieving through EVERY live node;
+* ``freeze-kill``    one member SIGKILLed (restarted at the end of the round) and one SIGSTOPped at
+  the same time, retrieving through the live ones;
+* ``restart-freeze`` a node SIGKILLed and started again (not waiting for its mesh); as soon as it
+  answers (``/health`` and then one retrieval through it worked), two other nodes are SIGSTOPped
+  and the retrievals go through the restarted node;
+* ``blackhole``      a node-to-node link that drops every byte without closing: the dialling node
+  of every link (the lower id dials) is restarted once on a copy of its config that names a
+  black-holing proxy (bench/blackhole.py) as its higher-id peers' address; each round one link
+  goes silent in both directions with both TCP connections kept open, and every node is an entry.
+
+A retrieval refused while fewer than t + 1 holders are live for its entry (not frozen, not
+killed, link to the entry intact) is an *expected* refusal; any failure while at least t + 1 are
+live, a wrong key, or an answer later than the session timeout plus the slack is a *violation*, as
+is a mesh not whole again after healing. At the end a table per scenario: rounds, retrievals, ok,
+expected refusals, violations, latency p50/p99/max (of every retrieval, failed ones included),
+then the failures by kind. Last line ``violations: N``; exits 1 when N > 0.
 """
 
 from __future__ import annotations
@@ -38,14 +68,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import NotReady, freeze, spread, start_node, thaw, thaw_all, wait_ready
+from blackhole import ProxyThread
 from eth_account import Account
 
 from ocean_secret_store import devnet
@@ -53,13 +87,15 @@ from ocean_secret_store.chain.keeper import Keeper
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import document, schnorr
 from ocean_secret_store.crypto.curve import Point
-from ocean_secret_store.exceptions import SecretStoreError
+from ocean_secret_store.exceptions import KeyServerError, NodeUnreachable, SecretStoreError
 from ocean_secret_store.node.config import load_config
 
 SESSION_TIMEOUT = 3.0
 SLACK = 3.0
 MESH_BOUND = 20.0
 SESSION_CLEANUP_BOUND = 2 * SESSION_TIMEOUT + 4.0
+#: The campaign of random faults, then the liveness scenarios (issue 12).
+SCENARIOS = ("mixed", "freeze-quorum", "freeze-kill", "restart-freeze", "blackhole")
 
 
 @dataclass
@@ -80,17 +116,50 @@ class Stats:
     sockets_destroyed: int = 0
 
 
+@dataclass
+class ScenarioStats:
+    """One liveness scenario's tally (the table at the end)."""
+
+    name: str
+    rounds: int = 0
+    retrievals: int = 0
+    ok: int = 0
+    expected: int = 0
+    violations: int = 0
+    latency: list[float] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    #: restart-freeze: seconds from the restart until the node served its first retrieval.
+    first_served: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+def failure_text(exc: SecretStoreError) -> str:
+    """A failed retrieval in brief: HTTP status and Parity's variant and text, or why nothing answered."""
+    if isinstance(exc, KeyServerError):
+        return f"HTTP {exc.status} {exc.parity_name}: {str(exc)[:70]}"
+    if isinstance(exc, NodeUnreachable):
+        return "no answer: " + str(exc).split(" (", 1)[-1].rstrip(")")[:70]
+    return f"{type(exc).__name__}: {str(exc)[:70]}"
+
+
 class Campaign:
-    def __init__(self, state_dir: Path, nodes: int, threshold: int, rng: random.Random) -> None:
+    def __init__(self, state_dir: Path, nodes: int, threshold: int, rng: random.Random, per_entry: int = 3,
+                 max_hold: float = 0.0) -> None:
         self.state_dir, self.n, self.t, self.rng = state_dir, nodes, threshold, rng
+        self.per_entry, self.max_hold, self.hold = per_entry, max_hold, 0.0
         self.state = devnet.up(state_dir, nodes, acl="contract", session_timeout=SESSION_TIMEOUT).to_json()
         self.urls = [e["http_url"] for e in self.state["nodes"]]
         self.listen_ports = [load_config(e["config"]).listen.port for e in self.state["nodes"]]
         self.publisher = Account.from_key(self.state["accounts"]["publisher"]["private_key"])
         self.keeper = Keeper(self.state["chain_url"], self.state["contracts"])
+        self.ids = [bytes.fromhex(e["public"][2:]) for e in self.state["nodes"]]
         self.ledger: list[Key] = []
         self.stats = Stats()
         self.http = requests.Session()
+        self.scenario: ScenarioStats | None = None  # the liveness scenario running, if any
+        self.entry_clients: dict[int, SecretStoreClient] = {}
+        self.proxies: ProxyThread | None = None
+        self.results: list[ScenarioStats] = []
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -117,8 +186,11 @@ class Campaign:
         return result
 
     def violation(self, text: str) -> None:
-        self.stats.violations.append(f"round {self.stats.rounds}: {text}")
-        print(f"VIOLATION round {self.stats.rounds}: {text}", flush=True)
+        where = f"{self.scenario.name} round {self.scenario.rounds}" if self.scenario else f"round {self.stats.rounds}"
+        if self.scenario:
+            self.scenario.violations += 1
+        self.stats.violations.append(f"{where}: {text}")
+        print(f"VIOLATION {where}: {text}", flush=True)
 
     def publish(self, live: list[int]) -> None:
         key_id = os.urandom(32)
@@ -166,12 +238,10 @@ class Campaign:
             return None
 
     def wait_mesh(self) -> None:
-        deadline = time.monotonic() + MESH_BOUND
-        while time.monotonic() < deadline:
-            if all((h := self.health(i)) and h["connected_peers"] == self.n - 1 for i in range(self.n)):
-                return
-            time.sleep(0.05)
-        self.violation(f"mesh not complete {MESH_BOUND:.0f} s after healing")
+        try:
+            wait_ready(self.urls, self.n - 1, MESH_BOUND, http=self.http)
+        except NotReady as exc:
+            self.violation(f"mesh not complete {MESH_BOUND:.0f} s after healing ({exc})")
 
     def wait_sessions_clean(self) -> None:
         deadline = time.monotonic() + SESSION_CLEANUP_BOUND
@@ -277,6 +347,251 @@ class Campaign:
                 if not self.check_key(key, list(range(self.n))):
                     self.violation(f"acknowledged key 0x{key.key_id.hex()[:12]} not retrievable after healing")
 
+    # -- liveness scenarios (issue 12) -----------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read devnet.json again (after a node was started with a new pid)."""
+        state = devnet.DevnetState.require(self.state_dir)
+        self.state = state.to_json()
+
+    @property
+    def current(self) -> ScenarioStats:
+        if self.scenario is None:
+            raise RuntimeError("no liveness scenario is running")
+        return self.scenario
+
+    def entry_client(self, i: int) -> SecretStoreClient:
+        """A client of node ``i`` alone: no failover, so a refusal is that entry node's answer."""
+        if i not in self.entry_clients:
+            self.entry_clients[i] = SecretStoreClient([self.urls[i]], self.publisher,
+                                                      timeout=SESSION_TIMEOUT + SLACK)
+        return self.entry_clients[i]
+
+    def retrieve_via(self, entry: int, down: set[int], cut: frozenset[tuple[int, int]] = frozenset()) -> None:
+        """One shadow retrieval of a random acknowledged key through ``entry``, classified: ok, an
+        expected refusal (fewer than t + 1 holders live for this entry) or a violation."""
+        scenario = self.current
+        key = self.rng.choice(self.ledger)
+        live = [j for j in range(self.n) if j not in down and (min(entry, j), max(entry, j)) not in cut]
+        started = time.monotonic()
+        failure = None
+        try:
+            if self.entry_client(entry).recover_document_key(key.key_id) != key.document_key:
+                failure = "wrong document key"
+        except SecretStoreError as exc:
+            failure = failure_text(exc)
+        elapsed = time.monotonic() - started
+        scenario.retrievals += 1
+        scenario.latency.append(elapsed)
+        self.stats.requests += 1
+        bound = SESSION_TIMEOUT + SLACK
+        if failure is None and elapsed <= bound:
+            scenario.ok += 1
+            self.stats.ok += 1
+            return
+        what = f"retrieval through node {entry} ({len(live)} holders live for it, down {sorted(down)}"
+        what += f", cut {sorted(cut)})" if cut else ")"
+        if failure is not None and failure != "wrong document key" and elapsed <= bound and len(live) < self.t + 1:
+            scenario.expected += 1
+            scenario.failures[f"expected: {failure}"] += 1
+            return
+        verdict = f"took {elapsed:.1f} s (> {bound:.0f} s)" if elapsed > bound else f"after {elapsed:.2f} s"
+        scenario.failures[f"violation: {failure or 'slow answer'}"] += 1
+        self.violation(f"{what} {verdict}: {failure or 'ok but late'}")
+
+    def load_through(self, entries: list[int], down: set[int], sweeps: int | None = None,
+                     cut: frozenset[tuple[int, int]] = frozenset()) -> None:
+        """Sweeps of one retrieval through each of ``entries`` (shuffled): at least ``sweeps``
+        (default ``--per-entry``), and more until the round's hold time has passed."""
+        started = time.monotonic()
+        done = 0
+        while done < (sweeps or self.per_entry) or time.monotonic() - started < self.hold:
+            for entry in self.rng.sample(entries, len(entries)):
+                self.retrieve_via(entry, down, cut)
+            done += 1
+
+    def kill(self, i: int) -> None:
+        os.killpg(self.pid(i), signal.SIGKILL)
+        while devnet._alive(self.pid(i)):
+            time.sleep(0.01)
+
+    def restart_killed(self, killed: list[int]) -> None:
+        try:
+            self.state = devnet.restart_nodes(self.state_dir, killed, timeout=MESH_BOUND).to_json()
+        except devnet.DevnetError as exc:
+            self.violation(f"key servers {killed} not back in the mesh after a restart: {exc}")
+            self.reload()
+
+    def heal_scenario_round(self) -> None:
+        """After a scenario round: no process died unbidden, the mesh is whole, one key is retrievable."""
+        for i in range(self.n):
+            if not devnet._alive(self.pid(i)):
+                self.violation(f"key server {i} died without being killed")
+                self.restart_killed([i])
+        self.wait_mesh()
+        key = self.rng.choice(self.ledger)
+        if not self.check_key(key, list(range(self.n))):
+            self.violation(f"acknowledged key 0x{key.key_id.hex()[:12]} not retrievable after healing")
+
+    def round_freeze_quorum(self) -> None:
+        frozen = self.rng.sample(range(self.n), self.n - self.t - 1)
+        live = [i for i in range(self.n) if i not in frozen]
+        try:
+            for i in frozen:
+                freeze(self.pid(i))
+            self.load_through(live, set(frozen))
+        finally:
+            for i in frozen:
+                thaw(self.pid(i))
+
+    def round_freeze_kill(self) -> None:
+        killed, frozen = self.rng.sample(range(self.n), 2)
+        live = [i for i in range(self.n) if i not in (killed, frozen)]
+        try:
+            self.kill(killed)
+            freeze(self.pid(frozen))
+            self.load_through(live, {killed, frozen})
+        finally:
+            thaw(self.pid(frozen))
+            self.restart_killed([killed])
+
+    def first_served(self, i: int) -> float | None:
+        """Seconds until node ``i`` (just started) answers ``/health`` and then serves one retrieval
+        (None: not within ``MESH_BOUND``); the attempts are not counted as retrievals."""
+        started = time.monotonic()
+        deadline = started + MESH_BOUND
+        while self.health(i) is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+        key = self.rng.choice(self.ledger)
+        while time.monotonic() < deadline:
+            try:
+                if self.entry_client(i).recover_document_key(key.key_id) == key.document_key:
+                    return time.monotonic() - started
+            except SecretStoreError:
+                time.sleep(0.02)
+        return None
+
+    def round_restart_freeze(self) -> None:
+        restarted, *frozen = self.rng.sample(range(self.n), 3)
+        self.kill(restarted)
+        start_node(self.state_dir, restarted)
+        self.reload()
+        served = self.first_served(restarted)
+        if served is None:
+            self.violation(f"restarted key server {restarted} served no retrieval within {MESH_BOUND:.0f} s")
+            return
+        self.current.first_served.append(served)
+        try:
+            for i in frozen:
+                freeze(self.pid(i))
+            self.load_through([restarted], set(frozen), sweeps=3 * self.per_entry)
+        finally:
+            for i in frozen:
+                thaw(self.pid(i))
+
+    def links(self) -> list[tuple[int, int]]:
+        """Every node-to-node link as (dialler, target): the bytewise lower node id dials."""
+        return [(a, b) if self.ids[a] < self.ids[b] else (b, a)
+                for a in range(self.n) for b in range(a + 1, self.n)]
+
+    def proxied_config(self, dialler: int, ports: dict[int, int]) -> Path:
+        """A copy of the dialler's config whose [cluster] names a proxy for each peer in ``ports``."""
+        source = Path(self.state["nodes"][dialler]["config"])
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        by_id = {key.lower().removeprefix("0x"): key for key in data["cluster"]}
+        for target, port in ports.items():
+            data["cluster"][by_id[self.ids[target].hex()]] = f"127.0.0.1:{port}"
+        path = source.with_name(f"{source.stem}.blackhole.toml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the node secret
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"# {devnet.DEV_ONLY}\n# {source.name} with its links through bench/blackhole.py\n")
+            f.write(tomli_w.dumps(data))
+        return path
+
+    def restart_on(self, configs: dict[int, Path | None], what: str) -> None:
+        """Stop the nodes and start each on its config (None: its own), then wait for the mesh."""
+        for i in configs:
+            devnet.stop_node(self.state_dir, i)
+        for i, config in configs.items():
+            start_node(self.state_dir, i, config)
+        self.reload()
+        try:
+            wait_ready(self.urls, self.n - 1, MESH_BOUND, http=self.http)
+        except NotReady as exc:
+            self.violation(f"key servers {sorted(configs)} restarted {what}: mesh not complete ({exc})")
+
+    def blackhole_setup(self) -> None:
+        """Every link through a proxy: each dialling node restarted once on a proxied copy of its config."""
+        self.proxies = ProxyThread()
+        ports: dict[int, dict[int, int]] = {}
+        for dialler, target in self.links():
+            port = self.proxies.add((dialler, target), ("127.0.0.1", self.listen_ports[target]))
+            ports.setdefault(dialler, {})[target] = port
+        self.restart_on({d: self.proxied_config(d, targets) for d, targets in ports.items()}, "through the proxies")
+
+    def blackhole_teardown(self) -> None:
+        """The dialling nodes back on their own configs, the proxies stopped."""
+        if self.proxies is None:
+            return
+        try:
+            self.restart_on(dict.fromkeys({d for d, _ in self.links()}), "back on their own configs")
+        finally:
+            self.proxies.close()
+            self.proxies = None
+
+    def round_blackhole(self) -> None:
+        proxies = self.proxies
+        if proxies is None:
+            raise RuntimeError("the blackhole scenario's proxies are not set up")
+        link = self.rng.choice(self.links())
+        cut = frozenset({(min(link), max(link))})
+        try:
+            proxies.blackhole(link)
+            self.load_through(list(range(self.n)), set(), cut=cut)
+        finally:
+            proxies.heal(link)
+
+    def run_scenario(self, name: str, rounds: int, stop_at: float) -> None:
+        """``rounds`` rounds of the liveness scenario ``name`` (its tally joins :attr:`results` at once)."""
+        self.scenario = stats = ScenarioStats(name)
+        self.results.append(stats)
+        if not self.ledger:
+            self.violation("no acknowledged key to retrieve: the scenario cannot run")
+            self.scenario = None
+            return
+        step = {"freeze-quorum": self.round_freeze_quorum, "freeze-kill": self.round_freeze_kill,
+                "restart-freeze": self.round_restart_freeze, "blackhole": self.round_blackhole}[name]
+        try:
+            if name == "blackhole":
+                self.blackhole_setup()
+            for _ in range(rounds):
+                if time.monotonic() > stop_at:
+                    print(f"{name}: stopping, --max-minutes reached")
+                    break
+                stats.rounds += 1
+                self.hold = self.rng.uniform(0, self.max_hold)
+                step()
+                self.heal_scenario_round()
+                if stats.rounds % 10 and stats.rounds != rounds:
+                    continue
+                print(f"  {name:<15} round {stats.rounds:>4}: {stats.retrievals:>5} retrievals {stats.ok:>5} ok "
+                      f"{stats.expected:>4} expected {stats.violations:>4} violations", flush=True)
+            if self.proxies is not None:
+                links = self.proxies.links
+                total = {name: sum(getattr(proxy.stats, name) for proxy in links.values())
+                         for name in ("connections", "forwarded", "discarded", "closed_on_heal")}
+                stats.note = (f"{len(links)} link proxies: {total['connections']} connections, {total['forwarded']} "
+                              f"bytes forwarded, {total['discarded']} discarded, {total['closed_on_heal']} silent "
+                              "connections closed on healing")
+                self.blackhole_teardown()
+        finally:
+            if self.proxies is not None:  # interrupted: the devnet is stopped next, its nodes with their configs
+                self.proxies.close()
+                self.proxies = None
+            self.scenario = None
+
     def table(self) -> None:
         s = self.stats
         faults = " ".join(f"{k}={v}" for k, v in sorted(s.faults.items()))
@@ -285,15 +600,61 @@ class Campaign:
               f"{failures:<60} | {len(s.violations)}", flush=True)
 
 
+def scenario_table(results: list[ScenarioStats]) -> None:
+    print(f"{'scenario':<15} | {'rounds':>6} | {'retrievals':>10} | {'ok':>6} | {'expected':>8} | {'violations':>10} | "
+          "latency of every retrieval")
+    for r in results:
+        print(f"{r.name:<15} | {r.rounds:>6} | {r.retrievals:>10} | {r.ok:>6} | {r.expected:>8} | {r.violations:>10} | "
+              f"{spread(r.latency)}")
+    for r in results:
+        for text, count in r.failures.most_common(8):
+            print(f"  {r.name}: {count} x {text}")
+        if r.first_served:
+            print(f"  {r.name}: the restarted node served its first retrieval {spread(r.first_served)}"
+                  " after its start")
+        if r.note:
+            print(f"  {r.name}: {r.note}")
+
+
+def selected_scenarios(text: str) -> list[str]:
+    names = list(SCENARIOS) if text == "all" else [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise SystemExit(f"--scenarios: unknown {unknown or text!r}; choose from {', '.join(SCENARIOS)} or all")
+    return names
+
+
+def run_mixed(campaign: Campaign, rounds: int, stop_at: float) -> None:
+    print(f"{'round':>6} | {'faults injected':<40} | {'socks':>5} | {'reqs':>6} {'ok':>6} | "
+          f"{'failures by kind':<60} | viol")
+    for _ in range(rounds):
+        if time.monotonic() > stop_at:
+            print("stopping: --max-minutes reached")
+            break
+        campaign.round()
+        if campaign.stats.rounds % 25 == 0:
+            campaign.table()
+    if campaign.stats.rounds % 25:
+        campaign.table()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=100, help="rounds of each scenario")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--threshold", type=int, default=None)
     parser.add_argument("--max-minutes", type=float, default=60.0, help="stop after this long, whatever the round")
     parser.add_argument("--keys", type=int, default=4, help="keys acknowledged before the first fault")
+    parser.add_argument("--scenarios", default="mixed",
+                        help=f"comma list of {', '.join(SCENARIOS)}, or all (default: mixed)")
+    parser.add_argument("--per-entry", type=int, default=3,
+                        help="liveness scenarios: retrievals through each entry node per round, at least")
+    parser.add_argument("--hold", type=float, default=4.0, metavar="SECONDS",
+                        help="liveness scenarios: each round keeps its fault and its retrievals going for a "
+                             "random time up to this long (the nodes suspect a silent peer after 2 s)")
     args = parser.parse_args()
+    scenarios = selected_scenarios(args.scenarios)
     threshold = args.threshold if args.threshold is not None else (args.nodes - 1) // 2
     rng = random.Random(args.seed)
 
@@ -303,23 +664,19 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     state_dir = Path(tempfile.mkdtemp(prefix="oss-faults-"))
     started = time.monotonic()
+    stop_at = started + args.max_minutes * 60
     campaign = None
     try:
-        campaign = Campaign(state_dir, args.nodes, threshold, rng)
+        campaign = Campaign(state_dir, args.nodes, threshold, rng, args.per_entry, args.hold)
         for _ in range(args.keys):
             campaign.publish(list(range(args.nodes)))
-        print(f"{args.nodes} nodes, t = {threshold}, seed {args.seed}, {len(campaign.ledger)} keys acknowledged")
-        print(f"{'round':>6} | {'faults injected':<40} | {'socks':>5} | {'reqs':>6} {'ok':>6} | "
-              f"{'failures by kind':<60} | viol")
-        for _ in range(args.rounds):
-            if time.monotonic() - started > args.max_minutes * 60:
-                print(f"stopping: --max-minutes {args.max_minutes} reached")
-                break
-            campaign.round()
-            if campaign.stats.rounds % 25 == 0:
-                campaign.table()
-        if campaign.stats.rounds % 25:
-            campaign.table()
+        print(f"{args.nodes} nodes, t = {threshold}, seed {args.seed}, {len(campaign.ledger)} keys acknowledged, "
+              f"state {state_dir}")
+        for name in scenarios:
+            if name == "mixed":
+                run_mixed(campaign, args.rounds, stop_at)
+            else:
+                campaign.run_scenario(name, args.rounds, stop_at)
         campaign.wait_sessions_clean()
         for key in campaign.ledger:
             if not campaign.check_key(key, list(range(args.nodes))):
@@ -328,13 +685,13 @@ def main() -> int:
         print("interrupted")
     finally:
         if (state_dir / devnet.STATE_FILE).exists():
-            state = devnet.DevnetState.load(state_dir)
-            for entry in (state.to_json() if state else {}).get("nodes", []):  # a frozen node cannot take SIGTERM
-                if entry.get("pid") and devnet._alive(entry["pid"]):
-                    os.kill(entry["pid"], signal.SIGCONT)
+            thaw_all(state_dir)  # a frozen node cannot take SIGTERM
             devnet.down(state_dir)
     violations = campaign.stats.violations if campaign else ["campaign did not start"]
-    print(f"rounds: {campaign.stats.rounds if campaign else 0}, {time.monotonic() - started:.0f} s, "
+    if campaign and campaign.results:
+        scenario_table(campaign.results)
+    rounds = (campaign.stats.rounds + sum(r.rounds for r in campaign.results)) if campaign else 0
+    print(f"rounds: {rounds}, {time.monotonic() - started:.0f} s, "
           f"keys acknowledged: {len(campaign.ledger) if campaign else 0}")
     for text in violations[:20]:
         print("  " + text)
