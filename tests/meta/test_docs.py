@@ -187,8 +187,11 @@ PROVIDER = f"{CLI} provider --config ocean.ini"
 BENCH_CRYPTO = ".venv/bin/python bench/crypto.py"
 BENCH_CLUSTER = ".venv/bin/python bench/cluster.py"
 BENCH_CLUSTER_10 = ".venv/bin/python bench/cluster.py --nodes 10 --threshold 4"
+BENCH_CLUSTER_FREEZE = ".venv/bin/python bench/cluster.py --freeze 2"
 BENCH_FUZZ = ".venv/bin/python bench/fuzz.py --seconds 60"
 BENCH_FAULTS = ".venv/bin/python bench/faults.py --rounds 1000 --seed 1"
+BENCH_FAULTS_LIVENESS = (".venv/bin/python bench/faults.py --rounds 1000 --scenarios "
+                         "freeze-quorum,freeze-kill,restart-freeze,blackhole --hold 1.5 --max-minutes 110")
 BENCH_FLOOD = ".venv/bin/python bench/flood.py"
 README_PIPELINE = "README.md:from ocean_secret_store import Ocean, SecretStoreClient"
 HOOK_ENCRYPTOR = "docs/hooks.md:# my_vault/ocean_plugin.py"
@@ -210,6 +213,7 @@ RUN_BY: dict[str, str] = {
     BENCH_CRYPTO: "test_benches_quick",
     BENCH_CLUSTER: "test_benches_quick",
     BENCH_CLUSTER_10: "test_benches_quick",
+    BENCH_CLUSTER_FREEZE: "test_benches_quick",
     BENCH_FUZZ: "test_benches_quick",
     BENCH_FLOOD: "test_benches_quick",
     HOOK_ENCRYPTOR: "test_hooks_plugin_example",
@@ -228,6 +232,9 @@ EXEMPT: dict[str, str] = {
     "make test": "recursion: `make test` runs this test",
     BENCH_FAULTS: "a fault campaign SIGKILLs and SIGSTOPs key servers of its own devnet; "
     "tests/integration/test_faults.py already runs a short campaign (10 rounds, 4 nodes) of this same script",
+    BENCH_FAULTS_LIVENESS: "the same script's liveness scenarios take about a second a round with SIGSTOPped and "
+    "SIGKILLed key servers; tests/integration/test_liveness.py runs the same faults (two frozen, one killed and one "
+    "frozen, two frozen after a restart) with 100 retrievals through every live entry node",
 }
 
 
@@ -566,6 +573,7 @@ def test_benches_quick(devnet: Devnet) -> None:
         BENCH_CRYPTO: fill(BENCH_CRYPTO, VENV, BENCH) + " --quick",
         BENCH_CLUSTER: fill(BENCH_CLUSTER, VENV, BENCH) + " --quick",
         BENCH_CLUSTER_10: fill(BENCH_CLUSTER_10, VENV, BENCH) + " --quick",
+        BENCH_CLUSTER_FREEZE: fill(BENCH_CLUSTER_FREEZE, VENV, BENCH) + " --quick",
         BENCH_FUZZ: fill(BENCH_FUZZ, VENV, BENCH, ("--seconds 60", "--seconds 2")),
         BENCH_FLOOD: fill(BENCH_FLOOD, VENV, BENCH) + " --quick",
     }
@@ -576,6 +584,8 @@ def test_benches_quick(devnet: Devnet) -> None:
             assert "findings: 0" in out
         if key == BENCH_FLOOD:
             assert "refused with 429" in out
+        if key == BENCH_CLUSTER_FREEZE:
+            assert re.search(r"failures while frozen\s+0 of [1-9]", out), out
 
 
 @pytest.mark.integration
