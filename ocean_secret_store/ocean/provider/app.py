@@ -4,8 +4,12 @@ streamed), the info endpoint, and the process that runs them with the events han
 Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
 
 ``GET /api/v1/brizo/services/consume?serviceAgreementId=0x..&consumerAddress=0x..&signature=0x..&index=N``
-    Missing or malformed parameters: 400. Then, each refusal a 401 JSON ``{"error": "..."}``
-    saying why:
+``GET /api/v1/brizo/services/consume?url=<file URL>&serviceAgreementId=0x..&consumerAddress=0x..``
+    Two forms, as Brizo 0.9 had them: the index form names the file by its position, the url=
+    form by its URL (what squid-py 0.9.3's default ``assets.consume`` sends, the URL it decrypted
+    itself pasted in unencoded; docs/provider.md). Missing or malformed parameters: 400 (both
+    ``url`` and ``index``, or two ``url``, included). Then, each refusal a 401 JSON
+    ``{"error": "..."}`` saying why:
 
     1. ``signature`` is the consumer's EIP-191 personal signature (``personal_sign``) of a text,
        in one of two forms; it must recover to ``consumerAddress``:
@@ -26,6 +30,9 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
          it is more than ``[provider] max_signature_lifetime`` seconds (default 3600) ahead of the
          provider's clock. Only the consumer can re-sign, so a seen URL dies at its expiry;
          stripping the parameter does not help, the bare-id message was not signed.
+       * the url= form as squid-py sends it carries no signature at all; it may carry either
+         signed form above (then checked the same way). A provider with ``[provider]
+         require_signature_expiry = true`` refuses the unsigned url= form too.
     2. The agreement exists on chain and is an access (``EscrowAccessSecretStoreTemplate``) agreement.
     3. ``consumerAddress`` is the agreement's ``consumer`` actor (``getAgreementActors`` /
        ``getActorType``).
@@ -37,8 +44,14 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
        extends an agreement.
 
     The DDO comes from the metadata store (404 if unknown). Then the access backend decrypts the
-    files list with the provider's own account (502 if it cannot), ``files[index]`` is chosen
-    (400 if out of range) and streamed: ``http(s)://`` URLs are proxied under the provider's fetch
+    files list with the provider's own account (502 if it cannot), and the file is chosen:
+    ``files[index]`` (400 if out of range), or in the url= form the first of the asset's own
+    files whose URL equals the one sent (squid-py's unquoting of a quoted URL applied to the
+    asset's URLs; the URL as the query parses and as squid-py sent it unencoded both tried):
+    any other URL, whatever its origin, is a 403 ``{"error": "url is not one of the files of
+    this agreement's asset: ..."}`` that does not echo it. Access is checked first, so only a
+    consumer with access learns whether a URL is one of the asset's. The file is
+    streamed: ``http(s)://`` URLs are proxied under the provider's fetch
     policy (:mod:`.fetch`: no loopback, private, link-local or otherwise non-global address
     unless ``[provider] allowed_origins`` names the exact origin; the address checked after
     resolving is the one connected to; every redirect checked; size and time caps). A refusal by
@@ -49,8 +62,11 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
     ``max_file_bytes`` after the headers were sent is cut off (connection dropped).
     ``file://`` URLs are read from disk with ``Range`` support — only under the configured
     ``file_root`` (a publisher must not be able to make the provider serve its own key files),
-    and refused when no root is configured. Brizo's other form (``url=`` already
-    decrypted by the consumer) is not offered: it would make the provider an open proxy.
+    and refused when no root is configured. Brizo 0.9 fetched any URL the url= form named (an
+    open proxy); here a URL is served only if it is one of the asset's own files, and then
+    through the same fetch policy. Every response carries ``Content-Disposition:
+    attachment;filename=<name>`` (:func:`attachment_name`: unquoted, one safe token, the name
+    squid-py 0.9.3's pattern saves it under).
 
 ``GET /api/v1/brizo``
     ``{"providerAddress", "providerPublicKey": "0x<128 hex>", "backend", "software", "version"}``;
@@ -74,7 +90,6 @@ import asyncio
 import importlib.metadata
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -89,6 +104,7 @@ from aiohttp import web
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_defunct
 from eth_keys.exceptions import BadSignature
+from multidict import MultiMapping
 
 from ...chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, Keeper, to_address, translate_errors
 from ...client.local import account_public
@@ -121,6 +137,7 @@ __all__ = [
     "INFO_PATH",
     "ProviderSettings",
     "RunningProvider",
+    "attachment_name",
     "consume_params",
     "make_provider_app",
     "serve_provider",
@@ -216,38 +233,81 @@ class _ConsumeRequest:
     agreement_text: str
     agreement_id: bytes
     consumer: str
-    signature: str
-    index: int
+    #: None only in the url= form, which squid-py sends unsigned.
+    signature: str | None
+    #: The file's position (index form), or None (url= form).
+    index: int | None
     expiry: str | None = None
+    #: The url= form: the file URL as parsed and as squid-py sent it (see :func:`_url_candidates`).
+    urls: tuple[str, ...] = ()
 
 
-def _parse_consume(query: Mapping[str, str]) -> _ConsumeRequest:
-    missing = [name for name in ("serviceAgreementId", "consumerAddress", "signature", "index") if not query.get(name)]
+#: The parameters a consume request may carry after ``url=`` (where an unencoded URL ends).
+_AFTER_URL = ("serviceAgreementId", "consumerAddress", "signature", EXPIRY_PARAM, "index")
+
+
+def _url_candidates(parsed: str, raw_query: str) -> tuple[str, ...]:
+    """The file URL of a url= consume: as the query parses, and as squid-py 0.9.3 sent it.
+
+    squid-py pastes the URL into the query unencoded (``?url=<url>&serviceAgreementId=..``), so a
+    file URL with its own query (``?a=1&b=2``) arrives split into parameters, and one with ``%``
+    escapes arrives decoded once too often. The raw query's text from ``url=`` up to the next
+    consume parameter recovers it. Only exact matches with the asset's own files are ever served,
+    so a wrong guess here can refuse, never widen, what is fetched.
+    """
+    candidates = [parsed]
+    if raw_query.startswith("url="):
+        rest = raw_query[len("url="):]
+        ends = [found for name in _AFTER_URL if (found := rest.find(f"&{name}=")) >= 0]
+        raw = rest[: min(ends)] if ends else rest
+        candidates += [unquote(raw), raw]
+    return tuple(dict.fromkeys(c for c in candidates if c))
+
+
+def _parse_consume(query: MultiMapping[str], raw_query: str = "") -> _ConsumeRequest:
+    """The consume parameters, either form (module docstring); 400 for anything malformed."""
+    urls = query.getall("url", [])
+    if len(urls) > 1:
+        raise _error(web.HTTPBadRequest, "give one url parameter")
+    url_form = bool(urls and urls[0])
+    needed = ("serviceAgreementId", "consumerAddress") + (() if url_form else ("signature", "index"))
+    missing = [name for name in needed if not query.get(name)]
     if missing:
-        if query.get("url"):
-            raise _error(web.HTTPBadRequest, "the url= form of consume is not supported; send signature and index")
-        raise _error(web.HTTPBadRequest, f"missing query parameter(s): {', '.join(missing)}")
+        alternative = "" if url_form else " (or url= with one of the asset's file URLs instead of signature and index)"
+        raise _error(web.HTTPBadRequest, f"missing query parameter(s): {', '.join(missing)}{alternative}")
+    if url_form and query.get("index"):
+        raise _error(web.HTTPBadRequest, "give either url or index, not both")
     agreement = query["serviceAgreementId"].strip()
     if not _AGREEMENT_ID.fullmatch(agreement):
         raise _error(web.HTTPBadRequest, "serviceAgreementId must be 0x followed by 64 hex digits")
     consumer = query["consumerAddress"].strip()
     if not _ADDRESS.fullmatch(consumer):
         raise _error(web.HTTPBadRequest, "consumerAddress must be 0x followed by 40 hex digits")
-    signature = query["signature"].strip()
-    if not _SIGNATURE.fullmatch(signature):
+    signature = query.get("signature", "").strip() or None
+    if signature is not None and not _SIGNATURE.fullmatch(signature):
         raise _error(web.HTTPBadRequest, "signature must be 0x followed by 130 hex digits (65 bytes r || s || v)")
-    index = query["index"].strip()
-    if not _INDEX.fullmatch(index):
-        raise _error(web.HTTPBadRequest, "index must be a non-negative integer")
+    index = None
+    if not url_form:
+        text = query["index"].strip()
+        if not _INDEX.fullmatch(text):
+            raise _error(web.HTTPBadRequest, "index must be a non-negative integer")
+        index = int(text)
     expiry = query.get(EXPIRY_PARAM)
     if expiry is not None and not _EXPIRY.fullmatch(expiry):
         raise _error(web.HTTPBadRequest, f"{EXPIRY_PARAM} must be a time in unix seconds (decimal digits)")
+    if expiry is not None and signature is None:
+        raise _error(web.HTTPBadRequest, f"{EXPIRY_PARAM} is signed: send it with signature")
     return _ConsumeRequest(agreement, bytes.fromhex(agreement[2:]), checksum_address(bytes.fromhex(consumer[2:])),
-                           signature, int(index), expiry)
+                           signature, index, expiry, _url_candidates(urls[0], raw_query) if url_form else ())
 
 
 def _check_expiry(state: _Provider, req: _ConsumeRequest) -> None:
-    """The expiring form's time window (module docstring, check 1); squid-py's form unless required."""
+    """The expiring form's time window (module docstring, check 1); squid-py's forms unless required."""
+    if req.signature is None:
+        if state.require_expiry:
+            raise _error(web.HTTPUnauthorized, f"this provider requires signature and {EXPIRY_PARAM} on the url= "
+                         f"form too: sign '<serviceAgreementId> expires <{EXPIRY_PARAM}>'")
+        return
     if req.expiry is None:
         if state.require_expiry:
             raise _error(web.HTTPUnauthorized, f"this provider requires {EXPIRY_PARAM}: sign "
@@ -294,10 +354,46 @@ def _authorize(state: _Provider, req: _ConsumeRequest) -> DDO:
     return ddo
 
 
-def _content_disposition(entry: Mapping[str, Any], path: str) -> str:
-    name = str(entry.get("name") or os.path.basename(path) or f"file{entry.get('index', '')}")
-    name = re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200] or "file"
-    return f'attachment;filename="{name}"'
+#: What a served file's name may hold: an RFC 7230 token's letters, digits and ``._+~-``, nothing
+#: a shell, a path, a header or a Windows file system reads specially.
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._+~-]")
+_NAME_MAX = 128
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
+
+
+def attachment_name(entry: Mapping[str, Any], path: str, index: int) -> str:
+    """The file name the provider gives a served file: safe to save under as it is.
+
+    From the entry's ``name``, else the last segment of the URL's path (percent-decoded), else
+    ``file-<index>`` (squid-py's own fallback). Only the last segment of a name holding ``/`` or
+    ``\\`` is kept; every character outside ``[A-Za-z0-9._+~-]`` (quotes, ``;``, spaces, control
+    and non-ASCII characters) becomes ``_``; leading dots go (no ``..``, no hidden file), so do
+    trailing dots; at most 128 characters, the extension kept; a Windows device name gets a
+    leading ``_``.
+    """
+    for raw in (entry.get("name"), unquote(path)):
+        if not isinstance(raw, str):
+            continue
+        last = raw.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        name = _NAME_UNSAFE.sub("_", last).strip(".")
+        if not name.strip("_"):
+            continue
+        if name.split(".", 1)[0].upper() in _WINDOWS_DEVICES:
+            name = "_" + name
+        if len(name) > _NAME_MAX:
+            stem, dot, ext = name.rpartition(".")
+            keep = dot and 0 < len(ext) < 16
+            name = (stem[: _NAME_MAX - len(ext) - 1] + "." + ext) if keep else name[:_NAME_MAX].rstrip(".")
+        return name
+    return f"file-{index}"
+
+
+def _content_disposition(entry: Mapping[str, Any], path: str, index: int) -> str:
+    """``attachment;filename=<name>``, unquoted, no space after ``;``: squid-py 0.9.3 takes the file
+    name with ``re.match(r'attachment;filename=(.+)', header)[1]``, quotes and all (Brizo sent
+    it so); :func:`attachment_name` keeps the name a single safe token."""
+    return f"attachment;filename={attachment_name(entry, path, index)}"
 
 
 def _byte_range(header: str, total: int) -> tuple[int, int, int] | None:
@@ -342,7 +438,7 @@ async def _relay(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
 
 
 async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mapping[str, Any],
-                 label: str) -> web.StreamResponse:
+                 index: int, label: str) -> web.StreamResponse:
     headers = {}
     if "Range" in request.headers:
         headers["Range"] = request.headers["Range"]
@@ -372,7 +468,7 @@ async def _proxy(request: web.Request, state: _Provider, url: str, entry: Mappin
                 start, end, total = window
                 response.headers["Content-Range"] = f"bytes {start}-{end}/{total}"
                 response.headers["Content-Length"] = str(end - start + 1)
-            response.headers["Content-Disposition"] = _content_disposition(entry, urlsplit(url).path)
+            response.headers["Content-Disposition"] = _content_disposition(entry, urlsplit(url).path, index)
             await response.prepare(request)
             await _relay(upstream, response, window, cap, state.chunk_size)
             return response
@@ -405,17 +501,40 @@ def _local_file(state: _Provider, url: str) -> Path:
     return path
 
 
+def _squid_form(url: str) -> str:
+    """A file URL as squid-py 0.9.3 sends it in the url= form: one surrounding quote pair removed."""
+    return url[1:-1] if url[:1] in ("'", '"') else url
+
+
+def _asset_file(files: list[dict[str, Any]], req: _ConsumeRequest, label: str) -> tuple[int, str]:
+    """The position and URL of the file a consume names: ``files[index]``, or in the url= form the
+    first of the asset's own files whose URL is exactly one the request names."""
+    if req.index is not None:
+        if req.index >= len(files):
+            raise _error(web.HTTPBadRequest, f"index {req.index} is out of range: the asset has {len(files)} file(s)")
+        return req.index, str(files[req.index].get("url") or "")
+    for position, entry in enumerate(files):
+        url = _squid_form(str(entry.get("url") or ""))
+        if url and url in req.urls:
+            return position, url
+    log.info("consume %s refused (403): the url= form named none of the asset's %d file(s)", label, len(files))
+    raise _error(web.HTTPForbidden, "url is not one of the files of this agreement's asset: this provider "
+                 "serves an asset's own files only")
+
+
 async def _consume(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
-    req = _parse_consume(request.query)
+    req = _parse_consume(request.query, request.rel_url.raw_query_string)
     label = req.agreement_text.lower()
-    signer = _recover_signer(req.signature, req.agreement_text, req.expiry)
-    if signer != req.consumer:
-        log.info("consume %s refused: bad signature", label)
-        signed = "serviceAgreementId text" if req.expiry is None else f"'<serviceAgreementId> expires <{EXPIRY_PARAM}>'"
-        raise _error(web.HTTPUnauthorized,
-                     f"the signature does not recover to consumerAddress (expected: the consumer's personal "
-                     f"signature of the {signed})")
+    if req.signature is not None:
+        signer = _recover_signer(req.signature, req.agreement_text, req.expiry)
+        if signer != req.consumer:
+            log.info("consume %s refused: bad signature", label)
+            signed = ("serviceAgreementId text" if req.expiry is None
+                      else f"'<serviceAgreementId> expires <{EXPIRY_PARAM}>'")
+            raise _error(web.HTTPUnauthorized,
+                         f"the signature does not recover to consumerAddress (expected: the consumer's personal "
+                         f"signature of the {signed})")
     try:
         _check_expiry(state, req)
     except web.HTTPException as exc:
@@ -436,18 +555,17 @@ async def _consume(request: web.Request) -> web.StreamResponse:
                     label, state.backend.name, ddo.did, type(exc).__name__)
         raise _error(web.HTTPBadGateway,
                      f"the provider could not decrypt the asset's files ({state.backend.name}): {exc}") from None
-    if req.index >= len(files):
-        raise _error(web.HTTPBadRequest, f"index {req.index} is out of range: the asset has {len(files)} file(s)")
-    entry = files[req.index]
-    url = str(entry.get("url") or "")
+    index, url = _asset_file(files, req, label)
+    entry = files[index]
     scheme = urlsplit(url).scheme.lower()
-    log.info("consume %s: serving file %d of %s to %s", label, req.index, ddo.did, req.consumer)
+    form = "index" if req.index is not None else "url="
+    log.info("consume %s: serving file %d of %s to %s (%s form)", label, index, ddo.did, req.consumer, form)
     if scheme in ("http", "https"):
-        return await _proxy(request, state, url, entry, label)
+        return await _proxy(request, state, url, entry, index, label)
     if scheme == "file":
         path = _local_file(state, url)
         return web.FileResponse(path, chunk_size=state.chunk_size,
-                                headers={"Content-Disposition": _content_disposition(entry, path.name)})
+                                headers={"Content-Disposition": _content_disposition(entry, path.name, index)})
     raise _refused(FetchRefused("scheme", f"the file's URL scheme {scheme or '(none)'!r} is not supported"))
 
 
