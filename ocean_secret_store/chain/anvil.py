@@ -118,6 +118,7 @@ def start_anvil(
     state_path: str | os.PathLike[str] | None = None,
     log_path: str | os.PathLike[str] | None = None,
     block_time: float | None = None,
+    base_fee: int | None = None,
     extra_args: list[str] | None = None,
     startup_timeout: float = 20.0,
 ) -> AnvilProcess:
@@ -126,7 +127,9 @@ def start_anvil(
     ``port=0`` picks a free port and retries with another if anvil cannot bind it (another process
     took it in between). ``state_path`` is anvil's ``--state`` (loaded at start, dumped on SIGTERM);
     ``log_path`` receives anvil's output (a scratch file, removed on stop, otherwise).
-    Without ``block_time`` anvil automines one block per transaction.
+    Without ``block_time`` anvil automines one block per transaction. ``base_fee`` (wei) is the
+    blocks' base fee: 0 keeps it at 0 for good (anvil treats a zero base fee as fixed), so the
+    legacy transactions of Parity-era clients, which pay a fixed 1 gwei, are always mined.
     """
     binary = anvil_path()
     scratch = Path(tempfile.mkdtemp(prefix="anvil-"))
@@ -145,6 +148,8 @@ def start_anvil(
                 args += ["--state", str(state_path)]
             if block_time is not None:
                 args += ["--block-time", str(block_time)]
+            if base_fee is not None:
+                args += ["--block-base-fee-per-gas", str(base_fee)]
             args += extra_args or []
             config_out.unlink(missing_ok=True)
             with open(log_file, "ab") as log:

@@ -1,5 +1,13 @@
 """Deploy and set up keeper-contracts 0.13.2 from the installed artifacts on any dev chain (ocean.md §4.4 step 1).
 
+Every contract of the release's ``contracts.json`` is deployed, initialised in the order of its
+``initializeContracts.js`` and set up as its ``setupContracts.js`` did: both actor types, both
+templates (``EscrowAccessSecretStoreTemplate`` and ``EscrowComputeExecutionTemplate``, which in
+0.13 are ids in ``TemplateStoreManager``, not contracts) proposed and approved, the create role
+delegated, the Dispenser made a minter. The two ``Escrow*Template`` artifacts of the release are
+v0.12.7 template *contracts* that its migrations no longer deploy; they are not deployed here
+either (ocean-keeper 0.3.5 treats them as optional and squid-py 0.9.3 uses the template ids).
+
 Transactions go out pipelined: every nonce is assigned locally, contract addresses are derived from
 (deployer, nonce), gas limits are fixed, and receipts are collected once per phase. The only
 dependency that needs mined state (the actor type ids the template lists) splits two phases.
@@ -24,6 +32,8 @@ from .artifacts import DEVELOPMENT, load_artifact
 from .keeper import (
     ESCROW_ACCESS_TEMPLATE,
     ESCROW_ACCESS_TEMPLATE_ID,
+    ESCROW_COMPUTE_TEMPLATE,
+    ESCROW_COMPUTE_TEMPLATE_ID,
     KEEPER_CONTRACTS,
     KEEPER_LIBRARIES,
     AccountLike,
@@ -47,7 +57,13 @@ if TYPE_CHECKING:
 DEPLOY_GAS = 4_000_000
 CALL_GAS = 1_000_000
 ACTOR_TYPES = ("provider", "consumer")
-_OWNABLE = KEEPER_CONTRACTS  # every keeper contract is zos Ownable
+#: The release's other conditions: deployed and initialised too, though the pipeline does not use them.
+OTHER_CONDITIONS: tuple[str, ...] = (
+    "SignCondition", "HashLockCondition", "ThresholdCondition", "WhitelistingCondition", "ComputeExecutionCondition",
+)
+#: Every contract a deployment holds (keeper-contracts 0.13.2's ``contracts.json`` plus the Dispenser).
+ALL_CONTRACTS: tuple[str, ...] = (*KEEPER_CONTRACTS, *OTHER_CONDITIONS)
+_OWNABLE = ALL_CONTRACTS  # every keeper contract is zos Ownable
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,8 @@ class Deployment:
     owner: str
     minter: str
     network: str = DEVELOPMENT
+    #: Every approved template by name (the access template's id is also ``template_id``).
+    template_ids: Mapping[str, bytes] = field(default_factory=dict)
     seconds: float = field(default=0.0, compare=False)
 
     def __getitem__(self, name: str) -> str:
@@ -72,6 +90,7 @@ class Deployment:
             "chain_id": self.chain_id, "contracts": dict(self.addresses), "template_id": to_hex(self.template_id),
             "actor_types": {k: to_hex(v) for k, v in self.actor_types.items()},
             "deployer": self.deployer, "owner": self.owner, "minter": self.minter, "network": self.network,
+            "template_ids": {k: to_hex(v) for k, v in self.template_ids.items()},
         }
 
     @classmethod
@@ -85,23 +104,40 @@ class Deployment:
             },
             deployer=str(data["deployer"]), owner=str(data["owner"]), minter=str(data["minter"]),
             network=str(data.get("network", DEVELOPMENT)),
+            template_ids={
+                k: parse_hex(v, f"template_ids[{k!r}]", 32, error=ChainError)
+                for k, v in data.get("template_ids", {}).items()
+            },
         )
 
     def write_artifacts(self, directory: str | os.PathLike[str], network: str = DEVELOPMENT) -> Path:
-        """Write ``<Name>.<network>.json`` for every deployed contract with ``address`` rewritten.
+        """Write ``<Name>.<network>.json`` for every deployed contract (:func:`write_artifacts`)."""
+        return write_artifacts(self.addresses, directory, network=network, source_network=self.network)
 
-        Programs that read artifacts (ocean-keeper style, or :meth:`Keeper.from_network` with
-        ``artifacts_directory``) then find this chain's addresses.
-        """
-        target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
-        for name, address in self.addresses.items():
-            source = load_artifact(name, self.network)
-            data = json.loads(source.path.read_text(encoding="utf-8"))
-            data["address"] = address
-            data["implementation"] = address
-            (target / f"{name}.{network}.json").write_text(json.dumps(data), encoding="utf-8")
-        return target
+
+def write_artifacts(addresses: Mapping[str, str], directory: str | os.PathLike[str], *, network: str = DEVELOPMENT,
+                    source_network: str = DEVELOPMENT, artifacts_directory: str | None = None) -> Path:
+    """Write ``<Name>.<network>.json`` for every contract in ``addresses`` with ``address`` rewritten.
+
+    Programs that read artifacts (ocean-keeper style, or :meth:`Keeper.from_network` with
+    ``artifacts_directory``) then find this chain's addresses. Each file keeps the release's keys
+    (``name``, ``abi``, ``bytecode``, ``version``) with ``address`` and ``implementation`` set to the
+    deployed contract: ocean-keeper 0.3.5 reads ``address``, ``abi`` and ``version`` from
+    ``<Name>.<network>.json``, and names every chain id it does not know (anvil's 31337 among
+    them) ``development``. Files are replaced atomically, so a reader never sees half of one.
+    """
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, address in addresses.items():
+        source = load_artifact(name, source_network, artifacts_directory)
+        data = json.loads(source.path.read_text(encoding="utf-8"))
+        data["address"] = address
+        data["implementation"] = address
+        path = target / f"{name}.{network}.json"
+        scratch = path.with_name(f".{path.name}.tmp")
+        scratch.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(scratch, path)
+    return target
 
 
 def create_address(sender: str, nonce: int) -> ChecksumAddress:
@@ -191,11 +227,11 @@ def deploy_keeper_contracts(
     pipe = _Pipeline(w3, signer, chain_id, gas_price, receipt_timeout)
 
     artifacts = {
-        name: load_artifact(name, network, artifacts_directory) for name in (*KEEPER_LIBRARIES, *KEEPER_CONTRACTS)
+        name: load_artifact(name, network, artifacts_directory) for name in (*KEEPER_LIBRARIES, *ALL_CONTRACTS)
     }
     libraries = {name: pipe.deploy(name, artifacts[name].bytecode) for name in KEEPER_LIBRARIES}
-    addresses = {name: pipe.deploy(name, artifacts[name].linked_bytecode(libraries)) for name in KEEPER_CONTRACTS}
-    contracts = {name: w3.eth.contract(address=addresses[name], abi=artifacts[name].abi) for name in KEEPER_CONTRACTS}
+    addresses = {name: pipe.deploy(name, artifacts[name].linked_bytecode(libraries)) for name in ALL_CONTRACTS}
+    contracts = {name: w3.eth.contract(address=addresses[name], abi=artifacts[name].abi) for name in ALL_CONTRACTS}
 
     def call(name: str, function: str, *args: Any) -> None:
         pipe.call(contracts[name], name, function, *args)
@@ -207,6 +243,8 @@ def deploy_keeper_contracts(
     call("Dispenser", "initialize(address,address)", a["OceanToken"], deployer)
     call("ConditionStoreManager", "initialize(address)", deployer)
     call("TemplateStoreManager", "initialize(address)", deployer)
+    for name in ("SignCondition", "HashLockCondition", "ThresholdCondition", "WhitelistingCondition"):
+        call(name, "initialize(address,address)", deployer, a["ConditionStoreManager"])
     call("AgreementStoreManager", "initialize(address,address,address,address)",
          deployer, a["ConditionStoreManager"], a["TemplateStoreManager"], a["DIDRegistry"])
     call("LockRewardCondition", "initialize(address,address,address)",
@@ -214,6 +252,8 @@ def deploy_keeper_contracts(
     call("EscrowReward", "initialize(address,address,address)",
          deployer, a["ConditionStoreManager"], a["OceanToken"])
     call("AccessSecretStoreCondition", "initialize(address,address,address)",
+         deployer, a["ConditionStoreManager"], a["AgreementStoreManager"])
+    call("ComputeExecutionCondition", "initialize(address,address,address)",
          deployer, a["ConditionStoreManager"], a["AgreementStoreManager"])
     for actor in ACTOR_TYPES:
         call("TemplateStoreManager", "registerTemplateActorType", actor)
@@ -226,10 +266,15 @@ def deploy_keeper_contracts(
         actor_types = {
             actor: bytes(templates.functions.getTemplateActorTypeId(actor).call()) for actor in ACTOR_TYPES
         }
-    call("TemplateStoreManager", "proposeTemplate(bytes32,address[],bytes32[],string)", ESCROW_ACCESS_TEMPLATE_ID,
-         [a["LockRewardCondition"], a["AccessSecretStoreCondition"], a["EscrowReward"]],
-         [actor_types[actor] for actor in ACTOR_TYPES], ESCROW_ACCESS_TEMPLATE)
-    call("TemplateStoreManager", "approveTemplate", ESCROW_ACCESS_TEMPLATE_ID)
+    template_ids = {ESCROW_ACCESS_TEMPLATE: ESCROW_ACCESS_TEMPLATE_ID,
+                    ESCROW_COMPUTE_TEMPLATE: ESCROW_COMPUTE_TEMPLATE_ID}
+    template_conditions = {ESCROW_ACCESS_TEMPLATE: "AccessSecretStoreCondition",
+                           ESCROW_COMPUTE_TEMPLATE: "ComputeExecutionCondition"}
+    for template, template_id in template_ids.items():
+        call("TemplateStoreManager", "proposeTemplate(bytes32,address[],bytes32[],string)", template_id,
+             [a["LockRewardCondition"], a[template_conditions[template]], a["EscrowReward"]],
+             [actor_types[actor] for actor in ACTOR_TYPES], template)
+        call("TemplateStoreManager", "approveTemplate", template_id)
     if final_owner != deployer:
         call("OceanToken", "addMinter", final_owner)
         call("OceanToken", "renounceMinter")
@@ -237,12 +282,13 @@ def deploy_keeper_contracts(
             call(name, "transferOwnership", final_owner)
     pipe.flush()
 
-    with translate_errors(w3, "TemplateStoreManager", "isTemplateIdApproved"):
-        approved = templates.functions.isTemplateIdApproved(ESCROW_ACCESS_TEMPLATE_ID).call()
-    if not approved:
-        raise ChainError(f"{ESCROW_ACCESS_TEMPLATE} is not approved after setup")
+    for template, template_id in template_ids.items():
+        with translate_errors(w3, "TemplateStoreManager", "isTemplateIdApproved"):
+            approved = templates.functions.isTemplateIdApproved(template_id).call()
+        if not approved:
+            raise ChainError(f"{template} is not approved after setup")
     return Deployment(
         chain_id=chain_id, addresses={**libraries, **addresses}, template_id=ESCROW_ACCESS_TEMPLATE_ID,
         actor_types=actor_types, deployer=deployer, owner=final_owner, minter=minter_address, network=network,
-        seconds=time.perf_counter() - started,
+        template_ids=template_ids, seconds=time.perf_counter() - started,
     )

@@ -45,6 +45,8 @@ KEEPER_LIBRARIES: tuple[str, ...] = ("EpochLibrary", "DIDRegistryLibrary")
 ESCROW_ACCESS_TEMPLATE = "EscrowAccessSecretStoreTemplate"
 #: In 0.13 templates are ids: keccak256 of the template name (TemplateStoreManager.generateId).
 ESCROW_ACCESS_TEMPLATE_ID: bytes = keccak256(ESCROW_ACCESS_TEMPLATE.encode())
+ESCROW_COMPUTE_TEMPLATE = "EscrowComputeExecutionTemplate"
+ESCROW_COMPUTE_TEMPLATE_ID: bytes = keccak256(ESCROW_COMPUTE_TEMPLATE.encode())
 
 #: ConditionStoreManager condition states.
 UNINITIALIZED, UNFULFILLED, FULFILLED, ABORTED = 0, 1, 2, 3

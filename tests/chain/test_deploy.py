@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from ocean_secret_store.chain import artifacts
-from ocean_secret_store.chain.deploy import Deployment, create_address, deploy_keeper_contracts
+from ocean_secret_store.chain.deploy import (
+    ALL_CONTRACTS,
+    OTHER_CONDITIONS,
+    Deployment,
+    create_address,
+    deploy_keeper_contracts,
+)
 from ocean_secret_store.chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, KEEPER_CONTRACTS, Keeper, to_address
 from ocean_secret_store.crypto.hashes import keccak256
 from ocean_secret_store.exceptions import ArtifactError, ChainError
@@ -91,6 +97,23 @@ def test_template_is_approved_with_the_right_conditions(chain: Chain) -> None:
 
 
 @pytest.mark.integration
+def test_every_release_contract_is_initialised_and_both_templates_approved(chain: Chain) -> None:
+    # As keeper-contracts 0.13.2's migrations did: every contract of its contracts.json, and both templates.
+    k, d = chain.keeper, chain.deployment
+    assert set(ALL_CONTRACTS) == set(KEEPER_CONTRACTS) | set(OTHER_CONDITIONS) <= set(d.addresses)
+    w3 = k.w3
+    for name in ALL_CONTRACTS:  # an implementation deployed without its initialize has no owner
+        contract = w3.eth.contract(address=to_address(d[name]), abi=artifacts.load_artifact(name).abi)
+        assert contract.functions.owner().call() == d.owner, name
+    assert d.template_ids == {"EscrowAccessSecretStoreTemplate": ESCROW_ACCESS_TEMPLATE_ID,
+                              "EscrowComputeExecutionTemplate": keccak256(b"EscrowComputeExecutionTemplate")}
+    compute = d.template_ids["EscrowComputeExecutionTemplate"]
+    assert k.call("TemplateStoreManager", "isTemplateIdApproved", compute) is True
+    template = k.call("TemplateStoreManager", "getTemplate", compute)
+    assert list(template[4]) == [d["LockRewardCondition"], d["ComputeExecutionCondition"], d["EscrowReward"]]
+
+
+@pytest.mark.integration
 def test_roles(chain: Chain) -> None:
     k, d = chain.keeper, chain.deployment
     token_owner = k.call("OceanToken", "owner")
@@ -114,6 +137,9 @@ def test_ownership_can_go_to_another_account(chain: Chain) -> None:
     keeper = Keeper(chain.anvil.url, second.addresses)
     for name in KEEPER_CONTRACTS:
         assert keeper.call(name, "owner") == new_owner.address, name
+    for name in OTHER_CONDITIONS:
+        contract = keeper.w3.eth.contract(address=to_address(second[name]), abi=artifacts.load_artifact(name).abi)
+        assert contract.functions.owner().call() == new_owner.address, name
     assert keeper.call("OceanToken", "isMinter", new_owner.address) is True
     assert keeper.call("OceanToken", "isMinter", chain.spare[1].address) is False
     assert keeper.call("TemplateStoreManager", "isTemplateIdApproved", second.template_id) is True
