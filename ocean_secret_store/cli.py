@@ -2,9 +2,9 @@
 
 Exit codes, for every command: 0 success, 1 the operation failed (one readable line on stderr;
 ``--debug`` adds the traceback), 2 bad usage, 130 interrupted. ``--json`` (before the command)
-prints results as JSON; the services (``rpc``, ``provider``) print their URL as ``{"url": ...}``
-once they listen (``--port-file`` also writes the bound port to a file, for ``--listen`` with port
-0) and stop cleanly, exit code 0, on SIGTERM or SIGINT. Private keys come from a keystore file or
+prints results as JSON; the services (``rpc``, ``provider``, ``files``, ``aquarius``) print their
+URL as ``{"url": ...}`` once they listen (``--port-file`` also writes the bound port to a file, for
+``--listen`` with port 0) and stop cleanly, exit code 0, on SIGTERM or SIGINT. Private keys come from a keystore file or
 an environment variable, never from an argument.
 """
 
@@ -369,6 +369,17 @@ def _cmd_files(args: argparse.Namespace) -> int:
                                     ready=lambda url: _listening(args, "files", url), tls=_tls_files(args)))
 
 
+def _cmd_aquarius(args: argparse.Namespace) -> int:
+    from .ocean.aquarius import serve_aquarius
+
+    if not args.db.parent.is_dir():
+        raise UsageError(f"the folder of --db {args.db} does not exist")
+    _service_logging(args)
+    listen: HostPort = args.listen
+    return _run_service(serve_aquarius(args.db.resolve(), listen.host, listen.port, limits=_serving_limits(args),
+                                       ready=lambda url: _listening(args, "aquarius", url), tls=_tls_files(args)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -579,6 +590,21 @@ def _add_demo_and_tools(sub: Any) -> None:
     _tls_args(files)
     _log_file_args(files)
     files.set_defaults(func=_cmd_files)
+
+    aquarius = sub.add_parser(
+        "aquarius", help="serve a SQLite metadata store as an Aquarius v1 compatible service",
+        description="Aquarius v1's HTTP API (/api/v1/aquarius/assets: DDO register, resolve, update, retire, list, "
+        "text search and query with paging) over a SQLite metadata store, as squid-py 0.9.3 and ocean-utils 0.3.7 "
+        "call it; the devnet runs one (aquarius_url in devnet.json). Routes: ocean_secret_store/ocean/aquarius.py.")
+    aquarius.add_argument("--db", required=True, type=Path, metavar="FILE",
+                          help="the SQLite metadata store (created if absent; the devnet's metadata_store)")
+    aquarius.add_argument("--listen", default="127.0.0.1:5000", type=_listen_address, metavar="HOST:PORT",
+                          help="address to listen on (port 0 picks a free one; default 127.0.0.1:5000, Aquarius')")
+    _port_file_arg(aquarius)
+    _serving_args(aquarius)
+    _tls_args(aquarius)
+    _log_file_args(aquarius)
+    aquarius.set_defaults(func=_cmd_aquarius)
 
     demo = sub.add_parser("demo", help="run the end-to-end demo")
     demo.add_argument("--nodes", type=int, default=5)

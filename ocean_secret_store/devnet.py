@@ -22,6 +22,18 @@ fetch from (``[provider] allowed_origins``): a publisher on the devnet puts its 
 lists ``files_url + "/<name>"``. Like the provider, it comes back on its old port after a restart,
 because published DDOs name its URLs.
 
+The devnet's Aquarius (``ocean-secret-store aquarius``, :mod:`ocean_secret_store.ocean.aquarius`)
+serves the SQLite metadata store (``metadata_store``) at ``aquarius_url``; ``ocean.ini`` names it as
+the metadata store, so ``Ocean(...)`` publishes there and the provider resolves DDOs there. It comes
+back on its old port after a restart, because published DDOs and ``DIDRegistry`` name its URL.
+
+For the Parity-era clients as they are, ``up`` also writes an ocean-keeper artifacts folder
+(``keeper_artifacts``: ``<Contract>.development.json`` with this chain's addresses, for every
+contract deployed) and a squid-py ``config.ini`` (``squid_config``: ``keeper.url``, ``keeper.path``,
+``secret_store.url``, ``parity.*`` of the publisher's keystore account on the JSON-RPC face,
+``aquarius.url``, ``brizo.url``). The chain's base fee is fixed at 0, so ocean-keeper's fixed
+1 gwei gas price is always enough.
+
 TLS (``up(tls=True)``, ``devnet up --tls``; off by default, as Parity-era clients speak plain HTTP):
 a local CA and one certificate per service for 127.0.0.1 and localhost in ``DIR/tls`` (ECDSA
 P-256, a week valid, mode 0600); every key server's HTTP API, the JSON-RPC face, the provider and
@@ -54,7 +66,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .chain.anvil import AnvilProcess, start_anvil
-from .chain.deploy import deploy_keeper_contracts
+from .chain.deploy import deploy_keeper_contracts, write_artifacts
 from .chain.keeper import to_address
 from .client.keystore import write_keystore
 from .crypto.curve import Point, random_scalar
@@ -71,6 +83,12 @@ TLS_DIR: Final = "tls"
 #: The folder the devnet's file server serves, under the state dir.
 FILES_DIR: Final = "files"
 OCEAN_CONFIG_FILE: Final = "ocean.ini"
+#: squid-py 0.9.3's config file, under the state dir.
+SQUID_CONFIG_FILE: Final = "config.ini"
+#: The ocean-keeper artifacts folder (``<Contract>.development.json``), under the state dir.
+KEEPER_ARTIFACTS_DIR: Final = "artifacts"
+#: The network name ocean-keeper 0.3.5 gives every chain id it does not know, anvil's among them.
+KEEPER_NETWORK: Final = "development"
 CONTRACTS_FILE: Final = "contracts.json"
 DEV_ONLY: Final = "DEV ONLY: holds private keys of a local development network; never use them elsewhere"
 #: Funded anvil accounts by role (anvil's dev accounts, in this order).
@@ -167,6 +185,10 @@ class DevnetState:
     files_dir: str | None = None
     files_url: str | None = None
     files_pid: int | None = None
+    aquarius_url: str | None = None
+    aquarius_pid: int | None = None
+    keeper_artifacts: str | None = None
+    squid_config: str | None = None
     #: Origins beyond ``files_url`` the provider may fetch from on loopback (:func:`restart_provider`).
     provider_allowed_origins: list[str] = field(default_factory=list)
     #: The local CA's PEM certificate when the devnet speaks https (``--tls``), else None.
@@ -242,6 +264,10 @@ class DevnetState:
             "files_dir": self.files_dir,
             "files_url": self.files_url,
             "files_pid": self.files_pid,
+            "aquarius_url": self.aquarius_url,
+            "aquarius_pid": self.aquarius_pid,
+            "keeper_artifacts": self.keeper_artifacts,
+            "squid_config": self.squid_config,
             "provider_allowed_origins": list(self.provider_allowed_origins),
             **({"tls_ca": self.tls_ca} if self.tls_ca else {}),  # the contract's field "when --tls is on"
             **self.extra,
@@ -253,7 +279,8 @@ class DevnetState:
 
     def pids(self) -> list[int | None]:
         """Every process of the devnet, in the order to stop them (the reverse of their start)."""
-        return [self.provider_pid, self.rpc_pid, self.files_pid, *(node.pid for node in self.nodes), self.anvil_pid]
+        return [self.provider_pid, self.rpc_pid, self.aquarius_pid, self.files_pid, *(node.pid for node in self.nodes),
+                self.anvil_pid]
 
     def running_pids(self) -> list[int]:
         return [pid for pid in self.pids() if pid is not None and _alive(pid)]
@@ -268,7 +295,8 @@ class DevnetState:
         return self.tls_ca or True
 
     def tls_files(self, service: str) -> TlsFiles | None:
-        """The certificate and key of ``service`` (``node0``, ``rpc``, ``provider``, ``files``) under ``--tls``."""
+        """The certificate and key of ``service`` (``node0``, ``rpc``, ``provider``, ``files``, ``aquarius``)
+        under ``--tls``."""
         if not self.tls_ca:
             return None
         folder = self.state_dir / TLS_DIR
@@ -620,6 +648,21 @@ def _spawn_files(state: DevnetState) -> tuple[_Child, Path]:
     return child, port_file
 
 
+def _spawn_aquarius(state: DevnetState) -> tuple[_Child, Path]:
+    """The Aquarius-compatible service needs only the metadata store: it starts beside the key
+    servers, on its old port if it had one (DDOs and the DID registry name its URL)."""
+    tls = state.tls_files("aquarius")
+    if tls is not None and not tls.cert.exists():  # a --tls devnet made before the devnet ran an Aquarius
+        folder = state.state_dir / TLS_DIR
+        issue_certificate(TlsFiles(folder / "ca.pem", folder / "ca.key"), folder, "aquarius")
+    port = _url_port(state.aquarius_url) if state.aquarius_url else 0
+    child, port_file = _spawn_service(state, "aquarius", ["aquarius", "--db", state.metadata_store,
+                                                          "--listen", f"{LOOPBACK}:{port}",
+                                                          *_tls_args(state, "aquarius")])
+    state.aquarius_pid = child.pid
+    return child, port_file
+
+
 def _tls_args(state: DevnetState, service: str) -> list[str]:
     tls = state.tls_files(service)
     return [] if tls is None else ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
@@ -629,7 +672,7 @@ def _make_certificates(state: DevnetState) -> None:
     """The local CA and a certificate per service (``--tls``), in ``DIR/tls``, mode 0600."""
     folder = state.state_dir / TLS_DIR
     ca = make_local_ca(folder)
-    for service in [*(f"node{i}" for i in range(len(state.nodes))), "rpc", "provider", "files"]:
+    for service in [*(f"node{i}" for i in range(len(state.nodes))), "rpc", "provider", "files", "aquarius"]:
         issue_certificate(ca, folder, service)
     state.tls_ca = str(ca.cert)
 
@@ -666,7 +709,13 @@ def _write_ocean_config(state: DevnetState) -> Path:
         "threshold": str(_threshold(len(state.nodes))),
         "cluster_urls": ", ".join(node.http_url for node in state.nodes),
     }
-    resources = {"metadata.store": Path(state.metadata_store).name}
+    # Through the devnet's Aquarius when it runs: DDOs then name its URL, which any client can read.
+    # Not under --tls yet: the provider's metadata client does not take the devnet's CA, so there
+    # the pipeline keeps the SQLite file the Aquarius serves (the same DDOs either way).
+    through_aquarius = state.aquarius_url if state.aquarius_url and not state.tls_ca else None
+    resources = {"metadata.store": through_aquarius or Path(state.metadata_store).name}
+    if state.aquarius_url:
+        resources["aquarius.url"] = state.aquarius_url
     if state.provider_url:
         resources["provider.url"] = state.provider_url
     resources.update({"provider.address": state.provider_address, "downloads.path": "downloads"})
@@ -691,8 +740,45 @@ def _write_ocean_config(state: DevnetState) -> Path:
     return path
 
 
+#: The devnet chain's base fee (wei): fixed at 0, so Parity-era clients' fixed 1 gwei gas price is always enough.
+BASE_FEE: Final = 0
+
+
+def _write_squid_config(state: DevnetState) -> Path:
+    """squid-py 0.9.3's ``config.ini`` for this devnet, used as is by the real squid-py: its
+    ``[keeper-contracts]`` and ``[resources]`` keys (squid_py/config.py, squid_py/brizo/brizo.py),
+    with the publisher's keystore account on the JSON-RPC face as ``parity.address``/``password``."""
+    publisher = next(a for a in state.rpc_accounts if a.role == "publisher")
+    config = configparser.ConfigParser(interpolation=None)
+    keeper = {"keeper.url": state.chain_url, "keeper.path": str(state.keeper_artifacts)}
+    if state.secret_store_url:
+        keeper["secret_store.url"] = state.secret_store_url
+    if state.rpc_url:
+        keeper["parity.url"] = state.rpc_url
+    keeper.update({"parity.address": publisher.address, "parity.password": publisher.password})
+    config["keeper-contracts"] = keeper
+    resources = {"aquarius.url": state.aquarius_url or "", "brizo.url": state.provider_url or "",
+                 "provider.address": state.provider_address,
+                 "storage.path": str(state.state_dir / "squid_py.db")}
+    config["resources"] = {key: value for key, value in resources.items() if value}
+    text = io.StringIO()
+    config.write(text)
+    path = state.state_dir / SQUID_CONFIG_FILE
+    _write_private(path, f"; {DEV_ONLY}\n" + text.getvalue())
+    state.squid_config = str(path)
+    return path
+
+
+def _write_keeper_artifacts(state: DevnetState) -> Path:
+    """``<Contract>.development.json`` (address and ABI) for every contract the devnet deployed."""
+    folder = write_artifacts(state.contracts, state.state_dir / KEEPER_ARTIFACTS_DIR, network=KEEPER_NETWORK)
+    state.keeper_artifacts = str(folder)
+    return folder
+
+
 def _start_chain(state_dir: Path, port: int = 0) -> AnvilProcess:
-    return start_anvil(port, state_path=state_dir / "chain-state.json", log_path=state_dir / "anvil.log")
+    return start_anvil(port, state_path=state_dir / "chain-state.json", log_path=state_dir / "anvil.log",
+                       base_fee=BASE_FEE)
 
 
 def _write_keystores(state_dir: Path, accounts: Mapping[str, AccountKey]) -> list[RpcAccount]:
@@ -794,19 +880,24 @@ def up(
             state = existing
             for node in state.nodes:  # stale pids may belong to other processes by now
                 node.pid = None
-            state.rpc_pid = state.provider_pid = state.files_pid = None
+            state.rpc_pid = state.provider_pid = state.files_pid = state.aquarius_pid = None
             anvil = _start_chain(state_dir, _url_port(state.chain_url))
             state.anvil_pid = anvil.pid
         rpc, rpc_port_file = _spawn_rpc(state)
         files, files_port_file = _spawn_files(state)
+        aquarius, aquarius_port_file = _spawn_aquarius(state)
+        _write_keeper_artifacts(state)
         say(f"starting {len(state.nodes)} key servers; waiting until each node is connected to every other")
         _start_nodes(state, range(len(state.nodes)), timeout, move_ports)
         state.secret_store_url = state.nodes[0].http_url
         state.threshold_max = len(state.nodes) - 1
         state.rpc_url = _await_service(state, rpc, rpc_port_file, _rpc_answers, timeout)
         state.files_url = _await_service(state, files, files_port_file, _responds, timeout)
+        state.aquarius_url = _await_service(state, aquarius, aquarius_port_file, _answers, timeout)
         _start_provider(state, timeout)
-        say(f"provider (Brizo-shaped, {state.provider_backend} backend) at {state.provider_url}")
+        say(f"provider (Brizo-shaped, {state.provider_backend} backend) at {state.provider_url}, "
+            f"Aquarius at {state.aquarius_url}")
+        _write_squid_config(state)
     except BaseException:
         pids = [anvil.pid] if anvil is not None else []
         pids += [pid for pid in (state.pids() if state is not None else []) if pid is not None]
@@ -825,7 +916,7 @@ def down(state_dir: Path) -> list[int]:
     _stop_groups([pid for pid in stopped if pid == state.anvil_pid])
     for node in state.nodes:
         node.pid = None
-    state.anvil_pid = state.rpc_pid = state.provider_pid = state.files_pid = None
+    state.anvil_pid = state.rpc_pid = state.provider_pid = state.files_pid = state.aquarius_pid = None
     state.save()
     return stopped
 
@@ -849,6 +940,7 @@ def status(state_dir: Path) -> dict[str, Any]:
         name: {"pid": pid, "url": url, "running": _alive(pid)}
         for name, pid, url in (("chain", state.anvil_pid, state.chain_url), ("rpc", state.rpc_pid, state.rpc_url),
                                ("files", state.files_pid, state.files_url),
+                               ("aquarius", state.aquarius_pid, state.aquarius_url),
                                ("provider", state.provider_pid, state.provider_url))
         if url
     }
@@ -902,6 +994,29 @@ def restart_chain(state_dir: Path) -> DevnetState:
         raise DevnetError(f"anvil is still running (pid {state.anvil_pid})")
     state.anvil_pid = _start_chain(state.state_dir, _url_port(state.chain_url)).pid
     state.save()
+    return state
+
+
+def stop_aquarius(state_dir: Path) -> None:
+    """Stop the devnet's Aquarius-compatible service (``restart_aquarius`` brings it back)."""
+    state = DevnetState.require(state_dir)
+    if state.aquarius_pid is not None and _alive(state.aquarius_pid):
+        _stop_group(state.aquarius_pid)
+
+
+def restart_aquarius(state_dir: Path, timeout: float = 30.0) -> DevnetState:
+    """Start the Aquarius-compatible service again (stopping it first if it runs), on its old port."""
+    state = DevnetState.require(state_dir)
+    if state.aquarius_pid is not None and _alive(state.aquarius_pid):
+        _stop_group(state.aquarius_pid)
+    try:
+        child, port_file = _spawn_aquarius(state)
+        state.aquarius_url = _await_service(state, child, port_file, _answers, timeout)
+    except BaseException:
+        state.aquarius_pid = None
+        raise
+    finally:
+        state.save()
     return state
 
 

@@ -114,6 +114,48 @@ class SqliteMetadataStore:
             raise OceanError(f"cannot list the metadata store {self.path}: {exc}") from None
 
 
+    # -- what the Aquarius-compatible service needs beyond publish/resolve (ocean/aquarius.py) -----
+
+    def put(self, ddo: DDO) -> bool:
+        """Store ``ddo``, replacing the DDO of its DID if there is one (keeping its place in the
+        publication order); True if it was new."""
+        did = normalize_did(ddo.did)
+        try:
+            with self._lock, self._connect() as db:
+                replaced = db.execute("UPDATE ddo SET document = ? WHERE did = ?", (ddo.to_json(), did)).rowcount
+                if not replaced:
+                    db.execute("INSERT INTO ddo (did, document) VALUES (?, ?)", (did, ddo.to_json()))
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot store {did} in the metadata store {self.path}: {exc}") from None
+        return not replaced
+
+    def delete(self, did: str) -> bool:
+        """Remove the DDO of ``did``; False if there was none."""
+        did = normalize_did(did)
+        try:
+            with self._lock, self._connect() as db:
+                return bool(db.execute("DELETE FROM ddo WHERE did = ?", (did,)).rowcount)
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot delete {did} from the metadata store {self.path}: {exc}") from None
+
+    def delete_all(self) -> int:
+        """Remove every DDO; how many there were."""
+        try:
+            with self._lock, self._connect() as db:
+                return int(db.execute("DELETE FROM ddo").rowcount)
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot empty the metadata store {self.path}: {exc}") from None
+
+    def documents(self) -> list[DDO]:
+        """Every stored DDO, oldest first."""
+        try:
+            with self._connect() as db:
+                rows = db.execute("SELECT did, document FROM ddo ORDER BY seq").fetchall()
+        except sqlite3.Error as exc:
+            raise OceanError(f"cannot list the metadata store {self.path}: {exc}") from None
+        return [_checked(did, DDO.from_json(document)) for did, document in rows]
+
+
 class AquariusMetadataStore:
     """An Aquarius v1 compatible HTTP store.
 

@@ -18,7 +18,7 @@ from ocean_secret_store import devnet
 CONTRACT_FIELDS = {
     "secret_store_url", "threshold_max", "nodes", "chain_url", "chain_id", "anvil_pid", "contracts", "accounts",
     "rpc_url", "rpc_pid", "rpc_accounts", "provider_url", "provider_pid", "provider_address", "metadata_store",
-    "files_dir", "files_url",
+    "files_dir", "files_url", "aquarius_url", "keeper_artifacts", "squid_config",
 }
 
 
@@ -38,8 +38,10 @@ def _state_json(state_dir: Path) -> dict[str, object]:
         "provider_backend": "secret-store", "metadata_store": "m.sqlite", "rpc_pid": None, "provider_pid": None,
         "secret_store_url": "http://127.0.0.1:1", "threshold_max": 0, "ocean_config": "ocean.ini",
         "files_dir": str(state_dir / "files"), "files_url": "http://127.0.0.1:6", "files_pid": None,
+        "aquarius_url": "http://127.0.0.1:5", "aquarius_pid": None, "keeper_artifacts": str(state_dir / "artifacts"),
+        "squid_config": str(state_dir / "config.ini"),
         "provider_allowed_origins": [],
-        "aquarius_url": "http://127.0.0.1:5",  # a field a later issue adds: kept as it is
+        "admin_public": "0x" + "06" * 64,  # a field a later issue adds: kept as it is
     }
 
 
@@ -47,7 +49,7 @@ def test_state_file_round_trips_with_the_contract_fields(tmp_path: Path) -> None
     data = _state_json(tmp_path)
     (tmp_path / devnet.STATE_FILE).write_text(json.dumps(data))
     state = devnet.DevnetState.require(tmp_path)
-    assert state.nodes[0].http_url == "http://127.0.0.1:1" and state.extra == {"aquarius_url": "http://127.0.0.1:5"}
+    assert state.nodes[0].http_url == "http://127.0.0.1:1" and state.extra == {"admin_public": "0x" + "06" * 64}
     state.save()
     written = json.loads((tmp_path / devnet.STATE_FILE).read_text())
     assert written == data

@@ -106,3 +106,120 @@ def test_rpc_face_proxies_chain_methods(net: devnet.DevnetState) -> None:
     accounts = requests.post(str(net.rpc_url), json={"jsonrpc": "2.0", "id": 8, "method": "eth_accounts",
                                                    "params": []}, timeout=10).json()["result"]
     assert {a.address for a in net.rpc_accounts} <= set(accounts)
+
+
+# -- what the Parity-era Ocean stack finds on the devnet (issue 13: Aquarius, every contract, gas) ------
+
+
+def test_devnet_json_names_what_parity_era_clients_need(net: devnet.DevnetState) -> None:
+    import configparser
+    import json
+    from pathlib import Path
+
+    recorded = json.loads(net.path.read_text())
+    for field in ("aquarius_url", "keeper_artifacts", "squid_config", "files_dir", "files_url"):
+        assert recorded[field], field
+    assert Path(recorded["keeper_artifacts"]).is_dir() and Path(recorded["files_dir"]).is_dir()
+    # squid-py 0.9.3's own sections and keys (squid_py/config.py), readable by Python 3.7's configparser
+    squid = configparser.ConfigParser()
+    squid.read(recorded["squid_config"])
+    keeper, resources = squid["keeper-contracts"], squid["resources"]
+    assert keeper["keeper.url"] == net.chain_url and keeper["keeper.path"] == recorded["keeper_artifacts"]
+    assert keeper["secret_store.url"] == net.secret_store_url and keeper["parity.url"] == net.rpc_url
+    publisher = next(a for a in net.rpc_accounts if a.role == "publisher")
+    assert (keeper["parity.address"], keeper["parity.password"]) == (publisher.address, publisher.password)
+    assert resources["aquarius.url"] == net.aquarius_url and resources["brizo.url"] == net.provider_url
+    assert oct(Path(recorded["squid_config"]).stat().st_mode & 0o777) == "0o600"  # it holds a password
+    # Ocean(...) and the provider read DDOs through the devnet's Aquarius
+    ocean_ini = configparser.ConfigParser(interpolation=None)
+    ocean_ini.read(str(net.ocean_config))
+    assert ocean_ini["resources"]["metadata.store"] == net.aquarius_url
+
+
+def test_keeper_artifacts_load_with_web3_and_every_contract_answers(net: devnet.DevnetState) -> None:
+    import json
+    from pathlib import Path
+
+    from web3 import Web3
+
+    from ocean_secret_store.chain.deploy import ALL_CONTRACTS
+    from ocean_secret_store.chain.keeper import KEEPER_LIBRARIES
+
+    w3 = Web3(Web3.HTTPProvider(net.chain_url))
+    folder = Path(str(net.keeper_artifacts))
+    # ocean-keeper 0.3.5 looks for <Contract>.<network>.json, network "development" for chain ids it does not know
+    names = {p.name.removesuffix(".development.json") for p in folder.glob("*.development.json")}
+    assert names == {*ALL_CONTRACTS, *KEEPER_LIBRARIES}
+    for name in names:
+        artifact = json.loads((folder / f"{name}.development.json").read_text())
+        assert {"address", "abi", "version"} <= set(artifact) and artifact["address"] == net.contracts[name]
+        assert len(w3.eth.get_code(artifact["address"])) > 0, name
+        if name in KEEPER_LIBRARIES:
+            continue
+        contract = w3.eth.contract(address=artifact["address"], abi=artifact["abi"])
+        assert contract.functions.owner().call() == net.accounts["deployer"].address, name
+    templates = w3.eth.contract(address=net.contracts["TemplateStoreManager"],
+                                abi=json.loads((folder / "TemplateStoreManager.development.json").read_text())["abi"])
+    for template in ("EscrowAccessSecretStoreTemplate", "EscrowComputeExecutionTemplate"):
+        assert templates.functions.isTemplateIdApproved(templates.functions.generateId(template).call()).call()
+
+
+def test_a_legacy_transaction_at_1_gwei_is_mined(net: devnet.DevnetState) -> None:
+    # ocean-keeper 0.3.5 signs web3 4.5 legacy transactions with no chain id and a fixed 1 gwei gas price
+    from web3 import Web3
+
+    w3 = Web3(Web3.HTTPProvider(net.chain_url))
+    sender = Account.from_key(net.accounts["minter"].private_key)
+    nonce = w3.eth.get_transaction_count(sender.address)
+    hashes = []
+    for offset in range(3):
+        tx = {"to": net.accounts["consumer"].address, "value": 1, "gas": 21_000, "gasPrice": 10**9,
+              "nonce": nonce + offset}
+        hashes.append(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
+    for tx_hash in hashes:
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+        assert receipt["status"] == 1 and receipt["effectiveGasPrice"] == 10**9
+    assert w3.eth.get_block("latest")["baseFeePerGas"] == 0  # and it stays there
+
+
+def test_aquarius_serves_published_ddos_and_the_provider_reads_them_from_it(
+        net: devnet.DevnetState, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import os
+    from pathlib import Path
+
+    from ocean_secret_store.ocean.ddo import verify_ddo
+    from ocean_secret_store.ocean.host import Ocean
+    from ocean_secret_store.ocean.provider.app import consume_params
+
+    data = os.urandom(4096)
+    (Path(str(net.files_dir)) / "aquarius.bin").write_bytes(data)
+    ocean = Ocean(str(net.ocean_config))
+    keys = {role: Account.from_key(key.private_key) for role, key in net.accounts.items()}
+    consumer = keys["consumer"]
+    metadata = {"main": {"type": "dataset", "name": "via aquarius " + os.urandom(4).hex(), "author": "a",
+                         "license": "CC0", "dateCreated": "2026-11-23T00:00:00Z", "price": "0",
+                         "files": [{"url": f"{net.files_url}/aquarius.bin", "contentType": "application/octet-stream",
+                                    "name": "aquarius.bin"}]}}
+    ddo = ocean.assets.create(metadata, keys["publisher"], providers=[keys["provider"].address])
+    served = requests.get(f"{net.aquarius_url}/api/v1/aquarius/assets/ddo/{ddo.did}", timeout=10)
+    assert served.status_code == 200 and served.json() == ddo.as_dict()
+    verify_ddo(ocean.assets.resolve(ddo.did))
+    assert ddo.metadata_service["serviceEndpoint"] == f"{net.aquarius_url}/api/v1/aquarius/assets/ddo/{ddo.did}"
+    assert ddo.did in requests.get(f"{net.aquarius_url}/api/v1/aquarius/assets", timeout=10).json()["ids"]
+
+    agreement = ocean.assets.order(ddo.did, 2, consumer)
+    folder = ocean.assets.consume(agreement, ddo.did, 2, consumer, tmp_path_factory.mktemp("aquarius-consume"))
+    assert (folder / "aquarius.bin").read_bytes() == data
+
+    # With the Aquarius stopped, the provider cannot read the DDO; back on its old port, it serves again.
+    endpoint = ddo.access_service["serviceEndpoint"]
+    params = consume_params(consumer, bytes.fromhex(agreement[2:]), 0)
+    devnet.stop_aquarius(net.state_dir)
+    try:
+        down = requests.get(endpoint, params=params, timeout=30)
+        assert down.status_code == 503 and "metadata store" in down.json()["error"]
+    finally:
+        restarted = devnet.restart_aquarius(net.state_dir)
+    assert restarted.aquarius_url == net.aquarius_url
+    again = requests.get(endpoint, params=consume_params(consumer, bytes.fromhex(agreement[2:]), 0), timeout=30)
+    assert again.status_code == 200 and again.content == data
