@@ -184,6 +184,7 @@ ENCRYPT = (f"{CLI} encrypt --did did:op:... --devnet .devnet --key-env MY_KEY --
 DECRYPT = f"{CLI} decrypt --did did:op:... --devnet .devnet --key-env MY_KEY --in data.enc > data.csv"
 RPC = f"{CLI} rpc --keystore DIR --listen 127.0.0.1:8545 --chain-url URL"
 PROVIDER = f"{CLI} provider --config ocean.ini"
+AQUARIUS = f"{CLI} aquarius --db .devnet/metadata.sqlite --listen 127.0.0.1:5000"
 BENCH_CRYPTO = ".venv/bin/python bench/crypto.py"
 BENCH_CLUSTER = ".venv/bin/python bench/cluster.py"
 BENCH_CLUSTER_10 = ".venv/bin/python bench/cluster.py --nodes 10 --threshold 4"
@@ -209,6 +210,7 @@ RUN_BY: dict[str, str] = {
     NODE: "test_node_command",
     RPC: "test_rpc_command",
     PROVIDER: "test_provider_command",
+    AQUARIUS: "test_aquarius_command",
     README_PIPELINE: "test_readme_pipeline_snippet",
     BENCH_CRYPTO: "test_benches_quick",
     BENCH_CLUSTER: "test_benches_quick",
@@ -505,6 +507,15 @@ def test_provider_command(devnet: Devnet) -> None:
     env = {**devnet.env, key_env: devnet.key("provider")}
     serve(fill(PROVIDER, VENV, ("ocean.ini", str(config))), devnet.work, env,
           answers("GET", f"http://127.0.0.1:{port}/health"))
+
+
+@pytest.mark.integration
+def test_aquarius_command(devnet: Devnet) -> None:
+    # A second Aquarius over the devnet's metadata store (SQLite in WAL mode serves both), on a free
+    # port: 5000 is Aquarius' conventional port and may be taken on a shared machine.
+    port = free_port()
+    command = fill(AQUARIUS, VENV, ("127.0.0.1:5000", f"127.0.0.1:{port}"))
+    serve(command, devnet.work, devnet.env, answers("GET", f"http://127.0.0.1:{port}/api/v1/aquarius/assets"))
 
 
 @pytest.mark.integration
