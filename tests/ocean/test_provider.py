@@ -525,3 +525,24 @@ def test_the_connection_goes_to_the_address_checked(monkeypatch: pytest.MonkeyPa
         answer = asyncio.run(fetch())
     assert "secret" not in answer
     assert lookups == ["rebind.example"]
+
+
+def test_both_backends_encrypt_for_publishers_and_provider_key_reads_it_back() -> None:
+    """The publish route's encryption (issue 13, slice 3): what the provider-key backend encrypts for
+    a publisher, it decrypts with the provider's key and no other."""
+    import types
+
+    from ocean_secret_store.exceptions import DecryptionFailed
+    from ocean_secret_store.ocean.provider.backends import EncryptingBackend
+
+    provider_account = Account.create()
+    backend = ProviderKeyBackend()
+    text = json.dumps([{"url": "http://files.example/a.csv", "index": 0}], separators=(",", ":"))
+    encrypted = backend.encrypt_files(b"\x01" * 32, text, provider_account, 0)
+    assert encrypted.startswith("0x04") and "files.example" not in encrypted
+    ddo: Any = types.SimpleNamespace(encrypted_files=encrypted, did="did:op:" + "01" * 32)
+    assert backend.file_urls(ddo, provider_account)[0]["url"] == "http://files.example/a.csv"
+    with pytest.raises(DecryptionFailed):
+        backend.file_urls(ddo, Account.create())
+    assert isinstance(backend, EncryptingBackend)
+    assert isinstance(SecretStoreBackend("http://127.0.0.1:1"), EncryptingBackend)

@@ -1,5 +1,6 @@
 """The Brizo-shaped provider service: the consume endpoint (agreement checks, then the file
-streamed), the info endpoint, and the process that runs them with the events handler.
+streamed), the publish endpoint (files encrypted for a publisher), the info endpoint, and the
+process that runs them with the events handler.
 
 Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
 
@@ -68,6 +69,24 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
     attachment;filename=<name>`` (:func:`attachment_name`: unquoted, one safe token, the name
     squid-py 0.9.3's pattern saves it under).
 
+``POST /api/v1/brizo/services/publish``
+    Brizo's encryption on a publisher's behalf (squid-py's ``assets.create(...,
+    use_secret_store=False)``). A JSON body ``{"documentId", "signature" (or
+    "signedDocumentId"), "document", "publisherAddress"}``: ``documentId`` the asset id
+    (``0x`` + 64 hex digits as squid-py sends it, bare hex or ``did:op:...`` also taken);
+    ``signature`` the publisher's personal signature of ``documentId`` **as text, exactly as sent**
+    (what squid-py signs, ``add_ethereum_prefix_and_hash_msg(asset_id)``, and Brizo checked with
+    ``personal_ec_recover``); ``document`` the JSON text of the files list. The list is
+    re-serialised compactly (``separators=(",", ":")``, as Brizo) and encrypted by the access
+    backend with the provider's account: the ``secret-store`` backend generates the server key
+    ``documentId`` (``[secret-store] threshold``) and stores the document key, the provider being
+    the key's author; ``provider-key`` encrypts to the provider's key. 201 with the encrypted hex as
+    the text body (squid-py reads ``response.text``). Refusals, JSON ``{"error"}``, never echoing
+    the document: 400 malformed body or fields, or a document that is not a JSON list of file
+    objects with URLs; 401 the signature does not recover to ``publisherAddress``; 403 the DID is
+    registered on chain to another account; 409 a key already exists under ``documentId``; 501 the
+    backend cannot encrypt; 502 the key servers failed; 503 the chain could not be read.
+
 ``GET /api/v1/brizo``
     ``{"providerAddress", "providerPublicKey": "0x<128 hex>", "backend", "software", "version"}``;
     the public key is what publishers encrypt to for the ``provider-key`` backend.
@@ -109,13 +128,22 @@ from multidict import MultiMapping
 from ...chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, Keeper, to_address, translate_errors
 from ...client.local import account_public
 from ...crypto.hashes import checksum_address
-from ...exceptions import AssetNotFound, ChainError, OceanError, SecretStoreError
+from ...exceptions import (
+    AssetNotFound,
+    ChainError,
+    DocumentKeyAlreadyStored,
+    OceanError,
+    SecretStoreError,
+    ServerKeyAlreadyGenerated,
+)
 from ...lifecycle import bound_port, wait_for_stop_signal
 from ...protocol.addresses import parse_host_port
 from ...serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site
+from ..ddo import files_from_plaintext
 from ..did import id_to_did
 from ..metadata import open_metadata_store
 from ..plugins import get_plugin_manager, select_access_backend
+from .backends import EncryptingBackend
 from .events import EventsHandler, read_agreement
 from .fetch import FetchPolicy, open_origin
 from .policy import DEFAULT_MAX_SIGNATURE_LIFETIME, FetchRefused, parse_origin
@@ -135,6 +163,7 @@ __all__ = [
     "DEFAULT_SIGNATURE_LIFETIME",
     "EXPIRY_PARAM",
     "INFO_PATH",
+    "PUBLISH_PATH",
     "ProviderSettings",
     "RunningProvider",
     "attachment_name",
@@ -151,6 +180,7 @@ log = logging.getLogger(__name__)
 API_BASE = "/api/v1/brizo"
 INFO_PATH = API_BASE
 CONSUME_PATH = API_BASE + "/services/consume"
+PUBLISH_PATH = API_BASE + "/services/publish"
 SOFTWARE = "ocean-secret-store"
 try:
     # From the installed distribution, not the package root: that would import the whole public API.
@@ -163,6 +193,9 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
 _INDEX = re.compile(r"[0-9]{1,9}")
 _EXPIRY = re.compile(r"[0-9]{1,12}")
+_DOCUMENT_ID = re.compile(r"(?:0x|did:op:)?([0-9a-fA-F]{64})")
+_PUBLISH_SIGNATURE = re.compile(r"(?:0x)?([0-9a-fA-F]{130})")
+_ZERO_ADDRESS = "0x" + "00" * 20
 #: The optional consume parameter of the expiring signature form (module docstring).
 EXPIRY_PARAM = "signatureExpiry"
 #: Seconds ahead that :func:`consume_params` signs for (a download starts right after signing).
@@ -223,6 +256,8 @@ class _Provider:
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
     public_key_hex: str = ""
     address: str = ""
+    #: ``[secret-store] threshold`` of the server keys the publish route generates.
+    publish_threshold: int = 0
 
 
 _STATE = web.AppKey("provider_state", _Provider)
@@ -569,6 +604,88 @@ async def _consume(request: web.Request) -> web.StreamResponse:
     raise _refused(FetchRefused("scheme", f"the file's URL scheme {scheme or '(none)'!r} is not supported"))
 
 
+def _publish_fields(data: object) -> tuple[str, bytes, str, str, str]:
+    """(documentId as sent, its 32 bytes, publisher address, signature, compact document); 400 if malformed."""
+    usage = "send a JSON object: documentId, signature (or signedDocumentId), document, publisherAddress"
+    if not isinstance(data, dict):
+        raise _error(web.HTTPBadRequest, f"the body is not a JSON object: {usage}")
+    fields = {**data}
+    if "signature" not in fields and "signedDocumentId" in fields:
+        fields["signature"] = fields["signedDocumentId"]
+    names = ("documentId", "signature", "document", "publisherAddress")
+    missing = [name for name in names if not isinstance(fields.get(name), str) or not fields[name].strip()]
+    if missing:
+        raise _error(web.HTTPBadRequest, f"missing or not a string: {', '.join(missing)} ({usage})")
+    document_text, publisher, signature = fields["documentId"], fields["publisherAddress"].strip(), fields["signature"]
+    found = _DOCUMENT_ID.fullmatch(document_text.strip())
+    if found is None:
+        raise _error(web.HTTPBadRequest, "documentId must be the asset id: 0x followed by 64 hex digits")
+    if not _ADDRESS.fullmatch(publisher):
+        raise _error(web.HTTPBadRequest, "publisherAddress must be 0x followed by 40 hex digits")
+    sig = _PUBLISH_SIGNATURE.fullmatch(signature.strip())
+    if sig is None:
+        raise _error(web.HTTPBadRequest, "signature must be 65 bytes (r || s || v) in hex")
+    try:
+        document = json.dumps(json.loads(fields["document"]), separators=(",", ":"))
+        files_from_plaintext(document)
+    except (ValueError, OceanError):
+        # the messages of either never quote the document: it holds the URLs
+        raise _error(web.HTTPBadRequest, "document must be the JSON text of the files list: a non-empty list of "
+                     "objects, each with a url") from None
+    return (document_text, bytes.fromhex(found.group(1)), checksum_address(bytes.fromhex(publisher[2:])),
+            "0x" + sig.group(1), document)
+
+
+def _check_owner(state: _Provider, document_id: bytes, publisher: str) -> None:
+    """Blocking: the DID is unregistered (squid-py registers it after encrypting) or the publisher's."""
+    owner = state.keeper.did_owner(document_id)
+    if int(owner, 16) and checksum_address(bytes.fromhex(owner[2:])) != publisher:
+        raise _error(web.HTTPForbidden, f"{id_to_did(document_id)} is registered on chain to another account; "
+                     "only its owner may have its files encrypted")
+
+
+async def _publish(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise _error(web.HTTPBadRequest, "the body is not JSON: send documentId, signature (or signedDocumentId), "
+                     "document, publisherAddress") from None
+    document_text, document_id, publisher, signature, document = _publish_fields(data)
+    did = id_to_did(document_id)
+    try:
+        signer = Account.recover_message(encode_defunct(text=document_text), signature=signature)
+    except (BadSignature, ValueError):
+        signer = None
+    if signer is None or checksum_address(bytes.fromhex(signer[2:])) != publisher:
+        log.info("publish %s refused: bad signature", did)
+        raise _error(web.HTTPUnauthorized, "the signature does not recover to publisherAddress (expected: the "
+                     "publisher's personal signature of documentId as sent)")
+    backend = state.backend
+    if not isinstance(backend, EncryptingBackend):
+        raise _error(web.HTTPNotImplemented,
+                     f"this provider's backend ({backend.name}) does not encrypt for publishers")
+    try:
+        await asyncio.to_thread(_check_owner, state, document_id, publisher)
+        encrypted = await asyncio.to_thread(backend.encrypt_files, document_id, document, state.account,
+                                            state.publish_threshold)
+    except web.HTTPException as exc:
+        log.info("publish %s refused (%d): %s", did, exc.status, exc.text)
+        raise
+    except ChainError as exc:
+        log.warning("publish %s: the chain could not be read: %s", did, exc)
+        raise _error(web.HTTPServiceUnavailable, "the provider could not read the chain; try again later") from None
+    except (ServerKeyAlreadyGenerated, DocumentKeyAlreadyStored) as exc:
+        log.info("publish %s refused (409): %s", did, type(exc).__name__)
+        raise _error(web.HTTPConflict, f"a key already exists under {did}: publish under a new id") from None
+    except SecretStoreError as exc:
+        log.warning("publish %s: backend %s could not encrypt: %s", did, backend.name, type(exc).__name__)
+        raise _error(web.HTTPBadGateway, f"the provider could not encrypt the files ({backend.name}): "
+                     f"{type(exc).__name__}") from None
+    log.info("publish %s: files encrypted for %s (backend %s)", did, publisher, backend.name)
+    return web.Response(status=201, text=encrypted, content_type="text/plain")
+
+
 async def _info(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     return web.json_response({
@@ -595,6 +712,7 @@ def make_provider_app(
     fetch_policy: FetchPolicy | None = None,
     require_signature_expiry: bool = False,
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME,
+    publish_threshold: int = 0,
 ) -> web.Application:
     """The provider's aiohttp application (routes in the module docstring).
 
@@ -603,6 +721,7 @@ def make_provider_app(
         (default: :class:`.fetch.FetchPolicy` defaults, no origin allowed beyond global addresses).
     :param require_signature_expiry: refuse squid-py's replayable signature form.
     :param max_signature_lifetime: the furthest ``signatureExpiry`` may be ahead, in seconds.
+    :param publish_threshold: the threshold of the server keys the publish route generates.
     """
     state = _Provider(
         keeper=keeper, metadata=metadata, backend=backend, account=provider_account,
@@ -610,12 +729,13 @@ def make_provider_app(
         chunk_size=chunk_size, fetch=fetch_policy or FetchPolicy(),
         require_expiry=require_signature_expiry, max_signature_lifetime=max_signature_lifetime,
         public_key_hex="0x" + account_public(provider_account).to_bytes().hex(),
-        address=to_address(provider_account.address),
+        address=to_address(provider_account.address), publish_threshold=publish_threshold,
     )
     app = web.Application()
     app[_STATE] = state
     app.router.add_get(CONSUME_PATH, _consume)
     app.router.add_get(INFO_PATH, _info)
+    app.router.add_post(PUBLISH_PATH, _publish)
     app.router.add_get("/health", _health)
     return app
 
@@ -638,6 +758,8 @@ class ProviderSettings:
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     require_signature_expiry: bool = False
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
+    #: ``[secret-store] threshold``: of the server keys the publish route generates.
+    publish_threshold: int = 0
     events: bool = True
     poll_interval: float = 0.5
     from_block: int = 0
@@ -684,7 +806,8 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=settings.backend,
                             provider_account=settings.account, file_root=settings.file_root,
                             fetch_policy=settings.fetch, require_signature_expiry=settings.require_signature_expiry,
-                            max_signature_lifetime=settings.max_signature_lifetime)
+                            max_signature_lifetime=settings.max_signature_lifetime,
+                            publish_threshold=settings.publish_threshold)
     runner = GuardedAppRunner(app, settings.serving, access_log=None, handle_signals=False)
     await runner.setup()
     site = guarded_site(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
@@ -737,6 +860,7 @@ def settings_from_config(
         ),
         require_signature_expiry=config.provider_require_signature_expiry,
         max_signature_lifetime=config.provider_max_signature_lifetime,
+        publish_threshold=config.threshold,
         events=events, poll_interval=poll_interval, from_block=from_block,
         tls=TlsFiles(Path(config.provider_tls_cert), Path(config.provider_tls_key))
         if config.provider_tls_cert is not None and config.provider_tls_key is not None else None,

@@ -14,6 +14,11 @@ hooks (``ocean_access_backends``):
 
 Both return the parsed files list; the caller picks ``files[index]["url"]``. Errors never
 carry the decrypted text or the URLs.
+
+Both also encrypt a files list on a publisher's behalf (:class:`EncryptingBackend`, Brizo's
+``services/publish``): the Secret Store one generates the server key and stores the document key
+with the provider's account as the key's author; the provider-key one encrypts to the provider's
+own public key. A third-party backend without ``encrypt_files`` serves consume only.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ...client.client import SecretStoreClient
+from ...client.local import account_public
 from ...crypto import ecies
 from ...crypto.curve import Scalar
 from ...exceptions import DecryptionFailed, OceanError
-from ...protocol.hexcodec import parse_hex
+from ...protocol.hexcodec import parse_hex, to_hex
 from ..ddo import files_from_plaintext
 
 if TYPE_CHECKING:
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
 
     from ..ddo import DDO
 
-__all__ = ["AccessBackend", "ProviderKeyBackend", "SecretStoreBackend", "encrypted_files_bytes"]
+__all__ = ["AccessBackend", "EncryptingBackend", "ProviderKeyBackend", "SecretStoreBackend", "encrypted_files_bytes"]
 
 
 @runtime_checkable
@@ -46,6 +52,17 @@ class AccessBackend(Protocol):
 
     def file_urls(self, ddo: DDO, provider_account: LocalAccount) -> list[dict[str, Any]]:
         """The asset's files list with URLs, decrypted with the provider's own account."""
+        ...
+
+
+@runtime_checkable
+class EncryptingBackend(AccessBackend, Protocol):
+    """A backend that can also encrypt a files list for a publisher (the provider's publish route)."""
+
+    def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,
+                      threshold: int) -> str:
+        """``document`` (the files list's JSON text) encrypted under the 32-byte ``document_id``
+        with the provider's account, as the ``encryptedFiles`` hex the backend's ``file_urls`` reads."""
         ...
 
 
@@ -99,6 +116,12 @@ class SecretStoreBackend:
         plain = self._client(provider_account).decrypt_document(ddo.asset_id.hex(), encrypted)
         return files_from_plaintext(plain)
 
+    def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,
+                      threshold: int) -> str:
+        """Generate the server key ``document_id`` (``threshold``), encrypt, store the document key:
+        the provider's account is the key's author (Brizo's ``do_secret_store_encrypt``)."""
+        return self._client(provider_account).publish_document(document_id.hex(), document, threshold)
+
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
@@ -128,6 +151,11 @@ class ProviderKeyBackend:
         except UnicodeDecodeError:
             raise DecryptionFailed(f"the decrypted files list of {ddo.did} is not UTF-8") from None
         return files_from_plaintext(text)
+
+    def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,
+                      threshold: int) -> str:
+        """Parity ECIES to the provider's own public key; ``document_id`` and ``threshold`` play no part."""
+        return to_hex(ecies.encrypt(account_public(provider_account), document.encode("utf-8")))
 
     def __repr__(self) -> str:
         return "ProviderKeyBackend()"
