@@ -225,6 +225,11 @@ def squid_publish(provider_url: str, asset_id: str, files: list[dict[str, Any]],
                          headers={"content-type": "application/json"}, timeout=30)
 
 
+def proof_signature(publisher: LocalAccount, asset_id: bytes) -> str:
+    """The DDO's ``proof.signatureValue``: the publisher's personal signature of the 32 DID bytes."""
+    return "0x" + bytes(publisher.sign_message(encode_defunct(primitive=asset_id)).signature).hex()
+
+
 def test_squid_publish_form_encrypts_for_the_publisher(net: devnet.DevnetState, data: dict[str, bytes],
                                                        tmp_path: Path) -> None:
     ocean = Ocean(str(net.ocean_config))
@@ -246,7 +251,7 @@ def test_squid_publish_form_encrypts_for_the_publisher(net: devnet.DevnetState, 
                     provider_url=provider_url + "/api/v1/brizo/services/consume", metadata_url="sqlite:",
                     template_id="0x" + ocean.keeper.template_id.hex(), price=PRICE, timeout=3600,
                     encrypt=via_provider,
-                    sign=lambda b: "0x" + bytes(publisher.sign_message(encode_defunct(primitive=b)).signature).hex())
+                    sign=lambda b: proof_signature(publisher, b))
     assert (ddo.encrypted_files or "").startswith("0x") and "data.bin" not in (ddo.encrypted_files or "")
     ocean.keeper.register_did(publisher, ddo.asset_id, providers=[provider.address])
     ocean.metadata.publish(ddo)
@@ -299,3 +304,48 @@ def test_publish_refusals(net: devnet.DevnetState) -> None:
         refusal(requests.post(endpoint, json=bad, timeout=30), 400, secret_url)
     refusal(requests.post(endpoint, data=b"not json", timeout=30), 400)
     refusal(requests.post(endpoint, json=[body], timeout=30), 400, secret_url)
+
+
+def test_a_provider_registering_the_did_lets_consumers_decrypt_themselves(net: devnet.DevnetState,
+                                                                          data: dict[str, bytes]) -> None:
+    """``publish_registers_did``: the provider registers the DID before generating its key and hands
+    it to the publisher after, so the key's author is the DID's first registrant and the key servers
+    serve consumers with access; squid-py's own registerAttribute then updates the DID as its owner."""
+    ocean = Ocean(str(net.ocean_config))
+    roles = accounts(net)
+    publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
+    app = make_provider_app(keeper=Keeper(net.chain_url, net.contracts),
+                            metadata=open_metadata_store(str(net.metadata_store)),
+                            backend=SecretStoreBackend([n.http_url for n in net.nodes]), provider_account=provider,
+                            fetch_policy=FetchPolicy.allowing([str(net.files_url)]), publish_registers_did=True)
+    files = [{"url": f"{net.files_url}/data.bin", "contentType": "application/octet-stream", "name": "data.bin"}]
+    with ServerThread() as server:
+        provider_url = server.start(app)
+
+        def via_provider(did: str, text: str) -> str:
+            response = squid_publish(provider_url, "0x" + did_to_id(did).hex(), json.loads(text), publisher)
+            assert response.status_code == 201, response.text
+            return response.text
+
+        meta = {"main": {"type": "dataset", "name": "registered by the provider " + os.urandom(4).hex(),
+                         "author": "a", "license": "CC0", "dateCreated": "2026-12-01T00:00:00Z",
+                         "price": str(PRICE), "files": files}}
+        ddo = build_ddo(meta, publisher=publisher.address, secret_store_url=net.nodes[0].http_url,
+                        provider_url=str(net.provider_url) + "/api/v1/brizo/services/consume",
+                        metadata_url="sqlite:", template_id="0x" + ocean.keeper.template_id.hex(), price=PRICE,
+                        timeout=3600, encrypt=via_provider,
+                        sign=lambda b: proof_signature(publisher, b))
+        assert ocean.keeper.did_owner(ddo.asset_id) == publisher.address  # handed over
+        # what squid-py does next, as the DID's owner now: registerAttribute updates it
+        ocean.keeper.register_did(publisher, ddo.asset_id, providers=[provider.address])
+        ocean.metadata.publish(ddo)
+        ocean.keeper.request_tokens(consumer, 2)
+        ocean.assets.order(ddo.did, 2, consumer)
+        ocean.assets.wait_for_access(ddo.did, consumer)
+        plain = ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", consumer)
+        assert json.loads(plain)[0]["url"] == files[0]["url"]
+        # a DID registered to the publisher already is not registered again: the provider stays the author
+        again = "0x" + os.urandom(32).hex()
+        ocean.keeper.register_did(publisher, bytes.fromhex(again[2:]), providers=[provider.address])
+        assert squid_publish(provider_url, again, files, publisher).status_code == 201
+        assert ocean.keeper.did_owner(bytes.fromhex(again[2:])) == publisher.address
