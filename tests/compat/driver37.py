@@ -62,6 +62,121 @@ def op_ssc_decrypt(devnet: dict, args: dict) -> str:
     return _ssc_client(devnet, args).decrypt_document(args["document_id"], args["encrypted"])
 
 
+# -- squid-py 0.9.3 ------------------------------------------------------------------------------
+
+#: How long an order may take until the devnet provider's events handler has granted access (s).
+GRANT_TIMEOUT = 120.0
+
+
+def _ocean(devnet: dict):  # -> squid_py.Ocean, configured by the devnet's config.ini alone
+    from squid_py import ConfigProvider, Ocean
+    from squid_py.config import Config
+
+    config = Config(filename=devnet["squid_config"])
+    ConfigProvider.set_config(config)
+    return Ocean(config)
+
+
+def _keeper_account(devnet: dict, role: str):  # -> ocean_keeper.account.Account (keystore + password)
+    from ocean_keeper.account import Account
+
+    account = _rpc_account(devnet, role)
+    return Account(account["address"], account["password"], key_file=account["keystore"])
+
+
+def _access_index(ocean, did: str) -> int:  # ocean: squid_py.Ocean
+    from ocean_utils.agreements.service_types import ServiceTypes
+
+    return ocean.assets.resolve(did).get_service(ServiceTypes.ASSET_ACCESS).index
+
+
+def op_squid_config(devnet: dict, args: dict) -> dict:
+    """What ``Ocean(config)`` made of the devnet's config.ini: the keeper's contracts and the URLs."""
+    ocean = _ocean(devnet)
+    config = ocean.config
+    return {
+        "keeper_path": str(config.keeper_path), "keeper_url": config.keeper_url,
+        "secret_store_url": config.secret_store_url, "parity_url": config.parity_url,
+        "aquarius_url": config.aquarius_url, "network": ocean.keeper.network_name,
+        "contracts": {name: contract.address for name, contract in ocean.keeper.contract_name_to_instance.items()},
+        "accounts": sorted(account.address for account in ocean.accounts.list()),
+    }
+
+
+def op_squid_publish(devnet: dict, args: dict) -> dict:
+    """``ocean.assets.create(metadata, publisher, providers=[the devnet's provider])``, encrypting the
+    files through the Secret Store (``use_secret_store``, the default) or Brizo's ``services/publish``:
+    the DDO as squid-py returned it."""
+    ocean = _ocean(devnet)
+    providers = [devnet["provider_address"]] if args.get("list_provider", True) else None
+    ddo = ocean.assets.create(args["metadata"], _keeper_account(devnet, args.get("account", "publisher")),
+                              providers=providers, use_secret_store=args.get("use_secret_store", True))
+    if ddo is None:
+        raise RuntimeError("ocean.assets.create returned None (registering or publishing the DDO failed)")
+    return {"did": ddo.did, "ddo": ddo.as_dictionary()}
+
+
+def op_squid_resolve(devnet: dict, args: dict) -> dict:
+    """``ocean.assets.resolve(did)`` (DIDRegistry -> Aquarius): the DDO."""
+    return _ocean(devnet).assets.resolve(args["did"]).as_dictionary()
+
+
+def op_squid_search(devnet: dict, args: dict) -> dict:
+    """``ocean.assets.search(text)`` and ``ocean.assets.query({"query": {"text": [text]}})`` on the
+    devnet's Aquarius: the DIDs each found."""
+    ocean = _ocean(devnet)
+    text = args["text"]
+    return {"search": [ddo.did for ddo in ocean.assets.search(text)],
+            "query": [ddo.did for ddo in ocean.assets.query({"query": {"text": [text]}})]}
+
+
+def op_squid_order(devnet: dict, args: dict) -> dict:
+    """Tokens from the Dispenser if short, then ``ocean.assets.order(did, access index, consumer)``;
+    waits (squid-py locks the reward from its event thread, the provider's events handler grants)
+    until ``ocean.agreements.is_access_granted``."""
+    import time
+
+    ocean = _ocean(devnet)
+    consumer = _keeper_account(devnet, args.get("account", "consumer"))
+    did = args["did"]
+    ddo = ocean.assets.resolve(did)
+    from ocean_utils.agreements.service_types import ServiceTypes
+
+    service = ddo.get_service(ServiceTypes.ASSET_ACCESS)
+    price = int(service.get_price())
+    if ocean.accounts.balance(consumer).ocn < price:
+        ocean.accounts.request_tokens(consumer, -(-price // 10**18))
+    started = time.monotonic()
+    agreement_id = ocean.assets.order(did, service.index, consumer)
+    while not ocean.agreements.is_access_granted(agreement_id, did, consumer.address):
+        if time.monotonic() - started > GRANT_TIMEOUT:
+            raise TimeoutError(f"access not granted {GRANT_TIMEOUT} s after the order: "
+                               f"{ocean.agreements.status(agreement_id)}")
+        time.sleep(0.5)
+    return {"agreement_id": agreement_id, "service_index": service.index,
+            "granted_after": time.monotonic() - started, "status": ocean.agreements.status(agreement_id)}
+
+
+def op_squid_consume(devnet: dict, args: dict) -> dict:
+    """``ocean.assets.consume(agreement_id, did, service_index, consumer, destination[, index])``: the
+    folder squid-py returned and every file in it (name -> hex of its bytes)."""
+    import os
+
+    ocean = _ocean(devnet)
+    consumer = _keeper_account(devnet, args.get("account", "consumer"))
+    service_index = args.get("service_index")
+    if service_index is None:
+        service_index = _access_index(ocean, args["did"])
+    kwargs = {"index": args["index"]} if args.get("index") is not None else {}
+    folder = ocean.assets.consume(args["agreement_id"], args["did"], service_index, consumer, args["destination"],
+                                  **kwargs)
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as handle:
+            files[name] = handle.read().hex()
+    return {"folder": folder, "files": files}
+
+
 OPS = {name[3:]: function for name, function in globals().items() if name.startswith("op_")}
 
 
