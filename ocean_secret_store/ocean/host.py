@@ -74,7 +74,9 @@ class Ocean:
         if self._metadata is None:
             if not self.config.metadata_store:
                 raise OceanError("no metadata store configured ([resources] metadata.store)")
-            self._metadata = open_metadata_store(self.config.metadata_store)
+            ca_file = self.config.ca_file
+            self._metadata = open_metadata_store(self.config.metadata_store,
+                                                 verify=ca_file if ca_file is not None else True)
         return self._metadata
 
     def encryptor(self) -> Encryptor:

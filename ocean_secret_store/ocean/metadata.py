@@ -164,19 +164,23 @@ class AquariusMetadataStore:
     """
 
     def __init__(self, base_url: str, session: requests.Session | None = None, *,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, verify: bool | str = True) -> None:
+        """``verify``: what an https Aquarius is checked against (requests' ``verify``: a CA bundle
+        path, e.g. the devnet's ``tls_ca``, or True for the system CAs)."""
         if not base_url.startswith(("http://", "https://")):
             raise OceanError(f"an Aquarius URL must be http(s)://..., got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
         self._timeout = timeout
+        self._verify = verify
 
     def __repr__(self) -> str:
         return f"AquariusMetadataStore({self.base_url!r})"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            return self.session.request(method, self.base_url + path, timeout=self._timeout, **kwargs)
+            return self.session.request(method, self.base_url + path, timeout=self._timeout, verify=self._verify,
+                                        **kwargs)
         except requests.RequestException as exc:
             raise OceanError(f"the metadata store at {self.base_url} did not answer: "
                              f"{type(exc).__name__}") from None
@@ -228,11 +232,12 @@ class AquariusMetadataStore:
         return ids
 
 
-def open_metadata_store(location: str | Path) -> MetadataStore:
-    """``http(s)://...`` -> :class:`AquariusMetadataStore`; anything else is a SQLite file path."""
+def open_metadata_store(location: str | Path, *, verify: bool | str = True) -> MetadataStore:
+    """``http(s)://...`` -> :class:`AquariusMetadataStore` (checked against ``verify``, requests'
+    meaning); anything else is a SQLite file path."""
     text = str(location).strip()
     if not text:
         raise OceanError("no metadata store location given")
     if text.startswith(("http://", "https://")):
-        return AquariusMetadataStore(text)
+        return AquariusMetadataStore(text, verify=verify)
     return SqliteMetadataStore(text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from ocean_secret_store.ocean.aquarius import (
     sort_documents,
 )
 from ocean_secret_store.ocean.ddo import DDO, verify_ddo
-from ocean_secret_store.ocean.metadata import AquariusMetadataStore, SqliteMetadataStore
+from ocean_secret_store.ocean.metadata import AquariusMetadataStore, SqliteMetadataStore, open_metadata_store
 
 from .test_ddo import make, sample_metadata
 
@@ -38,20 +39,21 @@ class Served:
     """The service's app over a SQLite store in ``tmp_path``, on 127.0.0.1 (OS-chosen port), in a
     background loop."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, ssl_context: ssl.SSLContext | None = None) -> None:
         self.store = SqliteMetadataStore(db)
+        self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner = web.AppRunner(make_aquarius_app(self.store), shutdown_timeout=1.0)
+        self.runner = web.AppRunner(make_aquarius_app(self.store), shutdown_timeout=1.0, access_log=None)
         self.url = ""
         self.http = requests.Session()
 
     async def _start(self) -> str:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         host, port = self.runner.addresses[0][:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
 
     def start(self) -> Served:
         self.thread.start()
@@ -319,3 +321,18 @@ def test_store_put_delete_documents(tmp_path: Path) -> None:
     assert [d.did for d in store.documents()] == [first.did, second.did]
     assert store.delete(first.did) is True and store.delete(first.did) is False
     assert store.delete_all() == 1 and store.documents() == []
+
+
+def test_our_client_checks_an_https_aquarius_against_the_ca_it_is_given(tmp_path: Path) -> None:
+    from ocean_secret_store.localca import issue_certificate, make_local_ca
+
+    ca = make_local_ca(tmp_path / "tls")
+    served = Served(tmp_path / "m.sqlite", issue_certificate(ca, tmp_path / "tls", "aquarius").context()).start()
+    try:
+        ddo = asset("over https")
+        served.store.publish(ddo)
+        assert open_metadata_store(served.url, verify=str(ca.cert)).resolve(ddo.did) == ddo
+        with pytest.raises(OceanError, match="did not answer: SSLError"):  # the system CAs do not know it
+            AquariusMetadataStore(served.url).resolve(ddo.did)
+    finally:
+        served.stop()
