@@ -31,7 +31,7 @@ def run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = Non
 def test_help_lists_every_command() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "files", "demo",
+    for command in ("node", "devnet", "keys", "encrypt", "decrypt", "rpc", "provider", "files", "aquarius", "demo",
                     "anvil-path"):
         assert command.encode() in out.stdout
 
@@ -101,6 +101,24 @@ def test_provider_serves_with_json_and_a_port_file(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=20)
     assert code == 0  # SIGINT and SIGTERM are a service's normal stop
+
+
+def test_aquarius_serves_a_sqlite_store_with_json_and_a_port_file(tmp_path: Path) -> None:
+    assert main(["aquarius", "--db", str(tmp_path / "absent" / "m.sqlite")]) == 2  # its folder must exist
+    port_file = tmp_path / "aquarius.port"
+    process = subprocess.Popen(
+        [*CLI, "--json", "aquarius", "--db", str(tmp_path / "m.sqlite"), "--listen", "127.0.0.1:0",
+         "--port-file", str(port_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        url = json.loads(process.stdout.readline())["url"]
+        assert url == f"http://127.0.0.1:{int(port_file.read_text())}"
+        assert requests.get(url + "/api/v1/aquarius/assets", timeout=10).json() == {"ids": []}
+        assert (tmp_path / "m.sqlite").is_file()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0
 
 
 def test_keys_generate_and_show(tmp_path: Path) -> None:
