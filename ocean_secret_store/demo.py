@@ -74,10 +74,10 @@ def run_demo(nodes: int = 5, say: Callable[[str], None] = print, interactive: bo
     ok = False
     try:
         state = steps.run(f"devnet up: anvil + keeper-contracts 0.13.2, {nodes} key servers, RPC face, file "
-                          "server, provider", lambda: devnet.up(state_dir, nodes))
+                          "server, Aquarius, provider", lambda: devnet.up(state_dir, nodes))
         say(f"    key servers {', '.join(node.http_url for node in state.nodes)}")
         say(f"    chain {state.chain_url}, provider {state.provider_url}, files {state.files_url}, "
-            f"state in {state_dir}")
+            f"Aquarius {state.aquarius_url}, state in {state_dir}")
         if state.files_dir is None or state.files_url is None:
             raise OceanError(f"the devnet in {state_dir} has no file server")
         (Path(state.files_dir) / "weather.csv").write_bytes(dataset)
