@@ -202,7 +202,6 @@ _INDEX = re.compile(r"[0-9]{1,9}")
 _EXPIRY = re.compile(r"[0-9]{1,12}")
 _DOCUMENT_ID = re.compile(r"(?:0x|did:op:)?([0-9a-fA-F]{64})")
 _PUBLISH_SIGNATURE = re.compile(r"(?:0x)?([0-9a-fA-F]{130})")
-_ZERO_ADDRESS = "0x" + "00" * 20
 #: The optional consume parameter of the expiring signature form (module docstring).
 EXPIRY_PARAM = "signatureExpiry"
 #: Seconds ahead that :func:`consume_params` signs for (a download starts right after signing).
