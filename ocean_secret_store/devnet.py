@@ -709,11 +709,9 @@ def _write_ocean_config(state: DevnetState) -> Path:
         "threshold": str(_threshold(len(state.nodes))),
         "cluster_urls": ", ".join(node.http_url for node in state.nodes),
     }
-    # Through the devnet's Aquarius when it runs: DDOs then name its URL, which any client can read.
-    # Not under --tls yet: the provider's metadata client does not take the devnet's CA, so there
-    # the pipeline keeps the SQLite file the Aquarius serves (the same DDOs either way).
-    through_aquarius = state.aquarius_url if state.aquarius_url and not state.tls_ca else None
-    resources = {"metadata.store": through_aquarius or Path(state.metadata_store).name}
+    # Through the devnet's Aquarius when it runs: DDOs then name its URL, which any client can read
+    # (under --tls checked against the devnet's CA, [resources] ca_file, like every other service).
+    resources = {"metadata.store": state.aquarius_url or Path(state.metadata_store).name}
     if state.aquarius_url:
         resources["aquarius.url"] = state.aquarius_url
     if state.provider_url:

@@ -791,6 +791,8 @@ class ProviderSettings:
     port: int = 8030
     file_root: str | None = None
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    #: The CA bundle an https metadata service (Aquarius) is checked against ([resources] ca_file).
+    metadata_verify: bool | str = True
     require_signature_expiry: bool = False
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
     #: ``[secret-store] threshold``: of the server keys the publish route generates.
@@ -839,7 +841,7 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
     """
     ssl_context = settings.tls.context("provider") if settings.tls is not None else None
     keeper = Keeper(settings.chain_url, settings.contracts)
-    metadata = open_metadata_store(settings.metadata_location)
+    metadata = open_metadata_store(settings.metadata_location, verify=settings.metadata_verify)
     app = make_provider_app(keeper=keeper, metadata=metadata, backend=settings.backend,
                             provider_account=settings.account, file_root=settings.file_root,
                             fetch_policy=settings.fetch, require_signature_expiry=settings.require_signature_expiry,
@@ -888,7 +890,8 @@ def settings_from_config(
         raise OceanError(f"[provider] allowed_origins: {exc}") from None
     return ProviderSettings(
         chain_url=config.keeper_url, contracts=dict(config.contracts), metadata_location=config.metadata_store,
-        account=account, backend=select_access_backend(get_plugin_manager(), config),
+        metadata_verify=config.ca_file or True, account=account,
+        backend=select_access_backend(get_plugin_manager(), config),
         host=listen.host, port=listen.port, file_root=config.provider_file_root,
         fetch=FetchPolicy(
             allowed_origins=allowed,
