@@ -425,11 +425,11 @@ class ClusterCore:
 
     # -- access --------------------------------------------------------------------------------
 
-    async def access(self, requester: Requester, key_id: bytes, author: bytes) -> Decision:
-        """This node's own access decision for a key of ``author`` (as this node stored it); a
-        checker that fails counts as a refusal."""
+    async def access(self, requester: Requester, key_id: bytes, author: bytes, owner: bytes | None = None) -> Decision:
+        """This node's own access decision for a key of ``author`` and owner-to-be ``owner`` (as this
+        node stored them); a checker that fails counts as a refusal."""
         try:
-            return await self.acl.decide(requester.address, key_id, author)
+            return await self.acl.decide(requester.address, key_id, author, owner)
         except Exception as exc:  # noqa: BLE001 -- whatever breaks in a checker (chain down, a bug) is a refusal, never an allow
             log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
             return Decision(False, f"access check failed: {exc}"[:300])
@@ -511,10 +511,10 @@ class ClusterCore:
         self.audit.record(operation, key_id, requester, "member", decision, reason)
 
     async def generate_server_key(self, key_id: bytes, signature: bytes, threshold: int,
-                                  bound: b.Bound | None = None) -> Point:
+                                  bound: b.Bound | None = None, owner: bytes | None = None) -> Point:
         return await self._entry("generate_server_key", key_id, signature,
-                                 lambda r: generation.run(self, key_id, r.address, threshold), NodeDisconnected,
-                                 bound, b.threshold_arguments(threshold))
+                                 lambda r: generation.run(self, key_id, r.address, threshold, owner), NodeDisconnected,
+                                 bound, b.threshold_arguments(threshold, owner))
 
     async def store_document_key(
         self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point,
@@ -525,10 +525,11 @@ class ClusterCore:
                           NodeDisconnected, bound, b.store_arguments(common_point, encrypted_point))
 
     async def generate_document_key(self, key_id: bytes, signature: bytes, threshold: int,
-                                    bound: b.Bound | None = None) -> bytes:
+                                    bound: b.Bound | None = None, owner: bytes | None = None) -> bytes:
         return await self._entry("generate_document_key", key_id, signature,
-                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold, bound),
-                                 NodeDisconnected, bound, b.threshold_arguments(threshold))
+                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold, bound,
+                                                                      owner),
+                                 NodeDisconnected, bound, b.threshold_arguments(threshold, owner))
 
     async def retrieve_server_key(self, key_id: bytes, signature: bytes, bound: b.Bound | None = None) -> Point:
         return await self._entry("retrieve_server_key", key_id, signature,
