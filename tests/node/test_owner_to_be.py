@@ -202,6 +202,13 @@ def _share(owner: bytes | None = None) -> KeyShare:
                     common_point=None, encrypted_point=None, versions=(version,), owner=owner)
 
 
+def _stored(store: SqliteKeyStorage, key_id: bytes) -> KeyShare:
+    share = store.get(key_id)
+    if share is None:
+        raise KeyError(key_id.hex())
+    return share
+
+
 def _raw(path: Path, key_id: bytes) -> dict[str, Any]:
     with sqlite3.connect(path / DB_FILENAME) as db:
         (record,) = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
@@ -221,8 +228,8 @@ def test_the_owner_is_stored_beside_parity_layout_and_authenticated(tmp_path: Pa
     assert _raw(tmp_path, key_id)["owner"] == "0x" + OWNER.hex()
     assert "owner" not in _raw(tmp_path, plain_id)  # no owner: Parity's layout exactly
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
-        assert store.get(key_id).owner == OWNER
-        assert store.get(plain_id).owner is None
+        assert _stored(store, key_id).owner == OWNER
+        assert _stored(store, plain_id).owner is None
     # the owner drives access decisions: editing it (or adding one) on disk breaks the record's MAC
     for target, owner in ((key_id, "0x" + "66" * 20), (plain_id, "0x" + "66" * 20)):
         record = _raw(tmp_path, target)
@@ -244,10 +251,10 @@ def test_a_version_2_database_is_migrated_and_its_records_read_without_an_owner(
         (record,) = db.execute("SELECT record FROM keys").fetchone()
     assert "owner" not in json.loads(record)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
-        assert store.get(key_id) == share and store.get(key_id).owner is None
+        assert _stored(store, key_id) == share and _stored(store, key_id).owner is None
         other = os.urandom(32)
         store.insert(other, _share(OWNER))
-        assert store.get(other).owner == OWNER
+        assert _stored(store, other).owner == OWNER
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         (migrated,) = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
