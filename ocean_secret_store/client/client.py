@@ -25,6 +25,10 @@ Failover (a cluster is several equivalent nodes):
   its operation, arguments, a fresh nonce and a short expiry, in two headers beside Parity's
   path, so a request seen once cannot be reused for another operation or replayed. Nodes that
   do not know the headers (Parity) ignore them; ``bound_signatures=False`` leaves them out.
+* Owner-to-be (docs/http-api.md): the generations take ``owner=``, an address sent in the opt-in
+  header ``X-Secret-Store-Owner`` (and bound into the signature) that the key servers record as
+  the key's owner-to-be: served like the author, and accepted as the DID's first registrant by
+  the contract ACL. A provider publishing for a publisher names the publisher.
 * Generation, storing and the servers-set change (POST) are not idempotent: they go to one node
   only (the node that last answered, initially the first URL) and are never retried; a node that
   cannot be reached raises :class:`~..exceptions.NodeUnreachable` naming its URL.
@@ -65,6 +69,7 @@ from ..exceptions import (
 )
 from ..protocol import bound as _bound
 from ..protocol import http as _http
+from ..protocol import owner as _owner
 from ..protocol.hexcodec import parse_hex, to_hex
 from ..protocol.http import DocumentKeyShadow
 from . import local
@@ -164,6 +169,18 @@ def _check_key_id(key_id: object) -> bytes:
         got = f"{len(key_id)} bytes" if isinstance(key_id, (bytes, bytearray)) else type(key_id).__name__
         raise _http.BadRequest(f"a server key id must be {_KEY_ID_SIZE} bytes, got {got}")
     return bytes(key_id)
+
+
+def _check_owner(owner: object) -> bytes | None:
+    """An owner-to-be as 20 bytes: ``None``, 20 bytes, or ``0x`` and 40 hex digits (any case)."""
+    if owner is None:
+        return None
+    if isinstance(owner, (bytes, bytearray)) and len(owner) == 20:
+        return bytes(owner)
+    if isinstance(owner, str):
+        return parse_hex(owner, "owner", 20)
+    got = f"{len(owner)} bytes" if isinstance(owner, (bytes, bytearray)) else type(owner).__name__
+    raise _http.BadRequest(f"an owner-to-be is a 20-byte address or its 0x hex, got {got}")
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -378,14 +395,23 @@ class SecretStoreClient:
                             expiry=int(time.time()) + self._bound_lifetime)
         return bound.headers()
 
-    def generate_server_key(self, key_id: bytes, threshold: int) -> Point:
+    def _generation_headers(self, operation: str, key_id: bytes, threshold: int,
+                            owner: bytes | None) -> dict[str, str]:
+        headers = self.bound_headers(operation, key_id, _bound.threshold_arguments(threshold, owner))
+        if owner is not None:
+            headers[_owner.HEADER] = _owner.header_value(owner)
+        return headers
+
+    def generate_server_key(self, key_id: bytes, threshold: int, *, owner: bytes | str | None = None) -> Point:
         """``POST /shadow/{key_id}/{sig}/{threshold}``: generate the server key; returns its public ``Y``.
 
-        Sent to one node, never retried. ``t+1`` nodes will be needed to use the key.
+        Sent to one node, never retried. ``t+1`` nodes will be needed to use the key. ``owner``
+        names the key's owner-to-be (header ``X-Secret-Store-Owner``; docs/http-api.md).
         """
         key_id = _check_key_id(key_id)
+        owner_bytes = _check_owner(owner)
         path = _http.server_key_generation_path(key_id, self.sign_key_id(key_id), threshold)
-        headers = self.bound_headers("generate_server_key", key_id, _bound.threshold_arguments(threshold))
+        headers = self._generation_headers("generate_server_key", key_id, threshold, owner_bytes)
         server_key = _http.decode_point_response(self._post("server key generation", path, headers=headers))
         self._remember_server_key(key_id, server_key)
         return server_key
@@ -403,15 +429,18 @@ class SecretStoreClient:
         headers = self.bound_headers("store_document_key", key_id, arguments)
         self._post("document key storing", path, headers=headers)
 
-    def generate_server_and_document_key(self, key_id: bytes, threshold: int) -> Point:
+    def generate_server_and_document_key(self, key_id: bytes, threshold: int, *,
+                                         owner: bytes | str | None = None) -> Point:
         """``POST /{key_id}/{sig}/{threshold}``: the node generates both keys; returns the document key ``M``.
 
         The handling node learns ``M``; prefer :meth:`generate_server_key` with a locally
         generated document key (:meth:`publish_document`). Sent to one node, never retried.
+        ``owner`` names the key's owner-to-be, as for :meth:`generate_server_key`.
         """
         key_id = _check_key_id(key_id)
+        owner_bytes = _check_owner(owner)
         path = _http.server_and_document_key_generation_path(key_id, self.sign_key_id(key_id), threshold)
-        headers = self.bound_headers("generate_document_key", key_id, _bound.threshold_arguments(threshold))
+        headers = self._generation_headers("generate_document_key", key_id, threshold, owner_bytes)
         body = self._post("server and document key generation", path, headers=headers)
         blob = _http.decode_bytes_response(body, _http.ENCRYPTED_DOCUMENT_KEY_SIZE)
         return Point.from_bytes(self._decrypt(blob))
@@ -518,7 +547,8 @@ class SecretStoreClient:
 
     # -- high level: Ocean's secret-store-client-py ------------------------------------------
 
-    def publish_document(self, document_id: str, document: str, threshold: int = 0) -> str:
+    def publish_document(self, document_id: str, document: str, threshold: int = 0, *,
+                         owner: bytes | str | None = None) -> str:
         """Encrypt ``document`` under a fresh document key stored with the cluster under ``document_id``.
 
         As ``secret-store-client-py``: generate the server key (``threshold``), generate the
@@ -527,12 +557,13 @@ class SecretStoreClient:
         is the 32-byte server key id as 64 hex digits, with or without ``0x``.
 
         If storing fails the server key exists without a document key and the ciphertext is
-        lost (as in the original); the id cannot be reused.
+        lost (as in the original); the id cannot be reused. ``owner`` (ours) names the key's
+        owner-to-be at generation (:meth:`generate_server_key`).
         """
         key_id = parse_hex(document_id, "document_id", _KEY_ID_SIZE, prefix=None)
         if not isinstance(document, str):
             raise MalformedHex(f"document must be a str, got {type(document).__name__}")
-        server_key = self.generate_server_key(key_id, threshold)
+        server_key = self.generate_server_key(key_id, threshold, owner=owner)
         document_key, common_point, encrypted_point = _document.generate_document_key(server_key)
         encrypted = _document.encrypt_document(document_key, document.encode("utf-8"))
         self.store_document_key(key_id, common_point, encrypted_point)

@@ -100,6 +100,11 @@ SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceR
 SESSION_WORK: Final = frozenset(REQUEST_HANDLERS) - {m.KeyInfoRequest}
 
 
+def _owner_reason(owner: bytes | None) -> str:
+    """The audit reason of a generation that names an owner-to-be (a public address)."""
+    return "" if owner is None else f"owner-to-be 0x{owner.hex()}"
+
+
 class ClusterCore:
     """One node's view of the cluster: its secret, its peers, its storage and access checker."""
 
@@ -425,11 +430,11 @@ class ClusterCore:
 
     # -- access --------------------------------------------------------------------------------
 
-    async def access(self, requester: Requester, key_id: bytes, author: bytes) -> Decision:
-        """This node's own access decision for a key of ``author`` (as this node stored it); a
-        checker that fails counts as a refusal."""
+    async def access(self, requester: Requester, key_id: bytes, author: bytes, owner: bytes | None = None) -> Decision:
+        """This node's own access decision for a key of ``author`` and owner-to-be ``owner`` (as this
+        node stored them); a checker that fails counts as a refusal."""
         try:
-            return await self.acl.decide(requester.address, key_id, author)
+            return await self.acl.decide(requester.address, key_id, author, owner)
         except Exception as exc:  # noqa: BLE001 -- whatever breaks in a checker (chain down, a bug) is a refusal, never an allow
             log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
             return Decision(False, f"access check failed: {exc}"[:300])
@@ -472,9 +477,9 @@ class ClusterCore:
 
     async def _entry(self, operation: str, key_id: bytes, signature: bytes,
                      run: Callable[[Requester], Awaitable[ResultT]], on_timeout: type[KeyServerError],
-                     bound: b.Bound | None = None, arguments: bytes = b"") -> ResultT:
+                     bound: b.Bound | None = None, arguments: bytes = b"", ok_reason: str = "") -> ResultT:
         """Run one public operation as the entry node: recover the requester, check its bound
-        signature, bound the run in time, audit it."""
+        signature, bound the run in time, audit it (``ok_reason`` with a success)."""
         try:
             requester = Requester.from_signature(signature, key_id)
         except KeyServerError as exc:
@@ -503,7 +508,7 @@ class ClusterCore:
         except BaseException:
             self.audit.record(operation, key_id, requester.address, "entry", "failed", "Internal")
             raise
-        self.audit.record(operation, key_id, requester.address, "entry", "ok")
+        self.audit.record(operation, key_id, requester.address, "entry", "ok", ok_reason)
         return result
 
     def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str,
@@ -511,10 +516,10 @@ class ClusterCore:
         self.audit.record(operation, key_id, requester, "member", decision, reason)
 
     async def generate_server_key(self, key_id: bytes, signature: bytes, threshold: int,
-                                  bound: b.Bound | None = None) -> Point:
+                                  bound: b.Bound | None = None, owner: bytes | None = None) -> Point:
         return await self._entry("generate_server_key", key_id, signature,
-                                 lambda r: generation.run(self, key_id, r.address, threshold), NodeDisconnected,
-                                 bound, b.threshold_arguments(threshold))
+                                 lambda r: generation.run(self, key_id, r.address, threshold, owner), NodeDisconnected,
+                                 bound, b.threshold_arguments(threshold, owner), _owner_reason(owner))
 
     async def store_document_key(
         self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point,
@@ -525,10 +530,11 @@ class ClusterCore:
                           NodeDisconnected, bound, b.store_arguments(common_point, encrypted_point))
 
     async def generate_document_key(self, key_id: bytes, signature: bytes, threshold: int,
-                                    bound: b.Bound | None = None) -> bytes:
+                                    bound: b.Bound | None = None, owner: bytes | None = None) -> bytes:
         return await self._entry("generate_document_key", key_id, signature,
-                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold, bound),
-                                 NodeDisconnected, bound, b.threshold_arguments(threshold))
+                                 lambda r: storing.generate_and_store(self, key_id, signature, r, threshold, bound,
+                                                                      owner),
+                                 NodeDisconnected, bound, b.threshold_arguments(threshold, owner), _owner_reason(owner))
 
     async def retrieve_server_key(self, key_id: bytes, signature: bytes, bound: b.Bound | None = None) -> Point:
         return await self._entry("retrieve_server_key", key_id, signature,

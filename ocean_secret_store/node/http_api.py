@@ -6,7 +6,9 @@ encodes bodies byte for byte as Parity does, :mod:`ocean_secret_store.node.cors`
 ``Origin``; this module routes a parsed request to the cluster core and maps
 :class:`KeyServerError` to Parity's status and quoted-string body. A bound signature
 (:mod:`ocean_secret_store.protocol.bound`) comes in two optional headers and goes to the core with
-the request; a malformed one is answered ``400 "Insufficient requester data: …"``.
+the request; a malformed one is answered ``400 "Insufficient requester data: …"``. So is a
+malformed owner-to-be header (:mod:`ocean_secret_store.protocol.owner`), taken by the two key
+generation requests only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..crypto.signatures import recover_address
 from ..exceptions import InternalError, InvalidSignature, KeyServerError
 from ..protocol import bound as b
 from ..protocol import http as codec
+from ..protocol import owner as ow
 from .cluster import ClusterCore
 from .cors import CorsPolicy
 from .quotas import GenerationQuota, TooManyRequests, retry_after_header
@@ -57,11 +60,18 @@ def _bad_request() -> web.Response:
     return web.Response(status=codec.BAD_REQUEST_STATUS)
 
 
-async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | None = None) -> web.Response:
-    """Serve one parsed request; a failure is raised as the core's :class:`KeyServerError`."""
+async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | None = None,
+                   owner: bytes | None = None) -> web.Response:
+    """Serve one parsed request; a failure is raised as the core's :class:`KeyServerError`.
+
+    ``owner`` (the owner-to-be header) is taken by the two key generations only.
+    """
+    if owner is not None and not isinstance(request, _GENERATIONS):
+        raise ow.not_taken(type(request).__name__)
     match request:
         case codec.GenerateServerKey():
-            point = await core.generate_server_key(request.key_id, request.signature, request.threshold, bound)
+            point = await core.generate_server_key(request.key_id, request.signature, request.threshold, bound,
+                                                   owner)
             return _json(codec.encode_point(point))
         case codec.StoreDocumentKey():
             await core.store_document_key(
@@ -69,7 +79,8 @@ async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | N
             )
             return web.Response(status=200)
         case codec.GenerateDocumentKey():
-            encrypted = await core.generate_document_key(request.key_id, request.signature, request.threshold, bound)
+            encrypted = await core.generate_document_key(request.key_id, request.signature, request.threshold, bound,
+                                                         owner)
             return _json(codec.encode_bytes(encrypted))
         case codec.RetrieveServerKey():
             point = await core.retrieve_server_key(request.key_id, request.signature, bound)
@@ -134,6 +145,9 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         try:
             parsed = codec.parse_request(request.method, request.raw_path, body)
             bound = b.parse_headers(request.headers.get(b.HEADER), request.headers.get(b.SIGNATURE_HEADER))
+            owner = ow.parse_header(request.headers.get(ow.HEADER))
+            if owner is not None and not isinstance(parsed, _GENERATIONS):
+                raise ow.not_taken(type(parsed).__name__)
         except codec.BadRequest:
             return _bad_request()
         except KeyServerError as exc:  # parses, but a value in it is unusable (a point off the curve)
@@ -141,7 +155,7 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         try:
             if quota is not None and isinstance(parsed, _GENERATIONS):  # refused (429) before any work
                 await quota.admit_or_hold(_signer(parsed.key_id, parsed.signature), request.remote)
-            response = await dispatch(core, parsed, bound)
+            response = await dispatch(core, parsed, bound, owner)
         except KeyServerError as exc:
             # A flood's refusals are counted (/health), not logged one by one at info.
             level = logging.DEBUG if isinstance(exc, TooManyRequests) else logging.INFO

@@ -6,8 +6,10 @@ SQLite tool, with one deliberate difference: each version's ``secret_share`` is 
 AES-256-GCM under a key derived from the node secret, its associated data binding it to the
 record's key id and version hash (a share cannot be copied into another record or version).
 A second derived key authenticates the whole record (HMAC-SHA256 over key id and JSON), so
-that the public fields that drive access decisions (``author``, ``threshold``, the document
-key points) cannot be edited on disk either.
+that the public fields that drive access decisions (``author``, ``owner``, ``threshold``, the
+document key points) cannot be edited on disk either. ``owner`` (the key's owner-to-be, named by
+its author at generation, docs/security.md finding 1) is the one field beyond Parity's layout; it
+is written only when set, so a record without one keeps Parity's layout byte for byte.
 
 Beside the records, a table of *pending* document keys: the ``(C, E)`` a two-phase store prepared
 on this node and has not committed yet (``node/sessions/storing.py``, docs/cluster-protocol.md),
@@ -66,9 +68,12 @@ __all__ = [
 
 #: File name of the SQLite database inside a node's data directory.
 DB_FILENAME: Final = "keys.sqlite3"
-#: ``PRAGMA user_version`` of the schema this module writes (2: the pending document keys; a
-#: version 1 database is migrated by adding their table).
-SCHEMA_VERSION: Final = 2
+#: ``PRAGMA user_version`` of the schema this module writes (2: the pending document keys; 3: a
+#: record may carry ``owner``). A version 1 database is migrated by adding the pending table, a
+#: version 2 one by raising the number only: its records (without ``owner``) read as they are and
+#: keep their MACs. The number rises so that an older program refuses a database whose records it
+#: would misread as corrupt.
+SCHEMA_VERSION: Final = 3
 #: At most this many transactions may share one pending document key (retries of one store).
 MAX_PENDING_TXS: Final = 16
 
@@ -149,6 +154,9 @@ class KeyShare:
     :param common_point: ``C`` of the stored document key, or None until one is stored.
     :param encrypted_point: ``E`` of the stored document key, or None until one is stored.
     :param versions: oldest first; redistribution appends.
+    :param owner: 20-byte address of the key's owner-to-be, named by the author at generation
+        (None: none named). The contract access checker serves it like the author and accepts it
+        as the DID's first registrant.
     """
 
     author: bytes
@@ -157,10 +165,13 @@ class KeyShare:
     common_point: Point | None
     encrypted_point: Point | None
     versions: tuple[KeyVersion, ...]
+    owner: bytes | None = None
 
     def __post_init__(self) -> None:
         if len(self.author) != 20:
             raise InternalError(f"an author address is 20 bytes, got {len(self.author)}")
+        if self.owner is not None and len(self.owner) != 20:
+            raise InternalError(f"an owner address is 20 bytes, got {len(self.owner)}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 0:
             raise InternalError("a threshold is a non-negative integer")
         if (self.common_point is None) != (self.encrypted_point is None):
@@ -189,14 +200,11 @@ class KeyShare:
 
     def with_document_key(self, common_point: Point, encrypted_point: Point) -> KeyShare:
         """A copy with the document key's ``C`` and ``E`` set."""
-        return KeyShare(self.author, self.threshold, self.public, common_point, encrypted_point, self.versions)
+        return replace(self, common_point=common_point, encrypted_point=encrypted_point)
 
     def with_version(self, version: KeyVersion) -> KeyShare:
         """A copy with ``version`` appended as the newest version."""
-        return KeyShare(
-            self.author, self.threshold, self.public, self.common_point, self.encrypted_point,
-            (*self.versions, version),
-        )
+        return replace(self, versions=(*self.versions, version))
 
 
 @dataclass(frozen=True)
@@ -458,7 +466,7 @@ def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> str:
 
 def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
     """Parity's V3 JSON (field order and 0x-hex as §5.2), shares sealed, compact UTF-8."""
-    record = {
+    record: dict[str, Any] = {
         "author": to_hex(share.author),
         "threshold": share.threshold,
         "public": to_hex(share.public.to_bytes()),
@@ -473,6 +481,8 @@ def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
             for v in share.versions
         ],
     }
+    if share.owner is not None:  # beyond Parity's layout: written only when named
+        record["owner"] = to_hex(share.owner)
     return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
 
@@ -514,7 +524,7 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
     except (ValueError, UnicodeDecodeError) as exc:
         raise _Corrupt("not JSON") from exc
     fields = ("author", "threshold", "public", "common_point", "encrypted_point", "versions")
-    if not isinstance(data, dict) or set(data) != set(fields):
+    if not isinstance(data, dict) or set(data) - {"owner"} != set(fields):
         raise _Corrupt("unexpected record fields")
     threshold = data["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
@@ -549,6 +559,7 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
                 None if data["encrypted_point"] is None else _point(data["encrypted_point"], "encrypted_point")
             ),
             versions=tuple(versions),
+            owner=_unhex(data["owner"], "owner", 20) if "owner" in data else None,
         )
     except InternalError as exc:
         raise _Corrupt("inconsistent record") from exc
@@ -650,6 +661,8 @@ class SqliteKeyStorage:
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version == 1:  # before two-phase storing: add the pending document keys
                     db.execute(_CREATE_PENDING)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version == 2:  # before owners-to-be: records without "owner" read unchanged
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
                     raise DatabaseError(

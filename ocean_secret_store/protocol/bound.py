@@ -23,15 +23,16 @@ The signature is ECDSA over the raw 32-byte digest (as the path signature, proto
         || u64(expiry)                          # unix seconds
     )                                           # integers big-endian
 
-``arguments`` per operation: ``generate_server_key`` and ``generate_document_key``: the
-threshold as ``u64``; ``store_document_key``: the common point ``C`` then the encrypted point
-``E`` (64 bytes each, ``x || y``); ``schnorr_sign`` and ``ecdsa_sign``: the 32-byte message hash;
-the retrievals (``retrieve_server_key``, ``retrieve_document_key``,
-``retrieve_document_key_shadow``): empty. The operation is never in the header: the node derives
-it (and the arguments) from the request it serves, so a signature made for one request verifies
-for no other. It must recover to the same address as the path signature, and the expiry must be
-in the future and at most :data:`MAX_LIFETIME` seconds ahead; a node accepts a nonce once per
-signer until the expiry (:class:`NonceCache`).
+``arguments`` per operation: ``generate_server_key`` and ``generate_document_key``: the threshold as
+``u64``, followed by the 20-byte owner-to-be when the request names one (``X-Secret-Store-Owner``,
+:mod:`ocean_secret_store.protocol.owner`); ``store_document_key``: the common point ``C`` then the
+encrypted point ``E`` (64 bytes each, ``x || y``); ``schnorr_sign`` and ``ecdsa_sign``: the 32-byte
+message hash; the retrievals (``retrieve_server_key``, ``retrieve_document_key``,
+``retrieve_document_key_shadow``): empty. The operation is never in the header: the node derives it
+(and the arguments) from the request it serves, so a signature made for one request verifies for no
+other. It must recover to the same address as the path signature, and the expiry must be in the
+future and at most :data:`MAX_LIFETIME` seconds ahead; a node accepts a nonce once per signer until
+the expiry (:class:`NonceCache`).
 
 Every refusal is :class:`BoundSignatureError`, which answers as Parity's
 ``400 "Insufficient requester data: <what is wrong>"``; its text never holds a signature.
@@ -128,11 +129,18 @@ class Bound:
 # -- arguments --------------------------------------------------------------------------------
 
 
-def threshold_arguments(threshold: int) -> bytes:
-    """The arguments of ``generate_server_key`` and ``generate_document_key``."""
+def threshold_arguments(threshold: int, owner: bytes | None = None) -> bytes:
+    """The arguments of ``generate_server_key`` and ``generate_document_key``: the threshold as
+    ``u64``, then the 20-byte owner-to-be when the request names one (``X-Secret-Store-Owner``).
+    Without an owner the arguments are the threshold alone, as before owners existed, so a bound
+    signature made then still verifies, and one made without an owner fails for a request with one."""
     if not 0 <= threshold <= _U64_MAX:
         raise BoundSignatureError("bound signature: the threshold does not fit in 64 bits")
-    return threshold.to_bytes(8, "big")
+    if owner is None:
+        return threshold.to_bytes(8, "big")
+    if len(owner) != 20:
+        raise BoundSignatureError("bound signature: an owner-to-be is a 20-byte address")
+    return threshold.to_bytes(8, "big") + bytes(owner)
 
 
 def store_arguments(common_point: Point, encrypted_point: Point) -> bytes:

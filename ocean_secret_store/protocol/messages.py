@@ -226,14 +226,19 @@ class ErrorReply(Message):
 
 
 # Server key generation (DKG, protocol.md §2.5 with Feldman-verified public shares).
-@message("GenInit", session="h256", author="address", threshold="int", id_numbers="id_map")
+@message("GenInit", session="h256", author="address", threshold="int", id_numbers="id_map", owner="opt_address")
 class GenInit(Message):
-    """Master -> every node: reserve ``session`` (the key id) for a generation with these id numbers."""
+    """Master -> every node: reserve ``session`` (the key id) for a generation with these id numbers.
+
+    ``owner`` is the key's owner-to-be that the author named (``X-Secret-Store-Owner``), recorded by
+    every node with its share; None (absent on the wire, as an earlier node sends it) names none.
+    """
 
     session: bytes
     author: bytes
     threshold: int
     id_numbers: dict[bytes, int]
+    owner: bytes | None = None
 
 
 @message("GenStart", session="h256")

@@ -3,7 +3,9 @@
 ``Ocean(config)`` from the ``config.ini`` that ``devnet up`` wrote (its ``keeper.path`` the
 artifacts folder ``devnet up`` wrote), ``assets.create`` encrypting through the Secret Store and
 publishing to the devnet's Aquarius, ``resolve``, ``order`` (the provider's events handler grants),
-and ``consume`` in both of Brizo's forms, the bytes saved equal to the bytes published.
+and ``consume`` in both of Brizo's forms, the bytes saved equal to the bytes published; the same for
+an asset whose files the provider encrypted (``use_secret_store=False``, the publisher named as the
+key's owner-to-be).
 
 The test supplies only the asset: its files, put into the devnet's ``files_dir`` and listed at
 ``files_url`` as the devnet documents, and its metadata.
@@ -144,20 +146,50 @@ def test_consume_with_index_downloads_that_file(drive: Driver, published: dict[s
     assert {n: bytes.fromhex(d) for n, d in got["files"].items()} == {name: asset_files[name]}
 
 
-def test_publish_through_the_providers_encrypt_endpoint(drive: Driver, net: devnet.DevnetState,
-                                                        asset_files: dict[str, bytes]) -> None:
+@pytest.fixture(scope="module")
+def provider_published(drive: Driver, net: devnet.DevnetState, asset_files: dict[str, bytes]) -> dict[str, Any]:
     # use_secret_store=False: squid-py posts the files list to Brizo's services/publish with the
-    # publisher's signature; the provider encrypts it with its own account (docs/provider.md)
-    published = drive("squid_publish", metadata=metadata(net, asset_files, "published through the provider"),
-                      use_secret_store=False)
-    did = published["did"]
-    encrypted = service(published["ddo"], "metadata")["attributes"]["encryptedFiles"]
+    # publisher's signature; the provider generates the key with its own account and names the
+    # publisher as the key's owner-to-be (docs/provider.md)
+    return drive("squid_publish", metadata=metadata(net, asset_files, "published through the provider"),
+                 use_secret_store=False)
+
+
+@pytest.fixture(scope="module")
+def provider_ordered(drive: Driver, provider_published: dict[str, Any]) -> dict[str, Any]:
+    return drive("squid_order", did=provider_published["did"])
+
+
+def test_publish_through_the_providers_encrypt_endpoint(drive: Driver, net: devnet.DevnetState,
+                                                        provider_published: dict[str, Any],
+                                                        asset_files: dict[str, bytes]) -> None:
+    did = provider_published["did"]
+    encrypted = service(provider_published["ddo"], "metadata")["attributes"]["encryptedFiles"]
     assert encrypted.startswith("0x")
     assert drive("squid_resolve", did=did)["id"] == did
-    # the provider, the key's author, decrypts the list
-    files = drive("ssc_decrypt", account="provider", document_id=did.removeprefix("did:op:"), encrypted=encrypted)
-    assert [f["url"] for f in json.loads(files)] == [f"{net.files_url}/{name}" for name in asset_files]
-    # Not here yet: ordering and consuming such an asset with squid-py. squid-py's consume decrypts the
-    # files list with the consumer's key first, in both forms, and the key servers serve a key whose
-    # author (the provider) is not the DID's registrant (the publisher) to nobody else (docs/provider.md,
-    # "Publish"): that needs the publisher named as the key's owner-to-be at generation.
+    urls = [f"{net.files_url}/{name}" for name in asset_files]
+    document_id = did.removeprefix("did:op:")
+    # the provider (the key's author) and the publisher (its owner-to-be, the DID's first registrant)
+    # decrypt the list with secret-store-client; a consumer that has not ordered is refused
+    for account in ("provider", "publisher"):
+        files = drive("ssc_decrypt", account=account, document_id=document_id, encrypted=encrypted)
+        assert [f["url"] for f in json.loads(files)] == urls
+    with pytest.raises(StackError):
+        drive("ssc_decrypt", account="consumer", document_id=document_id, encrypted=encrypted)
+
+
+def test_an_asset_published_through_the_provider_is_ordered_and_consumed(
+        drive: Driver, provider_published: dict[str, Any], provider_ordered: dict[str, Any],
+        asset_files: dict[str, bytes], tmp_path: Path) -> None:
+    # squid-py decrypts the files list with the consumer's key before it calls the provider, in both
+    # forms: the key servers serve it because the DID's first registrant is the key's owner-to-be
+    assert provider_ordered["status"]["conditions"]["accessSecretStore"] == 2
+    did, agreement, index = provider_published["did"], provider_ordered["agreement_id"], \
+        provider_ordered["service_index"]
+    got = drive("squid_consume", did=did, agreement_id=agreement, service_index=index,
+                destination=str(tmp_path / "default"))
+    assert {name: bytes.fromhex(data) for name, data in got["files"].items()} == asset_files
+    for file_index, name in enumerate(asset_files):
+        got = drive("squid_consume", did=did, agreement_id=agreement, service_index=index,
+                    destination=str(tmp_path / f"index-{file_index}"), index=file_index)
+        assert {n: bytes.fromhex(d) for n, d in got["files"].items()} == {name: asset_files[name]}

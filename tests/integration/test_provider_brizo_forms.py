@@ -253,6 +253,10 @@ def test_squid_publish_form_encrypts_for_the_publisher(net: devnet.DevnetState, 
                     encrypt=via_provider,
                     sign=lambda b: proof_signature(publisher, b))
     assert (ddo.encrypted_files or "").startswith("0x") and "data.bin" not in (ddo.encrypted_files or "")
+    # the publisher, named as the key's owner-to-be, is served like its author, registered or not
+    urls = [f["url"] for f in files]
+    decrypted = ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", publisher)
+    assert [f["url"] for f in json.loads(decrypted)] == urls
     ocean.keeper.register_did(publisher, ddo.asset_id, providers=[provider.address])
     ocean.metadata.publish(ddo)
     ocean.keeper.request_tokens(consumer, 2)
@@ -263,11 +267,13 @@ def test_squid_publish_form_encrypts_for_the_publisher(net: devnet.DevnetState, 
     assert (folder / "data.bin").read_bytes() == data["data.bin"]
     served = squid_get(ddo.access_service["serviceEndpoint"], files[0]["url"], agreement, consumer.address)
     assert served.status_code == 200 and served.content == data["data.bin"]
-    # Not yet: the consumer decrypting itself (squid-py's default consume). The key servers bind a key
-    # to its author (docs/security.md, finding 1); the author is the provider, the DID's registrant
-    # the publisher. Naming the publisher as the owner-to-be at generation needs the key servers.
+    # and the consumer decrypts it itself (squid-py's default consume): the key's author is the
+    # provider, its owner-to-be the publisher, and the DID's first registrant is that owner-to-be
+    decrypted = ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", consumer)
+    assert [f["url"] for f in json.loads(decrypted)] == urls
+    # a stranger with neither permission nor a role is refused
     with pytest.raises(ConsensusUnreachable):
-        ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", consumer)
+        ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", Account.create())
 
     # 409: a key exists already under that id (the same request again)
     again = squid_publish(provider_url, asset_ids[0], files, publisher)
@@ -306,46 +312,23 @@ def test_publish_refusals(net: devnet.DevnetState) -> None:
     refusal(requests.post(endpoint, json=[body], timeout=30), 400, secret_url)
 
 
-def test_a_provider_registering_the_did_lets_consumers_decrypt_themselves(net: devnet.DevnetState,
-                                                                          data: dict[str, bytes]) -> None:
-    """``publish_registers_did``: the provider registers the DID before generating its key and hands
-    it to the publisher after, so the key's author is the DID's first registrant and the key servers
-    serve consumers with access; squid-py's own registerAttribute then updates the DID as its owner."""
+def test_a_front_runner_of_a_provider_published_did_gets_nothing(net: devnet.DevnetState,
+                                                                 data: dict[str, bytes]) -> None:
+    """The provider generated the key naming the publisher as owner-to-be; someone who registers the
+    DID before the publisher (seeing its id) owns it on chain and passes ``checkPermissions``, but is
+    neither the key's author nor its owner-to-be: every key server refuses it, and its grantees. The
+    publisher (owner-to-be) and the provider (author) keep the key."""
     ocean = Ocean(str(net.ocean_config))
     roles = accounts(net)
-    publisher, consumer, provider = roles["publisher"], roles["consumer"], roles["provider"]
-    app = make_provider_app(keeper=Keeper(net.chain_url, net.contracts),
-                            metadata=open_metadata_store(str(net.metadata_store)),
-                            backend=SecretStoreBackend([n.http_url for n in net.nodes]), provider_account=provider,
-                            fetch_policy=FetchPolicy.allowing([str(net.files_url)]), publish_registers_did=True)
-    files = [{"url": f"{net.files_url}/data.bin", "contentType": "application/octet-stream", "name": "data.bin"}]
-    with ServerThread() as server:
-        provider_url = server.start(app)
-
-        def via_provider(did: str, text: str) -> str:
-            response = squid_publish(provider_url, "0x" + did_to_id(did).hex(), json.loads(text), publisher)
-            assert response.status_code == 201, response.text
-            return response.text
-
-        meta = {"main": {"type": "dataset", "name": "registered by the provider " + os.urandom(4).hex(),
-                         "author": "a", "license": "CC0", "dateCreated": "2026-12-01T00:00:00Z",
-                         "price": str(PRICE), "files": files}}
-        ddo = build_ddo(meta, publisher=publisher.address, secret_store_url=net.nodes[0].http_url,
-                        provider_url=str(net.provider_url) + "/api/v1/brizo/services/consume",
-                        metadata_url="sqlite:", template_id="0x" + ocean.keeper.template_id.hex(), price=PRICE,
-                        timeout=3600, encrypt=via_provider,
-                        sign=lambda b: proof_signature(publisher, b))
-        assert ocean.keeper.did_owner(ddo.asset_id) == publisher.address  # handed over
-        # what squid-py does next, as the DID's owner now: registerAttribute updates it
-        ocean.keeper.register_did(publisher, ddo.asset_id, providers=[provider.address])
-        ocean.metadata.publish(ddo)
-        ocean.keeper.request_tokens(consumer, 2)
-        ocean.assets.order(ddo.did, 2, consumer)
-        ocean.assets.wait_for_access(ddo.did, consumer)
-        plain = ocean.secret_store.decrypt_document(ddo.did, ddo.encrypted_files or "", consumer)
-        assert json.loads(plain)[0]["url"] == files[0]["url"]
-        # a DID registered to the publisher already is not registered again: the provider stays the author
-        again = "0x" + os.urandom(32).hex()
-        ocean.keeper.register_did(publisher, bytes.fromhex(again[2:]), providers=[provider.address])
-        assert squid_publish(provider_url, again, files, publisher).status_code == 201
-        assert ocean.keeper.did_owner(bytes.fromhex(again[2:])) == publisher.address
+    publisher, provider = roles["publisher"], roles["provider"]
+    hijacker = roles["consumer"]
+    asset_id = "0x" + os.urandom(32).hex()
+    files = [{"url": f"{net.files_url}/data.bin"}]
+    response = squid_publish(str(net.provider_url), asset_id, files, publisher)
+    assert response.status_code == 201, response.text
+    encrypted, did = response.text, "did:op:" + asset_id[2:]
+    ocean.keeper.register_did(hijacker, bytes.fromhex(asset_id[2:]), providers=[hijacker.address])
+    with pytest.raises(ConsensusUnreachable):
+        ocean.secret_store.decrypt_document(did, encrypted, hijacker)
+    assert json.loads(ocean.secret_store.decrypt_document(did, encrypted, publisher)) == files
+    assert json.loads(ocean.secret_store.decrypt_document(did, encrypted, provider)) == files

@@ -132,7 +132,8 @@ class DenyList:
     def prohibit(self, requester: bytes, key_id: bytes) -> None:
         self._prohibited.add((requester, key_id))
 
-    async def decide(self, requester: bytes, key_id: bytes, author: bytes) -> Decision:
+    async def decide(self, requester: bytes, key_id: bytes, author: bytes,
+                     owner: bytes | None = None) -> Decision:
         if (requester, key_id) in self._prohibited:
             return Decision(False, "prohibited")
         return Decision(True, "not prohibited")

@@ -196,6 +196,73 @@ def test_a_did_first_registered_by_someone_else_serves_nobody_but_the_author() -
     asyncio.run(_with_chain(chain, body))
 
 
+# -- the owner-to-be: named by the author at generation (a provider publishing for a publisher) ----
+
+OWNER = bytes.fromhex("55" * 20)
+
+
+def test_a_grantee_of_a_did_its_owner_to_be_registered_first_is_served() -> None:
+    chain = FakeChain(permitted={(OTHER, KEY_ID)}, registrations={KEY_ID: [(5, 0, OWNER)]})
+
+    async def body(checker: ContractAccessChecker) -> None:
+        decision = await checker.decide(OTHER, KEY_ID, AUTHOR, OWNER)
+        assert decision == Decision(True, "permission on chain; the DID's first registrant is the key's owner-to-be")
+        # without the owner-to-be recorded, the same registration serves nobody but the author
+        assert not (await checker.decide(OTHER, KEY_ID, AUTHOR)).allowed
+
+    asyncio.run(_with_chain(chain, body))
+
+
+def test_the_authors_first_registration_still_serves_when_an_owner_to_be_is_named() -> None:
+    chain = FakeChain(permitted={(OTHER, KEY_ID)}, registrations={KEY_ID: [(5, 0, AUTHOR)]})
+
+    async def body(checker: ContractAccessChecker) -> None:
+        assert (await checker.decide(OTHER, KEY_ID, AUTHOR, OWNER)).allowed
+
+    asyncio.run(_with_chain(chain, body))
+
+
+def test_the_owner_to_be_is_served_like_the_author_without_asking_the_chain() -> None:
+    chain = FakeChain()
+
+    async def body(checker: ContractAccessChecker) -> None:
+        decision = await checker.decide(OWNER, KEY_ID, AUTHOR, OWNER)
+        assert decision == Decision(True, "the key's owner-to-be, named by its author")
+        assert (await checker.decide(AUTHOR, KEY_ID, AUTHOR, OWNER)).allowed  # the author keeps its key
+        # an owner-to-be not recorded for this key is nobody special: no permission, refused
+        assert not (await checker.decide(OWNER, KEY_ID, AUTHOR)).allowed
+
+    asyncio.run(_with_chain(chain, body))
+    assert chain.calls == Counter({"eth_call": 1})
+
+
+def test_a_first_registrant_who_is_neither_author_nor_owner_to_be_serves_nobody_else() -> None:
+    hijacker = bytes.fromhex("66" * 20)  # front-ran the publisher's registration
+    chain = FakeChain(permitted={(hijacker, KEY_ID), (OTHER, KEY_ID)},
+                      registrations={KEY_ID: [(7, 1, OWNER), (7, 0, hijacker)]})
+
+    async def body(checker: ContractAccessChecker) -> None:
+        for requester in (hijacker, OTHER):  # the hijacker, and its grantee
+            decision = await checker.decide(requester, KEY_ID, AUTHOR, OWNER)
+            assert not decision.allowed
+            assert decision.reason == (f"the DID was first registered by 0x{hijacker.hex()}, not by the key's "
+                                       f"author 0x{AUTHOR.hex()} or its owner-to-be 0x{OWNER.hex()}")
+        assert (await checker.decide(OWNER, KEY_ID, AUTHOR, OWNER)).allowed
+        assert (await checker.decide(AUTHOR, KEY_ID, AUTHOR, OWNER)).allowed
+
+    asyncio.run(_with_chain(chain, body))
+
+
+def test_allow_lists_and_none_ignore_the_owner_to_be() -> None:
+    async def scenario() -> list[bool]:
+        allow_list = StaticAllowList([ADDRESS])
+        return [(await allow_list.decide(OWNER, KEY_ID, AUTHOR, OWNER)).allowed,  # Parity: no rights of its own
+                (await allow_list.decide(ADDRESS, KEY_ID, AUTHOR, OWNER)).allowed,
+                (await AllowAll().decide(OTHER, KEY_ID, AUTHOR, OWNER)).allowed]
+
+    assert asyncio.run(scenario()) == [False, True, True]
+
+
 def test_not_registered_yet_is_a_refusal_that_is_not_cached() -> None:
     chain = FakeChain(permitted={(OTHER, KEY_ID)})
 

@@ -196,7 +196,8 @@ class AuthorBound:
         self.grantees = grantees
         self.authors_seen: list[bytes] = []
 
-    async def decide(self, requester: bytes, key_id: bytes, author: bytes) -> Decision:
+    async def decide(self, requester: bytes, key_id: bytes, author: bytes,
+                     owner: bytes | None = None) -> Decision:
         self.authors_seen.append(author)
         if requester == author:
             return Decision(True, "the key's author")

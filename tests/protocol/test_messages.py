@@ -62,6 +62,9 @@ EXAMPLES: list[m.Message] = [
                       message_hash=None),
     m.DelegatedShadow(decrypted_secret=P1, common_point=P2, decrypt_shadows=(os.urandom(145), os.urandom(145))),
     m.DelegatedBlob(os.urandom(97)),
+    # a generation naming the key's owner-to-be (appended: BAD below indexes the list)
+    m.GenInit(session=b"\x01" * 32, author=b"\x02" * 20, threshold=1, id_numbers={NODE1: 3, NODE2: 4},
+              owner=b"\x09" * 20),
 ]
 
 

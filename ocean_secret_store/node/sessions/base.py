@@ -141,8 +141,9 @@ class Core(Protocol):
         """Accept a bound signature (or its absence where not required) and claim its nonce."""
         ...
 
-    async def access(self, requester: Requester, key_id: bytes, author: bytes) -> Decision:
-        """This node's own access decision on a key of ``author``; a failed check is a refusal."""
+    async def access(self, requester: Requester, key_id: bytes, author: bytes, owner: bytes | None = None) -> Decision:
+        """This node's own access decision on a key of ``author`` and owner-to-be ``owner``; a failed
+        check is a refusal."""
         ...
 
     def audit_member(self, operation: str, key_id: bytes, requester: bytes | None, decision: str,

@@ -92,7 +92,7 @@ async def _on_decrypt(core: Core, sender: bytes, msg: m.DecryptRequest) -> m.Dec
     _validate_group(core, sender, share, version, msg.group)
     requester = Requester.from_signature(msg.signature, msg.key_id)
     operation = "shadow_decryption" if msg.shadow else "decryption"
-    decision = await core.access(requester, msg.key_id, share.author)
+    decision = await core.access(requester, msg.key_id, share.author, share.owner)
     if not decision.allowed:
         core.audit_member(operation, msg.key_id, requester.address, "refused", decision.reason)
         raise AccessDenied()
@@ -130,7 +130,7 @@ async def _decrypt(
     core: Core, key_id: bytes, signature: bytes, requester: Requester, shadow: bool
 ) -> tuple[_Document, tuple[bytes, ...], dict[bytes, m.DecryptResponse], int]:
     document = await _document(core, key_id)
-    decision = await core.access(requester, key_id, document.share.author)
+    decision = await core.access(requester, key_id, document.share.author, document.share.owner)
     if not decision.allowed:
         # Parity reports an ACL refusal as "Consensus unreachable"; the reason is only audited.
         raise ConsensusUnreachable(decision.reason)

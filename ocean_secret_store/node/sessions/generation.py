@@ -2,7 +2,8 @@
 
 Rounds, driven by the entry node (the master):
 
-1. ``GenInit`` (master -> every node, answered): id numbers, threshold, author. Each node
+1. ``GenInit`` (master -> every node, answered): id numbers, threshold, author and the optional
+   owner-to-be the author named (recorded with every share: the ACL's author binding). Each node
    refuses a key id it already stores or is already generating.
 2. ``GenStart`` (master -> every node, answered with ``GenReady(Y)``): each node deals its
    polynomials, sending ``GenDealing`` (f_i(x_j), g_i(x_j), Pedersen commitments) straight to
@@ -58,6 +59,7 @@ class GenerationState:
     id_numbers: dict[bytes, int]
     created: float
     h: Point
+    owner: bytes | None = None
     dealings: dict[bytes, tuple[int, int, tuple[Point, ...]]] = field(default_factory=dict)
     publics: dict[bytes, tuple[Point, ...]] = field(default_factory=dict)
     dealings_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -111,6 +113,7 @@ async def _create(core: Core, master: bytes, msg: m.GenInit) -> GenerationState:
         id_numbers=dict(msg.id_numbers),
         created=asyncio.get_running_loop().time(),
         h=pedersen_h(msg.session),
+        owner=msg.owner,
     )
     table[msg.session] = state
     try:
@@ -233,6 +236,7 @@ def _key_share(state: GenerationState) -> KeyShare:
         common_point=None,
         encrypted_point=None,
         versions=(version,),
+        owner=state.owner,
     )
 
 
@@ -242,7 +246,8 @@ async def _on_commit(core: Core, sender: bytes, msg: m.GenCommit) -> None:
     if state.share is None or state.failure is not None:
         raise InvalidMessage("commit before the key was computed")
     await core.insert_key(state.key_id, _key_share(state))
-    core.audit_member("generate_server_key", state.key_id, state.author, "ok", "share stored")
+    reason = "share stored" if state.owner is None else f"share stored; owner-to-be 0x{state.owner.hex()}"
+    core.audit_member("generate_server_key", state.key_id, state.author, "ok", reason)
 
 
 def _on_abort(core: Core, sender: bytes, msg: m.GenAbort) -> None:
@@ -272,8 +277,9 @@ def _first_error(results: Sequence[object]) -> BaseException | None:
     return errors[0]
 
 
-async def run(core: Core, key_id: bytes, author: bytes, threshold: int) -> Point:
-    """Master side: generate the server key ``key_id`` for ``author`` over every configured node."""
+async def run(core: Core, key_id: bytes, author: bytes, threshold: int, owner: bytes | None = None) -> Point:
+    """Master side: generate the server key ``key_id`` for ``author`` (and its owner-to-be ``owner``,
+    if named) over every configured node."""
     nodes = core.nodes
     if not 0 <= threshold < len(nodes):
         raise NotEnoughNodesForThreshold()
@@ -282,7 +288,7 @@ async def run(core: Core, key_id: bytes, author: bytes, threshold: int) -> Point
     while len(xs) < len(nodes):
         xs.add(random_scalar(core.rng))
     id_numbers = dict(zip(nodes, core.shuffled(xs), strict=True))
-    init = m.GenInit(session=key_id, author=author, threshold=threshold, id_numbers=id_numbers)
+    init = m.GenInit(session=key_id, author=author, threshold=threshold, id_numbers=id_numbers, owner=owner)
     others = core.others
     state = await _create(core, core.node_id, init)
     try:

@@ -64,7 +64,7 @@ async def _on_nonce(core: Core, sender: bytes, msg: m.SchnorrNonceRequest) -> m.
     if not any(v.hash == msg.version for v in share.versions):
         raise InvalidMessage("unknown key version")
     requester = Requester.from_signature(msg.signature, msg.key_id)
-    decision = await core.access(requester, msg.key_id, share.author)
+    decision = await core.access(requester, msg.key_id, share.author, share.owner)
     if not decision.allowed:
         core.audit_member("schnorr_signing", msg.key_id, requester.address, "refused", decision.reason)
         raise AccessDenied()
@@ -115,7 +115,7 @@ async def run(core: Core, key_id: bytes, signature: bytes, requester: Requester,
     share = await core.load_key(key_id)
     if share is None:
         raise ServerKeyIsNotFound()
-    decision = await core.access(requester, key_id, share.author)
+    decision = await core.access(requester, key_id, share.author, share.owner)
     if not decision.allowed:
         raise ConsensusUnreachable(decision.reason)  # Parity's text; the reason is only audited
     version = share.last_version

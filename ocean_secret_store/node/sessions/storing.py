@@ -328,10 +328,12 @@ async def run(
 
 
 async def generate_and_store(
-    core: Core, key_id: bytes, signature: bytes, requester: Requester, threshold: int, bound: b.Bound | None = None
+    core: Core, key_id: bytes, signature: bytes, requester: Requester, threshold: int, bound: b.Bound | None = None,
+    owner: bytes | None = None,
 ) -> bytes:
-    """Endpoint 3: generate the server key, then a document key for it; returns ECIES(Q, M)."""
-    public = await generation.run(core, key_id, requester.address, threshold)
+    """Endpoint 3: generate the server key (with the owner-to-be ``owner``, if named), then a
+    document key for it; returns ECIES(Q, M)."""
+    public = await generation.run(core, key_id, requester.address, threshold, owner)
     document_key, common, encrypted = document.generate_document_key(public, core.rng)
     await run(core, key_id, signature, requester, common, encrypted, bound, "generate_document_key")
     return ecies.encrypt(requester.public, document_key.to_bytes(), rng=core.rng)

@@ -80,13 +80,12 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
     re-serialised compactly (``separators=(",", ":")``, as Brizo) and encrypted by the access
     backend with the provider's account: the ``secret-store`` backend generates the server key
     ``documentId`` (``[secret-store] threshold``) and stores the document key, the provider being
-    the key's author; ``provider-key`` encrypts to the provider's key. The key servers serve a key
-    to a permitted consumer only if the DID's first registrant is the key's author (security.md,
-    finding 1), and squid-py registers the DID as the publisher, so by default such an asset is
-    decrypted only through the provider. With ``publish_registers_did`` (:func:`make_provider_app`)
-    the provider registers an unregistered DID itself first (providers: itself), generates the
-    key, then transfers the DID to ``publisherAddress``, whose own ``registerAttribute`` then
-    updates it: consumers with access decrypt it themselves too. 201 with the encrypted hex as
+    the key's author and the verified ``publisherAddress`` its owner-to-be (``X-Secret-Store-Owner``,
+    recorded by every key server); ``provider-key`` encrypts to the provider's key. The key servers
+    serve a key to a permitted consumer only if the DID's first registrant is the key's author or
+    its owner-to-be (security.md, finding 1), and squid-py registers the DID as the publisher, so
+    consumers with access decrypt the files list themselves too, as squid-py 0.9.3 does before
+    every consume. 201 with the encrypted hex as
     the text body (squid-py reads ``response.text``). Refusals, JSON ``{"error"}``, never echoing
     the document: 400 malformed body or fields, or a document that is not a JSON list of file
     objects with URLs; 401 the signature does not recover to ``publisherAddress``; 403 the DID is
@@ -137,7 +136,6 @@ from ...crypto.hashes import checksum_address
 from ...exceptions import (
     AssetNotFound,
     ChainError,
-    ContractReverted,
     DocumentKeyAlreadyStored,
     OceanError,
     SecretStoreError,
@@ -264,8 +262,6 @@ class _Provider:
     address: str = ""
     #: ``[secret-store] threshold`` of the server keys the publish route generates.
     publish_threshold: int = 0
-    #: The publish route registers an unregistered DID itself, then hands it to the publisher.
-    publish_registers_did: bool = False
 
 
 _STATE = web.AppKey("provider_state", _Provider)
@@ -644,36 +640,22 @@ def _publish_fields(data: object) -> tuple[str, bytes, str, str, str]:
             "0x" + sig.group(1), document)
 
 
-def _check_owner(state: _Provider, document_id: bytes, publisher: str) -> bool:
-    """Blocking: the DID is unregistered (squid-py registers it after encrypting: True) or the
-    publisher's (False); 403 if another account's."""
+def _check_owner(state: _Provider, document_id: bytes, publisher: str) -> None:
+    """Blocking: the DID must be unregistered (squid-py registers it after encrypting) or the
+    publisher's; 403 if another account's."""
     owner = state.keeper.did_owner(document_id)
-    if not int(owner, 16):
-        return True
-    if checksum_address(bytes.fromhex(owner[2:])) != publisher:
+    if int(owner, 16) and checksum_address(bytes.fromhex(owner[2:])) != publisher:
         raise _error(web.HTTPForbidden, f"{id_to_did(document_id)} is registered on chain to another account; "
                      "only its owner may have its files encrypted")
-    return False
 
 
 def _encrypt_for(state: _Provider, backend: EncryptingBackend, document_id: bytes, document: str,
                  publisher: str) -> str:
-    """Blocking: the owner check, then the backend's encryption; with ``publish_registers_did`` an
-    unregistered DID is first registered by the provider (so the key's author is the DID's first
-    registrant, whom the key servers' author binding asks for) and handed to the publisher after,
-    whatever the encryption's outcome."""
-    unregistered = _check_owner(state, document_id, publisher)
-    if not (unregistered and state.publish_registers_did):
-        return backend.encrypt_files(document_id, document, state.account, state.publish_threshold)
-    try:
-        state.keeper.register_did(state.account, document_id, providers=[state.address])
-    except ContractReverted:  # registered by someone else since the check
-        raise _error(web.HTTPForbidden, f"{id_to_did(document_id)} is registered on chain to another account; "
-                     "only its owner may have its files encrypted") from None
-    try:
-        return backend.encrypt_files(document_id, document, state.account, state.publish_threshold)
-    finally:
-        state.keeper.transact(state.account, "DIDRegistry", "transferDIDOwnership", document_id, publisher)
+    """Blocking: the owner check, then the backend's encryption, naming the verified publisher as
+    the key's owner-to-be (whom the key servers' author binding accepts as the DID's first
+    registrant: squid-py registers the DID after this route answers)."""
+    _check_owner(state, document_id, publisher)
+    return backend.encrypt_files(document_id, document, state.account, state.publish_threshold, owner=publisher)
 
 
 async def _publish(request: web.Request) -> web.Response:
@@ -743,7 +725,6 @@ def make_provider_app(
     require_signature_expiry: bool = False,
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME,
     publish_threshold: int = 0,
-    publish_registers_did: bool = False,
 ) -> web.Application:
     """The provider's aiohttp application (routes in the module docstring).
 
@@ -753,9 +734,6 @@ def make_provider_app(
     :param require_signature_expiry: refuse squid-py's replayable signature form.
     :param max_signature_lifetime: the furthest ``signatureExpiry`` may be ahead, in seconds.
     :param publish_threshold: the threshold of the server keys the publish route generates.
-    :param publish_registers_did: the publish route registers an unregistered DID from the
-        provider's account before the key is generated, and transfers it to the publisher after
-        (module docstring); costs the provider two transactions per publish.
     """
     state = _Provider(
         keeper=keeper, metadata=metadata, backend=backend, account=provider_account,
@@ -764,7 +742,6 @@ def make_provider_app(
         require_expiry=require_signature_expiry, max_signature_lifetime=max_signature_lifetime,
         public_key_hex="0x" + account_public(provider_account).to_bytes().hex(),
         address=to_address(provider_account.address), publish_threshold=publish_threshold,
-        publish_registers_did=publish_registers_did,
     )
     app = web.Application()
     app[_STATE] = state
@@ -797,8 +774,6 @@ class ProviderSettings:
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME
     #: ``[secret-store] threshold``: of the server keys the publish route generates.
     publish_threshold: int = 0
-    #: See :func:`make_provider_app` (no config key yet: off for ``ocean-secret-store provider``).
-    publish_registers_did: bool = False
     events: bool = True
     poll_interval: float = 0.5
     from_block: int = 0
@@ -846,8 +821,7 @@ async def start_provider(settings: ProviderSettings) -> RunningProvider:
                             provider_account=settings.account, file_root=settings.file_root,
                             fetch_policy=settings.fetch, require_signature_expiry=settings.require_signature_expiry,
                             max_signature_lifetime=settings.max_signature_lifetime,
-                            publish_threshold=settings.publish_threshold,
-                            publish_registers_did=settings.publish_registers_did)
+                            publish_threshold=settings.publish_threshold)
     runner = GuardedAppRunner(app, settings.serving, access_log=None, handle_signals=False)
     await runner.setup()
     site = guarded_site(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)

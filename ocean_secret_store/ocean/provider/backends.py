@@ -17,8 +17,10 @@ carry the decrypted text or the URLs.
 
 Both also encrypt a files list on a publisher's behalf (:class:`EncryptingBackend`, Brizo's
 ``services/publish``): the Secret Store one generates the server key and stores the document key
-with the provider's account as the key's author; the provider-key one encrypts to the provider's
-own public key. A third-party backend without ``encrypt_files`` serves consume only.
+with the provider's account as the key's author and the publisher named as its owner-to-be (so the
+key servers serve consumers of the DID the publisher registers, docs/security.md finding 1); the
+provider-key one encrypts to the provider's own public key. A third-party backend without
+``encrypt_files`` serves consume only.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ class EncryptingBackend(AccessBackend, Protocol):
     """A backend that can also encrypt a files list for a publisher (the provider's publish route)."""
 
     def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,
-                      threshold: int) -> str:
+                      threshold: int, *, owner: str | None = None) -> str:
         """``document`` (the files list's JSON text) encrypted under the 32-byte ``document_id``
-        with the provider's account, as the ``encryptedFiles`` hex the backend's ``file_urls`` reads."""
+        with the provider's account, as the ``encryptedFiles`` hex the backend's ``file_urls`` reads;
+        ``owner`` is the verified publisher's address, for a backend that can name it (the Secret
+        Store's owner-to-be)."""
         ...
 
 
@@ -117,10 +121,11 @@ class SecretStoreBackend:
         return files_from_plaintext(plain)
 
     def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,
-                      threshold: int) -> str:
+                      threshold: int, *, owner: str | None = None) -> str:
         """Generate the server key ``document_id`` (``threshold``), encrypt, store the document key:
-        the provider's account is the key's author (Brizo's ``do_secret_store_encrypt``)."""
-        return self._client(provider_account).publish_document(document_id.hex(), document, threshold)
+        the provider's account is the key's author (Brizo's ``do_secret_store_encrypt``) and
+        ``owner`` (the publisher) its owner-to-be, sent as ``X-Secret-Store-Owner``."""
+        return self._client(provider_account).publish_document(document_id.hex(), document, threshold, owner=owner)
 
     def close(self) -> None:
         with self._lock:
@@ -153,8 +158,9 @@ class ProviderKeyBackend:
         return files_from_plaintext(text)
 
     def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,
-                      threshold: int) -> str:
-        """Parity ECIES to the provider's own public key; ``document_id`` and ``threshold`` play no part."""
+                      threshold: int, *, owner: str | None = None) -> str:
+        """Parity ECIES to the provider's own public key; ``document_id``, ``threshold`` and ``owner``
+        play no part."""
         return to_hex(ecies.encrypt(account_public(provider_account), document.encode("utf-8")))
 
     def __repr__(self) -> str:
