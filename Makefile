@@ -31,9 +31,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# The compatibility suite's Python 3.7 environment (the real squid-py 0.9.3 stack, tests/compat/):
-# built once into ~/.cache/ocean-secret-store/py37-<hash of tests/compat/requirements-py37.txt>,
-# reused while that file is unchanged. A failed build fails here; no Python 3.7 on the machine is
+# The compatibility suite's Python 3.7 environments (tests/compat/): the real squid-py 0.9.3 stack,
+# built once into ~/.cache/ocean-secret-store/py37-<hash of tests/compat/requirements-py37.txt>, and
+# the real Brizo 0.9.7 and events handler 0.4.7, into py37-brizo-<hash of requirements-brizo-py37.txt>;
+# each reused while its file is unchanged. A failed build fails here; no Python 3.7 on the machine is
 # not a failure (the suite is then skipped, and says why).
 compat-env: setup
 	$(PY) tests/compat/env37.py build

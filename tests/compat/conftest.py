@@ -39,6 +39,18 @@ def python37() -> Path:
     return python
 
 
+@pytest.fixture(scope="session")
+def brizo_python37() -> Path:
+    """The python of the built 3.7 environment of the real Brizo and events handler (built now if absent)."""
+    try:
+        python = env37.ensure("brizo")
+    except env37.CompatEnvError as exc:
+        pytest.fail(f"the compatibility environment of Brizo cannot be built: {exc}", pytrace=False)
+    if python is None:
+        pytest.skip(env37.NOT_FOUND)
+    return python
+
+
 class StackError(Exception):
     """The Parity-era stack raised: ``type`` is its exception class name, ``message`` its text."""
 

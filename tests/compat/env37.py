@@ -1,17 +1,21 @@
-"""The Python 3.7 virtualenv of the compatibility suite: find a 3.7 interpreter, and build the
-Parity-era Ocean stack (``requirements-py37.txt``) into a cache outside the checkout, keyed by a
-hash of that file and of the interpreter, rebuilt when absent or half-built.
+"""The Python 3.7 virtualenvs of the compatibility suite: find a 3.7 interpreter, and build each
+named environment from its own pinned requirements file into a cache outside the checkout, keyed
+by a hash of that file and of the interpreter, rebuilt when absent or half-built. Two environments
+(:data:`ENVIRONMENTS`), as their pins cannot share one: ``squid``, the Parity-era Ocean stack of
+the consumer and publisher (``requirements-py37.txt``, squid-py 0.9.3), and ``brizo``, the real
+provider side (``requirements-brizo-py37.txt``, ocean-brizo 0.9.7 and ocean-events-handler 0.4.7).
 
-Used by ``make compat-env`` (``python tests/compat/env37.py build``) before the tests, and by
-``tests/compat/conftest.py``, which builds it too when pytest runs without make. Standard library
+Used by ``make compat-env`` (``python tests/compat/env37.py build``, every environment) before the
+tests, and by ``tests/compat/conftest.py``, which builds them too when pytest runs without make. Standard library
 only, so it runs as a script from any Python >= 3.11.
 
 Where the interpreter comes from, first found wins: ``PYTHON37`` (a path; set but unusable is an
 error), pyenv's versions folder (``$PYENV_ROOT/versions/3.7.*``, default ``~/.pyenv``), then
 ``python3.7`` on PATH. Where the cache is: ``$XDG_CACHE_HOME/ocean-secret-store/py37-<hash>``
-(default ``~/.cache``). A build holds a lock, so concurrent builds (make and pytest, two checkouts)
-wait for each other; the folder counts as built only once its ``.complete`` stamp is written, after
-every pinned package was seen installed at its pinned version.
+for ``squid``, ``py37-brizo-<hash>`` for ``brizo`` (default ``~/.cache``). A build holds a lock,
+so concurrent builds (make and pytest, two checkouts) wait for each other; the folder counts as
+built only once its ``.complete`` stamp is written, after every pinned package was seen installed
+at its pinned version.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "requirements-py37.txt"
+BRIZO_REQUIREMENTS = HERE / "requirements-brizo-py37.txt"
 #: Bumped when the build steps change in a way that needs a rebuild (part of the cache key).
 RECIPE = "1"
 STAMP = ".complete"
@@ -40,6 +45,26 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s#;]+)")
 
 class CompatEnvError(Exception):
     """The 3.7 environment cannot be built (a named interpreter that does not work, a failed install)."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One named environment: its requirements file, its cache folder's name prefix, and the
+    modules that must import in it once built."""
+
+    name: str
+    requirements: Path
+    prefix: str
+    imports: str
+
+
+ENVIRONMENTS: dict[str, Environment] = {
+    "squid": Environment("squid", REQUIREMENTS, "py37",
+                         "squid_py, ocean_keeper, ocean_utils, secret_store_client, web3"),
+    "brizo": Environment("brizo", BRIZO_REQUIREMENTS, "py37-brizo",
+                         "brizo.util, ocean_events_handler.provider_events_monitor, osmosis_on_premise_driver, "
+                         "gunicorn, ocean_keeper, ocean_utils, secret_store_client, web3"),
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +118,8 @@ def find_python37() -> Interpreter | None:
 
 
 NOT_FOUND = ("no Python 3.7 interpreter found (set PYTHON37=/path/to/python3.7, or install 3.7 with pyenv, "
-             "or put python3.7 on PATH): the compatibility suite with the real squid-py 0.9.3 is skipped")
+             "or put python3.7 on PATH): the compatibility suite with the real squid-py 0.9.3 and Brizo 0.9.7 "
+             "is skipped")
 
 
 def pins(requirements: Path = REQUIREMENTS) -> dict[str, str]:
@@ -115,13 +141,13 @@ def cache_root() -> Path:
     return Path(base) / "ocean-secret-store"
 
 
-def env_dir(interpreter: Interpreter, requirements: Path = REQUIREMENTS) -> Path:
-    """The cache folder for this requirements file and interpreter (its name is their hash)."""
+def env_dir(interpreter: Interpreter, requirements: Path = REQUIREMENTS, prefix: str = "py37") -> Path:
+    """The cache folder for this requirements file and interpreter (its name is ``prefix`` and their hash)."""
     digest = hashlib.sha256()
     for part in (RECIPE.encode(), str(interpreter.executable).encode(), interpreter.version.encode(),
                  requirements.read_bytes()):
         digest.update(part + b"\0")
-    return cache_root() / f"py37-{digest.hexdigest()[:16]}"
+    return cache_root() / f"{prefix}-{digest.hexdigest()[:16]}"
 
 
 def python_of(env: Path) -> Path:
@@ -152,7 +178,7 @@ def _run(args: list[str], what: str) -> str:
     return out.stdout
 
 
-def _check_installed(env: Path, requirements: Path) -> str:
+def _check_installed(env: Path, requirements: Path, imports: str) -> str:
     """``pip freeze`` of the built environment, after checking every pin is installed as pinned."""
     frozen = _run([str(python_of(env)), "-m", "pip", "freeze", "--all"], "pip freeze")
     installed = {}
@@ -165,28 +191,29 @@ def _check_installed(env: Path, requirements: Path) -> str:
     if wrong:
         raise CompatEnvError("the built environment does not match its pins (name: pinned, installed): "
                              + ", ".join(f"{name}: {want}, {got}" for name, (want, got) in sorted(wrong.items())))
-    _run([str(python_of(env)), "-I", "-c",
-          "import squid_py, ocean_keeper, ocean_utils, secret_store_client, web3"], "importing the Ocean stack")
+    _run([str(python_of(env)), "-I", "-c", f"import {imports}"], "importing the Ocean stack")
     return frozen
 
 
-def build(interpreter: Interpreter, requirements: Path = REQUIREMENTS, say: Callable[[str], None] = print) -> Path:
+def build(interpreter: Interpreter, environment: Environment = ENVIRONMENTS["squid"],
+          say: Callable[[str], None] = print) -> Path:
     """The built environment's folder: reused when its stamp is there, else (re)built from scratch."""
-    env = env_dir(interpreter, requirements)
+    requirements = environment.requirements
+    env = env_dir(interpreter, requirements, environment.prefix)
     if is_built(env):
         return env
     with _locked(env.with_name(env.name + ".lock")):
         if is_built(env):  # another process built it while we waited
             return env
         started = time.monotonic()
-        say(f"compat: building the Python {interpreter.version} environment in {env} "
+        say(f"compat: building the Python {interpreter.version} environment {environment.name} in {env} "
             f"(interpreter from {interpreter.found_by})")
         shutil.rmtree(env, ignore_errors=True)  # a half-built one
         try:
             _run([str(interpreter.executable), "-m", "venv", str(env)], "creating the virtualenv")
             _run([str(python_of(env)), "-m", "pip", "install", "--no-deps", "--no-input", "--quiet",
-                  "-r", str(requirements)], "installing requirements-py37.txt")
-            frozen = _check_installed(env, requirements)
+                  "-r", str(requirements)], f"installing {requirements.name}")
+            frozen = _check_installed(env, requirements, environment.imports)
         except BaseException:
             shutil.rmtree(env, ignore_errors=True)
             raise
@@ -195,18 +222,20 @@ def build(interpreter: Interpreter, requirements: Path = REQUIREMENTS, say: Call
     return env
 
 
-def ensure() -> Path | None:
-    """The python of the built environment (built now if absent), or None if no 3.7 is found."""
+def ensure(name: str = "squid") -> Path | None:
+    """The python of the built environment ``name`` (built now if absent), or None if no 3.7 is found."""
     interpreter = find_python37()
     if interpreter is None:
         return None
-    return python_of(build(interpreter, say=lambda line: print(line, file=sys.stderr)))
+    return python_of(build(interpreter, ENVIRONMENTS[name], say=lambda line: print(line, file=sys.stderr)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("build", "path"),
                         help="build: build the environment unless cached; path: print its python (or nothing)")
+    parser.add_argument("--env", choices=(*ENVIRONMENTS, "all"), default=None,
+                        help="which environment (build: default all; path: default squid)")
     args = parser.parse_args(argv)
     try:
         interpreter = find_python37()
@@ -214,13 +243,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"compat: {NOT_FOUND}", file=sys.stderr)
             return 0
         if args.command == "path":
-            env = env_dir(interpreter)
+            environment = ENVIRONMENTS[args.env if args.env not in (None, "all") else "squid"]
+            env = env_dir(interpreter, environment.requirements, environment.prefix)
             if is_built(env):
                 print(python_of(env))
             return 0
-        started = time.monotonic()
-        env = build(interpreter)
-        print(f"compat: {python_of(env)} ready ({time.monotonic() - started:.1f} s)")
+        names = list(ENVIRONMENTS) if args.env in (None, "all") else [args.env]
+        for name in names:
+            started = time.monotonic()
+            env = build(interpreter, ENVIRONMENTS[name])
+            print(f"compat: {name}: {python_of(env)} ready ({time.monotonic() - started:.1f} s)")
     except CompatEnvError as exc:
         print(f"compat: {exc}", file=sys.stderr)
         return 1

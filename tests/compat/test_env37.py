@@ -75,3 +75,28 @@ def test_pyenv_versions_are_tried_newest_first(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(env37, "_probe", tried.append)
     assert env37.find_python37() is None
     assert tried == [str(tmp_path / "versions" / v / "bin" / "python3.7") for v in ("3.7.16", "3.7.9")]
+
+
+def test_the_brizo_environment_pins_the_real_provider_side_by_itself() -> None:
+    brizo = env37.ENVIRONMENTS["brizo"]
+    pins = env37.pins(brizo.requirements)
+    assert {name: pins[name] for name in ("ocean-brizo", "ocean-events-handler", "ocean-keeper", "ocean-utils",
+                                          "osmosis-driver-interface", "pyyaml", "flask", "web3")} == {
+        "ocean-brizo": "0.9.7", "ocean-events-handler": "0.4.7", "ocean-keeper": "0.3.5", "ocean-utils": "0.3.5",
+        "osmosis-driver-interface": "0.0.7", "pyyaml": "4.2b4", "flask": "1.0.2", "web3": "4.5.0"}
+    assert "squid-py" not in pins and "keeper-contracts" not in pins
+    lines = [line.split("#")[0].strip() for line in brizo.requirements.read_text().splitlines()]
+    assert all("==" in line for line in lines if line)
+    assert len(pins) == len([line for line in lines if line])
+
+
+def test_each_environment_has_its_own_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    python = env37.Interpreter(Path("/opt/python3.7"), "3.7.16", "test")
+    squid, brizo = (env37.ENVIRONMENTS[name] for name in ("squid", "brizo"))
+    assert squid.requirements == env37.REQUIREMENTS
+    squid_dir = env37.env_dir(python, squid.requirements, squid.prefix)
+    brizo_dir = env37.env_dir(python, brizo.requirements, brizo.prefix)
+    assert squid_dir == env37.env_dir(python)  # the squid-py one is named as before
+    assert brizo_dir.name.startswith("py37-brizo-")
+    assert brizo_dir.parent == squid_dir.parent and brizo_dir != squid_dir
