@@ -144,11 +144,15 @@ async def hedged(core: Core, group: Group, run: Callable[[Attempt], Coroutine[An
 
     latest = launch()
     last_error: KeyServerError | None = None
+    # The round a hedge could not help (no spare for its slow members): poll, never spin, until
+    # something completes or the deadline.
+    stuck: tuple[Attempt, float] | None = None
     try:
         while running:
             waiting = latest.waiting
             delay = core.hedge_delay(waiting or latest.chosen)
-            timeout = max(latest.round_started + delay - loop.time(), 0.0) if waiting and group.spares else delay
+            can_hedge = waiting and group.spares and stuck != (latest, latest.round_started)
+            timeout = max(latest.round_started + delay - loop.time(), 0.0) if can_hedge else delay
             done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 slow = latest.waiting
@@ -156,6 +160,8 @@ async def hedged(core: Core, group: Group, run: Callable[[Attempt], Coroutine[An
                     core.suspect(slow)
                     if group.hedge(core, slow):
                         latest = launch()
+                    else:
+                        stuck = (latest, latest.round_started)
                 continue
             for task in done:
                 running.pop(task)
