@@ -8,8 +8,16 @@ record's key id and version hash (a share cannot be copied into another record o
 A second derived key authenticates the whole record (HMAC-SHA256 over key id and JSON), so
 that the public fields that drive access decisions (``author``, ``owner``, ``threshold``, the
 document key points) cannot be edited on disk either. ``owner`` (the key's owner-to-be, named by
-its author at generation, docs/security.md finding 1) is the one field beyond Parity's layout; it
+its author at generation, docs/security.md finding 1) is the one record field beyond Parity's layout; it
 is written only when set, so a record without one keeps Parity's layout byte for byte.
+
+Each version may carry two more fields beyond Parity's layout, also written only when present:
+``commitments``, the version commitments ``D_k = Σ_i a_ik·G`` (k = 0..t, summed over every dealer
+of the generation; ``D_0`` is the key's public ``Y``), from which any holder's public share is
+``s_j·G = public_share_at(x_j, D)`` (crypto.resharing); and ``epoch``, written only when it is not
+0 (a generated key is epoch 0 and its version hash is Parity's §2.11 hash; a redistributed or
+refreshed version has epoch >= 1 and the hash of ``resharing.version_hash``). Both are covered by
+the record MAC; a record written before schema 4 reads as having no commitments, epoch 0.
 
 Beside the records, a table of *pending* document keys: the ``(C, E)`` a two-phase store prepared
 on this node and has not committed yet (``node/sessions/storing.py``, docs/cluster-protocol.md),
@@ -41,7 +49,7 @@ from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
 from ..crypto.curve import N, Point, scalar_bytes
-from ..crypto.hashes import key_version_hash
+from ..crypto.resharing import version_hash as epoch_version_hash
 from ..exceptions import (
     DatabaseError,
     DocumentKeyAlreadyStored,
@@ -72,8 +80,9 @@ DB_FILENAME: Final = "keys.sqlite3"
 #: record may carry ``owner``). A version 1 database is migrated by adding the pending table, a
 #: version 2 one by raising the number only: its records (without ``owner``) read as they are and
 #: keep their MACs. The number rises so that an older program refuses a database whose records it
-#: would misread as corrupt.
-SCHEMA_VERSION: Final = 3
+#: would misread as corrupt. 4: a version may carry ``commitments`` and ``epoch``; a version 2 or 3
+#: database is migrated by raising the number only (its versions read with no commitments, epoch 0).
+SCHEMA_VERSION: Final = 4
 #: At most this many transactions may share one pending document key (retries of one store).
 MAX_PENDING_TXS: Final = 16
 
@@ -92,6 +101,7 @@ _CREATE_PENDING: Final = (
     " mac BLOB NOT NULL) WITHOUT ROWID"
 )
 _TAG_SIZE: Final = 16
+_VERSION_FIELDS: Final = frozenset({"hash", "id_numbers", "secret_share", "commitments", "epoch"})
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -101,14 +111,20 @@ _TAG_SIZE: Final = 16
 class KeyVersion:
     """One version of a key's sharing (Parity's ``DocumentKeyShareVersion``).
 
-    :param hash: ``key_version_hash(id_numbers)`` (protocol.md §2.11), 32 bytes.
+    :param hash: ``resharing.version_hash(id_numbers, epoch)``, 32 bytes: Parity's
+        ``key_version_hash(id_numbers)`` (protocol.md §2.11) at epoch 0.
     :param id_numbers: every share holder's 64-byte node id -> its id number ``x_j``.
     :param secret_share: this node's share ``s_j`` (never shown in the repr).
+    :param commitments: the version commitments ``D_0..D_t`` (``D_0 = Y``), empty when unknown
+        (a version stored before schema 4). ``s_j·G = resharing.public_share_at(x_j, commitments)``.
+    :param epoch: 0 for a generated key, incremented by every redistribution and refresh.
     """
 
     hash: bytes
     id_numbers: Mapping[bytes, int]
     secret_share: int = field(repr=False)
+    commitments: tuple[Point, ...] = ()
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if len(self.hash) != 32:
@@ -120,13 +136,21 @@ class KeyVersion:
                 raise InvalidScalar("an id number must satisfy 1 <= x < n")
         if not 0 <= self.secret_share < N:
             raise InvalidScalar("a secret share must satisfy 0 <= s < n")
+        if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or not 0 <= self.epoch < 2**64:
+            raise InternalError("a key version epoch is an integer, 0 <= epoch < 2**64")
+        commitments = tuple(self.commitments)
+        if not all(isinstance(c, Point) for c in commitments):
+            raise InternalError("version commitments are curve points")
+        object.__setattr__(self, "commitments", commitments)
         # A read-only copy: the record is shared between sessions and must not change under them.
         object.__setattr__(self, "id_numbers", MappingProxyType(dict(self.id_numbers)))
 
     @classmethod
-    def new(cls, id_numbers: Mapping[bytes, int], secret_share: int) -> KeyVersion:
-        """A version whose hash is computed from ``id_numbers``."""
-        return cls(key_version_hash(id_numbers), id_numbers, secret_share)
+    def new(
+        cls, id_numbers: Mapping[bytes, int], secret_share: int, commitments: tuple[Point, ...] = (), epoch: int = 0
+    ) -> KeyVersion:
+        """A version whose hash is computed from ``id_numbers`` and ``epoch``."""
+        return cls(epoch_version_hash(id_numbers, epoch), id_numbers, secret_share, commitments, epoch)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeyVersion):
@@ -134,6 +158,8 @@ class KeyVersion:
         return (
             self.hash == other.hash
             and dict(self.id_numbers) == dict(other.id_numbers)
+            and self.commitments == other.commitments
+            and self.epoch == other.epoch
             and hmac.compare_digest(scalar_bytes(self.secret_share), scalar_bytes(other.secret_share))
         )
 
@@ -141,7 +167,10 @@ class KeyVersion:
 
     def __repr__(self) -> str:
         nodes = ", ".join("0x" + node.hex()[:16] + "…" for node in sorted(self.id_numbers))
-        return f"KeyVersion(hash=0x{self.hash.hex()}, id_numbers=[{nodes}], secret_share=<secret>)"
+        return (
+            f"KeyVersion(hash=0x{self.hash.hex()}, id_numbers=[{nodes}], secret_share=<secret>, "
+            f"commitments={len(self.commitments)}, epoch={self.epoch})"
+        )
 
 
 @dataclass(frozen=True)
@@ -177,6 +206,9 @@ class KeyShare:
         if (self.common_point is None) != (self.encrypted_point is None):
             raise InternalError("common_point and encrypted_point are set together or not at all")
         object.__setattr__(self, "versions", tuple(self.versions))
+        for version in self.versions:
+            if version.commitments and version.commitments[0] != self.public:
+                raise InternalError("a version's first commitment D_0 is not the key's public Y")
 
     @property
     def last_version(self) -> KeyVersion:
@@ -477,6 +509,9 @@ def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
                 "hash": to_hex(v.hash),
                 "id_numbers": {to_hex(node): to_hex(scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())},
                 "secret_share": {"aes256gcm": _seal_share(keys, key_id, v)},
+                # beyond Parity's layout: written only when present
+                **({"commitments": [to_hex(c.to_bytes()) for c in v.commitments]} if v.commitments else {}),
+                **({"epoch": v.epoch} if v.epoch else {}),
             }
             for v in share.versions
         ],
@@ -533,8 +568,17 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
         raise _Corrupt("versions is not a list")
     versions = []
     for entry in data["versions"]:
-        if not isinstance(entry, dict) or set(entry) != {"hash", "id_numbers", "secret_share"}:
+        if not isinstance(entry, dict) or not (
+            {"hash", "id_numbers", "secret_share"} <= set(entry) <= _VERSION_FIELDS
+        ):
             raise _Corrupt("unexpected version fields")
+        epoch = entry.get("epoch", 0)
+        if "epoch" in entry and (isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 < epoch < 2**64):
+            raise _Corrupt("bad epoch")  # written only when it is not 0
+        raw_commitments = entry.get("commitments", [])
+        if not isinstance(raw_commitments, list) or ("commitments" in entry and not raw_commitments):
+            raise _Corrupt("bad commitments")
+        commitments = tuple(_point(c, "a version commitment") for c in raw_commitments)
         version_hash = _unhex(entry["hash"], "a version hash", 32)
         if not isinstance(entry["id_numbers"], dict):
             raise _Corrupt("id_numbers is not a map")
@@ -542,11 +586,11 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
             _unhex(node, "a node id", 64): int.from_bytes(_unhex(x, "an id number", 32), "big")
             for node, x in entry["id_numbers"].items()
         }
-        if not hmac.compare_digest(key_version_hash(id_numbers), version_hash):
-            raise _Corrupt("a version hash does not match its id numbers")
+        if not hmac.compare_digest(epoch_version_hash(id_numbers, epoch), version_hash):
+            raise _Corrupt("a version hash does not match its id numbers and epoch")
         share = _open_share(keys, key_id, version_hash, entry["secret_share"])
         try:
-            versions.append(KeyVersion(version_hash, id_numbers, share))
+            versions.append(KeyVersion(version_hash, id_numbers, share, commitments, epoch))
         except (InvalidPoint, InvalidScalar, InternalError) as exc:
             raise _Corrupt("invalid version") from exc
     try:
@@ -662,7 +706,8 @@ class SqliteKeyStorage:
                 elif version == 1:  # before two-phase storing: add the pending document keys
                     db.execute(_CREATE_PENDING)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version == 2:  # before owners-to-be: records without "owner" read unchanged
+                elif version in (2, 3):  # before owners-to-be (2) and version commitments (3): records
+                    # without "owner", "commitments" or "epoch" read unchanged, their MACs too
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
                     raise DatabaseError(

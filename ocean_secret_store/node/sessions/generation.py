@@ -11,7 +11,10 @@ Rounds, driven by the entry node (the master):
    then broadcasts ``GenPublics`` (Feldman commitments a_ik·G) and verifies its share of
    every dealer against them. That binds each public share a_i0·G to the dealt polynomial
    (Parity does not check public shares at all, protocol.md §8), so every node computes the
-   same, verified ``Y = Σ a_i0·G``.
+   same, verified ``Y = Σ a_i0·G``. Each node also sums the dealers' commitments into the
+   version commitments ``D_k = Σ_i a_ik·G`` (k = 0..t), checks ``D_0 = Y`` and its own share
+   against them (``s_j·G = Σ_k x_j^k·D_k``), and stores them with the key's version (epoch 0),
+   so every holder's public share is known from generation on (issue 14).
 3. ``GenCommit`` (master -> every node, answered): every node stores its share; the master
    stores last and returns ``Y``.
 
@@ -28,14 +31,16 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ...crypto import dkg, sharing
-from ...crypto.curve import N, Point, random_scalar
+from ...crypto.curve import N, Point, point_sum, random_scalar
 from ...crypto.hashes import key_version_hash
 from ...crypto.nums import pedersen_h
+from ...crypto.resharing import public_share_at
 from ...exceptions import (
     DuplicateSessionId,
     InternalError,
     InvalidMessage,
     InvalidNodeForRequest,
+    InvalidPoint,
     InvalidShare,
     KeyServerError,
     NoActiveSessionWithId,
@@ -67,6 +72,7 @@ class GenerationState:
     failure: KeyServerError | None = None
     share: int | None = None
     public: Point | None = None
+    commitments: tuple[Point, ...] = ()
 
     @property
     def participants(self) -> int:
@@ -202,9 +208,23 @@ async def _deal_and_verify(core: Core, state: GenerationState) -> Point:
         except InvalidShare as exc:
             raise InvalidMessage(
                 f"share of node 0x{dealer.hex()[:16]}.. does not match its public coefficients") from exc
-    state.share = sum(d[0] for d in state.dealings.values()) % N
-    state.public = dkg.joint_public([c[0] for c in state.publics.values()])
-    return state.public
+    share = sum(d[0] for d in state.dealings.values()) % N
+    public = dkg.joint_public([c[0] for c in state.publics.values()])
+    commitments = _version_commitments(state)
+    if commitments[0] != public:
+        raise InvalidMessage("the version commitment D_0 is not the joint public key")
+    if share == 0 or public_share_at(x_self, commitments) != Point.generator_mul(share):
+        raise InvalidMessage("this node's share does not match the version commitments")
+    state.share, state.public, state.commitments = share, public, commitments
+    return public
+
+
+def _version_commitments(state: GenerationState) -> tuple[Point, ...]:
+    """``D_k = Σ_i a_ik·G`` over every dealer, k = 0..t."""
+    try:
+        return tuple(point_sum(c[k] for c in state.publics.values()) for k in range(state.threshold + 1))
+    except InvalidPoint as exc:  # negligible for honest dealers: a sum at infinity
+        raise InvalidMessage("a version commitment is the point at infinity") from exc
 
 
 def _on_dealing_local(state: GenerationState, me: bytes, dealing: tuple[int, int, tuple[Point, ...]]) -> None:
@@ -227,7 +247,11 @@ def _key_share(state: GenerationState) -> KeyShare:
     if state.share is None or state.public is None:
         raise InternalError("a generation was committed before its share was computed")
     version = KeyVersion(
-        hash=key_version_hash(state.id_numbers), id_numbers=dict(state.id_numbers), secret_share=state.share
+        hash=key_version_hash(state.id_numbers),  # epoch 0: Parity's §2.11 hash
+        id_numbers=dict(state.id_numbers),
+        secret_share=state.share,
+        commitments=state.commitments,
+        epoch=0,
     )
     return KeyShare(
         author=state.author,
