@@ -66,7 +66,15 @@ from coincurve import PublicKey
 from ..exceptions import InvalidPoint, InvalidScalar, InvalidShare, InvalidThreshold
 from .curve import N, Point, Rng, point_sum, random_scalar
 from .hashes import keccak256, key_version_hash
-from .sharing import evaluate, feldman_commitments, lagrange_coefficients_at_zero, random_polynomial
+from .sharing import (
+    commitment_sum,
+    evaluate,
+    feldman_commitments,
+    key_sum,
+    lagrange_coefficients_at_zero,
+    random_polynomial,
+    same_key,
+)
 
 __all__ = [
     "VERSION_EPOCH_LABEL",
@@ -129,17 +137,6 @@ def _check_threshold(threshold: int) -> None:
 # -- point helpers (on coincurve keys; None is the point at infinity) ---------------------------
 
 
-def _sum(keys: Sequence[PublicKey]) -> PublicKey | None:
-    if not keys:
-        return None
-    if len(keys) == 1:
-        return keys[0]
-    try:
-        return PublicKey.combine_keys(list(keys))
-    except ValueError:
-        return None
-
-
 def _g(value: int) -> PublicKey | None:
     value %= N
     return PublicKey.from_valid_secret(value.to_bytes(32, "big")) if value else None
@@ -150,26 +147,8 @@ def _mul(point: Point, k: int) -> PublicKey | None:
     return point.coincurve.multiply(k.to_bytes(32, "big")) if k else None
 
 
-def _evaluate_in_exponent(x: int, commitments: Sequence[Point], first_power: int) -> PublicKey | None:
-    """``Σ_k x^(k + first_power)·C_k``."""
-    keys = []
-    power = pow(x, first_power, N)
-    for commitment in commitments:
-        term = _mul(commitment, power)
-        if term is not None:
-            keys.append(term)
-        power = power * x % N
-    return _sum(keys)
-
-
-def _same(a: PublicKey | None, b: PublicKey | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.format(compressed=False) == b.format(compressed=False)
-
-
 def _weighted_sum(weights: Sequence[int], points: Sequence[Point]) -> PublicKey | None:
-    return _sum([key for key in (_mul(p, w) for w, p in zip(weights, points, strict=True)) if key is not None])
+    return key_sum([key for key in (_mul(p, w) for w, p in zip(weights, points, strict=True)) if key is not None])
 
 
 # -- id numbers and versions --------------------------------------------------------------------
@@ -254,7 +233,7 @@ def public_share_at(x: int, version_commitments: Sequence[Point]) -> Point:
     _check_x(x)
     if not version_commitments:
         raise InvalidShare("a public share needs the version's commitments")
-    key = _evaluate_in_exponent(x, version_commitments, 0)
+    key = commitment_sum(x, version_commitments, 0)
     if key is None:
         raise InvalidPoint("the public share is the point at infinity")
     return Point(key)
@@ -321,7 +300,7 @@ def verify_subshare(
             f"(expected {new_threshold + 1})",
             [dealer],
         )
-    if not _same(_g(subshare), _evaluate_in_exponent(x_self, commitments, 0)):
+    if not same_key(_g(subshare), commitment_sum(x_self, commitments, 0)):
         raise CheatingDealer(f"dealer {_label(dealer)} sent a subshare that does not match its commitments", [dealer])
 
 
@@ -380,7 +359,7 @@ def receive_redistribution(
     version_commitments = []
     for k in range(new_threshold + 1):
         key = _weighted_sum(lambdas, [commitments[d][k] for d in dealers])
-        if k == 0 and not _same(key, public.coincurve):
+        if k == 0 and not same_key(key, public.coincurve):
             raise CheatingDealer(
                 "the dealers' constants do not combine to the key's public key: one of the group "
                 f"{[_label(d) for d in dealers]} dealt a polynomial whose constant is not its share",
@@ -439,7 +418,7 @@ def verify_refresh_subshare(
             f"(expected {threshold}: k = 1..t, the constant is zero)",
             [dealer],
         )
-    if not _same(_g(subshare), _evaluate_in_exponent(x_self, commitments, 1)):
+    if not same_key(_g(subshare), commitment_sum(x_self, commitments, 1)):
         raise CheatingDealer(
             f"dealer {_label(dealer)} sent a refresh subshare that does not match its commitments", [dealer]
         )

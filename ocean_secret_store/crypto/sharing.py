@@ -135,8 +135,9 @@ def lagrange_coefficients_at_zero(xs: Sequence[int]) -> list[int]:
 # These work on coincurve keys directly: wrapping every intermediate in a Point would serialise it.
 
 
-def _sum(keys: Sequence[PublicKey]) -> PublicKey | None:
-    """The sum of the keys, or None for the point at infinity (which libsecp256k1 refuses)."""
+def key_sum(keys: Sequence[PublicKey]) -> PublicKey | None:
+    """The sum of the keys, or None for the point at infinity (which libsecp256k1 refuses).
+    Shared with :mod:`.resharing`."""
     if not keys:
         return None
     if len(keys) == 1:
@@ -154,20 +155,23 @@ def _pair(s_g: int, s_h: int, h_key: PublicKey) -> PublicKey | None:
         keys.append(PublicKey.from_valid_secret((s_g % N).to_bytes(32, "big")))
     if s_h % N:
         keys.append(h_key.multiply((s_h % N).to_bytes(32, "big")))
-    return _sum(keys)
+    return key_sum(keys)
 
 
-def _commitment_sum(x: int, commitments: Sequence[Point]) -> PublicKey | None:
-    """``Σ_k x^k·C_k``: one multiplication per commitment after the first, one addition call."""
-    keys = [commitments[0].coincurve]
-    power = 1
-    for commitment in commitments[1:]:
-        power = power * x % N  # never zero: x is a non-zero scalar and n is prime
-        keys.append(commitment.coincurve.multiply(power.to_bytes(32, "big")))
-    return _sum(keys)
+def commitment_sum(x: int, commitments: Sequence[Point], first_power: int = 0) -> PublicKey | None:
+    """``Σ_k x^(k + first_power)·C_k`` (None: the point at infinity): one multiplication per
+    commitment (none for an ``x^0`` term), one addition call. Shared with :mod:`.resharing`."""
+    if not commitments:
+        return None
+    power = pow(x, first_power, N)  # never zero: x is a non-zero scalar and n is prime
+    keys = []
+    for commitment in commitments:
+        keys.append(commitment.coincurve if power == 1 else commitment.coincurve.multiply(power.to_bytes(32, "big")))
+        power = power * x % N
+    return key_sum(keys)
 
 
-def _same(a: PublicKey | None, b: PublicKey | None) -> bool:
+def same_key(a: PublicKey | None, b: PublicKey | None) -> bool:
     if a is None or b is None:
         return a is b
     return a.format(compressed=False) == b.format(compressed=False)
@@ -197,7 +201,7 @@ def verify_feldman_share(x: int, share: int, commitments: Sequence[Point]) -> No
     :raises InvalidShare: if the share does not match the commitments (or there are none).
     """
     _check_commitments(x, commitments)
-    if not _same(_pair(share, 0, G.coincurve), _commitment_sum(x, commitments)):
+    if not same_key(_pair(share, 0, G.coincurve), commitment_sum(x, commitments)):
         raise InvalidShare("the share does not match the dealer's Feldman commitments")
 
 
@@ -233,5 +237,5 @@ def verify_pedersen_share(
     :raises InvalidShare: if the pair does not match the commitments (or there are none).
     """
     _check_commitments(x, commitments)
-    if not _same(_pair(secret1, secret2, H.coincurve), _commitment_sum(x, commitments)):
+    if not same_key(_pair(secret1, secret2, H.coincurve), commitment_sum(x, commitments)):
         raise InvalidShare("the share pair does not match the dealer's Pedersen commitments")
