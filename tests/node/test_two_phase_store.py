@@ -8,16 +8,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from ocean_secret_store.crypto import shadows
-from ocean_secret_store.crypto.curve import Point, random_scalar
+from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.crypto.document import generate_document_key
-from ocean_secret_store.crypto.hashes import address_of
-from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.exceptions import (
     ConsensusTemporaryUnreachable,
     DocumentKeyAlreadyStored,
@@ -30,22 +26,9 @@ from ocean_secret_store.node.storage import PendingDocumentKey
 from ocean_secret_store.protocol import messages as m
 
 from .memnet import Hub, make_cluster
+from .test_sessions import Account, run, shadow_key
 
 TIMEOUT = 1.0
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro_fn(), 60))
-
-
-class Account:
-    def __init__(self) -> None:
-        self.secret = random_scalar()
-        self.public = Point.generator_mul(self.secret)
-        self.address = address_of(self.public)
-
-    def sign(self, key_id: bytes) -> bytes:
-        return sign_raw_hash(self.secret, key_id)
 
 
 async def new_key(cores: list[ClusterCore], author: Account, threshold: int = 1) -> tuple[bytes, Point]:
@@ -62,13 +45,6 @@ def committed(core: ClusterCore, key_id: bytes) -> tuple[Point, Point] | None:
 
 def pending(core: ClusterCore, key_id: bytes) -> PendingDocumentKey | None:
     return core.storage.get_pending(key_id)
-
-
-async def shadow_key(core: ClusterCore, key_id: bytes, account: Account) -> Point:
-    result = await core.retrieve_document_key_shadow(key_id, account.sign(key_id))
-    return shadows.recover_document_key(
-        result.decrypted_secret, result.common_point, list(result.decrypt_shadows), account.secret
-    )
 
 
 async def eventually(what: str, predicate: Callable[[], bool], timeout: float = 8.0) -> None:
