@@ -3,7 +3,8 @@
 Dials, accepts, re-dials and keeps alive the secure channels of
 :mod:`ocean_secret_store.node.channel`, and keeps the table of connected peers. Parity's TCP
 rules (protocol.md §6.2) are the guide for the connection policy: the node with the bytewise
-lower id dials, the higher one only accepts, and a silent peer is dropped and re-dialed.
+lower id dials, the higher one only accepts, and a silent peer is dropped and re-dialed. The
+set of peers may change while the transport runs (:meth:`Transport.set_peers`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Transport:
     from a peer reach ``on_message(peer_id, payload)`` in order, from one reader task per
     connection; a handler that raises is logged and the link stays up. A slow handler delays
     that peer's reading (back-pressure), including its keep-alive answers.
-    Addresses of lower-id peers are never dialed.
+    Addresses of lower-id peers are never dialed. :meth:`set_peers` replaces the peers at any time.
     """
 
     def __init__(
@@ -84,14 +85,10 @@ class Transport:
         check_max_frame(max_frame)
         self._secret = node_secret_value(node_secret)
         self._id = Point.generator_mul(self._secret).to_bytes()
-        for peer in peers:
-            try:
-                Point.from_bytes(peer)
-            except InvalidPoint as exc:
-                raise InvalidNodeId(f"peer id {bytes(peer)[:4].hex()}… is not a public key") from exc
-        self._peers = {bytes(p): addr for p, addr in peers.items() if bytes(p) != self._id}
-        self._dial_targets = sorted(p for p in self._peers if p > self._id)
-        self._inbound_allowed = frozenset(p for p in self._peers if p < self._id)
+        self._peers: dict[bytes, tuple[str, int]] = {}
+        self._dial_targets: list[bytes] = []
+        self._inbound_allowed: frozenset[bytes] = frozenset()
+        self._use_peers(self._checked_peers(peers))
         self._listen = listen
         self._on_message = on_message
         self._on_connected = on_connected
@@ -111,6 +108,10 @@ class Transport:
         self._unsettled_since: dict[bytes, float] = {}
         self._probes: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # The running dial loop of each higher-id peer (set_peers cancels and replaces them).
+        self._dialers: dict[bytes, asyncio.Task[None]] = {}
+        # on_disconnected calls for links that set_peers closed; stop() lets them finish.
+        self._notices: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._changed: asyncio.Event | None = None
         self._started = False
@@ -196,7 +197,7 @@ class Transport:
                 self._started = False
                 raise InternalError(f"cannot listen on {host}:{port}") from exc
         for peer in self._dial_targets:
-            self._spawn(self._dial_loop(peer), f"dial {short_id(peer)}")
+            self._start_dialing(peer)
 
     async def stop(self) -> None:
         """Stop listening and dialing, close every channel and wait for every task."""
@@ -210,6 +211,7 @@ class Transport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._notices, return_exceptions=True)
         for channel in list(self._channels.values()):
             channel.abort()
         self._channels.clear()
@@ -230,6 +232,48 @@ class Transport:
 
     # -- public operations --------------------------------------------------------------------
 
+    def set_peers(self, peers: Mapping[bytes, tuple[str, int]]) -> None:
+        """Replace the configured peers (our own id, if listed, is ignored); safe while running.
+
+        Call it from the transport's event loop. A new peer is treated as a configured peer is at
+        :meth:`start`: dialed if its id is higher than ours, else accepted when it dials us, and
+        ``connecting`` in :meth:`connection_states` until that is known. A removed peer's link is
+        closed at once (``on_disconnected`` follows), its dial loop ends, and it is refused from
+        then on. A higher-id peer whose address changed is re-dialed at the new address (its open
+        link is closed first); a lower-id peer's address is never dialed, so its link stays.
+        Before :meth:`start` or after :meth:`stop` only the table changes.
+
+        :raises InvalidNodeId: a peer id is not a public key (nothing is changed then).
+        """
+        new = self._checked_peers(peers)
+        old = self._peers
+        removed = [p for p in old if p not in new]
+        added = [p for p in new if p not in old]
+        moved = [p for p in new if p in old and new[p] != old[p] and p > self._id]
+        self._use_peers(new)
+        if not self._started or self._stopping:
+            return
+        now = asyncio.get_running_loop().time()
+        for peer in removed:
+            logger.info("%s is no longer a peer", short_id(peer))
+            self._stop_dialing(peer)
+            self._close_link(peer)
+            self._settled.discard(peer)
+            self._unsettled_since.pop(peer, None)
+        for peer in (*added, *moved):
+            if peer in moved:
+                host, port = new[peer]
+                logger.info("%s moved to %s:%s: re-dialing it there", short_id(peer), host, port)
+                self._stop_dialing(peer)
+                self._close_link(peer)
+            else:
+                logger.info("%s is a new peer", short_id(peer))
+            self._settled.discard(peer)
+            self._unsettled_since[peer] = now
+            if peer > self._id:
+                self._start_dialing(peer)
+        self._notify()
+
     async def send(self, peer_id: bytes, payload: bytes) -> None:
         """Send one message; FrameTooLarge if oversized, NodeDisconnected if ``peer_id`` is not connected."""
         check_payload_size(payload, self._max_frame)
@@ -241,15 +285,16 @@ class Transport:
     async def wait_connected(
         self, peers: Iterable[bytes] | None = None, timeout: float | None = None
     ) -> bool:
-        """Wait until every one of ``peers`` (default: all configured) is connected.
+        """Wait until every one of ``peers`` (default: all configured, as :meth:`set_peers` changes
+        them) is connected.
 
         False on timeout or when the transport is stopped meanwhile. ``timeout=None`` waits
         without bound (an id that is not a configured peer then never connects).
         """
-        wanted = set(self._peers if peers is None else peers)
+        wanted = None if peers is None else set(peers)
         try:
             async with asyncio.timeout(timeout):
-                while not wanted <= self._channels.keys():
+                while not (self._peers.keys() if wanted is None else wanted) <= self._channels.keys():
                     if self._changed is None or self._stopping or not self._started:
                         return False
                     await self._changed.wait()
@@ -259,10 +304,53 @@ class Transport:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _checked_peers(self, peers: Mapping[bytes, tuple[str, int]]) -> dict[bytes, tuple[str, int]]:
+        for peer in peers:
+            try:
+                Point.from_bytes(peer)
+            except InvalidPoint as exc:
+                raise InvalidNodeId(f"peer id {bytes(peer)[:4].hex()}… is not a public key") from exc
+        return {bytes(p): addr for p, addr in peers.items() if bytes(p) != self._id}
+
+    def _use_peers(self, peers: dict[bytes, tuple[str, int]]) -> None:
+        # Replaced, never mutated: a handshake in flight keeps the inbound set it started with,
+        # and _run_connection checks the peer against the current table.
+        self._peers = peers
+        self._dial_targets = sorted(p for p in peers if p > self._id)
+        self._inbound_allowed = frozenset(p for p in peers if p < self._id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_dialing(self, peer: bytes) -> None:
+        task = self._spawn(self._dial_loop(peer), f"dial {short_id(peer)}")
+        self._dialers[peer] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._dialers.get(peer) is done:
+                del self._dialers[peer]
+
+        task.add_done_callback(forget)
+
+    def _stop_dialing(self, peer: bytes) -> None:
+        task = self._dialers.pop(peer, None)
+        if task is not None:
+            task.cancel()  # its connection, if any, ends in _run_connection's cleanup
+
+    def _close_link(self, peer: bytes) -> None:
+        """Drop ``peer``'s link now; the application hears of it (``on_disconnected``) right after."""
+        channel = self._channels.pop(peer, None)
+        if channel is None:
+            return
+        # Out of the table first, so the connection's own cleanup leaves the notice to us.
+        channel.abort()
+        task = asyncio.get_running_loop().create_task(
+            self._invoke("on_disconnected", self._on_disconnected, peer), name=f"disconnected {short_id(peer)}")
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     def _settle(self, peer: bytes) -> None:
         if peer not in self._settled:
@@ -292,7 +380,10 @@ class Transport:
         delay = self._backoff_initial
         last_failure = ""
         while not self._stopping:
-            host, port = self._peers[peer]
+            address = self._peers.get(peer)
+            if address is None:
+                return  # no longer a peer (set_peers also cancels this loop)
+            host, port = address
             try:
                 channel = await open_channel(
                     host, port, node_secret=self._secret, allowed_peers=(peer,), expected_peer=peer,
@@ -357,17 +448,27 @@ class Transport:
 
     async def _run_connection(self, channel: Channel) -> None:
         peer = channel.peer_id
-        if self._stopping:
+        if self._stopping or peer not in self._peers:
+            if not self._stopping:
+                # Its handshake began before set_peers removed it.
+                logger.info("closed a new connection from %s: no longer a peer", short_id(peer))
             channel.abort()
             await channel.wait_closed()
             return
         # A new connection from a peer we think is connected means the old one is dead (the peer
         # restarted): replace it, telling the application the old link is gone first.
-        while (previous := self._channels.pop(peer, None)) is not None:
-            logger.info("replacing the connection to %s", short_id(peer))
-            previous.abort()
-            self._notify()
-            await self._invoke("on_disconnected", self._on_disconnected, peer)
+        try:
+            while (previous := self._channels.pop(peer, None)) is not None:
+                logger.info("replacing the connection to %s", short_id(peer))
+                previous.abort()
+                self._notify()
+                await self._invoke("on_disconnected", self._on_disconnected, peer)
+        except BaseException:
+            channel.abort()  # cancelled (stop, set_peers) before this link was in the table
+            raise
+        if peer not in self._peers:  # removed while the old link's on_disconnected ran
+            channel.abort()
+            return
         self._channels[peer] = channel
         self._settle(peer)
         self._notify()
@@ -391,7 +492,8 @@ class Transport:
                 del self._channels[peer]
                 # Known again only once re-dialed (or, for a peer that dials us, after the grace).
                 self._settled.discard(peer)
-                self._unsettled_since[peer] = asyncio.get_running_loop().time()
+                if peer in self._peers:
+                    self._unsettled_since[peer] = asyncio.get_running_loop().time()
                 self._notify()
             try:
                 await asyncio.gather(keepalive, return_exceptions=True)

@@ -19,7 +19,7 @@ from Crypto.Protocol.KDF import HKDF
 
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash, verify_raw_hash
-from ocean_secret_store.exceptions import NodeDisconnected, SecretStoreError, SerializationError
+from ocean_secret_store.exceptions import InvalidNodeId, NodeDisconnected, SecretStoreError, SerializationError
 from ocean_secret_store.node import channel as ch
 from ocean_secret_store.node import transport as tr
 from ocean_secret_store.node.channel import (
@@ -731,3 +731,153 @@ def test_directions_derived_by_the_two_sides_match_and_differ_from_each_other() 
     reflected = i_tx.seal(ch.FRAME_DATA, b"echo")
     with pytest.raises(ch.FrameRejected):
         i_rx.open(reflected[:4], reflected[4:])
+
+
+# -- changing the peers of a running transport ---------------------------------------------------
+
+
+class Events:
+    """on_connected / on_disconnected handlers recording ("up" | "down", peer) in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, bytes]] = []
+
+    def up(self, peer: bytes) -> None:
+        self.log.append(("up", peer))
+
+    def down(self, peer: bytes) -> None:
+        self.log.append(("down", peer))
+
+    def of(self, peer: bytes) -> list[str]:
+        return [event for event, p in self.log if p == peer]
+
+
+def test_a_peer_added_at_run_time_on_both_sides_connects_and_talks() -> None:
+    async def scenario() -> None:
+        # The newcomer's id lies between the two running nodes': it dials one and is dialed by the other.
+        keys = node_keys(3)
+        ids = [k[1] for k in keys]
+        inboxes = [Inbox() for _ in keys]
+        events = [Events() for _ in keys]
+        low = Transport(keys[0][0], listen=(HOST, 0), peers={}, on_message=inboxes[0],
+                        on_connected=events[0].up, on_disconnected=events[0].down)
+        high = Transport(keys[2][0], listen=(HOST, 0), peers={}, on_message=inboxes[2],
+                         on_connected=events[2].up, on_disconnected=events[2].down)
+        nodes = [low, high]
+        try:
+            await high.start()
+            await low.start()
+            low.set_peers({ids[2]: (HOST, high.port)})
+            high.set_peers({ids[0]: NEVER_DIALED})
+            assert await low.wait_connected(timeout=WAIT)
+            # The newcomer lists everyone; the running nodes learn of it only later.
+            newcomer = Transport(keys[1][0], listen=(HOST, 0), peers={ids[0]: NEVER_DIALED, ids[2]: (HOST, high.port)},
+                                 on_message=inboxes[1], on_connected=events[1].up, on_disconnected=events[1].down)
+            nodes.append(newcomer)
+            await newcomer.start()
+            # Its dial to the high node is refused (unknown id) until that node is told of it.
+            await eventually(lambda: newcomer.connection_states()[ids[2]] == "missing")
+            assert not newcomer.connected_peers()
+            own = {ids[2]: (HOST, 9)}  # our own id in the map is ignored
+            high.set_peers({ids[0]: NEVER_DIALED, ids[1]: NEVER_DIALED, **own})
+            low.set_peers({ids[1]: (HOST, newcomer.port), ids[2]: (HOST, high.port)})
+            # Known either way only once connected (or found unreachable), as at start.
+            assert low.connection_states() == {ids[1]: "connecting", ids[2]: "connected"}
+            assert high.connection_states() == {ids[0]: "connected", ids[1]: "connecting"}
+            for node in nodes:
+                assert await node.wait_connected(timeout=WAIT)
+            assert newcomer.connected_peers() == {ids[0], ids[2]}
+            by_key = {0: low, 1: newcomer, 2: high}
+            for i, j in ((0, 1), (1, 0), (1, 2), (2, 1)):
+                await by_key[i].send(ids[j], f"{i}->{j}".encode())
+            await eventually(lambda: inboxes[1].total() == 2 and inboxes[0].total() == inboxes[2].total() == 1)
+            assert inboxes[1].by_peer == {ids[0]: [b"0->1"], ids[2]: [b"2->1"]}
+            assert inboxes[0].by_peer[ids[1]] == [b"1->0"] and inboxes[2].by_peer[ids[1]] == [b"1->2"]
+            # The link between the running nodes was never touched.
+            assert low.is_connected(ids[2]) and events[0].of(ids[2]) == ["up"] == events[2].of(ids[0])
+            assert events[0].of(ids[1]) == events[2].of(ids[1]) == ["up"]
+        finally:
+            await stop_all(nodes)
+
+    run(scenario())
+
+
+def test_a_removed_peer_is_disconnected_and_refused() -> None:
+    async def scenario() -> None:
+        keys = node_keys(3)
+        ids = [k[1] for k in keys]
+        events = Events()
+        nodes = await start_mesh(keys, [Inbox() for _ in keys], on_disconnected=events.down)
+        try:
+            for node in nodes:
+                assert await node.wait_connected(timeout=WAIT)
+            middle = nodes[1]  # dialed by node 0, dials node 2
+            middle.set_peers({})
+            # At once: no link, no state, no sending.
+            assert middle.connected_peers() == frozenset() and middle.connection_states() == {}
+            with pytest.raises(NodeDisconnected):
+                await middle.send(ids[0], b"gone")
+            # Both links are closed: each other side notices and hears on_disconnected.
+            await eventually(lambda: not nodes[0].is_connected(ids[1]) and not nodes[2].is_connected(ids[1]))
+            await eventually(lambda: sorted(p for e, p in events.log) == sorted([ids[0], ids[1], ids[1], ids[2]]))
+            assert set(events.log) == {("down", ids[0]), ("down", ids[1]), ("down", ids[2])}
+            # Node 0 keeps dialing: refused. Node 2 is no longer dialed: after the grace, missing for it.
+            await eventually(lambda: nodes[0].connection_states()[ids[1]] == "missing")
+            await eventually(lambda: nodes[2].connection_states()[ids[1]] == "missing")
+            await asyncio.sleep(4 * tr.DEFAULT_BACKOFF_MAX)  # several re-dials of node 0
+            assert not middle.connected_peers() and not nodes[0].is_connected(ids[1])
+            with pytest.raises(HandshakeFailed):
+                await open_channel(HOST, middle.port, node_secret=keys[0][0], allowed_peers={ids[1]},
+                                   expected_peer=ids[1])
+            assert not middle._dialers  # its dial loop to node 2 ended
+            # The rest of the mesh is untouched.
+            assert nodes[0].is_connected(ids[2]) and nodes[2].is_connected(ids[0])
+            assert len(events.log) == 4
+        finally:
+            await stop_all(nodes)
+
+    run(scenario())
+
+
+def test_a_peer_that_moved_is_redialed_at_its_new_address() -> None:
+    async def scenario() -> None:
+        (low_secret, low_id), (high_secret, high_id) = node_keys(2)
+        events = Events()
+        old_inbox, new_inbox = Inbox(), Inbox()
+        low = Transport(low_secret, listen=None, peers={}, on_message=Inbox(),
+                        on_connected=events.up, on_disconnected=events.down)
+        old_place = Transport(high_secret, listen=(HOST, 0), peers={low_id: NEVER_DIALED}, on_message=old_inbox)
+        new_place = Transport(high_secret, listen=(HOST, 0), peers={low_id: NEVER_DIALED}, on_message=new_inbox)
+        nodes = [old_place, new_place, low]
+        try:
+            await old_place.start()
+            await new_place.start()
+            low.set_peers({high_id: (HOST, old_place.port)})  # before start: the table only
+            await low.start()
+            assert await low.wait_connected(timeout=WAIT) and await old_place.wait_connected(timeout=WAIT)
+            low.set_peers({high_id: (HOST, new_place.port)})
+            assert not low.is_connected(high_id)  # the old link is closed at once
+            assert low.connection_states() == {high_id: "connecting"}
+            assert await new_place.wait_connected(timeout=WAIT) and await low.wait_connected(timeout=WAIT)
+            await low.send(high_id, b"at the new address")
+            await eventually(lambda: new_inbox.total() == 1)
+            await eventually(lambda: not old_place.connected_peers())
+            await asyncio.sleep(4 * tr.DEFAULT_BACKOFF_MAX)
+            assert not old_place.connected_peers() and old_inbox.total() == 0  # never re-dialed
+            assert events.of(high_id) == ["up", "down", "up"]
+        finally:
+            await stop_all(nodes)
+
+    run(scenario())
+
+
+def test_set_peers_refuses_an_id_that_is_not_a_public_key_and_changes_nothing() -> None:
+    async def scenario() -> None:
+        (secret, _), (_, peer) = node_keys(2)
+        node = Transport(secret, listen=(HOST, 0), peers={peer: NEVER_DIALED}, on_message=Inbox())
+        async with node:
+            with pytest.raises(InvalidNodeId):
+                node.set_peers({peer: NEVER_DIALED, b"\x01" * 64: NEVER_DIALED})
+            assert list(node.connection_states()) == [peer]
+
+    run(scenario())
