@@ -122,7 +122,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     from .node.config import load_config
 
     _service_logging(args)
-    return _run_service(serve(load_config(args.config)))
+    return _run_service(serve(load_config(args.config), args.config))
 
 
 def _cmd_rpc(args: argparse.Namespace) -> int:

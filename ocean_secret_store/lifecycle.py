@@ -1,5 +1,5 @@
 """What every long-running process of the package shares: its logging (to stderr, or to a file
-rotated by size), the port its aiohttp site bound, and waiting for SIGTERM/SIGINT."""
+rotated by size), the port its aiohttp site bound, waiting for SIGTERM/SIGINT, and SIGHUP."""
 
 from __future__ import annotations
 
@@ -9,12 +9,20 @@ import logging
 import logging.handlers
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
-__all__ = ["DEFAULT_LOG_BACKUPS", "DEFAULT_LOG_MAX_BYTES", "bound_port", "configure_logging", "wait_for_stop_signal"]
+__all__ = [
+    "DEFAULT_LOG_BACKUPS",
+    "DEFAULT_LOG_MAX_BYTES",
+    "bound_port",
+    "configure_logging",
+    "on_reload_signal",
+    "wait_for_stop_signal",
+]
 
 #: A service's log file is rotated at this size, and this many rotated files are kept.
 DEFAULT_LOG_MAX_BYTES: Final = 10 * 1024 * 1024
@@ -76,3 +84,24 @@ async def wait_for_stop_signal() -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def on_reload_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on the running event loop each time the process receives SIGHUP (the
+    conventional "reload your configuration"); returns a function that removes the handler.
+
+    Where SIGHUP does not exist or the loop cannot handle signals, nothing is installed.
+    """
+    loop = asyncio.get_running_loop()
+    sighup = getattr(signal, "SIGHUP", None)
+    if sighup is None:
+        return lambda: None
+    try:
+        loop.add_signal_handler(sighup, callback)
+    except NotImplementedError:
+        return lambda: None
+
+    def remove() -> None:
+        loop.remove_signal_handler(sighup)
+
+    return remove

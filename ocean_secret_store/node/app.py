@@ -1,21 +1,26 @@
 """Wiring and lifecycle of one key server process: config -> storage, access checker, transport,
-cluster core and HTTP API; graceful stop on SIGTERM/SIGINT."""
+cluster core and HTTP API; graceful stop on SIGTERM/SIGINT; SIGHUP reloads the ``[cluster]``
+address book from the config file (:meth:`RunningNode.reload`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from aiohttp import web
 
 from ..exceptions import ConfigError
-from ..lifecycle import bound_port, wait_for_stop_signal
+from ..lifecycle import bound_port, on_reload_signal, wait_for_stop_signal
+from ..protocol.addresses import HostPort
 from ..serving import GuardedAppRunner, guarded_site
 from .acl import AccessChecker, AllowAll, ContractAccessChecker, StaticAllowList
 from .audit import AuditLog
+from .channel import short_id
 from .cluster import ClusterCore
-from .config import AclConfig, NodeConfig
+from .config import AclConfig, NodeConfig, load_config
 from .http_api import make_app
 from .quotas import GenerationQuota
 from .storage import SqliteKeyStorage
@@ -52,6 +57,28 @@ class RunningNode:
     @property
     def http_port(self) -> int:
         return bound_port(self.runner)
+
+    def reload(self, config: NodeConfig) -> list[str]:
+        """Apply ``config``'s ``[cluster]`` address book to the running node's connections: new
+        peers are connected, removed ones disconnected and refused, moved ones re-dialed
+        (:meth:`Transport.set_peers`). Nothing else is applied: the result is one note per other
+        section that differs from the running config (it needs a restart), and one while the
+        address book's nodes differ from the servers set the sessions use, which a reload leaves.
+
+        :raises ConfigError: ``config`` has another node secret (nothing is applied then).
+        """
+        if config.node_secret != self.config.node_secret:
+            raise ConfigError(
+                f"node.secret: the new config is another node's (0x{config.node_id.hex()[:16]}..), not this "
+                f"node's (0x{self.config.node_id.hex()[:16]}..); a running node cannot change its key",
+                key="node.secret")
+        notes = restart_notes(self.config, config)
+        if set(config.cluster) != set(self.core.nodes):
+            notes.append(f"[cluster] lists {len(config.cluster)} nodes: connections follow it, but a reload does "
+                         f"not change the servers set of the sessions ({len(self.core.nodes)} key servers)")
+        self.transport.set_peers({node: (hp.host, hp.port) for node, hp in config.peers.items()})
+        self.config = replace(self.config, cluster=config.cluster)
+        return notes
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -113,13 +140,86 @@ async def start_node(config: NodeConfig) -> RunningNode:
     return RunningNode(config, core, transport, runner, storage, audit)
 
 
-async def serve(config: NodeConfig) -> None:
-    """Run a node until SIGTERM or SIGINT."""
+def restart_notes(running: NodeConfig, new: NodeConfig) -> list[str]:
+    """One line per config section other than ``[cluster]`` in which ``new`` differs from
+    ``running``, naming the settings (never their values: ``[node]`` holds the secret)."""
+    before, after = running.to_mapping(), new.to_mapping()
+    notes = []
+    for section in sorted((before.keys() | after.keys()) - {"cluster"}):
+        old, now = before.get(section, {}), after.get(section, {})
+        changed = sorted(key for key in old.keys() | now.keys() if old.get(key) != now.get(key))
+        if changed:
+            notes.append(f"[{section}] {', '.join(changed)} changed: not applied (needs a restart)")
+    return notes
+
+
+def describe_peer_changes(before: Mapping[bytes, HostPort], after: Mapping[bytes, HostPort]) -> str:
+    """The difference of two address books for a log line: short ids (and new addresses) only."""
+    parts = []
+    added = [node for node in after if node not in before]
+    removed = [node for node in before if node not in after]
+    moved = [node for node in after if node in before and after[node] != before[node]]
+    if added:
+        parts.append("peers added " + ", ".join(f"{short_id(n)} ({after[n]})" for n in added))
+    if removed:
+        parts.append("peers removed " + ", ".join(short_id(n) for n in removed))
+    if moved:
+        parts.append("peers moved " + ", ".join(f"{short_id(n)} to {after[n]}" for n in moved))
+    return "; ".join(parts) or "peers unchanged"
+
+
+async def reload_from_file(node: RunningNode, path: Path) -> bool:
+    """Load ``path`` and apply it (:meth:`RunningNode.reload`), logging the outcome; never raises.
+
+    False when the file does not load or is refused: the node then runs on unchanged.
+    """
+    try:
+        # A keystore unlock may take a second (scrypt): not on the event loop.
+        config = await asyncio.to_thread(load_config, path)
+        before = node.config.peers
+        notes = node.reload(config)
+    except ConfigError as exc:
+        log.error("reload of %s refused, the node runs on unchanged: %s", path, exc)
+        return False
+    except Exception:
+        log.exception("reload of %s failed, the node runs on unchanged", path)
+        return False
+    log.info("reloaded %s: %s", path, describe_peer_changes(before, config.peers))
+    for note in notes:
+        log.warning("reload of %s: %s", path, note)
+    return True
+
+
+async def serve(config: NodeConfig, config_path: Path | str | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT; with ``config_path`` (the file ``config`` came from),
+    SIGHUP reloads that file's ``[cluster]`` address book (:func:`reload_from_file`)."""
     node = await start_node(config)
     log.info(
         "key server 0x%s.. listening: %s %s:%d, cluster %s", config.node_id.hex()[:16],
         "https" if config.tls is not None else "http", config.http_listen.host, node.http_port, config.listen,
     )
+    reloads: set[asyncio.Task[bool]] = set()
+    remove_handler = None
+    if config_path is not None:
+        path = Path(config_path).resolve()
+        lock = asyncio.Lock()  # one reload at a time, in the order the signals came
+
+        async def reload() -> bool:
+            async with lock:
+                log.info("SIGHUP: reloading %s", path)
+                return await reload_from_file(node, path)
+
+        def on_sighup() -> None:
+            task = asyncio.get_running_loop().create_task(reload(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        remove_handler = on_reload_signal(on_sighup)
     await wait_for_stop_signal()
     log.info("stopping")
+    if remove_handler is not None:
+        remove_handler()
+    for task in list(reloads):
+        task.cancel()
+    await asyncio.gather(*reloads, return_exceptions=True)
     await node.stop()
