@@ -327,6 +327,30 @@ class KeyVersionNotFound(DatabaseError):
     """A key share record has no version with the requested hash (Parity: a Database error)."""
 
 
+class KeysWouldBeLost(InternalError):
+    """An admin session refused before changing anything: some keys would end with fewer than
+    ``t + 1`` shares (not a Parity variant: Parity made them irrecoverable silently). 409: the
+    same request passes with force, or once the nodes it needs are back."""
+
+    status = 409
+    prefix = "Keys would be lost"
+
+
+class BadAdminRequest(InternalError):
+    """An admin request that cannot be what an administrator meant (a repair of a node outside the
+    servers set, a refresh that changes the set): 400 (not a Parity variant)."""
+
+    status = 400
+    prefix = "Bad admin request"
+
+
+class AdminSessionIncomplete(InternalError):
+    """An admin session ran but some keys did not move; the session stays marked: run the same
+    request again to resume it (not a Parity variant)."""
+
+    prefix = "Admin session incomplete"
+
+
 class ConfigError(SecretStoreError):
     """A node configuration is unreadable or a setting is missing or invalid.
 

@@ -62,8 +62,8 @@ class RunningNode:
         """Apply ``config``'s ``[cluster]`` address book to the running node's connections: new
         peers are connected, removed ones disconnected and refused, moved ones re-dialed
         (:meth:`Transport.set_peers`). Nothing else is applied: the result is one note per other
-        section that differs from the running config (it needs a restart), and one while the
-        address book's nodes differ from the servers set the sessions use, which a reload leaves.
+        section that differs from the running config (it needs a restart). The servers set (who
+        holds keys) is not the address book: it changes only by an admin session (docs/operators.md).
 
         :raises ConfigError: ``config`` has another node secret (nothing is applied then).
         """
@@ -73,9 +73,6 @@ class RunningNode:
                 f"node's (0x{self.config.node_id.hex()[:16]}..); a running node cannot change its key",
                 key="node.secret")
         notes = restart_notes(self.config, config)
-        if set(config.cluster) != set(self.core.nodes):
-            notes.append(f"[cluster] lists {len(config.cluster)} nodes: connections follow it, but a reload does "
-                         f"not change the servers set of the sessions ({len(self.core.nodes)} key servers)")
         self.transport.set_peers({node: (hp.host, hp.port) for node, hp in config.peers.items()})
         self.config = replace(self.config, cluster=config.cluster)
         return notes
@@ -125,6 +122,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         keepalive=config.timeouts.keepalive,
         hedge_max=config.timeouts.hedge,
         min_ready_peers=config.min_ready_peers,
+        admin_public=config.admin_public,
     )
     core_ref.append(core)
     await core.start()

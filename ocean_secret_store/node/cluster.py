@@ -30,13 +30,23 @@ from ..exceptions import (
 )
 from ..protocol import bound as b
 from ..protocol import messages as m
+from ..protocol.admin import AdminRequest
 from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .liveness import Liveness
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
-from .sessions import decryption, delegation, generation, negotiation, signing, storing
-from .sessions.base import Maintenance, OnewayHandler, Requester, RequestHandler, SessionState, StateT, TableKey
-from .storage import KeyShare, KeyStorage
+from .sessions import decryption, delegation, generation, migration, negotiation, signing, storing
+from .sessions.base import (
+    AdminSession,
+    Maintenance,
+    OnewayHandler,
+    Requester,
+    RequestHandler,
+    SessionState,
+    StateT,
+    TableKey,
+)
+from .storage import META_ADMIN_SESSION, META_SERVERS_SET, KeyShare, KeyStorage
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +97,10 @@ def _dispatch(*tables: Mapping[type[m.Message], HandlerT]) -> Mapping[type[m.Mes
 #: Handlers of requests (answered, run as tasks) and of one-way messages (run inline, in order).
 REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     generation.REQUEST_HANDLERS, storing.REQUEST_HANDLERS, negotiation.REQUEST_HANDLERS,
-    decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS, delegation.REQUEST_HANDLERS,
+    decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS, delegation.REQUEST_HANDLERS, migration.REQUEST_HANDLERS,
 )
-ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS)
+ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS,
+                                                                            migration.ONEWAY_HANDLERS)
 #: Background loops of the session modules, started with the core (e.g. resolving unfinished stores).
 MAINTENANCE: Final[tuple[Maintenance, ...]] = storing.MAINTENANCE
 #: Requests that open a session on a member: refused while the node runs its maximum of sessions.
@@ -124,12 +135,24 @@ class ClusterCore:
         keepalive: float = 1.0,
         hedge_max: float = 0.5,
         min_ready_peers: int | None = None,
+        admin_public: Point | None = None,
     ) -> None:
         self.node_secret = node_secret
         self.node_id = Point.generator_mul(node_secret).to_bytes()
-        self.nodes: tuple[bytes, ...] = tuple(sorted(set(nodes) | {self.node_id}))
         self.net = net
         self.storage = storage
+        #: The administrator's key (``[node] admin_public``): admin sessions need its signatures.
+        self.admin_public = admin_public
+        # The servers set: the configured nodes until an admin session commits another (persisted).
+        stored_set = storage.get_meta(META_SERVERS_SET)
+        configured = set(nodes) | {self.node_id}
+        self._servers_set: tuple[bytes, ...] = tuple(sorted(
+            configured if stored_set is None else {bytes.fromhex(n) for n in stored_set}))
+        stored_admin = storage.get_meta(META_ADMIN_SESSION)
+        self._admin_session: AdminSession | None = (
+            None if stored_admin is None else AdminSession.from_json(stored_admin))
+        #: What ``GET /admin/status`` shows of the admin session this node runs or ran last as master.
+        self.admin_progress: dict[str, Any] = {}
         self.acl = acl
         self.session_timeout = session_timeout
         self.rng: Rng = rng or default_rng
@@ -198,6 +221,70 @@ class ClusterCore:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    # -- servers set and admin sessions ----------------------------------------------------------
+
+    @property
+    def servers_set(self) -> tuple[bytes, ...]:
+        return self._servers_set
+
+    @property
+    def nodes(self) -> tuple[bytes, ...]:
+        """The nodes this node works with: the servers set (with itself), and during an admin
+        session the new set too (a store then reaches the new holders as well)."""
+        nodes = {*self._servers_set, self.node_id}
+        if self._admin_session is not None:
+            nodes |= set(self._admin_session.request.new_set)
+        return tuple(sorted(nodes))
+
+    @property
+    def admin_session(self) -> AdminSession | None:
+        return self._admin_session
+
+    async def begin_admin(self, session: AdminSession) -> None:
+        await self.storage_call(None, lambda s: s.put_meta(META_ADMIN_SESSION, session.to_json()))
+        self._admin_session = session
+        log.info("admin session %s (%s) begins, master 0x%s..", session.session.hex()[:16], session.request.operation,
+                 session.master.hex()[:16])
+
+    async def end_admin(self, commit: bool) -> None:
+        session = self._admin_session
+        if session is None:
+            return
+        if commit:
+            new_set = session.request.new_set
+            await self.storage_call(None, lambda s: s.put_meta(META_SERVERS_SET, [n.hex() for n in new_set]))
+            self._servers_set = tuple(sorted(new_set))
+        await self.storage_call(None, lambda s: s.put_meta(META_ADMIN_SESSION, None))
+        self._admin_session = None
+        log.info("admin session %s %s", session.session.hex()[:16], "committed" if commit else "cancelled")
+
+    def old_set_view(self) -> tuple[bytes, ...]:
+        """The old set an administrator signs for this node as master (Parity's rule): the servers
+        set members connected to it, itself included."""
+        connected = self.connected_others()
+        return tuple(sorted({n for n in self._servers_set if n in connected} | {self.node_id}))
+
+    async def admin(self, request: AdminRequest, force: bool = False) -> dict[str, Any]:
+        """Run an admin session as its master (it goes on if the HTTP request that asked for it goes away)."""
+        task = self.spawn(migration.run(self, request, force=force))
+        return await asyncio.shield(task)
+
+    def admin_status(self) -> dict[str, Any]:
+        """``GET /admin/status``: the servers set, the admin session this node takes part in, and the
+        progress of the one it runs (or ran last) as master."""
+        connected = self.connected_others()
+        session = self._admin_session
+        return {
+            "node_id": "0x" + self.node_id.hex(),
+            "servers_set": ["0x" + n.hex() for n in self._servers_set],
+            "connected": ["0x" + n.hex() for n in sorted(connected | {self.node_id})],
+            "admin_session": None if session is None else {
+                "session": "0x" + session.session.hex(), "operation": session.request.operation,
+                "master": "0x" + session.master.hex(), "new_set": ["0x" + n.hex() for n in session.request.new_set],
+            },
+            "progress": dict(self.admin_progress),
+        }
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -406,6 +493,11 @@ class ClusterCore:
         """Whether this node stores ``key_id`` (without decrypting the record)."""
         return key_id in self._keys or await asyncio.to_thread(self.storage.contains, key_id)
 
+    async def usable_key(self, key_id: bytes) -> bool:
+        """Whether this node holds an active version of ``key_id`` (else a holder runs the operation)."""
+        share = await self.load_key(key_id)
+        return share is not None and share.usable
+
     async def insert_key(self, key_id: bytes, share: KeyShare) -> None:
         await asyncio.to_thread(self.storage.insert, key_id, share)
         self._remember(key_id, share)
@@ -544,7 +636,7 @@ class ClusterCore:
     async def _blob(self, operation: str, key_id: bytes, signature: bytes, local: Callable[[], Awaitable[bytes]],
                     message_hash: bytes | None = None) -> bytes:
         """``local()`` if this node holds a share of ``key_id``, else the same through a holder."""
-        if await self.has_key(key_id):
+        if await self.usable_key(key_id):
             return await local()
         reply = await delegation.forward(self, operation, key_id, signature, message_hash)
         if not isinstance(reply, m.DelegatedBlob):
@@ -552,7 +644,7 @@ class ClusterCore:
         return reply.blob
 
     async def _shadow(self, key_id: bytes, signature: bytes, requester: Requester) -> decryption.ShadowResult:
-        if await self.has_key(key_id):
+        if await self.usable_key(key_id):
             return await decryption.retrieve_shadow(self, key_id, signature, requester)
         reply = await delegation.forward(self, "shadow", key_id, signature)
         if not isinstance(reply, m.DelegatedShadow):

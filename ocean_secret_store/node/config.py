@@ -10,8 +10,11 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     http_listen = "127.0.0.1:12001"         # public HTTP API (Parity's, protocol.md §1)
     data_dir = "node0"                      # relative to this file
     # min_ready_peers = 2                   # GET /ready needs this many usable peers (default (n-1)//2)
+    # admin_public = "0x<128 hex>"          # the administrator's public key: admin sessions need its
+                                            # signatures (servers-set change, refresh, repair)
 
-    [cluster]                               # every node, this one included
+    [cluster]                               # every node this one talks to, itself included; the servers
+                                            # set starts as these and then follows admin sessions
     "0x<128 hex public key>" = "127.0.0.1:12000"
 
     [timeouts]                              # seconds, > 0 (these are the defaults)
@@ -176,6 +179,8 @@ class NodeConfig:
     password_env: str | None = None
     #: ``[node] min_ready_peers``: usable peers ``GET /ready`` needs (None: (n-1)//2).
     min_ready_peers: int | None = None
+    #: ``[node] admin_public``: the administrator's key; None: this node takes part in no admin session.
+    admin_public: Point | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -221,6 +226,8 @@ class NodeConfig:
         node.update(listen=str(self.listen), http_listen=str(self.http_listen), data_dir=str(self.data_dir))
         if self.min_ready_peers is not None:
             node["min_ready_peers"] = self.min_ready_peers
+        if self.admin_public is not None:
+            node["admin_public"] = "0x" + self.admin_public.to_bytes().hex()
         acl: dict[str, Any] = {"kind": self.acl.kind}
         if self.acl.kind == "allow_list":
             acl["allowed"] = [checksum_address(a) for a in sorted(self.acl.allowed)]
@@ -324,7 +331,7 @@ class _Parser:
             if key not in sections:
                 raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
         node = self.table(data, "node", ("secret", "keystore", "password_env", "listen", "http_listen", "data_dir",
-                                         "min_ready_peers"))
+                                         "min_ready_peers", "admin_public"))
         secret, keystore, password_env = self.secret(node)
         public = Point.generator_mul(secret)
         cluster = self.cluster(self.table(data, "cluster", None))
@@ -354,7 +361,18 @@ class _Parser:
             keystore=keystore,
             password_env=password_env,
             min_ready_peers=self.min_ready_peers(node, len(cluster)),
+            admin_public=self.admin_public(node),
         )
+
+    def admin_public(self, node: _Section) -> Point | None:
+        text = self.optional_string(node, "node", "admin_public")
+        if text is None:
+            return None
+        raw = self.hex_value(text, "node.admin_public", "the administrator public key", 64)
+        try:
+            return Point.from_bytes(raw)
+        except InvalidPoint as exc:
+            raise self.fail("node.admin_public", "is not a point on secp256k1") from exc
 
     # -- [node] -----------------------------------------------------------------------------
 

@@ -18,10 +18,11 @@ import logging
 from aiohttp import web
 
 from ..crypto.signatures import recover_address
-from ..exceptions import InternalError, InvalidSignature, KeyServerError
+from ..exceptions import BadAdminRequest, InternalError, InvalidSignature, KeyServerError
 from ..protocol import bound as b
 from ..protocol import http as codec
 from ..protocol import owner as ow
+from ..protocol.admin import AdminRequest, AdminRequestError
 from .cluster import ClusterCore
 from .cors import CorsPolicy
 from .quotas import GenerationQuota, TooManyRequests, retry_after_header
@@ -60,11 +61,21 @@ def _bad_request() -> web.Response:
     return web.Response(status=codec.BAD_REQUEST_STATUS)
 
 
+#: ``X-Secret-Store-Force: 1`` on an admin request: go on although some keys cannot keep t+1 shares
+#: (they are reported, and left as they are). Ours, not Parity's; the path stays Parity's.
+FORCE_HEADER = "X-Secret-Store-Force"
+
+
+def _report(report: dict[str, object]) -> web.Response:
+    return web.json_response(report)
+
+
 async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | None = None,
-                   owner: bytes | None = None) -> web.Response:
+                   owner: bytes | None = None, force: bool = False) -> web.Response:
     """Serve one parsed request; a failure is raised as the core's :class:`KeyServerError`.
 
-    ``owner`` (the owner-to-be header) is taken by the two key generations only.
+    ``owner`` (the owner-to-be header) is taken by the two key generations only; ``force`` by the
+    admin sessions.
     """
     if owner is not None and not isinstance(request, _GENERATIONS):
         raise ow.not_taken(type(request).__name__)
@@ -94,8 +105,33 @@ async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | N
         case codec.SchnorrSign():
             signature = await core.schnorr_sign(request.key_id, request.signature, request.message_hash, bound)
             return _json(codec.encode_bytes(signature))
-    # ECDSA signing and servers-set change are not implemented yet: Parity's generic 500.
+        case codec.ServersSetChange() | codec.AdminRefresh() | codec.AdminRepair() | codec.AdminStatus():
+            return await _dispatch_admin(core, request, force)
+    # ECDSA signing is not implemented yet: Parity's generic 500.
     raise InternalError(f"{type(request).__name__} is not supported by this key server yet")
+
+
+async def _dispatch_admin(core: ClusterCore, request: codec.ServersSetChange | codec.AdminRefresh | codec.AdminRepair
+                          | codec.AdminStatus, force: bool) -> web.Response:
+    if isinstance(request, codec.AdminStatus):
+        return _report(core.admin_status())
+    view = core.old_set_view()  # what the administrator must have signed as the old set (Parity's rule)
+    try:
+        match request:
+            case codec.ServersSetChange():
+                new_set = tuple(p.to_bytes() for p in request.new_servers_set)
+                admin = AdminRequest("change", view, new_set, request.old_set_signature, request.new_set_signature)
+            case codec.AdminRefresh():
+                admin = AdminRequest("refresh", view, view, request.set_signature, request.refresh_signature)
+            case codec.AdminRepair():
+                admin = AdminRequest("repair", view, view, request.set_signature, request.repair_signature,
+                                     request.node.to_bytes())
+    except AdminRequestError as exc:
+        raise BadAdminRequest(str(exc)) from exc
+    report = await core.admin(admin, force)
+    if isinstance(request, codec.ServersSetChange):
+        return web.Response(status=200)  # Parity: 200, empty body
+    return _report(report)
 
 
 async def _read_body(request: web.Request) -> bytes | None:
@@ -155,7 +191,8 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         try:
             if quota is not None and isinstance(parsed, _GENERATIONS):  # refused (429) before any work
                 await quota.admit_or_hold(_signer(parsed.key_id, parsed.signature), request.remote)
-            response = await dispatch(core, parsed, bound, owner)
+            force = request.headers.get(FORCE_HEADER, "").strip().lower() in ("1", "true", "yes")
+            response = await dispatch(core, parsed, bound, owner, force)
         except KeyServerError as exc:
             # A flood's refusals are counted (/health), not logged one by one at info.
             level = logging.DEBUG if isinstance(exc, TooManyRequests) else logging.INFO

@@ -82,7 +82,9 @@ DB_FILENAME: Final = "keys.sqlite3"
 #: keep their MACs. The number rises so that an older program refuses a database whose records it
 #: would misread as corrupt. 4: a version may carry ``commitments`` and ``epoch``; a version 2 or 3
 #: database is migrated by raising the number only (its versions read with no commitments, epoch 0).
-SCHEMA_VERSION: Final = 4
+#: 5: a version may be ``inactive`` (committed by a redistribution, not in use yet), and the meta
+#: table may hold the servers set and an unfinished admin session; raised from 2, 3 or 4 likewise.
+SCHEMA_VERSION: Final = 5
 #: At most this many transactions may share one pending document key (retries of one store).
 MAX_PENDING_TXS: Final = 16
 
@@ -101,7 +103,11 @@ _CREATE_PENDING: Final = (
     " mac BLOB NOT NULL) WITHOUT ROWID"
 )
 _TAG_SIZE: Final = 16
-_VERSION_FIELDS: Final = frozenset({"hash", "id_numbers", "secret_share", "commitments", "epoch"})
+_VERSION_FIELDS: Final = frozenset({"hash", "id_numbers", "secret_share", "commitments", "epoch", "inactive"})
+_META_MAC_LABEL: Final = b"ocean-secret-store/storage/meta-mac/v1"
+#: Meta rows beyond the key check, each a JSON value authenticated like a record.
+META_SERVERS_SET: Final = "servers_set"
+META_ADMIN_SESSION: Final = "admin_session"
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -118,6 +124,9 @@ class KeyVersion:
     :param commitments: the version commitments ``D_0..D_t`` (``D_0 = Y``), empty when unknown
         (a version stored before schema 4). ``s_j·G = resharing.public_share_at(x_j, commitments)``.
     :param epoch: 0 for a generated key, incremented by every redistribution and refresh.
+    :param active: False for a version a redistribution committed on this node and has not
+        activated yet: this node serves it to an entry node that asks for it, but never chooses it
+        itself (:attr:`KeyShare.last_version` is the newest *active* version).
     """
 
     hash: bytes
@@ -125,6 +134,7 @@ class KeyVersion:
     secret_share: int = field(repr=False)
     commitments: tuple[Point, ...] = ()
     epoch: int = 0
+    active: bool = True
 
     def __post_init__(self) -> None:
         if len(self.hash) != 32:
@@ -138,6 +148,8 @@ class KeyVersion:
             raise InvalidScalar("a secret share must satisfy 0 <= s < n")
         if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or not 0 <= self.epoch < 2**64:
             raise InternalError("a key version epoch is an integer, 0 <= epoch < 2**64")
+        if not isinstance(self.active, bool):
+            raise InternalError("a key version is active or not")
         commitments = tuple(self.commitments)
         if not all(isinstance(c, Point) for c in commitments):
             raise InternalError("version commitments are curve points")
@@ -147,10 +159,11 @@ class KeyVersion:
 
     @classmethod
     def new(
-        cls, id_numbers: Mapping[bytes, int], secret_share: int, commitments: tuple[Point, ...] = (), epoch: int = 0
+        cls, id_numbers: Mapping[bytes, int], secret_share: int, commitments: tuple[Point, ...] = (), epoch: int = 0,
+        active: bool = True,
     ) -> KeyVersion:
         """A version whose hash is computed from ``id_numbers`` and ``epoch``."""
-        return cls(epoch_version_hash(id_numbers, epoch), id_numbers, secret_share, commitments, epoch)
+        return cls(epoch_version_hash(id_numbers, epoch), id_numbers, secret_share, commitments, epoch, active)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeyVersion):
@@ -160,6 +173,7 @@ class KeyVersion:
             and dict(self.id_numbers) == dict(other.id_numbers)
             and self.commitments == other.commitments
             and self.epoch == other.epoch
+            and self.active == other.active
             and hmac.compare_digest(scalar_bytes(self.secret_share), scalar_bytes(other.secret_share))
         )
 
@@ -169,7 +183,7 @@ class KeyVersion:
         nodes = ", ".join("0x" + node.hex()[:16] + "…" for node in sorted(self.id_numbers))
         return (
             f"KeyVersion(hash=0x{self.hash.hex()}, id_numbers=[{nodes}], secret_share=<secret>, "
-            f"commitments={len(self.commitments)}, epoch={self.epoch})"
+            f"commitments={len(self.commitments)}, epoch={self.epoch}{'' if self.active else ', inactive'})"
         )
 
 
@@ -212,13 +226,48 @@ class KeyShare:
 
     @property
     def last_version(self) -> KeyVersion:
-        """The newest version.
+        """The newest *active* version: the one this node uses as an entry node.
 
-        :raises KeyVersionNotFound: the record has no version.
+        :raises KeyVersionNotFound: the record has no active version (a new holder whose first
+            version a redistribution committed and has not activated yet).
         """
-        if not self.versions:
-            raise KeyVersionNotFound("the key share has no versions")
-        return self.versions[-1]
+        for candidate in reversed(self.versions):
+            if candidate.active:
+                return candidate
+        raise KeyVersionNotFound("the key share has no active version")
+
+    @property
+    def usable(self) -> bool:
+        """Whether the record has an active version (this node can take part as an entry node)."""
+        return any(v.active for v in self.versions)
+
+    @property
+    def max_epoch(self) -> int:
+        """The highest epoch of any version held, active or not (-1 with no version)."""
+        return max((v.epoch for v in self.versions), default=-1)
+
+    def with_committed(self, version: KeyVersion) -> KeyShare:
+        """A copy with ``version`` (inactive) appended; inactive versions of abandoned attempts go."""
+        if version.active:
+            raise InternalError("a redistribution commits an inactive version")
+        kept = tuple(v for v in self.versions if v.active)
+        return replace(self, versions=(*kept, version))
+
+    def activated(self, version_hash: bytes) -> KeyShare:
+        """A copy with the version ``version_hash`` active (no change if it already is).
+
+        :raises KeyVersionNotFound: no version has this hash.
+        """
+        self.version(version_hash)
+        return replace(self, versions=tuple(replace(v, active=True) if v.hash == version_hash else v
+                                            for v in self.versions))
+
+    def pruned(self, version_hash: bytes) -> KeyShare:
+        """A copy that keeps only the version ``version_hash`` (the others' shares are gone).
+
+        :raises KeyVersionNotFound: no version has this hash.
+        """
+        return replace(self, versions=(self.version(version_hash),))
 
     def version(self, version_hash: bytes) -> KeyVersion:
         """The newest version with this hash.
@@ -311,6 +360,10 @@ class KeyStorage(Protocol):
 
     def key_ids(self) -> Iterator[bytes]: ...
 
+    def key_page(self, after: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` key ids above ``after``, ascending (an admin session lists keys in pages)."""
+        ...
+
     def put_pending(self, pending: PendingDocumentKey) -> None:
         """Store or replace the pending document key of ``pending.key_id``.
 
@@ -349,7 +402,21 @@ class KeyStorage(Protocol):
         """
         ...
 
+    def get_meta(self, name: str) -> Any:
+        """The JSON value stored under ``name`` (:data:`META_SERVERS_SET`, :data:`META_ADMIN_SESSION`), or None."""
+        ...
+
+    def put_meta(self, name: str, value: Any) -> None:
+        """Store the JSON value ``value`` under ``name`` (None deletes it)."""
+        ...
+
     def close(self) -> None: ...
+
+
+def _check_meta_name(name: str) -> str:
+    if name not in (META_SERVERS_SET, META_ADMIN_SESSION):
+        raise InternalError(f"unknown meta entry {name!r}")
+    return name
 
 
 def _check_key_id(key_id: bytes) -> bytes:
@@ -364,6 +431,7 @@ class MemoryKeyStorage:
     def __init__(self) -> None:
         self._records: dict[bytes, KeyShare] = {}
         self._pending: dict[bytes, PendingDocumentKey] = {}
+        self._meta: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def insert(self, key_id: bytes, share: KeyShare) -> None:
@@ -396,6 +464,10 @@ class MemoryKeyStorage:
     def key_ids(self) -> Iterator[bytes]:
         with self._lock:
             return iter(sorted(self._records))
+
+    def key_page(self, after: bytes, limit: int) -> list[bytes]:
+        with self._lock:
+            return sorted(k for k in self._records if k > after)[:limit]
 
     def put_pending(self, pending: PendingDocumentKey) -> None:
         with self._lock:
@@ -445,6 +517,18 @@ class MemoryKeyStorage:
             del self._pending[bytes(key_id)]
             return True
 
+    def get_meta(self, name: str) -> Any:
+        with self._lock:
+            raw = self._meta.get(_check_meta_name(name))
+        return None if raw is None else json.loads(raw)
+
+    def put_meta(self, name: str, value: Any) -> None:
+        with self._lock:
+            if value is None:
+                self._meta.pop(_check_meta_name(name), None)
+            else:
+                self._meta[_check_meta_name(name)] = json.dumps(value)
+
     def close(self) -> None:
         return None
 
@@ -468,7 +552,7 @@ class _Keys:
     """The three keys derived from the node secret (share sealing, record MAC, pending MAC); the
     repr hides them."""
 
-    __slots__ = ("mac", "pending", "share")
+    __slots__ = ("mac", "meta", "pending", "share")
 
     def __init__(self, node_secret: int) -> None:
         if isinstance(node_secret, bool) or not isinstance(node_secret, int) or not 0 < node_secret < N:
@@ -477,6 +561,7 @@ class _Keys:
         self.share: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_SHARE_KEY_LABEL)  # type: ignore[assignment]  # one key asked: HKDF returns bytes, typeshed says bytes | tuple
         self.mac: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_RECORD_MAC_LABEL)  # type: ignore[assignment]  # as above
         self.pending: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_PENDING_MAC_LABEL)  # type: ignore[assignment]  # as above
+        self.meta: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_META_MAC_LABEL)  # type: ignore[assignment]  # as above
 
     def __repr__(self) -> str:
         return "_Keys(<secret>)"
@@ -486,6 +571,9 @@ class _Keys:
 
     def pending_mac(self, key_id: bytes, record: bytes) -> bytes:
         return hmac.new(self.pending, key_id + record, "sha256").digest()
+
+    def meta_mac(self, name: str, value: bytes) -> bytes:
+        return hmac.new(self.meta, name.encode("ascii") + b"\x00" + value, "sha256").digest()
 
 
 def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> str:
@@ -512,6 +600,7 @@ def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
                 # beyond Parity's layout: written only when present
                 **({"commitments": [to_hex(c.to_bytes()) for c in v.commitments]} if v.commitments else {}),
                 **({"epoch": v.epoch} if v.epoch else {}),
+                **({} if v.active else {"inactive": True}),
             }
             for v in share.versions
         ],
@@ -579,6 +668,8 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
         if not isinstance(raw_commitments, list) or ("commitments" in entry and not raw_commitments):
             raise _Corrupt("bad commitments")
         commitments = tuple(_point(c, "a version commitment") for c in raw_commitments)
+        if "inactive" in entry and entry["inactive"] is not True:
+            raise _Corrupt("bad inactive flag")  # written only when the version is inactive
         version_hash = _unhex(entry["hash"], "a version hash", 32)
         if not isinstance(entry["id_numbers"], dict):
             raise _Corrupt("id_numbers is not a map")
@@ -590,7 +681,7 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
             raise _Corrupt("a version hash does not match its id numbers and epoch")
         share = _open_share(keys, key_id, version_hash, entry["secret_share"])
         try:
-            versions.append(KeyVersion(version_hash, id_numbers, share, commitments, epoch))
+            versions.append(KeyVersion(version_hash, id_numbers, share, commitments, epoch, "inactive" not in entry))
         except (InvalidPoint, InvalidScalar, InternalError) as exc:
             raise _Corrupt("invalid version") from exc
     try:
@@ -706,8 +797,9 @@ class SqliteKeyStorage:
                 elif version == 1:  # before two-phase storing: add the pending document keys
                     db.execute(_CREATE_PENDING)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version in (2, 3):  # before owners-to-be (2) and version commitments (3): records
-                    # without "owner", "commitments" or "epoch" read unchanged, their MACs too
+                elif version in (2, 3, 4):  # before owners-to-be (2), version commitments (3), inactive
+                    # versions (4): records without "owner", "commitments", "epoch" or "inactive" read
+                    # unchanged, their MACs too
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
                     raise DatabaseError(
@@ -801,6 +893,16 @@ class SqliteKeyStorage:
             except sqlite3.Error as exc:
                 raise DatabaseError(f"cannot list keys: {exc.__class__.__name__}: {exc}") from exc
         return iter([bytes(r[0]) for r in rows])
+
+    def key_page(self, after: bytes, limit: int) -> list[bytes]:
+        with self._lock:
+            try:
+                rows = self._conn().execute(
+                    "SELECT key_id FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?", (bytes(after), limit)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot list keys: {exc.__class__.__name__}: {exc}") from exc
+        return [bytes(r[0]) for r in rows]
 
     # -- pending document keys ---------------------------------------------------------------
 
@@ -904,6 +1006,37 @@ class SqliteKeyStorage:
             if expected is not None and self._read_pending(db, key_id) != expected:
                 return False
             return db.execute("DELETE FROM pending WHERE key_id = ?", (key_id,)).rowcount > 0
+
+    def get_meta(self, name: str) -> Any:
+        name = _check_meta_name(name)
+        with self._lock:
+            try:
+                row = self._conn().execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot read {name}: {exc.__class__.__name__}: {exc}") from exc
+        if row is None:
+            return None
+        blob = bytes(row[0])
+        value, mac = blob[:-32], blob[-32:]
+        if len(blob) < 32 or not hmac.compare_digest(self._keys.meta_mac(name, value), mac):
+            raise DatabaseError(f"the stored {name} fails authentication (tampered)")
+        try:
+            return json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DatabaseError(f"the stored {name} is corrupt") from exc
+
+    def put_meta(self, name: str, value: Any) -> None:
+        name = _check_meta_name(name)
+        with self._lock:
+            try:
+                if value is None:
+                    self._conn().execute("DELETE FROM meta WHERE name = ?", (name,))
+                else:
+                    raw = json.dumps(value, separators=(",", ":")).encode("utf-8")
+                    self._conn().execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                                         (name, raw + self._keys.meta_mac(name, raw)))
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot write {name}: {exc.__class__.__name__}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

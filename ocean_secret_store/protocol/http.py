@@ -50,6 +50,9 @@ __all__ = [
     "MAX_PATH_LENGTH",
     "POST",
     "USIZE_MAX",
+    "AdminRefresh",
+    "AdminRepair",
+    "AdminStatus",
     "BadRequest",
     "BadResponse",
     "DocumentKeyShadow",
@@ -278,6 +281,43 @@ class ServersSetChange:
         object.__setattr__(self, "new_servers_set", tuple(sorted(set(nodes), key=Point.to_bytes)))
 
 
+@dataclass(frozen=True, slots=True)
+class AdminRefresh:
+    """``POST /admin/refresh/{set_signature}/{refresh_signature}`` (ours, not Parity's): new shares
+    of every key on the same set (protocol/admin.py says what is signed)."""
+
+    method: ClassVar[str] = POST
+    set_signature: bytes
+    refresh_signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.set_signature, _SIGNATURE_SIZE, "set_signature")
+        _check_bytes(self.refresh_signature, _SIGNATURE_SIZE, "refresh_signature")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRepair:
+    """``POST /admin/repair/{set_signature}/{repair_signature}/{node_id}`` (ours): give ``node`` back
+    its shares of every key whose active version it lacks."""
+
+    method: ClassVar[str] = POST
+    set_signature: bytes
+    repair_signature: bytes
+    node: Point
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.set_signature, _SIGNATURE_SIZE, "set_signature")
+        _check_bytes(self.repair_signature, _SIGNATURE_SIZE, "repair_signature")
+        _check_point(self.node, "the node to repair")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminStatus:
+    """``GET /admin/status`` (ours): the servers set, the admin session, its progress (JSON)."""
+
+    method: ClassVar[str] = GET
+
+
 Request: TypeAlias = (
     GenerateServerKey
     | StoreDocumentKey
@@ -288,6 +328,9 @@ Request: TypeAlias = (
     | SchnorrSign
     | EcdsaSign
     | ServersSetChange
+    | AdminRefresh
+    | AdminRepair
+    | AdminStatus
 )
 
 
@@ -368,6 +411,15 @@ def encode_request(request: Request) -> EncodedRequest:
         node_ids = ["0x" + node.to_bytes().hex() for node in request.new_servers_set]
         body = json.dumps(node_ids, separators=(",", ":")).encode("ascii")
         return EncodedRequest(request.method, _path("admin", "servers_set_change", old, new), body)
+    if isinstance(request, AdminRefresh):
+        return EncodedRequest(request.method, _path("admin", "refresh", request.set_signature.hex(),
+                                                    request.refresh_signature.hex()), b"")
+    if isinstance(request, AdminRepair):
+        return EncodedRequest(request.method, _path("admin", "repair", request.set_signature.hex(),
+                                                    request.repair_signature.hex(), request.node.to_bytes().hex()),
+                              b"")
+    if isinstance(request, AdminStatus):
+        return EncodedRequest(request.method, _path("admin", "status"), b"")
     if not isinstance(request, _KeyRequest):
         raise BadRequest(f"not a Secret Store request: {type(request).__name__}")
     key_id, signature = request.key_id.hex(), request.signature.hex()
@@ -538,9 +590,23 @@ def _parse_key_request(method: str, segments: list[str]) -> Request:
     raise BadRequest(f"no endpoint for {method} with prefix {prefix!r} and {len(args)} arguments")
 
 
-def _parse_admin(method: str, segments: list[str], body: bytes) -> ServersSetChange:
+def _parse_admin(method: str, segments: list[str],
+                 body: bytes) -> ServersSetChange | AdminRefresh | AdminRepair | AdminStatus:
+    match (segments[1] if len(segments) > 1 else "", len(segments), method):
+        case ("status", 2, "GET"):
+            return AdminStatus()
+        case ("refresh", 4, "POST"):
+            return AdminRefresh(_fixed_hex(segments[2], _SIGNATURE_SIZE, "set signature"),
+                                _fixed_hex(segments[3], _SIGNATURE_SIZE, "refresh signature"))
+        case ("repair", 5, "POST"):
+            node = _fixed_hex(segments[4], _POINT_SIZE, "node id")
+            return AdminRepair(_fixed_hex(segments[2], _SIGNATURE_SIZE, "set signature"),
+                               _fixed_hex(segments[3], _SIGNATURE_SIZE, "repair signature"),
+                               _on_curve(node, "the node to repair"))
     if method != POST or len(segments) != 4 or segments[1] != "servers_set_change":
-        raise BadRequest("the only admin request is POST /admin/servers_set_change/{old}/{new}")
+        raise BadRequest("the admin requests are POST /admin/servers_set_change/{old}/{new}, "
+                         "POST /admin/refresh/{set}/{refresh}, POST /admin/repair/{set}/{repair}/{node}, "
+                         "GET /admin/status")
     old_set_signature = _fixed_hex(segments[2], _SIGNATURE_SIZE, "old set signature")
     new_set_signature = _fixed_hex(segments[3], _SIGNATURE_SIZE, "new set signature")
     node_ids = _node_id_set(body)

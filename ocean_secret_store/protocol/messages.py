@@ -163,6 +163,10 @@ CODECS: dict[str, tuple[_Enc, _Dec]] = {
     "h256s": _list(*_H256, limit=32),
     "blobs": _list(to_hex, _hex_field),
     "id_map": (_enc_id_map, _dec_id_map),
+    "opt_id_map": _optional(_enc_id_map, _dec_id_map),
+    "opt_node": _optional(*_NODE),
+    "opt_h256": _optional(*_H256),
+    "key_page": _list(*_H256, limit=512),
 }
 
 # -- messages ---------------------------------------------------------------------------------------
@@ -475,6 +479,167 @@ class DelegatedBlob(Message):
     """Holder -> entry node: a result encrypted to the requester (a document key, a Schnorr signature)."""
 
     blob: bytes
+
+
+# Admin sessions: servers-set change, refresh, repair (docs/cluster-protocol.md, "Servers-set change").
+@message("AdminInit", session="h256", operation="str", old_set="nodes", new_set="nodes", target="opt_node",
+         old_signature="signature", new_signature="signature")
+class AdminInit(Message):
+    """Master -> every node of the old and new sets: verify the administrator's signatures and mark
+    the admin session (persisted, exclusive against other admin sessions and key generation).
+
+    ``operation`` is ``change``, ``refresh`` or ``repair`` (``target``: the node to repair)."""
+
+    session: bytes
+    operation: str
+    old_set: tuple[bytes, ...]
+    new_set: tuple[bytes, ...]
+    target: bytes | None
+    old_signature: bytes
+    new_signature: bytes
+
+
+@message("AdminKeysRequest", session="h256", after="h256")
+class AdminKeysRequest(Message):
+    """Master -> node: the key ids you hold above ``after`` (zero: from the first), in order."""
+
+    session: bytes
+    after: bytes
+
+
+@message("AdminKeys", key_ids="key_page", more="bool")
+class AdminKeys(Message):
+    """Node -> master: a page of its key ids (ascending) and whether more follow."""
+
+    key_ids: tuple[bytes, ...]
+    more: bool
+
+
+@message("AdminDone", session="h256")
+class AdminDone(Message):
+    """Master -> every node: every key is on the new set; make it the servers set, end the session."""
+
+    session: bytes
+
+
+@message("AdminCancel", session="h256")
+class AdminCancel(Message):
+    """Master -> every node: the session changed nothing (refused after its preflight); end it."""
+
+    session: bytes
+
+
+@message("ReshareProbe", session="h256", key_id="h256")
+class ReshareProbe(Message):
+    """Master -> node: what versions of ``key_id`` do you hold?"""
+
+    session: bytes
+    key_id: bytes
+
+
+@message("ReshareInfo", found="bool", threshold="int", public="opt_point", active="opt_h256", epoch="int",
+         id_numbers="opt_id_map", max_epoch="int", inactive="h256s")
+class ReshareInfo(Message):
+    """Node -> master: its record of the key: the active version (hash, epoch, id numbers), the
+    highest epoch of any version it holds, and the hashes of its inactive versions."""
+
+    found: bool
+    threshold: int
+    public: Point | None
+    active: bytes | None
+    epoch: int
+    id_numbers: dict[bytes, int] | None
+    max_epoch: int
+    inactive: tuple[bytes, ...]
+
+
+@message("ReshareInit", session="h256", admin="h256", key_id="h256", version="h256", dealers="id_map",
+         id_numbers="id_map", epoch="int")
+class ReshareInit(Message):
+    """Master -> every dealer and receiver: redistribute ``version`` of ``key_id`` from ``dealers``
+    (node -> its id number in ``version``) to the new version ``id_numbers`` at ``epoch``."""
+
+    session: bytes
+    admin: bytes
+    key_id: bytes
+    version: bytes
+    dealers: dict[bytes, int]
+    id_numbers: dict[bytes, int]
+    epoch: int
+
+
+@message("ReshareDeal", session="h256")
+class ReshareDeal(Message):
+    """Master -> dealer: deal now (``ReshareDealing`` to every receiver), answered once sent."""
+
+    session: bytes
+
+
+@message("ReshareDealing", session="h256", subshare="secret", commitments="points", author="address",
+         threshold="int", public="point", common_point="opt_point", encrypted_point="opt_point",
+         owner="opt_address")
+class ReshareDealing(Message):
+    """Dealer -> receiver (one-way): ``h_i(x_j)``, the dealer's commitments, and the key's public
+    record (what a new holder stores; every dealer must send the same)."""
+
+    session: bytes
+    subshare: int
+    commitments: tuple[Point, ...]
+    author: bytes
+    threshold: int
+    public: Point
+    common_point: Point | None
+    encrypted_point: Point | None
+    owner: bytes | None
+
+
+@message("ReshareCollect", session="h256")
+class ReshareCollect(Message):
+    """Master -> receiver: verify every dealing and compute your new share; answer the digest of
+    the new version's commitments."""
+
+    session: bytes
+
+
+@message("ReshareReceived", digest="h256")
+class ReshareReceived(Message):
+    """Receiver -> master: the digest of the version commitments it computed."""
+
+    digest: bytes
+
+
+@message("ReshareCommit", session="h256", digest="h256")
+class ReshareCommit(Message):
+    """Master -> receiver: every receiver computed ``digest``; store the new version, inactive."""
+
+    session: bytes
+    digest: bytes
+
+
+@message("ReshareActivate", session="h256", key_id="h256", version="h256")
+class ReshareActivate(Message):
+    """Master -> receiver: ``version`` is committed on every holder; use it from now on."""
+
+    session: bytes
+    key_id: bytes
+    version: bytes
+
+
+@message("ResharePrune", session="h256", key_id="h256", version="h256")
+class ResharePrune(Message):
+    """Master -> every node of the old and new sets: ``version`` is active everywhere; drop every
+    other version (a node the admin session removes drops the key)."""
+
+    session: bytes
+    key_id: bytes
+    version: bytes
+
+
+@message("ReshareAbort", session="h256")
+class ReshareAbort(Message):
+    """Master -> participants (one-way): forget this key's redistribution."""
+
+    session: bytes
 
 
 # -- envelope -----------------------------------------------------------------------------------------

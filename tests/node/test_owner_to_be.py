@@ -256,7 +256,7 @@ def test_a_version_2_database_is_migrated_and_its_records_read_without_an_owner(
         store.insert(other, _share(OWNER))
         assert _stored(store, other).owner == OWNER
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         (migrated,) = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
     assert migrated == record  # the old record is read as it is, its MAC unchanged
 

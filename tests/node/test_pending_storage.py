@@ -302,6 +302,6 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
         store.put_pending(pending)
         assert store.get_pending(other) == pending
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:  # a migrated database opens as a new one
         assert store.get_pending(other) == pending

@@ -178,7 +178,7 @@ def test_a_database_written_by_schema_3_opens_and_reads_with_no_commitments(tmp_
         with_commitments, _ = _dealt(t=1, epoch=1)
         store.insert(os.urandom(32), with_commitments)
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         after = dict(db.execute("SELECT key_id, record || hex(mac) FROM keys WHERE key_id IN (?, ?)",
                                 (first, second)).fetchall())
     assert after == before  # the old records are read as they are, their MACs unchanged
@@ -188,5 +188,5 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     shutil.copy(SCHEMA3_DB, tmp_path / DB_FILENAME)
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(DatabaseError, match="schema version 5"):
+    with pytest.raises(DatabaseError, match=f"schema version {SCHEMA_VERSION + 1}"):
         SqliteKeyStorage(tmp_path, NODE_SECRET)

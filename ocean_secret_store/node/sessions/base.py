@@ -25,6 +25,7 @@ from ...exceptions import (
     KeyServerError,
 )
 from ...protocol import messages as m
+from ...protocol.admin import AdminRequest
 from ...protocol.bound import Bound
 from ..acl import Decision
 from ..storage import KeyShare, KeyStorage
@@ -47,6 +48,33 @@ class Requester:
         except InvalidSignature as exc:
             raise InsufficientRequesterData(f"bad signature: {exc}") from exc
         return cls(public, address_of(public))
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSession:
+    """The admin session a node takes part in (persisted: it survives a restart, and until it ends
+    the node refuses key generation and any other admin session; docs/operators.md)."""
+
+    session: bytes
+    master: bytes
+    request: AdminRequest
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "session": self.session.hex(), "master": self.master.hex(), "operation": r.operation,
+            "old_set": [n.hex() for n in r.old_set], "new_set": [n.hex() for n in r.new_set],
+            "old_signature": r.old_signature.hex(), "new_signature": r.new_signature.hex(),
+            "target": None if r.target is None else r.target.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AdminSession:
+        request = AdminRequest(
+            data["operation"], tuple(bytes.fromhex(n) for n in data["old_set"]),
+            tuple(bytes.fromhex(n) for n in data["new_set"]), bytes.fromhex(data["old_signature"]),
+            bytes.fromhex(data["new_signature"]), None if data["target"] is None else bytes.fromhex(data["target"]))
+        return cls(bytes.fromhex(data["session"]), bytes.fromhex(data["master"]), request)
 
 
 class SessionState(Protocol):
@@ -92,6 +120,34 @@ class Core(Protocol):
 
     @property
     def store_lock(self) -> asyncio.Lock: ...
+
+    @property
+    def admin_public(self) -> Point | None:
+        """The administrator's public key (``[node] admin_public``), None when not configured."""
+        ...
+
+    @property
+    def admin_session(self) -> AdminSession | None:
+        """The admin session this node takes part in, if any."""
+        ...
+
+    @property
+    def servers_set(self) -> tuple[bytes, ...]:
+        """The servers set: the nodes that hold keys and generate new ones (not an admin session's new nodes)."""
+        ...
+
+    async def begin_admin(self, session: AdminSession) -> None:
+        """Persist ``session`` as this node's admin session (a resume replaces the same request's)."""
+        ...
+
+    async def end_admin(self, commit: bool) -> None:
+        """End the admin session; with ``commit``, its new set becomes the servers set (persisted)."""
+        ...
+
+    @property
+    def admin_progress(self) -> dict[str, Any]:
+        """What ``GET /admin/status`` shows of the admin session this node runs as master (mutable)."""
+        ...
 
     def connected_others(self) -> frozenset[bytes]: ...
 

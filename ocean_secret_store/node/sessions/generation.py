@@ -37,6 +37,7 @@ from ...crypto.nums import pedersen_h
 from ...crypto.resharing import public_share_at
 from ...exceptions import (
     DuplicateSessionId,
+    ExclusiveSessionActive,
     InternalError,
     InvalidMessage,
     InvalidNodeForRequest,
@@ -96,6 +97,8 @@ TABLE: Final[TableKey[GenerationState]] = TableKey("generation")
 
 
 def _validate_init(core: Core, master: bytes, msg: m.GenInit) -> None:
+    if core.admin_session is not None:  # the servers set is changing: no new key until it has
+        raise ExclusiveSessionActive()
     nodes = set(msg.id_numbers)
     if core.node_id not in nodes or master not in nodes:
         raise InvalidNodeForRequest()
@@ -304,6 +307,8 @@ def _first_error(results: Sequence[object]) -> BaseException | None:
 async def run(core: Core, key_id: bytes, author: bytes, threshold: int, owner: bytes | None = None) -> Point:
     """Master side: generate the server key ``key_id`` for ``author`` (and its owner-to-be ``owner``,
     if named) over every configured node."""
+    if core.admin_session is not None:
+        raise ExclusiveSessionActive()
     nodes = core.nodes
     if not 0 <= threshold < len(nodes):
         raise NotEnoughNodesForThreshold()

@@ -56,7 +56,9 @@ async def _on_key_info(core: Core, sender: bytes, msg: m.KeyInfoRequest) -> m.Ke
         author=share.author,
         public=share.public,
         has_document_key=share.common_point is not None,
-        versions=tuple(v.hash for v in reversed(share.versions))[:32],
+        # the active version first: it is the one entry nodes choose
+        versions=(share.last_version.hash,
+                  *(v.hash for v in reversed(share.versions) if v is not share.last_version))[:32],
         holders=tuple(sorted(share.last_version.id_numbers)),
     )
 

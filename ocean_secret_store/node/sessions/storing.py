@@ -38,7 +38,7 @@ from ...exceptions import (
 from ...protocol import bound as b
 from ...protocol import messages as m
 from ..storage import MAX_PENDING_TXS, KeyShare, KeyStorage, PendingDocumentKey
-from . import generation
+from . import generation, migration
 from .base import Core, Maintenance, Requester, RequestHandlers, gather_settled, settled_by_node
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ async def _prepare_locally(
 ) -> bool:
     """Record ``(C, E)`` as pending under ``tx``; False when this node holds no share of the key."""
     async with core.store_lock:
+        if migration.redistributing(core, key_id):
+            raise _busy("the key is being redistributed (admin session); try again in a moment")
         share = await core.load_key(key_id)
         if share is None:
             if check_bound is not None:
