@@ -91,8 +91,9 @@ KEEPER_ARTIFACTS_DIR: Final = "artifacts"
 KEEPER_NETWORK: Final = "development"
 CONTRACTS_FILE: Final = "contracts.json"
 DEV_ONLY: Final = "DEV ONLY: holds private keys of a local development network; never use them elsewhere"
-#: Funded anvil accounts by role (anvil's dev accounts, in this order).
-ROLES: Final = ("deployer", "minter", "publisher", "consumer", "provider")
+#: Funded anvil accounts by role (anvil's dev accounts, in this order). ``admin`` signs admin
+#: sessions (servers-set change): every node's config names its public key as ``admin_public``.
+ROLES: Final = ("deployer", "minter", "publisher", "consumer", "provider", "admin")
 #: Roles whose accounts also get a keystore for the Parity-compatible JSON-RPC face.
 RPC_ROLES: Final = ("publisher", "consumer", "provider")
 #: The provider's private key travels in this variable of its environment, never on its command line.
@@ -525,6 +526,7 @@ def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_tim
                 "listen": cluster[node.public],
                 "http_listen": f"{LOOPBACK}:{ports[2 * i + 1]}",
                 "data_dir": node.data_dir,
+                **({"admin_public": admin} if (admin := _admin_public(state)) else {}),
             },
             "cluster": cluster,
             "timeouts": {"session": session_timeout, "connect": 2.0, "keepalive": 1.0},

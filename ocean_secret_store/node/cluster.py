@@ -262,7 +262,7 @@ class ClusterCore:
     def old_set_view(self) -> tuple[bytes, ...]:
         """The old set an administrator signs for this node as master (Parity's rule): the servers
         set members connected to it, itself included."""
-        connected = self.connected_others()
+        connected = self.reachable()
         return tuple(sorted({n for n in self._servers_set if n in connected} | {self.node_id}))
 
     async def admin(self, request: AdminRequest, force: bool = False) -> dict[str, Any]:
@@ -273,7 +273,7 @@ class ClusterCore:
     def admin_status(self) -> dict[str, Any]:
         """``GET /admin/status``: the servers set, the admin session this node takes part in, and the
         progress of the one it runs (or ran last) as master."""
-        connected = self.connected_others()
+        connected = self.reachable()
         session = self._admin_session
         return {
             "node_id": "0x" + self.node_id.hex(),
@@ -294,6 +294,10 @@ class ClusterCore:
 
     def connected_others(self) -> frozenset[bytes]:
         return self.net.connected_peers() & frozenset(self.others)
+
+    def reachable(self) -> frozenset[bytes]:
+        """Every peer connected now, in the servers set or not (a node an admin session adds)."""
+        return self.net.connected_peers() - {self.node_id}
 
     def require_all_connected(self) -> None:
         """For operations that need every node (generation, storing): refuse at once, rather than
@@ -633,19 +637,39 @@ class ClusterCore:
                                  lambda r: negotiation.server_key(self, key_id, r), ConsensusTemporaryUnreachable,
                                  bound, b.no_arguments())
 
+    async def _local_or_stale(self, key_id: bytes, local: Callable[[], Awaitable[ResultT]]) -> ResultT | None:
+        """``local()`` if this node holds an active version of ``key_id``; None when it holds none,
+        or when its version is stale (its peers moved on to a newer one: a node restored from an old
+        backup, or one an admin session could not reach), so that a holder runs the operation."""
+        if not await self.usable_key(key_id):
+            return None
+        try:
+            return await local()
+        except ConsensusTemporaryUnreachable:
+            share = await self.load_key(key_id)
+            newer = await delegation.newer_version(self, key_id, share)
+            if newer is None:
+                raise
+            log.warning("key %s: this node's version is stale (its peers hold 0x%s..); delegating. Repair this "
+                        "node (docs/operators.md)", key_id.hex()[:16], newer.hex()[:16])
+            return None
+
     async def _blob(self, operation: str, key_id: bytes, signature: bytes, local: Callable[[], Awaitable[bytes]],
                     message_hash: bytes | None = None) -> bytes:
-        """``local()`` if this node holds a share of ``key_id``, else the same through a holder."""
-        if await self.usable_key(key_id):
-            return await local()
+        """``local()`` if this node holds a usable share of ``key_id``, else the same through a holder."""
+        result = await self._local_or_stale(key_id, local)
+        if result is not None:
+            return result
         reply = await delegation.forward(self, operation, key_id, signature, message_hash)
         if not isinstance(reply, m.DelegatedBlob):
             raise InvalidMessage(f"a delegated {operation} came back as {reply.KIND}")
         return reply.blob
 
     async def _shadow(self, key_id: bytes, signature: bytes, requester: Requester) -> decryption.ShadowResult:
-        if await self.usable_key(key_id):
-            return await decryption.retrieve_shadow(self, key_id, signature, requester)
+        result = await self._local_or_stale(key_id, lambda: decryption.retrieve_shadow(self, key_id, signature,
+                                                                                       requester))
+        if result is not None:
+            return result
         reply = await delegation.forward(self, "shadow", key_id, signature)
         if not isinstance(reply, m.DelegatedShadow):
             raise InvalidMessage(f"a delegated shadow retrieval came back as {reply.KIND}")

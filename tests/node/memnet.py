@@ -143,15 +143,20 @@ class DenyList:
 
 
 async def make_cluster(
-    n: int, *, session_timeout: float = 2.0, acl_factory: Callable[[], AccessChecker] = AllowAll
+    n: int, *, session_timeout: float = 2.0, acl_factory: Callable[[], AccessChecker] = AllowAll,
+    servers: int | None = None, admin_public: Point | None = None,
 ) -> tuple[Hub, list[ClusterCore]]:
+    """``n`` cores on one bus; the first ``servers`` (default all) are the servers set, the others
+    are connected but hold nothing (nodes an admin session may add)."""
     hub = Hub()
     secrets = list(range(1001, 1001 + n))
     ids = [Point.generator_mul(s).to_bytes() for s in secrets]
+    servers_set = ids[: n if servers is None else servers]
     for secret, node_id in zip(secrets, ids, strict=True):
         core = ClusterCore(
             node_secret=secret,
-            nodes=ids,
+            nodes=servers_set if node_id in servers_set else [*servers_set, node_id],
+            admin_public=admin_public,
             net=MemoryNet(hub, node_id),
             storage=MemoryKeyStorage(),
             acl=acl_factory(),

@@ -151,6 +151,10 @@ class Core(Protocol):
 
     def connected_others(self) -> frozenset[bytes]: ...
 
+    def reachable(self) -> frozenset[bytes]:
+        """Every peer connected now, in the servers set or not."""
+        ...
+
     def candidates(self, nodes: Iterable[bytes]) -> list[bytes]:
         """``nodes`` that may be asked now, best first: connected and unsuspected, then still
         connecting, then suspected (random order among equals); peers known to be down are left out."""

@@ -31,6 +31,7 @@ from ...exceptions import (
     ServerKeyIsNotFound,
 )
 from ...protocol import messages as m
+from ..storage import KeyShare
 from . import decryption, negotiation, signing
 from .base import Core, Requester, RequestHandlers
 
@@ -57,6 +58,17 @@ def _choose(found: list[tuple[bytes, negotiation.KeyMetadata]]) -> _Choice | Non
 
 def _enough(found: list[tuple[bytes, negotiation.KeyMetadata]]) -> bool:
     return _choose(found) is not None
+
+
+async def newer_version(core: Core, key_id: bytes, share: KeyShare | None) -> bytes | None:
+    """The version t+1 live peers use for ``key_id`` when it is not this node's active one (this
+    node's is stale), else None."""
+    if share is None or not share.usable:
+        return None
+    choice = _choose(await negotiation.find_key(core, key_id, enough=_enough))
+    if choice is None or choice.version == share.last_version.hash:
+        return None
+    return choice.version
 
 
 async def forward(core: Core, operation: str, key_id: bytes, signature: bytes,

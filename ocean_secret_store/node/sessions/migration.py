@@ -372,7 +372,7 @@ async def _on_collect(core: Core, sender: bytes, msg: m.ReshareCollect) -> m.Res
     except CheatingDealer as exc:
         names = ", ".join(_short(d) for d in exc.dealers if isinstance(d, bytes))
         log.warning("redistribution of key %s: refused the dealing of %s: %s", _short(state.key_id), names, exc)
-        failure = InvalidMessage(f"cheating dealer(s) {names}: {exc}")
+        failure = InternalError(f"cheating dealer(s) {names}: {exc}")  # Internal keeps the detail on the wire
         state.fail(failure)
         raise failure from exc
     state.received, state.record = received, record
@@ -547,7 +547,7 @@ async def _all(core: Core, nodes: Sequence[bytes], body: m.Message, reply: type[
 
 def _participants(core: Core, request: AdminRequest) -> list[bytes]:
     """Every node of both sets this master can reach, itself first."""
-    connected = core.connected_others()
+    connected = core.reachable()
     others = sorted(n for n in set(request.old_set) | set(request.new_set) if n != core.node_id and n in connected)
     return [core.node_id, *others]
 
@@ -575,7 +575,7 @@ async def _move(core: Core, admin: AdminSession, plan: KeyPlan) -> None:
     except BaseException:
         core.table(TABLE).pop(session, None)
         for node in everyone:
-            if node != core.node_id and node in core.connected_others():
+            if node != core.node_id and node in core.reachable():
                 with contextlib.suppress(KeyServerError):  # best effort: the member's session expires
                     await core.send(node, m.ReshareAbort(session=session))
         raise
@@ -654,7 +654,7 @@ async def run(core: Core, request: AdminRequest, *, force: bool = False,
     :raises AdminSessionIncomplete: some keys failed to move (run the same request again to resume).
     """
     request.verify(core.admin_public)
-    connected = core.connected_others()
+    connected = core.reachable()
     seen = tuple(sorted({n for n in core.servers_set if n in connected} | {core.node_id}))
     if request.old_set != seen:
         raise AccessDenied("the old set is not the servers set as this node sees it")
