@@ -542,6 +542,15 @@ def _write_node_configs(state: DevnetState, secrets_: Sequence[int], session_tim
         node.http_url = f"{state.scheme}://{LOOPBACK}:{ports[2 * i + 1]}"
 
 
+def _admin_public(state: DevnetState) -> str | None:
+    """``0x`` + 128 hex of ``accounts.admin``'s public key, every node's ``admin_public`` (None for a
+    devnet made before the admin account: its nodes take part in no admin session)."""
+    admin = state.accounts.get("admin")
+    if admin is None:
+        return None
+    return to_hex(Point.generator_mul(int(admin.private_key, 16)).to_bytes())
+
+
 def _new_nodes(state_dir: Path, count: int) -> tuple[list[int], list[NodeEntry]]:
     keys = [random_scalar() for _ in range(count)]
     nodes = []

@@ -270,11 +270,14 @@ class GenPublics(Message):
     coefficients: tuple[Point, ...]
 
 
-@message("GenReady", public="point")
+@message("GenReady", public="point", digest="opt_h256")
 class GenReady(Message):
-    """Node -> master, answering ``GenStart``: the joint public key this node computed."""
+    """Node -> master, answering ``GenStart``: the joint public key this node computed, and the
+    digest of the version commitments ``D`` it computed (``resharing.version_digest``): every node
+    must store the same ``D``, from which the next redistribution names a cheating dealer."""
 
     public: Point
+    digest: bytes | None = None
 
 
 @message("GenCommit", session="h256")

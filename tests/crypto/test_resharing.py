@@ -19,18 +19,14 @@ from ocean_secret_store.crypto.resharing import (
     VERSION_EPOCH_LABEL,
     CheatingDealer,
     ReceivedShare,
-    commitments_digest,
     deal_redistribution,
-    deal_refresh,
     new_id_numbers,
     next_version,
     public_share_at,
     receive_redistribution,
-    refresh_share,
-    refresh_version_commitments,
     subshare_for,
-    verify_refresh_subshare,
     verify_subshare,
+    version_digest,
     version_hash,
 )
 from ocean_secret_store.crypto.shadows import combine_shadow_points, node_shadow, shadow_point
@@ -232,14 +228,13 @@ def test_bad_commitment_lists_and_dealer_sets_are_refused() -> None:
         receive_redistribution(x, 2, {}, {}, {}, key.public)
 
 
-def test_digest_binds_every_dealers_commitments() -> None:
-    _key, _group, _new_xs, dealings = _setup()
-    commitments = {i + 1: dealing.commitments for i, dealing in enumerate(dealings.values())}
-    digest = commitments_digest(commitments)
-    assert digest == commitments_digest(dict(reversed(commitments.items())))
-    other = deal_redistribution(5, 2).commitments
-    assert commitments_digest({**commitments, 1: other}) != digest
-    assert commitments_digest({**commitments, 1: commitments[1][:-1]}) != digest
+def test_version_digest_binds_every_commitment_and_their_order() -> None:
+    commitments = deal_redistribution(5, 2).commitments
+    digest = version_digest(commitments)
+    assert digest == version_digest(tuple(commitments))
+    assert version_digest(commitments[::-1]) != digest
+    assert version_digest(commitments[:-1]) != digest
+    assert version_digest((commitments[0], commitments[1], deal_redistribution(6, 2).commitments[2])) != digest
 
 
 def test_input_checks() -> None:
@@ -247,10 +242,8 @@ def test_input_checks() -> None:
         deal_redistribution(0, 1)
     with pytest.raises(InvalidThreshold):
         deal_redistribution(1, -1)
-    with pytest.raises(InvalidThreshold):
-        deal_refresh(-1)
     with pytest.raises(InvalidScalar):
-        subshare_for(deal_refresh(1), 0)
+        subshare_for(deal_redistribution(1, 1), 0)
     with pytest.raises(InvalidShare):
         new_id_numbers({1: 5}, [])
     with pytest.raises(InvalidShare):
@@ -258,21 +251,6 @@ def test_input_checks() -> None:
 
 
 # -- proactive refresh -----------------------------------------------------------------------------
-
-
-def refresh(
-    xs: Mapping[int, int], shares: Mapping[int, int], t: int, commitments: Sequence[Point]
-) -> tuple[dict[int, int], tuple[Point, ...]]:
-    dealings = {d: deal_refresh(t) for d in xs}
-    new_shares = {}
-    for j, x in xs.items():
-        subshares = []
-        for d, dealing in dealings.items():
-            sub = subshare_for(dealing, x)
-            verify_refresh_subshare(x, sub, dealing.commitments, t, dealer=d)
-            subshares.append(sub)
-        new_shares[j] = refresh_share(shares[j], subshares)
-    return new_shares, refresh_version_commitments(commitments, [d.commitments for d in dealings.values()])
 
 
 @given(st.integers(1, 4).flatmap(lambda t: st.tuples(st.just(t), st.integers(t + 1, 6))))
@@ -287,8 +265,14 @@ def test_refresh_keeps_the_secret_and_old_and_new_shares_do_not_mix(tn: tuple[in
     y = secret_of(xs, old, list(range(t + 1)))
     assert y * G == key.public
 
-    new, new_commitments = refresh(xs, old, t, commitments)
-    assert new_commitments[0] == key.public
+    # A refresh: t+1 holders redistribute to every holder, same id numbers.
+    dealers = list(range(n))[-(t + 1):]  # not the group that dealt the version before
+    same_xs, refreshed = redistribute(xs, old, dealers, list(range(n)), t, key.public,
+                                      {d: public_share_at(xs[d], commitments) for d in dealers})
+    assert same_xs == xs
+    new = {j: r.share for j, r in refreshed.items()}
+    new_commitments = refreshed[0].version_commitments
+    assert new_commitments[0] == key.public and new_commitments != commitments
     for j, x in xs.items():
         assert new[j] != old[j]
         assert public_share_at(x, new_commitments) == new[j] * G
@@ -306,30 +290,6 @@ def test_refresh_keeps_the_secret_and_old_and_new_shares_do_not_mix(tn: tuple[in
     assert next_version(ids, epoch)[1] not in {refreshed, key_version_hash(ids)}
 
 
-def test_refresh_rejects_a_cheating_dealer() -> None:
-    t, x = 2, random_scalar()
-    dealing = deal_refresh(t)
-    assert len(dealing.commitments) == t and dealing.threshold == t
-    sub = subshare_for(dealing, x)
-    verify_refresh_subshare(x, sub, dealing.commitments, t, dealer="a")
-    with pytest.raises(CheatingDealer, match="dealer 'a' sent a refresh subshare") as caught:
-        verify_refresh_subshare(x, sub + 1, dealing.commitments, t, dealer="a")
-    assert caught.value.dealers == ("a",)
-    # A dealer that shifts the secret (constant c != 0) cannot commit to it: there is no A_0 slot.
-    with pytest.raises(CheatingDealer):
-        verify_refresh_subshare(x, (sub + 5) % N, dealing.commitments, t, dealer="a")
-    with pytest.raises(CheatingDealer, match="expected 2"):
-        verify_refresh_subshare(x, sub, (G, *dealing.commitments), t, dealer="a")
-    # t = 0: the share is the secret; a refresh deals nothing and only a zero subshare verifies.
-    empty = deal_refresh(0)
-    assert empty.commitments == () and subshare_for(empty, x) == 0
-    verify_refresh_subshare(x, 0, (), 0, dealer="a")
-    with pytest.raises(CheatingDealer):
-        verify_refresh_subshare(x, 1, (), 0, dealer="a")
-    with pytest.raises(InvalidShare):
-        refresh_version_commitments((G, G), [(G, G)])
-
-
 def test_version_hash_rules() -> None:
     ids = {node_id(1): 11, node_id(2): 22}
     assert version_hash(ids) == key_version_hash(ids)  # epoch 0: Parity's hash
@@ -345,9 +305,8 @@ def test_version_hash_rules() -> None:
 
 def test_secrets_stay_out_of_reprs() -> None:
     dealing = deal_redistribution(123456789, 2)
-    z = deal_refresh(2)
-    text = repr(dealing) + repr(z)
-    for value in (*dealing.coefficients, *z.coefficients):
+    text = repr(dealing)
+    for value in dealing.coefficients:
         assert str(value) not in text and f"{value:x}" not in text
 
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from ocean_secret_store.crypto.curve import Point, random_scalar
+from ocean_secret_store.crypto.curve import N, Point, random_scalar
 from ocean_secret_store.crypto.hashes import key_version_hash
 from ocean_secret_store.crypto.resharing import public_share_at, version_hash
 from ocean_secret_store.crypto.sharing import evaluate, random_polynomial
-from ocean_secret_store.exceptions import DatabaseError, InternalError
+from ocean_secret_store.exceptions import DatabaseError, InternalError, InvalidMessage
 from ocean_secret_store.node.storage import DB_FILENAME, SCHEMA_VERSION, KeyShare, KeyVersion, SqliteKeyStorage
+from ocean_secret_store.protocol import messages as m
 
 from .memnet import make_cluster
 from .test_sessions import TIMEOUT, Account, run, stored
@@ -56,6 +57,42 @@ def test_generation_stores_identical_version_commitments_that_give_every_public_
                 for other in versions:
                     assert public_share_at(other.id_numbers[core.node_id], other.commitments) == Point.generator_mul(
                         version.secret_share)
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_a_dealer_showing_different_commitments_to_different_nodes_stops_the_generation() -> None:
+    """The keys agree (same constants), the higher commitments do not: GenReady's digest catches it."""
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(4, session_timeout=TIMEOUT)
+        try:
+            dealer, victim = cores[1].node_id, cores[2].node_id
+            xs: dict[bytes, int] = {}
+
+            def tamper(src: bytes, dst: bytes, env: m.Envelope) -> m.Envelope:
+                body = env.body
+                if isinstance(body, m.GenInit):
+                    xs.update(body.id_numbers)
+                if isinstance(body, m.GenPublics) and src == dealer and dst == victim:
+                    # C'_1 = C_1 - x·d·G, C'_2 = C_2 + d·G: the victim's share still verifies, Y is unchanged
+                    x, delta = xs[victim], 12345
+                    c = list(body.coefficients)
+                    c[1] = c[1] + Point.generator_mul((-x * delta) % N)
+                    c[2] = c[2] + Point.generator_mul(delta)
+                    return m.Envelope(m.GenPublics(session=body.session, coefficients=tuple(c)), env.rid,
+                                      env.reply_to)
+                return env
+
+            hub.tamper = tamper
+            key_id = os.urandom(32)
+            author = Account()
+            with pytest.raises(InvalidMessage, match="invalid message"):
+                await cores[0].generate_server_key(key_id, author.sign(key_id), 2)
+            assert all(core.storage.get(key_id) is None for core in cores)  # nobody stored it
+            assert xs  # the tamper saw the generation
         finally:
             await hub.stop()
 

@@ -14,7 +14,8 @@ Rounds, driven by the entry node (the master):
    same, verified ``Y = Σ a_i0·G``. Each node also sums the dealers' commitments into the
    version commitments ``D_k = Σ_i a_ik·G`` (k = 0..t), checks ``D_0 = Y`` and its own share
    against them (``s_j·G = Σ_k x_j^k·D_k``), and stores them with the key's version (epoch 0),
-   so every holder's public share is known from generation on (issue 14).
+   so every holder's public share is known from generation on (issue 14). ``GenReady`` carries
+   ``Y`` and a digest of ``D``: the master refuses to commit unless every node computed both alike.
 3. ``GenCommit`` (master -> every node, answered): every node stores its share; the master
    stores last and returns ``Y``.
 
@@ -34,7 +35,7 @@ from ...crypto import dkg, sharing
 from ...crypto.curve import N, Point, point_sum, random_scalar
 from ...crypto.hashes import key_version_hash
 from ...crypto.nums import pedersen_h
-from ...crypto.resharing import public_share_at
+from ...crypto.resharing import public_share_at, version_digest
 from ...exceptions import (
     DuplicateSessionId,
     ExclusiveSessionActive,
@@ -239,7 +240,8 @@ def _on_dealing_local(state: GenerationState, me: bytes, dealing: tuple[int, int
 async def _on_start(core: Core, sender: bytes, msg: m.GenStart) -> m.GenReady:
     state = _state_for(core, sender, msg.session, from_master=True)
     try:
-        return m.GenReady(public=await _deal_and_verify(core, state))
+        public = await _deal_and_verify(core, state)
+        return m.GenReady(public=public, digest=version_digest(state.commitments))
     except KeyServerError as exc:
         state.fail(exc)
         core.table(TABLE).pop(msg.session, None)
@@ -337,6 +339,11 @@ async def run(core: Core, key_id: bytes, author: bytes, threshold: int, owner: b
             raise InternalError("generation finished without a public key")
         if any(isinstance(r, m.GenReady) and r.public != public for r in readies):
             raise InvalidMessage("nodes computed different joint public keys")
+        digest = version_digest(state.commitments)
+        if any(isinstance(r, m.GenReady) and r.digest != digest for r in readies):
+            # a dealer showed different Feldman commitments to different nodes (the keys agree, the
+            # public shares would not): no node stores this key
+            raise InvalidMessage("nodes computed different version commitments")
         commit = m.GenCommit(session=key_id)
         error = _first_error(await gather_settled([core.request(n, commit, m.Ack) for n in others]))
         if error:

@@ -57,14 +57,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
-from ...crypto.curve import Point
 from ...crypto.resharing import (
     CheatingDealer,
     ReceivedShare,
@@ -73,6 +71,7 @@ from ...crypto.resharing import (
     public_share_at,
     receive_redistribution,
     subshare_for,
+    version_digest,
     version_hash,
 )
 from ...exceptions import (
@@ -173,14 +172,6 @@ def _state(core: Core, sender: bytes, session: bytes, *, from_master: bool = Tru
     if from_master and sender != state.master:
         raise InvalidNodeForRequest()
     return state
-
-
-def commitments_digest(commitments: Sequence[Point]) -> bytes:
-    """SHA-256 over a version's commitments ``D_0..D_t``: what every receiver must agree on."""
-    digest = hashlib.sha256(b"ocean-secret-store/version-commitments/v1")
-    for point in commitments:
-        digest.update(point.to_bytes())
-    return digest.digest()
 
 
 # -- admin session: member handlers ---------------------------------------------------------------
@@ -376,7 +367,7 @@ async def _on_collect(core: Core, sender: bytes, msg: m.ReshareCollect) -> m.Res
         state.fail(failure)
         raise failure from exc
     state.received, state.record = received, record
-    state.digest = commitments_digest(received.version_commitments)
+    state.digest = version_digest(received.version_commitments)
     return m.ReshareReceived(digest=state.digest)
 
 
