@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeVar, cast
 
 from ..crypto.curve import Point, Rng, default_rng
+from ..crypto.hashes import address_of, servers_set_hash
 from ..exceptions import (
     KEY_SERVER_ERRORS,
     ConsensusTemporaryUnreachable,
@@ -267,8 +268,19 @@ class ClusterCore:
 
     async def admin(self, request: AdminRequest, force: bool = False) -> dict[str, Any]:
         """Run an admin session as its master (it goes on if the HTTP request that asked for it goes away)."""
+        operation = f"admin_{request.operation}"
+        subject = servers_set_hash(request.new_set)  # the audit's "key id" of an admin session: the new set's hash
+        admin = None if self.admin_public is None else address_of(self.admin_public)
         task = self.spawn(migration.run(self, request, force=force))
-        return await asyncio.shield(task)
+        try:
+            report = await asyncio.shield(task)
+        except KeyServerError as exc:
+            self.audit.record(operation, subject, admin, "entry", "refused" if exc.status in (400, 403, 409) else
+                              "failed", f"{exc.parity_name}: {exc.detail}" if exc.detail else exc.parity_name)
+            raise
+        counts = f"{report.get('done', 0)} moved, {report.get('skipped', 0)} skipped of {report.get('total', 0)}"
+        self.audit.record(operation, subject, admin, "entry", "ok", counts)
+        return report
 
     def admin_status(self) -> dict[str, Any]:
         """``GET /admin/status``: the servers set, the admin session this node takes part in, and the

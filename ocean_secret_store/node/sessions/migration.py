@@ -196,6 +196,11 @@ async def _on_admin_init(core: Core, sender: bytes, msg: m.AdminInit) -> None:
     if current is None and core.table(generation.TABLE):
         raise HasActiveSessions()
     await core.begin_admin(AdminSession(msg.session, sender, request))
+    # A resume: what this node still holds of the interrupted session's keys is abandoned (nothing
+    # of it was committed by this node, or the new session's plan sees it).
+    table = core.table(TABLE)
+    for session in [s for s, state in table.items() if state.admin != msg.session]:
+        table.pop(session).fail(NodeDisconnected())
 
 
 async def _on_admin_keys(core: Core, sender: bytes, msg: m.AdminKeysRequest) -> m.AdminKeys:
