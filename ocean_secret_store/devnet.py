@@ -57,6 +57,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1050,3 +1051,250 @@ def restart_provider(state_dir: Path, backend: str | None = None, timeout: float
     finally:
         state.save()
     return state
+
+
+# -- servers-set change: add, remove and replace key servers of a running devnet -------------------
+
+
+def _admin_secret(state: DevnetState) -> str:
+    admin = state.accounts.get("admin")
+    if admin is None or _admin_public(state) is None:
+        raise DevnetError(f"the devnet in {state.state_dir} has no admin account (made before servers-set change): "
+                          "make a new one with `devnet up --fresh`")
+    return admin.private_key
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def _edit_config(path: str | Path, change: Callable[[dict[str, Any]], None]) -> None:
+    mapping = _read_config(path)
+    change(mapping)
+    _write_private(Path(path), f"# {DEV_ONLY}\n" + dump_config(mapping))
+
+
+def _reload(node: NodeEntry) -> None:
+    """SIGHUP a running node: it rereads its config's ``[cluster]`` address book (docs/http-api.md)."""
+    if node.pid is not None and _alive(node.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.pid, signal.SIGHUP)
+
+
+def _set_peer(state: DevnetState, nodes: Sequence[NodeEntry], public: str, listen: str | None) -> None:
+    """List ``public`` at ``listen`` (None: remove it) in the ``[cluster]`` of ``nodes``, and reload them."""
+    for node in nodes:
+        def change(mapping: dict[str, Any]) -> None:
+            cluster = mapping.setdefault("cluster", {})
+            if listen is None:
+                cluster.pop(public, None)
+            else:
+                cluster[public] = listen
+        _edit_config(node.config, change)
+        _reload(node)
+
+
+def _next_name(state: DevnetState) -> str:
+    """``nodeK`` for the first K whose config, data dir and log are all unused (removed nodes keep theirs)."""
+    taken = {Path(n.config).stem for n in state.nodes}
+    k = 0
+    while (f"node{k}" in taken or (state.state_dir / f"node{k}.toml").exists()
+           or (state.state_dir / f"node{k}").exists()):
+        k += 1
+    return f"node{k}"
+
+
+def _running(state: DevnetState) -> list[NodeEntry]:
+    return [node for node in state.nodes if _alive(node.pid)]
+
+
+def _start_newcomer(state: DevnetState, timeout: float) -> NodeEntry:
+    """Make a new key server (fresh key, free ports, data dir, a config listing every node and
+    itself, ``admin_public``), list it in every node's config and SIGHUP the running ones, start it
+    and wait until it is connected to every running node. It is in no servers set yet."""
+    running = _running(state)
+    if not running:
+        raise DevnetError(f"no key server of the devnet in {state.state_dir} is running")
+    name = _next_name(state)
+    secret = random_scalar()
+    public = Point.generator_mul(secret)
+    listen_port, http_port = _free_ports(2)
+    listen = f"{LOOPBACK}:{listen_port}"
+    entry = NodeEntry(public=to_hex(public.to_bytes()), address=checksum_address(address_of(public)),
+                      http_url=f"{state.scheme}://{LOOPBACK}:{http_port}", pid=None,
+                      config=str(state.state_dir / f"{name}.toml"), data_dir=str(state.state_dir / name),
+                      log=str(state.state_dir / f"{name}.log"))
+    mapping = _read_config(running[0].config)  # timeouts, acl, http and the rest as the cluster has them
+    mapping["node"] = {
+        "secret": to_hex(secret.to_bytes(32, "big")), "listen": listen, "http_listen": f"{LOOPBACK}:{http_port}",
+        "data_dir": entry.data_dir, "admin_public": _admin_public(state),
+    }
+    mapping["cluster"] = {**mapping.get("cluster", {}), entry.public: listen}
+    if state.tls_ca:
+        folder = state.state_dir / TLS_DIR
+        issue_certificate(TlsFiles(folder / "ca.pem", folder / "ca.key"), folder, name)
+        tls = state.tls_files(name)
+        if tls is not None:
+            mapping.setdefault("http", {}).update(tls_cert=str(tls.cert), tls_key=str(tls.key))
+    Path(entry.data_dir).mkdir(exist_ok=True)
+    _write_private(Path(entry.config), f"# {DEV_ONLY}\n" + dump_config(mapping))
+    _set_peer(state, state.nodes, entry.public, listen)
+    child = _spawn(f"key server {name}", ["node", "--config", entry.config], Path(entry.log))
+    entry.pid = child.pid
+    try:
+        wait_for_mesh([entry.http_url], len(running), timeout, [child], verify=state.verify)
+    except BaseException:
+        _stop_children([child])
+        _set_peer(state, state.nodes, entry.public, None)
+        raise
+    return entry
+
+
+def _change(state: DevnetState, master: NodeEntry, add: Sequence[NodeEntry], remove: Sequence[NodeEntry],
+            force: bool, on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """One servers-set change through ``master``: its servers set plus ``add`` minus ``remove``; the
+    session's final progress."""
+    from .client.admin import AdminClient  # noqa: PLC0415 -- only the servers-set commands need the client
+
+    with AdminClient(master.http_url, verify=state.verify) as client:
+        current = {str(n).lower() for n in client.status()["servers_set"]}
+        new_set = (current | {n.public for n in add}) - {n.public for n in remove}
+        return client.servers_set_change(sorted(new_set), _admin_secret(state), force, on_progress=on_progress)
+
+
+def _admin_status(state: DevnetState, node: NodeEntry) -> dict[str, Any] | None:
+    """``node``'s ``GET /admin/status``, None if it does not answer one."""
+    from .client.admin import AdminClient  # noqa: PLC0415 -- as in _change
+
+    try:
+        with AdminClient(node.http_url, verify=state.verify) as client:
+            return client.status()
+    except SecretStoreError:
+        return None
+
+
+def _update_urls(state: DevnetState) -> None:
+    """After the node list changed: ``secret_store_url``, ``threshold_max``, ``ocean.ini`` and squid-py's
+    ``config.ini`` follow it (a running provider keeps the URLs it started with: restart_provider)."""
+    state.secret_store_url = state.nodes[0].http_url if state.nodes else None
+    state.threshold_max = len(state.nodes) - 1
+    if state.ocean_config:
+        _write_ocean_config(state)
+    if state.squid_config and state.keeper_artifacts:
+        _write_squid_config(state)
+
+
+def _master(state: DevnetState, besides: NodeEntry | None = None) -> NodeEntry:
+    for node in state.nodes:
+        if node is not besides and _alive(node.pid):
+            return node
+    raise DevnetError(f"no running key server in {state.state_dir} can run the servers-set change")
+
+
+def _admit(state: DevnetState, newcomer: NodeEntry, remove: Sequence[NodeEntry], force: bool,
+           on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Run the change that admits ``newcomer`` (and drops ``remove``); on a refusal that changed
+    nothing the newcomer is stopped and unlisted again, else it stays in the devnet to be resumed."""
+    master = _master(state, besides=remove[0] if remove else None)
+    try:
+        return _change(state, master, [newcomer], remove, force, on_progress)
+    except BaseException as exc:
+        status = _admin_status(state, master)
+        if status is not None and status.get("admin_session") is None \
+                and newcomer.public not in status["servers_set"]:
+            # refused before anything changed: the newcomer goes away again
+            if newcomer.pid is not None:
+                _stop_group(newcomer.pid)
+            _set_peer(state, state.nodes, newcomer.public, None)
+            Path(newcomer.config).unlink(missing_ok=True)  # it holds the node secret
+            shutil.rmtree(newcomer.data_dir, ignore_errors=True)
+            raise
+        # the session may have moved keys to it: it stays, so that `down` stops it and the change can resume
+        state.nodes.append(newcomer)
+        _update_urls(state)
+        state.save()
+        if not isinstance(exc, Exception):
+            raise
+        session = (status or {}).get("admin_session") or {}
+        nodes = ",".join(session.get("new_set", [])) or "..."
+        raise DevnetError(f"the servers-set change did not finish ({exc}); {Path(newcomer.config).stem} stays in "
+                          f"the devnet as node {len(state.nodes) - 1}. Resume the change with `ocean-secret-store "
+                          f"admin servers-set-change --node {master.http_url} --nodes {nodes} --admin-key-env VAR` "
+                          "(VAR holding accounts.admin's private key)") from exc
+
+
+def add_node(state_dir: Path, *, force: bool = False, timeout: float = 60.0,
+             on_progress: Callable[[dict[str, Any]], None] | None = None,
+             say: Callable[[str], None] = lambda _: None) -> tuple[int, dict[str, Any]]:
+    """Add a key server to the running devnet: start it (connected to every node, which reload
+    their address books on SIGHUP), then a servers-set change, signed by ``accounts.admin``, to the
+    current set plus it. ``force``: go on although some keys cannot keep t+1 shares.
+
+    Returns the new node's index in ``nodes`` and the session's final progress (``done``,
+    ``failed``, ``skipped``, ``lost``).
+    """
+    state = DevnetState.require(state_dir)
+    _admin_secret(state)
+    say("starting a new key server and listing it in every node's [cluster] (SIGHUP)")
+    newcomer = _start_newcomer(state, timeout)
+    say(f"{newcomer.public[:18]}.. connected at {newcomer.http_url}; servers-set change to add it")
+    report = _admit(state, newcomer, [], force, on_progress)
+    state.nodes.append(newcomer)
+    _update_urls(state)
+    state.save()
+    return len(state.nodes) - 1, report
+
+
+def _drop(state: DevnetState, node: NodeEntry) -> None:
+    """Stop ``node`` if it runs, unlist it from every other config (SIGHUP) and from the state."""
+    if node.pid is not None and _alive(node.pid):
+        _stop_group(node.pid)
+    node.pid = None
+    state.nodes.remove(node)
+    _set_peer(state, state.nodes, node.public, None)
+
+
+def _node(state: DevnetState, index: int) -> NodeEntry:
+    if not 0 <= index < len(state.nodes):
+        raise DevnetError(f"no node {index}: the devnet has nodes 0..{len(state.nodes) - 1}")
+    return state.nodes[index]
+
+
+def remove_node(state_dir: Path, index: int, *, force: bool = False,
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Remove node ``index``: a servers-set change to the set without it, then stop it and unlist it
+    from every config (SIGHUP) and from ``devnet.json``; the session's final progress."""
+    state = DevnetState.require(state_dir)
+    _admin_secret(state)
+    node = _node(state, index)
+    if len(state.nodes) < 2:
+        raise DevnetError("the devnet's last key server cannot be removed")
+    say(f"servers-set change without node {index} ({node.public[:18]}..)")
+    report = _change(state, _master(state, besides=node), [], [node], force, on_progress)
+    _drop(state, node)
+    _update_urls(state)
+    state.save()
+    return report
+
+
+def replace_node(state_dir: Path, index: int, *, force: bool = False, timeout: float = 60.0,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 say: Callable[[str], None] = lambda _: None) -> tuple[int, dict[str, Any]]:
+    """Replace node ``index`` (running or not) by a new key server in one servers-set change: start
+    the new one as :func:`add_node` does, change the set to (set - node + new), stop the old node if
+    it still runs and unlist it. The new node takes the old one's place in ``nodes``; returns its
+    index and the session's final progress."""
+    state = DevnetState.require(state_dir)
+    _admin_secret(state)
+    old = _node(state, index)
+    say("starting a new key server and listing it in every node's [cluster] (SIGHUP)")
+    newcomer = _start_newcomer(state, timeout)
+    say(f"{newcomer.public[:18]}.. connected at {newcomer.http_url}; servers-set change to replace node {index}")
+    report = _admit(state, newcomer, [old], force, on_progress)
+    state.nodes.insert(index, newcomer)
+    _drop(state, old)
+    _update_urls(state)
+    state.save()
+    return state.nodes.index(newcomer), report
