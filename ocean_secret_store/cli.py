@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -225,6 +226,76 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _summary(report: dict[str, Any]) -> str:
+    lost = report.get("lost") or []
+    return (f"{report.get('state', '?')}: {report.get('total', 0)} keys, done {report.get('done', 0)}, "
+            f"failed {report.get('failed', 0)}, skipped {report.get('skipped', 0)}, lost {len(lost)}")
+
+
+def _cmd_devnet_nodes(args: argparse.Namespace) -> int:
+    from . import devnet
+    from .cli_tools import AdminProgress
+
+    state_dir = Path(args.state_dir)
+    say = (lambda _: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    progress = AdminProgress("servers-set change")
+    try:
+        if args.devnet_command == "remove-node":
+            nodes = devnet.DevnetState.require(state_dir).nodes
+            public = nodes[args.index].public if 0 <= args.index < len(nodes) else None
+            report = devnet.remove_node(state_dir, args.index, force=args.force, on_progress=progress, say=say)
+            data: dict[str, Any] = {"removed": args.index, "public": public, "report": report}
+            text = f"removed node {args.index} ({public}); servers-set change {_summary(report)}"
+        else:
+            change = devnet.add_node if args.devnet_command == "add-node" else functools.partial(
+                devnet.replace_node, index=args.index)
+            index, report = change(state_dir, force=args.force, on_progress=progress, say=say)
+            node = devnet.DevnetState.require(state_dir).nodes[index]
+            data = {"node": index, "public": node.public, "http_url": node.http_url, "report": report}
+            verb = "added" if args.devnet_command == "add-node" else f"replaced node {args.index} by"
+            text = f"{verb} node {index}: {node.public} at {node.http_url}; servers-set change {_summary(report)}"
+        if progress.drawn:
+            progress({"progress": report})  # the bar ends where the session did
+    finally:
+        progress.finish()
+    _print(args, data, text)
+    return EXIT_OK
+
+
+def _admin_client(args: argparse.Namespace) -> Any:
+    from .client.admin import AdminClient
+
+    verify: bool | str = str(args.ca_file.resolve()) if args.ca_file is not None else True
+    return AdminClient(args.node, verify=verify)
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    from .cli_tools import AdminProgress, admin_secret_from_env, node_ids
+
+    if args.admin_command == "status":
+        with _admin_client(args) as client:
+            print(json.dumps(client.status(), indent=2), flush=True)
+        return EXIT_OK
+    secret = admin_secret_from_env(args.admin_key_env)
+    new_set = node_ids(args.nodes) if args.admin_command == "servers-set-change" else None
+    target = node_ids([args.target])[0] if args.admin_command == "repair" else None
+    progress = AdminProgress(args.admin_command)
+    with _admin_client(args) as client:
+        try:
+            if new_set is not None:
+                report = client.servers_set_change(new_set, secret, args.force, on_progress=progress)
+            elif target is not None:
+                report = client.repair(target, secret, args.force, on_progress=progress)
+            else:
+                report = client.refresh(secret, args.force, on_progress=progress)
+            if progress.drawn:
+                progress({"progress": report})  # the bar ends where the session did
+        finally:
+            progress.finish()
+    _print(args, report, f"{args.admin_command} {_summary(report)}")
+    return EXIT_OK
+
+
 def _account(args: argparse.Namespace) -> LocalAccount:
     from .cli_tools import load_account
 
@@ -434,6 +505,39 @@ def _tls_args(cmd: argparse.ArgumentParser, default: str = "plain HTTP") -> None
     cmd.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
 
 
+def _force_arg(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--force", action="store_true",
+                     help="go on although some keys cannot keep t+1 shares (they are reported as lost and left "
+                     "as they are); without it such a session is refused and nothing changes")
+
+
+def _add_admin(sub: Any) -> None:
+    admin = sub.add_parser(
+        "admin", help="administer a key server cluster: servers-set change, refresh, repair, status",
+        description="Admin sessions through one key server (README.md, servers-set change). The admin private "
+        "key is read from the environment variable named by --admin-key-env (hex) and never printed; the old set "
+        "signed is the entry node's view (GET /admin/status). A progress bar goes to stderr while a session runs.")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    for name, text in (("status", "print the node's servers set, connections and admin session progress (JSON)"),
+                       ("servers-set-change", "move every key to a new servers set (add, remove, replace nodes)"),
+                       ("refresh", "new shares of every key on the same servers set (proactive refresh)"),
+                       ("repair", "give a node of the set back its shares of every key it lacks")):
+        cmd = admin_sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--node", required=True, metavar="URL", help="the key server that runs the session")
+        cmd.add_argument("--ca-file", type=Path, metavar="PEM", help="check an https node against this CA bundle")
+        if name == "status":
+            continue
+        if name == "servers-set-change":
+            cmd.add_argument("--nodes", action="append", required=True, metavar="0x..,0x..",
+                             help="the new servers set: node ids (0x + 128 hex), comma-separated or repeated")
+        if name == "repair":
+            cmd.add_argument("--target", required=True, metavar="0x<node id>", help="the node to repair")
+        cmd.add_argument("--admin-key-env", required=True, metavar="VAR",
+                         help="environment variable holding the admin private key (hex, 0x optional)")
+        _force_arg(cmd)
+    admin.set_defaults(func=_cmd_admin)
+
+
 def _add_encrypt_decrypt(sub: Any) -> None:
     for name, text, func in (("encrypt", "encrypt a document under a new (or existing) threshold key",
                               _cmd_encrypt),
@@ -541,6 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the provider's access backend, by plugin name: secret-store (default) or "
                              "provider-key")
     dev.set_defaults(func=_cmd_devnet)
+    for name, text in (("add-node", "start a new key server and add it to the servers set (servers-set change)"),
+                       ("remove-node", "take node N out of the servers set (servers-set change), then stop it"),
+                       ("replace-node", "replace node N by a new key server in one servers-set change")):
+        cmd = dev_sub.add_parser(name, help=text, description=text + "; signed with accounts.admin of devnet.json.")
+        cmd.add_argument("--state-dir", default=".devnet", help="where keys, configs, logs and devnet.json live")
+        if name != "add-node":
+            cmd.add_argument("index", type=int, metavar="N", help="the node's index in devnet.json's nodes")
+        _force_arg(cmd)
+        cmd.set_defaults(func=_cmd_devnet_nodes)
+
+    _add_admin(sub)
 
     keys = sub.add_parser("keys", help="node and account keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

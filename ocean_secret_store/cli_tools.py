@@ -1,5 +1,6 @@
 """Helpers of the command line that are not argument parsing: accounts from keystores or the
-environment (never from a bare argument), cluster URLs, key ids, streams and progress."""
+environment (never from a bare argument), cluster URLs, key ids, node ids, streams and progress
+(of a stream, or of an admin session)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,68 @@ class CountingReader:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
+
+
+def admin_secret_from_env(name: str | None) -> int:
+    """The administrator's private key from ``$NAME`` (64 hex digits, ``0x`` optional); never echoed."""
+    from .crypto.curve import N  # noqa: PLC0415 -- coincurve only for the admin commands
+    if not name:
+        raise UsageError("give --admin-key-env VAR: the environment variable holding the admin private key (hex)")
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise UsageError(f"environment variable {name} (the admin private key) is not set")
+    secret = int.from_bytes(parse_hex(value, name, 32, prefix=None, error=UsageError), "big")
+    if not 0 < secret < N:
+        raise UsageError(f"{name} does not hold a valid secp256k1 private key")
+    return secret
+
+
+def node_ids(values: list[str] | None) -> list[bytes]:
+    """Node ids (``0x`` + 128 hex each) from repeated and comma-separated options."""
+    from .client.admin import parse_node_id  # noqa: PLC0415 -- requests and the client only for admin commands
+    from .exceptions import ClientError  # noqa: PLC0415 -- beside the import it belongs to
+
+    out = []
+    for text in split_urls(values):
+        try:
+            out.append(parse_node_id(text))
+        except ClientError as exc:
+            raise UsageError(f"{text[:20]}..: {exc}") from None
+    if not out:
+        raise UsageError("give the new servers set: --nodes 0x<128 hex>,0x<128 hex>,...")
+    return out
+
+
+class AdminProgress:
+    """An admin session's progress on stderr while it runs: ``done + failed + skipped`` of ``total``
+    keys, redrawn in place on a terminal, else one line whenever the numbers change."""
+
+    def __init__(self, label: str, *, stream: IO[str] | None = None, width: int = 30) -> None:
+        self.label, self.width = label, width
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty()
+        self._last: tuple[Any, ...] | None = None
+        self.drawn = False
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        progress = status.get("progress") or {}
+        total = int(progress.get("total") or 0)
+        counts = [int(progress.get(k) or 0) for k in ("done", "failed", "skipped")]
+        state = str(progress.get("state", "?"))
+        key = (state, total, *counts)
+        if key == self._last:
+            return
+        self._last = key
+        finished = min(sum(counts), total)
+        filled = self.width * finished // total if total else 0
+        bar = "#" * filled + "." * (self.width - filled)
+        line = (f"{self.label}: [{bar}] {finished}/{total} keys ({state}; done {counts[0]}, failed {counts[1]}, "
+                f"skipped {counts[2]})")
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+        self.drawn = True
+
+    def finish(self) -> None:
+        if self.drawn and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
