@@ -1185,6 +1185,14 @@ def _update_urls(state: DevnetState) -> None:
         _write_squid_config(state)
 
 
+def _require_running(state: DevnetState, besides: NodeEntry | None = None) -> None:
+    """Every node of the new set must be connected to the master: refuse early, naming the node."""
+    for index, node in enumerate(state.nodes):
+        if node is not besides and not _alive(node.pid):
+            raise DevnetError(f"node {index} is not running: restart it (restart_nodes) or replace it "
+                              f"(`devnet replace-node {index}`) first")
+
+
 def _master(state: DevnetState, besides: NodeEntry | None = None) -> NodeEntry:
     for node in state.nodes:
         if node is not besides and _alive(node.pid):
@@ -1236,6 +1244,7 @@ def add_node(state_dir: Path, *, force: bool = False, timeout: float = 60.0,
     """
     state = DevnetState.require(state_dir)
     _admin_secret(state)
+    _require_running(state)
     say("starting a new key server and listing it in every node's [cluster] (SIGHUP)")
     newcomer = _start_newcomer(state, timeout)
     say(f"{newcomer.public[:18]}.. connected at {newcomer.http_url}; servers-set change to add it")
@@ -1271,6 +1280,7 @@ def remove_node(state_dir: Path, index: int, *, force: bool = False,
     node = _node(state, index)
     if len(state.nodes) < 2:
         raise DevnetError("the devnet's last key server cannot be removed")
+    _require_running(state, besides=node)
     say(f"servers-set change without node {index} ({node.public[:18]}..)")
     report = _change(state, _master(state, besides=node), [], [node], force, on_progress)
     _drop(state, node)
@@ -1289,6 +1299,7 @@ def replace_node(state_dir: Path, index: int, *, force: bool = False, timeout: f
     state = DevnetState.require(state_dir)
     _admin_secret(state)
     old = _node(state, index)
+    _require_running(state, besides=old)
     say("starting a new key server and listing it in every node's [cluster] (SIGHUP)")
     newcomer = _start_newcomer(state, timeout)
     say(f"{newcomer.public[:18]}.. connected at {newcomer.http_url}; servers-set change to replace node {index}")

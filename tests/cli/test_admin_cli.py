@@ -16,6 +16,7 @@ from ocean_secret_store.cli import main
 from ocean_secret_store.exceptions import AccessDenied, KeyServerError, KeysWouldBeLost
 from ocean_secret_store.testing.servers import ServerThread, closed_port_url
 from tests.client.test_admin import ADMIN, NODES, FakeNode, hexid
+from tests.integration.test_devnet import _state_json
 
 KEY_HEX = f"{ADMIN:064x}"
 ALL = ",".join(hexid(n) for n in NODES)
@@ -151,3 +152,11 @@ def test_devnet_node_commands_arguments(tmp_path: Path, capsys: pytest.CaptureFi
     for command in (["add-node"], ["remove-node", "0"], ["replace-node", "0", "--force"]):
         assert main(["devnet", *command, "--state-dir", str(tmp_path)]) == 1
         assert f"no devnet in {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_devnet_made_before_the_admin_account(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # an older devnet.json (no accounts.admin) still loads; its nodes have no admin_public, so no change is tried
+    (tmp_path / "devnet.json").write_text(json.dumps(_state_json(tmp_path)))
+    for command in (["add-node"], ["remove-node", "0"], ["replace-node", "0"]):
+        assert main(["devnet", *command, "--state-dir", str(tmp_path)]) == 1
+        assert "has no admin account (made before servers-set change)" in capsys.readouterr().err

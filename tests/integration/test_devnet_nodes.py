@@ -142,6 +142,8 @@ def test_replacing_a_dead_node_is_refused_until_forced(net: Net) -> None:
     dead = next(i for i, n in enumerate(state.nodes) if n.pid not in state.running_pids())
     before_nodes, before_lists = [n.public for n in state.nodes], net.cluster_lists()
     configs = sorted(net.state_dir.glob("node*.toml"))
+    with pytest.raises(devnet.DevnetError, match=f"node {dead} is not running"):  # the new set would lack it
+        devnet.add_node(net.state_dir)
     # the threshold-2 key has 2 live holders: t+1 = 3 are needed to move it, so nothing changes
     with pytest.raises(KeysWouldBeLost, match="1 key"):
         devnet.replace_node(net.state_dir, dead)
