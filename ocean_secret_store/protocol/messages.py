@@ -541,10 +541,11 @@ class ReshareProbe(Message):
 
 
 @message("ReshareInfo", found="bool", threshold="int", public="opt_point", active="opt_h256", epoch="int",
-         id_numbers="opt_id_map", max_epoch="int", inactive="h256s")
+         id_numbers="opt_id_map", max_epoch="int", others="h256s")
 class ReshareInfo(Message):
     """Node -> master: its record of the key: the active version (hash, epoch, id numbers), the
-    highest epoch of any version it holds, and the hashes of its inactive versions."""
+    highest epoch of any version it holds, and the hashes of every other version it holds (inactive
+    ones, and older active ones a prune has not dropped yet)."""
 
     found: bool
     threshold: int
@@ -553,7 +554,7 @@ class ReshareInfo(Message):
     epoch: int
     id_numbers: dict[bytes, int] | None
     max_epoch: int
-    inactive: tuple[bytes, ...]
+    others: tuple[bytes, ...]
 
 
 @message("ReshareInit", session="h256", admin="h256", key_id="h256", version="h256", dealers="id_map",

@@ -306,15 +306,20 @@ def test_a_cheating_dealer_is_named_and_the_key_keeps_its_old_version() -> None:
     run(scenario)
 
 
-def test_an_interrupted_activation_resumes_without_conflicting_versions() -> None:
+@pytest.mark.parametrize("lost", ["activation", "prune"])
+def test_an_interrupted_activation_resumes_without_conflicting_versions(lost: str) -> None:
     async def scenario() -> None:
         hub, cores = await make_cluster(5, servers=3, admin_public=ADMIN_PUBLIC)
         try:
             author = Account()
             keys = await keys_with_documents(cores[:3], author, [0, 1, 2])
-            # ReshareActivate never reaches node 2, prunes reach nobody: keys stop half-activated
-            hub.drop = lambda src, dst, env: (isinstance(env.body, m.ReshareActivate) and dst == cores[2].node_id
-                                              ) or isinstance(env.body, m.ResharePrune)
+            victim = cores[2].node_id
+            if lost == "activation":
+                # ReshareActivate never reaches node 2, prunes reach nobody: keys stop half-activated
+                hub.drop = lambda src, dst, env: (isinstance(env.body, m.ReshareActivate) and dst == victim
+                                                  ) or isinstance(env.body, m.ResharePrune)
+            else:  # every node activated; node 2 keeps its old version beside the new one
+                hub.drop = lambda src, dst, env: isinstance(env.body, m.ResharePrune) and dst == victim
             with pytest.raises(AdminSessionIncomplete):
                 await change(cores[0], cores)
             for key_id, (_, document_key) in keys.items():

@@ -225,13 +225,13 @@ async def _on_admin_cancel(core: Core, sender: bytes, msg: m.AdminCancel) -> Non
 def _info(share: KeyShare | None) -> m.ReshareInfo:
     if share is None:
         return m.ReshareInfo(found=False, threshold=0, public=None, active=None, epoch=0, id_numbers=None,
-                             max_epoch=0, inactive=())
+                             max_epoch=0, others=())
     active = share.last_version if share.usable else None
     return m.ReshareInfo(
         found=True, threshold=share.threshold, public=share.public,
         active=None if active is None else active.hash, epoch=0 if active is None else active.epoch,
         id_numbers=None if active is None else dict(active.id_numbers), max_epoch=share.max_epoch,
-        inactive=tuple(v.hash for v in share.versions if not v.active)[-32:],
+        others=tuple(v.hash for v in share.versions if v is not active)[-32:],
     )
 
 
@@ -486,7 +486,7 @@ def plan_key(key_id: bytes, request: AdminRequest, infos: Mapping[bytes, m.Resha
     if version is None or old_map is None:  # actives has both by construction
         raise InternalError("an active version without its hash or id numbers")
     holders = {node for node, info in actives.items() if info.active == version}
-    committed = holders | {node for node, info in infos.items() if info.found and version in info.inactive}
+    committed = holders | {node for node, info in infos.items() if info.found and version in info.others}
     targets = set(request.new_set) if request.operation == "change" else set(old_map) & set(request.new_set)
     max_epoch = max(info.max_epoch for info in infos.values() if info.found)
 
@@ -499,7 +499,7 @@ def plan_key(key_id: bytes, request: AdminRequest, infos: Mapping[bytes, m.Resha
         if committed >= targets and holders < targets:
             return planned("activate")
         if holders >= targets:
-            leftovers = any(info.found and (info.inactive or info.active != version or node not in targets)
+            leftovers = any(info.found and (info.others or info.active != version or node not in targets)
                             for node, info in infos.items())
             return planned("prune" if leftovers else "skip")
     if request.operation == "repair" and request.target in holders:
@@ -598,7 +598,7 @@ async def _run_plan(core: Core, admin: AdminSession, plan: KeyPlan) -> None:
         # every holder of the old map committed the version; activate where it is not yet
         infos = await _probe(core, admin, _participants(core, admin.request), plan.key_id)
         holders = sorted(n for n, info in infos.items() if info.found and (info.active == plan.version
-                                                                              or plan.version in info.inactive))
+                                                                              or plan.version in info.others))
         await _finish(core, admin, plan.key_id, plan.version, holders)
     elif plan.action == "prune":
         await _prune(core, admin, plan.key_id, plan.version)
