@@ -163,10 +163,13 @@ class AdminClient:
             raise InternalError(f"{self._display}/admin/status did not answer an admin status")
         return value
 
-    def old_set(self, status: dict[str, Any] | None = None) -> tuple[bytes, ...]:
-        """The old set an administrator signs for this node: its servers set members that are
-        connected to it, itself included (sorted)."""
+    def old_set(self, status: dict[str, Any] | None = None, operation: str = "change") -> tuple[bytes, ...]:
+        """The old set an administrator signs for this node: for a change its servers set members
+        that are connected to it, itself included (Parity's rule); for a refresh or repair, which
+        keep the set, the whole servers set (sorted)."""
         status = self.status() if status is None else status
+        if operation != "change":
+            return tuple(sorted(map(parse_node_id, status["servers_set"])))
         connected = {parse_node_id(n) for n in status.get("connected", [])}
         if "node_id" in status:
             connected.add(parse_node_id(status["node_id"]))
@@ -197,7 +200,7 @@ class AdminClient:
                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """``POST /admin/refresh/...``: new shares of every key on the same servers set; the report."""
         status = self.status()
-        view = self.old_set(status)
+        view = self.old_set(status, "refresh")
         request = sign_request(_secret(admin_secret), "refresh", view, view)
         encoded = _http.encode_request(_http.AdminRefresh(request.old_signature, request.new_signature))
         return self._report(self._run("refresh", encoded, force, status, on_progress))
@@ -208,7 +211,7 @@ class AdminClient:
         active version it lacks; the report."""
         target = parse_node_id(node_id)
         status = self.status()
-        view = self.old_set(status)
+        view = self.old_set(status, "repair")
         request: AdminRequest = sign_request(_secret(admin_secret), "repair", view, view, target)
         encoded = _http.encode_request(_http.AdminRepair(request.old_signature, request.new_signature,
                                                          Point.from_bytes(target)))

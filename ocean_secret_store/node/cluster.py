@@ -260,11 +260,9 @@ class ClusterCore:
         self._admin_session = None
         log.info("admin session %s %s", session.session.hex()[:16], "committed" if commit else "cancelled")
 
-    def old_set_view(self) -> tuple[bytes, ...]:
-        """The old set an administrator signs for this node as master (Parity's rule): the servers
-        set members connected to it, itself included."""
-        connected = self.reachable()
-        return tuple(sorted({n for n in self._servers_set if n in connected} | {self.node_id}))
+    def old_set_view(self, operation: str = "change") -> tuple[bytes, ...]:
+        """The old set an administrator signs for this node as master (``migration.old_set_view``)."""
+        return migration.old_set_view(self, operation)
 
     async def admin(self, request: AdminRequest, force: bool = False) -> dict[str, Any]:
         """Run an admin session as its master (it goes on if the HTTP request that asked for it goes away)."""

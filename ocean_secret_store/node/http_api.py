@@ -115,15 +115,18 @@ async def _dispatch_admin(core: ClusterCore, request: codec.ServersSetChange | c
                           | codec.AdminStatus, force: bool) -> web.Response:
     if isinstance(request, codec.AdminStatus):
         return _report(core.admin_status())
-    view = core.old_set_view()  # what the administrator must have signed as the old set (Parity's rule)
+    # what the administrator must have signed as the old set (Parity's rule for a change)
     try:
         match request:
             case codec.ServersSetChange():
                 new_set = tuple(p.to_bytes() for p in request.new_servers_set)
-                admin = AdminRequest("change", view, new_set, request.old_set_signature, request.new_set_signature)
+                admin = AdminRequest("change", core.old_set_view("change"), new_set, request.old_set_signature,
+                                     request.new_set_signature)
             case codec.AdminRefresh():
+                view = core.old_set_view("refresh")
                 admin = AdminRequest("refresh", view, view, request.set_signature, request.refresh_signature)
             case codec.AdminRepair():
+                view = core.old_set_view("repair")
                 admin = AdminRequest("repair", view, view, request.set_signature, request.repair_signature,
                                      request.node.to_bytes())
     except AdminRequestError as exc:

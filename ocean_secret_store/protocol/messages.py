@@ -486,12 +486,14 @@ class DelegatedBlob(Message):
 
 # Admin sessions: servers-set change, refresh, repair (docs/cluster-protocol.md, "Servers-set change").
 @message("AdminInit", session="h256", operation="str", old_set="nodes", new_set="nodes", target="opt_node",
-         old_signature="signature", new_signature="signature")
+         old_signature="signature", new_signature="signature", force="bool")
 class AdminInit(Message):
     """Master -> every node of the old and new sets: verify the administrator's signatures and mark
     the admin session (persisted, exclusive against other admin sessions and key generation).
 
-    ``operation`` is ``change``, ``refresh`` or ``repair`` (``target``: the node to repair)."""
+    ``operation`` is ``change``, ``refresh`` or ``repair`` (``target``: the node to repair).
+    ``force``: the administrator forced the session; it then supersedes another unfinished session
+    marked on the node, unless that one is visibly running there."""
 
     session: bytes
     operation: str
@@ -500,6 +502,7 @@ class AdminInit(Message):
     target: bytes | None
     old_signature: bytes
     new_signature: bytes
+    force: bool = False
 
 
 @message("AdminKeysRequest", session="h256", after="h256")

@@ -354,3 +354,60 @@ def test_a_stored_record_round_trips_inactive_versions(tmp_path: Any) -> None:
         assert version.active and version.epoch == 1
         db.put_meta("servers_set", ["ab"])
         assert db.get_meta("servers_set") == ["ab"]
+
+
+def test_a_refresh_needs_every_node_of_the_set_and_never_changes_it() -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(4, admin_public=ADMIN_PUBLIC)
+        try:
+            author = Account()
+            keys = await keys_with_documents(cores, author, [1])
+            view = cores[0].old_set_view("refresh")
+            assert view == ids(cores)
+            hub.isolate(cores[3].node_id)
+            assert cores[0].old_set_view("change") == ids(cores[:3])  # a change may leave a dead node out
+            with pytest.raises(NodeDisconnected):
+                await cores[0].admin(sign_request(ADMIN, "refresh", view, view))
+            connected_view = cores[0].old_set_view("change")
+            with pytest.raises(AccessDenied):  # a refresh signed over the connected nodes only
+                await cores[0].admin(sign_request(ADMIN, "refresh", connected_view, connected_view))
+            hub.restore(cores[3].node_id)
+            await cores[0].admin(sign_request(ADMIN, "refresh", view, view))
+            for core in cores:
+                assert core.servers_set == ids(cores)
+            for key_id, (_, document_key) in keys.items():
+                assert await shadow_key(cores[3], key_id, author) == document_key
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_a_stuck_session_is_superseded_only_when_forced() -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(5, servers=3, admin_public=ADMIN_PUBLIC)
+        try:
+            author = Account()
+            keys = await keys_with_documents(cores[:3], author, [1, 1, 2])
+            # a change to add node 4 stops (its ReshareCollect answers never come), then node 4 dies
+            doomed = cores[3].node_id
+            hub.drop = lambda src, dst, env: dst == doomed and isinstance(env.body, m.ReshareCollect)
+            with pytest.raises(AdminSessionIncomplete):
+                await change(cores[0], cores[:4])
+            hub.drop = lambda src, dst, env: False
+            hub.isolate(doomed)
+            with pytest.raises(NodeDisconnected):  # it cannot be resumed
+                await change(cores[0], cores[:4], old=ids(cores[:3]))
+            other = [cores[0], cores[1], cores[2], cores[4]]
+            with pytest.raises(ExclusiveSessionActive):  # another change, not forced
+                await change(cores[0], other)
+            report = await change(cores[0], other, force=True)
+            assert report["state"] == "done" and report["done"] == len(keys)
+            for core in other:
+                assert core.admin_session is None and core.servers_set == ids(other)
+            for key_id, (t, document_key) in keys.items():
+                await check_groups(hub, cores[4], other, key_id, t, document_key, author, [])
+        finally:
+            await hub.stop()
+
+    run(scenario)

@@ -192,7 +192,17 @@ async def _on_admin_init(core: Core, sender: bytes, msg: m.AdminInit) -> None:
         raise InvalidNodeForRequest()
     current = core.admin_session
     if current is not None and not current.request.same_session(request):
-        raise ExclusiveSessionActive()
+        # Another session is marked here. Forced, the administrator replaces it (one that stopped
+        # and cannot be resumed, e.g. a node of its new set is gone for good), unless it is
+        # visibly running here: a key of it in flight, or this node its running master.
+        progress = core.admin_progress
+        mastering = progress.get("session") == "0x" + current.session.hex()
+        running = any(state.admin == current.session for state in core.table(TABLE).values()) or (
+            mastering and progress.get("state") in ("planning", "running"))
+        if not msg.force or running:
+            raise ExclusiveSessionActive()
+        log.warning("admin session %s supersedes the unfinished session %s (forced)", _short(msg.session),
+                    _short(current.session))
     if current is None and core.table(generation.TABLE):
         raise HasActiveSessions()
     await core.begin_admin(AdminSession(msg.session, sender, request))
@@ -638,34 +648,45 @@ def _progress_start(core: Core, admin: AdminSession, total: int) -> dict[str, An
     return progress
 
 
+def old_set_view(core: Core, operation: str) -> tuple[bytes, ...]:
+    """The old set the administrator signs for this node as master. A change: the servers set
+    members connected to it, itself included (Parity's rule, so a dead node can be replaced). A
+    refresh or repair keeps the set, so it is the whole servers set: each of its nodes must be
+    connected, or it would be left out of every refreshed key (and then of the set)."""
+    if operation == "change":
+        connected = core.reachable()
+        return tuple(sorted({n for n in core.servers_set if n in connected} | {core.node_id}))
+    return tuple(sorted(set(core.servers_set) | {core.node_id}))
+
+
 async def run(core: Core, request: AdminRequest, *, force: bool = False,
               concurrency: int = DEFAULT_CONCURRENCY) -> dict[str, Any]:
     """Master side of an admin session; returns its final progress report.
 
     :raises AccessDenied: no administrator key, a signature that is not the administrator's, or an
-        old set that is not this node's view (servers set members connected to it, itself included).
+        old set that is not this node's view (:func:`old_set_view`).
     :raises NodeDisconnected: a node of the new set is not connected.
-    :raises ExclusiveSessionActive: another admin session is marked on a node.
+    :raises ExclusiveSessionActive: another admin session is marked on a node (forced, an unfinished
+        one that is not running is superseded).
     :raises KeysWouldBeLost: some keys cannot keep t+1 shares and ``force`` is not set (nothing changed).
     :raises AdminSessionIncomplete: some keys failed to move (run the same request again to resume).
     """
     request.verify(core.admin_public)
-    connected = core.reachable()
-    seen = tuple(sorted({n for n in core.servers_set if n in connected} | {core.node_id}))
-    if request.old_set != seen:
+    if request.old_set != old_set_view(core, request.operation):
         raise AccessDenied("the old set is not the servers set as this node sees it")
+    connected = core.reachable()
     if any(n != core.node_id and n not in connected for n in request.new_set):
         raise NodeDisconnected()
     current = core.admin_session
     if core.admin_progress.get("state") in ("planning", "running"):
         raise ExclusiveSessionActive()
-    if current is not None and not current.request.same_session(request):
+    if current is not None and not current.request.same_session(request) and not force:
         raise ExclusiveSessionActive()
     admin = AdminSession(core.rng(32), core.node_id, request)
     nodes = _participants(core, request)
     init = m.AdminInit(session=admin.session, operation=request.operation, old_set=request.old_set,
                        new_set=request.new_set, target=request.target, old_signature=request.old_signature,
-                       new_signature=request.new_signature)
+                       new_signature=request.new_signature, force=force)
     progress = _progress_start(core, admin, 0)
     try:
         try:
