@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from Crypto.Cipher import AES
 
-from ocean_secret_store.crypto import dkg, document, ecies, schnorr, shadows
+from ocean_secret_store.crypto import dkg, document, ecdsa, ecies, schnorr, shadows
 from ocean_secret_store.crypto.curve import N, Point, random_scalar
 from ocean_secret_store.crypto.sharing import shadow_coefficients
 
@@ -148,6 +148,53 @@ def bench_schnorr(repeat: int) -> None:
     row("Lagrange (shadow) coefficients, 11 nodes", timings(lambda: shadow_coefficients(xs11), repeat=repeat))
 
 
+def bench_ecdsa(repeat: int) -> None:
+    """Threshold ECDSA (§2.9): t = 0, then one member's and the master's cost per step and the
+    whole protocol in-process for t=1, N=5 and t=3, N=7."""
+    digest = os.urandom(32)
+    key0 = dkg.run_local_dkg(0, 1)
+    row("ECDSA t=0: local RFC 6979 sign + verify",
+        timings(lambda: ecdsa.sign_locally(key0.shares[0], digest, key0.public), repeat=repeat))
+    for t, n in ((1, 5), (3, 7)):
+        bench_ecdsa_group(t, n, digest, repeat)
+
+
+def bench_ecdsa_group(t: int, n: int, digest: bytes, repeat: int) -> None:
+    """Every step once for a group of 2t+1 (checked: the signature must verify), then timed."""
+    key = dkg.run_local_dkg(t, n)
+    members = list(range(2 * t + 1))
+    group = {m: key.id_numbers[m] for m in members}
+    h_point = Point.generator_mul(random_scalar())
+    dealings = {m: ecdsa.deal_signing(t, h_point) for m in members}
+    commitments = {m: d.commitments for m, d in dealings.items()}
+    received = {j: {m: ecdsa.subshares_for(d, group[j]) for m, d in dealings.items()} for j in members}
+    shares = {j: ecdsa.receive_signing_dealings(group[j], t, h_point, received[j], commitments) for j in members}
+    coeff_shares = {j: ecdsa.inversed_nonce_coeff_share(shares[j]) for j in members}
+    u_inv = ecdsa.inversed_nonce_coeff(t, group, coeff_shares)
+    partials = {j: ecdsa.partial_signature(shares[j], key.shares[j], u_inv, digest) for j in members}
+    nonce_public = shares[0].nonce_public
+    ecdsa.combine_signature(t, group, partials, nonce_public, digest, key.public)  # raises unless it verifies
+
+    heavy = max(5, repeat // 10)
+    size = 2 * t + 1
+    row(f"ECDSA member: deal 4 sub-sharings (t={t})",
+        timings(lambda: ecdsa.deal_signing(t, h_point), repeat=heavy, warmup=2))
+    row(f"ECDSA member: subshares for {size} members (t={t})",
+        timings(lambda: [ecdsa.subshares_for(dealings[0], x) for x in group.values()], repeat=repeat))
+    row(f"ECDSA member: verify {size} dealings, form shares (t={t})",
+        timings(lambda: ecdsa.receive_signing_dealings(group[0], t, h_point, received[0], commitments),
+                repeat=heavy, warmup=2))
+    row(f"ECDSA member: u_i + partial signature (t={t})",
+        timings(lambda: (ecdsa.inversed_nonce_coeff_share(shares[0]),
+                         ecdsa.partial_signature(shares[0], key.shares[0], u_inv, digest)), repeat=repeat))
+    row(f"ECDSA master: u^-1 from {size} shares",
+        timings(lambda: ecdsa.inversed_nonce_coeff(t, group, coeff_shares), repeat=repeat))
+    row(f"ECDSA master: combine {size} partials + verify",
+        timings(lambda: ecdsa.combine_signature(t, group, partials, nonce_public, digest, key.public), repeat=repeat))
+    row(f"ECDSA whole protocol in-process (t={t}, N={n})",
+        timings(lambda: ecdsa.run_local_signing(key, members, digest), repeat=max(5, repeat // 40), warmup=1))
+
+
 def bench_aes(size: int) -> None:
     """Document encryption against raw pycryptodome AES-128-CTR on ``size`` random bytes."""
     doc_key = Point.generator_mul(random_scalar())
@@ -177,6 +224,7 @@ def main() -> None:
     for group in (3, 5) if args.quick else (3, 5, 11):
         bench_combine(group, requester_secret, requester, repeat)
     bench_schnorr(repeat)
+    bench_ecdsa(repeat)
 
     print()
     for size in [1 << 20] if args.quick else [1 << 20, 64 << 20]:
