@@ -428,7 +428,11 @@ def main() -> None:
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="oss-bench-reshare-")).resolve()
     if own:
         start = time.perf_counter()
-        devnet.up(state_dir, args.nodes, acl="none", node_settings=NO_QUOTAS)
+        try:
+            devnet.up(state_dir, args.nodes, acl="none", node_settings=NO_QUOTAS)
+        except BaseException:
+            shutil.rmtree(state_dir, ignore_errors=True)  # up() stopped what it started; the folder goes too
+            raise
         print(f"devnet up in {time.perf_counter() - start:.1f} s")
     elif devnet.DevnetState.load(state_dir) is None:
         raise SystemExit(f"no devnet in {state_dir}")
