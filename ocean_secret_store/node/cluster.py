@@ -430,6 +430,14 @@ class ClusterCore:
         except InvalidMessage as exc:
             self.stats["invalid_messages"] += 1
             log.warning("dropping malformed message from %s: %s", peer.hex()[:16], exc.detail or exc)
+            # A request or reply this node cannot read (a peer of another version): its requester,
+            # or our own request it answers, fails now instead of waiting out its timeout.
+            rid, reply_to = m.envelope_ids(payload)
+            entry = None if reply_to is None else self._pending.get(reply_to)
+            if entry and entry[0] == peer and not entry[1].done():
+                entry[1].set_exception(InvalidMessage(f"unreadable answer: {exc.detail or exc}"))
+            elif rid is not None and reply_to is None:
+                await self._reply(peer, rid, m.ErrorReply(error="InvalidMessage", detail=None))
             return
         body = envelope.body
         if envelope.reply_to is not None:

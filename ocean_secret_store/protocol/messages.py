@@ -669,6 +669,20 @@ def encode(envelope: Envelope) -> bytes:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
+def envelope_ids(payload: bytes) -> tuple[int | None, int | None]:
+    """``(rid, reply_to)`` of a message that :func:`decode` refused, if its envelope says (else None):
+    so that a request or reply of another version fails at once instead of timing out."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    rid, reply_to = obj.get("rid"), obj.get("reply_to")
+    return (rid if type(rid) is int and rid >= 0 else None,
+            reply_to if type(reply_to) is int and reply_to >= 0 else None)
+
+
 def decode(payload: bytes) -> Envelope:
     try:
         obj = json.loads(payload)

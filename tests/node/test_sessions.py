@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -529,6 +530,37 @@ def test_a_node_answering_gen_start_with_the_wrong_message_fails_generation_clea
                 await cores[0].generate_server_key(key_id, author.sign(key_id), 1)
             await asyncio.sleep(0.05)
             assert not cores[0].storage.contains(key_id)
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_an_unreadable_answer_fails_its_request_at_once_and_an_unreadable_request_is_answered() -> None:
+    """A peer of another version: its answer that does not decode fails the request now (not after the
+    timeout), and its request that does not decode gets InvalidMessage back."""
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(2, session_timeout=30.0)
+        a, b = cores
+        try:
+            hub.drop = lambda src, dst, env: isinstance(env.body, m.KeyInfoRequest)
+            pending = asyncio.ensure_future(a.request(b.node_id, m.KeyInfoRequest(key_id=bytes(32)), m.KeyInfo))
+            await asyncio.sleep(0.05)
+            (rid,) = list(a._pending)
+            started = asyncio.get_running_loop().time()
+            await a.on_message(b.node_id, json.dumps({"kind": "KeyInfo", "rid": None, "reply_to": rid}).encode())
+            with pytest.raises(InvalidMessage):
+                await pending
+            assert asyncio.get_running_loop().time() - started < 1.0
+            hub.drop = lambda src, dst, env: False
+            replies: list[m.Envelope] = []
+            hub.tamper = lambda src, dst, env: (replies.append(env), env)[1]
+            await b.on_message(a.node_id, json.dumps({"kind": "KeyInfoRequest", "rid": 77, "reply_to": None,
+                                                      "key_id": "0x12"}).encode())
+            await asyncio.sleep(0.05)
+            assert any(e.reply_to == 77 and isinstance(e.body, m.ErrorReply) and e.body.error == "InvalidMessage"
+                       for e in replies)
         finally:
             await hub.stop()
 
