@@ -535,20 +535,12 @@ class AdminCancel(Message):
     session: bytes
 
 
-@message("ReshareProbe", session="h256", key_id="h256")
-class ReshareProbe(Message):
-    """Master -> node: what versions of ``key_id`` do you hold?"""
-
-    session: bytes
-    key_id: bytes
-
-
 @message("ReshareInfo", found="bool", threshold="int", public="opt_point", active="opt_h256", epoch="int",
          id_numbers="opt_id_map", max_epoch="int", others="h256s")
 class ReshareInfo(Message):
-    """Node -> master: its record of the key: the active version (hash, epoch, id numbers), the
-    highest epoch of any version it holds, and the hashes of every other version it holds (inactive
-    ones, and older active ones a prune has not dropped yet)."""
+    """One node's record of one key (an item of ``ReshareInfos``): the active version (hash, epoch,
+    id numbers), the highest epoch of any version it holds, and the hashes of every other version it
+    holds (inactive ones, and older active ones a prune has not dropped yet)."""
 
     found: bool
     threshold: int
@@ -560,11 +552,48 @@ class ReshareInfo(Message):
     others: tuple[bytes, ...]
 
 
+def _enc_item(cls: type[Message]) -> _Enc:
+    def enc(item: Message) -> dict[str, Any]:
+        if not isinstance(item, cls):
+            raise InvalidMessage(f"expected {cls.KIND}")
+        return {name: CODECS[codec][0](getattr(item, name)) for name, codec in cls.SCHEMA.items()}
+
+    return enc
+
+
+def _dec_item(cls: type[Message]) -> _Dec:
+    def dec(value: Any) -> Message:
+        if not isinstance(value, dict) or set(value) != set(cls.SCHEMA):
+            raise InvalidMessage(f"expected {cls.KIND} fields")
+        return cls(**{name: CODECS[codec][1](value[name]) for name, codec in cls.SCHEMA.items()})
+
+    return dec
+
+
+CODECS["reshare_infos"] = _list(_enc_item(ReshareInfo), _dec_item(ReshareInfo), limit=512)
+
+
+@message("ReshareProbes", session="h256", key_ids="key_page")
+class ReshareProbes(Message):
+    """Master -> node: what versions of each of these keys do you hold? (one page of keys)"""
+
+    session: bytes
+    key_ids: tuple[bytes, ...]
+
+
+@message("ReshareInfos", infos="reshare_infos")
+class ReshareInfos(Message):
+    """Node -> master: one ``ReshareInfo`` per key asked, in order."""
+
+    infos: tuple[ReshareInfo, ...]
+
+
 @message("ReshareInit", session="h256", admin="h256", key_id="h256", version="h256", dealers="id_map",
          id_numbers="id_map", epoch="int")
 class ReshareInit(Message):
-    """Master -> every dealer and receiver: redistribute ``version`` of ``key_id`` from ``dealers``
-    (node -> its id number in ``version``) to the new version ``id_numbers`` at ``epoch``."""
+    """Master -> dealer: redistribute ``version`` of ``key_id`` from ``dealers`` (node -> its id
+    number in ``version``) to the new version ``id_numbers`` at ``epoch``: deal now (a
+    ``ReshareDealing`` to every receiver); answered once sent."""
 
     session: bytes
     admin: bytes
@@ -575,19 +604,13 @@ class ReshareInit(Message):
     epoch: int
 
 
-@message("ReshareDeal", session="h256")
-class ReshareDeal(Message):
-    """Master -> dealer: deal now (``ReshareDealing`` to every receiver), answered once sent."""
-
-    session: bytes
-
-
 @message("ReshareDealing", session="h256", subshare="secret", commitments="points", author="address",
          threshold="int", public="point", common_point="opt_point", encrypted_point="opt_point",
          owner="opt_address")
 class ReshareDealing(Message):
     """Dealer -> receiver (one-way): ``h_i(x_j)``, the dealer's commitments, and the key's public
-    record (what a new holder stores; every dealer must send the same)."""
+    record (what a new holder stores; every dealer must send the same). A dealing that arrives before
+    its ``ReshareReceive`` waits for it (bounded)."""
 
     session: bytes
     subshare: int
@@ -600,12 +623,19 @@ class ReshareDealing(Message):
     owner: bytes | None
 
 
-@message("ReshareCollect", session="h256")
-class ReshareCollect(Message):
-    """Master -> receiver: verify every dealing and compute your new share; answer the digest of
-    the new version's commitments."""
+@message("ReshareReceive", session="h256", admin="h256", key_id="h256", version="h256", dealers="id_map",
+         id_numbers="id_map", epoch="int")
+class ReshareReceive(Message):
+    """Master -> receiver (the fields of ``ReshareInit``): take part as a receiver; verify every
+    dealing and compute your new share; answer the digest of the new version's commitments."""
 
     session: bytes
+    admin: bytes
+    key_id: bytes
+    version: bytes
+    dealers: dict[bytes, int]
+    id_numbers: dict[bytes, int]
+    epoch: int
 
 
 @message("ReshareReceived", digest="h256")
@@ -623,23 +653,30 @@ class ReshareCommit(Message):
     digest: bytes
 
 
-@message("ReshareActivate", session="h256", key_id="h256", version="h256")
-class ReshareActivate(Message):
-    """Master -> receiver: ``version`` is committed on every holder; use it from now on."""
+@message("ReshareFinish", session="h256", stage="str", key_ids="key_page", versions="key_page")
+class ReshareFinish(Message):
+    """Master -> node, for a page of keys, ``stage`` ``activate``: each version (``versions[i]`` of
+    ``key_ids[i]``) is committed on every holder, use it from now on; ``prune``: it is active on
+    every holder, drop every other version (a node the admin session removes drops the key).
+    Answered with ``ReshareFinished``."""
 
     session: bytes
-    key_id: bytes
-    version: bytes
+    stage: str
+    key_ids: tuple[bytes, ...]
+    versions: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.key_ids) != len(self.versions):
+            raise InvalidMessage("ReshareFinish: one version per key")
+        if self.stage not in ("activate", "prune"):
+            raise InvalidMessage("ReshareFinish: the stage is activate or prune")
 
 
-@message("ResharePrune", session="h256", key_id="h256", version="h256")
-class ResharePrune(Message):
-    """Master -> every node of the old and new sets: ``version`` is active everywhere; drop every
-    other version (a node the admin session removes drops the key)."""
+@message("ReshareFinished", failed="key_page")
+class ReshareFinished(Message):
+    """Node -> master: the keys of the page this node could not finish (the rest are done)."""
 
-    session: bytes
-    key_id: bytes
-    version: bytes
+    failed: tuple[bytes, ...]
 
 
 @message("ReshareAbort", session="h256")

@@ -314,12 +314,15 @@ def test_an_interrupted_activation_resumes_without_conflicting_versions(lost: st
             author = Account()
             keys = await keys_with_documents(cores[:3], author, [0, 1, 2])
             victim = cores[2].node_id
+            def finishing(env: m.Envelope, stage: str) -> bool:
+                return isinstance(env.body, m.ReshareFinish) and env.body.stage == stage
+
             if lost == "activation":
-                # ReshareActivate never reaches node 2, prunes reach nobody: keys stop half-activated
-                hub.drop = lambda src, dst, env: (isinstance(env.body, m.ReshareActivate) and dst == victim
-                                                  ) or isinstance(env.body, m.ResharePrune)
+                # the activations never reach node 2, prunes reach nobody: keys stop half-activated
+                hub.drop = lambda src, dst, env: (finishing(env, "activate") and dst == victim
+                                                  ) or finishing(env, "prune")
             else:  # every node activated; node 2 keeps its old version beside the new one
-                hub.drop = lambda src, dst, env: isinstance(env.body, m.ResharePrune) and dst == victim
+                hub.drop = lambda src, dst, env: finishing(env, "prune") and dst == victim
             with pytest.raises(AdminSessionIncomplete):
                 await change(cores[0], cores)
             for key_id, (_, document_key) in keys.items():
@@ -389,9 +392,9 @@ def test_a_stuck_session_is_superseded_only_when_forced() -> None:
         try:
             author = Account()
             keys = await keys_with_documents(cores[:3], author, [1, 1, 2])
-            # a change to add node 4 stops (its ReshareCollect answers never come), then node 4 dies
+            # a change to add node 4 stops (its ReshareReceive answers never come), then node 4 dies
             doomed = cores[3].node_id
-            hub.drop = lambda src, dst, env: dst == doomed and isinstance(env.body, m.ReshareCollect)
+            hub.drop = lambda src, dst, env: dst == doomed and isinstance(env.body, m.ReshareReceive)
             with pytest.raises(AdminSessionIncomplete):
                 await change(cores[0], cores[:4])
             hub.drop = lambda src, dst, env: False

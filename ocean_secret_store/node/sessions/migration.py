@@ -12,35 +12,41 @@ session: until it ends, that node refuses key generation and any other admin ses
 Retrieval, signing and storing keep running, each key on its *active* version.
 
 The master lists every key of the cluster (``AdminKeysRequest`` pages from every node, Parity's
-unknown-sessions round), probes each key on every node (``ReshareProbe``) and plans it
-(:func:`plan_key`). A key that would end with fewer than ``t + 1`` shares (fewer than ``t + 1``
-live holders of its version, or a new set smaller than ``t + 1``) is reported before anything
-changes, and the session is cancelled (``KeysWouldBeLost``) unless forced; forced, such keys are
-left as they are. Then keys move with bounded concurrency, each on its own.
+unknown-sessions round), probes the keys on every node a page at a time (``ReshareProbes``) and
+plans each (:func:`plan_key`). A key that would end with fewer than ``t + 1`` shares (fewer than
+``t + 1`` live holders of its version, or a new set smaller than ``t + 1``) is reported before
+anything changes, and the session is cancelled (``KeysWouldBeLost``) unless forced; forced, such
+keys are left as they are. Then keys move with bounded concurrency, each on its own.
 
-**One key** (each step a request; the master goes on only when every participant answered):
+**One key** (the master goes on only when every participant answered):
 
-1. ``ReshareInit`` to the ``t + 1`` dealers (live holders of the key's active version) and the
-   receivers (the new version's holders): the new id numbers (old nodes keep theirs) and the new
-   epoch, above every epoch any node holds of the key, so no later version can share a version
-   hash with an earlier one (:func:`~ocean_secret_store.crypto.resharing.version_hash`).
-2. ``ReshareDeal`` to each dealer: it sends every receiver ``ReshareDealing`` (``h_i(x_j)``, its
-   Feldman commitments, and the key's public record for new holders).
-3. ``ReshareCollect`` to each receiver: it checks every subshare against its dealer's
-   commitments, that every dealer sent the same public record (and, if it holds the key, that it
-   is its own), each dealer's constant against the dealer's public share (from its stored version
-   commitments, when it has them) and always ``Σ λ_i·A_i0 = Y``; combines its new share and
+1. ``ReshareInit`` to each of the ``t + 1`` dealers (live holders of the key's active version) and,
+   at the same time, ``ReshareReceive`` to each receiver (the new version's holders), with the new
+   id numbers (old nodes keep theirs) and the new epoch, above every epoch any node holds of the
+   key, so no later version can share a version hash with an earlier one
+   (:func:`~ocean_secret_store.crypto.resharing.version_hash`). A dealer checks it holds that
+   version and sends every receiver ``ReshareDealing`` (``h_i(x_j)``, its Feldman commitments, and
+   the key's public record for new holders); a dealing that comes before its ``ReshareReceive`` is
+   kept until it does (bounded).
+2. Each receiver, once it has every dealing, checks every subshare against its dealer's
+   commitments, that every dealer sent the same public record (and, if it holds the version, that
+   it is its own), each dealer's constant against the dealer's public share (from its stored
+   version commitments, when it has them) and always ``Σ λ_i·A_i0 = Y``; combines its new share and
    answers the digest of the new version commitments ``D``. The master requires one digest from
    all: every new share then lies on the one polynomial ``D`` commits to, with ``D_0 = Y``.
-4. ``ReshareCommit`` (with the digest): each receiver stores the new version *inactive*. The old
+3. ``ReshareCommit`` (with the digest): each receiver stores the new version *inactive*. The old
    version stays active everywhere: the key works as before.
-5. ``ReshareActivate``: the new version is committed on every receiver; each now uses it. An
-   entry node that activated asks members for the new version, which all of them hold; one that
-   has not yet uses the old version, which nobody has dropped.
-6. ``ResharePrune`` to every node of both sets: drop every other version; a node the session
-   removes deletes the key.
 
-A key interrupted anywhere keeps working: before step 5 on its old version (inactive versions of an
+Committed keys are finished in batches of up to :data:`BATCH` (``ReshareFinish``, one message per
+node per page):
+
+4. ``activate``: the new version is committed on every receiver; each now uses it. An entry node
+   that activated asks members for the new version, which all of them hold; one that has not yet
+   uses the old version, which nobody has dropped.
+5. ``prune``, for the keys activated on every holder, to every node of both sets: drop every other
+   version; a node the session removes deletes the key.
+
+A key interrupted anywhere keeps working: before step 4 on its old version (inactive versions of an
 abandoned attempt are dropped by the next commit or prune), after it on the new one. Resuming (the
 same signed request again) re-plans every key from what the nodes hold: a key already on the new
 set is skipped or only pruned, one committed everywhere is only activated and pruned, any other is
@@ -105,6 +111,8 @@ T = TypeVar("T")
 DEFAULT_CONCURRENCY: Final = 16
 #: Key ids per ``AdminKeys`` page.
 PAGE: Final = 512
+#: Keys per ``ReshareProbes`` and ``ReshareFinish`` page, and per batch of keys finished together.
+BATCH: Final = 256
 _ZERO: Final = bytes(32)
 
 
@@ -245,47 +253,50 @@ def _info(share: KeyShare | None) -> m.ReshareInfo:
     )
 
 
-async def _on_probe(core: Core, sender: bytes, msg: m.ReshareProbe) -> m.ReshareInfo:
+async def _on_probes(core: Core, sender: bytes, msg: m.ReshareProbes) -> m.ReshareInfos:
     _admin(core, sender, msg.session)
-    return _info(await core.load_key(msg.key_id))
+    return m.ReshareInfos(infos=tuple([_info(await core.load_key(key_id)) for key_id in msg.key_ids]))
 
 
-async def _on_init(core: Core, sender: bytes, msg: m.ReshareInit) -> None:
-    admin = _admin(core, sender, msg.admin)
-    me = core.node_id
-    if me not in msg.dealers and me not in msg.id_numbers:
-        raise InvalidNodeForRequest()
+def _check_plan(core: Core, admin: AdminSession, msg: m.ReshareInit | m.ReshareReceive) -> None:
     if not set(msg.id_numbers) <= set(admin.request.new_set):
         raise InvalidMessage("the new version's holders are not in the admin session's new set")
     if admin.request.operation == "change" and set(msg.id_numbers) != set(admin.request.new_set):
         raise InvalidMessage("a servers-set change moves every key to the whole new set")
     if msg.epoch == 0:
         raise InvalidMessage("a redistribution makes a new version at an epoch >= 1")
-    table = core.table(TABLE)
-    if msg.session in table:
-        raise DuplicateSessionId()
-    async with core.store_lock:  # against a store of this key being prepared here at the same time
-        if redistributing(core, msg.key_id):
-            raise ExclusiveSessionActive()
-        share = await core.load_key(msg.key_id)
-        if share is not None:
-            if msg.epoch <= share.max_epoch:
-                raise InvalidStateForRequest("this node holds a version of this key at this epoch or later")
-            if await core.storage_call(msg.key_id, lambda s: s.get_pending(msg.key_id)) is not None:
-                raise ConsensusTemporaryUnreachable("a document key of this key is being stored")
-            old = next((v for v in share.versions if v.hash == msg.version and v.active), None)
-            if old is not None:
-                for node, x in old.id_numbers.items():
-                    if node in msg.id_numbers and msg.id_numbers[node] != x:
-                        raise InvalidMessage("a node of the old version must keep its id number")
-                    if node in msg.dealers and msg.dealers[node] != x:
-                        raise InvalidMessage("a dealer's id number is not its id number in the old version")
-        if me in msg.dealers and (share is None or share.last_version.hash != msg.version):
-            raise InvalidStateForRequest("this dealer does not hold the key's version as its active one")
-        table[msg.session] = ReshareState(
-            session=msg.session, admin=msg.admin, key_id=msg.key_id, master=sender, version=msg.version,
-            dealers=dict(msg.dealers), id_numbers=dict(msg.id_numbers), epoch=msg.epoch,
-            created=asyncio.get_running_loop().time())
+
+
+def _check_old_version(share: KeyShare, msg: m.ReshareInit | m.ReshareReceive) -> None:
+    """Dealers' and continuing holders' id numbers are those of the version being redistributed."""
+    old = next((v for v in share.versions if v.hash == msg.version and v.active), None)
+    if old is None:
+        return
+    for node, x in old.id_numbers.items():
+        if node in msg.id_numbers and msg.id_numbers[node] != x:
+            raise InvalidMessage("a node of the old version must keep its id number")
+        if node in msg.dealers and msg.dealers[node] != x:
+            raise InvalidMessage("a dealer's id number is not its id number in the old version")
+
+
+@dataclass(eq=False, repr=False)
+class EarlyDealings:
+    """Dealings that arrived before their ``ReshareReceive`` (the dealers deal while the receivers are
+    asked): kept until it comes, for at most twice the session timeout."""
+
+    created: float
+    dealings: dict[bytes, m.ReshareDealing] = field(default_factory=dict)
+
+    def expire(self) -> None:
+        return None
+
+    def peer_lost(self, peer: bytes) -> None:
+        return None
+
+
+EARLY: Final[TableKey[EarlyDealings]] = TableKey("reshare-early")
+#: Sessions whose dealings may wait for their receiver state at once on one node.
+MAX_EARLY: Final = 4096
 
 
 def _accept_dealing(state: ReshareState, dealer: bytes, msg: m.ReshareDealing) -> None:
@@ -300,28 +311,46 @@ def _accept_dealing(state: ReshareState, dealer: bytes, msg: m.ReshareDealing) -
         state.complete.set()
 
 
+def _deliver(core: Core, dealer: bytes, msg: m.ReshareDealing) -> None:
+    state = core.table(TABLE).get(msg.session)
+    if state is not None:
+        _accept_dealing(state, dealer, msg)
+        return
+    early = core.table(EARLY)
+    waiting = early.get(msg.session)
+    if waiting is None:
+        if len(early) >= MAX_EARLY:
+            log.warning("dropping a dealing from %s: too many redistributions waiting", _short(dealer))
+            return
+        waiting = early[msg.session] = EarlyDealings(asyncio.get_running_loop().time())
+    if dealer not in waiting.dealings:
+        waiting.dealings[dealer] = msg
+
+
 def _on_dealing(core: Core, sender: bytes, msg: m.ReshareDealing) -> None:
-    state = _state(core, sender, msg.session, from_master=False)
-    _accept_dealing(state, sender, msg)
+    _deliver(core, sender, msg)
 
 
-async def _on_deal(core: Core, sender: bytes, msg: m.ReshareDeal) -> None:
-    state = _state(core, sender, msg.session)
+async def _on_init(core: Core, sender: bytes, msg: m.ReshareInit) -> None:
+    """A dealer: check, then deal to every receiver at once (they may not be asked yet: they keep it)."""
+    admin = _admin(core, sender, msg.admin)
     me = core.node_id
-    if me not in state.dealers:
+    if me not in msg.dealers:
         raise InvalidNodeForRequest()
-    share = await core.load_key(state.key_id)
-    if share is None or share.last_version.hash != state.version:
-        raise InvalidStateForRequest("this dealer no longer holds the key's version as its active one")
+    _check_plan(core, admin, msg)
+    share = await core.load_key(msg.key_id)
+    if share is None or not share.usable or share.last_version.hash != msg.version:
+        raise InvalidStateForRequest("this dealer does not hold the key's version as its active one")
+    _check_old_version(share, msg)
     version = share.last_version
     dealing = deal_redistribution(version.secret_share, share.threshold, core.rng)
-    for node, x in state.id_numbers.items():
+    for node, x in msg.id_numbers.items():
         out = m.ReshareDealing(
-            session=state.session, subshare=subshare_for(dealing, x), commitments=dealing.commitments,
+            session=msg.session, subshare=subshare_for(dealing, x), commitments=dealing.commitments,
             author=share.author, threshold=share.threshold, public=share.public, common_point=share.common_point,
             encrypted_point=share.encrypted_point, owner=share.owner)
         if node == me:
-            _accept_dealing(state, me, out)
+            _deliver(core, me, out)
         else:
             await core.send(node, out)
 
@@ -351,11 +380,37 @@ def _check_records(state: ReshareState, share: KeyShare | None) -> m.ReshareDeal
     return first
 
 
-async def _on_collect(core: Core, sender: bytes, msg: m.ReshareCollect) -> m.ReshareReceived:
-    state = _state(core, sender, msg.session)
-    me = core.node_id
-    if me not in state.id_numbers:
+async def _register(core: Core, sender: bytes, msg: m.ReshareReceive) -> ReshareState:
+    admin = _admin(core, sender, msg.admin)
+    if core.node_id not in msg.id_numbers:
         raise InvalidNodeForRequest()
+    _check_plan(core, admin, msg)
+    table = core.table(TABLE)
+    if msg.session in table:
+        raise DuplicateSessionId()
+    async with core.store_lock:  # against a store of this key being prepared here at the same time
+        if redistributing(core, msg.key_id):
+            raise ExclusiveSessionActive()
+        share = await core.load_key(msg.key_id)
+        if share is not None:
+            if msg.epoch <= share.max_epoch:
+                raise InvalidStateForRequest("this node holds a version of this key at this epoch or later")
+            if await core.storage_call(msg.key_id, lambda s: s.get_pending(msg.key_id)) is not None:
+                raise ConsensusTemporaryUnreachable("a document key of this key is being stored")
+            _check_old_version(share, msg)
+        state = table[msg.session] = ReshareState(
+            session=msg.session, admin=msg.admin, key_id=msg.key_id, master=sender, version=msg.version,
+            dealers=dict(msg.dealers), id_numbers=dict(msg.id_numbers), epoch=msg.epoch,
+            created=asyncio.get_running_loop().time())
+    early = core.table(EARLY).pop(msg.session, None)
+    for dealer, dealing in ({} if early is None else early.dealings).items():
+        _accept_dealing(state, dealer, dealing)
+    return state
+
+
+async def _on_receive(core: Core, sender: bytes, msg: m.ReshareReceive) -> m.ReshareReceived:
+    """A receiver: wait for every dealing, verify them all, compute the new share; the digest of ``D``."""
+    state = await _register(core, sender, msg)
     try:
         async with asyncio.timeout(core.session_timeout):
             await state.complete.wait()
@@ -363,6 +418,7 @@ async def _on_collect(core: Core, sender: bytes, msg: m.ReshareCollect) -> m.Res
         raise NodeDisconnected() from exc
     if state.failure is not None:
         raise state.failure
+    me = core.node_id
     share = await core.load_key(state.key_id)
     record = _check_records(state, share)
     old = None if share is None else next((v for v in share.versions if v.hash == state.version), None)
@@ -413,33 +469,42 @@ async def _on_commit(core: Core, sender: bytes, msg: m.ReshareCommit) -> None:
     core.table(TABLE).pop(state.session, None)
 
 
-async def _on_activate(core: Core, sender: bytes, msg: m.ReshareActivate) -> None:
-    _admin(core, sender, msg.session)
-    async with core.store_lock:
-        share = await core.load_key(msg.key_id)
+async def _finish_one(core: Core, admin: AdminSession, stage: str, key_id: bytes, version: bytes) -> None:
+    share = await core.load_key(key_id)
+    if stage == "activate":
         if share is None:
-            raise KeyVersionNotFound(f"key version 0x{msg.version.hex()} is not found")
-        if not share.version(msg.version).active:
-            await core.update_key(msg.key_id, share.activated(msg.version))
+            raise KeyVersionNotFound(f"key version 0x{version.hex()} is not found")
+        if not share.version(version).active:
+            await core.update_key(key_id, share.activated(version))
+        return
+    if share is None:
+        return
+    if any(v.hash == version and v.active for v in share.versions):
+        if len(share.versions) > 1:
+            await core.update_key(key_id, share.pruned(version))
+        return
+    if core.node_id in admin.request.new_set:
+        raise KeyVersionNotFound(f"key version 0x{version.hex()} is not active on this node")
+    await core.storage_call(key_id, lambda s: s.remove(key_id))  # this node leaves the set
+    log.info("key %s: share dropped (this node is not in the new servers set)", _short(key_id))
 
 
-async def _on_prune(core: Core, sender: bytes, msg: m.ResharePrune) -> None:
+async def _on_finish(core: Core, sender: bytes, msg: m.ReshareFinish) -> m.ReshareFinished:
+    """Activate (or prune) a page of keys; the ones that failed here are named in the answer."""
     admin = _admin(core, sender, msg.session)
+    failed = []
     async with core.store_lock:
-        share = await core.load_key(msg.key_id)
-        if share is None:
-            return
-        if any(v.hash == msg.version and v.active for v in share.versions):
-            if len(share.versions) > 1:
-                await core.update_key(msg.key_id, share.pruned(msg.version))
-            return
-        if core.node_id in admin.request.new_set:
-            raise KeyVersionNotFound(f"key version 0x{msg.version.hex()} is not active on this node")
-        await core.storage_call(msg.key_id, lambda s: s.remove(msg.key_id))  # this node leaves the set
-    log.info("key %s: share dropped (this node is not in the new servers set)", _short(msg.key_id))
+        for key_id, version in zip(msg.key_ids, msg.versions, strict=True):
+            try:
+                await _finish_one(core, admin, msg.stage, key_id, version)
+            except KeyServerError as exc:
+                log.warning("key %s: %s failed: %s", _short(key_id), msg.stage, exc)
+                failed.append(key_id)
+    return m.ReshareFinished(failed=tuple(failed))
 
 
 def _on_abort(core: Core, sender: bytes, msg: m.ReshareAbort) -> None:
+    core.table(EARLY).pop(msg.session, None)
     state = core.table(TABLE).get(msg.session)
     if state is not None and state.master == sender:
         core.table(TABLE).pop(msg.session, None)
@@ -448,9 +513,8 @@ def _on_abort(core: Core, sender: bytes, msg: m.ReshareAbort) -> None:
 
 REQUEST_HANDLERS: Final[RequestHandlers] = {
     m.AdminInit: _on_admin_init, m.AdminKeysRequest: _on_admin_keys, m.AdminDone: _on_admin_done,
-    m.AdminCancel: _on_admin_cancel, m.ReshareProbe: _on_probe, m.ReshareInit: _on_init, m.ReshareDeal: _on_deal,
-    m.ReshareCollect: _on_collect, m.ReshareCommit: _on_commit, m.ReshareActivate: _on_activate,
-    m.ResharePrune: _on_prune,
+    m.AdminCancel: _on_admin_cancel, m.ReshareProbes: _on_probes, m.ReshareInit: _on_init,
+    m.ReshareReceive: _on_receive, m.ReshareCommit: _on_commit, m.ReshareFinish: _on_finish,
 }
 ONEWAY_HANDLERS: Final[OnewayHandlers] = {m.ReshareDealing: _on_dealing, m.ReshareAbort: _on_abort}
 
@@ -463,7 +527,8 @@ class KeyPlan:
     """What an admin session does with one key.
 
     ``action``: ``move`` (redistribute ``version`` from ``dealers`` to ``id_numbers`` at ``epoch``),
-    ``activate`` (the new version is committed on every holder: activate and prune), ``prune``
+    ``activate`` (the new version is committed on every holder, ``version_holders``: activate and
+    prune), ``prune``
     (already done: only drop other versions), ``skip`` (nothing to do), ``lost`` (cannot keep
     ``t + 1`` shares: ``reason`` says why), ``missing`` (no node answered with a usable version).
     """
@@ -501,13 +566,15 @@ def plan_key(key_id: bytes, request: AdminRequest, infos: Mapping[bytes, m.Resha
     max_epoch = max(info.max_epoch for info in infos.values() if info.found)
 
     def planned(action: str, reason: str = "", dealers: Mapping[bytes, int] | None = None,
-                id_numbers: Mapping[bytes, int] | None = None, epoch: int = 0) -> KeyPlan:
-        return KeyPlan(key_id, action, threshold, version, tuple(sorted(holders)), dealers or {}, id_numbers or {},
-                       epoch, reason)
+                id_numbers: Mapping[bytes, int] | None = None, epoch: int = 0,
+                version_holders: set[bytes] | None = None) -> KeyPlan:
+        return KeyPlan(key_id, action, threshold, version, tuple(sorted(holders if version_holders is None
+                                                                        else version_holders)),
+                       dealers or {}, id_numbers or {}, epoch, reason)
 
     if set(old_map) == targets and request.operation == "change":
         if committed >= targets and holders < targets:
-            return planned("activate")
+            return planned("activate", version_holders=committed)
         if holders >= targets:
             leftovers = any(info.found and (info.others or info.active != version or node not in targets)
                             for node, info in infos.items())
@@ -558,60 +625,98 @@ def _participants(core: Core, request: AdminRequest) -> list[bytes]:
     return [core.node_id, *others]
 
 
-async def _probe(core: Core, admin: AdminSession, nodes: Sequence[bytes], key_id: bytes) -> dict[bytes, m.ReshareInfo]:
-    probe = m.ReshareProbe(session=admin.session, key_id=key_id)
-    results = await gather_settled([_ask(core, n, probe, m.ReshareInfo, _on_probe) for n in nodes])
-    return {n: r for n, r in zip(nodes, results, strict=True) if isinstance(r, m.ReshareInfo)}
+async def _probe_page(core: Core, admin: AdminSession, nodes: Sequence[bytes],
+                      key_ids: Sequence[bytes]) -> dict[bytes, dict[bytes, m.ReshareInfo]]:
+    """What every node holds of each key of one page (a node that does not answer tells nothing)."""
+    probe = m.ReshareProbes(session=admin.session, key_ids=tuple(key_ids))
+    results = await gather_settled([_ask(core, n, probe, m.ReshareInfos, _on_probes) for n in nodes])
+    out: dict[bytes, dict[bytes, m.ReshareInfo]] = {key_id: {} for key_id in key_ids}
+    for node, result in zip(nodes, results, strict=True):
+        if isinstance(result, BaseException) or len(result.infos) != len(key_ids):
+            log.warning("admin session %s: no key information from %s", _short(admin.session), _short(node))
+            continue
+        for key_id, info in zip(key_ids, result.infos, strict=True):
+            out[key_id][node] = info
+    return out
 
 
-async def _move(core: Core, admin: AdminSession, plan: KeyPlan) -> None:
+async def _move(core: Core, admin: AdminSession, plan: KeyPlan) -> _Finishing:
+    """Steps 1-4 for one key (deal, receive, commit); what is left to finish it."""
     session = core.rng(32)
     dealers, receivers = sorted(plan.dealers), sorted(plan.id_numbers)
-    everyone = sorted(set(dealers) | set(receivers))
-    init = m.ReshareInit(session=session, admin=admin.session, key_id=plan.key_id, version=plan.version,
-                         dealers=dict(plan.dealers), id_numbers=dict(plan.id_numbers), epoch=plan.epoch)
+    fields: dict[str, Any] = {"session": session, "admin": admin.session, "key_id": plan.key_id,
+                              "version": plan.version, "dealers": dict(plan.dealers),
+                              "id_numbers": dict(plan.id_numbers), "epoch": plan.epoch}
+    # The receivers are asked while the dealers deal: a dealing that comes first waits for its receiver.
+    receiving = asyncio.ensure_future(_all(core, receivers, m.ReshareReceive(**fields), m.ReshareReceived,
+                                           _on_receive))
     try:
-        await _all(core, everyone, init, m.Ack, _on_init)
-        await _all(core, dealers, m.ReshareDeal(session=session), m.Ack, _on_deal)
-        digests = await _all(core, receivers, m.ReshareCollect(session=session), m.ReshareReceived, _on_collect)
+        try:
+            await _all(core, dealers, m.ReshareInit(**fields), m.Ack, _on_init)
+            digests = await receiving
+        finally:
+            receiving.cancel()
         if len({reply.digest for reply in digests.values()}) != 1:
             raise InvalidMessage("the receivers computed different version commitments: a dealer cheated")
         digest = next(iter(digests.values())).digest
         await _all(core, receivers, m.ReshareCommit(session=session, digest=digest), m.Ack, _on_commit)
     except BaseException:
         core.table(TABLE).pop(session, None)
-        for node in everyone:
+        core.table(EARLY).pop(session, None)
+        for node in sorted(set(dealers) | set(receivers)):
             if node != core.node_id and node in core.reachable():
                 with contextlib.suppress(KeyServerError):  # best effort: the member's session expires
                     await core.send(node, m.ReshareAbort(session=session))
         raise
-    new_version = version_hash(plan.id_numbers, plan.epoch)
-    await _finish(core, admin, plan.key_id, new_version, receivers)
+    return _Finishing(plan.key_id, version_hash(plan.id_numbers, plan.epoch), tuple(receivers))
 
 
-async def _finish(core: Core, admin: AdminSession, key_id: bytes, version: bytes, holders: Sequence[bytes]) -> None:
-    """Activate ``version`` on every holder, then prune every other version on every node."""
-    await _all(core, sorted(holders), m.ReshareActivate(session=admin.session, key_id=key_id, version=version),
-               m.Ack, _on_activate)
-    await _prune(core, admin, key_id, version)
+@dataclass(frozen=True, slots=True)
+class _Finishing:
+    """A key whose new ``version`` is committed on ``holders`` (none: only a prune is left)."""
+
+    key_id: bytes
+    version: bytes
+    holders: tuple[bytes, ...]
 
 
-async def _prune(core: Core, admin: AdminSession, key_id: bytes, version: bytes) -> None:
-    await _all(core, _participants(core, admin.request), m.ResharePrune(session=admin.session, key_id=key_id,
-                                                                         version=version), m.Ack, _on_prune)
+async def _finish_stage(core: Core, admin: AdminSession, stage: str, items: Mapping[bytes, Sequence[_Finishing]],
+                        ) -> dict[bytes, str]:
+    """``ReshareFinish`` of ``stage`` to each node for its keys, in pages; the keys that failed, with why."""
+    failed: dict[bytes, str] = {}
+
+    async def node_pages(node: bytes, keys: Sequence[_Finishing]) -> None:
+        for i in range(0, len(keys), BATCH):
+            page = keys[i:i + BATCH]
+            request = m.ReshareFinish(session=admin.session, stage=stage, key_ids=tuple(k.key_id for k in page),
+                                      versions=tuple(k.version for k in page))
+            try:
+                reply = await _ask(core, node, request, m.ReshareFinished, _on_finish)
+            except KeyServerError as exc:
+                failed.update({k.key_id: f"{stage} on {_short(node)}: {exc}" for k in page})
+                continue
+            failed.update({key_id: f"{stage} on {_short(node)} failed" for key_id in reply.failed})
+
+    await asyncio.gather(*(node_pages(node, keys) for node, keys in items.items()))
+    return failed
 
 
-async def _run_plan(core: Core, admin: AdminSession, plan: KeyPlan) -> None:
-    if plan.action == "move":
-        await _move(core, admin, plan)
-    elif plan.action == "activate":
-        # every holder of the old map committed the version; activate where it is not yet
-        infos = await _probe(core, admin, _participants(core, admin.request), plan.key_id)
-        holders = sorted(n for n, info in infos.items() if info.found and (info.active == plan.version
-                                                                              or plan.version in info.others))
-        await _finish(core, admin, plan.key_id, plan.version, holders)
-    elif plan.action == "prune":
-        await _prune(core, admin, plan.key_id, plan.version)
+async def _finish(core: Core, admin: AdminSession, batch: Sequence[_Finishing]) -> None:
+    """Steps 5 and 6 for a batch of keys: activate each key's new version on its holders, then, for
+    the keys activated everywhere, prune on every node of both sets; counts them in the progress."""
+    progress = core.admin_progress
+    holders: dict[bytes, list[_Finishing]] = {}
+    for item in batch:
+        for node in item.holders:
+            holders.setdefault(node, []).append(item)
+    failed = await _finish_stage(core, admin, "activate", holders)
+    prunable = [item for item in batch if item.key_id not in failed]
+    failed.update(await _finish_stage(core, admin, "prune",
+                                      dict.fromkeys(_participants(core, admin.request), prunable)))
+    for key_id, why in failed.items():
+        progress["errors"] = [*progress["errors"], f"0x{key_id.hex()}: {why}"][-20:]
+    progress["failed"] += len(failed)
+    progress["done"] += len(batch) - len(failed)
 
 
 async def _list_keys(core: Core, admin: AdminSession, nodes: Sequence[bytes]) -> list[bytes]:
@@ -642,7 +747,7 @@ def _progress_start(core: Core, admin: AdminSession, total: int) -> dict[str, An
     progress.clear()
     progress.update({
         "session": "0x" + admin.session.hex(), "operation": admin.request.operation, "state": "planning",
-        "total": total, "done": 0, "failed": 0, "skipped": 0, "lost": [], "errors": [],
+        "total": total, "committed": 0, "done": 0, "failed": 0, "skipped": 0, "lost": [], "errors": [],
         "started": time.time(), "finished": None,
     })
     return progress
@@ -696,7 +801,7 @@ async def run(core: Core, request: AdminRequest, *, force: bool = False,
             raise
         key_ids = await _list_keys(core, admin, nodes)
         progress["total"] = len(key_ids)
-        plans = await _plan_all(core, admin, request, nodes, key_ids, concurrency)
+        plans = await _plan_all(core, admin, request, nodes, key_ids)
         lost = [p for p in plans if p.action in ("lost", "missing")]
         progress["lost"] = [{"key_id": "0x" + p.key_id.hex(), "threshold": p.threshold, "reason": p.reason}
                             for p in lost]
@@ -733,8 +838,7 @@ async def _cancel(core: Core, admin: AdminSession, nodes: Sequence[bytes]) -> No
 
 
 async def _plan_all(core: Core, admin: AdminSession, request: AdminRequest, nodes: Sequence[bytes],
-                    key_ids: Sequence[bytes], concurrency: int) -> list[KeyPlan]:
-    limit = asyncio.Semaphore(concurrency * 2)
+                    key_ids: Sequence[bytes]) -> list[KeyPlan]:
 
     def choose(candidates: list[bytes], k: int) -> list[bytes]:
         # this node first when it is a holder (fewer messages), the rest at random
@@ -745,27 +849,46 @@ async def _plan_all(core: Core, admin: AdminSession, request: AdminRequest, node
     def fresh(old: Mapping[bytes, int], targets: Sequence[bytes]) -> dict[bytes, int]:
         return new_id_numbers(old, targets, core.rng)
 
-    async def one(key_id: bytes) -> KeyPlan:
-        async with limit:
-            return plan_key(key_id, request, await _probe(core, admin, nodes, key_id), choose, fresh)
-
-    return list(await asyncio.gather(*(one(k) for k in key_ids)))
+    plans: list[KeyPlan] = []
+    for i in range(0, len(key_ids), BATCH):
+        page = key_ids[i:i + BATCH]
+        infos = await _probe_page(core, admin, nodes, page)
+        plans.extend(plan_key(key_id, request, infos[key_id], choose, fresh) for key_id in page)
+    return plans
 
 
 async def _execute(core: Core, admin: AdminSession, plans: Sequence[KeyPlan], concurrency: int) -> None:
+    """Move keys ``concurrency`` at a time; finish them (activate, prune) in batches as they commit."""
     progress = core.admin_progress
     limit = asyncio.Semaphore(concurrency)
+    ready: list[_Finishing] = []
+    finishing = asyncio.Lock()
+
+    async def finish() -> None:
+        async with finishing:
+            batch = ready[:]
+            del ready[:]
+            if batch:
+                await _finish(core, admin, batch)
 
     async def one(plan: KeyPlan) -> None:
         async with limit:
             try:
-                await _run_plan(core, admin, plan)
+                if plan.action == "move":
+                    item = await _move(core, admin, plan)
+                else:  # activate (committed everywhere) or prune (active everywhere)
+                    item = _Finishing(plan.key_id, plan.version,
+                                      plan.version_holders if plan.action == "activate" else ())
             except KeyServerError as exc:
                 progress["failed"] += 1
                 progress["errors"] = [*progress["errors"], f"0x{plan.key_id.hex()}: {exc}"][-20:]
                 log.warning("admin session %s: key %s did not move: %s", _short(admin.session),
                             _short(plan.key_id), exc)
-            else:
-                progress["done"] += 1
+                return
+        progress["committed"] += 1
+        ready.append(item)
+        if len(ready) >= BATCH:
+            await finish()
 
     await asyncio.gather(*(one(p) for p in plans))
+    await finish()
