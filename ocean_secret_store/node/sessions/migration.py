@@ -219,6 +219,7 @@ async def _on_admin_init(core: Core, sender: bytes, msg: m.AdminInit) -> None:
     table = core.table(TABLE)
     for session in [s for s, state in table.items() if state.admin != msg.session]:
         table.pop(session).fail(NodeDisconnected())
+    core.table(EARLY).clear()
 
 
 async def _on_admin_keys(core: Core, sender: bytes, msg: m.AdminKeysRequest) -> m.AdminKeys:
