@@ -645,12 +645,18 @@ class ReshareReceived(Message):
     digest: bytes
 
 
-@message("ReshareCommit", session="h256", digest="h256")
-class ReshareCommit(Message):
-    """Master -> receiver: every receiver computed ``digest``; store the new version, inactive."""
+@message("ReshareCommits", sessions="key_page", digests="key_page")
+class ReshareCommits(Message):
+    """Master -> receiver, for a batch of keys: every receiver of ``sessions[i]`` computed
+    ``digests[i]``; store each new version, inactive. Answered with ``ReshareFinished`` naming the
+    sessions that failed here."""
 
-    session: bytes
-    digest: bytes
+    sessions: tuple[bytes, ...]
+    digests: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.sessions) != len(self.digests):
+            raise InvalidMessage("ReshareCommits: one digest per session")
 
 
 @message("ReshareFinish", session="h256", stage="str", key_ids="key_page", versions="key_page")
@@ -674,7 +680,8 @@ class ReshareFinish(Message):
 
 @message("ReshareFinished", failed="key_page")
 class ReshareFinished(Message):
-    """Node -> master: the keys of the page this node could not finish (the rest are done)."""
+    """Node -> master: the keys (sessions, for ``ReshareCommits``) of the page this node could not
+    finish (the rest are done)."""
 
     failed: tuple[bytes, ...]
 

@@ -414,3 +414,36 @@ def test_a_stuck_session_is_superseded_only_when_forced() -> None:
             await hub.stop()
 
     run(scenario)
+
+
+def test_a_dealer_dealing_a_wrong_constant_is_caught_by_the_key_and_named() -> None:
+    """Subshares consistent with the commitments, but h(0) is not the dealer's share: only the key
+    (Σ λ_i·A_i0 = Y) catches it, and the holders' stored public shares name the dealer."""
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(4, servers=3, admin_public=ADMIN_PUBLIC)
+        try:
+            author = Account()
+            keys = await keys_with_documents(cores[:3], author, [2])  # t+1 = 3: every holder deals
+            liar, shift = cores[2].node_id, 4242
+
+            def tamper(src: bytes, dst: bytes, env: m.Envelope) -> m.Envelope:
+                body = env.body
+                if src == liar and isinstance(body, m.ReshareDealing):
+                    fields = {f: getattr(body, f) for f in body.SCHEMA}
+                    fields["subshare"] = (body.subshare + shift) % N
+                    fields["commitments"] = (body.commitments[0] + Point.generator_mul(shift), *body.commitments[1:])
+                    return m.Envelope(m.ReshareDealing(**fields), env.rid, env.reply_to)
+                return env
+
+            hub.tamper = tamper
+            with pytest.raises(AdminSessionIncomplete):
+                await change(cores[0], cores)
+            errors = cores[0].admin_progress["errors"]
+            assert any("0x" + liar.hex()[:16] in e and "constant is not its share" in e for e in errors), errors
+            for key_id, (_, document_key) in keys.items():
+                assert await shadow_key(cores[1], key_id, author) == document_key  # the old version still works
+        finally:
+            await hub.stop()
+
+    run(scenario)

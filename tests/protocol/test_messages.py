@@ -85,7 +85,7 @@ EXAMPLES: list[m.Message] = [
     m.ReshareDealing(session=b"\x01" * 32, subshare=12, commitments=(P1, P2), author=b"\x02" * 20, threshold=1,
                      public=P2, common_point=P1, encrypted_point=P2, owner=None),
     m.ReshareReceived(digest=b"\x07" * 32),
-    m.ReshareCommit(session=b"\x01" * 32, digest=b"\x07" * 32),
+    m.ReshareCommits(sessions=(b"\x01" * 32,), digests=(b"\x07" * 32,)),
     m.ReshareFinish(session=b"\x01" * 32, stage="activate", key_ids=(b"\x02" * 32,), versions=(b"\x04" * 32,)),
     m.ReshareFinish(session=b"\x01" * 32, stage="prune", key_ids=(), versions=()),
     m.ReshareFinished(failed=(b"\x02" * 32,)),

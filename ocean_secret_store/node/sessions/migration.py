@@ -34,17 +34,16 @@ keys are left as they are. Then keys move with bounded concurrency, each on its 
    version commitments, when it has them) and always ``Σ λ_i·A_i0 = Y``; combines its new share and
    answers the digest of the new version commitments ``D``. The master requires one digest from
    all: every new share then lies on the one polynomial ``D`` commits to, with ``D_0 = Y``.
-3. ``ReshareCommit`` (with the digest): each receiver stores the new version *inactive*. The old
-   version stays active everywhere: the key works as before.
+Keys whose new shares every receiver computed alike are finished in batches of up to :data:`BATCH`
+(one message per node per page, at least every :data:`FINISH_AFTER` seconds):
 
-Committed keys are finished in batches of up to :data:`BATCH` (``ReshareFinish``, one message per
-node per page):
-
-4. ``activate``: the new version is committed on every receiver; each now uses it. An entry node
-   that activated asks members for the new version, which all of them hold; one that has not yet
-   uses the old version, which nobody has dropped.
-5. ``prune``, for the keys activated on every holder, to every node of both sets: drop every other
-   version; a node the session removes deletes the key.
+3. ``ReshareCommits`` (each key's session and digest): each receiver stores the new version
+   *inactive*. The old version stays active everywhere: the key works as before.
+4. ``ReshareFinish`` ``activate``, for the keys committed on every receiver: each now uses the new
+   version. An entry node that activated asks members for the new version, which all of them hold;
+   one that has not yet uses the old version, which nobody has dropped.
+5. ``ReshareFinish`` ``prune``, for the keys activated on every holder, to every node of both sets:
+   drop every other version; a node the session removes deletes the key.
 
 A key interrupted anywhere keeps working: before step 4 on its old version (inactive versions of an
 abandoned attempt are dropped by the next commit or prune), after it on the new one. Resuming (the
@@ -69,6 +68,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
+from ...crypto.curve import Point
 from ...crypto.resharing import (
     CheatingDealer,
     ReceivedShare,
@@ -111,8 +111,12 @@ T = TypeVar("T")
 DEFAULT_CONCURRENCY: Final = 16
 #: Key ids per ``AdminKeys`` page.
 PAGE: Final = 512
-#: Keys per ``ReshareProbes`` and ``ReshareFinish`` page, and per batch of keys finished together.
+#: Keys per ``ReshareProbes``, ``ReshareCommits`` and ``ReshareFinish`` page, and at most per batch
+#: of keys finished together (committed, activated, pruned).
 BATCH: Final = 256
+#: A batch is finished once its first key has waited this long (seconds), full or not: receivers
+#: keep a key's new share in memory until its commit (for at most two session timeouts).
+FINISH_AFTER: Final = 1.0
 _ZERO: Final = bytes(32)
 
 
@@ -423,15 +427,24 @@ async def _on_receive(core: Core, sender: bytes, msg: m.ReshareReceive) -> m.Res
     share = await core.load_key(state.key_id)
     record = _check_records(state, share)
     old = None if share is None else next((v for v in share.versions if v.hash == state.version), None)
-    public_shares = None
-    if old is not None and old.commitments:
-        public_shares = {d: public_share_at(x, old.commitments) for d, x in state.dealers.items()}
-    try:
-        received = receive_redistribution(
+
+    def receive(public_shares: Mapping[bytes, Point] | None) -> ReceivedShare:
+        return receive_redistribution(
             state.id_numbers[me], record.threshold, state.dealers,
             {d: dealing.subshare for d, dealing in state.dealings.items()},
             {d: dealing.commitments for d, dealing in state.dealings.items()},
             record.public, public_shares)
+
+    try:
+        try:
+            # The sum check alone guarantees the key; the dealers' public shares (t+1 more
+            # multiplications each) are computed only to name a culprit once it fails.
+            received = receive(None)
+        except CheatingDealer as exc:
+            if len(exc.dealers) < 2 or old is None or not old.commitments:
+                raise
+            receive({d: public_share_at(x, old.commitments) for d, x in state.dealers.items()})
+            raise  # (the naming check raises first; if it did not, the group-wide failure stands)
     except CheatingDealer as exc:
         names = ", ".join(_short(d) for d in exc.dealers if isinstance(d, bytes))
         log.warning("redistribution of key %s: refused the dealing of %s: %s", _short(state.key_id), names, exc)
@@ -443,12 +456,24 @@ async def _on_receive(core: Core, sender: bytes, msg: m.ReshareReceive) -> m.Res
     return m.ReshareReceived(digest=state.digest)
 
 
-async def _on_commit(core: Core, sender: bytes, msg: m.ReshareCommit) -> None:
-    state = _state(core, sender, msg.session)
+async def _on_commits(core: Core, sender: bytes, msg: m.ReshareCommits) -> m.ReshareFinished:
+    """Commit a batch of keys; the sessions that failed here are named in the answer."""
+    failed = []
+    for session, digest in zip(msg.sessions, msg.digests, strict=True):
+        try:
+            await _commit(core, sender, session, digest)
+        except KeyServerError as exc:
+            log.warning("redistribution %s: commit failed: %s", _short(session), exc)
+            failed.append(session)
+    return m.ReshareFinished(failed=tuple(failed))
+
+
+async def _commit(core: Core, sender: bytes, session: bytes, digest: bytes) -> None:
+    state = _state(core, sender, session)
     received, record = state.received, state.record
     if received is None or record is None or state.digest is None:
         raise InvalidStateForRequest("commit before this node computed its new share")
-    if msg.digest != state.digest:
+    if digest != state.digest:
         raise InvalidMessage("the receivers computed different version commitments: a dealer cheated")
     version = KeyVersion.new(state.id_numbers, received.share, received.version_commitments, state.epoch,
                              active=False)
@@ -515,7 +540,7 @@ def _on_abort(core: Core, sender: bytes, msg: m.ReshareAbort) -> None:
 REQUEST_HANDLERS: Final[RequestHandlers] = {
     m.AdminInit: _on_admin_init, m.AdminKeysRequest: _on_admin_keys, m.AdminDone: _on_admin_done,
     m.AdminCancel: _on_admin_cancel, m.ReshareProbes: _on_probes, m.ReshareInit: _on_init,
-    m.ReshareReceive: _on_receive, m.ReshareCommit: _on_commit, m.ReshareFinish: _on_finish,
+    m.ReshareReceive: _on_receive, m.ReshareCommits: _on_commits, m.ReshareFinish: _on_finish,
 }
 ONEWAY_HANDLERS: Final[OnewayHandlers] = {m.ReshareDealing: _on_dealing, m.ReshareAbort: _on_abort}
 
@@ -659,26 +684,32 @@ async def _move(core: Core, admin: AdminSession, plan: KeyPlan) -> _Finishing:
             receiving.cancel()
         if len({reply.digest for reply in digests.values()}) != 1:
             raise InvalidMessage("the receivers computed different version commitments: a dealer cheated")
-        digest = next(iter(digests.values())).digest
-        await _all(core, receivers, m.ReshareCommit(session=session, digest=digest), m.Ack, _on_commit)
     except BaseException:
-        core.table(TABLE).pop(session, None)
-        core.table(EARLY).pop(session, None)
-        for node in sorted(set(dealers) | set(receivers)):
-            if node != core.node_id and node in core.reachable():
-                with contextlib.suppress(KeyServerError):  # best effort: the member's session expires
-                    await core.send(node, m.ReshareAbort(session=session))
+        await _abort(core, session, sorted(set(dealers) | set(receivers)))
         raise
-    return _Finishing(plan.key_id, version_hash(plan.id_numbers, plan.epoch), tuple(receivers))
+    digest = next(iter(digests.values())).digest
+    return _Finishing(plan.key_id, version_hash(plan.id_numbers, plan.epoch), tuple(receivers), session, digest)
+
+
+async def _abort(core: Core, session: bytes, nodes: Sequence[bytes]) -> None:
+    core.table(TABLE).pop(session, None)
+    core.table(EARLY).pop(session, None)
+    for node in nodes:
+        if node != core.node_id and node in core.reachable():
+            with contextlib.suppress(KeyServerError):  # best effort: the member's session expires
+                await core.send(node, m.ReshareAbort(session=session))
 
 
 @dataclass(frozen=True, slots=True)
 class _Finishing:
-    """A key whose new ``version`` is committed on ``holders`` (none: only a prune is left)."""
+    """A key whose new ``version`` ``holders`` computed alike (to commit, in ``session`` with
+    ``digest``) or already committed (``session`` None); no holders: only a prune is left."""
 
     key_id: bytes
     version: bytes
     holders: tuple[bytes, ...]
+    session: bytes | None = None
+    digest: bytes | None = None
 
 
 async def _finish_stage(core: Core, admin: AdminSession, stage: str, items: Mapping[bytes, Sequence[_Finishing]],
@@ -702,15 +733,44 @@ async def _finish_stage(core: Core, admin: AdminSession, stage: str, items: Mapp
     return failed
 
 
+async def _commit_batch(core: Core, holders: Mapping[bytes, Sequence[_Finishing]]) -> dict[bytes, str]:
+    """Step 3 for a batch: ``ReshareCommits`` to every holder, a page per message; the keys that failed
+    on any holder (their sessions are aborted: a later attempt drops what they left inactive)."""
+    failed: dict[bytes, str] = {}
+    items = {item.session: item for node_items in holders.values() for item in node_items if item.session}
+
+    async def node_pages(node: bytes, keys: Sequence[_Finishing]) -> None:
+        todo = [k for k in keys if k.session is not None and k.digest is not None]
+        for i in range(0, len(todo), BATCH):
+            page = todo[i:i + BATCH]
+            request = m.ReshareCommits(sessions=tuple(k.session for k in page if k.session),
+                                       digests=tuple(k.digest for k in page if k.digest))
+            try:
+                reply = await _ask(core, node, request, m.ReshareFinished, _on_commits)
+            except KeyServerError as exc:
+                failed.update({k.key_id: f"commit on {_short(node)}: {exc}" for k in page})
+                continue
+            failed.update({items[s].key_id: f"commit on {_short(node)} failed" for s in reply.failed if s in items})
+
+    await asyncio.gather(*(node_pages(node, keys) for node, keys in holders.items()))
+    for item in items.values():
+        if item.key_id in failed and item.session is not None:
+            await _abort(core, item.session, item.holders)
+    return failed
+
+
 async def _finish(core: Core, admin: AdminSession, batch: Sequence[_Finishing]) -> None:
-    """Steps 5 and 6 for a batch of keys: activate each key's new version on its holders, then, for
-    the keys activated everywhere, prune on every node of both sets; counts them in the progress."""
+    """Steps 3 to 5 for a batch of keys: commit each key's new version on its holders, activate it
+    where every holder committed, then, for the keys activated everywhere, prune on every node of
+    both sets; counts them in the progress."""
     progress = core.admin_progress
     holders: dict[bytes, list[_Finishing]] = {}
     for item in batch:
         for node in item.holders:
             holders.setdefault(node, []).append(item)
-    failed = await _finish_stage(core, admin, "activate", holders)
+    failed = await _commit_batch(core, holders)
+    holders = {node: [item for item in items if item.key_id not in failed] for node, items in holders.items()}
+    failed.update(await _finish_stage(core, admin, "activate", holders))
     prunable = [item for item in batch if item.key_id not in failed]
     failed.update(await _finish_stage(core, admin, "prune",
                                       dict.fromkeys(_participants(core, admin.request), prunable)))
@@ -748,7 +808,7 @@ def _progress_start(core: Core, admin: AdminSession, total: int) -> dict[str, An
     progress.clear()
     progress.update({
         "session": "0x" + admin.session.hex(), "operation": admin.request.operation, "state": "planning",
-        "total": total, "committed": 0, "done": 0, "failed": 0, "skipped": 0, "lost": [], "errors": [],
+        "total": total, "ready": 0, "done": 0, "failed": 0, "skipped": 0, "lost": [], "errors": [],
         "started": time.time(), "finished": None,
     })
     return progress
@@ -872,6 +932,8 @@ async def _execute(core: Core, admin: AdminSession, plans: Sequence[KeyPlan], co
             if batch:
                 await _finish(core, admin, batch)
 
+    oldest: list[float] = []  # when the oldest key waiting to be finished was ready
+
     async def one(plan: KeyPlan) -> None:
         async with limit:
             try:
@@ -886,9 +948,12 @@ async def _execute(core: Core, admin: AdminSession, plans: Sequence[KeyPlan], co
                 log.warning("admin session %s: key %s did not move: %s", _short(admin.session),
                             _short(plan.key_id), exc)
                 return
-        progress["committed"] += 1
+        progress["ready"] += 1
+        now = asyncio.get_running_loop().time()
+        if not ready:
+            oldest[:] = [now]
         ready.append(item)
-        if len(ready) >= BATCH:
+        if len(ready) >= BATCH or now - oldest[0] > FINISH_AFTER:
             await finish()
 
     await asyncio.gather(*(one(p) for p in plans))
