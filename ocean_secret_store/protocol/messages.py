@@ -454,6 +454,91 @@ class SchnorrCancel(Message):
     session: bytes
 
 
+# Threshold ECDSA signing (protocol.md §2.9) over a group of 2t+1 holders: the sub-sharings in one
+# round, the inversion, the partial signatures (docs/cluster-protocol.md, "ECDSA signing").
+CODECS["digests"] = _list(*_H256)
+
+
+@message("EcdsaStart", session="h256", key_id="h256", signature="signature", version="h256", group="nodes",
+         message_hash="h256")
+class EcdsaStart(Message):
+    """Entry node -> each other member of ``group`` (2t+1 holders of ``version``, sorted): check access,
+    deal your four sub-sharings to the group (``EcdsaDealing``), verify every member's, and answer
+    ``EcdsaDealt`` (or ``EcdsaComplaint`` naming a dealer whose pairs fail its commitments).
+    ``session`` is fresh for every attempt; ``message_hash`` is what the attempt signs."""
+
+    session: bytes
+    key_id: bytes
+    signature: bytes
+    version: bytes
+    group: tuple[bytes, ...]
+    message_hash: bytes
+
+
+@message("EcdsaDealing", session="h256", nonce1="scalar", nonce2="scalar", inversion1="scalar",
+         inversion2="scalar", zero1="scalar", zero2="scalar", mask1="scalar", mask2="scalar",
+         nonce_commitments="points", inversion_commitments="points", zero_commitments="points",
+         mask_commitments="points", nonce_public_share="point")
+class EcdsaDealing(Message):
+    """Member -> member (one-way, the entry node included): the pairs ``(f(x_j), g(x_j))`` of the
+    dealer's nonce, inversion-helper, zero and mask sub-sharings for the receiver, and the dealer's
+    commitments (the same to every member: ``EcdsaDealt.digests`` checks that). One that arrives
+    before its ``EcdsaStart`` waits for it (bounded)."""
+
+    session: bytes
+    nonce1: int
+    nonce2: int
+    inversion1: int
+    inversion2: int
+    zero1: int
+    zero2: int
+    mask1: int
+    mask2: int
+    nonce_commitments: tuple[Point, ...]
+    inversion_commitments: tuple[Point, ...]
+    zero_commitments: tuple[Point, ...]
+    mask_commitments: tuple[Point, ...]
+    nonce_public_share: Point
+
+
+@message("EcdsaDealt", coeff_share="scalar", digests="digests")
+class EcdsaDealt(Message):
+    """Member -> entry node, answering ``EcdsaStart``: ``u_i = k_i·alpha_i + z_i`` and, per dealer in
+    the group's order, the SHA-256 digest of the commitments this member received from it."""
+
+    coeff_share: int
+    digests: tuple[bytes, ...]
+
+
+@message("EcdsaComplaint", dealers="nodes")
+class EcdsaComplaint(Message):
+    """Member -> entry node, answering ``EcdsaStart``: these dealers' pairs failed their commitments."""
+
+    dealers: tuple[bytes, ...]
+
+
+@message("EcdsaPartial", session="h256", inversed_nonce_coeff="secret")
+class EcdsaPartial(Message):
+    """Entry node -> member: ``u^-1``; answer your partial signature (then forget the attempt)."""
+
+    session: bytes
+    inversed_nonce_coeff: int
+
+
+@message("EcdsaPartialReply", partial="scalar")
+class EcdsaPartialReply(Message):
+    """Member -> entry node: its masked partial signature."""
+
+    partial: int
+
+
+@message("EcdsaCancel", session="h256")
+class EcdsaCancel(Message):
+    """Entry node -> member (one-way): forget the attempt (its shares and sub-sharings)."""
+
+    session: bytes
+
+
 # Delegation: an entry node without a share asks a holder to run the operation as entry (§6.9).
 @message("Delegate", operation="str", key_id="h256", signature="signature", version="h256",
          message_hash="opt_blob")

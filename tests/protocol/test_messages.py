@@ -93,6 +93,17 @@ EXAMPLES: list[m.Message] = [
     # a generation naming the key's owner-to-be (appended: BAD below indexes the list)
     m.GenInit(session=b"\x01" * 32, author=b"\x02" * 20, threshold=1, id_numbers={NODE1: 3, NODE2: 4},
               owner=b"\x09" * 20),
+    # threshold ECDSA signing
+    m.EcdsaStart(session=b"\x06" * 32, key_id=b"\x01" * 32, signature=SIG, version=b"\x05" * 32,
+                 group=(NODE1, NODE2), message_hash=b"\x07" * 32),
+    m.EcdsaDealing(session=b"\x06" * 32, nonce1=1, nonce2=2, inversion1=3, inversion2=4, zero1=0, zero2=N - 1,
+                   mask1=7, mask2=8, nonce_commitments=(P1, P2), inversion_commitments=(P2, P1),
+                   zero_commitments=(P1,), mask_commitments=(P2,), nonce_public_share=P1),
+    m.EcdsaDealt(coeff_share=0, digests=(b"\x07" * 32, b"\x08" * 32)),
+    m.EcdsaComplaint(dealers=(NODE2,)),
+    m.EcdsaPartial(session=b"\x06" * 32, inversed_nonce_coeff=12),
+    m.EcdsaPartialReply(partial=N - 1),
+    m.EcdsaCancel(b"\x06" * 32),
 ]
 
 
