@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import requests
 from eth_account import Account
+from eth_account._utils.legacy_transactions import encode_transaction, serializable_unsigned_transaction_from_dict
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 from web3 import HTTPProvider, Web3
@@ -67,6 +68,38 @@ class ConditionIds:
 
 
 # -- conversions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HashSigner:
+    """An account whose private key is not here: ``sign_hash(h)`` returns a 65-byte ``r || s || v``
+    ECDSA signature over the raw 32-byte hash (``v`` the recovery id, 0 or 1), as the key servers'
+    threshold ECDSA does (``GET /ecdsa/...``); :meth:`Keeper.transact` sends transactions from it."""
+
+    address: ChecksumAddress
+    sign_hash: Callable[[bytes], bytes]
+
+
+def sign_transaction(signer: HashSigner, tx: Mapping[str, Any]) -> bytes:
+    """The raw signed transaction ``tx`` (a legacy EIP-155 one, or a typed one), signed by ``signer``.
+
+    :raises ChainError: the signature is malformed or does not recover to ``signer.address``.
+    """
+    fields = dict(tx)
+    sender = fields.pop("from", None)
+    if sender is not None and to_address(sender) != signer.address:
+        raise ChainError(f"the transaction is from {sender}, not from the signer {signer.address}")
+    unsigned = serializable_unsigned_transaction_from_dict(fields)
+    signature = signer.sign_hash(bytes(unsigned.hash()))
+    if len(signature) != 65 or signature[64] > 1:
+        raise ChainError("the external signer answered no 65-byte r||s||v signature with v = 0 or 1")
+    r, s, recovery = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
+    typed = "gasPrice" not in tx or "type" in tx
+    v = recovery if typed else recovery + 35 + 2 * int(tx["chainId"])
+    raw = bytes(encode_transaction(unsigned, vrs=(v, r, s)))
+    if Account.recover_transaction(raw) != signer.address:
+        raise ChainError(f"the external signature does not recover to {signer.address}")
+    return raw
 
 
 def to_account(account: AccountLike) -> LocalAccount:
@@ -253,9 +286,11 @@ class Keeper:
         with translate_errors(self.w3, contract, function):
             return fn(*args).call()
 
-    def transact(self, account: AccountLike, contract: str, function: str, *args: Any, value: int = 0) -> Any:
-        """Sign and send one transaction from ``account``, wait for its receipt, and return it."""
-        signer = to_account(account)
+    def transact(self, account: AccountLike | HashSigner, contract: str, function: str, *args: Any,
+                 value: int = 0) -> Any:
+        """Sign and send one transaction from ``account`` (a key here, or a :class:`HashSigner` such as
+        the key servers), wait for its receipt, and return it."""
+        signer = account if isinstance(account, HashSigner) else to_account(account)
         fn = select_function(self.contracts[contract], function)(*args)
         with translate_errors(self.w3, contract, function):
             with self._send_lock:  # one nonce sequence per process
@@ -266,8 +301,9 @@ class Keeper:
                 # The estimate is made against the pending state; a call whose cost depends on the
                 # block (Dispenser stores the block time) can need more when mined: keep a margin.
                 tx["gas"] = int(tx["gas"] * 1.25) + 10_000
-                signed = signer.sign_transaction(tx)
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                raw = (sign_transaction(signer, tx) if isinstance(signer, HashSigner)
+                       else signer.sign_transaction(tx).raw_transaction)
+                tx_hash = self.w3.eth.send_raw_transaction(raw)
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.receipt_timeout, poll_latency=0.02
             )
@@ -338,6 +374,10 @@ class Keeper:
     def request_tokens(self, account: AccountLike, amount: int) -> Any:
         """Dispenser.requestTokens: mints ``amount`` whole OCEAN (amount·10^18 base units) to the caller."""
         return self.transact(account, "Dispenser", "requestTokens", amount)
+
+    def transfer_tokens(self, account: AccountLike | HashSigner, to: AddressLike, amount: int) -> Any:
+        """OceanToken.transfer of ``amount`` base units to ``to``."""
+        return self.transact(account, "OceanToken", "transfer", to_address(to), amount)
 
     def token_balance(self, address: AddressLike) -> int:
         return int(self.call("OceanToken", "balanceOf", to_address(address)))
