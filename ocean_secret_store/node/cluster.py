@@ -36,7 +36,7 @@ from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .liveness import Liveness
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
-from .sessions import decryption, delegation, generation, migration, negotiation, signing, storing
+from .sessions import decryption, delegation, ecdsa, generation, migration, negotiation, signing, storing
 from .sessions.base import (
     AdminSession,
     Maintenance,
@@ -99,15 +99,18 @@ def _dispatch(*tables: Mapping[type[m.Message], HandlerT]) -> Mapping[type[m.Mes
 REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     generation.REQUEST_HANDLERS, storing.REQUEST_HANDLERS, negotiation.REQUEST_HANDLERS,
     decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS, delegation.REQUEST_HANDLERS, migration.REQUEST_HANDLERS,
+    ecdsa.REQUEST_HANDLERS,
 )
 ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS,
-                                                                            migration.ONEWAY_HANDLERS)
+                                                                            migration.ONEWAY_HANDLERS,
+                                                                            ecdsa.ONEWAY_HANDLERS)
 #: Background loops of the session modules, started with the core (e.g. resolving unfinished stores).
 MAINTENANCE: Final[tuple[Maintenance, ...]] = storing.MAINTENANCE
 #: Requests that open a session on a member: refused while the node runs its maximum of sessions.
 #: A later message of a session already admitted never is, so no admitted session is cut halfway;
 #: a store is the tail of a generate-and-store and is not refused either.
-SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest, m.DelegateRequest})
+SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest, m.DelegateRequest,
+                                   m.EcdsaStart})
 #: Member work that counts as a running session while its handler runs (a metadata probe does not).
 SESSION_WORK: Final = frozenset(REQUEST_HANDLERS) - {m.KeyInfoRequest}
 
@@ -712,6 +715,15 @@ class ClusterCore:
             "schnorr_sign", key_id, signature,
             lambda r: self._blob("schnorr", key_id, signature,
                                  lambda: signing.run(self, key_id, signature, r, message_hash), message_hash),
+            ConsensusTemporaryUnreachable, bound, b.message_hash_arguments(message_hash))
+
+    async def ecdsa_sign(self, key_id: bytes, signature: bytes, message_hash: bytes,
+                         bound: b.Bound | None = None) -> bytes:
+        """``GET /ecdsa/{key}/{sig}/{hash}``: ``ECIES(Q, r || s || v)`` from 2t+1 holders (t = 0: this one)."""
+        return await self._entry(
+            "ecdsa_sign", key_id, signature,
+            lambda r: self._blob("ecdsa", key_id, signature,
+                                 lambda: ecdsa.run(self, key_id, signature, r, message_hash), message_hash),
             ConsensusTemporaryUnreachable, bound, b.message_hash_arguments(message_hash))
 
     def health(self) -> dict[str, Any]:

@@ -32,11 +32,11 @@ from ...exceptions import (
 )
 from ...protocol import messages as m
 from ..storage import KeyShare
-from . import decryption, negotiation, signing
+from . import decryption, ecdsa, negotiation, signing
 from .base import Core, Requester, RequestHandlers
 
 #: The operations that may be delegated, by their name on the wire.
-OPERATIONS: Final = frozenset({"shadow", "plain", "schnorr"})
+OPERATIONS: Final = frozenset({"shadow", "plain", "schnorr", "ecdsa"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ async def forward(core: Core, operation: str, key_id: bytes, signature: bytes,
     found = await negotiation.find_key(core, key_id, enough=_enough)
     if not found:
         raise ServerKeyIsNotFound()
-    if operation != "schnorr" and not any(metadata.has_document_key for _, metadata in found):
+    if operation not in ("schnorr", "ecdsa") and not any(metadata.has_document_key for _, metadata in found):
         raise DocumentKeyIsNotFound()
     choice = _choose(found)
     if choice is None:
@@ -117,8 +117,8 @@ async def _on_delegate(core: Core, sender: bytes, msg: m.DelegateRequest) -> m.M
         else:
             if msg.message_hash is None or len(msg.message_hash) != 32:
                 raise InvalidMessage("a delegated signing needs a 32-byte message hash")
-            reply = m.DelegatedBlob(blob=await signing.run(core, msg.key_id, msg.signature, requester,
-                                                            msg.message_hash))
+            sign = ecdsa.run if msg.operation == "ecdsa" else signing.run
+            reply = m.DelegatedBlob(blob=await sign(core, msg.key_id, msg.signature, requester, msg.message_hash))
     except KeyServerError as exc:
         core.audit_member(f"delegated_{msg.operation}", msg.key_id, requester.address, "refused", exc.parity_name)
         raise

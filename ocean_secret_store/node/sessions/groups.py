@@ -1,11 +1,11 @@
 """Consensus groups: which holders an operation asks, and hedging around the slow ones.
 
-An operation that needs ``t`` other holders (decryption, Schnorr signing) runs *attempts*. An
-attempt is one complete run with one fixed group and fresh secrets of its own (a new access
-key, new nonces): the group's Lagrange coefficients are inside what every member returns, and
-for shadow decryption inside blobs encrypted to the requester, so a member's answer is valid for
-its group only and answers of two groups never mix. :func:`hedged` starts the first attempt and
-then:
+An operation that needs ``t`` other holders (decryption, Schnorr signing; ECDSA signing needs
+``2t``) runs *attempts*. An attempt is one complete run with one fixed group and fresh secrets of
+its own (a new access key, new nonces, new sub-sharings): the group's Lagrange coefficients are
+inside what every member returns, and for shadow decryption inside blobs encrypted to the
+requester, so a member's answer is valid for its group only and answers of two groups never mix.
+:func:`hedged` starts the first attempt and then:
 
 * a member that **fails** (refuses, errors, disconnects) ends its attempt at once; it is dropped
   and a new attempt starts with a spare in its place;
@@ -48,11 +48,21 @@ class Attempt:
     chosen: tuple[bytes, ...]
     answered: set[bytes] = field(default_factory=set)
     round_started: float = 0.0
+    #: Members that did their part of the current round but whose answer is still out (it waits on
+    #: other members: an ECDSA member that dealt waits for every other member's dealing).
+    progressed: set[bytes] = field(default_factory=set)
 
     @property
     def waiting(self) -> list[bytes]:
-        """The members the current round still waits for."""
-        return [n for n in self.chosen if n not in self.answered]
+        """The members the current round still waits for: those that did not even do their part
+        yet, if any (they are the slow ones), else every member whose answer is still out."""
+        pending = [n for n in self.chosen if n not in self.answered]
+        behind = [n for n in pending if n not in self.progressed]
+        return behind or pending
+
+    def progress(self, node: bytes) -> None:
+        """``node`` did its part of the current round; its answer may still wait on others."""
+        self.progressed.add(node)
 
     async def _mark(self, node: bytes, answer: Awaitable[T]) -> T:
         result = await answer
@@ -63,6 +73,7 @@ class Attempt:
         """Await one request per member; the first failure ends the round (MemberFailures), the
         requests still out are abandoned."""
         self.answered = set()
+        self.progressed = set()
         self.round_started = asyncio.get_running_loop().time()
         if not requests:
             return {}  # threshold 0: the entry node alone
