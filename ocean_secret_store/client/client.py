@@ -77,7 +77,7 @@ from . import local
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-__all__ = ["DocumentKeyShadow", "SecretStoreClient"]
+__all__ = ["DocumentKeyShadow", "SecretStoreClient", "ethereum_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,29 @@ def _check_owner(owner: object) -> bytes | None:
         return parse_hex(owner, "owner", 20)
     got = f"{len(owner)} bytes" if isinstance(owner, (bytes, bytearray)) else type(owner).__name__
     raise _http.BadRequest(f"an owner-to-be is a 20-byte address or its 0x hex, got {got}")
+
+
+def _check_address(address: object) -> bytes:
+    """An Ethereum address as 20 bytes: 20 bytes, or ``0x`` and 40 hex digits (any case)."""
+    if isinstance(address, (bytes, bytearray)) and len(address) == 20:
+        return bytes(address)
+    if isinstance(address, str):
+        return parse_hex(address, "address", 20)
+    got = f"{len(address)} bytes" if isinstance(address, (bytes, bytearray)) else type(address).__name__
+    raise _http.BadRequest(f"an address is 20 bytes or its 0x hex, got {got}")
+
+
+def ethereum_signature(signature: bytes) -> bytes:
+    """A 65-byte ``r || s || v`` with the recovery id ``v`` (0 or 1, as the key servers answer) in
+    Ethereum's form ``v + 27``, as ``ecrecover``, eth-account and web3 take it.
+
+    :raises InvalidSignature: for a malformed signature, or ``v >= 2`` (``R.x >= n``, probability
+        about 2^-128): Ethereum has no way to express it; sign again.
+    """
+    signatures.check_signature_encoding(signature)
+    if signature[64] > 1:
+        raise InvalidSignature("the recovery id is 2 or 3 (R.x >= n): Ethereum cannot express it, sign again")
+    return bytes(signature[:64]) + bytes([signature[64] + 27])
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -511,15 +534,30 @@ class SecretStoreClient:
             schnorr.verify(public, signature, message_hash)
         return signature
 
-    def ecdsa_sign(self, key_id: bytes, message_hash: bytes, server_key: Point | None = None) -> bytes:
-        """``GET /ecdsa/{key_id}/{sig}/{message_hash}``: a threshold ECDSA signature ``r || s || v``.
+    def sign_ecdsa(self, key_id: bytes, message_hash: bytes, *, server_key: Point | None = None,
+                   address: bytes | str | None = None, ethereum: bool = False) -> bytes:
+        """``GET /ecdsa/{key_id}/{sig}/{message_hash}``: the cluster's threshold ECDSA signature of a
+        32-byte hash with the server key ``key_id`` (no key server holds the key; 2t+1 of them sign).
 
-        ``v`` is the raw recovery id (add 27 for Ethereum's ``ecrecover``). Verified as in
-        :meth:`schnorr_sign`: the signature must recover to ``server_key`` or the known ``Y``.
+        Returns Parity's 65 bytes ``r || s || v``: low-S, ``v`` the recovery id, 0 or 1 (2 or 3 only
+        when ``R.x >= n``, probability about 2^-128, which Ethereum cannot express). With
+        ``ethereum=True``, ``v + 27`` as ``ecrecover`` and eth-account take it
+        (:func:`ethereum_signature`). The hash is signed as it is: for an Ethereum transaction or an
+        EIP-191 message, pass the digest that would be signed.
 
-        :raises InvalidSignature: if it does not recover to the known ``Y``.
+        Checked before it is returned: the signature must recover to ``server_key`` if given, else
+        to ``address`` (the key's 20-byte Ethereum address, or its ``0x`` hex) if given, else to the
+        server key this client generated or retrieved for ``key_id``; with none known it is returned
+        as the nodes verified it. The requester needs the key's permission, as for a retrieval; a
+        key generated with ``2t >= N`` cannot sign (403 ``Consensus unreachable``).
+
+        :raises InvalidSignature: if the signature does not recover to the expected key, or
+            ``ethereum`` is asked of a signature with ``v >= 2``.
         """
         key_id = _check_key_id(key_id)
+        if len(message_hash) != 32:
+            raise _http.BadRequest(f"a message hash must be 32 bytes, got {len(message_hash)}")
+        expected_address = _check_address(address) if address is not None else None
         path = _http.ecdsa_signing_path(key_id, self.sign_key_id(key_id), message_hash)
         blob = _http.decode_bytes_response(
             self._get("ECDSA signing", path,
@@ -527,10 +565,26 @@ class SecretStoreClient:
             _http.ENCRYPTED_ECDSA_SIGNATURE_SIZE,
         )
         signature = self._decrypt(blob)
-        public = server_key if server_key is not None else self._known_server_key(key_id)
-        if public is not None and signatures.recover_public(signature, message_hash) != public:
-            raise InvalidSignature("the ECDSA signature does not recover to the server key")
-        return signature
+        public = server_key if server_key is not None else (
+            None if expected_address is not None else self._known_server_key(key_id))
+        if public is not None or expected_address is not None:
+            recovered = signatures.recover_public(signature, message_hash)
+            if public is not None and recovered != public:
+                raise InvalidSignature("the ECDSA signature does not recover to the server key")
+            if expected_address is not None and address_of(recovered) != expected_address:
+                raise InvalidSignature("the ECDSA signature does not recover to the key's address")
+        return ethereum_signature(signature) if ethereum else signature
+
+    def ecdsa_sign(self, key_id: bytes, message_hash: bytes, server_key: Point | None = None) -> bytes:
+        """``GET /ecdsa/{key_id}/{sig}/{message_hash}``: a threshold ECDSA signature ``r || s || v``
+        (Parity's endpoint name; :meth:`sign_ecdsa` is the documented method and takes more options).
+
+        ``v`` is the raw recovery id (add 27 for Ethereum's ``ecrecover``). Verified as in
+        :meth:`schnorr_sign`: the signature must recover to ``server_key`` or the known ``Y``.
+
+        :raises InvalidSignature: if it does not recover to the known ``Y``.
+        """
+        return self.sign_ecdsa(key_id, message_hash, server_key=server_key)
 
     def change_servers_set(self, old_servers_set: Iterable[Point], new_servers_set: Iterable[Point]) -> None:
         """``POST /admin/servers_set_change/{old_sig}/{new_sig}``, signed by this account as administrator.

@@ -412,6 +412,29 @@ def test_ecdsa_sign_recovers_to_the_server_key(node: FakeNode, client: SecretSto
         signer.ecdsa_sign(key_id, message_hash, server_key=Point.generator_mul(random_scalar()))
 
 
+def test_sign_ecdsa_checks_the_key_and_gives_the_ethereum_form(node: FakeNode, client: SecretStoreClient) -> None:
+    from ocean_secret_store.client.client import ethereum_signature
+
+    key_id, message_hash = new_key_id(), os.urandom(32)
+    server_key = client.generate_server_key(key_id, 0)
+    address = address_of(server_key)
+    raw = client.sign_ecdsa(key_id, message_hash)  # checked against the Y this client generated
+    assert raw[64] in (0, 1)
+    ethereum = client.sign_ecdsa(key_id, message_hash, ethereum=True)
+    assert ethereum == ethereum_signature(raw) == raw[:64] + bytes([raw[64] + 27])
+    assert Account._recover_hash(message_hash, signature=ethereum).lower() == "0x" + address.hex()
+    with SecretStoreClient(node.url, Account.create()) as signer:
+        # a signer who is not the author knows the key's address, not Y
+        assert signer.sign_ecdsa(key_id, message_hash, address="0x" + address.hex()) == raw
+        assert signer.sign_ecdsa(key_id, message_hash, address=address) == raw
+        with pytest.raises(InvalidSignature, match="address"):
+            signer.sign_ecdsa(key_id, message_hash, address=os.urandom(20))
+        with pytest.raises(ss_http.BadRequest):
+            signer.sign_ecdsa(key_id, message_hash[:31])
+    with pytest.raises(InvalidSignature):
+        ethereum_signature(raw[:64] + b"\x02")
+
+
 def test_change_servers_set_is_signed_by_the_administrator(node: FakeNode, cluster: FakeCluster) -> None:
     admin = Account.create()
     cluster.admin = Point.generator_mul(int.from_bytes(admin.key, "big"))
