@@ -395,6 +395,26 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from .cli_tools import cluster_urls, key_id_from
+    from .client.client import SecretStoreClient, ethereum_signature
+    from .crypto.hashes import address_of, checksum_address
+    from .crypto.signatures import recover_public
+    from .protocol.hexcodec import parse_hex
+
+    key_id = key_id_from(args.key_id, args.did)
+    message_hash = parse_hex(args.hash, "--hash", 32, prefix=None, error=UsageError)
+    address = parse_hex(args.address, "--address", 20, prefix=None, error=UsageError) if args.address else None
+    with SecretStoreClient(cluster_urls(args.url, args.devnet), _account(args), verify=_client_verify(args)) as client:
+        signature = client.sign_ecdsa(key_id, message_hash, address=address)
+    signer = checksum_address(address_of(recover_public(signature, message_hash)))
+    shown = ethereum_signature(signature) if args.ethereum else signature
+    data = {"key_id": "0x" + key_id.hex(), "hash": "0x" + message_hash.hex(), "signature": "0x" + shown.hex(),
+            "r": "0x" + signature[:32].hex(), "s": "0x" + signature[32:64].hex(), "v": shown[64], "signer": signer}
+    _print(args, data, "0x" + shown.hex())
+    return EXIT_OK
+
+
 def _ocean(args: argparse.Namespace) -> Any:
     from .ocean.host import Ocean
 
@@ -561,6 +581,30 @@ def _add_encrypt_decrypt(sub: Any) -> None:
         cmd.set_defaults(func=func)
 
 
+def _add_sign(sub: Any) -> None:
+    text = "sign a 32-byte hash with a threshold key: ECDSA by 2t+1 key servers (GET /ecdsa), for Ethereum"
+    cmd = sub.add_parser(
+        "sign", help=text,
+        description=text + ". Prints r||s||v as 0x hex (v the recovery id 0/1; --ethereum: v+27); with --json also "
+        "r, s, v and the signer's address (the key's Ethereum address). Needs the key's permission, as a "
+        "retrieval; a key generated with 2t >= N cannot sign.")
+    target = cmd.add_mutually_exclusive_group(required=True)
+    target.add_argument("--key-id", help="server key id: 64 hex digits (0x optional)")
+    target.add_argument("--did", help="an Ocean DID (did:op:...); the key id is its 32 bytes")
+    cmd.add_argument("--hash", required=True, metavar="0x<64 hex>", help="the 32-byte hash to sign, as it is")
+    cmd.add_argument("--url", "--node", action="append", dest="url", metavar="URL",
+                     help="key server URL (repeatable or comma-separated; any node is an entry point)")
+    cmd.add_argument("--devnet", help="take the key server URLs from DIR/devnet.json (default .devnet)")
+    cmd.add_argument("--ca-file", type=Path, metavar="PEM",
+                     help="check https key servers against this CA bundle (default: the devnet's tls_ca with "
+                     "--devnet, else the system CAs)")
+    cmd.add_argument("--address", metavar="0x<40 hex>",
+                     help="refuse a signature that does not recover to this address (the key's)")
+    cmd.add_argument("--ethereum", action="store_true", help="print v as 27/28, as ecrecover takes it")
+    _account_args(cmd, "the requester")
+    cmd.set_defaults(func=_cmd_sign)
+
+
 def _add_rpc(sub: Any) -> None:
     rpc = sub.add_parser(
         "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
@@ -668,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=_cmd_keys)
 
     _add_encrypt_decrypt(sub)
+    _add_sign(sub)
 
     publish = sub.add_parser("publish", help="publish an asset (Ocean: DDO, encrypted files, DID on chain)")
     publish.add_argument("--metadata", required=True, help="JSON file with the asset's metadata ({'main': {...}})")

@@ -172,6 +172,43 @@ def test_encrypt_decrypt_round_trip_through_the_cli(cluster: Path, tmp_path: Pat
 
 
 @pytest.mark.integration
+def test_sign_prints_what_ecrecover_takes_for_the_key_address(cluster: Path) -> None:
+    from ocean_secret_store.client.client import SecretStoreClient
+    from ocean_secret_store.crypto.hashes import address_of, checksum_address
+    from ocean_secret_store.devnet import DevnetState
+
+    account = Account.create()
+    env = {"ACCOUNT_KEY": account.key.hex()}
+    state = DevnetState.require(cluster)
+    key_id, other = os.urandom(32), os.urandom(32)
+    with SecretStoreClient([n.http_url for n in state.nodes], account) as client:
+        address = checksum_address(address_of(client.generate_server_key(key_id, 1)))  # 2t+1 = 3 nodes sign
+        client.generate_server_key(other, 2)  # 2t >= N: cannot sign
+    message_hash = os.urandom(32)
+    common = ["sign", "--key-id", "0x" + key_id.hex(), "--hash", "0x" + message_hash.hex(), "--devnet", str(cluster),
+              "--key-env", "ACCOUNT_KEY"]
+    out = run("--json", *common, "--address", address, env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["signer"] == address and report["v"] in (0, 1)
+    signature = bytes.fromhex(report["signature"][2:])
+    assert len(signature) == 65 and report["r"][2:] + report["s"][2:] == signature[:64].hex()
+    ethereum = run(*common, "--ethereum", "--node", state.nodes[1].http_url, env=env)
+    assert ethereum.returncode == 0, ethereum.stderr
+    signed = bytes.fromhex(ethereum.stdout.decode().strip()[2:])
+    assert signed[64] in (27, 28) and signed[:32] != signature[:32]  # a new signature: a new nonce
+    assert Account._recover_hash(message_hash, signature=signed) == address
+    wrong = run(*common, "--address", "0x" + os.urandom(20).hex(), env=env)
+    assert wrong.returncode == 1 and b"does not recover to the key's address" in wrong.stderr
+    refused = run("sign", "--key-id", other.hex(), "--hash", message_hash.hex(), "--devnet", str(cluster),
+                  "--key-env", "ACCOUNT_KEY", env=env)
+    assert refused.returncode == 1 and b"Consensus unreachable" in refused.stderr
+    bad = run("sign", "--key-id", key_id.hex(), "--hash", "0x1234", "--devnet", str(cluster), "--key-env",
+              "ACCOUNT_KEY", env=env)
+    assert bad.returncode == 2 and b"--hash" in bad.stderr
+
+
+@pytest.mark.integration
 def test_devnet_status_json(cluster: Path) -> None:
     out = run("--json", "devnet", "status", "--state-dir", str(cluster))
     assert out.returncode == 0, out.stderr
