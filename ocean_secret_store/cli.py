@@ -22,6 +22,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_deploy import add_deploy_commands
 from .cli_tools import UsageError
 from .client.throttle import DEFAULT_FIRST_DELAY, DEFAULT_MAX_DELAY, PasswordThrottle
 from .exceptions import SecretStoreError
@@ -735,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rpc(sub)
     _add_provider(sub)
     _add_demo_and_tools(sub)
+    add_deploy_commands(sub)
     return parser
 
 

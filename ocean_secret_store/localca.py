@@ -1,6 +1,6 @@
-"""The devnet's local certificate authority: a short-lived CA and its servers' certificates
-(ECDSA P-256, for 127.0.0.1 and localhost), made with pyca ``cryptography``. Development only:
-the key files are 0600 in the devnet's state dir, and nothing is renewed.
+"""A local certificate authority: a CA and its servers' certificates (ECDSA P-256), made with pyca
+``cryptography``. The devnet's is short-lived and names 127.0.0.1 and localhost; ``cluster init``
+makes one whose certificates name each key server's host. Key files are 0600; nothing is renewed.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -21,8 +22,8 @@ from .serving import TlsFiles
 
 #: The devnet's certificates live a week: a devnet is a working session, not a deployment.
 LOCAL_CERT_DAYS: Final = 7
-_LOCAL_NAMES: Final = ("localhost",)
-_LOCAL_ADDRESSES: Final = ("127.0.0.1",)
+#: What the devnet's certificates name: its services all listen on loopback.
+LOCAL_HOSTS: Final = ("localhost", "127.0.0.1")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -63,16 +64,26 @@ def make_local_ca(directory: Path, name: str = "ocean-secret-store devnet CA", *
     return files
 
 
-def issue_certificate(ca: TlsFiles, directory: Path, name: str, *, days: int = LOCAL_CERT_DAYS) -> TlsFiles:
-    """Issue a server certificate for 127.0.0.1 and localhost signed by ``ca``, as ``name``.pem/.key (0600)."""
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def issue_certificate(ca: TlsFiles, directory: Path, name: str, *, days: int = LOCAL_CERT_DAYS,
+                      hosts: Sequence[str] = LOCAL_HOSTS) -> TlsFiles:
+    """Issue a server certificate signed by ``ca`` as ``name``.pem/.key (0600), naming ``hosts`` (DNS
+    names or IP addresses; default 127.0.0.1 and localhost)."""
+    if not hosts:
+        raise ConfigError(f"a certificate for {name} must name at least one host", key="tls")
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{ca.key}: the local CA's key is not an EC key", key="tls_ca")
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in _LOCAL_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in _LOCAL_ADDRESSES]
+    names = [_general_name(host) for host in dict.fromkeys(hosts)]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))

@@ -48,10 +48,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "ocean": _CORE | {"lifecycle", "serving", "client", "chain"},
     "devnet": _SERVICES | {"localca"},
     "demo": _SERVICES | {"devnet"},
+    "cluster_init": _SERVICES | {"localca"},  # `cluster init`: keys, configs, certificates for N machines
     "cli_tools": _SERVICES | {"devnet"},
-    "cli": _SERVICES | {"devnet", "demo", "cli_tools"},
+    "cli_deploy": _SERVICES | {"cluster_init", "cli_tools"},
+    "cli": _SERVICES | {"devnet", "demo", "cli_tools", "cli_deploy"},
     "__init__": _SERVICES,
-    "testing": _SERVICES | {"localca", "devnet", "demo", "cli_tools", "cli"},
+    "testing": _SERVICES | {"localca", "devnet", "demo", "cluster_init", "cli_tools", "cli_deploy", "cli"},
 }
 
 #: Narrower rules inside a component: (importer component, imported component) -> the only modules
