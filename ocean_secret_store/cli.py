@@ -271,13 +271,13 @@ def _admin_client(args: argparse.Namespace) -> Any:
 
 
 def _cmd_admin(args: argparse.Namespace) -> int:
-    from .cli_tools import AdminProgress, admin_secret_from_env, node_ids
+    from .cli_tools import AdminProgress, admin_secret, node_ids
 
     if args.admin_command == "status":
         with _admin_client(args) as client:
             print(json.dumps(client.status(), indent=2), flush=True)
         return EXIT_OK
-    secret = admin_secret_from_env(args.admin_key_env)
+    secret = admin_secret(args.admin_key_env, args.admin_keystore, args.admin_password_env)
     new_set = node_ids(args.nodes) if args.admin_command == "servers-set-change" else None
     target = node_ids([args.target])[0] if args.admin_command == "repair" else None
     progress = AdminProgress(args.admin_command)
@@ -553,8 +553,12 @@ def _add_admin(sub: Any) -> None:
                              help="the new servers set: node ids (0x + 128 hex), comma-separated or repeated")
         if name == "repair":
             cmd.add_argument("--target", required=True, metavar="0x<node id>", help="the node to repair")
-        cmd.add_argument("--admin-key-env", required=True, metavar="VAR",
+        key = cmd.add_mutually_exclusive_group(required=True)
+        key.add_argument("--admin-key-env", metavar="VAR",
                          help="environment variable holding the admin private key (hex, 0x optional)")
+        key.add_argument("--admin-keystore", type=Path, metavar="FILE",
+                         help="the admin key's v3 keystore (`cluster init` writes admin/keystore/UTC--...)")
+        cmd.add_argument("--admin-password-env", metavar="VAR", help="environment variable holding its password")
         _force_arg(cmd)
     admin.set_defaults(func=_cmd_admin)
 

@@ -146,6 +146,19 @@ def admin_secret_from_env(name: str | None) -> int:
     return secret
 
 
+def admin_secret(key_env: str | None, keystore: Path | None, password_env: str | None) -> int:
+    """The administrator's private key: from ``$KEY_ENV`` (hex), or from a v3 keystore (``cluster init``
+    writes one) unlocked with the password in ``$PASSWORD_ENV``; never echoed."""
+    if keystore is None:
+        return admin_secret_from_env(key_env)
+    if not password_env or password_env not in os.environ:
+        raise UsageError("--admin-keystore needs --admin-password-env naming the variable that holds its password")
+    try:
+        return int.from_bytes(unlock_file(keystore, os.environ[password_env]), "big")
+    except KeystoreError as exc:  # its message names the file, never the password
+        raise UsageError(f"cannot unlock the admin keystore: {exc}") from None
+
+
 def node_ids(values: list[str] | None) -> list[bytes]:
     """Node ids (``0x`` + 128 hex each) from repeated and comma-separated options."""
     from .client.admin import parse_node_id  # noqa: PLC0415 -- requests and the client only for admin commands

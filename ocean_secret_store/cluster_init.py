@@ -345,6 +345,7 @@ def _compose_all_text(plans: Sequence[NodePlan], image: str) -> str:
 
 def _readme(plan: ClusterPlan) -> str:
     first = plan.nodes[0]
+    admin_keystore = plan.admin_keystore.relative_to(plan.out)
     lines = [
         f"An ocean-secret-store cluster of {len(plan.nodes)} key servers (made by `ocean-secret-store cluster init`).",
         f"Keys of threshold t <= {plan.threshold_max} are served by any t+1 of them; generating a key needs all.",
@@ -369,10 +370,11 @@ def _readme(plan: ClusterPlan) -> str:
         "The password of each keystore is the value the variable had when `cluster init` ran; it is written",
         "nowhere. Copy each folder to its machine only (scp -r, or any secure channel).",
         "",
-        f"admin/  ->  the administrator's machine, NOT the key servers. {plan.admin_keystore.relative_to(plan.out)}",
-        f"      is the administrator key (password: ${plan.admin_password_env}); its public key is every",
-        "      node's admin_public, so servers-set change, refresh and repair need its signature",
-        "      (ocean-secret-store admin ... --node URL --admin-key-env VAR).",
+        "admin/  ->  the administrator's machine, NOT the key servers: the administrator key (a keystore,",
+        f"      password in ${plan.admin_password_env}); its public key is every node's admin_public, so",
+        "      servers-set change, refresh and repair need its signature:",
+        (f"      ocean-secret-store admin refresh --node URL --admin-keystore {admin_keystore}"
+         f" --admin-password-env {plan.admin_password_env}"),
     ]
     if plan.tls_ca is not None:
         lines += [

@@ -114,3 +114,22 @@ def test_the_generated_cluster_generates_and_retrieves_a_key(cluster: tuple[Path
     recovered = shadows.recover_document_key(result.decrypted_secret, result.common_point, result.decrypt_shadows,
                                              requester)
     assert isinstance(recovered, Point) and recovered == document_key
+
+
+def test_the_generated_admin_keystore_signs_admin_sessions(cluster: tuple[Path, list[str]]) -> None:
+    # The administrator's machine: the admin folder and the CA; the nodes trust the key (admin_public).
+    out, urls = cluster
+    (keystore,) = (out / "admin" / "keystore").iterdir()
+    refresh = subprocess.run([*CLI, "--json", "admin", "refresh", "--node", urls[0], "--ca-file",
+                              str(out / "ca" / "ca.pem"), "--admin-keystore", str(keystore),
+                              "--admin-password-env", "ADMIN_PW"],
+                             env={**os.environ, "ADMIN_PW": PASSWORDS["ADMIN_PW"]}, capture_output=True,
+                             timeout=120, check=False)
+    assert refresh.returncode == 0, refresh.stderr
+    report = json.loads(refresh.stdout)
+    assert report["state"] == "done" and report["failed"] == 0, report
+    wrong = subprocess.run([*CLI, "admin", "refresh", "--node", urls[0], "--admin-keystore", str(keystore),
+                            "--admin-password-env", "ADMIN_PW"], env={**os.environ, "ADMIN_PW": "wrong"},
+                           capture_output=True, timeout=120, check=False)
+    assert wrong.returncode == 2
+    assert b"cannot unlock the admin keystore" in wrong.stderr and b"wrong" not in wrong.stderr
