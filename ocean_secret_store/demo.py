@@ -4,6 +4,7 @@ order -> consume, each step timed, then t+1 key servers enough and t refused."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sys
 import tempfile
@@ -16,6 +17,9 @@ from typing import TypeVar
 from eth_account import Account
 
 from . import devnet
+from .chain.keeper import HashSigner, to_address
+from .client.client import SecretStoreClient
+from .crypto.hashes import address_of, checksum_address
 from .exceptions import KeyServerError, OceanError
 from .ocean.ddo import ACCESS_INDEX
 from .ocean.host import Ocean
@@ -154,7 +158,40 @@ class _Story:
         balances_ok = (after["publisher"] - before["publisher"] == self.PRICE
                        and before["consumer"] - after["consumer"] == self.PRICE)
         return (via_provider and via_shadow and states == (2, 2, 2) and balances_ok
-                and self._threshold(did, encrypted))
+                and self._cluster_signs() and self._threshold(did, encrypted))
+
+    def _cluster_signs(self) -> bool:
+        """A threshold key's address receives OCEAN; a transaction the key servers sign moves it."""
+        steps, say, keeper = self.steps, self.say, self.ocean.keeper
+        publisher, consumer = self.roles["publisher"], self.roles["consumer"]
+        t = min(self.ocean.config.threshold, (len(self.state.nodes) - 1) // 2)  # ECDSA needs 2t+1 <= N
+        key_id = os.urandom(32)
+        with SecretStoreClient([node.http_url for node in self.state.nodes], publisher) as client:
+            public = steps.run(f"publisher makes a t = {t} server key: an Ethereum account nobody holds the key of",
+                               lambda: client.generate_server_key(key_id, t))
+            signer = HashSigner(to_address(checksum_address(address_of(public))),
+                                lambda digest: client.sign_ecdsa(key_id, digest, server_key=public))
+            say(f"    its address {signer.address}")
+            steps.run("publisher sends it 4 OCEAN and 0.1 ETH for gas", lambda: self._fund(signer.address))
+            before = keeper.token_balance(consumer.address)
+            receipt = steps.run(f"the key servers sign a transfer of 3 OCEAN to the consumer ({2 * t + 1} of them "
+                                "per signature, threshold ECDSA); the chain mines it",
+                                lambda: keeper.transfer_tokens(signer, consumer.address, 3 * 10**18))
+        moved = keeper.token_balance(consumer.address) - before
+        left = keeper.token_balance(signer.address)
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        say(f"    tx {tx_hash} from {receipt['from']}: consumer +{moved / 10**18:.1f} OCEAN, "
+            f"the cluster's account keeps {left / 10**18:.1f} OCEAN")
+        return receipt["from"] == signer.address and moved == 3 * 10**18 and left == 10**18
+
+    def _fund(self, address: str) -> None:
+        publisher, keeper = self.roles["publisher"], self.ocean.keeper
+        keeper.transfer_tokens(publisher, address, 4 * 10**18)
+        w3 = keeper.w3
+        tx = {"to": address, "value": 10**17, "gas": 21000, "gasPrice": w3.eth.gas_price,
+              "nonce": w3.eth.get_transaction_count(publisher.address, "pending"), "chainId": keeper.chain_id}
+        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(
+            publisher.sign_transaction(tx).raw_transaction), timeout=30)
 
     def _balances(self) -> dict[str, int]:
         return {role: self.ocean.keeper.token_balance(self.roles[role].address) for role in ("publisher", "consumer")}

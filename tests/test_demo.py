@@ -51,5 +51,6 @@ def test_cluster_demo_end_to_end() -> None:
     assert "refused by the key servers (ConsensusUnreachable" in text
     assert "provider OK, direct OK" in text
     assert "publisher    0.0 OCEAN ->   10.0 OCEAN" in text
+    assert "consumer +3.0 OCEAN, the cluster's account keeps 1.0 OCEAN" in text  # threshold ECDSA on chain
     assert "refused: ConsensusTemporaryUnreachable" in text
     assert "devnet stopped" in text
