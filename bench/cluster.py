@@ -10,6 +10,7 @@ rotation):
 * shadow retrieval latency at concurrency 1, measured in the client with the requester
   signature and the local combination of the shadows included,
 * shadow retrieval throughput with 16 requests in flight;
+* Schnorr and threshold ECDSA signing latency at concurrency 1 (ECDSA needs 2t < N);
 
 and with ``--freeze K`` (issue 12, liveness under stalls) then:
 
@@ -49,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import describe, expect, freeze, pct, readiness, spread, thaw, thaw_all, wait_ready
 
 from ocean_secret_store import devnet
-from ocean_secret_store.crypto import document, shadows
-from ocean_secret_store.crypto.curve import random_scalar
+from ocean_secret_store.crypto import document, ecdsa, ecies, schnorr, shadows
+from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.exceptions import SecretStoreError
 from ocean_secret_store.node.config import load_config
@@ -219,8 +220,39 @@ async def bench(urls: list[str], threshold: int, generations: int, retrievals: i
         print(f"  {'throughput, ' + str(burst) + ' in flight':<44} {total / elapsed:8.1f} retrievals/s"
               f"   target >= 300/s (5 nodes)")
 
+        await signing(http, urls, entries, secret, key_id, public, threshold, max(retrievals // 2, 10))
+
         if plan is not None:
             await freeze_phase(retrieve, urls, plan, retrievals)
+
+
+async def signing(http: aiohttp.ClientSession, urls: list[str], entries: itertools.cycle[str], secret: int,
+                  key_id: bytes, public: Point, threshold: int, count: int) -> None:
+    """Schnorr and threshold ECDSA signing latency at concurrency 1, each signature decrypted and
+    verified against the server key in the client (included in the time)."""
+    schnorr_times, ecdsa_times = [], []
+    for _ in range(count):
+        message_hash = os.urandom(32)
+        start = time.perf_counter()
+        async with http.get(next(entries) + "/" + codec.schnorr_signing_path(
+                key_id, sign_raw_hash(secret, key_id), message_hash)) as r:
+            blob = codec.decode_bytes_response(await expect(r), codec.ENCRYPTED_SCHNORR_SIGNATURE_SIZE)
+        schnorr.verify(public, schnorr.parse_signature(ecies.decrypt(secret, blob)), message_hash)
+        schnorr_times.append(time.perf_counter() - start)
+    report("Schnorr signing, concurrency 1", schnorr_times)
+    if 2 * threshold >= len(urls):
+        print(f"  ECDSA signing skipped: 2t = {2 * threshold} >= N = {len(urls)} (Parity refuses such a key)")
+        return
+    for _ in range(count):
+        message_hash = os.urandom(32)
+        start = time.perf_counter()
+        async with http.get(next(entries) + "/" + codec.ecdsa_signing_path(
+                key_id, sign_raw_hash(secret, key_id), message_hash)) as r:
+            blob = codec.decode_bytes_response(await expect(r), codec.ENCRYPTED_ECDSA_SIGNATURE_SIZE)
+        ecdsa.verify_signature(public, ecies.decrypt(secret, blob), message_hash)
+        ecdsa_times.append(time.perf_counter() - start)
+    report(f"ECDSA signing (2t+1 = {2 * threshold + 1} of {len(urls)}), concurrency 1", ecdsa_times,
+           "target p50 <= 30 ms (5 nodes)")
 
 
 def freeze_plan(state: devnet.DevnetState, count: int, threshold: int, retrievals: int) -> Freeze | None:
