@@ -277,6 +277,41 @@ def test_signing_survives_a_member_dropping_at_each_phase(kind: str, mode: str) 
     run(scenario)
 
 
+def test_a_member_that_sees_another_member_go_first_is_not_replaced_for_it() -> None:
+    """Found on real processes: a member that noticed a killed member's disconnect before the entry
+    node did used to fail its part, and was replaced with the dead one; with 2t+1 live holders
+    left, the operation then had too few."""
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(4, session_timeout=TIMEOUT)
+        try:
+            author = Account()
+            key_id, public, _ = await publish(cores, author, 1)
+            witness, victim = cores[1], cores[2]
+            cores[0].suspect([cores[3].node_id])  # the first group is {0, 1, 2}, node 3 the one spare
+            cores[0].liveness.min_hedge = 0.3  # no hedge before the entry node sees the victim go
+            fired: list[bool] = []
+
+            def drop(src: bytes, dst: bytes, env: m.Envelope) -> bool:
+                if (src, dst) == (victim.node_id, witness.node_id) and isinstance(env.body, m.EcdsaDealing):
+                    fired.append(True)
+                    witness.on_peer_disconnected(victim.node_id)  # the witness sees it go first
+                    asyncio.get_running_loop().call_later(0.05, hub.isolate, victim.node_id)
+                    return True
+                return False
+
+            hub.drop = drop
+            message_hash = os.urandom(32)
+            check(await sign(cores[0], key_id, author, message_hash), message_hash, public)
+            assert fired
+            starts = [dst for src, dst, kind in hub.sent if src == cores[0].node_id and kind == "EcdsaStart"]
+            assert set(starts[2:]) == {witness.node_id, cores[3].node_id}
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
 def test_a_frozen_member_is_hedged_around_and_one_down_beside_it_changes_nothing() -> None:
     async def scenario() -> None:
         hub, cores = await make_cluster(5, session_timeout=2.0)

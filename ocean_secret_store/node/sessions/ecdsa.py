@@ -84,6 +84,8 @@ class SigningState:
     key_share: int
     created: float
     h: Point
+    #: this node is the attempt's master (the entry node), not a member it asked
+    entry: bool = False
     #: called with each dealer whose dealing arrived (the master's attempt: that member did its part)
     heard: Callable[[bytes], None] | None = None
     dealings: dict[bytes, m.EcdsaDealing] = field(default_factory=dict)
@@ -111,7 +113,11 @@ class SigningState:
         self.fail(NodeDisconnected(), self.missing)
 
     def peer_lost(self, peer: bytes) -> None:
-        if peer in self.group and self.shares is None:
+        # The master fails its attempt at once, naming the member it lost. A member fails only when
+        # it loses the master: another member's loss is the master's to find out and act on (it
+        # replaces that member and cancels this attempt), and a member that failed on it would be
+        # replaced itself, although it is fine.
+        if self.shares is None and (peer == self.master or (self.entry and peer in self.group)):
             self.fail(NodeDisconnected(), (peer,))
 
     @property
@@ -182,7 +188,7 @@ def _register(core: Core, master: bytes, session: bytes, key_id: bytes, threshol
     state = table[session] = SigningState(
         session=session, master=master, key_id=key_id, threshold=threshold, group=group,
         message_hash=message_hash, key_share=key_share, created=asyncio.get_running_loop().time(),
-        h=pedersen_h(session), heard=heard)
+        h=pedersen_h(session), entry=master == core.node_id, heard=heard)
     for dealer, dealing in ({} if early is None else early.dealings).items():
         state.accept(dealer, dealing)
     return state
@@ -237,8 +243,11 @@ async def _deal_and_verify(core: Core, state: SigningState) -> ecdsa.SigningShar
         try:
             await core.send(node, out)
         except KeyServerError as exc:
-            state.fail(exc, (node,))
-            raise
+            if state.entry:
+                state.fail(exc, (node,))
+                raise
+            # A member goes on: the master loses that member too, and replaces it (see peer_lost).
+            log.debug("an ECDSA dealing to %s was not sent: %s", _short(node), exc)
     try:
         async with asyncio.timeout(core.session_timeout):
             await state.complete.wait()
