@@ -488,6 +488,33 @@ def test_a_cancelled_attempt_is_forgotten_even_before_it_began_at_a_member() -> 
     run(scenario)
 
 
+def test_members_that_lose_the_entry_node_forget_the_attempt() -> None:
+    async def scenario() -> None:
+        hub, cores = await make_cluster(3, session_timeout=TIMEOUT)
+        try:
+            author = Account()
+            key_id, _, _ = await publish(cores, author, 1)
+            entry = cores[0]
+
+            def drop(src: bytes, dst: bytes, env: m.Envelope) -> bool:
+                if isinstance(env.body, m.EcdsaPartial):  # every member holds its shares, waiting
+                    asyncio.get_running_loop().call_soon(hub.isolate, entry.node_id)
+                    return True
+                return False
+
+            hub.drop = drop
+            with pytest.raises(ConsensusTemporaryUnreachable):
+                await sign(entry, key_id, author, os.urandom(32))
+            for member in cores[1:]:
+                states = list(member.sessions.get("ecdsa", {}).values())
+                assert states  # still in the table until it expires, but with nothing secret left
+                assert all(s.shares is None and not s.dealings for s in states)
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
 def test_an_entry_node_without_a_share_delegates_ecdsa_signing() -> None:
     async def scenario() -> None:
         hub, cores = await make_cluster(5, session_timeout=TIMEOUT)

@@ -117,7 +117,11 @@ class SigningState:
         # it loses the master: another member's loss is the master's to find out and act on (it
         # replaces that member and cancels this attempt), and a member that failed on it would be
         # replaced itself, although it is fine.
-        if self.shares is None and (peer == self.master or (self.entry and peer in self.group)):
+        if peer == self.master and not self.entry:
+            self.shares = None  # nobody will ask for the partial: forget the attempt's secrets now
+            self.dealings.clear()
+            self.fail(NodeDisconnected(), (peer,))
+        elif self.entry and peer in self.group and self.shares is None:
             self.fail(NodeDisconnected(), (peer,))
 
     @property
