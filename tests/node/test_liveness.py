@@ -185,6 +185,22 @@ def test_groups_prefer_connected_unsuspected_holders_and_leave_out_the_missing()
     run(scenario)
 
 
+def test_a_hedge_with_more_slow_members_than_spares_never_puts_a_slow_one_back() -> None:
+    async def scenario() -> None:
+        hub, cores = await _cluster()
+        try:
+            core = cores[0]
+            a, b, c, d = (x.node_id for x in cores[1:])
+            group = Group([a, b, c], [d], 3, 5)
+            assert group.hedge(core, [a, b])
+            assert b in group.chosen and a not in group.chosen and d in group.chosen  # b stays: no spare left
+            assert group.spares == [a]
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
 def test_readiness_counts_usable_peers_and_names_the_rest() -> None:
     async def scenario() -> None:
         hub, cores = await _cluster()

@@ -135,10 +135,13 @@ class Group:
         slow = [n for n in slow if n in self.chosen]
         if not slow or not self.spares:
             return False
+        fresh = list(self.spares)  # a slow member moved out now is never put back in by this hedge
         for node in slow:
-            if not self.spares:
+            if not fresh:
                 break
-            self.chosen[self.chosen.index(node)] = self.spares.pop(0)
+            spare = fresh.pop(0)
+            self.spares.remove(spare)
+            self.chosen[self.chosen.index(node)] = spare
             self.spares.append(node)
         return True
 
