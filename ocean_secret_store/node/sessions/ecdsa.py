@@ -473,7 +473,11 @@ async def _attempt(core: Core, share: KeyShare, version: KeyVersion, key_id: byt
     finally:
         core.table(TABLE).pop(session, None)
         if not done:
-            # Forget this attempt everywhere (a member that gave its partial has nothing left of it).
+            # Forget this attempt everywhere (a member that gave its partial has nothing left of it),
+            # here too: a member's dealing still on its way must not wait here for a Start never to come.
+            closed = core.table(EARLY)
+            if session not in closed and len(closed) < MAX_EARLY:
+                closed[session] = EarlyDealings(asyncio.get_running_loop().time(), cancelled_by=me)
             for n in attempt.chosen:
                 core.spawn(_cancel(core, n, session))
     partials = {n: reply.partial for n, reply in replies.items()}
