@@ -519,13 +519,13 @@ async def _on_finish(core: Core, sender: bytes, msg: m.ReshareFinish) -> m.Resha
     """Activate (or prune) a page of keys; the ones that failed here are named in the answer."""
     admin = _admin(core, sender, msg.session)
     failed = []
-    async with core.store_lock:
-        for key_id, version in zip(msg.key_ids, msg.versions, strict=True):
-            try:
+    for key_id, version in zip(msg.key_ids, msg.versions, strict=True):
+        try:
+            async with core.store_lock:  # per key: a page must not hold up this node's stores
                 await _finish_one(core, admin, msg.stage, key_id, version)
-            except KeyServerError as exc:
-                log.warning("key %s: %s failed: %s", _short(key_id), msg.stage, exc)
-                failed.append(key_id)
+        except KeyServerError as exc:
+            log.warning("key %s: %s failed: %s", _short(key_id), msg.stage, exc)
+            failed.append(key_id)
     return m.ReshareFinished(failed=tuple(failed))
 
 
