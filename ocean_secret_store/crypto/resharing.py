@@ -11,7 +11,9 @@ nodes get fresh ones, :func:`new_id_numbers`) and a new threshold ``t'``:
    (:func:`deal_redistribution`); it sends ``h_i(x_j)`` to every node ``j`` of the new map
    (:func:`subshare_for`);
 2. receiver ``j`` checks (:func:`receive_redistribution`)
-   a. every subshare against its dealer's commitments: ``h_i(x_j)·G == Σ_k x_j^k·A_ik``;
+   a. its subshares against the dealers' commitments: ``h_i(x_j)·G == Σ_k x_j^k·A_ik`` for each
+      dealer, checked at once on the combination (``s'_j·G == Σ_k x_j^k·D_k``, below) and dealer by
+      dealer only when that fails, to name the culprit;
    b. every dealer's constant against the key: ``A_i0 == s_i·G`` where the key's version carries
       per-holder public shares (the *version commitments* below), and always
       ``Σ_{i∈S} λ_i·A_i0 == Y`` (standard Lagrange over ``S``, old id numbers);
@@ -270,6 +272,15 @@ def subshare_for(dealing: RedistributionDealing, x_j: int) -> int:
     return evaluate(dealing.coefficients, x_j)
 
 
+def _check_count(commitments: Sequence[Point], expected: int, dealer: Hashable, what: str) -> None:
+    if len(commitments) != expected:
+        raise CheatingDealer(
+            f"dealer {_label(dealer)} sent {len(commitments)} {what} for threshold {expected - 1} "
+            f"(expected {expected})",
+            [dealer],
+        )
+
+
 def verify_subshare(
     x_self: int, subshare: int, commitments: Sequence[Point], new_threshold: int, *, dealer: Hashable
 ) -> None:
@@ -280,12 +291,7 @@ def verify_subshare(
     """
     _check_x(x_self)
     _check_threshold(new_threshold)
-    if len(commitments) != new_threshold + 1:
-        raise CheatingDealer(
-            f"dealer {_label(dealer)} sent {len(commitments)} commitments for threshold {new_threshold} "
-            f"(expected {new_threshold + 1})",
-            [dealer],
-        )
+    _check_count(commitments, new_threshold + 1, dealer, "commitments")
     if not same_key(_g(subshare), commitment_sum(x_self, commitments, 0)):
         raise CheatingDealer(f"dealer {_label(dealer)} sent a subshare that does not match its commitments", [dealer])
 
@@ -334,7 +340,7 @@ def receive_redistribution(
                 f"not in the group {[_label(d) for d in extra]}"
             )
     for dealer in dealers:
-        verify_subshare(x_self, subshares[dealer], commitments[dealer], new_threshold, dealer=dealer)
+        _check_count(commitments[dealer], new_threshold + 1, dealer, "commitments")
     if public_shares is not None:
         for dealer in dealers:
             if dealer in public_shares and commitments[dealer][0] != public_shares[dealer]:
@@ -346,6 +352,8 @@ def receive_redistribution(
     for k in range(new_threshold + 1):
         key = _weighted_sum(lambdas, [commitments[d][k] for d in dealers])
         if k == 0 and not same_key(key, public.coincurve):
+            for dealer in dealers:  # a dealer whose subshare does not match its own commitments is named first
+                verify_subshare(x_self, subshares[dealer], commitments[dealer], new_threshold, dealer=dealer)
             raise CheatingDealer(
                 "the dealers' constants do not combine to the key's public key: one of the group "
                 f"{[_label(d) for d in dealers]} dealt a polynomial whose constant is not its share",
@@ -357,4 +365,12 @@ def receive_redistribution(
     share = sum(lam * subshares[d] for lam, d in zip(lambdas, dealers, strict=True)) % N
     if share == 0:
         raise InvalidShare("the combined share is zero (probability 1/n): redo the redistribution")
+    # Check 2a on the combination: the new share must lie on the polynomial D commits to (t'+2
+    # multiplications, not (t+1)·(t'+1)). It passes whenever every subshare matches its dealer's
+    # commitments, and it is what the key needs; only when it fails are the dealings checked one by
+    # one, to name the dealer.
+    if not same_key(_g(share), commitment_sum(x_self, version_commitments, 0)):
+        for dealer in dealers:
+            verify_subshare(x_self, subshares[dealer], commitments[dealer], new_threshold, dealer=dealer)
+        raise CheatingDealer("the combined share does not match the version commitments", dealers)
     return ReceivedShare(share, tuple(version_commitments))

@@ -30,6 +30,7 @@ from ocean_secret_store.crypto.resharing import (
     version_hash,
 )
 from ocean_secret_store.crypto.shadows import combine_shadow_points, node_shadow, shadow_point
+from ocean_secret_store.crypto.sharing import lagrange_coefficients_at_zero
 from ocean_secret_store.exceptions import InvalidScalar, InvalidShare, InvalidThreshold
 from tests.crypto.reference import interpolate_at_zero
 
@@ -174,6 +175,22 @@ def _receive(
     return receive_redistribution(
         x, t_new, {d: key.id_numbers[d] for d in group}, subshares, commitments, key.public, public_shares
     )
+
+
+def test_errors_that_cancel_in_the_combination_leave_the_share_exact() -> None:
+    """The combined check accepts what cannot hurt: two subshares wrong by amounts that cancel in
+    Σ λ_i·h_i(x) give exactly the honest share (a single wrong one never passes: the test below)."""
+    key, group, new_xs, dealings = _setup()
+    x = new_xs[7]
+    subshares = {d: subshare_for(dealing, x) for d, dealing in dealings.items()}
+    commitments = {d: dealing.commitments for d, dealing in dealings.items()}
+    honest = _receive(key, group, x, subshares, commitments)
+    lambdas = dict(zip(group, lagrange_coefficients_at_zero([key.id_numbers[d] for d in group]), strict=True))
+    delta = 12345
+    tweaked = {**subshares,
+               0: (subshares[0] + delta * pow(lambdas[0], -1, N)) % N,
+               1: (subshares[1] - delta * pow(lambdas[1], -1, N)) % N}
+    assert _receive(key, group, x, tweaked, commitments).share == honest.share
 
 
 def test_a_wrong_subshare_is_detected_and_named() -> None:
