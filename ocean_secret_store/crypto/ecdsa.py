@@ -65,7 +65,7 @@ from coincurve import PublicKey
 from ..exceptions import CryptoError, InvalidScalar, InvalidShare, InvalidSignature, InvalidThreshold
 from .curve import N, Point, Rng, random_scalar
 from .dkg import Dealing, LocalKey, deal, dealing_for, joint_public, verify_dealing
-from .resharing import CheatingDealer
+from .resharing import CheatingDealer, check_id_number, dealer_label
 from .sharing import commitment_sum, key_sum, pedersen_commitments, random_polynomial, same_key, shadow_coefficients
 from .signatures import sign_raw_hash, verify_raw_hash
 
@@ -155,19 +155,6 @@ def signature_r(nonce_public: Point) -> int:
     return r
 
 
-def _label(dealer: Hashable) -> str:
-    if isinstance(dealer, bytes | bytearray):
-        return "0x" + bytes(dealer).hex()
-    if isinstance(dealer, Point):
-        return "0x" + dealer.to_bytes().hex()
-    return repr(dealer)
-
-
-def _check_x(x: int) -> None:
-    if not 0 < x < N:
-        raise InvalidScalar("an id number must satisfy 1 <= x < n")
-
-
 def _aligned(group: Mapping[D, int], values: Mapping[D, int], what: str) -> tuple[list[int], list[int]]:
     """The group's id numbers and ``values`` in one order; ``values`` must come from exactly the group."""
     missing = [d for d in group if d not in values]
@@ -213,7 +200,7 @@ def verify_zero_dealing(
     :raises InvalidShare: for commitments not of length ``threshold`` or a pair that does not
         match them (which includes any dealing whose constant is not zero).
     """
-    _check_x(x_self)
+    check_id_number(x_self)
     if threshold < 1:
         raise InvalidThreshold(f"a verifiable zero-sharing needs a degree >= 1, got {threshold}")
     if len(commitments) != threshold:
@@ -346,7 +333,7 @@ def verify_signing_dealing(
             else:
                 verify_dealing(x_self, secret1, secret2, points, H, degree)
         except InvalidShare as exc:
-            raise CheatingDealer(f"dealer {_label(dealer)}: {name} sub-sharing: {exc}", [dealer]) from exc
+            raise CheatingDealer(f"dealer {dealer_label(dealer)}: {name} sub-sharing: {exc}", [dealer]) from exc
 
 
 def receive_signing_dealings(
@@ -364,7 +351,7 @@ def receive_signing_dealings(
     :raises InvalidShare: if the two maps name different dealers.
     :raises InvalidThreshold: unless there are exactly ``2t+1`` dealers.
     """
-    _check_x(x_self)
+    check_id_number(x_self)
     dealers = list(commitments)
     check_signing_group(threshold, len(dealers))
     if set(subshares) != set(dealers):

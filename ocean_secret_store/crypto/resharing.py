@@ -81,7 +81,9 @@ __all__ = [
     "CheatingDealer",
     "ReceivedShare",
     "RedistributionDealing",
+    "check_id_number",
     "deal_redistribution",
+    "dealer_label",
     "new_id_numbers",
     "next_version",
     "public_share_at",
@@ -111,7 +113,8 @@ class CheatingDealer(InvalidShare):
         self.dealers = tuple(dealers)
 
 
-def _label(dealer: Hashable) -> str:
+def dealer_label(dealer: Hashable) -> str:
+    """How an error names a dealer: ``0x`` hex of a node id (bytes or point), else its repr."""
     if isinstance(dealer, bytes | bytearray):
         return "0x" + bytes(dealer).hex()
     if isinstance(dealer, Point):
@@ -119,7 +122,8 @@ def _label(dealer: Hashable) -> str:
     return repr(dealer)
 
 
-def _check_x(x: int) -> None:
+def check_id_number(x: int) -> None:
+    """:raises InvalidScalar: for an id number outside ``1 <= x < n``."""
     if not 0 < x < N:
         raise InvalidScalar("an id number must satisfy 1 <= x < n")
 
@@ -220,7 +224,7 @@ def public_share_at(x: int, version_commitments: Sequence[Point]) -> Point:
     :raises InvalidShare: for empty commitments.
     :raises InvalidPoint: if the share is zero (the point at infinity).
     """
-    _check_x(x)
+    check_id_number(x)
     if not version_commitments:
         raise InvalidShare("a public share needs the version's commitments")
     key = commitment_sum(x, version_commitments, 0)
@@ -268,14 +272,14 @@ def subshare_for(dealing: RedistributionDealing, x_j: int) -> int:
 
     :raises InvalidScalar: for an id number outside ``1 <= x < n``.
     """
-    _check_x(x_j)
+    check_id_number(x_j)
     return evaluate(dealing.coefficients, x_j)
 
 
 def _check_count(commitments: Sequence[Point], expected: int, dealer: Hashable, what: str) -> None:
     if len(commitments) != expected:
         raise CheatingDealer(
-            f"dealer {_label(dealer)} sent {len(commitments)} {what} for threshold {expected - 1} "
+            f"dealer {dealer_label(dealer)} sent {len(commitments)} {what} for threshold {expected - 1} "
             f"(expected {expected})",
             [dealer],
         )
@@ -289,11 +293,12 @@ def verify_subshare(
     :raises CheatingDealer: naming ``dealer``, for commitments not of length ``new_threshold + 1``
         or a subshare that does not match them.
     """
-    _check_x(x_self)
+    check_id_number(x_self)
     _check_threshold(new_threshold)
     _check_count(commitments, new_threshold + 1, dealer, "commitments")
     if not same_key(_g(subshare), commitment_sum(x_self, commitments, 0)):
-        raise CheatingDealer(f"dealer {_label(dealer)} sent a subshare that does not match its commitments", [dealer])
+        raise CheatingDealer(f"dealer {dealer_label(dealer)} sent a subshare that does not match its commitments",
+                             [dealer])
 
 
 @dataclass(frozen=True, eq=False, repr=False, slots=True)
@@ -336,8 +341,8 @@ def receive_redistribution(
         extra = [d for d in given if d not in group]
         if missing or extra:
             raise InvalidShare(
-                f"{name} must come from exactly the group: missing {[_label(d) for d in missing]}, "
-                f"not in the group {[_label(d) for d in extra]}"
+                f"{name} must come from exactly the group: missing {[dealer_label(d) for d in missing]}, "
+                f"not in the group {[dealer_label(d) for d in extra]}"
             )
     for dealer in dealers:
         _check_count(commitments[dealer], new_threshold + 1, dealer, "commitments")
@@ -345,7 +350,7 @@ def receive_redistribution(
         for dealer in dealers:
             if dealer in public_shares and commitments[dealer][0] != public_shares[dealer]:
                 raise CheatingDealer(
-                    f"dealer {_label(dealer)} dealt a polynomial whose constant is not its share", [dealer]
+                    f"dealer {dealer_label(dealer)} dealt a polynomial whose constant is not its share", [dealer]
                 )
     lambdas = lagrange_coefficients_at_zero([group[d] for d in dealers])
     version_commitments = []
@@ -356,7 +361,7 @@ def receive_redistribution(
                 verify_subshare(x_self, subshares[dealer], commitments[dealer], new_threshold, dealer=dealer)
             raise CheatingDealer(
                 "the dealers' constants do not combine to the key's public key: one of the group "
-                f"{[_label(d) for d in dealers]} dealt a polynomial whose constant is not its share",
+                f"{[dealer_label(d) for d in dealers]} dealt a polynomial whose constant is not its share",
                 dealers,
             )
         if key is None:
