@@ -57,7 +57,7 @@ def check(signature: bytes, message_hash: bytes, public: Point) -> None:
 def ecdsa_tables_empty(cores: list[ClusterCore]) -> bool:
     """No node keeps anything of any attempt: no state, no waiting dealing."""
     return all(not core.sessions.get("ecdsa") and not any(
-        e.dealings for e in cast("dict[bytes, Any]", core.sessions.get("ecdsa-early", {})).values())
+        e.messages for e in cast("dict[bytes, Any]", core.sessions.get("ecdsa-early", {})).values())
         for core in cores)
 
 
@@ -472,10 +472,10 @@ def test_a_cancelled_attempt_is_forgotten_even_before_it_began_at_a_member() -> 
                                      zero_commitments=(), mask_commitments=(), nonce_public_share=public)
             await cores[2].send(member.node_id, dealing)
             await asyncio.sleep(0.01)
-            assert member.sessions["ecdsa-early"][session].dealings
+            assert member.sessions["ecdsa-early"][session].messages
             await entry.send(member.node_id, m.EcdsaCancel(session))
             await asyncio.sleep(0.01)
-            assert not member.sessions["ecdsa-early"][session].dealings
+            assert not member.sessions["ecdsa-early"][session].messages
             version = stored(entry, key_id).last_version
             start = m.EcdsaStart(session=session, key_id=key_id, signature=author.sign(key_id), version=version.hash,
                                  group=tuple(sorted(c.node_id for c in cores)), message_hash=os.urandom(32))

@@ -7,6 +7,7 @@ integration tests.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Any
@@ -24,6 +25,7 @@ from ocean_secret_store.exceptions import (
     NodeDisconnected,
 )
 from ocean_secret_store.node.cluster import ClusterCore
+from ocean_secret_store.node.sessions import migration
 from ocean_secret_store.node.storage import KeyShare, MemoryKeyStorage
 from ocean_secret_store.protocol import messages as m
 from ocean_secret_store.protocol.admin import sign_request
@@ -285,6 +287,10 @@ def test_a_cheating_dealer_is_named_and_the_key_keeps_its_old_version() -> None:
                 await change(cores[0], cores)
             errors = cores[0].admin_progress["errors"]
             assert errors and all("cheating dealer" in e and "0x" + liar.hex()[:16] in e for e in errors[:-1])
+            await asyncio.sleep(0.05)  # dealings still on their way after the aborts
+            # nothing of the aborted redistributions is kept, by the receivers or the master
+            assert not any(core.table(migration.TABLE) for core in cores)
+            assert not any(e.messages for core in cores for e in core.table(migration.EARLY).values())
             for key_id, (_, document_key) in keys.items():
                 # still on the old version, through the old holders; the new node has nothing usable
                 assert all(stored(c, key_id).last_version.hash == key_version_hash(

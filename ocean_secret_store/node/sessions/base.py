@@ -10,9 +10,10 @@ and builds its dispatch table from them. Nothing is registered by importing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from ...crypto.curve import Point, Rng
 from ...crypto.hashes import address_of
@@ -29,6 +30,8 @@ from ...protocol.admin import AdminRequest
 from ...protocol.bound import Bound
 from ..acl import Decision
 from ..storage import KeyShare, KeyStorage
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ReplyT = TypeVar("ReplyT", bound=m.Message)
@@ -91,6 +94,55 @@ class SessionState(Protocol):
 
 
 StateT = TypeVar("StateT", bound=SessionState)
+MessageT = TypeVar("MessageT", bound=m.Message)
+
+#: Sessions whose early messages one node keeps at once, per kind (more are dropped, logged).
+MAX_EARLY: Final = 4096
+
+
+@dataclass(eq=False, repr=False)
+class EarlyMessages(Generic[MessageT]):
+    """One-way messages of a session that came before the request opening it on this node (one per
+    sender: peers send while the master is still asking this node), or the note that its master
+    ended it (``closed_by``: nothing more is kept). The table's entry expires with the session table."""
+
+    created: float
+    messages: dict[bytes, MessageT] = field(default_factory=dict)
+    closed_by: bytes | None = None
+
+    def expire(self) -> None:
+        return None
+
+    def peer_lost(self, peer: bytes) -> None:
+        return None
+
+
+def _early_entry(core: Core, key: TableKey[EarlyMessages[MessageT]],
+                 session: bytes) -> EarlyMessages[MessageT] | None:
+    table = core.table(key)
+    entry = table.get(session)
+    if entry is None:
+        if len(table) >= MAX_EARLY:
+            log.warning("%s: too many sessions waiting for their opening request; dropping one", key.name)
+            return None
+        entry = table[session] = EarlyMessages(asyncio.get_running_loop().time())
+    return entry
+
+
+def keep_early(core: Core, key: TableKey[EarlyMessages[MessageT]], session: bytes, sender: bytes,
+               message: MessageT) -> None:
+    """Keep ``message`` of ``sender`` for ``session`` until it opens here (not once it was closed)."""
+    entry = _early_entry(core, key, session)
+    if entry is not None and entry.closed_by is None and sender not in entry.messages:
+        entry.messages[sender] = message
+
+
+def close_early(core: Core, key: TableKey[EarlyMessages[MessageT]], session: bytes, by: bytes) -> None:
+    """``by`` (its master) ended ``session``: drop what was kept of it, and whatever comes later."""
+    entry = _early_entry(core, key, session)
+    if entry is not None:
+        entry.closed_by = by
+        entry.messages.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ from ...exceptions import (
 )
 from ...protocol import messages as m
 from ..storage import KeyShare, KeyVersion
-from .base import Core, OnewayHandlers, Requester, RequestHandlers, TableKey
+from .base import Core, EarlyMessages, OnewayHandlers, Requester, RequestHandlers, TableKey, close_early, keep_early
 from .groups import Attempt, Group, MemberFailures, hedged
 
 log = logging.getLogger(__name__)
@@ -133,26 +133,9 @@ class SigningState:
 TABLE: Final[TableKey[SigningState]] = TableKey("ecdsa")
 
 
-@dataclass(eq=False, repr=False)
-class EarlyDealings:
-    """Dealings that arrived before their ``EcdsaStart`` (the members deal while others are still
-    checking access), or the master's cancel of an attempt that had not begun here: kept for at
-    most twice the session timeout."""
-
-    created: float
-    dealings: dict[bytes, m.EcdsaDealing] = field(default_factory=dict)
-    cancelled_by: bytes | None = None
-
-    def expire(self) -> None:
-        return None
-
-    def peer_lost(self, peer: bytes) -> None:
-        return None
-
-
-EARLY: Final[TableKey[EarlyDealings]] = TableKey("ecdsa-early")
-#: Attempts whose dealings may wait for their ``EcdsaStart`` at once on one node.
-MAX_EARLY: Final = 4096
+#: Dealings that came before their ``EcdsaStart`` (members deal while others still check access), or
+#: the master's cancel of an attempt that had not begun here.
+EARLY: Final[TableKey[EarlyMessages[m.EcdsaDealing]]] = TableKey("ecdsa-early")
 
 
 class _Complaint(InvalidMessage):
@@ -187,13 +170,13 @@ def _register(core: Core, master: bytes, session: bytes, key_id: bytes, threshol
     if session in table:
         raise DuplicateSessionId()
     early = core.table(EARLY).pop(session, None)
-    if early is not None and early.cancelled_by == master:
+    if early is not None and early.closed_by == master:
         raise NoActiveSessionWithId()  # the master gave this attempt up before it began here
     state = table[session] = SigningState(
         session=session, master=master, key_id=key_id, threshold=threshold, group=group,
         message_hash=message_hash, key_share=key_share, created=asyncio.get_running_loop().time(),
         h=pedersen_h(session), entry=master == core.node_id, heard=heard)
-    for dealer, dealing in ({} if early is None else early.dealings).items():
+    for dealer, dealing in ({} if early is None else early.messages).items():
         state.accept(dealer, dealing)
     return state
 
@@ -315,15 +298,7 @@ def _on_dealing(core: Core, sender: bytes, msg: m.EcdsaDealing) -> None:
     if state is not None:
         state.accept(sender, msg)
         return
-    early = core.table(EARLY)
-    waiting = early.get(msg.session)
-    if waiting is None:
-        if len(early) >= MAX_EARLY:
-            log.warning("dropping an ECDSA dealing from %s: too many signings waiting", _short(sender))
-            return
-        waiting = early[msg.session] = EarlyDealings(asyncio.get_running_loop().time())
-    if waiting.cancelled_by is None and sender not in waiting.dealings:  # nothing kept for a cancelled attempt
-        waiting.dealings[sender] = msg
+    keep_early(core, EARLY, msg.session, sender, msg)
 
 
 def _on_cancel(core: Core, sender: bytes, msg: m.EcdsaCancel) -> None:
@@ -335,14 +310,7 @@ def _on_cancel(core: Core, sender: bytes, msg: m.EcdsaCancel) -> None:
             state.fail(NoActiveSessionWithId())
         return
     # Its EcdsaStart may still be checking access here: remember the cancel, so that it is refused.
-    early = core.table(EARLY)
-    waiting = early.get(msg.session)
-    if waiting is None:
-        if len(early) >= MAX_EARLY:
-            return
-        waiting = early[msg.session] = EarlyDealings(asyncio.get_running_loop().time())
-    waiting.cancelled_by = sender
-    waiting.dealings.clear()
+    close_early(core, EARLY, msg.session, sender)
 
 
 # -- the master ------------------------------------------------------------------------------------
@@ -475,9 +443,7 @@ async def _attempt(core: Core, share: KeyShare, version: KeyVersion, key_id: byt
         if not done:
             # Forget this attempt everywhere (a member that gave its partial has nothing left of it),
             # here too: a member's dealing still on its way must not wait here for a Start never to come.
-            closed = core.table(EARLY)
-            if session not in closed and len(closed) < MAX_EARLY:
-                closed[session] = EarlyDealings(asyncio.get_running_loop().time(), cancelled_by=me)
+            close_early(core, EARLY, session, me)
             for n in attempt.chosen:
                 core.spawn(_cancel(core, n, session))
     partials = {n: reply.partial for n, reply in replies.items()}

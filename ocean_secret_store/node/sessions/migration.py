@@ -101,7 +101,17 @@ from ...protocol import messages as m
 from ...protocol.admin import AdminRequest, AdminRequestError
 from ..storage import KeyShare, KeyVersion
 from . import generation
-from .base import AdminSession, Core, OnewayHandlers, RequestHandlers, TableKey, gather_settled
+from .base import (
+    AdminSession,
+    Core,
+    EarlyMessages,
+    OnewayHandlers,
+    RequestHandlers,
+    TableKey,
+    close_early,
+    gather_settled,
+    keep_early,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,24 +294,8 @@ def _check_old_version(share: KeyShare, msg: m.ReshareInit | m.ReshareReceive) -
             raise InvalidMessage("a dealer's id number is not its id number in the old version")
 
 
-@dataclass(eq=False, repr=False)
-class EarlyDealings:
-    """Dealings that arrived before their ``ReshareReceive`` (the dealers deal while the receivers are
-    asked): kept until it comes, for at most twice the session timeout."""
-
-    created: float
-    dealings: dict[bytes, m.ReshareDealing] = field(default_factory=dict)
-
-    def expire(self) -> None:
-        return None
-
-    def peer_lost(self, peer: bytes) -> None:
-        return None
-
-
-EARLY: Final[TableKey[EarlyDealings]] = TableKey("reshare-early")
-#: Sessions whose dealings may wait for their receiver state at once on one node.
-MAX_EARLY: Final = 4096
+#: Dealings that came before their ``ReshareReceive`` (the dealers deal while the receivers are asked).
+EARLY: Final[TableKey[EarlyMessages[m.ReshareDealing]]] = TableKey("reshare-early")
 
 
 def _accept_dealing(state: ReshareState, dealer: bytes, msg: m.ReshareDealing) -> None:
@@ -321,15 +315,7 @@ def _deliver(core: Core, dealer: bytes, msg: m.ReshareDealing) -> None:
     if state is not None:
         _accept_dealing(state, dealer, msg)
         return
-    early = core.table(EARLY)
-    waiting = early.get(msg.session)
-    if waiting is None:
-        if len(early) >= MAX_EARLY:
-            log.warning("dropping a dealing from %s: too many redistributions waiting", _short(dealer))
-            return
-        waiting = early[msg.session] = EarlyDealings(asyncio.get_running_loop().time())
-    if dealer not in waiting.dealings:
-        waiting.dealings[dealer] = msg
+    keep_early(core, EARLY, msg.session, dealer, msg)
 
 
 def _on_dealing(core: Core, sender: bytes, msg: m.ReshareDealing) -> None:
@@ -408,7 +394,7 @@ async def _register(core: Core, sender: bytes, msg: m.ReshareReceive) -> Reshare
             dealers=dict(msg.dealers), id_numbers=dict(msg.id_numbers), epoch=msg.epoch,
             created=asyncio.get_running_loop().time())
     early = core.table(EARLY).pop(msg.session, None)
-    for dealer, dealing in ({} if early is None else early.dealings).items():
+    for dealer, dealing in ({} if early is None else early.messages).items():
         _accept_dealing(state, dealer, dealing)
     return state
 
@@ -530,8 +516,11 @@ async def _on_finish(core: Core, sender: bytes, msg: m.ReshareFinish) -> m.Resha
 
 
 def _on_abort(core: Core, sender: bytes, msg: m.ReshareAbort) -> None:
-    core.table(EARLY).pop(msg.session, None)
     state = core.table(TABLE).get(msg.session)
+    if state is None:  # a dealing still on its way must not wait here for a Receive never to come
+        admin = core.admin_session
+        if admin is not None and sender == admin.master:
+            close_early(core, EARLY, msg.session, sender)
     if state is not None and state.master == sender:
         core.table(TABLE).pop(msg.session, None)
         state.fail(NodeDisconnected())
@@ -693,7 +682,7 @@ async def _move(core: Core, admin: AdminSession, plan: KeyPlan) -> _Finishing:
 
 async def _abort(core: Core, session: bytes, nodes: Sequence[bytes]) -> None:
     core.table(TABLE).pop(session, None)
-    core.table(EARLY).pop(session, None)
+    close_early(core, EARLY, session, core.node_id)
     for node in nodes:
         if node != core.node_id and node in core.reachable():
             with contextlib.suppress(KeyServerError):  # best effort: the member's session expires
