@@ -8,12 +8,11 @@ tests/node/test_ecdsa_session.py.
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from ocean_secret_store.exceptions import (
     ServerKeyIsNotFound,
 )
 from ocean_secret_store.protocol import http as codec
+from ocean_secret_store.testing import devnets
 from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
@@ -87,24 +87,12 @@ class Cluster:
         blob = codec.decode_bytes_response(answer.content, codec.ENCRYPTED_ECDSA_SIGNATURE_SIZE)
         return 200, elapsed, ecies.decrypt(SIGNER.secret, blob)
 
-    @contextmanager
-    def frozen(self, *indices: int) -> Iterator[None]:
-        pids = [self.pid(i) for i in indices]
-        try:
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            yield
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
+    def frozen(self, *indices: int) -> AbstractContextManager[None]:
+        return devnets.frozen(self.state, *indices)
 
     def heal(self) -> None:
-        state = devnet.DevnetState.require(self.state_dir)
-        running = set(state.running_pids())
-        down = [i for i, node in enumerate(state.nodes) if node.pid not in running]
-        if down:
-            self.state = devnet.restart_nodes(self.state_dir, down)
-        devnet.wait_for_mesh([n.http_url for n in self.state.nodes], len(self.state.nodes) - 1, timeout=30)
+        """Every node running and the mesh complete again."""
+        self.state = devnets.heal(self.state_dir)
 
 
 def check(signature: bytes, message_hash: bytes, public: Point) -> None:

@@ -7,10 +7,9 @@ must succeed within the session timeout.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.node.config import load_config
 from ocean_secret_store.protocol import http as codec
+from ocean_secret_store.testing import devnets
 from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
@@ -83,25 +83,12 @@ class Cluster:
                     failures.append(f"retrieval {round_} through node {entry}: {status} {problem} ({elapsed:.2f} s)")
         return failures, times
 
-    @contextmanager
-    def frozen(self, *indices: int) -> Iterator[None]:
-        pids = [self.pid(i) for i in indices]
-        try:
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            yield
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
+    def frozen(self, *indices: int) -> AbstractContextManager[None]:
+        return devnets.frozen(self.state, *indices)
 
     def heal(self) -> None:
         """Every node running and the mesh complete again."""
-        state = devnet.DevnetState.require(self.state_dir)
-        running = set(state.running_pids())  # a killed child is a zombie until reaped: not running
-        down = [i for i, node in enumerate(state.nodes) if node.pid not in running]
-        if down:
-            self.state = devnet.restart_nodes(self.state_dir, down)
-        devnet.wait_for_mesh([n.http_url for n in self.state.nodes], NODES - 1, timeout=30)
+        self.state = devnets.heal(self.state_dir)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import itertools
 import os
 import random
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from ocean_secret_store.crypto.sharing import lagrange_coefficients_at_zero
 from ocean_secret_store.exceptions import AccessDenied, KeysWouldBeLost, NodeDisconnected, SecretStoreError
 from ocean_secret_store.node.config import load_config
 from ocean_secret_store.node.storage import KeyShare, SqliteKeyStorage
+from ocean_secret_store.testing import devnets
 from ocean_secret_store.testing.devnets import running_devnet
 
 pytestmark = pytest.mark.integration
@@ -310,15 +310,8 @@ def test_refresh_repair_and_an_interrupted_change(tmp_path_factory: pytest.TempP
         devnet.restart_nodes(state_dir, [2])
         report = AdminClient(urls(state)[4]).repair(node_id(state, 2), secret)
         assert report["done"] == len(keys)
-        frozen = [state.nodes[i].pid for i in (0, 1)]
-        try:
-            for pid in frozen:
-                os.killpg(pid, signal.SIGSTOP)  # type: ignore[arg-type]  # running nodes have a pid
+        with devnets.frozen(devnet.DevnetState.require(state_dir), 0, 1):
             check_all(keys, account, urls(state, [2, 3, 4]))
-        finally:
-            for pid in frozen:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGCONT)  # type: ignore[arg-type]  # as above
         devnet.wait_for_mesh(urls(state), 4, 30.0)
 
         # a change (5 -> 4) interrupted: SIGKILL the master and one other node in the middle
