@@ -146,6 +146,17 @@ def create_address(sender: str, nonce: int) -> ChecksumAddress:
     return to_address(keccak256(rlp.encode([sender_bytes, nonce]))[12:])
 
 
+#: What :func:`deploy_keeper_contracts` creates, in the order it creates them (one nonce each).
+DEPLOY_ORDER: tuple[str, ...] = (*KEEPER_LIBRARIES, *ALL_CONTRACTS)
+
+
+def planned_addresses(deployer: str, first_nonce: int = 0) -> dict[str, ChecksumAddress]:
+    """Where :func:`deploy_keeper_contracts` run by ``deployer`` from nonce ``first_nonce`` puts every
+    library and contract (a fresh chain: nonce 0), known before anything is sent; the deployment
+    itself links against these addresses and checks that it landed on them."""
+    return {name: create_address(deployer, first_nonce + i) for i, name in enumerate(DEPLOY_ORDER)}
+
+
 class _Pipeline:
     """Signs and sends transactions with locally assigned nonces; checks all receipts on flush."""
 
@@ -154,8 +165,10 @@ class _Pipeline:
         with translate_errors(w3, "chain", "eth_getTransactionCount"):
             self.nonce = int(w3.eth.get_transaction_count(signer.address, "pending"))
         self.pending: list[tuple[str, str, dict[str, Any], HexBytes]] = []
+        #: Creating transaction -> the address its contract must land on (checked on flush).
+        self.creates: dict[HexBytes, str] = {}
 
-    def _send(self, contract: str, function: str, tx: dict[str, Any]) -> None:
+    def _send(self, contract: str, function: str, tx: dict[str, Any]) -> HexBytes:
         tx.update(nonce=self.nonce, chainId=self.chain_id, gasPrice=self.gas_price)
         tx.setdefault("value", 0)
         signed = self.signer.sign_transaction(tx)
@@ -163,11 +176,16 @@ class _Pipeline:
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         self.pending.append((contract, function, tx, tx_hash))
         self.nonce += 1
+        return tx_hash
 
-    def deploy(self, name: str, bytecode: str) -> ChecksumAddress:
-        address = create_address(self.signer.address, self.nonce)
-        self._send(name, "<create>", {"data": bytecode, "gas": DEPLOY_GAS, "from": self.signer.address})
-        return address
+    def deploy(self, name: str, bytecode: str, at: str) -> None:
+        """Create ``name`` at the planned address ``at``: its nonce must give that address, and the
+        receipt must name it (checked on flush)."""
+        if create_address(self.signer.address, self.nonce) != at:
+            raise ChainError(f"{name} would not land on its planned address {at}: the deployer's nonce is "
+                             f"{self.nonce}, not the one the plan assumed")
+        tx_hash = self._send(name, "<create>", {"data": bytecode, "gas": DEPLOY_GAS, "from": self.signer.address})
+        self.creates[tx_hash] = at
 
     def call(self, contract: Any, name: str, function: str, *args: Any) -> None:
         fn = select_function(contract, function)(*args)
@@ -190,9 +208,13 @@ class _Pipeline:
                 self.w3.eth.wait_for_transaction_receipt(h, timeout=self.timeout, poll_latency=0.02)
                 for _, _, _, h in sent
             ]
-        for (contract, function, tx, _), receipt in zip(sent, receipts, strict=True):
+        for (contract, function, tx, tx_hash), receipt in zip(sent, receipts, strict=True):
             if receipt["status"] != 1:
                 raise ContractReverted(contract, function, replay_reason(self.w3, tx, receipt["blockNumber"]))
+            planned = self.creates.pop(tx_hash, None)
+            if planned is not None and receipt.get("contractAddress") != planned:
+                raise ChainError(f"{contract} was created at {receipt.get('contractAddress')}, not at its planned "
+                                 f"address {planned}")
 
 
 def deploy_keeper_contracts(
@@ -226,11 +248,13 @@ def deploy_keeper_contracts(
         gas_price = max(int(w3.eth.gas_price) * 2, 1)
     pipe = _Pipeline(w3, signer, chain_id, gas_price, receipt_timeout)
 
-    artifacts = {
-        name: load_artifact(name, network, artifacts_directory) for name in (*KEEPER_LIBRARIES, *ALL_CONTRACTS)
-    }
-    libraries = {name: pipe.deploy(name, artifacts[name].bytecode) for name in KEEPER_LIBRARIES}
-    addresses = {name: pipe.deploy(name, artifacts[name].linked_bytecode(libraries)) for name in ALL_CONTRACTS}
+    artifacts = {name: load_artifact(name, network, artifacts_directory) for name in DEPLOY_ORDER}
+    plan = planned_addresses(deployer, pipe.nonce)
+    libraries = {name: plan[name] for name in KEEPER_LIBRARIES}
+    for name in DEPLOY_ORDER:
+        bytecode = artifacts[name].bytecode if name in libraries else artifacts[name].linked_bytecode(libraries)
+        pipe.deploy(name, bytecode, at=plan[name])
+    addresses = {name: plan[name] for name in ALL_CONTRACTS}
     contracts = {name: w3.eth.contract(address=addresses[name], abi=artifacts[name].abi) for name in ALL_CONTRACTS}
 
     def call(name: str, function: str, *args: Any) -> None:

@@ -15,6 +15,7 @@ from ocean_secret_store.chain.deploy import (
     Deployment,
     create_address,
     deploy_keeper_contracts,
+    planned_addresses,
 )
 from ocean_secret_store.chain.keeper import ESCROW_ACCESS_TEMPLATE_ID, KEEPER_CONTRACTS, Keeper, to_address
 from ocean_secret_store.crypto.hashes import keccak256
@@ -73,7 +74,23 @@ def test_create_address_matches_anvils_first_deployment() -> None:
     assert create_address(deployer, 0) == create_address(deployer.lower(), 0) == first
 
 
+def test_planned_addresses_follow_the_deployers_nonces() -> None:
+    deployer = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    plan = planned_addresses(deployer)
+    assert list(plan)[-len(ALL_CONTRACTS):] == list(ALL_CONTRACTS)
+    assert list(plan.values()) == [create_address(deployer, nonce) for nonce in range(len(plan))]
+    assert planned_addresses(deployer, 3) == dict(zip(plan, [create_address(deployer, n + 3) for n in range(len(plan))],
+                                                      strict=True))
+
+
 # -- deployment on anvil ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_fresh_chain_gets_exactly_the_planned_addresses(chain: Chain) -> None:
+    # The session's deployment was the deployer's first transactions on a fresh anvil.
+    assert dict(chain.deployment.addresses) == planned_addresses(chain.deployer.address)
+    assert list(chain.deployment.addresses) == list(planned_addresses(chain.deployer.address))
 
 
 @pytest.mark.integration
