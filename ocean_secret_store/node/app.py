@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..exceptions import ConfigError
 from ..lifecycle import bound_port, on_reload_signal, wait_for_stop_signal
+from ..metrics import CountingAudit, NodeMetrics, service_registry
 from ..protocol.addresses import HostPort
 from ..serving import GuardedAppRunner, guarded_site
 from .acl import AccessChecker, AllowAll, ContractAccessChecker, StaticAllowList
@@ -92,6 +93,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
     acl = build_access_checker(config.acl)
     audit = AuditLog(config.data_dir / AUDIT_FILE, config.address, max_bytes=config.audit.max_bytes,
                      backups=config.audit.backups)
+    metrics = NodeMetrics(service_registry())  # this node's own registry: GET /metrics
     core_ref: list[ClusterCore] = []
 
     async def on_message(peer: bytes, payload: bytes) -> None:
@@ -116,13 +118,14 @@ async def start_node(config: NodeConfig) -> RunningNode:
         storage=storage,
         acl=acl,
         session_timeout=config.timeouts.session,
-        audit=audit,
+        audit=CountingAudit(audit, metrics),
         max_sessions=config.quotas.max_sessions,
         require_bound=config.require_bound_signatures,
         keepalive=config.timeouts.keepalive,
         hedge_max=config.timeouts.hedge,
         min_ready_peers=config.min_ready_peers,
         admin_public=config.admin_public,
+        metrics=metrics,
     )
     core_ref.append(core)
     await core.start()

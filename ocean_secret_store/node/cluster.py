@@ -29,6 +29,7 @@ from ..exceptions import (
     KeyServerError,
     NodeDisconnected,
 )
+from ..metrics import NodeMetrics
 from ..protocol import bound as b
 from ..protocol import messages as m
 from ..protocol.admin import AdminRequest
@@ -140,8 +141,11 @@ class ClusterCore:
         hedge_max: float = 0.5,
         min_ready_peers: int | None = None,
         admin_public: Point | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_secret = node_secret
+        #: What /metrics shows of this node (a registry of its own unless the process gives one).
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.node_id = Point.generator_mul(node_secret).to_bytes()
         self.net = net
         self.storage = storage
@@ -274,7 +278,8 @@ class ClusterCore:
         admin = None if self.admin_public is None else address_of(self.admin_public)
         task = self.spawn(migration.run(self, request, force=force))
         try:
-            report = await asyncio.shield(task)
+            with self.metrics.session(operation):
+                report = await asyncio.shield(task)
         except KeyServerError as exc:
             self.audit.record(operation, subject, admin, "entry", "refused" if exc.status in (400, 403, 409) else
                               "failed", f"{exc.parity_name}: {exc.detail}" if exc.detail else exc.parity_name)
@@ -311,6 +316,17 @@ class ClusterCore:
     def reachable(self) -> frozenset[bytes]:
         """Every peer connected now, in the servers set or not (a node an admin session adds)."""
         return self.net.connected_peers() - {self.node_id}
+
+    def peer_states(self) -> Mapping[bytes, str]:
+        """Every peer's connection: ``connected``, ``connecting`` or ``missing`` (the transport's view)."""
+        return self.net.connection_states()
+
+    def running_sessions(self) -> int:
+        return self.session_cap.active
+
+    def storage_figures(self) -> tuple[int, int]:
+        """(keys held, database bytes on disk); blocking: for :meth:`NodeMetrics.refresh`, in a thread."""
+        return self.storage.key_count(), self.storage.disk_bytes()
 
     def require_all_connected(self) -> None:
         """For operations that need every node (generation, storing): refuse at once, rather than
@@ -457,6 +473,8 @@ class ClusterCore:
             if type(body) in SESSION_OPENERS and self.session_cap.full:
                 # Refused at once, before any work: the entry node reports it (429) or replaces us.
                 refusal = self.session_cap.refusal(f"key server 0x{self.node_id.hex()[:16]}..")
+                self.metrics.member_request(body.KIND, refusal)
+                self.metrics.quota_refused(refusal.quota)
                 await self._reply(peer, envelope.rid, m.ErrorReply(error=WIRE_NAME, detail=refusal.detail))
                 return
             self.spawn(self._serve(handler, peer, envelope.rid, body))
@@ -480,13 +498,17 @@ class ClusterCore:
             else:
                 reply = await handler(self, peer, body)
             out: m.Message = reply if reply is not None else m.Ack()
+            self.metrics.member_request(body.KIND, None)
         except KeyServerError as exc:
             self.stats["errors_out"] += 1
+            self.metrics.member_request(body.KIND, exc)
             out = m.ErrorReply(error=exc.parity_name, detail=exc.detail)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            self.metrics.member_request(body.KIND, exc)
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("handler for %s failed", body.KIND)
+            self.metrics.member_request(body.KIND, exc)
             out = m.ErrorReply(error="Internal", detail="unexpected error while processing the request")
         await self._reply(peer, rid, out)
 
@@ -551,10 +573,13 @@ class ClusterCore:
         """This node's own access decision for a key of ``author`` and owner-to-be ``owner`` (as this
         node stored them); a checker that fails counts as a refusal."""
         try:
-            return await self.acl.decide(requester.address, key_id, author, owner)
+            decision = await self.acl.decide(requester.address, key_id, author, owner)
         except Exception as exc:  # noqa: BLE001 -- whatever breaks in a checker (chain down, a bug) is a refusal, never an allow
             log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
+            self.metrics.access_check("failed")
             return Decision(False, f"access check failed: {exc}"[:300])
+        self.metrics.access_check("allowed" if decision.allowed else "denied")
+        return decision
 
     # -- bound signatures ----------------------------------------------------------------------
 
@@ -596,7 +621,14 @@ class ClusterCore:
                      run: Callable[[Requester], Awaitable[ResultT]], on_timeout: type[KeyServerError],
                      bound: b.Bound | None = None, arguments: bytes = b"", ok_reason: str = "") -> ResultT:
         """Run one public operation as the entry node: recover the requester, check its bound
-        signature, bound the run in time, audit it (``ok_reason`` with a success)."""
+        signature, bound the run in time, audit it (``ok_reason`` with a success), count it."""
+        with self.metrics.session(operation):
+            return await self._audited_entry(operation, key_id, signature, run, on_timeout, bound, arguments,
+                                             ok_reason)
+
+    async def _audited_entry(self, operation: str, key_id: bytes, signature: bytes,
+                             run: Callable[[Requester], Awaitable[ResultT]], on_timeout: type[KeyServerError],
+                             bound: b.Bound | None, arguments: bytes, ok_reason: str) -> ResultT:
         try:
             requester = Requester.from_signature(signature, key_id)
         except KeyServerError as exc:
@@ -745,7 +777,7 @@ class ClusterCore:
 
 def error_from_reply(reply: m.ErrorReply) -> KeyServerError:
     if reply.error == WIRE_NAME:  # a member over its session cap (not a Parity variant)
-        return TooManyRequests(reply.detail)
+        return TooManyRequests(reply.detail, quota="peer_sessions")
     cls = KEY_SERVER_ERRORS.get(reply.error, InternalError)
     if cls.text:
         return cls()

@@ -9,16 +9,23 @@ encodes bodies byte for byte as Parity does, :mod:`ocean_secret_store.node.cors`
 the request; a malformed one is answered ``400 "Insufficient requester data: …"``. So is a
 malformed owner-to-be header (:mod:`ocean_secret_store.protocol.owner`), taken by the two key
 generation requests only.
+
+``GET /metrics`` (ours) is the node's Prometheus metrics (:mod:`ocean_secret_store.metrics`,
+docs/metrics.md), under the same CORS rule as the API; every request is counted by its route's
+pattern (:data:`ROUTES`), never by its path, which carries the key id and the signature.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Final
 
 from aiohttp import web
 
 from ..crypto.signatures import recover_address
 from ..exceptions import BadAdminRequest, InternalError, InvalidSignature, KeyServerError
+from ..metrics import METRICS_PATH, ROUTE, UNMATCHED, exposition
 from ..protocol import bound as b
 from ..protocol import http as codec
 from ..protocol import owner as ow
@@ -27,9 +34,25 @@ from .cluster import ClusterCore
 from .cors import CorsPolicy
 from .quotas import GenerationQuota, TooManyRequests, retry_after_header
 
-__all__ = ["dispatch", "make_app"]
+__all__ = ["ROUTES", "dispatch", "make_app"]
 
 log = logging.getLogger(__name__)
+
+#: The route label of each request the API parses: its path pattern (docs/http-api.md).
+ROUTES: Final[Mapping[type[codec.Request], str]] = {
+    codec.GenerateServerKey: "/shadow/{key_id}/{signature}/{threshold}",
+    codec.StoreDocumentKey: "/shadow/{key_id}/{signature}/{common_point}/{encrypted_point}",
+    codec.GenerateDocumentKey: "/{key_id}/{signature}/{threshold}",
+    codec.RetrieveServerKey: "/server/{key_id}/{signature}",
+    codec.RetrieveDocumentKey: "/{key_id}/{signature}",
+    codec.RetrieveDocumentKeyShadow: "/shadow/{key_id}/{signature}",
+    codec.SchnorrSign: "/schnorr/{key_id}/{signature}/{message_hash}",
+    codec.EcdsaSign: "/ecdsa/{key_id}/{signature}/{message_hash}",
+    codec.ServersSetChange: "/admin/servers_set_change/{old_set_signature}/{new_set_signature}",
+    codec.AdminRefresh: "/admin/refresh/{set_signature}/{refresh_signature}",
+    codec.AdminRepair: "/admin/repair/{set_signature}/{repair_signature}/{node_id}",
+    codec.AdminStatus: "/admin/status",
+}
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -158,8 +181,9 @@ async def _read_body(request: web.Request) -> bytes | None:
 def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
     """``GET /health`` (liveness: the process answers) and ``GET /ready`` (readiness: connected to
     the peers it needs; 503 until then); None for any other request."""
-    if request.method != "GET":
+    if request.method != "GET" or request.rel_url.path not in ("/health", "/ready"):
         return None
+    request[ROUTE] = request.rel_url.path
     if request.rel_url.path == "/health":
         return web.json_response(core.health())
     if request.rel_url.path == "/ready":
@@ -168,14 +192,35 @@ def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
     return None
 
 
+async def _scrape(core: ClusterCore, request: web.Request, policy: CorsPolicy) -> web.Response | None:
+    """``GET /metrics``: the node's metrics, its gauges read now, under the API's CORS rule; None
+    for any other request."""
+    if request.method != "GET" or request.rel_url.path != METRICS_PATH:
+        return None
+    request[ROUTE] = METRICS_PATH
+    decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))
+    if decision.rejected:
+        return web.Response(status=codec.CORS_REJECTED_STATUS)
+    await core.metrics.refresh(core)
+    response = exposition(core.metrics.registry)
+    if decision.allow_origin:
+        response.headers["Access-Control-Allow-Origin"] = decision.allow_origin
+    return response
+
+
 def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
              quota: GenerationQuota | None = None) -> web.Application:
     """The node's aiohttp application; ``cors`` defaults to admitting no cross origin, ``quota``
     (None: no limit) admits or refuses (429) each key generation before the cluster sees it."""
     policy = CorsPolicy() if cors is None else cors
 
+    metrics = core.metrics
+
     async def handle(request: web.Request) -> web.Response:
+        request[ROUTE] = UNMATCHED  # until parsed: the raw path is never a label
         probe = _probe(core, request)
+        if probe is None:
+            probe = await _scrape(core, request, policy)
         if probe is not None:
             return probe
         decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))
@@ -194,13 +239,16 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
             return _bad_request()
         except KeyServerError as exc:  # parses, but a value in it is unusable (a point off the curve)
             return _error(exc)
+        request[ROUTE] = ROUTES.get(type(parsed), UNMATCHED)
         try:
             if quota is not None and isinstance(parsed, _GENERATIONS):  # refused (429) before any work
                 await quota.admit_or_hold(_signer(parsed.key_id, parsed.signature), request.remote)
             force = request.headers.get(FORCE_HEADER, "").strip().lower() in ("1", "true", "yes")
             response = await dispatch(core, parsed, bound, owner, force)
         except KeyServerError as exc:
-            # A flood's refusals are counted (/health), not logged one by one at info.
+            if isinstance(exc, TooManyRequests):
+                metrics.quota_refused(exc.quota)
+            # A flood's refusals are counted (/health, /metrics), not logged one by one at info.
             level = logging.DEBUG if isinstance(exc, TooManyRequests) else logging.INFO
             log.log(level, "%s %s -> %d %s", request.method, type(parsed).__name__, exc.status, exc.parity_name)
             return _error(exc)
@@ -212,6 +260,6 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         return response
 
     # aiohttp stops buffering a body past this size (request.read() raises), chunked or not.
-    app = web.Application(client_max_size=codec.MAX_BODY_LENGTH)
+    app = web.Application(client_max_size=codec.MAX_BODY_LENGTH, middlewares=[metrics.http.middleware])
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -59,14 +59,19 @@ class TooManyRequests(KeyServerError):
 
     Not one of Parity's variants (Parity had no quotas), so it does not register in
     ``KEY_SERVER_ERRORS``; a Parity-era client reads it as an internal error with this text.
-    ``retry_after`` is the number of seconds after which the same request may pass.
+    ``retry_after`` is the number of seconds after which the same request may pass; ``quota``
+    names the limit that refused it (the quota refusals metric): ``requester_generations``,
+    ``address_rate``, ``requester_rate``, ``sessions`` (this node's session cap) or
+    ``peer_sessions`` (a member's, reported through this node).
     """
 
     status: ClassVar[int] = TOO_MANY_REQUESTS_STATUS
     prefix: ClassVar[str] = "Too many requests"
 
-    def __init__(self, detail: str | None = None, retry_after: float = RETRY_AFTER_SESSIONS) -> None:
+    def __init__(self, detail: str | None = None, retry_after: float = RETRY_AFTER_SESSIONS,
+                 quota: str = "sessions") -> None:
         self.retry_after = retry_after
+        self.quota = quota
         super().__init__(detail)
 
 
@@ -229,21 +234,22 @@ class GenerationQuota:
         limit = self.settings.requester_generations
         if requester is not None and limit and self.counts.get(requester) >= limit:
             raise TooManyRequests(
-                f"this requester has had its {limit} key generations on this key server", RETRY_AFTER_COUNT
+                f"this requester has had its {limit} key generations on this key server", RETRY_AFTER_COUNT,
+                "requester_generations",
             )
         if address is not None:
             wait = self.addresses.wait(address, now)
             if wait > 0:
                 raise TooManyRequests(
                     f"key generation rate for this client address exceeded; retry in {_seconds(wait)} s",
-                    min(wait, RETRY_AFTER_COUNT),
+                    min(wait, RETRY_AFTER_COUNT), "address_rate",
                 )
         if requester is not None:
             wait = self.requesters.wait(requester, now)
             if wait > 0:
                 raise TooManyRequests(
                     f"key generation rate for this requester exceeded; retry in {_seconds(wait)} s",
-                    min(wait, RETRY_AFTER_COUNT),
+                    min(wait, RETRY_AFTER_COUNT), "requester_rate",
                 )
 
 

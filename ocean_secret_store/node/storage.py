@@ -364,6 +364,14 @@ class KeyStorage(Protocol):
         """Up to ``limit`` key ids above ``after``, ascending (an admin session lists keys in pages)."""
         ...
 
+    def key_count(self) -> int:
+        """How many key records there are (the keys metric)."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes the storage takes on disk, its journal included (0 in memory; the database size metric)."""
+        ...
+
     def put_pending(self, pending: PendingDocumentKey) -> None:
         """Store or replace the pending document key of ``pending.key_id``.
 
@@ -528,6 +536,13 @@ class MemoryKeyStorage:
                 self._meta.pop(_check_meta_name(name), None)
             else:
                 self._meta[_check_meta_name(name)] = json.dumps(value)
+
+    def key_count(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def disk_bytes(self) -> int:
+        return 0
 
     def close(self) -> None:
         return None
@@ -903,6 +918,22 @@ class SqliteKeyStorage:
             except sqlite3.Error as exc:
                 raise DatabaseError(f"cannot list keys: {exc.__class__.__name__}: {exc}") from exc
         return [bytes(r[0]) for r in rows]
+
+    def key_count(self) -> int:
+        with self._lock:
+            try:
+                row = self._conn().execute("SELECT COUNT(*) FROM keys").fetchone()
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot count keys: {exc.__class__.__name__}: {exc}") from exc
+        return int(row[0])
+
+    def disk_bytes(self) -> int:
+        """The database file with its write-ahead log and shared-memory index (absent ones count 0)."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
 
     # -- pending document keys ---------------------------------------------------------------
 

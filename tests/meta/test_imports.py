@@ -27,7 +27,7 @@ PACKAGE_DIR = Path(ocean_secret_store.__file__).resolve().parent
 
 _BASE = frozenset({"exceptions"})
 _CORE = _BASE | {"crypto", "protocol", "keyfile"}
-_SERVICES = _CORE | {"lifecycle", "serving", "tools", "chain", "node", "client", "ocean"}
+_SERVICES = _CORE | {"lifecycle", "serving", "metrics", "tools", "chain", "node", "client", "ocean"}
 
 #: Component (a subpackage or a top-level module of the package) -> the components it may import.
 #: Low to high; a component may always import its own modules. ``__init__`` is the package root,
@@ -40,12 +40,13 @@ LAYERS: dict[str, frozenset[str]] = {
     "protocol": _BASE | {"crypto"},
     "lifecycle": _BASE,
     "serving": _BASE | {"lifecycle"},
+    "metrics": _BASE,  # the Prometheus metrics of every service and GET /metrics (prometheus-client, aiohttp)
     "localca": _BASE | {"serving"},
     "tools": _BASE,
     "chain": _CORE | {"tools"},
-    "node": _CORE | {"chain", "lifecycle", "serving", "failpoints"},
-    "client": _CORE | {"lifecycle", "serving"},
-    "ocean": _CORE | {"lifecycle", "serving", "client", "chain"},
+    "node": _CORE | {"chain", "lifecycle", "serving", "metrics", "failpoints"},
+    "client": _CORE | {"lifecycle", "serving", "metrics"},
+    "ocean": _CORE | {"lifecycle", "serving", "metrics", "client", "chain"},
     "devnet": _SERVICES | {"localca"},
     "demo": _SERVICES | {"devnet"},
     "cluster_init": _SERVICES | {"localca"},  # `cluster init`: keys, configs, certificates for N machines
