@@ -409,7 +409,7 @@ CONSUME_OUTCOMES: Final[Mapping[int, str]] = {
 #: Publish outcomes likewise.
 PUBLISH_OUTCOMES: Final[Mapping[int, str]] = {
     400: "bad_request", 401: "bad_signature", 403: "not_the_owner", 409: "key_exists", 501: "not_supported",
-    502: "key_servers_failed", 503: "unavailable",
+    502: "key_servers_failed", 503: "unavailable", int(CLIENT_CLOSED): "client_gone",
 }
 
 

@@ -33,6 +33,10 @@ error codes is logged.
 
 Like Parity's ``jsonrpc-http-server``, requests must be ``Content-Type: application/json``: this
 keeps browsers from reaching the account methods with a CORS-free "simple" request.
+
+``GET /metrics`` is the face's Prometheus metrics (:mod:`ocean_secret_store.metrics`,
+docs/metrics.md): calls by method and outcome (a method name outside the served and forwarded
+ones counts as ``other``), HTTP requests by route and status.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from ..crypto.hashes import checksum_address
 from ..exceptions import ChainError, CryptoError, InvalidPoint, MalformedHex, SecretStoreError
 from ..keyfile import KeystoreError
 from ..lifecycle import wait_for_stop_signal
+from ..metrics import METRICS_PATH, RpcMetrics, metrics_handler, service_registry
 from ..protocol.hexcodec import parse_hex, to_hex
 from ..serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site
 from . import local
@@ -70,6 +75,7 @@ if TYPE_CHECKING:
     import os
 
     from eth_account.signers.local import LocalAccount
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "ACCOUNT_ERROR",
@@ -119,6 +125,14 @@ FORWARDED_METHODS: Final = frozenset({
     "eth_newPendingTransactionFilter", "eth_uninstallFilter",
     "eth_sendRawTransaction",
 })
+
+#: The outcome label of each error code in the calls metric (docs/metrics.md); any other code is ``error``.
+OUTCOMES: Final = {
+    PARSE_ERROR: "parse_error", INVALID_REQUEST: "invalid_request", METHOD_NOT_FOUND: "method_not_found",
+    INVALID_PARAMS: "invalid_params", INTERNAL_ERROR: "internal_error", ACCOUNT_LOCKED: "account_locked",
+    PASSWORD_INVALID: "password_invalid", ACCOUNT_ERROR: "account_error", ENCRYPTION_ERROR: "encryption_error",
+    LIMIT_EXCEEDED: "limit_exceeded",
+}
 
 #: Parity's default ``--jsonrpc-max-payload`` is 5 MiB; documents travel hex-encoded, so allow more.
 MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
@@ -270,7 +284,7 @@ class RpcService:
     """The request handling behind :func:`make_rpc_app` (one per app; owns the chain session)."""
 
     def __init__(self, keystore: Keystore, chain_url: str | None, *, allow_unlock: bool = False,
-                 throttle: PasswordThrottle | None = None) -> None:
+                 throttle: PasswordThrottle | None = None, registry: CollectorRegistry | None = None) -> None:
         self.keystore = keystore
         self.chain_url = chain_url or None
         self.allow_unlock = allow_unlock
@@ -294,6 +308,8 @@ class RpcService:
             "personal_sendTransaction": self._personal_send_transaction,
             "personal_unlockAccount": self._personal_unlock_account,
         }
+        #: Calls by method (the names above and the forwarded ones; others are ``other``) and outcome.
+        self.metrics = RpcMetrics(self._methods.keys() | FORWARDED_METHODS, OUTCOMES, registry)
 
     async def start(self) -> None:
         if self.chain_url is not None and self._session is None:
@@ -485,7 +501,21 @@ class RpcService:
     # -- dispatch --
 
     async def call(self, item: object, client: str = _UNKNOWN_CLIENT) -> JsonObject | object | None:
-        """One request object -> its response object, None for a notification, or ``_FORWARD``."""
+        """One request object -> its response object, None for a notification, or ``_FORWARD``; counted."""
+        started = time.perf_counter()
+        answer = await self._answer(item, client)
+        method = item.get("method") if isinstance(item, dict) else None
+        if answer is _FORWARD:
+            self.metrics.forwarded(method)
+        elif isinstance(answer, dict):
+            error = answer.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            self.metrics.answered(method, code, time.perf_counter() - started)
+        else:
+            self.metrics.notified(method)
+        return answer
+
+    async def _answer(self, item: object, client: str) -> JsonObject | object | None:
         if not isinstance(item, dict):
             return _error(None, INVALID_REQUEST, "Invalid request: a request must be a JSON object")
         has_id = "id" in item
@@ -611,11 +641,13 @@ class RpcService:
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):
+            self.metrics.answered(None, PARSE_ERROR)
             return web.json_response(
                 _error(None, PARSE_ERROR, "Parse error: the request body is not valid JSON")
             )
         if isinstance(payload, list):
             if not payload:
+                self.metrics.answered(None, INVALID_REQUEST)
                 return web.json_response(_error(None, INVALID_REQUEST, "Invalid request: empty batch"))
             answers = await asyncio.gather(*(self._batch_item(item, client) for item in payload))
             responses = [answer for answer in answers if answer is not None]
@@ -645,16 +677,21 @@ SERVICE_KEY: Final = web.AppKey("ocean_secret_store.rpc", RpcService)
 
 
 def make_rpc_app(keystore: Keystore, chain_url: str | None, *, allow_unlock: bool = False,
-                 throttle: PasswordThrottle | None = None) -> web.Application:
-    """The JSON-RPC app (``POST /``): keystore accounts answered here, chain reads forwarded to ``chain_url``.
+                 throttle: PasswordThrottle | None = None,
+                 registry: CollectorRegistry | None = None) -> web.Application:
+    """The JSON-RPC app (``POST /``): keystore accounts answered here, chain reads forwarded to ``chain_url``;
+    ``GET /metrics``: its Prometheus metrics (docs/metrics.md).
 
     ``allow_unlock`` enables ``personal_unlockAccount`` (off: refused); ``throttle`` paces wrong
-    passwords (default: :class:`PasswordThrottle` with its documented defaults).
+    passwords (default: :class:`PasswordThrottle` with its documented defaults); ``registry`` holds
+    the metrics (default: a new one with the process metrics).
     """
-    service = RpcService(keystore, chain_url, allow_unlock=allow_unlock, throttle=throttle)
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    service = RpcService(keystore, chain_url, allow_unlock=allow_unlock, throttle=throttle,
+                         registry=registry if registry is not None else service_registry())
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[service.metrics.http.middleware])
     app[SERVICE_KEY] = service
     app.router.add_post("/", service.handle)
+    app.router.add_get(METRICS_PATH, metrics_handler(service.metrics.registry))
 
     async def on_startup(_: web.Application) -> None:
         await service.start()

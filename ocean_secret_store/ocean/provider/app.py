@@ -99,6 +99,11 @@ Routes (base ``/api/v1/brizo``, as Brizo 0.9; ocean.md §3.2):
 ``GET /health``
     ``{"status": "ok"}``.
 
+``GET /metrics``
+    The provider's Prometheus metrics (:mod:`ocean_secret_store.metrics`, docs/metrics.md):
+    requests by route pattern (never the query, which carries the consume signature) and status,
+    consumes and publishes by outcome.
+
 The access backend is always chosen through the plugin manager (:mod:`..plugins`) by the
 config's ``[provider] backend``, so ``OCEAN_DISABLED_PLUGINS`` and third-party plugins apply to
 every provider process. The command line (``ocean-secret-store provider``) lives in
@@ -116,7 +121,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,6 +147,7 @@ from ...exceptions import (
     ServerKeyAlreadyGenerated,
 )
 from ...lifecycle import bound_port, wait_for_stop_signal
+from ...metrics import CLIENT_CLOSED, METRICS_PATH, ProviderMetrics, metrics_handler, service_registry
 from ...protocol.addresses import parse_host_port
 from ...serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site
 from ..ddo import files_from_plaintext
@@ -155,6 +161,7 @@ from .policy import DEFAULT_MAX_SIGNATURE_LIFETIME, FetchRefused, parse_origin
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
+    from prometheus_client import CollectorRegistry
 
     from ..config import OceanConfig
     from ..ddo import DDO
@@ -262,6 +269,7 @@ class _Provider:
     address: str = ""
     #: ``[secret-store] threshold`` of the server keys the publish route generates.
     publish_threshold: int = 0
+    metrics: ProviderMetrics = field(default_factory=ProviderMetrics)
 
 
 _STATE = web.AppKey("provider_state", _Provider)
@@ -698,6 +706,35 @@ async def _publish(request: web.Request) -> web.Response:
     return web.Response(status=201, text=encrypted, content_type="text/plain")
 
 
+Outcome = Callable[[int | None], None]
+
+
+async def _counted(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                   outcome: Outcome) -> web.StreamResponse:
+    """``handler``'s answer, its outcome counted: None when it answered, else the refusal's status."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        outcome(exc.status)
+        raise
+    except asyncio.CancelledError:
+        outcome(int(CLIENT_CLOSED))
+        raise
+    except Exception:
+        outcome(500)
+        raise
+    outcome(None)
+    return response
+
+
+async def _consume_counted(request: web.Request) -> web.StreamResponse:
+    return await _counted(request, _consume, request.app[_STATE].metrics.consumed)
+
+
+async def _publish_counted(request: web.Request) -> web.StreamResponse:
+    return await _counted(request, _publish, request.app[_STATE].metrics.published)
+
+
 async def _info(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     return web.json_response({
@@ -725,6 +762,7 @@ def make_provider_app(
     require_signature_expiry: bool = False,
     max_signature_lifetime: int = DEFAULT_MAX_SIGNATURE_LIFETIME,
     publish_threshold: int = 0,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The provider's aiohttp application (routes in the module docstring).
 
@@ -734,21 +772,24 @@ def make_provider_app(
     :param require_signature_expiry: refuse squid-py's replayable signature form.
     :param max_signature_lifetime: the furthest ``signatureExpiry`` may be ahead, in seconds.
     :param publish_threshold: the threshold of the server keys the publish route generates.
+    :param registry: where the metrics of ``GET /metrics`` are (default: a new one with the process metrics).
     """
+    metrics = ProviderMetrics(registry if registry is not None else service_registry())
     state = _Provider(
         keeper=keeper, metadata=metadata, backend=backend, account=provider_account,
         file_root=Path(file_root).resolve() if file_root is not None else None,
         chunk_size=chunk_size, fetch=fetch_policy or FetchPolicy(),
         require_expiry=require_signature_expiry, max_signature_lifetime=max_signature_lifetime,
         public_key_hex="0x" + account_public(provider_account).to_bytes().hex(),
-        address=to_address(provider_account.address), publish_threshold=publish_threshold,
+        address=to_address(provider_account.address), publish_threshold=publish_threshold, metrics=metrics,
     )
-    app = web.Application()
+    app = web.Application(middlewares=[metrics.http.middleware])
     app[_STATE] = state
-    app.router.add_get(CONSUME_PATH, _consume)
+    app.router.add_get(CONSUME_PATH, _consume_counted)
     app.router.add_get(INFO_PATH, _info)
-    app.router.add_post(PUBLISH_PATH, _publish)
+    app.router.add_post(PUBLISH_PATH, _publish_counted)
     app.router.add_get("/health", _health)
+    app.router.add_get(METRICS_PATH, metrics_handler(metrics.registry))
     return app
 
 
