@@ -13,7 +13,9 @@
 # Environment (for a second engine beside a running one, e.g. to test this script):
 #   DOCKER_HOST                  the engine's socket (unix://...): checked with docker, and given to dockerd -H
 #   OCEAN_SS_DOCKERD_ARGS        more dockerd arguments, split on spaces
-#                                (e.g. "--data-root /tmp/d --exec-root /tmp/e --pidfile /tmp/p --bridge none")
+#                                (e.g. "--data-root /tmp/d --exec-root /tmp/e --pidfile /tmp/p --iptables=false").
+#                                Not "--bridge none" beside a running engine: dockerd then deletes the
+#                                host's docker0, which the running engine's default network needs.
 #   OCEAN_SS_DOCKER_WAIT         seconds to wait for the engine (default 60)
 set -u
 
