@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint compat-env test bench clean
+.PHONY: setup demo lint compat-env test bench clean docker-image
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ test: lint compat-env
 
 bench: setup
 	$(PY) bench/crypto.py
+
+# The Docker image of every role (docker/README.md): ocean-secret-store:latest, built with no
+# network at `docker build` from a wheelhouse and base image cached in ~/.cache/ocean-secret-store/docker.
+docker-image: setup
+	$(PY) docker/build.py
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache .hypothesis
