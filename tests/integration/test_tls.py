@@ -118,3 +118,33 @@ def test_the_cli_takes_the_ca_from_the_devnet(net: devnet.DevnetState, tmp_path:
                     "--in", str(tmp_path / "enc"), "--out", str(tmp_path / "dec"), "--key-env", "TLS_TEST_KEY"],
                    env=env, check=True, capture_output=True, timeout=60)
     assert (tmp_path / "dec").read_text() == "cli over tls"
+
+
+def test_every_service_serves_its_metrics_over_https(net: devnet.DevnetState) -> None:
+    """The one real-process check of issue 17's metrics: each key server, the RPC face and the
+    provider answer ``GET /metrics`` over https (the CA checked), parsed by prometheus-client's own
+    parser; an SDK round trip moves the key servers' session counters by exactly its operations."""
+    from ocean_secret_store.metrics import PREFIX
+    from ocean_secret_store.testing.metrics import scrape
+
+    urls = [node.http_url for node in net.nodes]
+    before = [scrape(url, verify=net.tls_ca) for url in urls]
+    account = Account.from_key(net.accounts["consumer"].private_key)
+    key_id = os.urandom(32).hex()
+    with SecretStoreClient(urls, account, verify=net.tls_ca) as client:
+        encrypted = client.publish_document(key_id, "metrics over tls", threshold=1)
+        assert client.decrypt_document(key_id, encrypted) == "metrics over tls"
+    after = [scrape(url, verify=net.tls_ca) for url in urls]
+    sessions = f"{PREFIX}_sessions_total"
+    moved = {kind: sum(a.delta(b, sessions, kind=kind, outcome="ok") for a, b in zip(after, before, strict=True))
+             for kind in ("generate_server_key", "store_document_key", "retrieve_document_key_shadow")}
+    assert moved == {"generate_server_key": 1, "store_document_key": 1, "retrieve_document_key_shadow": 1}
+    for samples in after:
+        assert samples.total(f"{PREFIX}_ready") == 1
+        assert samples.total(f"{PREFIX}_peers", state="connected") == len(urls) - 1
+        assert key_id[:16] not in samples.text
+    rpc = scrape(str(net.rpc_url), verify=net.tls_ca)
+    provider = scrape(str(net.provider_url), verify=net.tls_ca)
+    assert f"{PREFIX}_rpc_calls" in rpc.families
+    assert f"{PREFIX}_provider_consumes" in provider.families
+    assert rpc.total("process_resident_memory_bytes") > 0 and provider.total("process_resident_memory_bytes") > 0
