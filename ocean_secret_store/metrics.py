@@ -18,6 +18,8 @@ id, address, signature, password or secret is ever a label or a value.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +68,8 @@ __all__ = [
     "outcome_of",
     "service_registry",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The namespace of every metric name.
 PREFIX: Final = "ocean_secret_store"
@@ -325,7 +329,13 @@ class NodeMetrics:
         self.ready.set(1 if node.readiness().get("ready") else 0)
         self.servers_set.set(len(node.servers_set))
         self.running_sessions.set(node.running_sessions())
-        keys, size = await asyncio.to_thread(node.storage_figures)
+        keys: float
+        size: float
+        try:
+            keys, size = await asyncio.to_thread(node.storage_figures)
+        except Exception as exc:  # noqa: BLE001 -- a broken database must not blind the scrape: NaN says "unknown"
+            log.warning("metrics: the key storage could not be read: %s", type(exc).__name__)
+            keys = size = math.nan
         self.keys.set(keys)
         self.database_bytes.set(size)
 

@@ -4,6 +4,7 @@ a session's count and time, the counting audit log, the gauges set at a scrape, 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 
 import pytest
@@ -167,6 +168,18 @@ def test_refresh_sets_the_gauges_from_the_state() -> None:
     assert found.total(f"{PREFIX}_running_sessions") == 7
     assert found.total(f"{PREFIX}_keys") == 12
     assert found.total(f"{PREFIX}_database_bytes") == 4096
+
+
+def test_a_storage_that_cannot_be_read_leaves_the_scrape_working() -> None:
+    class Broken(_Node):
+        def storage_figures(self) -> tuple[int, int]:
+            raise e.DatabaseError("the key storage is closed")
+
+    metrics = NodeMetrics()
+    asyncio.run(metrics.refresh(Broken()))
+    found = samples(metrics.registry)
+    assert math.isnan(found.total(f"{PREFIX}_keys")) and math.isnan(found.total(f"{PREFIX}_database_bytes"))
+    assert found.total(f"{PREFIX}_running_sessions") == 7  # the rest was read
 
 
 def test_the_middleware_labels_routes_by_pattern_and_statuses_as_answered() -> None:
