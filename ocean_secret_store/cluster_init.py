@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from .client.keystore import PARITY_PBKDF2_ROUNDS, write_keystore
-from .crypto.curve import Point, random_scalar
+from .crypto.curve import N, Point, random_scalar
 from .crypto.hashes import address_of, checksum_address
 from .exceptions import ConfigError
 from .localca import issue_certificate, make_local_ca
@@ -38,8 +38,8 @@ from .protocol.hexcodec import to_hex
 from .serving import TlsFiles
 
 __all__ = [
-    "ClusterPlan", "HostSpec", "NodePlan", "compose_for_all", "compose_for_node", "init_cluster", "parse_hosts",
-    "to_yaml",
+    "ClusterPlan", "HostSpec", "NodePlan", "compose_for_all", "compose_for_node", "init_cluster", "node_service",
+    "parse_hosts", "to_yaml",
 ]
 
 #: Parity's default ports: the HTTP API (``--secretstore-http-port``) and node-to-node (``--secretstore-port``).
@@ -290,21 +290,26 @@ def _empty(value: Mapping[str, Any] | list[Any]) -> str:
     return "{}" if isinstance(value, Mapping) else "[]"
 
 
-def _service(plan: NodePlan, image: str, mount_from: str) -> dict[str, Any]:
-    """One compose service running the node of ``plan`` from its folder, mounted at ``CONTAINER_DIR``."""
-    env = plan.password_env
+def node_service(name: str, password_env: str, mount_from: str, *, image: str = DEFAULT_IMAGE,
+                 tls: bool = False) -> dict[str, Any]:
+    """One compose service running node ``name`` from its folder ``mount_from`` (as compose reads it),
+    mounted at ``CONTAINER_DIR``; its keystore password in the variable ``password_env``."""
     return {
         "image": f"${{OCEAN_SS_IMAGE:-{image}}}",
         "entrypoint": ["ocean-secret-store"],
         "command": ["node", "--config", f"{CONTAINER_DIR}/node.toml"],
         # Compose passes the operator's variable through; it refuses to start while it is unset.
-        "environment": {env: f"${{{env}:?set {env} to the keystore password of {plan.name}}}"},
+        "environment": {password_env: f"${{{password_env}:?set {password_env} to the keystore password of {name}}}"},
         "volumes": [f"{mount_from}/node.toml:{CONTAINER_DIR}/node.toml:ro",
                     f"{mount_from}/keystore:{CONTAINER_DIR}/keystore:ro",
-                    *([f"{mount_from}/tls:{CONTAINER_DIR}/tls:ro"] if plan.tls is not None else []),
+                    *([f"{mount_from}/tls:{CONTAINER_DIR}/tls:ro"] if tls else []),
                     f"{mount_from}/data:{CONTAINER_DIR}/data"],
         "restart": "unless-stopped",
     }
+
+
+def _service(plan: NodePlan, image: str, mount_from: str) -> dict[str, Any]:
+    return node_service(plan.name, plan.password_env, mount_from, image=image, tls=plan.tls is not None)
 
 
 def compose_for_node(plan: NodePlan, image: str = DEFAULT_IMAGE) -> dict[str, Any]:
@@ -397,13 +402,14 @@ def init_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, *,
                  password_env: str = DEFAULT_PASSWORD_ENV, admin_password_env: str = DEFAULT_ADMIN_PASSWORD_ENV,
                  tls: bool = False, tls_days: int = DEFAULT_TLS_DAYS, bind: str = "0.0.0.0",
                  acl: Mapping[str, Any] | None = None, kdf: Kdf = "scrypt", image: str = DEFAULT_IMAGE,
-                 environ: Mapping[str, str] | None = None,
+                 environ: Mapping[str, str] | None = None, admin_secret: int | None = None,
                  say: Callable[[str], None] = lambda _: None) -> ClusterPlan:
     """Generate a cluster of ``len(hosts)`` nodes into ``out`` (which must not exist or be empty).
 
     ``password_env`` names the variable holding the nodes' keystore password; with ``{i}`` in it, each
     node has its own (``NODE{i}_PASSWORD``: ``NODE0_PASSWORD``, ...). ``acl`` is the ``[acl]`` table
-    (default ``{"kind": "none"}``). Nothing is written before every password and setting checked out;
+    (default ``{"kind": "none"}``). ``admin_secret`` is the administrator's private key (default: a new
+    one), e.g. a devnet account's. Nothing is written before every password and setting checked out;
     a failure while writing removes ``out`` again.
 
     :raises ConfigError: a bad setting or an unset password variable (named, never its value).
@@ -422,12 +428,14 @@ def init_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, *,
     passwords = [_password(password_env_name(password_env, i), env, f"node{i}") for i in range(count)]
     admin_password = _password(admin_password_env, env, "the administrator")
     acl_table = dict(acl or {"kind": "none"})
+    if admin_secret is not None and not 0 < admin_secret < N:
+        raise ConfigError("the administrator key is not a valid secp256k1 private key", key="admin_secret")
     created = not out.exists()
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         return _write_cluster(out, hosts, threshold_max, passwords, admin_password, password_env=password_env,
                               admin_password_env=admin_password_env, tls=tls, tls_days=tls_days, bind=bind,
-                              acl=acl_table, kdf=kdf, image=image, say=say)
+                              acl=acl_table, kdf=kdf, image=image, admin_secret=admin_secret, say=say)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -442,11 +450,12 @@ def init_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, *,
 
 def _write_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, passwords: Sequence[str],
                    admin_password: str, *, password_env: str, admin_password_env: str, tls: bool, tls_days: int,
-                   bind: str, acl: Mapping[str, Any], kdf: Kdf, image: str,
+                   bind: str, acl: Mapping[str, Any], kdf: Kdf, image: str, admin_secret: int | None,
                    say: Callable[[str], None]) -> ClusterPlan:
     count = len(hosts)
     say(f"generating {count} node keys and the administrator key ({kdf} keystores)")
-    admin_secret = random_scalar()
+    if admin_secret is None:
+        admin_secret = random_scalar()
     admin_public = Point.generator_mul(admin_secret)
     (out / "admin").mkdir(mode=0o700)
     admin_keystore = _keystore(out / "admin" / "keystore", admin_secret, admin_password, kdf)
