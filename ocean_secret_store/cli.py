@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cli_deploy import add_deploy_commands
+from .cli_stack import add_stack_commands
 from .cli_tools import UsageError
 from .client.throttle import DEFAULT_FIRST_DELAY, DEFAULT_MAX_DELAY, PasswordThrottle
 from .exceptions import SecretStoreError
@@ -741,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_provider(sub)
     _add_demo_and_tools(sub)
     add_deploy_commands(sub)
+    add_stack_commands(sub)
     return parser
 
 

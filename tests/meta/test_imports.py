@@ -52,7 +52,9 @@ LAYERS: dict[str, frozenset[str]] = {
     "cluster_init": _SERVICES | {"localca"},  # `cluster init`: keys, configs, certificates for N machines
     "cli_tools": _SERVICES | {"devnet"},
     "cli_deploy": _SERVICES | {"cluster_init", "cli_tools"},
-    "cli": _SERVICES | {"devnet", "demo", "cli_tools", "cli_deploy"},
+    "stack": _SERVICES | {"devnet", "cluster_init"},  # `stack init`: the whole devnet as a compose project
+    "cli_stack": _SERVICES | {"stack", "cli_tools"},
+    "cli": _SERVICES | {"devnet", "demo", "cli_tools", "cli_deploy", "cli_stack"},
     "__init__": _SERVICES,
     "testing": _SERVICES | {"localca", "devnet", "demo", "cluster_init", "cli_tools", "cli_deploy", "cli"},
 }
