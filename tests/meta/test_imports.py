@@ -35,6 +35,7 @@ _SERVICES = _CORE | {"lifecycle", "serving", "metrics", "tools", "chain", "node"
 LAYERS: dict[str, frozenset[str]] = {
     "exceptions": frozenset(),
     "failpoints": frozenset(),  # stdlib only: crash points for tests, armed by the environment
+    "healthcheck": frozenset(),  # stdlib only: the image's HEALTHCHECK, one interpreter start per probe
     "crypto": _BASE,
     "keyfile": _BASE | {"crypto"},
     "protocol": _BASE | {"crypto"},
