@@ -43,7 +43,7 @@ def _ports(entries: list[str] | None) -> dict[str, int]:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from .exceptions import ConfigError  # noqa: PLC0415 -- each command imports what it runs (fast --help)
-    from .stack import init_stack  # noqa: PLC0415
+    from .stack import init_stack  # noqa: PLC0415 -- as above
 
     given = {name: value for name in ("threshold_max", "image", "project")
              if (value := getattr(args, name)) is not None}  # unset options keep stack's defaults
