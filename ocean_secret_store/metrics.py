@@ -20,10 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections import Counter as Tally
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Final, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -61,6 +65,7 @@ __all__ = [
     "HttpMetrics",
     "NodeMetrics",
     "ProviderMetrics",
+    "RecentOperations",
     "RpcMetrics",
     "bounded",
     "exposition",
@@ -223,6 +228,104 @@ def outcome_of(exc: BaseException | None) -> str:
     return "bad_request" if exc.status == 400 else "error"
 
 
+#: The public operations whose latency the status page shows: the retrievals.
+RETRIEVALS: Final = ("retrieve_server_key", "retrieve_document_key", "retrieve_document_key_shadow")
+
+
+@dataclass(slots=True)
+class _Minute:
+    """One minute of :class:`RecentOperations`: counts by (kind, outcome), sampled retrieval latencies."""
+
+    index: int
+    counts: Tally[tuple[str, str]] = field(default_factory=Tally)
+    latencies: list[float] = field(default_factory=list)
+    retrievals: int = 0
+
+
+def _percentile(ordered: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile of a sorted, non-empty sequence."""
+    rank = max(math.ceil(percent / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def _latency_figures(latencies: list[float]) -> dict[str, float | int | None]:
+    ordered = sorted(latencies)
+    if not ordered:
+        return {"samples": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
+    return {"samples": len(ordered), "p50_ms": round(_percentile(ordered, 50) * 1e3, 3),
+            "p95_ms": round(_percentile(ordered, 95) * 1e3, 3), "max_ms": round(ordered[-1] * 1e3, 3)}
+
+
+class RecentOperations:
+    """The public operations a key server ran in the last minutes, for its status page (``GET /status``).
+
+    One bucket per minute, the last ``minutes`` kept: counts by kind and outcome (both from the fixed
+    sets above: nothing a requester chose), and the durations of the retrievals that succeeded, at
+    most ``samples_per_minute`` of them per minute (a uniform sample beyond that), so that memory is
+    bounded whatever the request rate. Never a key id, an address or a signature: there is no place
+    for one.
+    """
+
+    def __init__(self, minutes: int = 15, samples_per_minute: int = 2048,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.minutes = minutes
+        self.samples_per_minute = samples_per_minute
+        self._clock = clock  # buckets follow this one (it never jumps); ``wall`` only dates them
+        self._wall = wall
+        self._buckets: deque[_Minute] = deque()
+        self._random = random.Random()  # which latencies a busy minute keeps: sampling, not cryptography
+
+    def _current(self) -> _Minute:
+        index = int(self._clock() // 60)
+        if not self._buckets or self._buckets[-1].index != index:
+            self._buckets.append(_Minute(index))
+        while self._buckets[0].index <= index - self.minutes:
+            self._buckets.popleft()
+        return self._buckets[-1]
+
+    def record(self, kind: str, outcome: str, seconds: float) -> None:
+        """One operation ended (``kind`` and ``outcome`` already bounded to their sets)."""
+        bucket = self._current()
+        bucket.counts[kind, outcome] += 1
+        if kind in RETRIEVALS and outcome == "ok":
+            bucket.retrievals += 1
+            if len(bucket.latencies) < self.samples_per_minute:
+                bucket.latencies.append(seconds)
+            else:  # reservoir sampling: each retrieval of the minute kept with the same chance
+                slot = self._random.randrange(bucket.retrievals)
+                if slot < self.samples_per_minute:
+                    bucket.latencies[slot] = seconds
+
+    def summary(self, latency_minutes: int = 5) -> dict[str, Any]:
+        """Counts of the last :attr:`minutes` by kind and outcome, and the successful retrievals'
+        latency (milliseconds) in each of the last ``latency_minutes`` minutes (newest first, each
+        with the unix time it began) and over them all."""
+        now = self._current().index
+        into_minute = self._clock() - now * 60
+        wall = self._wall()
+        operations: dict[str, dict[str, int]] = {}
+        for bucket in self._buckets:
+            for (kind, outcome), count in bucket.counts.items():
+                by_outcome = operations.setdefault(kind, {})
+                by_outcome[outcome] = by_outcome.get(outcome, 0) + count
+        by_index = {bucket.index: bucket for bucket in self._buckets}
+        per_minute = []
+        pooled: list[float] = []
+        for age in range(latency_minutes):
+            minute = by_index.get(now - age, _Minute(now - age))
+            pooled += minute.latencies
+            per_minute.append({"minutes_ago": age, "started": round(wall - into_minute - 60 * age, 3),
+                               "retrievals": minute.retrievals, **_latency_figures(minute.latencies)})
+        return {
+            "window_minutes": self.minutes,
+            "total": sum(sum(by_outcome.values()) for by_outcome in operations.values()),
+            "by_kind": {kind: dict(sorted(by_outcome.items())) for kind, by_outcome in sorted(operations.items())},
+            "retrieval_latency": {"window_minutes": latency_minutes, "minutes": per_minute,
+                                  "overall": {"retrievals": sum(m["retrievals"] for m in per_minute),
+                                              **_latency_figures(pooled)}},
+        }
+
+
 class NodeState(Protocol):
     """What :meth:`NodeMetrics.refresh` reads of a key server at each scrape (the cluster core)."""
 
@@ -284,6 +387,8 @@ class NodeMetrics:
         self.keys = Gauge(f"{PREFIX}_keys", "Server keys this node holds a share of", registry=r)
         self.database_bytes = Gauge(f"{PREFIX}_database_bytes", "Size of the key database on disk (with its "
                                     "write-ahead log), bytes", registry=r)
+        #: The last minutes of sessions by kind and outcome, for the status page (not exported).
+        self.recent = RecentOperations()
         for outcome in ACCESS_OUTCOMES:
             self.access_checks.labels(outcome)
         for quota in QUOTAS:
@@ -294,15 +399,17 @@ class NodeMetrics:
         """Count and time the session run in the block, by how it ends."""
         started = time.perf_counter()
         label = bounded(kind, SESSION_KINDS)
+        outcome = "ok"
         try:
             yield
         except BaseException as exc:
-            self.sessions.labels(label, outcome_of(exc)).inc()
+            outcome = outcome_of(exc)
             raise
-        else:
-            self.sessions.labels(label, "ok").inc()
         finally:
-            self.session_latency.labels(label).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.sessions.labels(label, outcome).inc()
+            self.session_latency.labels(label).observe(seconds)
+            self.recent.record(label, outcome, seconds)
 
     def member_request(self, kind: str, exc: BaseException | None) -> None:
         """A member's part ended (``kind``: the message kind, from the fixed set of request messages)."""

@@ -1,5 +1,6 @@
 """The metrics module on its own: outcome labels, bounded labels, the HTTP middleware's route and status,
-a session's count and time, the counting audit log, the gauges set at a scrape, the exposition."""
+a session's count and time, the counting audit log, the gauges set at a scrape, the exposition, and the
+recent operations of the status page."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ocean_secret_store.metrics import (
     HttpMetrics,
     NodeMetrics,
     ProviderMetrics,
+    RecentOperations,
     RpcMetrics,
     bounded,
     exposition,
@@ -229,3 +231,71 @@ def test_the_exposition_is_the_libraries_text_format() -> None:
     assert f"{PREFIX}_access_checks" in Samples(response.body.decode()).families  # a counter family drops _total
     # Two nodes in one process: separate registries, no clash.
     NodeMetrics()
+
+
+# -- the recent operations of the status page -------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_is_remembered_among_the_recent_operations() -> None:
+    metrics = NodeMetrics()
+    with metrics.session("retrieve_document_key"):
+        pass
+    with pytest.raises(e.AccessDenied), metrics.session("retrieve_document_key"):
+        raise e.AccessDenied()
+    with metrics.session("a kind nobody knows"):
+        pass
+    summary = metrics.recent.summary()
+    assert summary["by_kind"] == {"other": {"ok": 1}, "retrieve_document_key": {"access_denied": 1, "ok": 1}}
+    assert summary["total"] == 3
+    assert summary["retrieval_latency"]["overall"]["retrievals"] == 1  # the refusal is no latency sample
+
+
+def test_recent_operations_keep_their_window_by_the_minute() -> None:
+    clock = _Clock()
+
+    def wall() -> float:
+        return 1_800_000_000.0 + clock.now
+
+    recent = RecentOperations(minutes=3, clock=clock, wall=wall)
+    recent.record("schnorr_sign", "ok", 0.01)
+    clock.now += 60
+    recent.record("retrieve_document_key_shadow", "ok", 0.002)
+    recent.record("retrieve_document_key_shadow", "timeout", 5.0)
+    clock.now += 60
+    assert recent.summary()["by_kind"] == {"retrieve_document_key_shadow": {"ok": 1, "timeout": 1},
+                                           "schnorr_sign": {"ok": 1}}
+    clock.now += 60  # the first minute falls out of the window
+    summary = recent.summary(latency_minutes=3)
+    assert summary["by_kind"] == {"retrieve_document_key_shadow": {"ok": 1, "timeout": 1}}
+    minutes = summary["retrieval_latency"]["minutes"]
+    assert [(m["minutes_ago"], m["retrievals"], m["p50_ms"]) for m in minutes] == [(0, 0, None), (1, 0, None),
+                                                                                   (2, 1, 2.0)]
+    this_minute = wall() - clock.now % 60  # when the current minute began, by the wall clock
+    assert [m["started"] for m in minutes] == [this_minute, this_minute - 60, this_minute - 120]
+    clock.now += 3600  # an idle hour: nothing left, nothing kept
+    assert recent.summary()["total"] == 0
+    assert len(recent._buckets) == 1
+
+
+def test_retrieval_latency_percentiles_and_a_bounded_sample() -> None:
+    clock = _Clock()
+    clock.now = 60.0 * 1000  # at the start of a minute
+    recent = RecentOperations(samples_per_minute=50, clock=clock)
+    for ms in range(1, 101):  # 1 .. 100 ms, 100 retrievals
+        recent.record("retrieve_document_key", "ok", ms / 1000)
+    minute = recent.summary()["retrieval_latency"]["minutes"][0]
+    assert minute["retrievals"] == 100 and minute["samples"] == 50  # a uniform sample of 50 kept
+    assert 1 <= minute["p50_ms"] <= minute["p95_ms"] <= minute["max_ms"] <= 100
+    exact = RecentOperations(clock=clock)
+    for ms in range(1, 101):
+        exact.record("retrieve_server_key", "ok", ms / 1000)
+    overall = exact.summary()["retrieval_latency"]["overall"]
+    assert (overall["p50_ms"], overall["p95_ms"], overall["max_ms"]) == (50.0, 95.0, 100.0)  # nearest rank

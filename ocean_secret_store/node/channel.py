@@ -57,6 +57,8 @@ import hmac
 import logging
 import secrets
 import struct
+import time
+from collections import deque
 from collections.abc import Collection, Iterable
 from typing import Final, NoReturn
 
@@ -281,6 +283,10 @@ class Channel:
         self._closed = False
         #: Loop time of the last authenticated frame received (any type); read by keep-alive.
         self.last_received = asyncio.get_running_loop().time()
+        #: Seconds from the last answered keep-alive ping to its pong (None before the first); the
+        #: status page's round trip of an idle link. Pongs answer pings in order (one TCP stream).
+        self.ping_rtt: float | None = None
+        self._pings: deque[float] = deque(maxlen=64)
         self._where = f"{short_id(peer_id)} at {writer.get_extra_info('peername')}"
 
     def __repr__(self) -> str:
@@ -304,6 +310,9 @@ class Channel:
 
     async def ping(self) -> None:
         """Send a keep-alive ping (the peer answers with a pong, never seen by its application)."""
+        # Before sending: the pong may be read while we drain. perf_counter, not the loop's time,
+        # which uvloop keeps in whole milliseconds as of the loop iteration's start.
+        self._pings.append(time.perf_counter())
         await self._send_frame(FRAME_PING, b"")
 
     async def _send_frame(self, frame_type: int, payload: bytes) -> None:
@@ -332,7 +341,10 @@ class Channel:
                 return payload
             if frame_type == FRAME_PING:
                 await self._send_frame(FRAME_PONG, b"")
-            elif frame_type != FRAME_PONG:
+            elif frame_type == FRAME_PONG:
+                if self._pings:
+                    self.ping_rtt = time.perf_counter() - self._pings.popleft()
+            else:
                 self._violation(FrameRejected(f"unexpected frame type {frame_type}"))
 
     def _violation(self, exc: SecretStoreError) -> NoReturn:

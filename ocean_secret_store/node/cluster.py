@@ -81,6 +81,10 @@ class Net(Protocol):
         """Ping ``peer`` now (its pong shows in :meth:`last_received`)."""
         ...
 
+    def keepalive_rtt(self, peer: bytes) -> float | None:
+        """Seconds of the last keep-alive round trip with ``peer`` (None: not connected, or none yet)."""
+        ...
+
 
 class PeerTimeout(NodeDisconnected):
     """A peer did not answer a request in time (reported as NodeDisconnected)."""
@@ -191,6 +195,9 @@ class ClusterCore:
         # The bound-signature nonces this node accepted, each until its expiry (bounded).
         self.nonces = b.NonceCache()
         self.stats = {"requests_in": 0, "requests_out": 0, "errors_out": 0, "invalid_messages": 0}
+        #: When the link to each peer was last lost (``time.monotonic()``): the status page tells a
+        #: peer being re-dialed after a loss (down) from one not reached yet since start.
+        self.links_lost: dict[bytes, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -396,6 +403,7 @@ class ClusterCore:
     def on_peer_disconnected(self, peer: bytes) -> None:
         """Fail every request waiting on ``peer`` at once, so sessions fail over without waiting.
         A suspicion outlives the link: it ends when a new connection brings a frame."""
+        self.links_lost[peer] = time.monotonic()
         for target, fut in list(self._pending.values()):
             if target == peer and not fut.done():
                 fut.set_exception(NodeDisconnected())

@@ -12,7 +12,9 @@ generation requests only.
 
 ``GET /metrics`` (ours) is the node's Prometheus metrics (:mod:`ocean_secret_store.metrics`,
 docs/metrics.md), under the same CORS rule as the API; every request is counted by its route's
-pattern (:data:`ROUTES`), never by its path, which carries the key id and the signature.
+pattern (:data:`ROUTES`), never by its path, which carries the key id and the signature. So are
+``GET /status`` and ``GET /status.json``, the node's status page (:mod:`.status`), and the CORS rule
+is theirs too.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..protocol.admin import AdminRequest, AdminRequestError
 from .cluster import ClusterCore
 from .cors import CorsPolicy
 from .quotas import GenerationQuota, TooManyRequests, retry_after_header
+from .status import STATUS_JSON_PATH, STATUS_PATH, StatusPage
 
 __all__ = ["ROUTES", "dispatch", "make_app"]
 
@@ -192,17 +195,28 @@ def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
     return None
 
 
-async def _scrape(core: ClusterCore, request: web.Request, policy: CorsPolicy) -> web.Response | None:
-    """``GET /metrics``: the node's metrics, its gauges read now, under the API's CORS rule; None
-    for any other request."""
-    if request.method != "GET" or request.rel_url.path != METRICS_PATH:
+#: Our own read-only routes served after the CORS check, as the API: the metrics and the status page.
+_OWN_PAGES: Final = frozenset({METRICS_PATH, STATUS_PATH, STATUS_JSON_PATH})
+
+
+async def _scrape(core: ClusterCore, request: web.Request, policy: CorsPolicy,
+                  status: StatusPage) -> web.Response | None:
+    """``GET /metrics`` (the node's metrics, its gauges read now), ``GET /status`` and
+    ``GET /status.json`` (its status page), under the API's CORS rule; None for any other request."""
+    path = request.rel_url.path
+    if request.method != "GET" or path not in _OWN_PAGES:
         return None
-    request[ROUTE] = METRICS_PATH
+    request[ROUTE] = path
     decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))
     if decision.rejected:
         return web.Response(status=codec.CORS_REJECTED_STATUS)
-    await core.metrics.refresh(core)
-    response = exposition(core.metrics.registry)
+    if path == METRICS_PATH:
+        await core.metrics.refresh(core)
+        response = exposition(core.metrics.registry)
+    elif path == STATUS_PATH:
+        response = status.html_response()
+    else:
+        response = await status.json_response()
     if decision.allow_origin:
         response.headers["Access-Control-Allow-Origin"] = decision.allow_origin
     return response
@@ -213,14 +227,14 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
     """The node's aiohttp application; ``cors`` defaults to admitting no cross origin, ``quota``
     (None: no limit) admits or refuses (429) each key generation before the cluster sees it."""
     policy = CorsPolicy() if cors is None else cors
-
+    status = StatusPage(core)
     metrics = core.metrics
 
     async def handle(request: web.Request) -> web.Response:
         request[ROUTE] = UNMATCHED  # until parsed: the raw path is never a label
         probe = _probe(core, request)
         if probe is None:
-            probe = await _scrape(core, request, policy)
+            probe = await _scrape(core, request, policy, status)
         if probe is not None:
             return probe
         decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))

@@ -140,6 +140,11 @@ class Transport:
         channel = self._channels.get(peer)
         return channel.last_received if channel is not None else None
 
+    def keepalive_rtt(self, peer: bytes) -> float | None:
+        """Seconds of the last keep-alive round trip with ``peer``; None if not connected or none yet."""
+        channel = self._channels.get(peer)
+        return channel.ping_rtt if channel is not None else None
+
     @property
     def inbound_grace(self) -> float:
         """How long a peer that dials us may take to do so before it counts as missing."""

@@ -122,6 +122,9 @@ class MemoryNet:
     def probe(self, peer: bytes) -> None:
         return None  # no keep-alives on the bus: a frozen peer stays suspected until it answers
 
+    def keepalive_rtt(self, peer: bytes) -> float | None:
+        return None  # no keep-alives on the bus
+
 
 class DenyList:
     """Permissive except for explicit (address, key) prohibitions: Parity's DummyAclStorage."""
