@@ -274,9 +274,11 @@ def _admin_client(args: argparse.Namespace) -> Any:
 def _cmd_admin(args: argparse.Namespace) -> int:
     from .cli_tools import AdminProgress, admin_secret, node_ids
 
-    if args.admin_command == "status":
+    if args.admin_command == "status":  # signed when an admin key is given: then it names the keys too
+        signer = admin_secret(args.admin_key_env, args.admin_keystore, args.admin_password_env) \
+            if args.admin_key_env or args.admin_keystore else None
         with _admin_client(args) as client:
-            print(json.dumps(client.status(), indent=2), flush=True)
+            print(json.dumps(client.status(signer), indent=2), flush=True)
         return EXIT_OK
     secret = admin_secret(args.admin_key_env, args.admin_keystore, args.admin_password_env)
     new_set = node_ids(args.nodes) if args.admin_command == "servers-set-change" else None
@@ -540,27 +542,28 @@ def _add_admin(sub: Any) -> None:
         "key is read from the environment variable named by --admin-key-env (hex) and never printed; the old set "
         "signed is the entry node's view (GET /admin/status). A progress bar goes to stderr while a session runs.")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    for name, text in (("status", "print the node's servers set, connections and admin session progress (JSON)"),
+    for name, text in (("status", ("print the node's servers set, connections and admin session progress (JSON); "
+                                   "with the admin key, signed: the ids of the keys a session left behind or failed "
+                                   "to move too (without it, their counts)")),
                        ("servers-set-change", "move every key to a new servers set (add, remove, replace nodes)"),
                        ("refresh", "new shares of every key on the same servers set (proactive refresh)"),
                        ("repair", "give a node of the set back its shares of every key it lacks")):
         cmd = admin_sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--node", required=True, metavar="URL", help="the key server that runs the session")
         cmd.add_argument("--ca-file", type=Path, metavar="PEM", help="check an https node against this CA bundle")
-        if name == "status":
-            continue
         if name == "servers-set-change":
             cmd.add_argument("--nodes", action="append", required=True, metavar="0x..,0x..",
                              help="the new servers set: node ids (0x + 128 hex), comma-separated or repeated")
         if name == "repair":
             cmd.add_argument("--target", required=True, metavar="0x<node id>", help="the node to repair")
-        key = cmd.add_mutually_exclusive_group(required=True)
+        key = cmd.add_mutually_exclusive_group(required=name != "status")
         key.add_argument("--admin-key-env", metavar="VAR",
                          help="environment variable holding the admin private key (hex, 0x optional)")
         key.add_argument("--admin-keystore", type=Path, metavar="FILE",
                          help="the admin key's v3 keystore (`cluster init` writes admin/keystore/UTC--...)")
         cmd.add_argument("--admin-password-env", metavar="VAR", help="environment variable holding its password")
-        _force_arg(cmd)
+        if name != "status":
+            _force_arg(cmd)
     admin.set_defaults(func=_cmd_admin)
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Self, TypeAlias
 
@@ -36,7 +37,7 @@ from ..exceptions import (
     NodeUnreachable,
 )
 from ..protocol import http as _http
-from ..protocol.admin import AdminRequest, sign_request
+from ..protocol.admin import AdminRequest, sign_request, sign_status
 from ..protocol.hexcodec import parse_hex
 from .client import _TRANSPORT_ERRORS, Timeout, _parse_node_url, _transport_failure
 
@@ -137,13 +138,28 @@ class AdminClient:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, admin_secret: Secret | None = None, *, lifetime: float = 30.0) -> dict[str, Any]:
         """``GET /admin/status``: ``servers_set``, ``connected`` (this node included), ``admin_session``
-        (or None) and ``progress`` of the session this node runs or ran last as master."""
-        return self._status(self._session)
+        (or None) and ``progress`` of the session this node runs or ran last as master, which counts
+        the keys it left behind and its errors (``lost_count``, ``error_count``) without naming them.
 
-    def _status(self, session: requests.Session) -> dict[str, Any]:
-        path = _http.encode_request(_http.AdminStatus()).path
+        With ``admin_secret``, the administrator's signed ``GET /admin/status/{expiry}/{signature}``
+        (valid ``lifetime`` seconds, for this node only; signed locally, the key is never sent): the
+        progress names them too (``lost``: key id, threshold, reason; ``errors``).
+
+        :raises AccessDenied: (signed) the node does not take the signature as its administrator's,
+            or its clock is more than ``lifetime`` seconds ahead.
+        """
+        public = self._status(self._session)
+        if admin_secret is None:
+            return public
+        node_id = parse_node_id(str(public.get("node_id", "")))
+        expiry = int(time.time() + lifetime)
+        signed = _http.AdminStatus(expiry, sign_status(_secret(admin_secret), node_id, expiry))
+        return self._status(self._session, signed)
+
+    def _status(self, session: requests.Session, request: _http.AdminStatus | None = None) -> dict[str, Any]:
+        path = _http.encode_request(request or _http.AdminStatus()).path
         try:
             response = session.get(self._base + path, timeout=self._timeout, verify=self._verify,
                                    allow_redirects=False)
@@ -179,8 +195,8 @@ class AdminClient:
                            on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """``POST /admin/servers_set_change/{old_sig}/{new_sig}`` with ``new_set`` (Parity's endpoint).
 
-        Returns the session's final progress (``done``/``failed``/``skipped``/``lost``) from
-        ``GET /admin/status``, since Parity's answer is an empty 200.
+        Returns the session's final progress (``done``/``failed``/``skipped``/``lost``) from the
+        administrator's signed ``GET /admin/status/...``, since Parity's answer is an empty 200.
 
         :raises KeysWouldBeLost: (409) some keys cannot keep t+1 shares and ``force`` is not set;
             nothing changed.
@@ -194,7 +210,7 @@ class AdminClient:
         encoded = _http.encode_request(_http.ServersSetChange(
             request.old_signature, request.new_signature, tuple(Point.from_bytes(n) for n in request.new_set)))
         self._run("servers set change", encoded, force, status, on_progress)
-        return dict(self.status().get("progress") or {})
+        return dict(self.status(admin_secret).get("progress") or {})
 
     def refresh(self, admin_secret: Secret, force: bool = False, *,
                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ..crypto.curve import Point, Rng, default_rng
 from ..crypto.hashes import address_of, servers_set_hash
 from ..exceptions import (
     KEY_SERVER_ERRORS,
+    AccessDenied,
     ConsensusTemporaryUnreachable,
     InternalError,
     InvalidMessage,
@@ -32,7 +33,7 @@ from ..exceptions import (
 from ..metrics import NodeMetrics
 from ..protocol import bound as b
 from ..protocol import messages as m
-from ..protocol.admin import AdminRequest
+from ..protocol.admin import AdminRequest, verify_status
 from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .liveness import Liveness
@@ -295,12 +296,31 @@ class ClusterCore:
         self.audit.record(operation, subject, admin, "entry", "ok", counts)
         return report
 
-    def admin_status(self) -> dict[str, Any]:
+    def admin_status(self, expiry: int | None = None, signature: bytes | None = None) -> dict[str, Any]:
         """``GET /admin/status``: the servers set, the admin session this node takes part in, and the
-        progress of the one it runs (or ran last) as master."""
+        progress of the one it runs (or ran last) as master, with counts only of the keys it left
+        behind (``lost``) and of its errors (which name keys). With the administrator's signature over
+        this node and ``expiry`` (``GET /admin/status/{expiry}/{signature}``, protocol/admin.py), the
+        progress in full: those keys and errors too.
+
+        :raises AccessDenied: a signature that is not the administrator's, expired, or no admin key here.
+        """
+        full = signature is not None
+        if signature is not None:
+            if expiry is None:
+                raise AccessDenied("a signed status request names its expiry")
+            verify_status(signature, self.node_id, expiry, self.admin_public, time.time())
         connected = self.reachable()
         session = self._admin_session
+        progress = dict(self.admin_progress)
+        if progress:
+            progress["lost_count"] = len(progress.get("lost") or ())
+            progress["error_count"] = len(progress.get("errors") or ())
+        if not full:
+            progress.pop("lost", None)
+            progress.pop("errors", None)
         return {
+            "view": "admin" if full else "public",
             "node_id": "0x" + self.node_id.hex(),
             "servers_set": ["0x" + n.hex() for n in self._servers_set],
             "connected": ["0x" + n.hex() for n in sorted(connected | {self.node_id})],
@@ -308,7 +328,7 @@ class ClusterCore:
                 "session": "0x" + session.session.hex(), "operation": session.request.operation,
                 "master": "0x" + session.master.hex(), "new_set": ["0x" + n.hex() for n in session.request.new_set],
             },
-            "progress": dict(self.admin_progress),
+            "progress": progress,
         }
 
     # -- peers ---------------------------------------------------------------------------------

@@ -56,6 +56,15 @@ ROUTES: Final[Mapping[type[codec.Request], str]] = {
     codec.AdminRepair: "/admin/repair/{set_signature}/{repair_signature}/{node_id}",
     codec.AdminStatus: "/admin/status",
 }
+#: The route label of the administrator's signed status request (the same request type, signed).
+SIGNED_ADMIN_STATUS: Final = "/admin/status/{expiry}/{signature}"
+
+
+def route_of(request: codec.Request) -> str:
+    """The route label of a parsed request: its path pattern (docs/metrics.md)."""
+    if isinstance(request, codec.AdminStatus) and request.signed:
+        return SIGNED_ADMIN_STATUS
+    return ROUTES.get(type(request), UNMATCHED)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -142,8 +151,8 @@ async def dispatch(core: ClusterCore, request: codec.Request, bound: b.Bound | N
 
 async def _dispatch_admin(core: ClusterCore, request: codec.ServersSetChange | codec.AdminRefresh | codec.AdminRepair
                           | codec.AdminStatus, force: bool) -> web.Response:
-    if isinstance(request, codec.AdminStatus):
-        return _report(core.admin_status())
+    if isinstance(request, codec.AdminStatus):  # the key ids in it only to the administrator's signature
+        return _report(core.admin_status(request.expiry, request.signature))
     # what the administrator must have signed as the old set (Parity's rule for a change)
     try:
         match request:
@@ -253,7 +262,7 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
             return _bad_request()
         except KeyServerError as exc:  # parses, but a value in it is unusable (a point off the curve)
             return _error(exc)
-        request[ROUTE] = ROUTES.get(type(parsed), UNMATCHED)
+        request[ROUTE] = route_of(parsed)
         try:
             if quota is not None and isinstance(parsed, _GENERATIONS):  # refused (429) before any work
                 await quota.admit_or_hold(_signer(parsed.key_id, parsed.signature), request.remote)

@@ -11,7 +11,16 @@ authorizes another:
 * ``refresh``: old = ``H(set)``, new = ``keccak256(REFRESH_LABEL || H(set))``;
 * ``repair``:  old = ``H(set)``, new = ``keccak256(REPAIR_LABEL || H(set) || target node id)``.
 
-``H`` is :func:`~ocean_secret_store.crypto.hashes.servers_set_hash`. Pure: no I/O.
+``H`` is :func:`~ocean_secret_store.crypto.hashes.servers_set_hash`.
+
+``GET /admin/status`` answers anybody with counts only; the administrator's signed status request,
+``GET /admin/status/{expiry}/{signature}``, also names the keys an admin session left behind or
+failed to move (key ids: a key id seen early is what front-running a DID's key needs). Its signature
+is over ``keccak256(STATUS_LABEL || node id || expiry)`` (the 64-byte id of the node asked, the
+expiry a unix time as 8 bytes big-endian), valid until ``expiry`` and at most
+:data:`MAX_STATUS_LIFETIME` seconds ahead of the node's clock: one node, one minute.
+
+Pure: no I/O (the caller passes the time).
 """
 
 from __future__ import annotations
@@ -26,11 +35,15 @@ from ..crypto.signatures import recover_public, sign_raw_hash
 from ..exceptions import AccessDenied, InvalidSignature, SecretStoreError
 
 __all__ = [
-    "OPERATIONS", "REFRESH_LABEL", "REPAIR_LABEL", "AdminRequest", "AdminRequestError", "sign_request", "signed_hashes",
+    "MAX_STATUS_LIFETIME", "OPERATIONS", "REFRESH_LABEL", "REPAIR_LABEL", "STATUS_LABEL", "AdminRequest",
+    "AdminRequestError", "sign_request", "sign_status", "signed_hashes", "status_hash", "verify_status",
 ]
 
 REFRESH_LABEL: Final = b"ocean-secret-store/admin/refresh/v1"
 REPAIR_LABEL: Final = b"ocean-secret-store/admin/repair/v1"
+STATUS_LABEL: Final = b"ocean-secret-store/admin/status/v1"
+#: Seconds ahead of the node's clock a signed status request may expire, at most.
+MAX_STATUS_LIFETIME: Final = 60
 #: The admin operations, by their name on the wire.
 OPERATIONS: Final = ("change", "refresh", "repair")
 
@@ -117,3 +130,37 @@ def sign_request(admin_secret: int, operation: str, old_set: Iterable[bytes | Po
     old_hash, new_hash = signed_hashes(operation, old, new, target)
     return AdminRequest(operation, old, new, sign_raw_hash(admin_secret, old_hash),
                         sign_raw_hash(admin_secret, new_hash), target)
+
+
+# -- the administrator's status request -----------------------------------------------------------
+
+
+def status_hash(node_id: bytes, expiry: int) -> bytes:
+    """What the administrator signs to read ``node_id``'s full admin status until ``expiry`` (module doc)."""
+    if len(node_id) != 64 or not 0 <= expiry < 2**64:
+        raise AdminRequestError("a status request names a 64-byte node id and a unix time")
+    return keccak256(STATUS_LABEL + bytes(node_id) + expiry.to_bytes(8, "big"))
+
+
+def sign_status(admin_secret: int, node_id: bytes, expiry: int) -> bytes:
+    """The administrator's signature of a status request to ``node_id``, valid until ``expiry``."""
+    return sign_raw_hash(admin_secret, status_hash(node_id, expiry))
+
+
+def verify_status(signature: bytes, node_id: bytes, expiry: int, admin_public: Point | None, now: float) -> None:
+    """A status request to ``node_id`` signed by the administrator, not expired, not valid for too long.
+
+    :raises AccessDenied: no administrator key is configured, the request expired (or expires more
+        than :data:`MAX_STATUS_LIFETIME` seconds ahead of ``now``), or the signature is not the
+        administrator's over this node and expiry.
+    """
+    if admin_public is None:
+        raise AccessDenied("this key server has no administrator key (admin_public)")
+    if not now <= expiry <= now + MAX_STATUS_LIFETIME:
+        raise AccessDenied(f"the status request has expired or is valid for more than {MAX_STATUS_LIFETIME} s")
+    try:
+        signer = recover_public(signature, status_hash(node_id, expiry))
+    except InvalidSignature as exc:
+        raise AccessDenied("the status request's signature does not recover") from exc
+    if signer != admin_public:
+        raise AccessDenied("the status request is not signed by the administrator")

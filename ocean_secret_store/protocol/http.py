@@ -313,9 +313,25 @@ class AdminRepair:
 
 @dataclass(frozen=True, slots=True)
 class AdminStatus:
-    """``GET /admin/status`` (ours): the servers set, the admin session, its progress (JSON)."""
+    """``GET /admin/status`` (ours): the servers set, the admin session, its progress with counts only
+    (JSON); ``GET /admin/status/{expiry}/{signature}``, signed by the administrator (protocol/admin.py),
+    the same with the key ids of the keys an admin session left behind or failed to move."""
 
     method: ClassVar[str] = GET
+    expiry: int | None = None
+    signature: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.expiry is None) != (self.signature is None):
+            raise BadRequest("a signed admin status names both its expiry and its signature")
+        if self.signature is not None:
+            _check_bytes(self.signature, _SIGNATURE_SIZE, "signature")
+            if not isinstance(self.expiry, int) or isinstance(self.expiry, bool) or not 0 <= self.expiry <= USIZE_MAX:
+                raise BadRequest("expiry must be a unix time in [0, 2**64 - 1]")
+
+    @property
+    def signed(self) -> bool:
+        return self.signature is not None
 
 
 Request: TypeAlias = (
@@ -419,7 +435,10 @@ def encode_request(request: Request) -> EncodedRequest:
                                                     request.repair_signature.hex(), request.node.to_bytes().hex()),
                               b"")
     if isinstance(request, AdminStatus):
-        return EncodedRequest(request.method, _path("admin", "status"), b"")
+        if request.signature is None:
+            return EncodedRequest(request.method, _path("admin", "status"), b"")
+        return EncodedRequest(request.method, _path("admin", "status", str(request.expiry), request.signature.hex()),
+                              b"")
     if not isinstance(request, _KeyRequest):
         raise BadRequest(f"not a Secret Store request: {type(request).__name__}")
     key_id, signature = request.key_id.hex(), request.signature.hex()
@@ -595,6 +614,11 @@ def _parse_admin(method: str, segments: list[str],
     match (segments[1] if len(segments) > 1 else "", len(segments), method):
         case ("status", 2, "GET"):
             return AdminStatus()
+        case ("status", 4, "GET"):
+            expiry = parse_rust_uint(segments[2], USIZE_MAX)
+            if expiry is None:
+                raise BadRequest("expiry is not a decimal unix time")
+            return AdminStatus(expiry, _fixed_hex(segments[3], _SIGNATURE_SIZE, "status signature"))
         case ("refresh", 4, "POST"):
             return AdminRefresh(_fixed_hex(segments[2], _SIGNATURE_SIZE, "set signature"),
                                 _fixed_hex(segments[3], _SIGNATURE_SIZE, "refresh signature"))
@@ -606,7 +630,7 @@ def _parse_admin(method: str, segments: list[str],
     if method != POST or len(segments) != 4 or segments[1] != "servers_set_change":
         raise BadRequest("the admin requests are POST /admin/servers_set_change/{old}/{new}, "
                          "POST /admin/refresh/{set}/{refresh}, POST /admin/repair/{set}/{repair}/{node}, "
-                         "GET /admin/status")
+                         "GET /admin/status[/{expiry}/{signature}]")
     old_set_signature = _fixed_hex(segments[2], _SIGNATURE_SIZE, "old set signature")
     new_set_signature = _fixed_hex(segments[3], _SIGNATURE_SIZE, "new set signature")
     node_ids = _node_id_set(body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from ocean_secret_store.exceptions import (
     NodeUnreachable,
 )
 from ocean_secret_store.protocol import http as codec
-from ocean_secret_store.protocol.admin import AdminRequest
+from ocean_secret_store.protocol.admin import AdminRequest, verify_status
 from ocean_secret_store.testing.servers import ServerThread, closed_port_url
 
 ADMIN = random_scalar()
@@ -53,10 +54,17 @@ class FakeNode:
                                                               "done": 9, "failed": 0, "skipped": 0, "lost": [],
                                                               "errors": []})
 
-    def status(self) -> dict[str, Any]:
-        return {"node_id": hexid(NODES[0]), "servers_set": [hexid(n) for n in self.servers_set],
+    def status(self, signed: bool = False) -> dict[str, Any]:
+        """As a node: the key ids in ``lost`` and ``errors`` to the administrator's signature only."""
+        progress = dict(self.progress)
+        if not signed:
+            progress = {k: v for k, v in progress.items() if k not in ("lost", "errors")}
+            progress.update(lost_count=len(self.progress.get("lost", [])), error_count=len(self.progress.get(
+                "errors", [])))
+        return {"view": "admin" if signed else "public", "node_id": hexid(NODES[0]),
+                "servers_set": [hexid(n) for n in self.servers_set],
                 "connected": [hexid(n) for n in sorted([NODES[0], *self.connected])], "admin_session": None,
-                "progress": dict(self.progress)}
+                "progress": progress}
 
     def view(self) -> tuple[bytes, ...]:
         return tuple(sorted(n for n in self.servers_set if n == NODES[0] or n in self.connected))
@@ -64,7 +72,12 @@ class FakeNode:
     async def handle(self, request: web.Request) -> web.Response:
         parsed = codec.parse_request(request.method, request.raw_path, await request.read())
         if isinstance(parsed, codec.AdminStatus):
-            return web.json_response(self.status())
+            if parsed.signature is not None and parsed.expiry is not None:
+                try:
+                    verify_status(parsed.signature, NODES[0], parsed.expiry, Point.generator_mul(ADMIN), time.time())
+                except KeyServerError as exc:
+                    return self.error(exc)
+            return web.json_response(self.status(parsed.signed))
         view = self.view()
         match parsed:
             case codec.ServersSetChange():
@@ -85,7 +98,7 @@ class FakeNode:
         if self.refusal is not None:
             return self.error(self.refusal)
         self.progress = {"session": "0x02", "state": "running", "total": self.steps, "done": 0, "failed": 0,
-                         "skipped": 0, "lost": [], "errors": []}
+                         "skipped": 0, "lost": [LOST] if request.headers.get(FORCE_HEADER) else [], "errors": []}
         for _ in range(self.steps):
             await asyncio.sleep(self.step_seconds)
             self.progress["done"] += 1
@@ -124,6 +137,23 @@ def test_status_and_the_old_set_are_the_entry_nodes_view(node: tuple[FakeNode, s
         assert client.old_set() == tuple(sorted([NODES[0], NODES[2]]))
 
 
+LOST = {"key_id": "0x" + "ab" * 32, "threshold": 3, "reason": "3 live holders of its version; t+1 = 4 are needed"}
+
+
+def test_only_the_administrators_signed_status_names_keys(node: tuple[FakeNode, str]) -> None:
+    fake, url = node
+    fake.progress = {**fake.progress, "lost": [LOST], "errors": [f"{LOST['key_id']}: commit failed"]}
+    with AdminClient(url) as client:
+        public = client.status()
+        signed = client.status(ADMIN)
+        with pytest.raises(AccessDenied):
+            client.status(random_scalar())  # not the administrator
+    assert public["view"] == "public" and "ab" * 32 not in str(public)
+    assert (public["progress"]["lost_count"], public["progress"]["error_count"]) == (1, 1)
+    assert signed["view"] == "admin" and signed["progress"]["lost"] == [LOST]
+    assert signed["servers_set"] == public["servers_set"]
+
+
 def test_servers_set_change_signs_the_view_and_the_new_set(node: tuple[FakeNode, str]) -> None:
     fake, url = node
     new_set = [hexid(NODES[3]), NODES[0], Point.from_bytes(NODES[1]), NODES[2]]  # any spelling of an id
@@ -134,6 +164,15 @@ def test_servers_set_change_signs_the_view_and_the_new_set(node: tuple[FakeNode,
     assert admin.old_set == tuple(sorted(NODES[:3])) and admin.new_set == tuple(sorted(NODES))
     assert report["state"] == "done" and report["session"] == "0x02"  # read back from /admin/status
     assert fake.servers_set == sorted(NODES)
+
+
+def test_a_forced_change_reports_the_keys_it_left_behind(node: tuple[FakeNode, str]) -> None:
+    _, url = node
+    with AdminClient(url) as client:
+        report = client.servers_set_change(NODES, ADMIN, force=True)  # Parity's answer is empty:
+        public = client.status()["progress"]
+    assert report["lost"] == [LOST]  # read back with the administrator's signed status
+    assert "lost" not in public and public["lost_count"] == 1
 
 
 def test_force_and_the_secret_in_every_form(node: tuple[FakeNode, str]) -> None:

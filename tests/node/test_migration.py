@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -28,7 +30,7 @@ from ocean_secret_store.node.cluster import ClusterCore
 from ocean_secret_store.node.sessions import migration
 from ocean_secret_store.node.storage import KeyShare, MemoryKeyStorage
 from ocean_secret_store.protocol import messages as m
-from ocean_secret_store.protocol.admin import sign_request
+from ocean_secret_store.protocol.admin import sign_request, sign_status
 
 from .memnet import Hub, make_cluster
 from .test_sessions import Account, publish, run, shadow_key, stored
@@ -118,6 +120,7 @@ def test_shrink_drops_the_removed_nodes_shares_and_refuses_a_key_that_cannot_sur
             assert all(c.admin_session is None for c in cores)
             report = await change(cores[0], cores[:3], force=True)
             assert report["skipped"] == 1 and len(report["lost"]) == 1 and report["done"] == len(keys)
+            check_status_views(cores[0], doomed)
             for key_id, (t, document_key) in keys.items():
                 assert all(c.storage.get(key_id) is None for c in cores[3:])  # removed nodes dropped it
                 await check_groups(hub, cores[2], cores[:3], key_id, t, document_key, author, [])
@@ -151,6 +154,24 @@ def test_replace_a_dead_node_with_t_plus_1_survivors() -> None:
             await hub.stop()
 
     run(scenario)
+
+
+def check_status_views(master: ClusterCore, lost: Iterable[bytes]) -> None:
+    """``GET /admin/status`` counts the keys a session left behind; only the administrator's signed
+    request names them."""
+    lost_hex = {"0x" + k.hex() for k in lost}
+    public = master.admin_status()
+    assert public["view"] == "public" and not any(k[2:] in str(public) for k in lost_hex)
+    assert "lost" not in public["progress"] and "errors" not in public["progress"]
+    assert public["progress"]["lost_count"] == len(lost_hex) and public["progress"]["error_count"] == 0
+    expiry = int(time.time()) + 30
+    full = master.admin_status(expiry, sign_status(ADMIN, master.node_id, expiry))
+    assert full["view"] == "admin" and {x["key_id"] for x in full["progress"]["lost"]} == lost_hex
+    assert full["progress"]["lost_count"] == len(lost_hex)
+    with pytest.raises(AccessDenied):
+        master.admin_status(expiry, sign_status(ADMIN + 1, master.node_id, expiry))
+    with pytest.raises(AccessDenied):
+        master.admin_status(expiry - 60, sign_status(ADMIN, master.node_id, expiry - 60))
 
 
 def _reconstruct(points: list[tuple[int, int]]) -> int:
