@@ -3,8 +3,8 @@
 # Debian's `chromium` and `chromium-driver` packages, /usr/bin/chromium and /usr/bin/chromedriver. No
 # browser is ever downloaded from elsewhere (selenium is pointed at these two paths).
 #
-# Idempotent: nothing to do when both are there. Installs them as root with apt-get (about 80 s on a
-# fresh CI machine, once); otherwise, or when apt-get fails, says in one line why and exits 1, and the
+# Idempotent: nothing to do when both are there. Installs them as root with apt-get (about 20 s here from
+# the apt cache, once per machine); otherwise, or when apt-get fails, says in one line why and exits 1, and the
 # browser test then skips itself naming what is missing.
 set -euo pipefail
 
@@ -40,4 +40,4 @@ if [[ ! -x $CHROMIUM || ! -x $DRIVER ]]; then
   echo "install-chromium: the packages installed but $CHROMIUM or $DRIVER is still missing" >&2
   exit 1
 fi
-echo "install-chromium: installed $($CHROMIUM --version) and chromedriver in $((SECONDS - started)) s"
+echo "install-chromium: installed $($CHROMIUM --version 2>/dev/null) and chromedriver in $((SECONDS - started)) s"
