@@ -1,6 +1,7 @@
 """The ``stack`` commands of the command line: ``stack init`` (the whole devnet as a Docker compose
 project), ``stack deploy`` (the project's one-shot contract deployment, run in its ``deploy``
-container) and ``stack status`` (its health through the published ports).
+container), ``stack status`` (its health through the published ports) and ``stack replace-node``
+(a key server replaced by a new container through a servers-set change).
 
 Registered on the main parser by :func:`add_stack_commands`; each handler imports what it runs, so
 ``--help`` stays fast, and the help texts spell out ``stack``'s defaults.
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_tools import UsageError, load_account
+from .cli_tools import AdminProgress, UsageError, admin_summary, load_account
 
 __all__ = ["add_stack_commands"]
 
@@ -100,6 +101,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if report["healthy"] else 1
 
 
+def _cmd_replace_node(args: argparse.Namespace) -> int:
+    from .exceptions import ConfigError  # noqa: PLC0415 -- each command imports what it runs (fast --help)
+    from .stack import replace_node  # noqa: PLC0415 -- as above
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0 seconds")
+    progress = AdminProgress("servers-set change")
+    try:
+        result = replace_node(Path(args.stack_dir), args.index, project=args.project, force=args.force,
+                              timeout=args.timeout, on_progress=progress, say=_say(args))
+        if progress.drawn:
+            progress({"progress": result["report"]})  # the bar ends where the session did
+    except ConfigError as exc:
+        if exc.key == "index":
+            raise UsageError(str(exc)) from None
+        raise
+    finally:
+        progress.finish()
+    old = result["replaced"]
+    text = (f"replaced node {args.index} ({old['service']}, {old['public'][:18]}..) by {result['service']}: "
+            f"{result['public']} at {result['http_url']}; servers-set change {admin_summary(result['report'])} "
+            f"({result['seconds']:.1f} s)")
+    _print(args, result, text)
+    return 0
+
+
 def add_stack_commands(sub: Any) -> None:
     """Add ``stack`` to the main parser's subcommands."""
     stack = sub.add_parser("stack", help="the whole devnet as a Docker compose project")
@@ -145,3 +172,22 @@ def add_stack_commands(sub: Any) -> None:
         "stack's devnet.json names.")
     status.add_argument("--stack-dir", required=True, metavar="DIR", help="the folder stack init wrote")
     status.set_defaults(func=_cmd_status)
+
+    replace = stack_sub.add_parser(
+        "replace-node", help="replace key server N by a new container in one servers-set change",
+        description="Make a new key server (DIR/cluster/node<k>, host keyserver<k>, a free published port), list "
+        "it in every node's [cluster] (SIGHUP), start its container, wait until it is connected to every running "
+        "node, then change the servers set to (set - node N + new node) through another node, signed with "
+        "accounts.admin of devnet.json; then stop and remove node N's container, unlist it (SIGHUP) and update "
+        "compose.yaml, .env, devnet.json (the new node takes place N), ocean.ini, config.ini and "
+        "stack/provider.ini. Node N may be dead; every other node must answer. A running provider keeps its "
+        "key server list until restarted (docker-compose restart provider).")
+    replace.add_argument("index", type=int, metavar="N", help="the node's index in devnet.json's nodes")
+    replace.add_argument("--stack-dir", required=True, metavar="DIR", help="the folder stack init wrote")
+    replace.add_argument("--project", metavar="NAME",
+                         help="the compose project the stack runs as (default: .env's COMPOSE_PROJECT_NAME)")
+    replace.add_argument("--force", action="store_true",
+                         help="go on although some keys cannot keep t+1 shares (they are reported and left)")
+    replace.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                         help="how long to wait for the new node to connect to every running node (default 120)")
+    replace.set_defaults(func=_cmd_replace_node)

@@ -208,3 +208,10 @@ class AdminProgress:
         if self.drawn and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def admin_summary(report: dict[str, Any]) -> str:
+    """One line of an admin session's final progress: ``done: 5 keys, done 5, failed 0, skipped 0, lost 0``."""
+    lost = report.get("lost") or []
+    return (f"{report.get('state', '?')}: {report.get('total', 0)} keys, done {report.get('done', 0)}, "
+            f"failed {report.get('failed', 0)}, skipped {report.get('skipped', 0)}, lost {len(lost)}")

@@ -18,10 +18,12 @@ Layout of ``out``::
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import re
 import shutil
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +40,8 @@ from .protocol.hexcodec import to_hex
 from .serving import TlsFiles
 
 __all__ = [
-    "ClusterPlan", "HostSpec", "NodePlan", "compose_for_all", "compose_for_node", "init_cluster", "node_service",
-    "parse_hosts", "to_yaml",
+    "ClusterPlan", "HostSpec", "NodePlan", "add_node", "compose_for_all", "compose_for_node", "init_cluster",
+    "node_service", "parse_hosts", "set_peer", "to_yaml",
 ]
 
 #: Parity's default ports: the HTTP API (``--secretstore-http-port``) and node-to-node (``--secretstore-port``).
@@ -104,6 +106,16 @@ class NodePlan:
     def name(self) -> str:
         return f"node{self.index}"
 
+    def to_json(self, out: Path, scheme: str) -> dict[str, Any]:
+        """Its entry in ``cluster.json`` (paths relative to the cluster folder ``out``)."""
+        return {
+            "index": self.index, "name": self.name, "host": self.spec.host, "public": to_hex(self.public.to_bytes()),
+            "address": checksum_address(address_of(self.public)),
+            "http_url": f"{scheme}://{self.spec.http_address}", "cluster_address": str(self.spec.cluster_address),
+            "folder": str(self.folder.relative_to(out)), "config": str(self.config.relative_to(out)),
+            "password_env": self.password_env,
+        }
+
 
 @dataclass(frozen=True)
 class ClusterPlan:
@@ -124,12 +136,7 @@ class ClusterPlan:
         def rel(path: Path | None) -> str | None:
             return None if path is None else str(path.relative_to(self.out))
 
-        nodes = [{
-            "index": n.index, "name": n.name, "host": n.spec.host, "public": to_hex(n.public.to_bytes()),
-            "address": checksum_address(address_of(n.public)),
-            "http_url": f"{self.scheme}://{n.spec.http_address}", "cluster_address": str(n.spec.cluster_address),
-            "folder": rel(n.folder), "config": rel(n.config), "password_env": n.password_env,
-        } for n in self.nodes]
+        nodes = [n.to_json(self.out, self.scheme) for n in self.nodes]
         return {
             "secret_store_url": nodes[0]["http_url"],
             "secret_store_urls": [n["http_url"] for n in nodes],
@@ -254,6 +261,30 @@ def _check_mapping(mapping: Mapping[str, Any], folder: Path, secret: int) -> Non
     """Validate a generated config with the node's own parser, the secret inline (no slow unlock)."""
     node = {k: v for k, v in mapping["node"].items() if k not in ("keystore", "password_env")}
     NodeConfig.from_mapping({**mapping, "node": {**node, "secret": f"0x{secret:064x}"}}, folder, environ={})
+
+
+def _write_node(out: Path, index: int, spec: HostSpec, secret: int, password: str, *, password_env: str, kdf: Kdf,
+                image: str, ca: TlsFiles | None, tls_days: int, header: str,
+                mapping: Callable[[NodePlan], dict[str, Any]]) -> NodePlan:
+    """Write ``out/node<index>``: data/, the keystore of ``secret``, with ``ca`` tls/, the config
+    ``mapping(plan)`` (checked by the node's parser first) under a ``# header`` line, compose.yaml."""
+    folder = out / f"node{index}"
+    folder.mkdir(mode=0o700)
+    (folder / "data").mkdir(mode=0o700)
+    keystore = _keystore(folder / "keystore", secret, password, kdf)
+    node_tls = None
+    if ca is not None:
+        (folder / "tls").mkdir(mode=0o700)
+        node_tls = issue_certificate(ca, folder / "tls", "node", days=tls_days, hosts=[spec.host, f"node{index}"])
+        shutil.copyfile(ca.cert, folder / "tls" / "ca.pem")
+    node = NodePlan(index=index, spec=spec, public=Point.generator_mul(secret), folder=folder,
+                    config=folder / "node.toml", keystore=keystore, password_env=password_env_name(password_env, index),
+                    tls=node_tls)
+    table = mapping(node)
+    _check_mapping(table, folder, secret)
+    _write_text(node.config, f"# {header}\n" + dump_config(table))
+    _write_text(folder / "compose.yaml", _compose_one_text(node, image))
+    return node
 
 
 def to_yaml(document: Mapping[str, Any], comment: str = "") -> str:
@@ -464,22 +495,10 @@ def _write_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, pas
     publics = [Point.generator_mul(s) for s in secrets_]
     plans = []
     for i, (spec, secret) in enumerate(zip(hosts, secrets_, strict=True)):
-        folder = out / f"node{i}"
-        folder.mkdir(mode=0o700)
-        (folder / "data").mkdir(mode=0o700)
-        keystore = _keystore(folder / "keystore", secret, passwords[i], kdf)
-        node_tls = None
-        if ca is not None:
-            (folder / "tls").mkdir(mode=0o700)
-            node_tls = issue_certificate(ca, folder / "tls", "node", days=tls_days, hosts=[spec.host, f"node{i}"])
-            shutil.copyfile(ca.cert, folder / "tls" / "ca.pem")
-        node = NodePlan(index=i, spec=spec, public=publics[i], folder=folder, config=folder / "node.toml",
-                        keystore=keystore, password_env=password_env_name(password_env, i), tls=node_tls)
-        mapping = _node_mapping(node, hosts, publics, admin_public, threshold_max, bind, acl)
-        _check_mapping(mapping, folder, secret)
-        _write_text(node.config, f"# {node.name} of {count}, on {spec.host} (ocean-secret-store cluster init)\n"
-                    + dump_config(mapping))
-        _write_text(folder / "compose.yaml", _compose_one_text(node, image))
+        node = _write_node(
+            out, i, spec, secret, passwords[i], password_env=password_env, kdf=kdf, image=image, ca=ca,
+            tls_days=tls_days, header=f"node{i} of {count}, on {spec.host} (ocean-secret-store cluster init)",
+            mapping=lambda plan: _node_mapping(plan, hosts, publics, admin_public, threshold_max, bind, acl))
         plans.append(node)
         say(f"{node.name}: {spec.host} http {spec.http_port}, cluster {spec.cluster_port}")
     names = [p.spec.host for p in plans]
@@ -494,3 +513,89 @@ def _write_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, pas
     _write_text(out / "cluster.json", json.dumps(plan.to_json(), indent=2) + "\n")
     _write_text(out / "README.txt", _readme(plan))
     return plan
+
+
+# -- a node for a running cluster ----------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the node config {path}: {exc}", key="config") from None
+
+
+def _keystore_kdf(path: Path) -> Kdf:
+    try:
+        kdf = json.loads(path.read_text(encoding="utf-8"))["crypto"]["kdf"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "scrypt"
+    return "pbkdf2" if kdf == "pbkdf2" else "scrypt"
+
+
+def add_node(out: Path, index: int, spec: HostSpec, like: Path, *, password_env: str | None = None,
+             environ: Mapping[str, str] | None = None, image: str = DEFAULT_IMAGE) -> NodePlan:
+    """Generate ``out/node<index>``, a new key server for a cluster that runs: a fresh key in a keystore
+    of the same kind as ``like``'s (the password in ``password_env``, default ``like``'s variable),
+    and a config like ``like``'s (another node's node.toml: ``admin_public``, ``min_ready_peers`` and
+    every other section) but with its own keystore and ports (``spec``, bound where ``like`` binds)
+    and ``[cluster]`` = ``like``'s plus itself. The new node is in no one's address book (:func:`set_peer`)
+    and no servers set yet (an admin session admits it). ``cluster.json`` is not changed.
+
+    :raises ConfigError: ``out/node<index>`` exists, an unset password variable, an unreadable
+        ``like``, or a cluster with TLS (not supported yet).
+    """
+    env = os.environ if environ is None else environ
+    template = _read_toml(like)
+    node_table = dict(template.get("node", {}))
+    if "tls_cert" in template.get("http", {}):
+        raise ConfigError("adding a node to a cluster with TLS is not supported yet: issue its certificate from "
+                          "the cluster's CA and write its config by hand (docs/operators.md)", key="tls")
+    name = f"node{index}"
+    if (out / name).exists():
+        raise ConfigError(f"{out / name} exists already: choose another index", key="index")
+    template_env = str(node_table.get("password_env") or DEFAULT_PASSWORD_ENV)
+    variable = password_env_name(password_env or template_env, index)
+    password = _password(variable, env, name)
+    try:
+        bind = parse_host_port(str(node_table["listen"])).host
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{like}: [node] listen is missing or malformed ({exc})", key="config") from None
+    kdf = _keystore_kdf(like.parent / str(node_table.get("keystore", "")))
+
+    def mapping(plan: NodePlan) -> dict[str, Any]:
+        table = {key: value for key, value in template.items() if key not in ("node", "cluster")}
+        node = {key: value for key, value in node_table.items() if key not in ("secret", "secret_file")}
+        node.update(keystore=str(plan.keystore.relative_to(plan.folder)), password_env=plan.password_env,
+                    listen=str(HostPort(bind, spec.cluster_port)), http_listen=str(HostPort(bind, spec.http_port)),
+                    data_dir="data")
+        cluster = {**template.get("cluster", {}), to_hex(plan.public.to_bytes()): str(spec.cluster_address)}
+        return {"node": node, "cluster": cluster, **table}
+
+    return _write_node(out, index, spec, random_scalar(), password, password_env=variable, kdf=kdf, image=image,
+                       ca=None, tls_days=DEFAULT_TLS_DAYS, mapping=mapping,
+                       header=f"{name}, on {spec.host}, added to a running cluster (ocean-secret-store)")
+
+
+def set_peer(config: Path, public: str, address: str | None) -> bool:
+    """List the node ``public`` (``0x`` + 128 hex) at ``address`` (``host:port``; None: unlist it) in the
+    ``[cluster]`` address book of the node config ``config``; whether that changed the file. The
+    file is rewritten in place, so it keeps its owner, its mode and its inode (a container that has
+    it bind-mounted sees the new text), and its leading comment lines; the node rereads it on SIGHUP.
+    """
+    mapping = _read_toml(config)
+    cluster = mapping.setdefault("cluster", {})
+    if cluster.get(public) == address:  # listed there already, or not listed and to be unlisted
+        return False
+    if address is None:
+        del cluster[public]
+    else:
+        cluster[public] = address
+    lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = "".join(line for line in itertools.takewhile(lambda line: line.startswith("#"), lines))
+    text = header + dump_config(mapping)
+    with open(config, "r+", encoding="utf-8") as f:
+        f.write(text)
+        f.truncate()
+    return True

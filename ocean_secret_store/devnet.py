@@ -1200,36 +1200,52 @@ def _master(state: DevnetState, besides: NodeEntry | None = None) -> NodeEntry:
     raise DevnetError(f"no running key server in {state.state_dir} can run the servers-set change")
 
 
-def _admit(state: DevnetState, newcomer: NodeEntry, remove: Sequence[NodeEntry], force: bool,
-           on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """Run the change that admits ``newcomer`` (and drops ``remove``); on a refusal that changed
-    nothing the newcomer is stopped and unlisted again, else it stays in the devnet to be resumed."""
-    master = _master(state, besides=remove[0] if remove else None)
+def _admit_through(state: DevnetState, master: NodeEntry, newcomer: NodeEntry, remove: Sequence[NodeEntry],
+                   force: bool, on_progress: Callable[[dict[str, Any]], None] | None, *, undo: Callable[[], None],
+                   keep: Callable[[], str]) -> dict[str, Any]:
+    """Run the change through ``master`` that admits ``newcomer`` (and drops ``remove``); the session's
+    final progress. On a refusal that changed nothing (``master`` runs no session, ``newcomer`` is in
+    no servers set) ``undo()`` takes the newcomer away again and the error goes on; otherwise the
+    session may have moved keys to it: ``keep()`` keeps it (and says where) and a :class:`DevnetError`
+    says how to resume. Shared by the devnet and the compose stack (stack.replace_node)."""
     try:
         return _change(state, master, [newcomer], remove, force, on_progress)
     except BaseException as exc:
         status = _admin_status(state, master)
         if status is not None and status.get("admin_session") is None \
                 and newcomer.public not in status["servers_set"]:
-            # refused before anything changed: the newcomer goes away again
-            if newcomer.pid is not None:
-                _stop_group(newcomer.pid)
-            _set_peer(state, state.nodes, newcomer.public, None)
-            Path(newcomer.config).unlink(missing_ok=True)  # it holds the node secret
-            shutil.rmtree(newcomer.data_dir, ignore_errors=True)
+            undo()
             raise
-        # the session may have moved keys to it: it stays, so that `down` stops it and the change can resume
-        state.nodes.append(newcomer)
-        _update_urls(state)
-        state.save()
+        where = keep()
         if not isinstance(exc, Exception):
             raise
         session = (status or {}).get("admin_session") or {}
         nodes = ",".join(session.get("new_set", [])) or "..."
-        raise DevnetError(f"the servers-set change did not finish ({exc}); {Path(newcomer.config).stem} stays in "
-                          f"the devnet as node {len(state.nodes) - 1}. Resume the change with `ocean-secret-store "
-                          f"admin servers-set-change --node {master.http_url} --nodes {nodes} --admin-key-env VAR` "
-                          "(VAR holding accounts.admin's private key)") from exc
+        raise DevnetError(f"the servers-set change did not finish ({exc}); {where}. Resume the change with "
+                          f"`ocean-secret-store admin servers-set-change --node {master.http_url} --nodes {nodes} "
+                          "--admin-key-env VAR` (VAR holding accounts.admin's private key)") from exc
+
+
+def _admit(state: DevnetState, newcomer: NodeEntry, remove: Sequence[NodeEntry], force: bool,
+           on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Run the change that admits ``newcomer`` (and drops ``remove``); on a refusal that changed
+    nothing the newcomer is stopped and unlisted again, else it stays in the devnet to be resumed."""
+    master = _master(state, besides=remove[0] if remove else None)
+
+    def undo() -> None:  # refused before anything changed: the newcomer goes away again
+        if newcomer.pid is not None:
+            _stop_group(newcomer.pid)
+        _set_peer(state, state.nodes, newcomer.public, None)
+        Path(newcomer.config).unlink(missing_ok=True)  # it holds the node secret
+        shutil.rmtree(newcomer.data_dir, ignore_errors=True)
+
+    def keep() -> str:  # the session may have moved keys to it: it stays, so that `down` stops it
+        state.nodes.append(newcomer)
+        _update_urls(state)
+        state.save()
+        return f"{Path(newcomer.config).stem} stays in the devnet as node {len(state.nodes) - 1}"
+
+    return _admit_through(state, master, newcomer, remove, force, on_progress, undo=undo, keep=keep)
 
 
 def add_node(state_dir: Path, *, force: bool = False, timeout: float = 60.0,

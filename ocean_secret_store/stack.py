@@ -28,6 +28,12 @@ every network of the container, and each node is also on ``clients``, which publ
 127.0.0.1. So ``docker network disconnect <project>_cluster <node container>`` is a real partition:
 the node runs and answers the host, but neither reaches its peers nor is reached by them.
 
+``replace_node`` (``stack replace-node``) replaces a key server, dead or alive, by a new container
+``node<k>`` (``keyserver<k>``, its own folder ``cluster/node<k>`` and published port) through one
+servers-set change signed with ``accounts.admin``, and rewrites compose.yaml, .env, devnet.json and
+the configs that name the nodes; node ``i`` of devnet.json is then no longer service ``node<i>``
+(:func:`node_index`).
+
 Files: containers run as uid/gid 10001 (the image's user). Run as root, ``init_stack`` gives the
 folders the containers write or read privately (the node folders, keystore/, chain/, metadata/)
 to 10001; run as another user, ``.env`` makes the containers run as that user instead.
@@ -36,12 +42,14 @@ to 10001; run as another user, ``.env`` makes the containers run as that user in
 from __future__ import annotations
 
 import configparser
+import contextlib
 import io
 import json
 import os
 import re
 import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,12 +70,16 @@ from .devnet import (
     KEEPER_NETWORK,
     ROLES,
     AccountKey,
+    DevnetError,
     DevnetState,
     NodeEntry,
     readiness,
+    wait_for_mesh,
 )
 
 # The devnet's own writers, so that the stack's ocean.ini, config.ini and keystores are the devnet's.
+from .devnet import _admin_secret as admin_secret
+from .devnet import _admit_through as admit_through
 from .devnet import _free_ports as free_ports
 from .devnet import _threshold as encryptor_threshold
 from .devnet import _write_keystores as write_keystores
@@ -83,7 +95,8 @@ if TYPE_CHECKING:
 
     from .cluster_init import ClusterPlan
 
-__all__ = ["StackPlan", "deploy_stack", "init_stack", "read_plan", "render_compose", "stack_status"]
+__all__ = ["StackError", "StackPlan", "deploy_stack", "init_stack", "read_plan", "render_compose", "replace_node",
+           "stack_status"]
 
 COMPOSE_FILE: Final = "compose.yaml"
 ENV_FILE: Final = ".env"
@@ -169,9 +182,23 @@ def node_host(index: int) -> str:
     return f"keyserver{index}"
 
 
-def published(nodes: int) -> tuple[str, ...]:
+def node_indices(nodes: int | Sequence[int]) -> list[int]:
+    """The key servers of a stack: ``nodes`` of them (0..nodes-1), or these indices (after a replacement)."""
+    return list(range(nodes)) if isinstance(nodes, int) else list(nodes)
+
+
+def node_index(node: NodeEntry) -> int:
+    """The index ``i`` of a stack's node in ``devnet.json`` (service ``node<i>``, host ``keyserver<i>``),
+    from its config's folder ``cluster/node<i>``; not its position in ``nodes`` once one was replaced."""
+    name = Path(node.config).parent.name
+    if not (name.startswith("node") and name[4:].isdigit()):
+        raise ConfigError(f"{node.config}: not a stack node's config (cluster/node<i>/node.toml)", key="nodes")
+    return int(name[4:])
+
+
+def published(nodes: int | Sequence[int]) -> tuple[str, ...]:
     """Every service whose port is published on 127.0.0.1, in the order of ``.env``."""
-    return ("chain", *(node_name(i) for i in range(nodes)), *SERVICES[1:])
+    return ("chain", *(node_name(i) for i in node_indices(nodes)), *SERVICES[1:])
 
 
 def port_env(service: str) -> str:
@@ -252,9 +279,11 @@ def _node_service(index: int) -> dict[str, Any]:
     return service
 
 
-def compose_document(nodes: int) -> dict[str, Any]:
-    """The compose document of a stack of ``nodes`` key servers (no secret, no path: ``.env`` has them)."""
-    if nodes < 1:
+def compose_document(nodes: int | Sequence[int]) -> dict[str, Any]:
+    """The compose document of a stack of ``nodes`` key servers (a number, or the indices of their
+    services ``node<i>``; no secret, no path: ``.env`` has them)."""
+    indices = node_indices(nodes)
+    if not indices:
         raise ConfigError("a stack needs at least one key server", key="nodes")
     aquarius_env, aquarius_health = _image_check(f"http://{LOOPBACK}:{AQUARIUS_PORT}/health")
     provider_env, provider_health = _image_check(f"http://{LOOPBACK}:{PROVIDER_PORT}/api/v1/brizo")
@@ -266,7 +295,7 @@ def compose_document(nodes: int) -> dict[str, Any]:
     services: dict[str, Any] = {
         "chain": _chain_service(),
         "deploy": deploy,
-        **{node_name(i): _node_service(i) for i in range(nodes)},
+        **{node_name(i): _node_service(i) for i in indices},
         "rpc": _service(["rpc", "--keystore", "/keystore", "--listen", f"0.0.0.0:{RPC_PORT}", "--chain-url", CHAIN_URL],
                         volumes=[f"{_STACK_REF}/{KEYSTORE_DIR}:/keystore:ro"], ports=_ports("rpc", RPC_PORT),
                         healthcheck=_probe(f"http://{LOOPBACK}:{RPC_PORT}", "eth_accounts")),
@@ -288,10 +317,11 @@ def compose_document(nodes: int) -> dict[str, Any]:
     return {"services": services, "networks": {"cluster": {"internal": True}, "clients": {}}}
 
 
-def render_compose(nodes: int = DEFAULT_NODES) -> str:
+def render_compose(nodes: int | Sequence[int] = DEFAULT_NODES) -> str:
     """``compose.yaml`` of a stack of ``nodes`` key servers (docker/compose.yaml is this for 5)."""
     return cluster_init.to_yaml(compose_document(nodes), comment=(
-        f"The whole ocean-secret-store devnet in Docker, {nodes} key servers (`ocean-secret-store stack init`):\n"
+        f"The whole ocean-secret-store devnet in Docker, {len(node_indices(nodes))} key servers "
+        "(`ocean-secret-store stack init`):\n"
         "chain (anvil), contract deployment (one-shot), the key servers, the JSON-RPC face, the provider\n"
         "with its events handler, Aquarius and the file server, each in its own container.\n"
         "Generated; do not edit. `ocean-secret-store stack init --out DIR [--nodes N]` writes it into DIR\n"
@@ -411,9 +441,14 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
+def _container_node_urls(state: DevnetState) -> list[str]:
+    """The key servers' URLs on the internal network, in the order of ``devnet.json``'s ``nodes``."""
+    return [f"http://{node_host(node_index(node))}:{NODE_HTTP_PORT}" for node in state.nodes]
+
+
 def _provider_config(state: DevnetState, threshold: int) -> str:
     """The provider container's INI: the other containers by name, its key in an environment variable."""
-    nodes = [f"http://{node_host(i)}:{NODE_HTTP_PORT}" for i in range(len(state.nodes))]
+    nodes = _container_node_urls(state)
     config = configparser.ConfigParser(interpolation=None)
     config.optionxform = str  # type: ignore[assignment,method-assign] # keys keep their case
     config["keeper-contracts"] = {"keeper.url": CHAIN_URL, "contracts.file": CONTRACTS_FILE,
@@ -531,7 +566,7 @@ def _write_stack(out: Path, nodes: int, threshold_max: int, image: str, ports: M
         # The same services as the containers see them (e.g. file URLs for the provider to fetch).
         "container_urls": {"chain": CHAIN_URL, "rpc": RPC_URL, "provider": PROVIDER_URL, "aquarius": AQUARIUS_URL,
                            "files": FILES_URL,
-                           "nodes": [f"http://{node_host(i)}:{NODE_HTTP_PORT}" for i in range(nodes)]},
+                           "nodes": _container_node_urls(state)},
     }
     state.save()
 
@@ -675,3 +710,267 @@ def stack_status(out: Path) -> dict[str, Any]:
     }
     return {"state_dir": str(state.state_dir), "nodes": nodes, "services": services,
             "healthy": all(n["ready"] for n in nodes) and all(s["answers"] for s in services.values())}
+
+
+# -- stack replace-node ----------------------------------------------------------------------------
+
+#: The bound of one docker or docker-compose command (a container's start or stop included).
+DOCKER_TIMEOUT: Final = 120.0
+
+
+class StackError(DevnetError):
+    """A docker or docker-compose command of a stack operation failed, or the stack is not as it needs."""
+
+
+def compose_program() -> list[str]:
+    """``docker-compose`` (v1, Debian's) when installed, else the v2 plugin ``docker compose``."""
+    return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+
+
+def _run(args: Sequence[str], timeout: float = DOCKER_TIMEOUT, cwd: Path | None = None) -> str:
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{' '.join(args)}: no answer within {timeout:.0f} s") from None
+    except FileNotFoundError:
+        raise StackError(f"{args[0]}: not installed") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+        raise StackError(f"{' '.join(args)} exited with {done.returncode}: {tail}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class _Project:
+    """The compose project ``name`` of the stack folder ``out``: the folder is its project directory,
+    where compose reads ``.env``."""
+
+    out: Path
+    name: str
+
+    def compose(self, *args: str) -> str:
+        return _run([*compose_program(), "-f", str(self.out / COMPOSE_FILE), "-p", self.name, *args], cwd=self.out)
+
+    def running(self) -> dict[str, str]:
+        """The running containers of the project by service (``docker ps`` by compose's labels: it
+        answers in milliseconds where ``docker-compose ps`` takes half a second)."""
+        listed = _run(["docker", "ps", "--filter", f"label=com.docker.compose.project={self.name}",
+                       "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}'])
+        return dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
+
+    def reload(self, services: Sequence[str]) -> None:
+        """SIGHUP each running container of ``services``: the node rereads its ``[cluster]`` (a stopped
+        node reads it when it starts)."""
+        running = self.running()
+        for service in services:
+            if (container := running.get(service)) is None:
+                continue
+            try:
+                _run(["docker", "kill", "-s", "HUP", container])
+            except StackError:
+                if service in self.running():  # not just stopped meanwhile
+                    raise
+
+    def remove(self, service: str) -> None:
+        """Stop and remove ``service``'s containers (while compose.yaml still has the service)."""
+        self.compose("rm", "--stop", "--force", service)
+
+
+def _stack_info(state: DevnetState) -> dict[str, Any]:
+    info = state.extra.get("stack")
+    if not isinstance(info, dict):
+        raise ConfigError(f"{state.path} is not a stack's (no `stack` entry): `stack init` makes one; for a "
+                          "devnet of processes use `devnet replace-node`", key="stack_dir")
+    return info
+
+
+def env_values(path: Path) -> dict[str, str]:
+    """The variables of a stack's ``.env``."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def update_env(path: Path, changes: Mapping[str, str | None]) -> None:
+    """Set (a value) or drop (None) variables of a stack's ``.env``; the other lines stay as they are."""
+    lines, done = [], set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, _ = line.partition("=")
+        if sep and not line.startswith("#") and name in changes:
+            done.add(name)
+            if changes[name] is None:
+                continue
+            line = f"{name}={changes[name]}"
+        lines.append(line)
+    lines += [f"{name}={value}" for name, value in changes.items() if value is not None and name not in done]
+    write_private(path, "\n".join(lines) + "\n")
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Write ``text`` into the existing file ``path`` in place: it keeps its owner and mode."""
+    with open(path, "r+", encoding="utf-8") as f:
+        f.write(text)
+        f.truncate()
+
+
+def _next_index(out: Path, state: DevnetState) -> int:
+    """The first ``k`` free for a new node: no node of ``devnet.json``, no folder ``cluster/node<k>``
+    (a replaced node's folder stays)."""
+    taken = {node_index(node) for node in state.nodes}
+    k = 0
+    while k in taken or (out / CLUSTER_DIR / node_name(k)).exists():
+        k += 1
+    return k
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(50):
+        if (port := free_ports(1)[0]) not in taken:
+            return port
+    raise StackError("no free port of 127.0.0.1 for the new key server")
+
+
+def _set_peer(project: _Project, nodes: Sequence[NodeEntry], public: str, address: str | None) -> None:
+    """List ``public`` at ``address`` (None: unlist it) in every ``[cluster]`` of ``nodes``; SIGHUP them."""
+    for node in nodes:
+        cluster_init.set_peer(Path(node.config), public, address)
+    project.reload([node_name(node_index(node)) for node in nodes])
+
+
+def _write_host_files(state: DevnetState, added: cluster_init.NodePlan) -> None:
+    """After the node list changed (``added`` came): devnet.json, ocean.ini, config.ini, the provider's
+    provider.ini (read when the provider starts) and cluster.json follow it."""
+    out = state.state_dir
+    info = _stack_info(state)
+    info["container_urls"]["nodes"] = _container_node_urls(state)
+    state.secret_store_url = state.nodes[0].http_url
+    write_ocean_config(state)
+    if state.squid_config:
+        write_squid_config(state)
+    threshold = min(encryptor_threshold(len(state.nodes)), state.threshold_max or len(state.nodes) - 1)
+    _rewrite(out / STACK_DIR / PROVIDER_CONFIG, _provider_config(state, threshold))
+    cluster_file = out / CLUSTER_DIR / "cluster.json"
+    if cluster_file.exists():
+        cluster = json.loads(cluster_file.read_text(encoding="utf-8"))
+        by_name = {entry["name"]: entry for entry in cluster["nodes"]}
+        by_name[added.name] = added.to_json(out / CLUSTER_DIR, "http")
+        cluster["nodes"] = [by_name[node_name(node_index(node))] for node in state.nodes]
+        cluster["secret_store_urls"] = [entry["http_url"] for entry in cluster["nodes"]]
+        cluster["secret_store_url"] = cluster["secret_store_urls"][0]
+        _rewrite(cluster_file, json.dumps(cluster, indent=2) + "\n")
+    state.save()
+
+
+def _new_node(state: DevnetState, like: Path, env: Mapping[str, str],
+              say: Callable[[str], None]) -> tuple[cluster_init.NodePlan, NodeEntry, int]:
+    """The folder ``cluster/node<k>`` of a new node (the first free k) with a config like ``like``'s, its
+    ``devnet.json`` entry and its published port (free, and no port of ``.env``)."""
+    out = state.state_dir
+    k = _next_index(out, state)
+    port = _free_port({int(value) for name, value in env.items() if name.endswith("_PORT") and value.isdigit()})
+    say(f"{node_name(k)}: a new key server, {node_host(k)} on the internal network, {LOOPBACK}:{port} for the host")
+    spec = cluster_init.HostSpec(node_host(k), NODE_HTTP_PORT, NODE_CLUSTER_PORT)
+    plan = cluster_init.add_node(out / CLUSTER_DIR, k, spec, like, password_env=PASSWORD_ENV, environ=env,
+                                 image=str(_stack_info(state).get("image", DEFAULT_IMAGE)))
+    if os.geteuid() == 0:  # as init_stack: the containers' user owns the node folders
+        _chown([plan.folder], int(env.get(UID_ENV, CONTAINER_UID)), int(env.get(GID_ENV, CONTAINER_UID)))
+    entry = NodeEntry(public=to_hex(plan.public.to_bytes()), address=checksum_address(address_of(plan.public)),
+                      http_url=f"http://{LOOPBACK}:{port}", pid=None, config=str(plan.config),
+                      data_dir=str(plan.folder / "data"), log="")
+    return plan, entry, port
+
+
+def replace_node(out: Path, index: int, *, project: str | None = None, force: bool = False, timeout: float = 120.0,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Replace key server ``index`` of ``devnet.json``'s ``nodes`` (running or dead) by a new
+    container, in one servers-set change signed with ``accounts.admin``.
+
+    The new node ``node<k>`` (the first free k) gets a folder ``cluster/node<k>`` as ``cluster init``
+    makes them (a fresh key in a keystore with the stack's node password from ``.env``, a config
+    like the others'), the host name ``keyserver<k>`` on the internal network and a free port of
+    127.0.0.1 (``.env``). Every node lists it in its ``[cluster]`` (node.toml edited in place, the
+    running containers sent SIGHUP), compose.yaml is rendered again with its service, compose
+    starts it (``up -d --no-deps``), and once it is connected to every running node the change
+    (servers set - node ``index`` + the new one) runs through another node. Then the old container
+    is stopped and removed, every ``[cluster]`` unlists it (SIGHUP) and compose.yaml, ``.env``,
+    ``devnet.json`` (the new node takes place ``index``), ``ocean.ini``, ``config.ini``,
+    ``stack/provider.ini`` and ``cluster/cluster.json`` follow. A provider that runs keeps the key
+    server URLs it started with (the old one fails over to the next); ``docker-compose restart
+    provider`` makes it read the new list. The old node's folder stays (its key and stale shares:
+    remove it). ``project``: the compose project (default: ``.env``'s). ``force``: go on although
+    some keys cannot keep t+1 shares.
+
+    A refusal that changed nothing removes the new node again (container, folder, address books);
+    a change that did not finish keeps it in the stack, to be resumed (the error says how).
+
+    Returns ``index``, the new node's ``service``, ``public``, ``http_url`` and ``port``, the old
+    node's ``replaced`` (service, public), the session's ``report`` and the ``seconds`` it all took.
+
+    :raises ConfigError: not a stack, or no node ``index``.
+    :raises StackError: a node that would stay does not answer, or a docker command failed.
+    """
+    started = time.monotonic()
+    out = out.resolve()
+    state = DevnetState.require(out)
+    info = _stack_info(state)
+    if not 0 <= index < len(state.nodes):
+        raise ConfigError(f"no node {index}: the stack has nodes 0..{len(state.nodes) - 1}", key="index")
+    admin_secret(state)  # refuse at once a stack without an administrator
+    old = state.nodes[index]
+    old_service = node_name(node_index(old))
+    compose = _Project(out, project or str(info["project"]))
+    live = [node for node in state.nodes if readiness(node.http_url, timeout=2.0) is not None]
+    for i, node in enumerate(state.nodes):
+        if node is not old and node not in live:
+            raise StackError(f"node {i} ({node_name(node_index(node))}) does not answer at {node.http_url}: start "
+                             f"it, or replace it first (every other node is in the new servers set)")
+    master = next((node for node in live if node is not old), None)
+    if master is None:
+        raise StackError("no other key server runs the servers-set change: the stack's last node cannot be "
+                         "replaced")
+
+    env_file = out / ENV_FILE
+    plan, newcomer, port = _new_node(state, Path(master.config), env_values(env_file), say)
+    service, spec = plan.name, plan.spec
+    indices = sorted(node_index(node) for node in state.nodes)  # compose.yaml lists the services in order
+
+    def undo() -> None:  # nothing moved: the new node goes away again
+        with contextlib.suppress(StackError):
+            compose.remove(service)
+        _set_peer(compose, state.nodes, newcomer.public, None)
+        _rewrite(out / COMPOSE_FILE, render_compose(indices))
+        update_env(env_file, {port_env(service): None})
+        shutil.rmtree(plan.folder, ignore_errors=True)  # it holds the node key
+
+    def keep() -> str:  # the session may have moved keys to it: it stays, to be resumed
+        state.nodes.append(newcomer)
+        info["ports"][service] = port
+        _write_host_files(state, plan)
+        return f"{service} stays in the stack as node {len(state.nodes) - 1} of devnet.json"
+
+    try:
+        update_env(env_file, {port_env(service): str(port)})
+        _rewrite(out / COMPOSE_FILE, render_compose(sorted([*indices, plan.index])))
+        say(f"listing {service} in every node's [cluster] (SIGHUP) and starting it")
+        _set_peer(compose, state.nodes, newcomer.public, str(spec.cluster_address))
+        compose.compose("up", "-d", "--no-deps", service)
+        wait_for_mesh([newcomer.http_url], len(live), timeout)
+    except BaseException:
+        undo()
+        raise
+    say(f"{service} ({newcomer.public[:18]}..) is connected; servers-set change without {old_service} through "
+        f"{master.http_url}")
+    report = admit_through(state, master, newcomer, [old], force, on_progress, undo=undo, keep=keep)
+
+    state.nodes[index] = newcomer
+    info["ports"][service] = port
+    info["ports"].pop(old_service, None)
+    _write_host_files(state, plan)
+    say(f"stopping and removing {old_service}; unlisting it from every [cluster] (SIGHUP)")
+    compose.remove(old_service)
+    _set_peer(compose, state.nodes, old.public, None)
+    _rewrite(out / COMPOSE_FILE, render_compose(sorted(node_index(node) for node in state.nodes)))
+    update_env(env_file, {port_env(old_service): None})
+    return {"index": index, "service": service, "public": newcomer.public, "http_url": newcomer.http_url,
+            "port": port, "replaced": {"service": old_service, "public": old.public}, "report": report,
+            "seconds": round(time.monotonic() - started, 1)}

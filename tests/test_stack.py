@@ -13,7 +13,9 @@ import shutil
 import stat
 import subprocess
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -24,10 +26,10 @@ from ocean_secret_store.chain.deploy import ALL_CONTRACTS, planned_addresses
 from ocean_secret_store.chain.keeper import ESCROW_ACCESS_TEMPLATE_ID
 from ocean_secret_store.cli import main
 from ocean_secret_store.cli_stack import DEPLOYER_KEY_ENV
-from ocean_secret_store.cluster_init import HostSpec, init_cluster
+from ocean_secret_store.cluster_init import HostSpec, add_node, init_cluster, set_peer
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.devnet import ROLES, DevnetState
-from ocean_secret_store.exceptions import ChainError, ConfigError
+from ocean_secret_store.exceptions import ChainError, ConfigError, KeysWouldBeLost
 from ocean_secret_store.keyfile import unlock_file
 from ocean_secret_store.node.config import load_config as load_node_config
 from ocean_secret_store.ocean.config import load_config as load_ocean_config
@@ -361,3 +363,240 @@ def anvil_code(url: str, address: str) -> str:
     from ocean_secret_store.chain.anvil import rpc_call
 
     return str(rpc_call(url, "eth_getCode", [address, "latest"]))
+
+
+# -- replace-node: the file edits (docker and the nodes faked; tests/docker/test_stack.py runs it for real) ----
+
+
+class FakeDocker:
+    """``stack._run`` without an engine: every command recorded; ``docker ps`` lists ``running``."""
+
+    def __init__(self, running: list[str]) -> None:
+        self.running = running
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args: list[str], timeout: float = 0.0, cwd: Path | None = None) -> str:
+        args = list(args)
+        self.calls.append(args)
+        if args[:2] == ["docker", "ps"]:
+            return "".join(f"{service} id-{service}\n" for service in self.running)
+        if "-p" in args:  # docker-compose -f FILE -p PROJECT COMMAND...
+            command = args[args.index("-p") + 2:]
+            if command[0] == "up":
+                self.running.append(command[-1])
+            elif command[0] == "rm" and command[-1] in self.running:
+                self.running.remove(command[-1])
+        return ""
+
+    def compose(self) -> list[list[str]]:
+        return [args[args.index("-p") + 1:] for args in self.calls if "-p" in args]
+
+    def hups(self) -> list[str]:
+        return [args[-1].removeprefix("id-") for args in self.calls if args[:4] == ["docker", "kill", "-s", "HUP"]]
+
+
+@dataclass
+class Faked:
+    docker: FakeDocker
+    dead: set[str]
+    meshes: list[tuple[list[str], int]]
+    changes: list[dict[str, Any]]
+    refuse: bool = False
+
+
+@pytest.fixture
+def faked(monkeypatch: pytest.MonkeyPatch) -> Faked:
+    fake = Faked(FakeDocker(["chain", *(f"node{i}" for i in range(NODES)), "rpc", "provider"]), set(), [], [])
+
+    def admit(state: DevnetState, master: Any, newcomer: Any, remove: list[Any], force: bool, on_progress: Any, *,
+              undo: Any, keep: Any) -> dict[str, Any]:
+        fake.changes.append({"master": master.http_url, "add": newcomer.public,
+                             "remove": [node.public for node in remove], "force": force})
+        if fake.refuse:
+            undo()
+            raise KeysWouldBeLost("1 key")
+        return {"state": "done", "total": 6, "done": 6, "failed": 0, "skipped": 0, "lost": []}
+
+    monkeypatch.setattr(stack, "_run", fake.docker)
+    monkeypatch.setattr(stack, "readiness", lambda url, timeout=1.0: None if url in fake.dead else {"ready": True})
+    monkeypatch.setattr(stack, "wait_for_mesh", lambda urls, peers, timeout: fake.meshes.append((list(urls), peers)))
+    monkeypatch.setattr(stack, "admit_through", admit)
+    return fake
+
+
+def snapshot(out: Path) -> dict[str, str]:
+    """The text of every file a replacement edits, by path relative to the stack folder."""
+    paths = [".env", "compose.yaml", "devnet.json", "ocean.ini", "config.ini", "stack/provider.ini",
+             "cluster/cluster.json", *(f"cluster/node{i}/node.toml" for i in range(NODES))]
+    return {path: (out / path).read_text() for path in paths}
+
+
+def peers(config: Path) -> dict[str, str]:
+    return dict(tomllib.loads(config.read_text())["cluster"])
+
+
+def test_replace_node_edits_every_file_of_the_stack(tmp_path: Path, faked: Faked) -> None:
+    plan = stack.init_stack(tmp_path / "s", nodes=NODES)
+    out, before = plan.out, DevnetState.require(plan.out)
+    old = before.nodes[3]
+    faked.dead.add(old.http_url)  # node 3's container was killed
+    faked.docker.running.remove("node3")
+    node0 = out / "cluster" / "node0" / "node.toml"
+    node0_stat, env_before = node0.stat(), env_values(out)
+    header = node0.read_text().splitlines()[0]
+
+    said: list[str] = []
+    result = stack.replace_node(out, 3, project="p", say=said.append)
+
+    assert (result["index"], result["service"], result["replaced"]) == (3, "node5", {"service": "node3",
+                                                                                    "public": old.public})
+    port, public = result["port"], result["public"]
+    url = f"http://127.0.0.1:{port}"
+    assert result["http_url"] == url and result["report"]["state"] == "done" and said
+    # one change through a surviving node: the set minus node 3 plus the new node, no --force
+    assert faked.changes == [{"master": before.nodes[0].http_url, "add": public, "remove": [old.public],
+                              "force": False}]
+    assert faked.meshes == [([url], NODES - 1)]  # connected to every running node first
+    # docker: the new service started alone, the old one stopped and removed; SIGHUP to the running nodes
+    # when the new node is listed (not to the dead one), and again, the new one included, when node 3 is not
+    assert faked.docker.compose() == [["p", "up", "-d", "--no-deps", "node5"],
+                                      ["p", "rm", "--stop", "--force", "node3"]]
+    assert faked.docker.hups() == ["node0", "node1", "node2", "node4", "node0", "node1", "node2", "node5", "node4"]
+
+    # compose.yaml: rendered for the nodes there are now; .env: the new port in, the old one out, the rest kept
+    assert (out / "compose.yaml").read_text() == stack.render_compose([0, 1, 2, 4, 5])
+    service = stack.compose_document([0, 1, 2, 4, 5])["services"]["node5"]
+    assert service["networks"]["cluster"] == {"aliases": ["keyserver5"]}
+    assert "OCEAN_SS_NODE5_PORT" in service["ports"][0]
+    env = env_values(out)
+    assert env.pop("OCEAN_SS_NODE5_PORT") == str(port) and env_before.pop("OCEAN_SS_NODE3_PORT")
+    assert env == env_before and stat.S_IMODE((out / ".env").stat().st_mode) == 0o600
+    assert port not in {int(v) for k, v in env.items() if k.endswith("_PORT")}
+
+    # every remaining node's address book: the new node at keyserver5, node 3 gone; edited in place
+    state = DevnetState.require(out)
+    expected = {node.public: f"keyserver{stack.node_index(node)}:8083" for node in state.nodes}
+    for node in state.nodes:
+        assert peers(Path(node.config)) == expected
+    after = node0.stat()
+    assert (after.st_ino, after.st_uid, after.st_mode) == (node0_stat.st_ino, node0_stat.st_uid, node0_stat.st_mode)
+    assert node0.read_text().splitlines()[0] == header
+    assert (out / "cluster" / "node3").is_dir()  # the old folder stays for the operator to destroy
+
+    # the new node's folder: as cluster init makes them, its key unlocking with the stack's password
+    folder = out / "cluster" / "node5"
+    password = {"OCEAN_SS_STACK_NODE_PASSWORD": env["OCEAN_SS_STACK_NODE_PASSWORD"]}
+    config = load_node_config(folder / "node.toml", environ=password)
+    reference = load_node_config(node0, environ=password)
+    assert to_hex(config.node_public.to_bytes()) == public
+    assert (config.admin_public, config.min_ready_peers, config.acl) == (reference.admin_public,
+                                                                         reference.min_ready_peers, reference.acl)
+    assert str(config.listen) == "0.0.0.0:8083" and str(config.http_listen) == "0.0.0.0:8082"
+    if os.geteuid() == 0:
+        assert all(p.stat().st_uid == stack.CONTAINER_UID for p in (folder, folder / "data", folder / "node.toml"))
+
+    # devnet.json: the new node in place 3; ocean.ini, provider.ini and cluster.json follow
+    assert [n.public for n in state.nodes] == [*(n.public for n in before.nodes[:3]), public, before.nodes[4].public]
+    assert state.nodes[3].http_url == url and state.nodes[3].config == str(folder / "node.toml")
+    assert state.nodes[3].data_dir == str(folder / "data") and state.nodes[3].pid is None
+    info = state.extra["stack"]
+    assert info["ports"]["node5"] == port and "node3" not in info["ports"]
+    hosts = [f"http://keyserver{i}:8082" for i in (0, 1, 2, 5, 4)]
+    assert info["container_urls"]["nodes"] == hosts
+    assert load_ocean_config(str(state.ocean_config), environ={}).cluster_urls == tuple(n.http_url for n in state.nodes)
+    provider = load_ocean_config(out / "stack" / "provider.ini", environ={})
+    assert provider.cluster_urls == tuple(hosts) and provider.threshold == 2
+    cluster = json.loads((out / "cluster" / "cluster.json").read_text())
+    assert [n["name"] for n in cluster["nodes"]] == ["node0", "node1", "node2", "node5", "node4"]
+    assert cluster["nodes"][3]["public"] == public and cluster["secret_store_urls"] == hosts
+
+    # a second replacement, of node 0: node6 (node5's folder is taken), and the first URL moves
+    faked.dead.clear()
+    second = stack.replace_node(out, 0, project="p")
+    state = DevnetState.require(out)
+    assert second["service"] == "node6" and state.secret_store_url == state.nodes[0].http_url == second["http_url"]
+    assert faked.meshes[-1] == ([second["http_url"]], NODES)  # node 0 still ran: the new node connects to it too
+    assert (out / "compose.yaml").read_text() == stack.render_compose([1, 2, 4, 5, 6])
+    assert f"secret_store.url = {second['http_url']}" in (out / "config.ini").read_text()
+
+
+def test_a_refused_replacement_leaves_the_stack_as_it_was(tmp_path: Path, faked: Faked) -> None:
+    plan = stack.init_stack(tmp_path / "s", nodes=NODES)
+    before = snapshot(plan.out)
+    faked.refuse = True
+    with pytest.raises(KeysWouldBeLost, match="1 key"):
+        stack.replace_node(plan.out, 2, project="p")
+    assert snapshot(plan.out) == before
+    assert not (plan.out / "cluster" / "node5").exists()  # its key is gone with it
+    assert faked.docker.compose() == [["p", "up", "-d", "--no-deps", "node5"],
+                                      ["p", "rm", "--stop", "--force", "node5"]]
+
+
+def test_replace_node_refuses_before_touching_anything(tmp_path: Path, faked: Faked,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    plan = stack.init_stack(tmp_path / "s", nodes=3)
+    before = snapshot_of(plan.out)
+    faked.dead.add(plan.state.nodes[1].http_url)
+    with pytest.raises(stack.StackError, match=r"node 1 \(node1\) does not answer"):
+        stack.replace_node(plan.out, 2)
+    with pytest.raises(ConfigError, match=r"no node 3: the stack has nodes 0\.\.2"):
+        stack.replace_node(plan.out, 3)
+    assert main(["stack", "replace-node", "7", "--stack-dir", str(plan.out)]) == 2
+    assert "no node 7" in capsys.readouterr().err
+    faked.dead.add(plan.state.nodes[0].http_url)
+    faked.dead.add(plan.state.nodes[2].http_url)
+    with pytest.raises(stack.StackError, match="does not answer"):
+        stack.replace_node(plan.out, 1)
+    assert snapshot_of(plan.out) == before and not (plan.out / "cluster" / "node3").exists()
+    assert faked.docker.calls == [] and faked.changes == []
+    state = DevnetState.require(plan.out)
+    del state.extra["stack"]
+    state.save()
+    with pytest.raises(ConfigError, match="not a stack's"):
+        stack.replace_node(plan.out, 0)
+
+
+def snapshot_of(out: Path) -> dict[str, str]:
+    """Every text file of the stack folder but the keystores."""
+    return {str(path.relative_to(out)): path.read_text() for path in sorted(out.rglob("*"))
+            if path.is_file() and (path.suffix in (".yaml", ".json", ".ini", ".toml") or path.name == ".env")}
+
+
+def test_set_peer_edits_the_address_book_in_place(made: stack.StackPlan, tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    shutil.copyfile(made.out / "cluster" / "node1" / "node.toml", config)
+    os.chmod(config, 0o640)
+    inode, text = config.stat().st_ino, config.read_text()
+    public = to_hex(Point.generator_mul(5).to_bytes())
+    assert set_peer(config, public, "keyserver9:8083") is True
+    assert peers(config)[public] == "keyserver9:8083" and len(peers(config)) == NODES + 1
+    assert set_peer(config, public, "keyserver9:8083") is False  # already so: the file is not touched
+    assert set_peer(config, public, None) is True and set_peer(config, public, None) is False
+    assert config.read_text() == text  # the header comment kept, the rest as dump_config wrote it
+    assert config.stat().st_ino == inode and stat.S_IMODE(config.stat().st_mode) == 0o640
+
+
+def test_update_env_sets_and_drops_variables_and_keeps_the_rest(made: stack.StackPlan, tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    shutil.copyfile(made.env_file, env)
+    lines = env.read_text().splitlines()
+    stack.update_env(env, {"OCEAN_SS_NODE7_PORT": "18007", "OCEAN_SS_NODE1_PORT": None, "OCEAN_SS_IMAGE": "x:1"})
+    changed = env.read_text().splitlines()
+    assert changed[-1] == "OCEAN_SS_NODE7_PORT=18007" and "OCEAN_SS_IMAGE=x:1" in changed
+    assert [line for line in lines if not line.startswith(("OCEAN_SS_NODE1_PORT=", "OCEAN_SS_IMAGE="))] == \
+        [line for line in changed[:-1] if not line.startswith("OCEAN_SS_IMAGE=")]
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+
+
+def test_add_node_refuses_a_taken_index_and_tls(made: stack.StackPlan, tmp_path: Path) -> None:
+    like = made.out / "cluster" / "node0" / "node.toml"
+    spec = HostSpec("keyserver1", 8082, 8083)
+    with pytest.raises(ConfigError, match="exists already"):
+        add_node(made.out / "cluster", 1, spec, like, environ={"OCEAN_SS_STACK_NODE_PASSWORD": "p"})
+    with pytest.raises(ConfigError, match="OCEAN_SS_STACK_NODE_PASSWORD"):
+        add_node(tmp_path, 1, spec, like, environ={})
+    env = {"OCEAN_SS_NODE_PASSWORD": "p", "OCEAN_SS_ADMIN_PASSWORD": "q"}
+    tls = init_cluster(tmp_path / "tls", [HostSpec("a", 8082, 8083)], 0, tls=True, kdf="pbkdf2", environ=env)
+    with pytest.raises(ConfigError, match="TLS is not supported yet"):
+        add_node(tls.out, 1, HostSpec("b", 8082, 8083), tls.nodes[0].config, environ=env)
+    assert not (tls.out / "node1").exists() and not (tmp_path / "node1").exists()

@@ -1,7 +1,11 @@
 """Drive a Docker compose stack made by ``ocean-secret-store stack init`` (tests/docker/ and
 ``bench/faults.py --docker``): bring it up, wait for health, and inflict real faults on its
 containers: a partition (``docker network disconnect`` from the internal network: alive, reachable
-from the host, cut off from its peers), a freeze (``docker pause``), a kill and a restart.
+from the host, cut off from its peers), a freeze (``docker pause``), a kill and a restart; and
+replace a node by a new container (:func:`~ocean_secret_store.stack.replace_node`).
+
+Nodes are addressed by their index in ``devnet.json``'s ``nodes``; the service of node ``i`` is
+``node<i>`` until a replacement puts another service (``node<k>``, a new k) in its place.
 
 Every command runs ``docker`` / ``docker-compose`` as a subprocess with a bound; a failure raises
 :class:`ComposeError` with the command and the tail of its output.
@@ -18,7 +22,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .. import stack as _stack
 from ..devnet import DevnetState, readiness, wait_for_mesh
 
 __all__ = ["ComposeError", "ComposeStack", "compose_command", "engine_answers"]
@@ -61,7 +67,7 @@ def engine_answers(timeout: float = 20.0) -> str | None:
 
 def compose_command() -> list[str]:
     """``docker-compose`` (v1, Debian's) when installed, else the v2 plugin ``docker compose``."""
-    return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+    return _stack.compose_program()
 
 
 @dataclass
@@ -92,12 +98,17 @@ class ComposeStack:
         return DevnetState.require(self.folder)
 
     def node_service(self, index: int) -> str:
-        return f"node{index}"
+        """The compose service of node ``index`` of ``devnet.json`` (``node<i>``, from its config's folder)."""
+        return _stack.node_name(_stack.node_index(self.state().nodes[index]))
+
+    def node_services(self) -> list[str]:
+        return [_stack.node_name(_stack.node_index(node)) for node in self.state().nodes]
 
     def cluster_host(self, index: int) -> str:
         """Node ``index``'s name on the internal network (its peers' address book), from cluster.json."""
         cluster = json.loads((self.folder / "cluster" / "cluster.json").read_text(encoding="utf-8"))
-        return str(cluster["nodes"][index]["host"])
+        service = self.node_service(index)
+        return str(next(node["host"] for node in cluster["nodes"] if node["name"] == service))
 
     def container(self, service: str) -> str:
         if service not in self._ids:
@@ -203,6 +214,15 @@ class ComposeStack:
 
     def start(self, index: int) -> None:
         self.docker("start", self.container(self.node_service(index)))
+
+    def replace(self, index: int, **options: Any) -> dict[str, Any]:
+        """Replace node ``index`` by a new container in one servers-set change (stack.replace_node, in
+        this project); its result."""
+        old = self.node_service(index)
+        try:
+            return _stack.replace_node(self.folder, index, project=self.project, **options)
+        finally:
+            self.forget(old)
 
     def restart(self, index: int, grace: int = 10) -> None:
         """A graceful restart (SIGTERM, then start the same container: same data volume)."""

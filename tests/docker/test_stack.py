@@ -26,10 +26,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from ocean_secret_store.chain.keeper import Keeper
+from ocean_secret_store.client.admin import AdminClient
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.devnet import DevnetState
 from ocean_secret_store.exceptions import SecretStoreError
+from ocean_secret_store.ocean.config import load_config as load_ocean_config
 from ocean_secret_store.ocean.host import Ocean
 from ocean_secret_store.stack import init_stack
 from ocean_secret_store.testing.compose import ComposeStack, compose_command
@@ -282,3 +284,52 @@ def test_ready_through_every_published_port(stack: ComposeStack) -> None:
     for url in stack.node_urls():
         answer = requests.get(url + "/ready", timeout=5)
         assert answer.status_code == 200 and answer.json()["ready"] is True
+
+
+# Last in the module: from here on node 3 of devnet.json is another service (node5, keyserver5).
+def test_dead_node_replaced_by_a_new_container(stack: ComposeStack, published: Published) -> None:
+    """Node 3's container killed for good, then replaced through stack.replace_node: a new container
+    (its own folder, key, host name and published port) joins every node's address book (SIGHUP),
+    and one servers-set change signed by accounts.admin deals every key to the survivors and to it.
+    A retrieval load through the majority side runs all along and never fails."""
+    before = stack.state()
+    old, old_service = before.nodes[3], stack.node_service(3)
+    old_container = stack.container(old_service)
+    stack.kill(3)
+    majority = [node.http_url for i, node in enumerate(before.nodes) if i != 3][:3]
+    with Load(stack, published, majority) as load:
+        time.sleep(1)
+        result = stack.replace(3, timeout=120)
+        time.sleep(1)
+    report = result["report"]
+    print(f"replace node 3 ({old_service}) by {result['service']}: {result['seconds']:.1f} s, {report['total']} keys "
+          f"moved; {load.ok} retrievals meanwhile, {len(load.failures)} failed")
+    assert "a wrong document key" not in load.failures
+    assert load.failures == [] and load.ok > 0, load.failures[:3]
+    assert (report["state"], report["failed"]) == ("done", 0)
+    assert not report.get("lost") and not report.get("lost_count")  # (the unsigned status counts, not names)
+    assert report["done"] == report["total"] >= len(published.keys)
+
+    state = stack.state()
+    new = state.nodes[3]
+    assert new.public == result["public"] != old.public and new.http_url == result["http_url"]
+    assert stack.node_service(3) == result["service"] != old_service
+    # every key through the new node alone: it holds real shares of each
+    check_all(stack, published, [new.http_url])
+    # the old container is gone, the new one runs in the project, healthy, in the full mesh again
+    assert subprocess.run(["docker", "inspect", old_container], capture_output=True, check=False).returncode != 0
+    services = stack.services()
+    assert result["service"] in services and old_service not in services
+    stack.wait_healthy(stack.node_services(), 60)
+    stack.wait_for_mesh(60)
+    # every node's servers set has the newcomer and not the old node; no session left behind
+    publics = {node.public.lower() for node in state.nodes}
+    for node in state.nodes:
+        with AdminClient(node.http_url) as admin:
+            status = admin.status()
+        assert {str(n).lower() for n in status["servers_set"]} == publics, node.http_url
+        assert status["admin_session"] is None
+    # host clients follow: ocean.ini's cluster lists the new node's URL, not the old one's
+    urls = load_ocean_config(str(state.ocean_config), environ={}).cluster_urls
+    assert new.http_url in urls and old.http_url not in urls
+

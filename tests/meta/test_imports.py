@@ -57,7 +57,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "cli_stack": _SERVICES | {"stack", "cli_tools"},
     "cli": _SERVICES | {"devnet", "demo", "cli_tools", "cli_deploy", "cli_stack"},
     "__init__": _SERVICES,
-    "testing": _SERVICES | {"localca", "devnet", "demo", "cluster_init", "cli_tools", "cli_deploy", "cli"},
+    "testing": _SERVICES | {"localca", "devnet", "demo", "cluster_init", "stack", "cli_tools", "cli_deploy", "cli"},
 }
 
 #: Narrower rules inside a component: (importer component, imported component) -> the only modules
