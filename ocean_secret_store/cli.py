@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cli_deploy import add_deploy_commands
 from .cli_stack import add_stack_commands
-from .cli_tools import UsageError
+from .cli_tools import UsageError, admin_summary
 from .client.throttle import DEFAULT_FIRST_DELAY, DEFAULT_MAX_DELAY, PasswordThrottle
 from .exceptions import SecretStoreError
 from .protocol.addresses import HostPort, parse_host_port
@@ -228,12 +228,6 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(report: dict[str, Any]) -> str:
-    lost = report.get("lost") or []
-    return (f"{report.get('state', '?')}: {report.get('total', 0)} keys, done {report.get('done', 0)}, "
-            f"failed {report.get('failed', 0)}, skipped {report.get('skipped', 0)}, lost {len(lost)}")
-
-
 def _cmd_devnet_nodes(args: argparse.Namespace) -> int:
     from . import devnet
     from .cli_tools import AdminProgress
@@ -247,7 +241,7 @@ def _cmd_devnet_nodes(args: argparse.Namespace) -> int:
             public = nodes[args.index].public if 0 <= args.index < len(nodes) else None
             report = devnet.remove_node(state_dir, args.index, force=args.force, on_progress=progress, say=say)
             data: dict[str, Any] = {"removed": args.index, "public": public, "report": report}
-            text = f"removed node {args.index} ({public}); servers-set change {_summary(report)}"
+            text = f"removed node {args.index} ({public}); servers-set change {admin_summary(report)}"
         else:
             change = devnet.add_node if args.devnet_command == "add-node" else functools.partial(
                 devnet.replace_node, index=args.index)
@@ -255,7 +249,7 @@ def _cmd_devnet_nodes(args: argparse.Namespace) -> int:
             node = devnet.DevnetState.require(state_dir).nodes[index]
             data = {"node": index, "public": node.public, "http_url": node.http_url, "report": report}
             verb = "added" if args.devnet_command == "add-node" else f"replaced node {args.index} by"
-            text = f"{verb} node {index}: {node.public} at {node.http_url}; servers-set change {_summary(report)}"
+            text = f"{verb} node {index}: {node.public} at {node.http_url}; servers-set change {admin_summary(report)}"
         if progress.drawn:
             progress({"progress": report})  # the bar ends where the session did
     finally:
@@ -296,7 +290,7 @@ def _cmd_admin(args: argparse.Namespace) -> int:
                 progress({"progress": report})  # the bar ends where the session did
         finally:
             progress.finish()
-    _print(args, report, f"{args.admin_command} {_summary(report)}")
+    _print(args, report, f"{args.admin_command} {admin_summary(report)}")
     return EXIT_OK
 
 
