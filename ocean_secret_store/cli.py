@@ -124,8 +124,60 @@ def _cmd_node(args: argparse.Namespace) -> int:
     from .node.app import serve
     from .node.config import load_config
 
+    if args.config is None:
+        raise UsageError("node: give --config FILE (the node's TOML config)")
+    config = load_config(args.config)
     _service_logging(args)
-    return _run_service(serve(load_config(args.config), args.config))
+    return _run_service(serve(config, args.config))
+
+
+def _cmd_node_database(args: argparse.Namespace) -> int:
+    """``node backup``, ``node restore`` and ``node verify`` (node/backup.py)."""
+    from .node import backup
+    from .node.config import load_config
+
+    if getattr(args, "config", None) is None:
+        raise UsageError(f"node {args.node_command}: give --config FILE (the node's TOML config)")
+    config = load_config(args.config)
+    if args.node_command == "backup":
+        made = backup.make_backup(config.storage_path, config.node_secret, args.out)
+        for damage in made.damaged[:10]:
+            print(f"warning: damaged {damage.kind} {damage.name}: {damage.problem}", file=sys.stderr)
+        _print(args, made.to_json(), f"backup of node 0x{config.node_id.hex()[:16]}..: {made.manifest.keys} keys, "
+               f"{made.size} bytes in {made.seconds:.2f} s: {made.path}")
+        return EXIT_OK
+    if args.node_command == "restore":
+        restored = backup.restore_backup(config.storage_path, config.node_secret, args.backup)
+        kept = f"; the database it replaced is kept as {restored.kept}" if restored.kept else ""
+        _print(args, restored.to_json(), f"restored {restored.manifest.keys} keys of {restored.manifest.created} into "
+               f"{restored.database}{kept}. Start the node, then `node verify --peer URL` and `admin repair` "
+               "(docs/operators.md, Backups)")
+        return EXIT_OK
+    return _verify_node(args, config)
+
+
+def _verify_node(args: argparse.Namespace, config: Any) -> int:
+    from .cli_tools import split_urls
+    from .client.admin import AdminClient
+    from .node import backup
+    from .protocol.key_versions import KeyVersionsPage
+
+    manifest = None
+    if args.backup is not None:
+        manifest, check = backup.read_backup(args.backup, config.node_secret)
+    else:
+        check = backup.verify_database(config.storage_path, config.node_secret)
+    peers: dict[str, KeyVersionsPage | str] = {}
+    verify: bool | str = str(args.ca_file.resolve()) if args.ca_file is not None else True
+    for url in split_urls(args.peer):
+        try:
+            with AdminClient(url, verify=verify) as client:
+                peers[url] = client.key_versions(config.node_secret)
+        except SecretStoreError as exc:
+            peers[url] = str(exc)
+    result = backup.Verification.of(config.node_id, args.backup or config.storage_path, check, manifest, peers)
+    _print(args, result.to_json(), "\n".join(result.lines()))
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _cmd_rpc(args: argparse.Namespace) -> int:
@@ -608,6 +660,46 @@ def _add_sign(sub: Any) -> None:
     cmd.set_defaults(func=_cmd_sign)
 
 
+def _add_node(sub: Any) -> None:
+    node = sub.add_parser(
+        "node", help="run one key server (node --config FILE); back up, restore or verify its database",
+        description="Without a command: run the key server of --config until SIGTERM. With one: back up its key "
+        "database (while it runs), restore a backup into a stopped node, or verify the database and compare its "
+        "key versions with the peers' (docs/operators.md, Backups and Verifying a node).")
+    node.add_argument("--config", help="node TOML config (see ocean_secret_store/node/config.py; [http] sets the "
+                      "header timeout and the connections per address, [audit] the audit rotation)")
+    _log_file_args(node)
+    node.set_defaults(func=_cmd_node)
+    commands = node.add_subparsers(dest="node_command", metavar="{backup,restore,verify}",
+                                   title="database commands (without one, the node runs)")
+    backup = commands.add_parser(
+        "backup", help="an online, consistent copy of the key database, still sealed under the node secret",
+        description="Copy the node's key database with SQLite's backup API while the node runs: one file (mode "
+        "0600, written under a temporary name and renamed), with a manifest naming the node, authenticated under "
+        "its node secret; the shares stay sealed as on disk. Never overwrites a file.")
+    backup.add_argument("--out", required=True, type=Path, metavar="FILE", help="the backup file to write (new)")
+    restore = commands.add_parser(
+        "restore", help="put a backup in place of a stopped node's key database",
+        description="Refuses a backup of another node, of another node secret, or a damaged one, and a node that "
+        "runs, before anything changes; keeps the current database beside it (keys.sqlite3.before-restore-TIME). "
+        "Then start the node and repair it (admin repair): the keys made or moved since the backup come back.")
+    restore.add_argument("--from", dest="backup", required=True, type=Path, metavar="FILE", help="the backup file")
+    verify = commands.add_parser(
+        "verify", help="check every record's MAC and the node-secret check value; compare key versions with peers",
+        description="Check the node's key database (or --backup FILE): SQLite's structure, the schema, the "
+        "node-secret check value, every record's MAC and sealed shares, the pending document keys and meta "
+        "entries; with --peer, ask each peer (signed with this node's key) which version of each key it holds, "
+        "and report every key missing here, stale, or held here alone. Exit code 0: nothing found; 1: something.")
+    verify.add_argument("--backup", type=Path, metavar="FILE", help="verify this backup instead of the database")
+    verify.add_argument("--peer", action="append", metavar="URL",
+                        help="a peer key server's HTTP URL (repeatable or comma-separated)")
+    verify.add_argument("--ca-file", type=Path, metavar="PEM", help="check https peers against this CA bundle")
+    for cmd in (backup, restore, verify):
+        cmd.add_argument("--config", default=argparse.SUPPRESS, help="the node's TOML config (its node secret and "
+                         "data_dir; a keystore's password variable must be set)")
+        cmd.set_defaults(func=_cmd_node_database)
+
+
 def _add_rpc(sub: Any) -> None:
     rpc = sub.add_parser(
         "rpc", help="Parity-compatible secretstore_* JSON-RPC face",
@@ -669,11 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    node = sub.add_parser("node", help="run one key server")
-    node.add_argument("--config", required=True, help="node TOML config (see ocean_secret_store/node/config.py; "
-                      "[http] sets the header timeout and the connections per address, [audit] the audit rotation)")
-    _log_file_args(node)
-    node.set_defaults(func=_cmd_node)
+    _add_node(sub)
 
     dev = sub.add_parser("devnet", help="the embedded local cluster")
     dev_sub = dev.add_subparsers(dest="devnet_command", required=True)

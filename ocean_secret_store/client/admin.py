@@ -37,6 +37,7 @@ from ..exceptions import (
     NodeUnreachable,
 )
 from ..protocol import http as _http
+from ..protocol import key_versions as _kv
 from ..protocol.admin import AdminRequest, sign_request, sign_status
 from ..protocol.hexcodec import parse_hex
 from .client import _TRANSPORT_ERRORS, Timeout, _parse_node_url, _transport_failure
@@ -232,6 +233,44 @@ class AdminClient:
         encoded = _http.encode_request(_http.AdminRepair(request.old_signature, request.new_signature,
                                                          Point.from_bytes(target)))
         return self._report(self._run("repair", encoded, force, status, on_progress))
+
+    def key_versions(self, node_secret: Secret, *, lifetime: float = 60.0) -> _kv.KeyVersionsPage:
+        """Every key this node holds, with its active version, as it tells them to the node whose key
+        is ``node_secret`` (a node of its cluster: ``node verify``); pages of ``GET /admin/key_versions``
+        put together (``more`` is False). Signed locally; the key is never sent or shown.
+
+        :raises AccessDenied: the node does not count the signer as a node of its cluster.
+        """
+        secret = _secret(node_secret)
+        audience = parse_node_id(str(self.status().get("node_id", "")))
+        after = bytes(32)
+        keys: list[_kv.PeerKey] = []
+        while True:
+            path = _kv.request_path(secret, audience, after, int(time.time() + lifetime))
+            page = self._key_versions_page(path)
+            if page.node_id != audience:
+                raise InternalError(f"{self._display} answered key versions as another node")
+            keys.extend(page.keys)
+            if not page.more or not page.keys:
+                return _kv.KeyVersionsPage(page.node_id, page.servers_set, tuple(keys), False)
+            after = page.keys[-1].key_id
+
+    def _key_versions_page(self, path: str) -> _kv.KeyVersionsPage:
+        try:
+            response = self._session.get(self._base + path, timeout=self._timeout, verify=self._verify,
+                                         allow_redirects=False)
+        except _TRANSPORT_ERRORS as exc:
+            reason, _ = _transport_failure(exc, self._timeout)
+            raise NodeUnreachable(f"key versions: no answer from {self._display} ({reason})", (self._display,)) \
+                from None
+        except requests.RequestException as exc:
+            raise ClientError(f"key versions: request to {self._display} failed ({type(exc).__name__})") from None
+        if not 200 <= response.status_code < 300:
+            raise admin_error(response.status_code, response.content)
+        try:
+            return _kv.decode_page(json.loads(response.content))
+        except (ValueError, _kv.KeyVersionsError):
+            raise InternalError(f"{self._display} did not answer the key versions") from None
 
     def _report(self, body: bytes) -> dict[str, Any]:
         try:

@@ -32,6 +32,7 @@ from ..protocol import bound as b
 from ..protocol import http as codec
 from ..protocol import owner as ow
 from ..protocol.admin import AdminRequest, AdminRequestError
+from . import key_versions
 from .cluster import ClusterCore
 from .cors import CorsPolicy
 from .quotas import GenerationQuota, TooManyRequests, retry_after_header
@@ -244,6 +245,8 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         probe = _probe(core, request)
         if probe is None:
             probe = await _scrape(core, request, policy, status)
+        if probe is None:  # a peer's key versions, for `node verify` (ours)
+            probe = await key_versions.serve(core, request)
         if probe is not None:
             return probe
         decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))

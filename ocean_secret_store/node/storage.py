@@ -66,12 +66,17 @@ from ..protocol.hexcodec import parse_hex, to_hex
 __all__ = [
     "DB_FILENAME",
     "SCHEMA_VERSION",
+    "Damage",
+    "DatabaseCheck",
     "KeyShare",
     "KeyStorage",
+    "KeySummary",
     "KeyVersion",
     "MemoryKeyStorage",
     "PendingDocumentKey",
     "SqliteKeyStorage",
+    "backup_mac",
+    "check_database",
 ]
 
 #: File name of the SQLite database inside a node's data directory.
@@ -105,6 +110,8 @@ _CREATE_PENDING: Final = (
 _TAG_SIZE: Final = 16
 _VERSION_FIELDS: Final = frozenset({"hash", "id_numbers", "secret_share", "commitments", "epoch", "inactive"})
 _META_MAC_LABEL: Final = b"ocean-secret-store/storage/meta-mac/v1"
+# The key that authenticates a backup's manifest (node/backup.py): which node, when, how many keys.
+_BACKUP_MAC_LABEL: Final = b"ocean-secret-store/storage/backup-manifest/v1"
 #: Meta rows beyond the key check, each a JSON value authenticated like a record.
 META_SERVERS_SET: Final = "servers_set"
 META_ADMIN_SESSION: Final = "admin_session"
@@ -567,7 +574,7 @@ class _Keys:
     """The three keys derived from the node secret (share sealing, record MAC, pending MAC); the
     repr hides them."""
 
-    __slots__ = ("mac", "meta", "pending", "share")
+    __slots__ = ("backup", "mac", "meta", "pending", "share")
 
     def __init__(self, node_secret: int) -> None:
         if isinstance(node_secret, bool) or not isinstance(node_secret, int) or not 0 < node_secret < N:
@@ -577,6 +584,7 @@ class _Keys:
         self.mac: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_RECORD_MAC_LABEL)  # type: ignore[assignment]  # as above
         self.pending: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_PENDING_MAC_LABEL)  # type: ignore[assignment]  # as above
         self.meta: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_META_MAC_LABEL)  # type: ignore[assignment]  # as above
+        self.backup: bytes = HKDF(master, 32, _HKDF_SALT, SHA256, context=_BACKUP_MAC_LABEL)  # type: ignore[assignment]  # as above
 
     def __repr__(self) -> str:
         return "_Keys(<secret>)"
@@ -878,13 +886,7 @@ class SqliteKeyStorage:
         return self._open_record(key_id, row)
 
     def _open_record(self, key_id: bytes, row: Any) -> KeyShare:
-        record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
-        if not hmac.compare_digest(self._keys.record_mac(key_id, record), bytes(row[1])):
-            raise DatabaseError(f"the record of key 0x{key_id.hex()} fails authentication (tampered)")
-        try:
-            return _decode_record(self._keys, key_id, record)
-        except _Corrupt as exc:
-            raise DatabaseError(f"the record of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+        return _open_record(self._keys, key_id, row)
 
     def contains(self, key_id: bytes) -> bool:
         with self._lock:
@@ -955,15 +957,7 @@ class SqliteKeyStorage:
 
     def _read_pending(self, db: sqlite3.Connection, key_id: bytes) -> PendingDocumentKey | None:
         row = db.execute("SELECT record, mac FROM pending WHERE key_id = ?", (key_id,)).fetchone()
-        if row is None:
-            return None
-        record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
-        if not hmac.compare_digest(self._keys.pending_mac(key_id, record), bytes(row[1])):
-            raise DatabaseError(f"the pending document key of key 0x{key_id.hex()} fails authentication (tampered)")
-        try:
-            return _decode_pending(key_id, record)
-        except _Corrupt as exc:
-            raise DatabaseError(f"the pending document key of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+        return None if row is None else _open_pending(self._keys, key_id, row)
 
     def _write_pending(self, db: sqlite3.Connection, pending: PendingDocumentKey) -> None:
         record = _encode_pending(pending)
@@ -1082,5 +1076,173 @@ class SqliteKeyStorage:
         self.close()
 
 
+def _open_record(keys: _Keys, key_id: bytes, row: Any) -> KeyShare:
+    """The record of a ``(record, mac)`` row, authenticated and decoded (every share opened)."""
+    record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
+    if not hmac.compare_digest(keys.record_mac(key_id, record), bytes(row[1])):
+        raise DatabaseError(f"the record of key 0x{key_id.hex()} fails authentication (tampered)")
+    try:
+        return _decode_record(keys, key_id, record)
+    except _Corrupt as exc:
+        raise DatabaseError(f"the record of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+
+
+def _open_pending(keys: _Keys, key_id: bytes, row: Any) -> PendingDocumentKey:
+    record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
+    if not hmac.compare_digest(keys.pending_mac(key_id, record), bytes(row[1])):
+        raise DatabaseError(f"the pending document key of key 0x{key_id.hex()} fails authentication (tampered)")
+    try:
+        return _decode_pending(key_id, record)
+    except _Corrupt as exc:
+        raise DatabaseError(f"the pending document key of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+
+
 def _database_error(action: str, key_id: bytes, exc: sqlite3.Error) -> KeyServerError:
     return DatabaseError(f"cannot {action} key 0x{key_id.hex()}: {exc.__class__.__name__}: {exc}")
+
+
+# -- checking a database without opening it for use (node backup, restore, verify) -------------
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One part of a key database that fails its check.
+
+    :param kind: ``key`` (a record), ``pending`` (a pending document key), ``meta`` (the servers set,
+        the admin session mark) or ``database`` (SQLite's own structure).
+    :param name: the key id (``0x`` hex: a public identifier), the meta entry, or ``sqlite``.
+    :param problem: what is wrong; never any share or secret.
+    """
+
+    kind: str
+    name: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class KeySummary:
+    """What a comparison of key versions needs of one record, without its shares.
+
+    :param active: the hash of the active version (None: the record has none yet).
+    :param epoch: the active version's epoch (0 without one).
+    :param max_epoch: the highest epoch of any version held, active or not.
+    :param versions: the hash of every version held, oldest first.
+    """
+
+    key_id: bytes
+    threshold: int
+    active: bytes | None
+    epoch: int
+    max_epoch: int
+    versions: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, key_id: bytes, share: KeyShare) -> KeySummary:
+        active = share.last_version if share.usable else None
+        return cls(key_id, share.threshold, None if active is None else active.hash,
+                   0 if active is None else active.epoch, share.max_epoch, tuple(v.hash for v in share.versions))
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """The outcome of :func:`check_database`: every record that passed, and every part that did not."""
+
+    schema_version: int
+    keys: tuple[KeySummary, ...]
+    pending: int
+    #: The meta entries that pass (:data:`META_SERVERS_SET`, :data:`META_ADMIN_SESSION`), as JSON values.
+    meta: Mapping[str, Any]
+    damaged: tuple[Damage, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+
+def backup_mac(node_secret: int, data: bytes) -> bytes:
+    """HMAC-SHA256 of a backup's manifest under a key derived from the node secret (node/backup.py)."""
+    return hmac.new(_Keys(node_secret).backup, data, "sha256").digest()
+
+
+def check_database(db: sqlite3.Connection, node_secret: int) -> DatabaseCheck:
+    """Check every row of an open key database under ``node_secret``, writing nothing (no
+    migration either): SQLite's structure (``PRAGMA quick_check``), the schema version, the
+    node-secret check value, and then every record (its MAC, and every share opened), every
+    pending document key and every meta entry. Read in one transaction: a running node's
+    database is checked as of one moment. A part that fails is reported, and the rest still checked.
+
+    :raises DatabaseError: the file is not a key database, has a newer schema, or was written under
+        another node secret: nothing else can be checked then.
+    """
+    keys = _Keys(node_secret)
+    try:
+        db.execute("BEGIN")
+        try:
+            return _check(db, keys)
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot read the key database: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _check_header(db: sqlite3.Connection, keys: _Keys) -> tuple[int, set[str]]:
+    """The schema version and the tables, once the database is one of ours under this node secret."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version == 0 or not {"meta", "keys"} <= tables:
+        raise DatabaseError("not a key database (no schema)")
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(f"schema version {version}, this program reads {SCHEMA_VERSION}")
+    row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+    if row is None:
+        raise DatabaseError("no node-secret check value (not a key database, or a damaged one)")
+    if not hmac.compare_digest(bytes(row[0]), keys.record_mac(b"", _KEY_CHECK)):
+        raise DatabaseError("written under a different node secret")
+    return version, tables
+
+
+def _check_meta(db: sqlite3.Connection, keys: _Keys, damaged: list[Damage]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for name, value in db.execute("SELECT name, value FROM meta WHERE name != 'key_check' ORDER BY name"):
+        blob = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if name not in (META_SERVERS_SET, META_ADMIN_SESSION):
+            damaged.append(Damage("meta", str(name), "an entry this program does not know"))
+        elif len(blob) < 32 or not hmac.compare_digest(keys.meta_mac(name, blob[:-32]), blob[-32:]):
+            damaged.append(Damage("meta", name, f"the stored {name} fails authentication (tampered)"))
+        else:
+            try:
+                meta[name] = json.loads(blob[:-32])
+            except (ValueError, UnicodeDecodeError):
+                damaged.append(Damage("meta", name, f"the stored {name} is corrupt"))
+    return meta
+
+
+def _check(db: sqlite3.Connection, keys: _Keys) -> DatabaseCheck:
+    version, tables = _check_header(db, keys)
+    damaged: list[Damage] = []
+    found = [str(r[0]) for r in db.execute("PRAGMA quick_check").fetchall()]
+    if found != ["ok"]:
+        damaged.append(Damage("database", "sqlite", "; ".join(found[:5])))
+    summaries: list[KeySummary] = []
+    pending = 0
+    meta: dict[str, Any] = {}
+    try:
+        for key_id, record, mac in db.execute("SELECT key_id, record, mac FROM keys ORDER BY key_id"):
+            key_id = bytes(key_id)
+            try:
+                summaries.append(KeySummary.of(key_id, _open_record(keys, key_id, (record, mac))))
+            except DatabaseError as exc:
+                damaged.append(Damage("key", "0x" + key_id.hex(), exc.detail or str(exc)))
+        if "pending" in tables:
+            for key_id, record, mac in db.execute("SELECT key_id, record, mac FROM pending ORDER BY key_id"):
+                key_id = bytes(key_id)
+                try:
+                    _open_pending(keys, key_id, (record, mac))
+                    pending += 1
+                except DatabaseError as exc:
+                    damaged.append(Damage("pending", "0x" + key_id.hex(), exc.detail or str(exc)))
+        meta = _check_meta(db, keys, damaged)
+    except sqlite3.DatabaseError as exc:  # a page SQLite cannot read: what was read so far is reported
+        damaged.append(Damage("database", "sqlite", f"{exc.__class__.__name__}: {exc}"))
+    return DatabaseCheck(version, tuple(summaries), pending, MappingProxyType(meta), tuple(damaged))
