@@ -42,14 +42,17 @@ def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text, flush=True)
 
 
-def _service_logging(args: argparse.Namespace) -> None:
+def _service_logging(args: argparse.Namespace, service: str, **fields: str) -> None:
+    """The service's logging from ``--log-file``, its rotation and ``--log-format``; in JSON, every
+    line carries ``service`` and ``fields`` (a key server's ``node``: its address, as in its audit)."""
     from .lifecycle import configure_logging
 
     # Unset options keep lifecycle's defaults (one place for them).
     rotation = {key: value for key, value in (("max_bytes", args.log_max_bytes), ("backups", args.log_backups))
                 if value is not None}
     try:
-        configure_logging(debug=args.debug, log_file=args.log_file, **rotation)
+        configure_logging(debug=args.debug, log_file=args.log_file, log_format=args.log_format,
+                          fields={"service": service, **fields}, **rotation)
     except ValueError as exc:
         raise UsageError(f"--log-max-bytes/--log-backups: {exc}") from None
 
@@ -127,7 +130,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     if args.config is None:
         raise UsageError("node: give --config FILE (the node's TOML config)")
     config = load_config(args.config)
-    _service_logging(args)
+    _service_logging(args, "node", node="0x" + config.address.hex())
     return _run_service(serve(config, args.config))
 
 
@@ -185,7 +188,7 @@ def _cmd_rpc(args: argparse.Namespace) -> int:
 
     if not args.keystore.is_dir():
         raise UsageError(f"keystore directory {args.keystore} does not exist")
-    _service_logging(args)
+    _service_logging(args, "rpc")
     listen: HostPort = args.listen
     if not 0 <= args.wrong_password_delay <= args.wrong_password_delay_max:
         raise UsageError("--wrong-password-delay must be between 0 and --wrong-password-delay-max")
@@ -246,7 +249,7 @@ def _cmd_provider(args: argparse.Namespace) -> int:
     settings.serving = _serving_limits(args)
     if (tls := _tls_files(args)) is not None:
         settings.tls = tls
-    _service_logging(args)
+    _service_logging(args, "provider")
     return _run_service(serve_provider(settings, ready=lambda url: _listening(args, "provider", url)))
 
 
@@ -504,7 +507,7 @@ def _cmd_files(args: argparse.Namespace) -> int:
 
     if not args.dir.is_dir():
         raise UsageError(f"directory {args.dir} does not exist")
-    _service_logging(args)
+    _service_logging(args, "files")
     listen: HostPort = args.listen
     return _run_service(serve_files(args.dir.resolve(), listen.host, listen.port, limits=_serving_limits(args),
                                     ready=lambda url: _listening(args, "files", url), tls=_tls_files(args)))
@@ -515,7 +518,7 @@ def _cmd_aquarius(args: argparse.Namespace) -> int:
 
     if not args.db.parent.is_dir():
         raise UsageError(f"the folder of --db {args.db} does not exist")
-    _service_logging(args)
+    _service_logging(args, "aquarius")
     listen: HostPort = args.listen
     return _run_service(serve_aquarius(args.db.resolve(), listen.host, listen.port, limits=_serving_limits(args),
                                        ready=lambda url: _listening(args, "aquarius", url), tls=_tls_files(args)))
@@ -557,6 +560,9 @@ def _port_file_arg(cmd: argparse.ArgumentParser) -> None:
 def _log_file_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--log-file", metavar="FILE",
                      help="log to FILE (created 0600, rotated by size) instead of stderr")
+    cmd.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="text lines (default), or one JSON object per line: time, level, logger, message, "
+                     "service, and the audit's field names where an event has them (docs/operators.md, Logs)")
     cmd.add_argument("--log-max-bytes", type=int, metavar="BYTES",
                      help="rotate the log file at this size: FILE -> FILE.1 -> FILE.2 ... (default 10 MiB)")
     cmd.add_argument("--log-backups", type=int, metavar="N", help="rotated log files kept (default 5)")

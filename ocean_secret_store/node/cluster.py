@@ -261,7 +261,8 @@ class ClusterCore:
         await self.storage_call(None, lambda s: s.put_meta(META_ADMIN_SESSION, session.to_json()))
         self._admin_session = session
         log.info("admin session %s (%s) begins, master 0x%s..", session.session.hex()[:16], session.request.operation,
-                 session.master.hex()[:16])
+                 session.master.hex()[:16], extra={"operation": f"admin_{session.request.operation}",
+                                                   "role": "entry" if session.master == self.node_id else "member"})
 
     async def end_admin(self, commit: bool) -> None:
         session = self._admin_session
@@ -273,7 +274,8 @@ class ClusterCore:
             self._servers_set = tuple(sorted(new_set))
         await self.storage_call(None, lambda s: s.put_meta(META_ADMIN_SESSION, None))
         self._admin_session = None
-        log.info("admin session %s %s", session.session.hex()[:16], "committed" if commit else "cancelled")
+        log.info("admin session %s %s", session.session.hex()[:16], "committed" if commit else "cancelled",
+                 extra={"operation": f"admin_{session.request.operation}"})
 
     def old_set_view(self, operation: str = "change") -> tuple[bytes, ...]:
         """The old set an administrator signs for this node as master (``migration.old_set_view``)."""
@@ -603,7 +605,9 @@ class ClusterCore:
         try:
             decision = await self.acl.decide(requester.address, key_id, author, owner)
         except Exception as exc:  # noqa: BLE001 -- whatever breaks in a checker (chain down, a bug) is a refusal, never an allow
-            log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc)
+            log.warning("access check failed for key %s: %s", key_id.hex()[:16], exc,
+                        extra={"key_id": key_id, "requester": requester.address, "decision": "failed",
+                               "reason": "access check failed"})
             self.metrics.access_check("failed")
             return Decision(False, f"access check failed: {exc}"[:300])
         self.metrics.access_check("allowed" if decision.allowed else "denied")
@@ -732,7 +736,8 @@ class ClusterCore:
             if newer is None:
                 raise
             log.warning("key %s: this node's version is stale (its peers hold 0x%s..); delegating. Repair this "
-                        "node (docs/operators.md)", key_id.hex()[:16], newer.hex()[:16])
+                        "node (docs/operators.md)", key_id.hex()[:16], newer.hex()[:16],
+                        extra={"key_id": key_id, "reason": "stale version"})
             return None
 
     async def _blob(self, operation: str, key_id: bytes, signature: bytes, local: Callable[[], Awaitable[bytes]],

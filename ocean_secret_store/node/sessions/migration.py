@@ -433,7 +433,8 @@ async def _on_receive(core: Core, sender: bytes, msg: m.ReshareReceive) -> m.Res
             raise  # (the naming check raises first; if it did not, the group-wide failure stands)
     except CheatingDealer as exc:
         names = ", ".join(_short(d) for d in exc.dealers if isinstance(d, bytes))
-        log.warning("redistribution of key %s: refused the dealing of %s: %s", _short(state.key_id), names, exc)
+        log.warning("redistribution of key %s: refused the dealing of %s: %s", _short(state.key_id), names, exc,
+                    extra={"key_id": state.key_id, "decision": "refused", "reason": "cheating dealer"})
         failure = InternalError(f"cheating dealer(s) {names}: {exc}")  # Internal keeps the detail on the wire
         state.fail(failure)
         raise failure from exc
@@ -498,7 +499,8 @@ async def _finish_one(core: Core, admin: AdminSession, stage: str, key_id: bytes
     if core.node_id in admin.request.new_set:
         raise KeyVersionNotFound(f"key version 0x{version.hex()} is not active on this node")
     await core.storage_call(key_id, lambda s: s.remove(key_id))  # this node leaves the set
-    log.info("key %s: share dropped (this node is not in the new servers set)", _short(key_id))
+    log.info("key %s: share dropped (this node is not in the new servers set)", _short(key_id),
+             extra={"key_id": key_id})
 
 
 async def _on_finish(core: Core, sender: bytes, msg: m.ReshareFinish) -> m.ReshareFinished:
@@ -510,7 +512,8 @@ async def _on_finish(core: Core, sender: bytes, msg: m.ReshareFinish) -> m.Resha
             async with core.store_lock:  # per key: a page must not hold up this node's stores
                 await _finish_one(core, admin, msg.stage, key_id, version)
         except KeyServerError as exc:
-            log.warning("key %s: %s failed: %s", _short(key_id), msg.stage, exc)
+            log.warning("key %s: %s failed: %s", _short(key_id), msg.stage, exc,
+                        extra={"key_id": key_id, "decision": "failed", "reason": exc.parity_name})
             failed.append(key_id)
     return m.ReshareFinished(failed=tuple(failed))
 
@@ -935,7 +938,9 @@ async def _execute(core: Core, admin: AdminSession, plans: Sequence[KeyPlan], co
                 progress["failed"] += 1
                 progress["errors"] = [*progress["errors"], f"0x{plan.key_id.hex()}: {exc}"][-20:]
                 log.warning("admin session %s: key %s did not move: %s", _short(admin.session),
-                            _short(plan.key_id), exc)
+                            _short(plan.key_id), exc, extra={"operation": f"admin_{admin.request.operation}",
+                                                             "key_id": plan.key_id, "decision": "failed",
+                                                             "reason": exc.parity_name})
                 return
         progress["ready"] += 1
         now = asyncio.get_running_loop().time()

@@ -162,7 +162,8 @@ async def _on_commit(core: Core, sender: bytes, msg: m.StoreCommit) -> None:
             return  # committed already, by this transaction's resolution or an earlier one's
         raise InvalidStateForRequest(f"no pending document key of {_short(msg.key_id)} for this transaction")
     failpoints.hit(FP_MEMBER_COMMITTED)
-    log.info("document key of key %s committed (coordinator %s)", _short(msg.key_id), _short(sender))
+    log.info("document key of key %s committed (coordinator %s)", _short(msg.key_id), _short(sender),
+             extra={"operation": "store_document_key", "key_id": msg.key_id, "role": "member", "decision": "ok"})
 
 
 async def _on_abort(core: Core, sender: bytes, msg: m.StoreAbort) -> None:
