@@ -38,6 +38,8 @@ STATUS_PATH: Final = "/status"
 STATUS_JSON_PATH: Final = "/status.json"
 #: Seconds between two polls of the page's script.
 POLL_SECONDS: Final = 1.0
+#: Seconds a count of the keys held is reused: a SQLite COUNT(*) per poll of every open page is waste.
+KEYS_TTL: Final = 5.0
 _DISTRIBUTION: Final = "ocean-secret-store"
 
 #: What the page shows of a peer, from its connection state and whether it is suspected.
@@ -79,13 +81,19 @@ class StatusPage:
     def __init__(self, core: ClusterCore) -> None:
         self.core = core
         self._started = time.monotonic()
+        self._keys: tuple[float, int | None] | None = None  # (when counted, how many)
 
     async def _keys_held(self) -> int | None:
+        now = time.monotonic()
+        if self._keys is not None and now - self._keys[0] < KEYS_TTL:
+            return self._keys[1]
         try:
-            return await asyncio.to_thread(self.core.storage.key_count)
+            count: int | None = await asyncio.to_thread(self.core.storage.key_count)
         except Exception as exc:  # noqa: BLE001 -- a database that cannot be read shows as unknown, the page stays up
             log.warning("status: the key storage could not be read: %s", type(exc).__name__)
-            return None
+            count = None
+        self._keys = (now, count)
+        return count
 
     def peers(self) -> list[dict[str, Any]]:
         """Every peer this node works with, by id, with its state and round trips."""

@@ -7,14 +7,17 @@ exactly its own inline style and script; CORS as for ``/metrics``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import requests
@@ -26,6 +29,7 @@ from ocean_secret_store.localca import issue_certificate, make_local_ca
 from ocean_secret_store.metrics import PREFIX
 from ocean_secret_store.node import status
 from ocean_secret_store.node.app import RunningNode, start_node
+from ocean_secret_store.node.cluster import ClusterCore
 from ocean_secret_store.node.config import NodeConfig
 from ocean_secret_store.protocol import http as codec
 from ocean_secret_store.testing.metrics import scrape
@@ -246,3 +250,21 @@ def test_the_routes_are_counted_by_their_path(cluster: Cluster) -> None:
 ])
 def test_the_state_of_a_peer(connection: str, suspected: bool, lost: bool, state: str) -> None:
     assert status.peer_state(connection, suspected, lost) == state
+
+
+def test_the_keys_held_are_counted_at_most_every_few_seconds_and_a_broken_database_is_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    counts: list[int] = []
+
+    class Storage:
+        def key_count(self) -> int:
+            counts.append(1)
+            if len(counts) == 1:
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return 7
+
+    page = status.StatusPage(cast("ClusterCore", SimpleNamespace(storage=Storage())))
+    assert asyncio.run(page._keys_held()) is None  # the page stays up, the count is unknown
+    assert asyncio.run(page._keys_held()) is None and len(counts) == 1  # reused, not counted again
+    monkeypatch.setattr(status, "KEYS_TTL", 0.0)
+    assert asyncio.run(page._keys_held()) == 7 and len(counts) == 2
