@@ -15,7 +15,7 @@ from aiohttp import web
 from ocean_secret_store.cli import main
 from ocean_secret_store.exceptions import AccessDenied, KeyServerError, KeysWouldBeLost
 from ocean_secret_store.testing.servers import ServerThread, closed_port_url
-from tests.client.test_admin import ADMIN, NODES, FakeNode, hexid
+from tests.client.test_admin import ADMIN, LOST, NODES, FakeNode, hexid
 from tests.integration.test_devnet import _state_json
 
 KEY_HEX = f"{ADMIN:064x}"
@@ -58,6 +58,18 @@ def test_status_prints_the_nodes_json(node: tuple[FakeNode, str], capsys: pytest
     assert main(["admin", "status", "--node", url]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["servers_set"] == [hexid(n) for n in NODES[:3]] and status["progress"]["state"] == "done"
+
+
+def test_status_with_the_admin_key_names_the_keys_left_behind(node: tuple[FakeNode, str],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    fake, url = node
+    fake.progress = {**fake.progress, "lost": [LOST]}
+    assert main(["admin", "status", "--node", url]) == 0
+    public = capsys.readouterr()
+    assert LOST["key_id"] not in public.out and json.loads(public.out)["progress"]["lost_count"] == 1
+    assert main(["admin", "status", "--node", url, "--admin-key-env", "ADMIN_KEY"]) == 0
+    signed = capsys.readouterr()
+    assert json.loads(signed.out)["progress"]["lost"] == [LOST] and not secret_shown(signed)
 
 
 def test_servers_set_change_with_progress_and_a_summary(node: tuple[FakeNode, str],
