@@ -41,9 +41,9 @@ A few classes live beside the one layer that raises them, still under this root:
 ``node.channel.HandshakeFailed`` (+ ``PeerRefused``; NodeDisconnected), ``FrameRejected``
 (InvalidMessage), ``FrameTooLarge`` (SerializationError), ``client.rpc.JsonRpcError``,
 ``ocean.provider.policy.FetchRefused`` (OceanError), ``node.backup.BackupError``,
-``protocol.key_versions.KeyVersionsError``, ``devnet.DevnetError`` and ``cli_tools.UsageError``. Only the Parity variants above register in :data:`KEY_SERVER_ERRORS`;
-the refinements answer as the variant they derive from (``TooManyRequests`` as Parity's Internal
-with its own text and status).
+``protocol.key_versions.KeyVersionsError``, ``devnet.DevnetError`` and ``cli_tools.UsageError``.
+Only the Parity variants above register in :data:`KEY_SERVER_ERRORS`; the refinements answer as
+the variant they derive from (``TooManyRequests`` as Parity's Internal with its own text and status).
 
 Messages say what is wrong with the input; they never contain secret material (shares,
 document keys, private keys), only lengths, public values and positions.
