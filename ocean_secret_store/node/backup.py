@@ -267,6 +267,15 @@ def _settle_unused(database: Path) -> None:
         db.close()
 
 
+def _give_to_owner(path: Path, database: Path) -> None:
+    """Run as root (a container's node runs as its own user), the restored file goes to the user that
+    owns the database it replaces, or else its folder, so that the node can open it."""
+    if os.geteuid() != 0:
+        return
+    owner = (database if database.exists() else database.parent).stat()
+    os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def restore_backup(database: Path, node_secret: int, backup: Path, *, clock: Callable[[], float] = time.time
                    ) -> RestoreReport:
     """Put the backup ``backup`` in place of the key database ``database`` of a stopped node (module doc).
@@ -282,8 +291,6 @@ def restore_backup(database: Path, node_secret: int, backup: Path, *, clock: Cal
     if check.schema_version > SCHEMA_VERSION:  # check_database refuses it already; kept explicit
         raise BackupError(f"{backup} has schema {check.schema_version}, newer than this program's")
     database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if database.exists():
-        _settle_unused(database)
     incoming = database.with_name(f".{database.name}.restoring")
     incoming.unlink(missing_ok=True)  # left by an interrupted restore: never the live database
     fd = os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -293,9 +300,12 @@ def restore_backup(database: Path, node_secret: int, backup: Path, *, clock: Cal
                 out.write(chunk)
         with _closing(_connect(incoming, write=True)) as db:
             db.execute(f"DROP TABLE {MANIFEST_TABLE}")
+        _give_to_owner(incoming, database)
         _fsync(incoming)
         kept = None
         if database.exists():
+            # Checked last, right before the swap: the copy above may take a while.
+            _settle_unused(database)
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
             kept = database.with_name(f"{database.name}{KEPT_SUFFIX}{stamp}")
             if kept.exists():

@@ -331,3 +331,16 @@ def test_the_node_database_commands(node: tuple[Path, dict[bytes, KeyShare]], tm
     assert main(["node", "backup", "--out", str(tmp_path / "x")]) == 2  # usage: --config is needed
     assert main(["node", "verify", "--config", str(config), "--peer", "http://127.0.0.1:9"]) == 1
     assert "peers: 0 answered, 1 unreachable" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_restore_run_as_root_leaves_the_database_to_the_nodes_user(
+        node: tuple[Path, dict[bytes, KeyShare]], tmp_path: Path) -> None:
+    data_dir, records = node
+    out = tmp_path / "b"
+    backup.make_backup(data_dir / DB_FILENAME, SECRET, out)
+    for path in (data_dir, *data_dir.iterdir()):  # the node's files belong to its own user (a container's)
+        os.chown(path, 10001, 10001)
+    backup.restore_backup(data_dir / DB_FILENAME, SECRET, out)
+    assert ((data_dir / DB_FILENAME).stat().st_uid, (data_dir / DB_FILENAME).stat().st_gid) == (10001, 10001)
+    assert contents(data_dir) == records
