@@ -343,10 +343,11 @@ class Finding:
     """One key on which this node and its peers disagree.
 
     :param problem: ``missing`` (a peer's version names this node a holder, and it has no record),
-        ``stale`` (it holds an older version than the peers'), ``ahead`` (it holds a newer one: the
-        peers are behind), ``differs`` (another version of the same epoch), ``not a holder`` (the
-        peers' version no longer names this node, and it still holds the key), ``only here`` (no
-        peer that answered holds it).
+        ``stale`` (it holds an older version than the peers'), ``no document key`` (it holds the
+        peers' version but not the document key they hold: a backup taken before the key's store),
+        ``ahead`` (it holds a newer one: the peers are behind), ``differs`` (another version of the
+        same epoch), ``not a holder`` (the peers' version no longer names this node, and it still
+        holds the key), ``only here`` (no peer that answered holds it).
     :param peer: the node whose answer it compares with (the newest version among the peers').
     """
 
@@ -369,14 +370,15 @@ def _newest(pages: Sequence[KeyVersionsPage]) -> dict[bytes, tuple[PeerKey, byte
             if key.version is None:  # a holder whose first version is not active yet: says nothing
                 continue
             best = newest.get(key.key_id)
-            if best is None or (key.epoch, key.holder) > (best[0].epoch, best[0].holder):
+            if best is None or (key.epoch, key.holder, key.document_key) > (
+                    best[0].epoch, best[0].holder, best[0].document_key):
                 newest[key.key_id] = (key, page.node_id)
     return newest
 
 
 def _judge(own: KeySummary, peer: PeerKey) -> str | None:
     if own.active == peer.version:
-        return None
+        return "no document key" if peer.document_key and not own.document_key else None
     if not peer.holder:
         return "not a holder"
     if own.epoch < peer.epoch or peer.version in own.versions:  # older, or the peers' held but not active

@@ -31,7 +31,8 @@ def _page(storage: KeyStorage, after: bytes, requester: bytes) -> tuple[list[kv.
         active = share.last_version if share.usable else None
         keys.append(kv.PeerKey(key_id, share.threshold, None if active is None else active.hash,
                                0 if active is None else active.epoch, share.max_epoch,
-                               active is not None and requester in active.id_numbers))
+                               active is not None and requester in active.id_numbers,
+                               share.common_point is not None))
     return keys, len(ids) > kv.PAGE
 
 

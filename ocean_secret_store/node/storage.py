@@ -1127,6 +1127,7 @@ class KeySummary:
     :param epoch: the active version's epoch (0 without one).
     :param max_epoch: the highest epoch of any version held, active or not.
     :param versions: the hash of every version held, oldest first.
+    :param document_key: whether the record holds the key's document key.
     """
 
     key_id: bytes
@@ -1135,12 +1136,14 @@ class KeySummary:
     epoch: int
     max_epoch: int
     versions: tuple[bytes, ...]
+    document_key: bool = False
 
     @classmethod
     def of(cls, key_id: bytes, share: KeyShare) -> KeySummary:
         active = share.last_version if share.usable else None
         return cls(key_id, share.threshold, None if active is None else active.hash,
-                   0 if active is None else active.epoch, share.max_epoch, tuple(v.hash for v in share.versions))
+                   0 if active is None else active.epoch, share.max_epoch, tuple(v.hash for v in share.versions),
+                   share.common_point is not None)
 
 
 @dataclass(frozen=True)

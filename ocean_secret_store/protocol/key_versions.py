@@ -15,12 +15,13 @@ The answer (JSON)::
 
     {"node_id": "0x<128 hex>", "servers_set": ["0x..", ...], "more": false,
      "keys": [{"key_id": "0x<64 hex>", "threshold": 1, "version": "0x<64 hex>" or null,
-               "epoch": 0, "max_epoch": 0, "holder": true}, ...]}
+               "epoch": 0, "max_epoch": 0, "holder": true, "document_key": true}, ...]}
 
 one entry per key the node holds above ``after``, ascending, at most :data:`PAGE`: its active
 version (hash and epoch; null when it has none active), the highest epoch of any version it holds,
-and whether the asking node is one of that active version's holders. Key ids, version hashes and
-node ids are public identifiers; no share or secret is ever in it.
+whether the asking node is one of that active version's holders, and whether this node holds the
+key's document key. Key ids, version hashes and node ids are public identifiers; no share, document
+key or secret is ever in it.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class PeerKey:
     epoch: int
     max_epoch: int
     holder: bool
+    document_key: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def encode_page(page: KeyVersionsPage) -> dict[str, Any]:
         "servers_set": [_hex(n) for n in page.servers_set],
         "keys": [{"key_id": _hex(k.key_id), "threshold": k.threshold,
                   "version": None if k.version is None else _hex(k.version), "epoch": k.epoch,
-                  "max_epoch": k.max_epoch, "holder": k.holder} for k in page.keys],
+                  "max_epoch": k.max_epoch, "holder": k.holder, "document_key": k.document_key}
+                 for k in page.keys],
         "more": page.more,
     }
 
@@ -175,12 +178,14 @@ def decode_page(data: object) -> KeyVersionsPage:
 
 
 def _peer_key(item: object) -> PeerKey:
-    fields = {"key_id", "threshold", "version", "epoch", "max_epoch", "holder"}
-    if not isinstance(item, Mapping) or set(item) != fields or not isinstance(item["holder"], bool):
+    fields = {"key_id", "threshold", "version", "epoch", "max_epoch", "holder", "document_key"}
+    if not isinstance(item, Mapping) or set(item) != fields or not isinstance(item["holder"], bool) \
+            or not isinstance(item["document_key"], bool):
         raise KeyVersionsError("not a key entry")
     version = item["version"]
     return PeerKey(parse_hex(item["key_id"], "a key id", 32, error=KeyVersionsError),
                    _int(item["threshold"], "threshold"),
                    None if version is None else parse_hex(version, "a version hash", 32, error=KeyVersionsError),
-                   _int(item["epoch"], "epoch"), _int(item["max_epoch"], "max_epoch"), item["holder"])
+                   _int(item["epoch"], "epoch"), _int(item["max_epoch"], "max_epoch"), item["holder"],
+                   item["document_key"])
 

@@ -621,11 +621,12 @@ class AdminCancel(Message):
 
 
 @message("ReshareInfo", found="bool", threshold="int", public="opt_point", active="opt_h256", epoch="int",
-         id_numbers="opt_id_map", max_epoch="int", others="h256s")
+         id_numbers="opt_id_map", max_epoch="int", others="h256s", document_key="bool")
 class ReshareInfo(Message):
     """One node's record of one key (an item of ``ReshareInfos``): the active version (hash, epoch,
-    id numbers), the highest epoch of any version it holds, and the hashes of every other version it
-    holds (inactive ones, and older active ones a prune has not dropped yet)."""
+    id numbers), the highest epoch of any version it holds, the hashes of every other version it
+    holds (inactive ones, and older active ones a prune has not dropped yet), and whether it holds
+    the key's document key (a node restored from a backup taken before the key's store has none)."""
 
     found: bool
     threshold: int
@@ -635,6 +636,7 @@ class ReshareInfo(Message):
     id_numbers: dict[bytes, int] | None
     max_epoch: int
     others: tuple[bytes, ...]
+    document_key: bool = True
 
 
 def _enc_item(cls: type[Message]) -> _Enc:

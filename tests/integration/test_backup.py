@@ -1,7 +1,8 @@
 """Issue 17 items 3 and 4 on real key server processes (a devnet of 4, ACL none, every key t = 1):
-a node backed up online while keys are generated, 100 keys generated after it, the node restored
-from the backup (refused while it runs and on another node), started with JSON logs, found stale by
-``node verify`` against its peers, repaired by ``admin repair``, and then needed: with two other
+a node backed up online while keys are generated, 100 keys generated after it (and a document key
+stored after it for a key it has), the node restored from the backup (refused while it runs and on
+another node), started with JSON logs, found stale by ``node verify`` against its peers (the keys
+missing, the document key missing), repaired by ``admin repair``, and then needed: with two other
 nodes frozen only it and one more can serve, and every key, old and new, is served. A corrupted copy
 of the real backup is reported by ``node verify --backup``.
 
@@ -24,6 +25,8 @@ import pytest
 from eth_account import Account
 
 from ocean_secret_store import devnet
+from ocean_secret_store.client.client import SecretStoreClient
+from ocean_secret_store.crypto.document import generate_document_key
 from ocean_secret_store.exceptions import SecretStoreError
 from ocean_secret_store.testing import devnets
 from ocean_secret_store.testing.devnets import running_devnet
@@ -50,6 +53,9 @@ def test_a_node_restored_from_an_old_backup_is_found_stale_repaired_and_then_nee
         entries = urls(state)  # in turn (each entry node's generation quota: 40 at once per requester)
         config = state.nodes[1].config
         old = make_keys(state, account, [1] * 20, entries)
+        late = os.urandom(32)  # its server key before the backup, its document key stored after it
+        with SecretStoreClient(entries[2], account) as client:
+            late_public = client.generate_server_key(late, 1)
 
         # online: the backup runs while another requester generates keys, four at a time
         during: Keys = {}
@@ -81,7 +87,10 @@ def test_a_node_restored_from_an_old_backup_is_found_stale_repaired_and_then_nee
               f"({ended - started:.2f} s with the process), {len(during)} keys generated meanwhile")
 
         new = make_keys(state, account, [1] * 100, entries)  # the 100 keys the backup does not have
-        keys = {**old, **during, **new}
+        late_document, common, encrypted = generate_document_key(late_public)
+        with SecretStoreClient(entries[3], account) as client:
+            client.store_document_key(late, common, encrypted)
+        keys = {**old, **during, **new, late: (1, late_document)}
         missing_after_restore = len(keys) - manifest["keys"]
 
         refused = cli("node", "restore", "--config", config, "--from", str(work / "node1.backup"))
@@ -105,22 +114,29 @@ def test_a_node_restored_from_an_old_backup_is_found_stale_repaired_and_then_nee
             stale = cli("--json", "node", "verify", "--config", config, "--peer", peers)
             assert stale.returncode == 1, stale.stderr
             report = json.loads(stale.stdout)
-            assert report["damaged"] == [] and report["counts"] == {"missing": missing_after_restore}
-            assert {f["key_id"] for f in report["findings"]} <= {"0x" + k.hex() for k in keys}
-            assert {"0x" + k.hex() for k in new} <= {f["key_id"] for f in report["findings"]}
+            found = {problem: {f["key_id"] for f in report["findings"] if f["problem"] == problem}
+                     for problem in report["counts"]}
+            # every key made since is missing; a key whose store came after the backup (the one made
+            # so, and any the background generation was storing at that moment) has no document key
+            assert report["damaged"] == [] and set(found) == {"missing", "no document key"}, report["counts"]
+            assert found["missing"] >= {"0x" + k.hex() for k in new} and len(found["missing"]) == missing_after_restore
+            assert "0x" + late.hex() in found["no document key"]
+            assert found["no document key"] <= {"0x" + k.hex() for k in [late, *during]}
+            to_repair = len(report["findings"])
 
             # Before the repair, node 1 cannot stand in for two frozen nodes: a new key fails.
-            probe = next(iter(new))
-            with devnets.frozen(state, 2, 3), pytest.raises(SecretStoreError):
-                recover(urls(state)[0], account, probe)
+            with devnets.frozen(state, 2, 3):
+                for probe in (next(iter(new)), late):
+                    with pytest.raises(SecretStoreError):
+                        recover(urls(state)[0], account, probe)
             devnet.wait_for_mesh(urls(state), 3, 30.0)
 
             repaired = cli("--json", "admin", "repair", "--node", urls(state)[0], "--target", state.nodes[1].public,
                            "--admin-key-env", "ADMIN_KEY", env={"ADMIN_KEY": state.accounts["admin"].private_key})
             assert repaired.returncode == 0, repaired.stderr
             outcome = json.loads(repaired.stdout)
-            assert (outcome["done"], outcome["failed"]) == (missing_after_restore, 0), outcome
-            assert outcome["skipped"] == len(keys) - missing_after_restore
+            assert (outcome["done"], outcome["failed"]) == (to_repair, 0), outcome
+            assert outcome["skipped"] == len(keys) - to_repair
 
             clean = cli("--json", "node", "verify", "--config", config, "--peer", peers)
             assert clean.returncode == 0, clean.stdout

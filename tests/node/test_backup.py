@@ -242,8 +242,8 @@ def test_verify_reports_a_tampered_record_pending_and_meta_entry(
         backup.verify_database(data_dir / DB_FILENAME, random_scalar())
 
 
-def _summary(key_id: bytes, epoch: int, version: bytes, *older: bytes) -> KeySummary:
-    return KeySummary(key_id, 1, version, epoch, epoch, (*older, version))
+def _summary(key_id: bytes, epoch: int, version: bytes, *older: bytes, document_key: bool = True) -> KeySummary:
+    return KeySummary(key_id, 1, version, epoch, epoch, (*older, version), document_key)
 
 
 def _page(node: bytes, *keys: PeerKey) -> KeyVersionsPage:
@@ -251,8 +251,8 @@ def _page(node: bytes, *keys: PeerKey) -> KeyVersionsPage:
 
 
 def test_compare_versions_names_what_is_missing_stale_ahead_or_held_alone() -> None:
-    k = [bytes([i]) * 32 for i in range(8)]
-    v = [bytes([0x40 + i]) * 32 for i in range(8)]
+    k = [bytes([i]) * 32 for i in range(9)]
+    v = [bytes([0x40 + i]) * 32 for i in range(9)]
     local = [
         _summary(k[0], 0, v[0]),  # as the peers: fine
         _summary(k[1], 0, v[1]),  # stale: the peers are at epoch 2
@@ -260,14 +260,16 @@ def test_compare_versions_names_what_is_missing_stale_ahead_or_held_alone() -> N
         _summary(k[3], 1, v[3], v[4]),  # the peers' version held, not active yet: stale
         _summary(k[5], 0, v[5]),  # no peer has it: only here
         _summary(k[6], 0, v[6]),  # the peers moved it to a version without this node
+        _summary(k[8], 0, v[8], document_key=False),  # backed up before its document key was stored
     ]
     peer_a, peer_b = PEER, Point.generator_mul(random_scalar()).to_bytes()
     pages = [
         _page(peer_a, PeerKey(k[0], 1, v[0], 0, 0, True), PeerKey(k[1], 1, v[7], 2, 2, True),
               PeerKey(k[2], 1, v[6], 1, 1, True), PeerKey(k[3], 1, v[4], 0, 1, True),
               PeerKey(k[4], 1, v[3], 1, 1, True), PeerKey(k[6], 1, v[1], 1, 1, False),
-              PeerKey(k[7], 1, v[2], 0, 0, False)),
-        _page(peer_b, PeerKey(k[1], 1, v[5], 1, 1, True), PeerKey(k[4], 1, None, 0, 2, True)),
+              PeerKey(k[7], 1, v[2], 0, 0, False), PeerKey(k[8], 1, v[8], 0, 0, True, False)),
+        _page(peer_b, PeerKey(k[1], 1, v[5], 1, 1, True), PeerKey(k[4], 1, None, 0, 2, True),
+              PeerKey(k[8], 1, v[8], 0, 0, True, True)),
     ]
     findings = compare_versions(local, pages)
     assert findings == (
@@ -277,9 +279,10 @@ def test_compare_versions_names_what_is_missing_stale_ahead_or_held_alone() -> N
         Finding(k[4], "missing", None, 1, peer_a),
         Finding(k[5], "only here", 0, None, None),
         Finding(k[6], "not a holder", 0, 1, peer_a),
+        Finding(k[8], "no document key", 0, 0, peer_b),  # peer_b holds it (peer_a lacks it too)
     )  # k[7]: a key whose version does not name this node, and it has none: nothing to say
     assert compare_versions(local, []) == ()
-    assert [f.key_id for f in compare_versions(local, pages, damaged=[k[4], k[5]])] == [k[1], k[2], k[3], k[6]]
+    assert [f.key_id for f in compare_versions(local, pages, damaged=[k[4], k[5]])] == [k[1], k[2], k[3], k[6], k[8]]
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -45,6 +45,8 @@ def test_a_node_tells_a_peer_its_key_versions_and_nobody_else(tmp_path: Path,
         node = await start_node(config)
         try:
             shared = {os.urandom(32): _share([me, peer], epoch=i % 3) for i in range(7)}
+            shared = {k: v if i % 2 else v.with_document_key(Point.generator_mul(3), Point.generator_mul(5))
+                      for i, (k, v) in enumerate(shared.items())}
             alone = {os.urandom(32): _share([me, Point.generator_mul(random_scalar()).to_bytes()]) for _ in range(3)}
             for key_id, share in {**shared, **alone}.items():
                 node.storage.insert(key_id, share)
@@ -55,8 +57,9 @@ def test_a_node_tells_a_peer_its_key_versions_and_nobody_else(tmp_path: Path,
                 assert [k.key_id for k in page.keys] == sorted([*shared, *alone])
                 for key in page.keys:
                     record = {**shared, **alone}[key.key_id]
-                    assert (key.version, key.epoch, key.holder) == (
-                        record.versions[0].hash, record.versions[0].epoch, key.key_id in shared)
+                    assert (key.version, key.epoch, key.holder, key.document_key) == (
+                        record.versions[0].hash, record.versions[0].epoch, key.key_id in shared,
+                        record.common_point is not None)
                 with pytest.raises(AccessDenied):  # a key that is no node of the cluster
                     await asyncio.to_thread(client.key_versions, random_scalar())
             expired = kv.request_path(peer_secret, me, bytes(32), int(time.time()) - 1)

@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -254,6 +255,41 @@ def test_repair_restores_a_wiped_node_and_a_stale_backup() -> None:
             for key_id, (t, document_key) in keys.items():
                 assert stored(victim, key_id).last_version.epoch == 3
                 await check_groups(hub, victim, cores, key_id, t, document_key, author, [])
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_repair_gives_a_restored_node_the_document_key_stored_after_its_backup() -> None:
+    """A backup taken between a key's generation and its store holds the key's current version but
+    no document key: the restored node is then no member of any retrieval of that key. The repair
+    redistributes such a key as it does a stale one, and the node takes the record its dealers agree on."""
+
+    async def scenario() -> None:
+        hub, cores = await make_cluster(4, admin_public=ADMIN_PUBLIC)
+        try:
+            author = Account()
+            keys = await keys_with_documents(cores, author, [1, 1, 2])
+            victim = cores[1]
+            restored = MemoryKeyStorage()  # its records as they were before the stores
+            for key_id in keys:
+                share = stored(victim, key_id)
+                restored.insert(key_id, replace(share, common_point=None, encrypted_point=None))
+            untouched = os.urandom(32)  # a key with no document key anywhere: nothing to give back
+            await cores[0].generate_server_key(untouched, author.sign(untouched), 1)
+            restored.insert(untouched, stored(victim, untouched))
+            victim.storage = restored
+            victim._keys.clear()
+            view = cores[0].old_set_view()
+            report = await cores[0].admin(sign_request(ADMIN, "repair", view, view, victim.node_id))
+            assert (report["done"], report["skipped"], report["failed"]) == (len(keys), 1, 0)
+            for key_id, (t, document_key) in keys.items():
+                share = stored(victim, key_id)
+                assert share.common_point == stored(cores[0], key_id).common_point is not None
+                assert share.last_version.hash == stored(cores[3], key_id).last_version.hash
+                await check_groups(hub, cores[0], cores, key_id, t, document_key, author, [victim])
+            assert stored(victim, untouched).common_point is None
         finally:
             await hub.stop()
 

@@ -43,13 +43,15 @@ def test_malformed_paths_of_the_route_are_refused_and_other_routes_ignored(path:
 def test_an_answer_round_trips_and_a_wrong_one_is_refused() -> None:
     node = Point.generator_mul(random_scalar()).to_bytes()
     page = kv.KeyVersionsPage(node, (node,), (
-        kv.PeerKey(os.urandom(32), 1, os.urandom(32), 2, 3, True), kv.PeerKey(os.urandom(32), 0, None, 0, 1, False)),
+        kv.PeerKey(os.urandom(32), 1, os.urandom(32), 2, 3, True, False),
+        kv.PeerKey(os.urandom(32), 0, None, 0, 1, False, True)),
         True)
     assert kv.decode_page(kv.encode_page(page)) == page
     good = kv.encode_page(page)
     for bad in ({**good, "extra": 1}, {**good, "more": "yes"}, {**good, "node_id": "0x" + "00" * 64},
                 {**good, "keys": [{**good["keys"][0], "epoch": -1}]},
                 {**good, "keys": [{**good["keys"][0], "holder": 1}]},
+                {**good, "keys": [{k: v for k, v in good["keys"][0].items() if k != "document_key"}]},
                 {**good, "keys": [good["keys"][0]] * (kv.PAGE + 1)}):
         with pytest.raises(kv.KeyVersionsError):
             kv.decode_page(bad)

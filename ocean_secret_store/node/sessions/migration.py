@@ -258,13 +258,14 @@ async def _on_admin_cancel(core: Core, sender: bytes, msg: m.AdminCancel) -> Non
 def _info(share: KeyShare | None) -> m.ReshareInfo:
     if share is None:
         return m.ReshareInfo(found=False, threshold=0, public=None, active=None, epoch=0, id_numbers=None,
-                             max_epoch=0, others=())
+                             max_epoch=0, others=(), document_key=False)
     active = share.last_version if share.usable else None
     return m.ReshareInfo(
         found=True, threshold=share.threshold, public=share.public,
         active=None if active is None else active.hash, epoch=0 if active is None else active.epoch,
         id_numbers=None if active is None else dict(active.id_numbers), max_epoch=share.max_epoch,
         others=tuple(v.hash for v in share.versions if v is not active)[-32:],
+        document_key=share.common_point is not None,
     )
 
 
@@ -355,6 +356,14 @@ def _holds(share: KeyShare | None, version: bytes) -> bool:
     return share is not None and any(v.hash == version for v in share.versions)
 
 
+def _lacks_only_the_document_key(share: KeyShare, dealing: m.ReshareDealing) -> bool:
+    """Whether ``share`` is the dealers' record but for the document key, which it lacks and they
+    hold (a node restored from a backup taken between the key's generation and its store)."""
+    return share.common_point is None and dealing.common_point is not None and (
+        share.author, share.threshold, share.public, share.owner) == (
+        dealing.author, dealing.threshold, dealing.public, dealing.owner)
+
+
 def _check_records(state: ReshareState, share: KeyShare | None) -> m.ReshareDealing:
     """Every dealer sent the same public record of the key, and it is this node's own if it holds
     the version being redistributed (a node being repaired, whose record is missing or stale, takes
@@ -364,7 +373,8 @@ def _check_records(state: ReshareState, share: KeyShare | None) -> m.ReshareDeal
     if any(_public_record(d) != _public_record(first) for d in dealings[1:]):
         raise InvalidMessage("the dealers sent different public records of the key")
     if share is not None and _holds(share, state.version) and _public_record(first) != (
-            share.author, share.threshold, share.public, share.common_point, share.encrypted_point, share.owner):
+            share.author, share.threshold, share.public, share.common_point, share.encrypted_point, share.owner
+    ) and not _lacks_only_the_document_key(share, first):
         raise InvalidMessage("the dealers' public record of the key is not this node's")
     if len(state.dealers) != first.threshold + 1:
         raise InvalidMessage("a redistribution has exactly t+1 dealers")
@@ -478,6 +488,9 @@ async def _commit(core: Core, sender: bytes, session: bytes, digest: bytes) -> N
                 share = replace(share, author=record.author, threshold=record.threshold, public=record.public,
                                 common_point=record.common_point, encrypted_point=record.encrypted_point,
                                 owner=record.owner, versions=())
+            elif share.common_point is None and record.common_point is not None and record.encrypted_point:
+                # repaired: it lacked the document key its co-holders store (_check_records allowed it)
+                share = share.with_document_key(record.common_point, record.encrypted_point)
             await core.update_key(state.key_id, share.with_committed(version))
     core.table(TABLE).pop(state.session, None)
 
@@ -597,11 +610,15 @@ def plan_key(key_id: bytes, request: AdminRequest, infos: Mapping[bytes, m.Resha
             leftovers = any(info.found and (info.others or info.active != version or node not in targets)
                             for node, info in infos.items())
             return planned("prune" if leftovers else "skip")
-    if request.operation == "repair" and request.target in holders:
-        return planned("skip")
+    if request.operation == "repair" and request.target in holders and (
+            actives[request.target].document_key or not any(actives[n].document_key for n in holders)):
+        return planned("skip")  # (a target without the document key its co-holders hold is repaired)
     if len(targets) < threshold + 1:
         return planned("lost", f"the new set keeps {len(targets)} of its holders; t+1 = {threshold + 1} are needed")
     candidates = sorted(n for n in holders if n != request.target)
+    with_document = [n for n in candidates if actives[n].document_key]
+    if len(with_document) >= threshold + 1:  # dealers send their record: one with the document key
+        candidates = with_document
     if len(candidates) < threshold + 1:
         return planned("lost", f"{len(candidates)} live holders of its version; t+1 = {threshold + 1} are needed "
                                "to move it")
