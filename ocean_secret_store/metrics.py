@@ -184,7 +184,8 @@ class HttpMetrics:
 #: The public operations a key server runs as entry node (the audit log's operation names).
 SESSION_KINDS: Final = frozenset({
     "generate_server_key", "store_document_key", "generate_document_key", "retrieve_server_key",
-    "retrieve_document_key", "retrieve_document_key_shadow", "schnorr_sign", "ecdsa_sign",
+    "retrieve_document_key", "retrieve_document_key_shadow", "retrieve_document_key_shadow_batch", "schnorr_sign",
+    "ecdsa_sign",
     "admin_change", "admin_refresh", "admin_repair",
 })
 #: How a session (or a member's part in one) ended. ``consensus_unreachable`` is also how Parity

@@ -66,7 +66,9 @@ from ..exceptions import (
     KeyServerError,
     MalformedHex,
     NodeUnreachable,
+    SecretStoreError,
 )
+from ..protocol import batch as _batch
 from ..protocol import bound as _bound
 from ..protocol import http as _http
 from ..protocol import owner as _owner
@@ -89,6 +91,8 @@ _POOL_MAXSIZE: Final = 10
 #: Server public keys remembered for verifying signatures (public values; bounded, LRU).
 _SERVER_KEY_CACHE_SIZE: Final = 1024
 _KEY_ID_SIZE: Final = 32
+#: Keys a batch retrieval request carries by default (:meth:`SecretStoreClient.retrieve_many`).
+DEFAULT_BATCH_SIZE: Final = 100
 
 # Failures after which nothing came back from the node: the next node may still answer.
 # ChunkedEncodingError is a connection dropped while the body was read.
@@ -315,8 +319,10 @@ class SecretStoreClient:
             allow_redirects=False, verify=self._verify,
         )
 
-    def _get(self, operation: str, path: str, headers: dict[str, str] | None = None) -> bytes:
-        """GET ``path`` with failover; the body of the first 2xx answer."""
+    def _get(self, operation: str, path: str, headers: dict[str, str] | None = None, *, method: str = _http.GET,
+             body: bytes = b"") -> bytes:
+        """GET ``path`` with failover; the body of the first 2xx answer. ``method`` and ``body``: a
+        read-only POST (the batch retrieval), failed over the same way."""
         count = len(self._bases)
         start = self._preferred
         tried: list[str] = []
@@ -328,7 +334,7 @@ class SecretStoreClient:
             tried.append(display)
             try:
                 # The same bound signature to every node: each node claims its nonce on its own.
-                response = self._request(_http.GET, index, path, headers=headers)
+                response = self._request(method, index, path, body, headers=headers)
             except _TRANSPORT_ERRORS as exc:
                 reason, _ = _transport_failure(exc, self._timeout)
                 log.warning("%s: no answer from %s (%s); trying the next node", operation, display, reason)
@@ -501,6 +507,45 @@ class SecretStoreClient:
         path = _http.document_key_shadow_retrieval_path(key_id, self.sign_key_id(key_id))
         headers = self.bound_headers("retrieve_document_key_shadow", key_id, _bound.no_arguments())
         return _http.decode_shadow_response(self._get("document key shadow retrieval", path, headers))
+
+    def retrieve_many(self, key_ids: Iterable[bytes], *,
+                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[DocumentKeyShadow | KeyServerError]:
+        """``POST /shadow_batch`` (ours, beyond Parity: docs/http-api.md): the shadows of many keys,
+        ``batch_size`` keys a request (at most :data:`~..protocol.batch.MAX_BATCH`), each key id
+        signed by the account. One result per key, in order: its :class:`DocumentKeyShadow`, or the
+        :class:`KeyServerError` the cluster answered for that key (what a single retrieval would
+        raise). Failover as for the retrievals; a request that fails as a whole raises.
+
+        :raises ClientError: ``batch_size`` out of range, or a key id that is not 32 bytes.
+        """
+        ids = [_check_key_id(key_id) for key_id in key_ids]
+        if not 1 <= batch_size <= _batch.MAX_BATCH:
+            raise ClientError(f"batch_size must be 1 to {_batch.MAX_BATCH}, got {batch_size}")
+        out: list[DocumentKeyShadow | KeyServerError] = []
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            body = _batch.encode_batch_request([(key_id, self.sign_key_id(key_id)) for key_id in chunk])
+            answer = self._get("batch shadow retrieval", _batch.PATH, {"Content-Type": _http.CONTENT_TYPE_JSON},
+                               method=_http.POST, body=body)
+            out.extend(_batch.decode_batch_response(answer, chunk))
+        return out
+
+    def recover_many(self, key_ids: Iterable[bytes], *,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[Point | SecretStoreError]:
+        """:meth:`retrieve_many`, then each document key recovered locally (no node learns one): one
+        result per key, in order, its document key or its error."""
+        out: list[Point | SecretStoreError] = []
+        secret = self._secret()
+        for result in self.retrieve_many(key_ids, batch_size=batch_size):
+            if isinstance(result, KeyServerError):
+                out.append(result)
+                continue
+            try:
+                out.append(shadows.recover_document_key(
+                    result.decrypted_secret, result.common_point, result.decrypt_shadows, secret))
+            except SecretStoreError as exc:
+                out.append(exc)
+        return out
 
     def recover_document_key(self, key_id: bytes) -> Point:
         """Shadow retrieval, then ``M = D + (Σ ε_i)·C'`` locally (protocol.md §2.7); no node learns ``M``."""

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeVar, cast
 
@@ -38,7 +38,7 @@ from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .liveness import Liveness
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
-from .sessions import decryption, delegation, ecdsa, generation, migration, negotiation, signing, storing
+from .sessions import batch, decryption, delegation, ecdsa, generation, migration, negotiation, signing, storing
 from .sessions.base import (
     AdminSession,
     Maintenance,
@@ -105,7 +105,7 @@ def _dispatch(*tables: Mapping[type[m.Message], HandlerT]) -> Mapping[type[m.Mes
 REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     generation.REQUEST_HANDLERS, storing.REQUEST_HANDLERS, negotiation.REQUEST_HANDLERS,
     decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS, delegation.REQUEST_HANDLERS, migration.REQUEST_HANDLERS,
-    ecdsa.REQUEST_HANDLERS,
+    ecdsa.REQUEST_HANDLERS, batch.REQUEST_HANDLERS,
 )
 ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS,
                                                                             migration.ONEWAY_HANDLERS,
@@ -116,7 +116,7 @@ MAINTENANCE: Final[tuple[Maintenance, ...]] = storing.MAINTENANCE
 #: A later message of a session already admitted never is, so no admitted session is cut halfway;
 #: a store is the tail of a generate-and-store and is not refused either.
 SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest, m.DelegateRequest,
-                                   m.EcdsaStart})
+                                   m.EcdsaStart, m.DecryptBatchRequest})
 #: Member work that counts as a running session while its handler runs (a metadata probe does not).
 SESSION_WORK: Final = frozenset(REQUEST_HANDLERS) - {m.KeyInfoRequest}
 
@@ -438,10 +438,13 @@ class ClusterCore:
     async def send(self, peer: bytes, body: m.Message) -> None:
         await self.net.send(peer, m.encode(m.Envelope(body)))
 
-    async def request(self, peer: bytes, body: m.Message, reply: type[ReplyT], timeout: float | None = None) -> ReplyT:
+    async def request(self, peer: bytes, body: m.Message, reply: type[ReplyT], timeout: float | None = None, *,
+                      sample: bool = True) -> ReplyT:
         """Send ``body`` to ``peer`` and wait for its reply of type ``reply``.
 
         A remote error is re-raised here; an answer of another type is the peer's InvalidMessage.
+        ``sample=False``: the answer's time is no round-trip sample of the peer (a batch's answer
+        takes the members' work on many keys).
         """
         rid = next(self._rids)
         loop = asyncio.get_running_loop()
@@ -455,7 +458,8 @@ class ClusterCore:
                 sent = loop.time()
                 await self.net.send(peer, m.encode(m.Envelope(body, rid=rid)))
                 answer = await fut
-                self.liveness.observe(peer, loop.time() - sent)
+                if sample:
+                    self.liveness.observe(peer, loop.time() - sent)
         except TimeoutError as exc:
             raise PeerTimeout() from exc
         finally:
@@ -773,6 +777,54 @@ class ClusterCore:
         return await self._entry("retrieve_document_key_shadow", key_id, signature,
                                  lambda r: self._shadow(key_id, signature, r),
                                  ConsensusTemporaryUnreachable, bound, b.no_arguments())
+
+    async def retrieve_document_key_shadows(
+        self, requests: Sequence[tuple[bytes, bytes]],
+    ) -> list[decryption.ShadowResult | KeyServerError]:
+        """``POST /shadow_batch`` (ours): each ``(key id, signature)``'s shadow retrieval result or
+        error, in order (:mod:`.sessions.batch`). Each key is checked, audited and answered as a
+        single retrieval; the batch runs as one session (one place under the session cap).
+
+        :raises TooManyRequests: this node runs its maximum of sessions (the whole batch is refused).
+        """
+        operation = "retrieve_document_key_shadow"
+        results: list[decryption.ShadowResult | KeyServerError | None] = [None] * len(requests)
+        entries: list[batch.BatchEntry] = []
+        positions: list[int] = []
+        for index, (key_id, signature) in enumerate(requests):
+            try:
+                requester = Requester.from_signature(signature, key_id)
+            except KeyServerError as exc:
+                self.audit.record(operation, key_id, None, "entry", "refused", exc.parity_name)
+                results[index] = exc
+                continue
+            try:  # a batch carries no bound signatures: where they are required, its keys are refused
+                self.check_bound(operation, key_id, requester.address, b.no_arguments(), None)
+            except KeyServerError as exc:
+                self.audit.record(operation, key_id, requester.address, "entry", "refused",
+                                  f"{exc.parity_name}: {exc.detail}")
+                results[index] = exc
+                continue
+            entries.append(batch.BatchEntry(key_id, signature, requester))
+            positions.append(index)
+        with self.metrics.session("retrieve_document_key_shadow_batch"):
+            self.session_cap.admit()
+            with self.session_cap.hold():
+                try:
+                    outcomes: list[decryption.ShadowResult | KeyServerError] = await self._bounded(
+                        batch.retrieve_shadows(self, entries, self._shadow), ConsensusTemporaryUnreachable)
+                except KeyServerError as exc:  # the batch ran out of time: every key left gets the error
+                    outcomes = [exc] * len(entries)
+        for index, entry, outcome in zip(positions, entries, outcomes, strict=True):
+            results[index] = outcome
+            if isinstance(outcome, KeyServerError):
+                decision = "refused" if outcome.status in (400, 403, 404) else "failed"
+                reason = (f"{outcome.parity_name}: {outcome.detail}" if outcome.text and outcome.detail
+                          else outcome.parity_name)
+                self.audit.record(operation, entry.key_id, entry.requester.address, "entry", decision, reason)
+            else:
+                self.audit.record(operation, entry.key_id, entry.requester.address, "entry", "ok", "batch")
+        return [r if r is not None else InternalError("no result") for r in results]
 
     async def schnorr_sign(self, key_id: bytes, signature: bytes, message_hash: bytes,
                            bound: b.Bound | None = None) -> bytes:

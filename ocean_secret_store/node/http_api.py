@@ -25,9 +25,11 @@ from typing import Final
 
 from aiohttp import web
 
+from ..crypto.curve import Point
 from ..crypto.signatures import recover_address
 from ..exceptions import BadAdminRequest, InternalError, InvalidSignature, KeyServerError
 from ..metrics import METRICS_PATH, ROUTE, UNMATCHED, exposition
+from ..protocol import batch as bt
 from ..protocol import bound as b
 from ..protocol import http as codec
 from ..protocol import owner as ow
@@ -205,6 +207,55 @@ def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
     return None
 
 
+async def _read_batch_body(request: web.Request) -> bytes | None:
+    """A batch request's body, or None once it exceeds :data:`~bt.MAX_BATCH_BODY` (read in chunks
+    and bounded as it is read: aiohttp's ``client_max_size`` is the Parity routes' smaller limit)."""
+    if request.content_length is not None and request.content_length > bt.MAX_BATCH_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > bt.MAX_BATCH_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _batch_refusal(message: str) -> web.Response:
+    """400 for a batch that does not parse: a JSON string naming what is wrong (no key material)."""
+    return web.json_response(message, status=codec.BAD_REQUEST_STATUS)
+
+
+async def serve_batch(core: ClusterCore, request: web.Request) -> web.Response:
+    """``POST /shadow_batch`` (ours; docs/http-api.md, "Batch shadow retrieval"): one shadow result
+    or error per key, in request order; 400 for a body that does not parse."""
+    body = await _read_batch_body(request)
+    if body is None:
+        return _batch_refusal(f"the body exceeds {bt.MAX_BATCH_BODY} bytes")
+    try:
+        pairs = bt.parse_batch_request(body)
+    except bt.BadBatch as exc:
+        return _batch_refusal(str(exc))
+    results = await core.retrieve_document_key_shadows(pairs)
+    encoded: list[tuple[Point, Point, tuple[bytes, ...]] | KeyServerError] = [
+        r if isinstance(r, KeyServerError) else (r.decrypted_secret, r.common_point, r.decrypt_shadows)
+        for r in results]
+    return _json(bt.encode_batch_results([k for k, _ in pairs], encoded))
+
+
+async def _batch(core: ClusterCore, request: web.Request) -> web.Response:
+    try:
+        return await serve_batch(core, request)
+    except KeyServerError as exc:  # the whole batch refused (this node's session cap)
+        if isinstance(exc, TooManyRequests):
+            core.metrics.quota_refused(exc.quota)
+        return _error(exc)
+    except Exception:
+        log.exception("unexpected failure serving a batch retrieval")
+        return _error(InternalError("unexpected server failure"))
+
+
 #: Our own read-only routes served after the CORS check, as the API: the metrics and the status page.
 _OWN_PAGES: Final = frozenset({METRICS_PATH, STATUS_PATH, STATUS_JSON_PATH})
 
@@ -240,7 +291,7 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
     status = StatusPage(core)
     metrics = core.metrics
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.Response:  # noqa: PLR0911 -- one return per kind of route and refusal
         request[ROUTE] = UNMATCHED  # until parsed: the raw path is never a label
         probe = _probe(core, request)
         if probe is None:
@@ -252,6 +303,12 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))
         if decision.rejected:
             return web.Response(status=codec.CORS_REJECTED_STATUS)
+        if request.method == "POST" and request.rel_url.path == bt.PATH:  # ours: the batch retrieval
+            request[ROUTE] = bt.PATH
+            response = await _batch(core, request)
+            if decision.allow_origin:
+                response.headers["Access-Control-Allow-Origin"] = decision.allow_origin
+            return response
         body = await _read_body(request)
         if body is None:
             return _bad_request()

@@ -19,7 +19,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Final, TypeVar, dataclass_transform
 
 from ..crypto.curve import N, Point
 from ..exceptions import InvalidMessage, InvalidPoint
@@ -778,6 +778,54 @@ class ReshareAbort(Message):
     """Master -> participants (one-way): forget this key's redistribution."""
 
     session: bytes
+
+
+# Batch shadow retrieval (ours, beyond Parity; docs/cluster-protocol.md, "Batch retrieval"): one
+# exchange per member carries many keys' shadow decryptions for one group.
+@message("DecryptBatchItem", key_id="h256", signature="signature", version="h256", access_key="secret")
+class DecryptBatchItem(Message):
+    """One key of a ``DecryptBatch``: its requester's signature, the version and a fresh access key."""
+
+    key_id: bytes
+    signature: bytes
+    version: bytes
+    access_key: int
+
+
+@message("DecryptBatchResult", shadow_point="opt_point", decrypt_shadow="opt_blob", error="opt_str",
+         detail="opt_str")
+class DecryptBatchResult(Message):
+    """One key's answer in a ``DecryptedBatch``: the shadow point and decrypt shadow, or the error
+    (a Parity variant name, and its detail if it has one) that this member answers for that key."""
+
+    shadow_point: Point | None
+    decrypt_shadow: bytes | None
+    error: str | None
+    detail: str | None
+
+
+#: The most keys one batch message carries (a batch of 256 takes about 100 KB on the wire, well
+#: inside a channel frame).
+MAX_DECRYPT_BATCH: Final = 256
+CODECS["decrypt_items"] = _list(_enc_item(DecryptBatchItem), _dec_item(DecryptBatchItem), limit=MAX_DECRYPT_BATCH)
+CODECS["decrypt_results"] = _list(_enc_item(DecryptBatchResult), _dec_item(DecryptBatchResult),
+                                  limit=MAX_DECRYPT_BATCH)
+
+
+@message("DecryptBatch", group="nodes", items="decrypt_items")
+class DecryptBatchRequest(Message):
+    """Entry node -> group member: for each item, check access and compute your shadow decryption
+    for this group; answer every item (a refusal of one key is that key's result)."""
+
+    group: tuple[bytes, ...]
+    items: tuple[DecryptBatchItem, ...]
+
+
+@message("DecryptedBatch", results="decrypt_results")
+class DecryptBatchResponse(Message):
+    """Member -> entry node: one ``DecryptBatchResult`` per item, in order."""
+
+    results: tuple[DecryptBatchResult, ...]
 
 
 # -- envelope -----------------------------------------------------------------------------------------

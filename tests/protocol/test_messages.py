@@ -104,6 +104,15 @@ EXAMPLES: list[m.Message] = [
     m.EcdsaPartial(session=b"\x06" * 32, inversed_nonce_coeff=12),
     m.EcdsaPartialReply(partial=N - 1),
     m.EcdsaCancel(b"\x06" * 32),
+    # batch shadow retrieval (ours)
+    m.DecryptBatchRequest(group=(NODE1, NODE2), items=(
+        m.DecryptBatchItem(key_id=b"\x01" * 32, signature=SIG, version=b"\x05" * 32, access_key=9),
+        m.DecryptBatchItem(key_id=b"\x02" * 32, signature=SIG, version=b"\x05" * 32, access_key=N - 1))),
+    m.DecryptBatchItem(key_id=b"\x01" * 32, signature=SIG, version=b"\x05" * 32, access_key=9),
+    m.DecryptBatchResponse(results=(
+        m.DecryptBatchResult(shadow_point=P1, decrypt_shadow=os.urandom(145), error=None, detail=None),
+        m.DecryptBatchResult(shadow_point=None, decrypt_shadow=None, error="AccessDenied", detail=None))),
+    m.DecryptBatchResult(shadow_point=None, decrypt_shadow=None, error="InvalidMessage", detail="unknown key version"),
 ]
 
 

@@ -232,8 +232,10 @@ class Core(Protocol):
 
     async def send(self, peer: bytes, body: m.Message) -> None: ...
 
-    async def request(self, peer: bytes, body: m.Message, reply: type[ReplyT], timeout: float | None = None) -> ReplyT:
-        """Ask ``peer``; its error is raised here, and so is InvalidMessage for an answer of another type."""
+    async def request(self, peer: bytes, body: m.Message, reply: type[ReplyT], timeout: float | None = None, *,
+                      sample: bool = True) -> ReplyT:
+        """Ask ``peer``; its error is raised here, and so is InvalidMessage for an answer of another type.
+        ``sample=False``: the answer's time is no round-trip sample of the peer."""
         ...
 
     async def load_key(self, key_id: bytes) -> KeyShare | None: ...

@@ -146,8 +146,12 @@ class Group:
         return True
 
 
-async def hedged(core: Core, group: Group, run: Callable[[Attempt], Coroutine[Any, Any, ResultT]]) -> ResultT:
-    """Run attempts of ``run`` over ``group`` until one completes (see the module's description)."""
+async def hedged(core: Core, group: Group, run: Callable[[Attempt], Coroutine[Any, Any, ResultT]], *,
+                 extra_delay: float = 0.0) -> ResultT:
+    """Run attempts of ``run`` over ``group`` until one completes (see the module's description).
+
+    ``extra_delay``: seconds added to every hedge delay, for work a member does beyond a round trip
+    (a batch of many keys)."""
     loop = asyncio.get_running_loop()
     running: dict[asyncio.Task[ResultT], Attempt] = {}
 
@@ -164,7 +168,7 @@ async def hedged(core: Core, group: Group, run: Callable[[Attempt], Coroutine[An
     try:
         while running:
             waiting = latest.waiting
-            delay = core.hedge_delay(waiting or latest.chosen)
+            delay = core.hedge_delay(waiting or latest.chosen) + extra_delay
             can_hedge = waiting and group.spares and stuck != (latest, latest.round_started)
             timeout = max(latest.round_started + delay - loop.time(), 0.0) if can_hedge else delay
             done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

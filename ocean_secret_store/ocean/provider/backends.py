@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ...client.client import SecretStoreClient
 from ...client.local import account_public
+from ...crypto import document as _document
 from ...crypto import ecies
-from ...crypto.curve import Scalar
+from ...crypto.curve import Point, Scalar
 from ...exceptions import DecryptionFailed, OceanError
+from ...protocol.batch import MAX_BATCH
 from ...protocol.hexcodec import parse_hex, to_hex
 from ..ddo import files_from_plaintext
 
@@ -43,7 +47,8 @@ if TYPE_CHECKING:
 
     from ..ddo import DDO
 
-__all__ = ["AccessBackend", "EncryptingBackend", "ProviderKeyBackend", "SecretStoreBackend", "encrypted_files_bytes"]
+__all__ = ["AccessBackend", "EncryptingBackend", "KeyBatcher", "ProviderKeyBackend", "SecretStoreBackend",
+           "encrypted_files_bytes"]
 
 
 @runtime_checkable
@@ -89,12 +94,93 @@ def encrypted_files_bytes(encrypted: str) -> bytes:
     return parse_hex(text, "encryptedFiles", prefix=None, error=OceanError)
 
 
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    key_id: bytes
+    result: Point | BaseException | None = None
+    done: bool = False
+
+
+class KeyBatcher:
+    """Coalesces concurrent document key recoveries (blocking callers, one per thread) into batches.
+
+    A caller's key waits up to ``window`` seconds for others (or until ``max_batch`` are pending);
+    one of the waiting callers then fetches them all in one call of ``fetch`` (the SDK's
+    ``recover_many``: one request to the cluster, one exchange per member) and each caller gets its
+    own result or error. The next batch gathers while one is fetched. ``window = 0`` fetches each
+    key alone.
+    """
+
+    def __init__(self, fetch: Callable[[list[bytes]], Sequence[Point | BaseException]], *, window: float = 0.003,
+                 max_batch: int = 100) -> None:
+        if window < 0 or not 1 <= max_batch <= MAX_BATCH:
+            raise OceanError(f"key batching: window must be >= 0 and max_batch 1 to {MAX_BATCH}")
+        self.fetch = fetch
+        self.window = window
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[_Waiter] = []
+        self._gathering = False
+        #: Batches fetched and keys in them (for tests and logs).
+        self.batches = 0
+        self.keys = 0
+
+    def get(self, key_id: bytes) -> Point:
+        """The document key of ``key_id``, or the error the cluster answered for it (raised)."""
+        waiter = _Waiter(key_id)
+        with self._cond:
+            self._pending.append(waiter)
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                while not waiter.done and (self._gathering or waiter not in self._pending):
+                    self._cond.wait()
+                if waiter.done:
+                    break
+                self._gathering = True  # this caller gathers and fetches the next batch
+                deadline = time.monotonic() + self.window
+                while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch = self._pending[:self.max_batch]
+                del self._pending[:self.max_batch]
+                self._gathering = False
+                self._cond.notify_all()  # a caller still pending gathers the next batch meanwhile
+            self._run(batch)
+        if isinstance(waiter.result, BaseException):
+            raise waiter.result
+        if waiter.result is None:
+            raise OceanError("a batched key recovery came back without a result")
+        return waiter.result
+
+    def _run(self, batch: list[_Waiter]) -> None:
+        unique = list(dict.fromkeys(w.key_id for w in batch))
+        try:
+            fetched = list(self.fetch(unique))
+            if len(fetched) != len(unique):
+                raise OceanError("a batched key recovery returned another number of results")
+            by_key: dict[bytes, Point | BaseException] = dict(zip(unique, fetched, strict=True))
+        except Exception as exc:  # noqa: BLE001 -- the batch's failure is every caller's, raised in its own thread
+            by_key = dict.fromkeys(unique, exc)
+        with self._cond:
+            self.batches += 1
+            self.keys += len(unique)
+            for waiter in batch:
+                waiter.result = by_key[waiter.key_id]
+                waiter.done = True
+            self._cond.notify_all()
+
+
 class SecretStoreBackend:
-    """Decrypt ``encryptedFiles`` through the Secret Store cluster with the provider's account."""
+    """Decrypt ``encryptedFiles`` through the Secret Store cluster with the provider's account.
+
+    Concurrent consumes of different assets are coalesced (:class:`KeyBatcher`): their document
+    keys come from one batch retrieval (``batch_window`` seconds to gather, at most ``batch_max``
+    keys; ``batch_window = 0`` asks for each key alone)."""
 
     name = "secret-store"
 
-    def __init__(self, cluster_urls: Sequence[str] | str, *, timeout: float = 10.0, ca_file: str | None = None) -> None:
+    def __init__(self, cluster_urls: Sequence[str] | str, *, timeout: float = 10.0, ca_file: str | None = None,
+                 batch_window: float = 0.003, batch_max: int = 100) -> None:
         urls = [cluster_urls] if isinstance(cluster_urls, str) else list(cluster_urls)
         if not urls:
             raise OceanError("the secret-store access backend needs at least one key server URL")
@@ -104,6 +190,9 @@ class SecretStoreBackend:
         self.ca_file = ca_file
         # One client (one kept-alive connection pool) per account; the provider has one account.
         self._clients: dict[str, SecretStoreClient] = {}
+        self._batchers: dict[str, KeyBatcher] = {}
+        self.batch_window = batch_window
+        self.batch_max = batch_max
         self._lock = threading.Lock()
 
     def _client(self, account: LocalAccount) -> SecretStoreClient:
@@ -115,9 +204,28 @@ class SecretStoreBackend:
                 self._clients[account.address] = client
             return client
 
+    def _batcher(self, account: LocalAccount) -> KeyBatcher:
+        client = self._client(account)
+        with self._lock:
+            batcher = self._batchers.get(account.address)
+            if batcher is None:
+                batcher = KeyBatcher(lambda ids: client.recover_many(ids, batch_size=self.batch_max),
+                                     window=self.batch_window, max_batch=self.batch_max)
+                self._batchers[account.address] = batcher
+            return batcher
+
     def file_urls(self, ddo: DDO, provider_account: LocalAccount) -> list[dict[str, Any]]:
         encrypted = _encrypted_text(ddo)
-        plain = self._client(provider_account).decrypt_document(ddo.asset_id.hex(), encrypted)
+        if self.batch_window <= 0:
+            plain = self._client(provider_account).decrypt_document(ddo.asset_id.hex(), encrypted)
+            return files_from_plaintext(plain)
+        document_key = self._batcher(provider_account).get(ddo.asset_id)
+        data = parse_hex(encrypted, "encryptedFiles", prefix=None, error=OceanError)
+        try:
+            plain = _document.decrypt_document(document_key, data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecryptionFailed(f"the decrypted files list of {ddo.did} is not UTF-8: wrong document key or "
+                                   "corrupted ciphertext") from None
         return files_from_plaintext(plain)
 
     def encrypt_files(self, document_id: bytes, document: str, provider_account: LocalAccount,

@@ -1,0 +1,126 @@
+"""``POST /shadow_batch`` (ours, beyond Parity; docs/http-api.md, "Batch shadow retrieval"): the
+pure codec of its request and answer bodies, for the key server and for clients.
+
+Request: ``{"requests": [{"key_id": "0x<64 hex>", "signature": "0x<130 hex>"}, ...]}``, 1 to
+:data:`MAX_BATCH` entries, each signature over its own key id (requesters may differ). Answer
+(200): ``{"results": [...]}`` in request order, each ``{"key_id": ..., "ok": {<the single shadow
+answer's three fields>}}`` or ``{"key_id": ..., "error": {"status": ..., "name": <Parity's variant>,
+"message": <Parity's display text>}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Final
+
+from ..crypto.curve import Point
+from ..exceptions import KeyServerError, SecretStoreError
+from .hexcodec import parse_hex, to_hex
+from .http import BadResponse, DocumentKeyShadow, decode_shadow_response, error_from_text
+
+__all__ = ["MAX_BATCH", "MAX_BATCH_BODY", "PATH", "BadBatch", "decode_batch_response", "encode_batch_request",
+           "encode_batch_results", "parse_batch_request"]
+
+#: The route (POST).
+PATH: Final = "/shadow_batch"
+#: The most keys one request carries; more are a 400.
+MAX_BATCH: Final = 256
+#: The largest request body: a full batch is about 52 KB of compact JSON (203 bytes an entry),
+#: pretty-printed up to about 80 KB.
+MAX_BATCH_BODY: Final = 128 * 1024
+
+_KEY_ID_SIZE: Final = 32
+_SIGNATURE_SIZE: Final = 65
+_ENTRY_FIELDS: Final = frozenset({"key_id", "signature"})
+
+
+class BadBatch(SecretStoreError, ValueError):
+    """A batch request that does not parse; its message names the entry (by index) when one is at fault."""
+
+
+def encode_batch_request(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The request body for ``(key id, signature)`` pairs."""
+    return json.dumps({"requests": [{"key_id": to_hex(k), "signature": to_hex(s)} for k, s in pairs]},
+                      separators=(",", ":")).encode("ascii")
+
+
+def parse_batch_request(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(key id, signature)`` pairs of a request body.
+
+    :raises BadBatch: not JSON, not the expected object, no entry or more than :data:`MAX_BATCH`, or
+        an entry without exactly a 32-byte key id and a 65-byte signature as ``0x`` hex.
+    """
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadBatch("the body is not JSON") from None
+    if not isinstance(value, dict) or set(value) != {"requests"} or not isinstance(value["requests"], list):
+        raise BadBatch('the body must be an object {"requests": [...]}')
+    entries = value["requests"]
+    if not entries:
+        raise BadBatch("the batch has no entry")
+    if len(entries) > MAX_BATCH:
+        raise BadBatch(f"the batch has {len(entries)} entries, at most {MAX_BATCH} are taken")
+    out = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != _ENTRY_FIELDS:
+            raise BadBatch(f"entry {index}: expected an object with exactly key_id and signature")
+        try:
+            key_id = parse_hex(entry["key_id"], "key_id", _KEY_ID_SIZE, error=BadBatch)
+            signature = parse_hex(entry["signature"], "signature", _SIGNATURE_SIZE, error=BadBatch)
+        except BadBatch as exc:
+            raise BadBatch(f"entry {index}: {exc}") from None
+        out.append((key_id, signature))
+    return out
+
+
+def _hex(point: Point) -> str:
+    return to_hex(point.to_bytes())
+
+
+def encode_batch_results(key_ids: Sequence[bytes],
+                         results: Sequence[tuple[Point, Point, Sequence[bytes]] | KeyServerError]) -> bytes:
+    """The 200 answer: each key's shadow answer ``(decrypted_secret, common_point, decrypt_shadows)``
+    or its error, in order."""
+    out: list[dict[str, object]] = []
+    for key_id, result in zip(key_ids, results, strict=True):
+        if isinstance(result, KeyServerError):
+            text = str(result).encode("utf-8", "replace").decode("utf-8")
+            out.append({"key_id": to_hex(key_id),
+                        "error": {"status": result.status, "name": result.parity_name, "message": text}})
+        else:
+            secret, common, blobs = result
+            out.append({"key_id": to_hex(key_id), "ok": {"decrypted_secret": _hex(secret), "common_point": _hex(common),
+                                                          "decrypt_shadows": [to_hex(blob) for blob in blobs]}})
+    return json.dumps({"results": out}, separators=(",", ":")).encode("utf-8")
+
+
+def decode_batch_response(body: bytes, key_ids: Sequence[bytes]) -> list[DocumentKeyShadow | KeyServerError]:
+    """Each key's shadow or error, in the order of ``key_ids`` (which the answer must repeat).
+
+    :raises BadResponse: not the expected shape, another number of results, or another key order.
+    """
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadResponse("batch response is not JSON") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("results"), list):
+        raise BadResponse('batch response must be an object {"results": [...]}')
+    results = value["results"]
+    if len(results) != len(key_ids):
+        raise BadResponse(f"batch response has {len(results)} results for {len(key_ids)} keys")
+    out: list[DocumentKeyShadow | KeyServerError] = []
+    for index, (item, key_id) in enumerate(zip(results, key_ids, strict=True)):
+        if not isinstance(item, dict) or parse_hex(item.get("key_id"), "key_id", _KEY_ID_SIZE,
+                                                   error=BadResponse) != key_id:
+            raise BadResponse(f"batch result {index} is not for the key asked")
+        if set(item) == {"key_id", "ok"}:
+            out.append(decode_shadow_response(json.dumps(item["ok"]).encode("utf-8")))
+        elif set(item) == {"key_id", "error"} and isinstance(item["error"], dict) \
+                and isinstance(item["error"].get("message"), str):
+            out.append(error_from_text(item["error"]["message"]))
+        else:
+            raise BadResponse(f"batch result {index} has neither ok nor error")
+    return out
+
