@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from typing import Final
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from Crypto.Cipher import AES
 
 from ..exceptions import CryptoError, DecryptionFailed, InvalidPoint
 from .curve import Point, Rng, default_rng, ecdh_x, random_scalar
@@ -29,15 +29,8 @@ def _keys(shared_x: bytes) -> tuple[bytes, bytes]:
 
 
 def aes128_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
-    """AES-128-CTR with ``iv`` as the full 128-bit big-endian initial counter block.
-
-    Through ``cryptography`` (OpenSSL): the same bytes as pycryptodome's ``AES.new(key, MODE_CTR,
-    nonce=b"", initial_value=iv)``, in about a third of its set-up time, which dominated an ECIES
-    of a 32-byte shadow (tests/crypto check both against each other and the vectors)."""
-    if len(key) != 16:
-        raise CryptoError(f"an AES-128 key is 16 bytes, got {len(key)}")
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
-    return encryptor.update(data) + encryptor.finalize()
+    """AES-128-CTR with ``iv`` as the full 128-bit big-endian initial counter block."""
+    return AES.new(key, AES.MODE_CTR, nonce=b"", initial_value=iv).encrypt(data)
 
 
 def encrypt(
