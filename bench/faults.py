@@ -1,8 +1,10 @@
 """Fault campaign on a live devnet: kill, freeze, restart key servers and cut their links while a
 mixed load runs, then check the cluster's invariants after every round.
 
-    .venv/bin/python bench/faults.py --rounds 1000 --seed 1 [--nodes 5] [--max-minutes 40]
+    .venv/bin/python bench/faults.py --rounds 1000 --seed 1 [--nodes 5] [--max-minutes 40] [--quick]
     .venv/bin/python bench/faults.py --rounds 20 --scenarios freeze-quorum,freeze-kill,restart-freeze,blackhole
+
+``--quick`` (what the docs test runs) cuts any campaign to 2 rounds of each scenario and 2 keys.
 
 ``--scenarios`` (a comma list, or ``all``) picks what runs, each for ``--rounds`` rounds, in the
 order given; without it only ``mixed`` runs, the campaign below (tests/integration/test_faults.py
@@ -677,7 +679,11 @@ def main() -> int:
                              "processes on loopback: partitions instead of socket cuts")
     parser.add_argument("--image", default=None,
                         help="with --docker: the image to run (default: build it with docker/build.py)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a run of seconds (the docs test's): at most 2 rounds of each scenario and 2 keys")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.keys = min(args.rounds, 2), min(args.keys, 2)
     scenarios = selected_scenarios(args.scenarios)
     threshold = args.threshold if args.threshold is not None else (args.nodes - 1) // 2
     rng = random.Random(args.seed)

@@ -1,7 +1,7 @@
 """Bounded fuzzing of the two parsers that take bytes from strangers: the Parity HTTP request parser
 and the node-to-node message codec (hypothesis-driven, structure-aware mutations of valid inputs).
 
-    .venv/bin/python bench/fuzz.py [--seconds 60] [--seed 1]
+    .venv/bin/python bench/fuzz.py [--seconds 60] [--seed 1] [--quick]
 
 Each target may only raise its documented errors (``BadRequest`` / a ``KeyServerError`` for the
 HTTP parser, ``InvalidMessage`` for the codec); anything else is a finding, printed with the input
@@ -97,7 +97,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="a run of seconds (the docs test's): at most 2 s")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 2.0)
     rng = random.Random(args.seed)
     deadline = time.monotonic() + args.seconds
     http_inputs, message_inputs = http_seeds(), message_seeds()

@@ -3,6 +3,7 @@ server is replaced, and how fast it refreshes them all.
 
     .venv/bin/python bench/reshare.py [--nodes 5] [--keys 1000] [--thresholds 1,2,3] [--concurrency 16]
                                       [--alive] [--replace INDEX] [--verify 100] [--state-dir DIR] [--keep]
+                                      [--quick]
 
 Starts its own devnet (ACL none, quotas off so one requester can make every key) in a temporary
 directory unless ``--state-dir`` names a running one, then:
@@ -30,6 +31,7 @@ directory unless ``--state-dir`` names a running one, then:
    A devnet of ``--state-dir`` is left running, with its node replaced.
 
 Keys that were in a ``--state-dir`` devnet before are moved too, and counted in the session's figures.
+``--quick`` (what the docs test runs) makes at most 30 keys and verifies at most 10: seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -415,7 +417,11 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=100, metavar="N", help="keys retrieved after each session")
     parser.add_argument("--state-dir", help="use this running devnet instead of starting one (it is left running)")
     parser.add_argument("--keep", action="store_true", help="leave our own devnet running at the end")
+    parser.add_argument("--quick", action="store_true",
+                        help="a run of seconds (the docs test's): at most 30 keys, 10 of them verified")
     args = parser.parse_args()
+    if args.quick:
+        args.keys, args.verify = min(args.keys, 30), min(args.verify, 10)
     thresholds = [int(t) for t in args.thresholds.split(",") if t.strip()]
     # A dead node leaves N - 1 holders: a key of threshold t needs t + 1 of them to move.
     usable = args.nodes if args.alive else args.nodes - 1

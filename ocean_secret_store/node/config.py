@@ -58,6 +58,10 @@ The file (every setting; unknown keys are errors, so a typo never silently means
 
 Every error is a :class:`~ocean_secret_store.exceptions.ConfigError` whose ``key`` names the
 setting; no message ever contains the node secret or the keystore password.
+
+:data:`SETTINGS` declares every setting once (section, key, type, default, meaning): the parser
+takes each section's keys from it, its defaults are the value types' own, and
+docs/configuration.md is rendered from it (``tools/gen_config_doc.py``; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -89,9 +93,11 @@ from .storage import DB_FILENAME
 
 __all__ = [
     "ACL_KINDS",
+    "SETTINGS",
     "AclConfig",
     "AuditSettings",
     "NodeConfig",
+    "Setting",
     "Timeouts",
     "dump_config",
     "load_config",
@@ -106,11 +112,6 @@ _SECRET_SIZE: Final = 32
 _NODE_ID_SIZE: Final = 64
 _KEY_ID_SIZE: Final = 32
 _ADDRESS_SIZE: Final = 20
-_QUOTA_KEYS: Final = ("requester_burst", "requester_rate", "address_burst", "address_rate", "requester_generations",
-                      "max_sessions", "tracked", "refusal_delay")
-
-
-_TIMEOUT_KEYS: Final = ("session", "connect", "keepalive", "hedge")
 
 
 # -- value types --------------------------------------------------------------------------------
@@ -148,6 +149,123 @@ class AclConfig:
     keys: Mapping[bytes, frozenset[bytes]] = field(default_factory=lambda: MappingProxyType({}))
     chain_url: str | None = None
     contract: bytes | None = None
+
+
+# -- the schema: every setting of the file, once ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of the node's TOML file.
+
+    ``key`` is the literal key, or, for a table keyed by ids (``[cluster]``, ``[acl.keys]``), a
+    placeholder in angle brackets that stands for any key. ``default`` is what a missing key means
+    (the value types' own default); ``default_text`` says it in words where it is not one value.
+    """
+
+    section: str
+    key: str
+    type: str
+    meaning: str
+    default: Any = None
+    required: bool = False
+    default_text: str | None = None
+
+    @property
+    def any_key(self) -> bool:
+        return self.key.startswith("<")
+
+
+_QUOTAS: Final = QuotaSettings()
+_SERVING: Final = ServingLimits()
+
+#: Every setting, in the order the file documents them (docs/configuration.md is rendered from this).
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("node", "secret", '"0x" + 64 hex', "The node's secp256k1 private key, inline: development only, the "
+            "file then holds a key. Give it, or `keystore` with `password_env`, not both. Its public key is the "
+            "node's id.", default_text="(one of the two forms is required)"),
+    Setting("node", "keystore", "path", "An Ethereum v3 keystore file holding the node key (relative to this file); "
+            "`cluster init` writes one per node.", default_text="none"),
+    Setting("node", "password_env", "environment variable name", "The variable holding the keystore's password, "
+            "read when the node starts; the password is never written to the file.", default_text="none"),
+    Setting("node", "listen", '"host:port"', "The node-to-node listener (port 0: any free port). Open it to the "
+            "other key servers only.", required=True),
+    Setting("node", "http_listen", '"host:port"', "The HTTP API: Parity's endpoints, `/health`, `/ready`, "
+            "`/metrics`, `/status` and the admin routes (docs/http-api.md).", required=True),
+    Setting("node", "data_dir", "path", "The key database (`keys.sqlite3`) and the audit log (`audit.jsonl`), "
+            "relative to this file. Back it up (docs/operators.md, *Backups*).", required=True),
+    Setting("node", "min_ready_peers", "integer >= 0, at most the other nodes", "Peers that must be connected and "
+            "not suspected for `GET /ready` to answer 200.", default_text="(n-1)//2, n the nodes of `[cluster]`"),
+    Setting("node", "admin_public", '"0x" + 128 hex', "The administrator's public key, the same on every node: "
+            "admin sessions (servers-set change, refresh, repair) need its signatures. Without it the node "
+            "takes part in none (`Access denied`).", default_text="none"),
+    Setting("cluster", "<node id>", '"0x" + 128 hex = "host:port"', "Every node this one connects to and "
+            "accepts, itself included, at its node-to-node address. The servers set starts as these nodes and "
+            "then follows admin sessions. Reread on SIGHUP.", required=True),
+    Setting("timeouts", "session", "seconds > 0", "A whole public operation, every attempt included; then "
+            "Parity's error.", default=Timeouts.session),
+    Setting("timeouts", "connect", "seconds > 0", "One connection attempt to a peer.", default=Timeouts.connect),
+    Setting("timeouts", "keepalive", "seconds > 0", "An idle peer is pinged this often; silent for twice this it "
+            "is suspected, for three times dropped.", default=Timeouts.keepalive),
+    Setting("timeouts", "hedge", "seconds > 0", "The most a slow member is waited for before a spare holder is "
+            "asked as well (docs/cluster-protocol.md, *Liveness*).", default=Timeouts.hedge),
+    Setting("acl", "kind", " | ".join(f'"{kind}"' for kind in ACL_KINDS), "Who may use a key: `none` lets every "
+            "requester in (tests, demos); `allow_list` the addresses below; `contract` asks "
+            "`AccessSecretStoreCondition.checkPermissions` on chain, every key bound to its author "
+            "(docs/security.md, finding 1).", required=True),
+    Setting("acl", "allowed", "list of addresses", "`allow_list` only: addresses allowed for every key.",
+            default=[]),
+    Setting("acl.keys", "<key id>", '"0x" + 64 hex = list of addresses', "`allow_list` only: addresses allowed "
+            "for that key.", default_text="none"),
+    Setting("acl", "chain_url", "http(s):// or ws(s):// URL", "`contract` only (required there): the chain's "
+            "JSON-RPC endpoint.", default_text="none"),
+    Setting("acl", "contract", "address", "`contract` only (required there): the `AccessSecretStoreCondition` "
+            "contract.", default_text="none"),
+    Setting("http", "cors", '"none" | "*" | "origin1,origin2"', "Browser origins admitted to the API, "
+            "`/metrics` and the status page (`all` and `any` mean `*`); a refused origin gets 404.",
+            default=str(CorsPolicy())),
+    Setting("http", "header_timeout", "seconds > 0", "Time a client has to send a whole request head, and the "
+            "TLS handshake (slow-loris guard).", default=_SERVING.header_timeout),
+    Setting("http", "max_connections_per_address", "integer >= 1", "Open connections per client address; more are "
+            "closed.", default=_SERVING.max_connections_per_address),
+    Setting("http", "tls_cert", "path", "Serve https: the PEM certificate chain (relative to this file); with "
+            "`tls_key`, both or neither. TLS 1.2 or later.", default_text="none (plain http)"),
+    Setting("http", "tls_key", "path", "The PEM key of `tls_cert`.", default_text="none"),
+    Setting("audit", "max_bytes", "integer >= 1", "The audit log `data_dir/audit.jsonl` is rotated past this size "
+            "(`audit.jsonl` -> `audit.jsonl.1` -> ...).", default=DEFAULT_MAX_BYTES),
+    Setting("audit", "backups", "integer >= 0", "Rotated audit files kept (0: every one).", default=DEFAULT_BACKUPS),
+    Setting("quotas", "requester_burst", "integer >= 0", "Key generations one requester (the signature's address) "
+            "may start on this node at once (0: no rate limit; docs/quotas.md).", default=_QUOTAS.requester_burst),
+    Setting("quotas", "requester_rate", "number >= 0", "... and then per second (a token bucket).",
+            default=_QUOTAS.requester_rate),
+    Setting("quotas", "address_burst", "integer >= 0", "The same for one client address, every requester behind "
+            "it (0: no rate limit).", default=_QUOTAS.address_burst),
+    Setting("quotas", "address_rate", "number >= 0", "... per second.", default=_QUOTAS.address_rate),
+    Setting("quotas", "requester_generations", "integer >= 0", "Key generations one requester may start on this "
+            "node in all, since it started (0: unlimited).", default=_QUOTAS.requester_generations),
+    Setting("quotas", "max_sessions", "integer >= 0", "Sessions this node runs at once, as entry and as member "
+            "(0: no cap).", default=_QUOTAS.max_sessions),
+    Setting("quotas", "tracked", "integer >= 1", "Requesters (and, apart, client addresses) whose buckets and "
+            "counts are remembered; the least recent are dropped.", default=_QUOTAS.tracked),
+    Setting("quotas", "refusal_delay", "number >= 0", "Seconds a refused generation is held before its 429 "
+            "(0: answer at once).", default=_QUOTAS.refusal_delay),
+    Setting("security", "require_bound_signatures", '"all" or a list of operations', "Operations refused with a "
+            "bare key-id signature (docs/http-api.md, bound signatures); the operations: "
+            + ", ".join(f"`{name}`" for name in sorted(BOUND_OPERATIONS)) + ".", default=[]),
+)
+
+
+def _section_keys(section: str) -> tuple[str, ...]:
+    """The literal keys of ``section`` in :data:`SETTINGS`, and the names of its sub-tables."""
+    keys = [s.key for s in SETTINGS if s.section == section and not s.any_key]
+    keys += [s.section.rsplit(".", 1)[1] for s in SETTINGS if s.section.startswith(section + ".")]
+    return tuple(dict.fromkeys(keys))
+
+
+#: The top-level tables of the file, in the documented order.
+_SECTIONS: Final = tuple(dict.fromkeys(s.section.split(".")[0] for s in SETTINGS))
+_QUOTA_KEYS: Final = _section_keys("quotas")
+_TIMEOUT_KEYS: Final = _section_keys("timeouts")
 
 
 @dataclass(frozen=True)
@@ -326,12 +444,10 @@ class _Parser:
     def config(self, data: Mapping[str, Any]) -> NodeConfig:
         if not isinstance(data, Mapping):
             raise self.fail("(document)", "must be a table")
-        sections = ("node", "cluster", "timeouts", "acl", "http", "audit", "security", "quotas")
         for key in data:
-            if key not in sections:
-                raise self.fail(key, f"unknown section (expected one of: {', '.join(sections)})")
-        node = self.table(data, "node", ("secret", "keystore", "password_env", "listen", "http_listen", "data_dir",
-                                         "min_ready_peers", "admin_public"))
+            if key not in _SECTIONS:
+                raise self.fail(key, f"unknown section (expected one of: {', '.join(_SECTIONS)})")
+        node = self.table(data, "node", _section_keys("node"))
         secret, keystore, password_env = self.secret(node)
         public = Point.generator_mul(secret)
         cluster = self.cluster(self.table(data, "cluster", None))
@@ -340,8 +456,7 @@ class _Parser:
         data_dir = self.string(node, "node", "data_dir")
         if not data_dir:
             raise self.fail("node.data_dir", "must not be empty")
-        http = self.table(data, "http", ("cors", "header_timeout", "max_connections_per_address",
-                                         "tls_cert", "tls_key"), required=False)
+        http = self.table(data, "http", _section_keys("http"), required=False)
         return NodeConfig(
             node_secret=secret,
             node_public=public,
@@ -350,14 +465,14 @@ class _Parser:
             data_dir=self.base_dir / Path(data_dir).expanduser(),
             cluster=MappingProxyType(cluster),
             timeouts=self.timeouts(self.table(data, "timeouts", _TIMEOUT_KEYS, required=False)),
-            acl=self.acl(self.table(data, "acl", ("kind", "allowed", "keys", "chain_url", "contract"))),
+            acl=self.acl(self.table(data, "acl", _section_keys("acl"))),
             cors=self.cors(http),
             serving=self.serving(http),
             tls=self.tls(http),
-            audit=self.audit(self.table(data, "audit", ("max_bytes", "backups"), required=False)),
+            audit=self.audit(self.table(data, "audit", _section_keys("audit"), required=False)),
             quotas=self.quotas(self.table(data, "quotas", _QUOTA_KEYS, required=False)),
             require_bound_signatures=self.bound_operations(
-                self.table(data, "security", ("require_bound_signatures",), required=False)),
+                self.table(data, "security", _section_keys("security"), required=False)),
             keystore=keystore,
             password_env=password_env,
             min_ready_peers=self.min_ready_peers(node, len(cluster)),

@@ -40,7 +40,7 @@ from .cors import CorsPolicy
 from .quotas import GenerationQuota, TooManyRequests, retry_after_header
 from .status import STATUS_JSON_PATH, STATUS_PATH, StatusPage
 
-__all__ = ["ROUTES", "dispatch", "make_app"]
+__all__ = ["HEALTH_PATH", "READY_PATH", "ROUTES", "dispatch", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ ROUTES: Final[Mapping[type[codec.Request], str]] = {
 }
 #: The route label of the administrator's signed status request (the same request type, signed).
 SIGNED_ADMIN_STATUS: Final = "/admin/status/{expiry}/{signature}"
+#: The probes (ours), answered before the CORS check: liveness and readiness.
+HEALTH_PATH: Final = "/health"
+READY_PATH: Final = "/ready"
 
 
 def route_of(request: codec.Request) -> str:
@@ -196,12 +199,12 @@ async def _read_body(request: web.Request) -> bytes | None:
 def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
     """``GET /health`` (liveness: the process answers) and ``GET /ready`` (readiness: connected to
     the peers it needs; 503 until then); None for any other request."""
-    if request.method != "GET" or request.rel_url.path not in ("/health", "/ready"):
+    if request.method != "GET" or request.rel_url.path not in (HEALTH_PATH, READY_PATH):
         return None
     request[ROUTE] = request.rel_url.path
-    if request.rel_url.path == "/health":
+    if request.rel_url.path == HEALTH_PATH:
         return web.json_response(core.health())
-    if request.rel_url.path == "/ready":
+    if request.rel_url.path == READY_PATH:
         readiness = core.readiness()
         return web.json_response(readiness, status=200 if readiness["ready"] else 503)
     return None

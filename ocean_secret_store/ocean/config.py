@@ -82,6 +82,10 @@ Validation happens at load: a malformed value raises :class:`~..exceptions.Confi
 the key and where the value came from (file or environment variable). A threshold that is not
 below the cluster size (``cluster_size``, else the number of cluster URLs) is refused while the
 Secret Store is enabled.
+
+:data:`SETTINGS` lists every key the reader takes, with its type, default and meaning;
+docs/configuration.md is rendered from it (``tools/gen_config_doc.py``), and a test checks it
+against the keys :class:`_Reader` reads and the defaults :class:`OceanConfig` gets.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -110,7 +114,7 @@ from .provider.policy import (
     parse_origin,
 )
 
-__all__ = ["ENVIRONMENT", "OceanConfig", "load_config"]
+__all__ = ["ENVIRONMENT", "SETTINGS", "IniSetting", "OceanConfig", "load_config"]
 
 KEEPER: Final = "keeper-contracts"
 SECRET_STORE: Final = "secret-store"
@@ -261,6 +265,119 @@ class OceanConfig:
         """
         anchor = Path(base_dir) if base_dir is not None else None
         return _Reader(sections, environ or {}, anchor, source, overrides or {}).config()
+
+
+
+# -- the schema: every key the reader takes ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IniSetting:
+    """One key of the Ocean INI file. ``attribute`` names the :class:`OceanConfig` field it fills,
+    whose default is the key's (None for a key that only stands in for another); ``default_text``
+    says the default in words where it is not that field's value."""
+
+    section: str
+    key: str
+    type: str
+    meaning: str
+    attribute: str | None = None
+    default_text: str | None = None
+
+    @property
+    def default(self) -> object:
+        """The :class:`OceanConfig` field's default (None: none, or not one value)."""
+        if self.attribute is None:
+            return None
+        spec = next(f for f in fields(OceanConfig) if f.name == self.attribute)
+        return None if spec.default is MISSING else spec.default
+
+    @property
+    def environment(self) -> str | None:
+        """The environment variable that overrides this key, if any (:data:`ENVIRONMENT`)."""
+        return next((name for name, where in ENVIRONMENT.items() if where == (self.section, self.key)), None)
+
+
+#: Every key the reader takes, in the order docs/configuration.md lists them.
+SETTINGS: Final[tuple[IniSetting, ...]] = (
+    IniSetting(KEEPER, "keeper.url", "http(s):// URL", "The chain's JSON-RPC endpoint.", "keeper_url"),
+    IniSetting(KEEPER, "keeper.network", "name", "The keeper-contracts network name (squid-py's).",
+               "keeper_network"),
+    IniSetting(KEEPER, "contracts.file", "path", "A JSON file of contract addresses, `{name: address}` or "
+               '`{"contracts": {name: address}}` (a devnet.json does).', default_text="none"),
+    IniSetting(KEEPER, "contract.<Name>", "address", "One contract's address (`contract.DIDRegistry = 0x...`); "
+               "wins over `contracts.file`.", default_text="none"),
+    IniSetting(KEEPER, "secret_store.url", "http(s):// URL", "The key server URL advertised in the DDOs' "
+               "authorization service, and the cluster when `[secret-store] cluster_urls` is absent.",
+               "secret_store_url", default_text="the first of `cluster_urls`"),
+    IniSetting(KEEPER, "parity.url", "http(s):// URL", "Kept for Parity-era programs that sign through a node's "
+               "`secretstore_*` JSON-RPC methods (our JSON-RPC face); the Python pipeline does not use it.",
+               "parity_url"),
+    IniSetting(KEEPER, "parity.address", "address", "Their keystore account, as `parity.url`.", "parity_address"),
+    IniSetting(KEEPER, "parity.password", "text", "Its password, as `parity.url`.", "parity_password"),
+    IniSetting(SECRET_STORE, "enabled", "boolean", "Offer the Secret Store encryptor and access backend.",
+               "secret_store_enabled"),
+    IniSetting(SECRET_STORE, "threshold", "integer >= 0", "The threshold of the keys published: t+1 key servers "
+               "are needed to decrypt. Below the cluster size.", "threshold"),
+    IniSetting(SECRET_STORE, "cluster_urls", "URLs (commas or whitespace)", "The key servers' HTTP URLs, "
+               "equivalent entry points.", "cluster_urls", default_text="`secret_store.url` alone"),
+    IniSetting(SECRET_STORE, "cluster_size", "integer >= 1", "The number of key servers, when `cluster_urls` "
+               "lists fewer (the threshold is checked against it).", "cluster_size",
+               default_text="the number of cluster URLs"),
+    IniSetting(SECRET_STORE, "encryptor", "plugin name", "The encryptor that publishes (docs/hooks.md): "
+               "`secret-store`, `provider-key`, a plugin's, or `none` (publishing refused).", "encryptor"),
+    IniSetting(RESOURCES, "metadata.store", "path or http(s):// URL", "The metadata store: a SQLite file, or an "
+               "Aquarius URL.", "metadata_store", default_text="`aquarius.url`"),
+    IniSetting(RESOURCES, "aquarius.url", "http(s):// URL", "squid-py's Aquarius URL; the metadata store when "
+               "`metadata.store` is absent.", default_text="none"),
+    IniSetting(RESOURCES, "provider.url", "http(s):// URL", "The provider's base URL (put into the DDOs' access "
+               "service).", "provider_url", default_text="`brizo.url`"),
+    IniSetting(RESOURCES, "brizo.url", "http(s):// URL", "squid-py's name for `provider.url`, used when that is "
+               "absent.", default_text="none"),
+    IniSetting(RESOURCES, "provider.address", "address", "The provider listed on the DIDs published (and so "
+               "allowed to decrypt their files).", "provider_address"),
+    IniSetting(RESOURCES, "downloads.path", "path", "squid-py's download folder; read and checked, but this "
+               "package's consumers name their folder themselves (`consume --dest`, `Ocean.assets.consume`).",
+               "downloads_path"),
+    IniSetting(RESOURCES, "ca_file", "path", "The PEM CA bundle https key servers, the provider and the metadata "
+               "service are checked against (a devnet made with `--tls`: its `tls_ca`).", "ca_file",
+               default_text="the system CAs"),
+    IniSetting(PROVIDER, "backend", "plugin name", "The provider's access backend (docs/hooks.md): "
+               "`secret-store`, `provider-key` or a plugin's.", "provider_backend"),
+    IniSetting(PROVIDER, "account.key_env", "environment variable name", "The variable holding the provider "
+               "account's private key (hex).", "provider_key_env"),
+    IniSetting(PROVIDER, "account.keystore", "path", "Or the provider account as a v3 keystore ...",
+               "provider_keystore"),
+    IniSetting(PROVIDER, "account.password_env", "environment variable name", "... and the variable holding its "
+               "password.", "provider_password_env"),
+    IniSetting(PROVIDER, "listen", '"host:port"', "Where the provider serves (port 0: any free port).",
+               "provider_listen"),
+    IniSetting(PROVIDER, "provider.public_key", '"0x" + 128 hex', "The provider's public key, for the "
+               "`provider-key` encryptor on the publisher's side.", "provider_public_key"),
+    IniSetting(PROVIDER, "file_root", "path", "The only directory `file://` file URLs may point into.",
+               "provider_file_root", default_text="none (`file://` refused)"),
+    IniSetting(PROVIDER, "allowed_origins", "origins (commas or whitespace)", "Exact `scheme://host:port` origins "
+               "fetched even on loopback, private or link-local addresses (docs/provider.md).",
+               "provider_allowed_origins", default_text="none"),
+    IniSetting(PROVIDER, "max_file_bytes", "integer >= 1", "Bytes proxied from an origin for one request.",
+               "provider_max_file_bytes"),
+    IniSetting(PROVIDER, "fetch_connect_timeout", "seconds > 0", "To resolve and connect to an origin.",
+               "provider_fetch_connect_timeout"),
+    IniSetting(PROVIDER, "fetch_read_timeout", "seconds > 0", "An origin may stay silent this long while sending.",
+               "provider_fetch_read_timeout"),
+    IniSetting(PROVIDER, "fetch_total_timeout", "seconds > 0", "One request to an origin, in all.",
+               "provider_fetch_total_timeout"),
+    IniSetting(PROVIDER, "max_redirects", "integer >= 0", "Redirects followed, each target checked.",
+               "provider_max_redirects"),
+    IniSetting(PROVIDER, "require_signature_expiry", "boolean", "Refuse consume requests without "
+               "`signatureExpiry` (squid-py's replayable signature, and the unsigned url= form).",
+               "provider_require_signature_expiry"),
+    IniSetting(PROVIDER, "max_signature_lifetime", "integer >= 1", "Seconds ahead a consume `signatureExpiry` may "
+               "be.", "provider_max_signature_lifetime"),
+    IniSetting(PROVIDER, "tls_cert", "path", "Serve https: the PEM certificate chain; with `tls_key`, both or "
+               "neither.", "provider_tls_cert", default_text="none (plain http)"),
+    IniSetting(PROVIDER, "tls_key", "path", "The PEM key of `tls_cert`.", "provider_tls_key"),
+)
 
 
 def load_config(
