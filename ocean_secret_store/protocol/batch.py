@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Final
 
 from ..crypto.curve import Point
-from ..exceptions import KeyServerError, SecretStoreError
+from ..exceptions import InvalidPoint, KeyServerError, SecretStoreError
 from .hexcodec import parse_hex, to_hex
-from .http import BadResponse, DocumentKeyShadow, decode_shadow_response, error_from_text
+from .http import ENCRYPTED_SHADOW_SIZE, BadResponse, DocumentKeyShadow, error_from_text
 
 __all__ = ["MAX_BATCH", "MAX_BATCH_BODY", "PATH", "BadBatch", "decode_batch_response", "encode_batch_request",
            "encode_batch_results", "parse_batch_request"]
@@ -33,6 +33,8 @@ MAX_BATCH_BODY: Final = 128 * 1024
 _KEY_ID_SIZE: Final = 32
 _SIGNATURE_SIZE: Final = 65
 _ENTRY_FIELDS: Final = frozenset({"key_id", "signature"})
+_POINT_SIZE: Final = 64
+_SHADOW_FIELDS: Final = frozenset({"decrypted_secret", "common_point", "decrypt_shadows"})
 
 
 class BadBatch(SecretStoreError, ValueError):
@@ -96,6 +98,27 @@ def encode_batch_results(key_ids: Sequence[bytes],
     return json.dumps({"results": out}, separators=(",", ":")).encode("utf-8")
 
 
+def _point(value: object, what: str) -> Point:
+    try:
+        return Point.from_bytes(parse_hex(value, what, _POINT_SIZE, error=BadResponse))
+    except InvalidPoint as exc:
+        raise BadResponse(f"{what} is not a point on secp256k1") from exc
+
+
+def _shadow(value: object, index: int) -> DocumentKeyShadow:
+    """One ``ok``: the single answer's three fields, as strictly as :func:`.http.decode_shadow_response`."""
+    if not isinstance(value, dict) or set(value) != _SHADOW_FIELDS:
+        raise BadResponse(f"batch result {index}: ok must have exactly {', '.join(sorted(_SHADOW_FIELDS))}")
+    blobs = value["decrypt_shadows"]
+    if not isinstance(blobs, list) or not blobs:
+        raise BadResponse(f"batch result {index}: decrypt_shadows must be a non-empty array")
+    return DocumentKeyShadow(
+        decrypted_secret=_point(value["decrypted_secret"], "decrypted_secret"),
+        common_point=_point(value["common_point"], "common_point"),
+        decrypt_shadows=tuple(parse_hex(b, "decrypt shadow", ENCRYPTED_SHADOW_SIZE, error=BadResponse) for b in blobs),
+    )
+
+
 def decode_batch_response(body: bytes, key_ids: Sequence[bytes]) -> list[DocumentKeyShadow | KeyServerError]:
     """Each key's shadow or error, in the order of ``key_ids`` (which the answer must repeat).
 
@@ -116,7 +139,7 @@ def decode_batch_response(body: bytes, key_ids: Sequence[bytes]) -> list[Documen
                                                    error=BadResponse) != key_id:
             raise BadResponse(f"batch result {index} is not for the key asked")
         if set(item) == {"key_id", "ok"}:
-            out.append(decode_shadow_response(json.dumps(item["ok"]).encode("utf-8")))
+            out.append(_shadow(item["ok"], index))
         elif set(item) == {"key_id", "error"} and isinstance(item["error"], dict) \
                 and isinstance(item["error"].get("message"), str):
             out.append(error_from_text(item["error"]["message"]))

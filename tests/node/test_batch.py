@@ -285,3 +285,24 @@ def test_sdk_retrieve_many_and_recover_many(served_cluster: list[str]) -> None:
         assert client.retrieve_many([]) == []
         with pytest.raises(Exception, match="batch_size"):
             client.retrieve_many(ids, batch_size=0)
+
+
+def test_a_larger_batch_is_spread_over_disjoint_groups() -> None:
+    async def scenario() -> None:
+        hub, cores, _ = await spied_cluster(5)
+        try:
+            author = Account()
+            keys = [await publish(cores, author, 2) for _ in range(40)]
+            hub.sent.clear()
+            results = await cores[0].retrieve_document_key_shadows([(k, author.sign(k)) for k, _, _ in keys])
+            for (_, _, document_key), result in zip(keys, results, strict=True):
+                assert recovered(result, author) == document_key
+            exchanges = [(src, dst) for src, dst, kind in hub.sent if kind == "DecryptBatch"]
+            # two exchanges of 20 keys, each with t = 2 members, no member in both
+            assert len(exchanges) == 4
+            assert len({dst for _, dst in exchanges}) == 4
+            assert all(src == cores[0].node_id for src, _ in exchanges)
+        finally:
+            await hub.stop()
+
+    run(scenario)

@@ -6,13 +6,13 @@ its own access decision for that key's requester), then groups the keys by their
 threshold: keys of one cluster normally share both. For each group of keys (in exchanges of at
 most :data:`CHUNK` keys, run at once) it runs attempts over ``t`` other holders like a single
 retrieval (:func:`.groups.hedged`): ONE ``DecryptBatch`` per member carries every key of the
-exchange, each with its requester's signature, the key version and a fresh access key of its own. Every member checks each key as a single
-``Decrypt`` (version, group, its own access decision about that key's requester, audited per key)
-and answers each key with its shadow point and decrypt shadow (encrypted to that key's requester)
-or with its refusal of that key.
+exchange, each with its requester's signature, the key version and a fresh access key of its own.
+Every member checks each key as a single ``Decrypt`` (version, group, its own access decision about
+that key's requester, audited per key) and answers each key with its shadow point and decrypt
+shadow (encrypted to that key's requester) or with its refusal of that key.
 
 A member that fails as a whole (disconnects, times out, is over its session cap) is replaced, and
-a slow one hedged around, for the whole batch. A key that some member refused or could not serve
+a slow one hedged around, for the whole exchange. A key that some member refused or could not serve
 (access denied in its view, a stale version) leaves the batch and runs as a single retrieval
 (``fallback``), which replaces refusing members as usual: per key, the answer is the one a single
 retrieval would give. So are keys this node cannot run itself (no usable share here: delegated).
@@ -42,10 +42,12 @@ from .base import Core, Requester, RequestHandlers
 from .decryption import ShadowResult, _compute, _Document, _document, _validate_group
 from .groups import Attempt, Group, MemberFailures, hedged
 
-#: Keys of one exchange with a group: a larger batch runs as several exchanges at once, each with a
-#: group of its own, so that the members' work is spread over every holder and overlaps with this
-#: node's (a batch of 100 is 2 exchanges, with 2 members each, instead of 100 sessions).
+#: Most keys of one exchange with a group: a larger batch runs as several exchanges at once, each with
+#: a group of its own (:func:`_exchanges`), so that the members' work is spread over the holders and
+#: overlaps with this node's.
 CHUNK: Final = 64
+#: Fewest keys an exchange is split down to, to spread a batch over disjoint groups.
+MIN_EXCHANGE: Final = 16
 #: Access decisions a node asks at once for one batch (each may be a chain call).
 ACL_CONCURRENCY: Final = 16
 #: Keys that left a batch and run as single retrievals at once.
@@ -159,10 +161,31 @@ async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dic
     return out
 
 
-async def _run_group(core: Core, ready: Sequence[_Ready], batch_keys: int) -> dict[int, Outcome | None]:
+def _exchanges(core: Core, ready: Sequence[_Ready]) -> list[tuple[Sequence[_Ready], Group]]:
+    """The keys of one holder set split into exchanges, each with its group: as many exchanges as
+    disjoint groups of ``t`` members the holders allow (each of at least :data:`MIN_EXCHANGE` keys),
+    more where an exchange would exceed :data:`CHUNK`; equal sizes. Disjoint groups first, so that
+    the members' work is spread over every holder (a batch of 100 on 5 nodes with t = 2: two
+    exchanges of 50, with two members each, none shared)."""
     first = ready[0]
-    members = Group.pick(core, first.version.id_numbers, first.document.share.threshold)
-    return await hedged(core, members, lambda attempt: _attempt(core, ready, attempt),
+    threshold = first.document.share.threshold
+    picked = Group.pick(core, first.version.id_numbers, threshold)
+    candidates = [*picked.chosen, *picked.spares]
+    disjoint = max(len(candidates) // threshold, 1) if threshold else 1
+    parts = max(-(-len(ready) // CHUNK), min(disjoint, len(ready) // MIN_EXCHANGE), 1)
+    size = -(-len(ready) // parts)
+    out = []
+    for part, start in enumerate(range(0, len(ready), size)):
+        shift = (part * threshold) % len(candidates) if candidates else 0
+        rotated = candidates[shift:] + candidates[:shift]
+        group = Group(rotated[:threshold], rotated[threshold:], threshold, picked.holders)
+        out.append((ready[start:start + size], group))
+    return out
+
+
+async def _run_exchange(core: Core, ready: Sequence[_Ready], group: Group,
+                        batch_keys: int) -> dict[int, Outcome | None]:
+    return await hedged(core, group, lambda attempt: _attempt(core, ready, attempt),
                         extra_delay=HEDGE_PER_KEY * batch_keys)
 
 
@@ -184,16 +207,22 @@ async def retrieve_shadows(core: Core, entries: Sequence[BatchEntry], fallback: 
             key = (item.document.share.threshold, frozenset(item.version.id_numbers))
             groups.setdefault(key, []).append(item)
 
-    async def run(ready: Sequence[_Ready]) -> None:
+    async def run(ready: Sequence[_Ready], group: Group) -> None:
         try:
-            outcomes = await _run_group(core, ready, len(entries))
+            outcomes = await _run_exchange(core, ready, group, len(entries))
         except KeyServerError as exc:  # no group for these keys: each gets the error
             outcomes = {r.index: exc for r in ready}
         for index, outcome in outcomes.items():
             results[index] = outcome
 
-    await asyncio.gather(*(run(ready[start:start + CHUNK]) for ready in groups.values()
-                           for start in range(0, len(ready), CHUNK)))
+    exchanges: list[tuple[Sequence[_Ready], Group]] = []
+    for ready in groups.values():
+        try:
+            exchanges += _exchanges(core, ready)
+        except KeyServerError as exc:  # too few holders reachable for these keys: each gets the error
+            for r in ready:
+                results[r.index] = exc
+    await asyncio.gather(*(run(ready, group) for ready, group in exchanges))
     single = [i for i, r in enumerate(results) if r is None]
     if single:
         done = await _bounded_all(FALLBACK_CONCURRENCY, [
