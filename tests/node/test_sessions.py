@@ -565,3 +565,17 @@ def test_an_unreadable_answer_fails_its_request_at_once_and_an_unreadable_reques
             await hub.stop()
 
     run(scenario)
+
+
+@pytest.mark.parametrize("signature", [
+    bytes(65),                                   # r = s = 0: the range check's own text says "bad signature"
+    b"\x01" * 32 + b"\x01" * 32 + b"\x05",       # v out of range: likewise
+    b"\x01" * 64,                                # 64 bytes: the length check's text does not
+])
+def test_a_bad_requester_signature_is_named_once(signature: bytes) -> None:
+    from ocean_secret_store.node.sessions.base import Requester
+
+    with pytest.raises(InsufficientRequesterData) as refused:
+        Requester.from_signature(signature, os.urandom(32))
+    text = str(refused.value)
+    assert text.count("bad signature") == 1, text

@@ -49,7 +49,9 @@ class Requester:
         try:
             public = recover_public(signature, key_id)
         except InvalidSignature as exc:
-            raise InsufficientRequesterData(f"bad signature: {exc}") from exc
+            why = str(exc)  # said once: some of the checks' texts begin with it already
+            raise InsufficientRequesterData(why if why.startswith("bad signature") else f"bad signature: {why}") \
+                from exc
         return cls(public, address_of(public))
 
 
