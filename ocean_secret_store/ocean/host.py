@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 import requests
 
-from ..exceptions import OceanError
+from ..exceptions import OceanError, SecretStoreError
 from ..protocol.hexcodec import parse_hex, to_hex
 from .config import OceanConfig, load_config
 from .ddo import DDO, build_ddo, files_from_plaintext, verify_ddo
@@ -102,6 +103,23 @@ class OceanSecretStore:
 
     def decrypt_document(self, did: str, encrypted: str, account: LocalAccount) -> str:
         return self._ocean.encryptor().decrypt(did, encrypted, account)
+
+    def decrypt_many(self, documents: Sequence[tuple[str, str]],
+                     account: LocalAccount) -> list[str | SecretStoreError]:
+        """Each ``(did, encrypted)``'s plaintext or its error, in order: a consumer fetching many
+        assets at once. The secret-store encryptor fetches the document keys in batches
+        (``POST /shadow_batch``); an encryptor without ``decrypt_many`` decrypts one by one."""
+        encryptor = self._ocean.encryptor()
+        many = getattr(encryptor, "decrypt_many", None)
+        if many is not None:
+            return list(many(documents, account))
+        out: list[str | SecretStoreError] = []
+        for did, encrypted in documents:
+            try:
+                out.append(encryptor.decrypt(did, encrypted, account))
+            except SecretStoreError as exc:
+                out.append(exc)
+        return out
 
     def _threshold(self, threshold: int | None) -> int:
         return self._ocean.config.threshold if threshold is None else threshold

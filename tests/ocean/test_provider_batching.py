@@ -10,7 +10,7 @@ import threading
 import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eth_account import Account
@@ -117,3 +117,28 @@ def test_concurrent_consumes_of_different_assets_share_batches(cluster_url: str)
         assert batcher.batches <= 4  # 13 consumes, a few batch requests
     finally:
         backend.close()
+
+
+def test_a_consumer_decrypts_many_assets_in_one_batch(cluster_url: str) -> None:
+    from ocean_secret_store.exceptions import DecryptionFailed
+    from ocean_secret_store.ocean.encryptors import SecretStoreEncryptor
+    from ocean_secret_store.ocean.host import OceanSecretStore
+
+    publisher, stranger = Account.create(), Account.create()
+    encryptor = SecretStoreEncryptor(cluster_url, threshold=2, cluster_size=5)
+    documents = []
+    for i in range(5):
+        did = "did:op:" + os.urandom(32).hex()
+        documents.append((did, encryptor.encrypt(did, f"files of asset {i}", publisher)))
+    secret_store = OceanSecretStore(cast("Any", types.SimpleNamespace(encryptor=lambda: encryptor)))
+    assert secret_store.decrypt_many(documents, publisher) == [f"files of asset {i}" for i in range(5)]
+    # a ciphertext under another asset's key decrypts to garbage: that entry's error alone
+    swapped = [documents[0], (documents[1][0], documents[2][1])]
+    results = secret_store.decrypt_many(swapped, publisher)
+    assert results[0] == "files of asset 0"
+    assert isinstance(results[1], (DecryptionFailed, str)) and results[1] != "files of asset 2"
+    # per key: an unknown DID is its own error (this in-memory cluster has no ACL: anyone reads)
+    missing = ("did:op:" + os.urandom(32).hex(), documents[0][1])
+    results = secret_store.decrypt_many([missing, documents[3]], stranger)
+    assert isinstance(results[0], ServerKeyIsNotFound)
+    assert results[1] == "files of asset 3"
