@@ -55,6 +55,8 @@ def build_image() -> str:
 
 class DockerCampaign(Campaign):
     session_timeout = STACK_SESSION_TIMEOUT
+    #: A cut here partitions its victim from every peer: it is out for the round, like a kill.
+    out_kinds = ("kill", "freeze", "restart", "cut")
 
     def __init__(self, state_dir: Path, nodes: int, threshold: int, rng: random.Random, per_entry: int = 3,
                  max_hold: float = 0.0, *, image: str | None = None) -> None:
@@ -107,28 +109,6 @@ class DockerCampaign(Campaign):
         elif fault == "cut":
             self.stack.disconnect(victim)
             self.partitioned.add(victim)
-
-    def round(self) -> None:
-        """As the process campaign's round, but a cut partitions its victim from every peer, so it
-        counts among the nodes out for the round (at most N - t - 1 of them)."""
-        self.stats.rounds += 1
-        kinds = ["kill", "freeze", "restart", "cut"]
-        faults = [self.rng.choice(kinds)]
-        if self.rng.random() < 0.3:
-            faults.append(self.rng.choice(kinds))
-        victims = self.rng.sample(range(self.n), min(len(faults), self.n - self.t - 1))
-        by_kind: dict[str, list[int]] = {kind: [] for kind in kinds}
-        for fault, victim in zip(faults, victims, strict=False):
-            self.stats.faults[fault] += 1
-            self.inject(fault, victim)
-            by_kind[fault].append(victim)
-        down = {v for vs in by_kind.values() for v in vs}
-        live = [i for i in range(self.n) if i not in down]
-        try:
-            self.load_during_faults(live, [])
-        finally:
-            self.heal(by_kind["kill"], by_kind["freeze"], by_kind["restart"])
-        self.check_after_healing()
 
     def heal(self, killed: list[int], frozen: list[int], stopped: list[int]) -> None:
         for victim in frozen:

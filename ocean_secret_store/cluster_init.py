@@ -17,6 +17,7 @@ Layout of ``out``::
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -24,7 +25,7 @@ import os
 import re
 import shutil
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -41,7 +42,7 @@ from .serving import TlsFiles
 
 __all__ = [
     "ClusterPlan", "HostSpec", "NodePlan", "add_node", "compose_for_all", "compose_for_node", "init_cluster",
-    "node_service", "parse_hosts", "set_peer", "to_yaml",
+    "new_folder", "node_service", "parse_hosts", "set_peer", "to_yaml",
 ]
 
 #: Parity's default ports: the HTTP API (``--secretstore-http-port``) and node-to-node (``--secretstore-port``).
@@ -461,12 +462,21 @@ def init_cluster(out: Path, hosts: Sequence[HostSpec], threshold_max: int, *,
     acl_table = dict(acl or {"kind": "none"})
     if admin_secret is not None and not 0 < admin_secret < N:
         raise ConfigError("the administrator key is not a valid secp256k1 private key", key="admin_secret")
-    created = not out.exists()
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
+    with new_folder(out):
         return _write_cluster(out, hosts, threshold_max, passwords, admin_password, password_env=password_env,
                               admin_password_env=admin_password_env, tls=tls, tls_days=tls_days, bind=bind,
                               acl=acl_table, kdf=kdf, image=image, admin_secret=admin_secret, say=say)
+
+
+@contextlib.contextmanager
+def new_folder(out: Path) -> Iterator[None]:
+    """Make ``out`` (mode 0700; it must not exist or be empty) for the block to fill; if the block
+    fails, remove what it wrote: ``out`` itself when the block made it, else everything in it."""
+    created = not out.exists()
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    try:
+        yield
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)

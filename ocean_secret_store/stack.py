@@ -508,21 +508,8 @@ def init_stack(out: Path, *, nodes: int = DEFAULT_NODES, threshold_max: int | No
                           key="threshold_max")
     chosen = _choose_ports(nodes, ports)
     name = _project_name(out, project)
-    created = not out.exists()
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
-    try:
+    with cluster_init.new_folder(out):
         return _write_stack(out, nodes, threshold_max, image, chosen, name, say)
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            for child in out.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-        raise
 
 
 def _write_stack(out: Path, nodes: int, threshold_max: int, image: str, ports: Mapping[str, int], project: str,
