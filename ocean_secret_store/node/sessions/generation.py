@@ -9,7 +9,9 @@ Rounds, driven by the entry node (the master):
    polynomials, sending ``GenDealing`` (f_i(x_j), g_i(x_j), Pedersen commitments) straight to
    every other node; verifies every dealing it receives against the Pedersen commitments;
    then broadcasts ``GenPublics`` (Feldman commitments a_ik·G) and verifies its share of
-   every dealer against them. That binds each public share a_i0·G to the dealt polynomial
+   every dealer against them (each round's checks batched into one random linear combination over
+   all dealers, crypto.dkg.verify_dealings / verify_feldman_shares: a cheating dealer is still
+   named). That binds each public share a_i0·G to the dealt polynomial
    (Parity does not check public shares at all, protocol.md §8), so every node computes the
    same, verified ``Y = Σ a_i0·G``. Each node also sums the dealers' commitments into the
    version commitments ``D_k = Σ_i a_ik·G`` (k = 0..t), checks ``D_0 = Y`` and its own share
@@ -35,7 +37,7 @@ from ...crypto import dkg, sharing
 from ...crypto.curve import N, Point, point_sum, random_scalar
 from ...crypto.hashes import key_version_hash
 from ...crypto.nums import pedersen_h
-from ...crypto.resharing import public_share_at, version_digest
+from ...crypto.resharing import CheatingDealer, public_share_at, version_digest
 from ...exceptions import (
     DuplicateSessionId,
     ExclusiveSessionActive,
@@ -190,11 +192,10 @@ async def _deal_and_verify(core: Core, state: GenerationState) -> Point:
     await _wait(state, state.dealings_done)
 
     x_self = state.id_numbers[me]
-    for dealer, (secret1, secret2, commitments) in state.dealings.items():
-        try:
-            dkg.verify_dealing(x_self, secret1, secret2, commitments, state.h, state.threshold)
-        except InvalidShare as exc:
-            raise InvalidMessage(f"dealing of node 0x{dealer.hex()[:16]}.. fails its commitments") from exc
+    try:  # all dealers in one random linear combination; the culprit is named only on failure
+        dkg.verify_dealings(x_self, state.dealings, state.h, state.threshold, core.rng)
+    except InvalidShare as exc:
+        raise InvalidMessage(f"dealing of node 0x{_culprit(exc)}.. fails its commitments") from exc
 
     feldman = sharing.feldman_commitments(dealing.f)
     for node in others:
@@ -204,14 +205,13 @@ async def _deal_and_verify(core: Core, state: GenerationState) -> Point:
         state.publics_done.set()
     await _wait(state, state.publics_done)
 
-    for dealer, coefficients in state.publics.items():
-        if len(coefficients) != state.threshold + 1:
-            raise InvalidMessage("wrong number of public coefficients")
-        try:
-            sharing.verify_feldman_share(x_self, state.dealings[dealer][0], coefficients)
-        except InvalidShare as exc:
-            raise InvalidMessage(
-                f"share of node 0x{dealer.hex()[:16]}.. does not match its public coefficients") from exc
+    if any(len(coefficients) != state.threshold + 1 for coefficients in state.publics.values()):
+        raise InvalidMessage("wrong number of public coefficients")
+    try:
+        dkg.verify_feldman_shares(x_self, {d: state.dealings[d][0] for d in state.publics}, state.publics,
+                                  state.threshold, core.rng)
+    except InvalidShare as exc:
+        raise InvalidMessage(f"share of node 0x{_culprit(exc)}.. does not match its public coefficients") from exc
     share = sum(d[0] for d in state.dealings.values()) % N
     public = dkg.joint_public([c[0] for c in state.publics.values()])
     commitments = _version_commitments(state)
@@ -221,6 +221,13 @@ async def _deal_and_verify(core: Core, state: GenerationState) -> Point:
         raise InvalidMessage("this node's share does not match the version commitments")
     state.share, state.public, state.commitments = share, public, commitments
     return public
+
+
+def _culprit(exc: InvalidShare) -> str:
+    """The first 16 hex digits of the dealer a batched check named (a CheatingDealer's first)."""
+    dealers = exc.dealers if isinstance(exc, CheatingDealer) else ()
+    dealer = dealers[0] if dealers else b""
+    return dealer.hex()[:16] if isinstance(dealer, bytes) else "?"
 
 
 def _version_commitments(state: GenerationState) -> tuple[Point, ...]:
