@@ -204,6 +204,7 @@ BENCH_FLOOD = ".venv/bin/python bench/flood.py"
 BENCH_RESHARE = ".venv/bin/python bench/reshare.py --keys 1000"
 BENCH_BATCH = ".venv/bin/python bench/batch.py"
 BENCH_PEERS = ".venv/bin/python bench/peers.py"
+BENCH_SCALE = ".venv/bin/python bench/scale.py --keys 1000,100000,1000000"
 BENCH_FAULTS_DOCKER = ".venv/bin/python bench/faults.py --docker --rounds 30 --seed 1"
 DOCKER_IMAGE = "make docker-image"
 DOCKER_SUITE = ".venv/bin/python -m pytest tests/docker -q"
@@ -239,6 +240,7 @@ RUN_BY: dict[str, str] = {
     BENCH_RESHARE: "test_benches_quick",
     BENCH_BATCH: "test_benches_quick",
     BENCH_PEERS: "test_benches_quick",
+    BENCH_SCALE: "test_benches_quick",
     BENCH_FAULTS: "test_benches_quick",
     BENCH_FAULTS_LIVENESS: "test_benches_quick",
     INTEGRATOR_INI: "test_integrators_agent_config",
@@ -621,6 +623,7 @@ QUICK_CHECKS: dict[str, str] = {
     BENCH_FAULTS_LIVENESS: r"violations: 0",
     BENCH_BATCH: r"per-key cost, single / batch",
     BENCH_PEERS: r"ours: shadow retrieval end to end",
+    BENCH_SCALE: r"verified end to end \(recovered document key = the one loaded\)\s+10 of 10 right",
 }
 
 
