@@ -714,15 +714,21 @@ def compose_program() -> list[str]:
     return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
 
 
-def _run(args: Sequence[str], timeout: float = DOCKER_TIMEOUT, cwd: Path | None = None) -> str:
+def run_docker(args: Sequence[str], timeout: float = DOCKER_TIMEOUT, cwd: Path | None = None,
+               env: Mapping[str, str] | None = None) -> str:
+    """Run a docker or docker-compose command (``env`` added to this process's environment); its
+    stdout. A failure, a missing program or no end within ``timeout`` raises StackError with the
+    command and the tail of its output."""
+    environ = None if env is None else {**os.environ, **env}
     try:
-        done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=environ,
+                              check=False)
     except subprocess.TimeoutExpired:
         raise StackError(f"{' '.join(args)}: no answer within {timeout:.0f} s") from None
     except FileNotFoundError:
         raise StackError(f"{args[0]}: not installed") from None
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise StackError(f"{' '.join(args)} exited with {done.returncode}: {tail}")
     return done.stdout
 
@@ -736,12 +742,13 @@ class _Project:
     name: str
 
     def compose(self, *args: str) -> str:
-        return _run([*compose_program(), "-f", str(self.out / COMPOSE_FILE), "-p", self.name, *args], cwd=self.out)
+        return run_docker([*compose_program(), "-f", str(self.out / COMPOSE_FILE), "-p", self.name, *args],
+                          cwd=self.out)
 
     def running(self) -> dict[str, str]:
         """The running containers of the project by service (``docker ps`` by compose's labels: it
         answers in milliseconds where ``docker-compose ps`` takes half a second)."""
-        listed = _run(["docker", "ps", "--filter", f"label=com.docker.compose.project={self.name}",
+        listed = run_docker(["docker", "ps", "--filter", f"label=com.docker.compose.project={self.name}",
                        "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}'])
         return dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
 
@@ -753,7 +760,7 @@ class _Project:
             if (container := running.get(service)) is None:
                 continue
             try:
-                _run(["docker", "kill", "-s", "HUP", container])
+                run_docker(["docker", "kill", "-s", "HUP", container])
             except StackError:
                 if service in self.running():  # not just stopped meanwhile
                     raise

@@ -369,13 +369,14 @@ def anvil_code(url: str, address: str) -> str:
 
 
 class FakeDocker:
-    """``stack._run`` without an engine: every command recorded; ``docker ps`` lists ``running``."""
+    """``stack.run_docker`` without an engine: every command recorded; ``docker ps`` lists ``running``."""
 
     def __init__(self, running: list[str]) -> None:
         self.running = running
         self.calls: list[list[str]] = []
 
-    def __call__(self, args: list[str], timeout: float = 0.0, cwd: Path | None = None) -> str:
+    def __call__(self, args: list[str], timeout: float = 0.0, cwd: Path | None = None,
+                 env: object = None) -> str:
         args = list(args)
         self.calls.append(args)
         if args[:2] == ["docker", "ps"]:
@@ -417,7 +418,7 @@ def faked(monkeypatch: pytest.MonkeyPatch) -> Faked:
             raise KeysWouldBeLost("1 key")
         return {"state": "done", "total": 6, "done": 6, "failed": 0, "skipped": 0, "lost": []}
 
-    monkeypatch.setattr(stack, "_run", fake.docker)
+    monkeypatch.setattr(stack, "run_docker", fake.docker)
     monkeypatch.setattr(stack, "readiness", lambda url, timeout=1.0: None if url in fake.dead else {"ready": True})
     monkeypatch.setattr(stack, "wait_for_mesh", lambda urls, peers, timeout: fake.meshes.append((list(urls), peers)))
     monkeypatch.setattr(stack, "admit_through", admit)

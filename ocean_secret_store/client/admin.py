@@ -161,19 +161,9 @@ class AdminClient:
 
     def _status(self, session: requests.Session, request: _http.AdminStatus | None = None) -> dict[str, Any]:
         path = _http.encode_request(request or _http.AdminStatus()).path
+        body = self._get(session, "admin status", path)
         try:
-            response = session.get(self._base + path, timeout=self._timeout, verify=self._verify,
-                                   allow_redirects=False)
-        except _TRANSPORT_ERRORS as exc:
-            reason, _ = _transport_failure(exc, self._timeout)
-            raise NodeUnreachable(f"admin status: no answer from {self._display} ({reason})", (self._display,)) \
-                from None
-        except requests.RequestException as exc:
-            raise ClientError(f"admin status: request to {self._display} failed ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            raise admin_error(response.status_code, response.content)
-        try:
-            value = json.loads(response.content)
+            value = json.loads(body)
         except ValueError:
             value = None
         if not isinstance(value, dict) or not isinstance(value.get("servers_set"), list):
@@ -256,21 +246,26 @@ class AdminClient:
             after = page.keys[-1].key_id
 
     def _key_versions_page(self, path: str) -> _kv.KeyVersionsPage:
+        body = self._get(self._session, "key versions", path)
         try:
-            response = self._session.get(self._base + path, timeout=self._timeout, verify=self._verify,
-                                         allow_redirects=False)
-        except _TRANSPORT_ERRORS as exc:
-            reason, _ = _transport_failure(exc, self._timeout)
-            raise NodeUnreachable(f"key versions: no answer from {self._display} ({reason})", (self._display,)) \
-                from None
-        except requests.RequestException as exc:
-            raise ClientError(f"key versions: request to {self._display} failed ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            raise admin_error(response.status_code, response.content)
-        try:
-            return _kv.decode_page(json.loads(response.content))
+            return _kv.decode_page(json.loads(body))
         except (ValueError, _kv.KeyVersionsError):
             raise InternalError(f"{self._display} did not answer the key versions") from None
+
+    def _get(self, session: requests.Session, what: str, path: str) -> bytes:
+        """GET ``path`` of this node: the body of a 2xx answer; no answer is NodeUnreachable, another
+        status the admin error it carries."""
+        try:
+            response = session.get(self._base + path, timeout=self._timeout, verify=self._verify,
+                                   allow_redirects=False)
+        except _TRANSPORT_ERRORS as exc:
+            reason, _ = _transport_failure(exc, self._timeout)
+            raise NodeUnreachable(f"{what}: no answer from {self._display} ({reason})", (self._display,)) from None
+        except requests.RequestException as exc:
+            raise ClientError(f"{what}: request to {self._display} failed ({type(exc).__name__})") from None
+        if not 200 <= response.status_code < 300:
+            raise admin_error(response.status_code, response.content)
+        return bytes(response.content)
 
     def _report(self, body: bytes) -> dict[str, Any]:
         try:

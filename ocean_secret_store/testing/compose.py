@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 
 from .. import stack as _stack
 from ..devnet import DevnetState, readiness, wait_for_mesh
+from ..stack import StackError, compose_program, run_docker
 
 __all__ = ["ComposeError", "ComposeStack", "compose_command", "engine_answers"]
 
@@ -35,23 +34,11 @@ COMPOSE_FILE = "compose.yaml"
 CLUSTER_NETWORK = "cluster"
 
 
-class ComposeError(RuntimeError):
-    """A docker or docker-compose command failed or outlived its bound."""
-
-
-def _run(args: Sequence[str], timeout: float, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
-    environ = None if env is None else {**os.environ, **env}
-    try:
-        done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=environ,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        raise ComposeError(f"{' '.join(args)}: no answer within {timeout:.0f} s") from None
-    except FileNotFoundError:
-        raise ComposeError(f"{args[0]}: not installed") from None
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise ComposeError(f"{' '.join(args)} exited with {done.returncode}: {tail}")
-    return done.stdout
+#: A docker or docker-compose command failed or outlived its bound (the stack's own error).
+ComposeError = StackError
+_run = run_docker
+#: ``docker-compose`` (v1, Debian's) when installed, else the v2 plugin ``docker compose``.
+compose_command = compose_program
 
 
 def engine_answers(timeout: float = 20.0) -> str | None:
@@ -63,11 +50,6 @@ def engine_answers(timeout: float = 20.0) -> str | None:
     except ComposeError as exc:
         return str(exc)
     return None
-
-
-def compose_command() -> list[str]:
-    """``docker-compose`` (v1, Debian's) when installed, else the v2 plugin ``docker compose``."""
-    return _stack.compose_program()
 
 
 @dataclass
