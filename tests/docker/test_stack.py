@@ -47,36 +47,36 @@ PRICE = 3
 # -- pytest-docker: the compose file stack init wrote, brought up once for this module ----------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack_folder(ocean_image: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docker-stack") / "stack"
     init_stack(out, nodes=NODES, image=str(ocean_image["image"]))
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_compose_file(stack_folder: Path) -> str:
     return str(stack_folder / "compose.yaml")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_compose_command() -> str:
     return " ".join(compose_command())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_compose_project_name() -> str:
     return f"ocss{os.getpid()}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_setup(stack_folder: Path) -> list[str]:
     # docker-compose 1.29 has no --wait: the stack fixture waits for health itself.
     STARTED["at"] = time.monotonic()
     return ["up -d"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_cleanup() -> list[str]:
     return ["down -v -t 5"]
 
@@ -84,7 +84,7 @@ def docker_cleanup() -> list[str]:
 STARTED: dict[str, float] = {}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(docker_services: Any, stack_folder: Path, docker_compose_project_name: str) -> Iterator[ComposeStack]:
     compose = ComposeStack(stack_folder, docker_compose_project_name)
     seconds = compose.wait_healthy([f"node{i}" for i in range(NODES)] + ["provider", "aquarius", "rpc"], 180)
@@ -123,7 +123,7 @@ def client(urls: list[str], who: LocalAccount, timeout: float = 15.0) -> SecretS
     return SecretStoreClient(urls, who, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def published(stack: ComposeStack) -> Published:
     """Six DIDs on chain, each with a document key of threshold 2 generated and stored by the cluster."""
     state = stack.state()
