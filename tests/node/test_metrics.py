@@ -16,14 +16,14 @@ from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.hashes import address_of, checksum_address
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.metrics import METRICS_PATH, PREFIX, UNMATCHED
-from ocean_secret_store.node.app import AUDIT_FILE, RunningNode, start_node
-from ocean_secret_store.node.config import NodeConfig
+from ocean_secret_store.node.app import AUDIT_FILE, RunningNode
 from ocean_secret_store.node.http_api import ROUTES
 from ocean_secret_store.node.storage import DB_FILENAME
 from ocean_secret_store.protocol import http as codec
 from ocean_secret_store.protocol import messages as m
 from ocean_secret_store.testing.metrics import Samples, scrape
-from ocean_secret_store.testing.servers import ServerThread, free_port
+from ocean_secret_store.testing.nodes import in_process_cluster
+from ocean_secret_store.testing.servers import ServerThread
 
 HOST = "127.0.0.1"
 NODES = 3
@@ -54,29 +54,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three nodes, threshold keys up to 1, an allow-list ACL that knows ``ALLOWED`` only; a requester
     may start three key generations, then one a thousand seconds (the fourth is a quota refusal)."""
     root = tmp_path_factory.mktemp("metrics")
-    secrets = [random_scalar() for _ in range(NODES)]
-    ports = [free_port() for _ in range(NODES)]
-    cluster_map = {"0x" + Point.generator_mul(s).to_bytes().hex(): f"{HOST}:{p}" for s, p in zip(secrets, ports,
-                                                                                                   strict=True)}
-    server = ServerThread(timeout=30)
-    nodes: list[RunningNode] = []
-    try:
-        for index, (secret, port) in enumerate(zip(secrets, ports, strict=True)):
-            config = NodeConfig.from_mapping({
-                "node": {"secret": f"0x{secret:064x}", "listen": f"{HOST}:{port}", "http_listen": f"{HOST}:0",
-                         "data_dir": f"node{index}"},
-                "cluster": cluster_map,
-                "acl": {"kind": "allow_list", "allowed": [checksum_address(address(ALLOWED))]},
-                "quotas": {"requester_burst": 3, "requester_rate": 0.001, "refusal_delay": 0.0},
-            }, root)
-            nodes.append(server.run(start_node(config)))
-        for node in nodes:
-            assert server.run(node.transport.wait_connected(timeout=20)), "the nodes did not connect"
+    acl = {"kind": "allow_list", "allowed": [checksum_address(address(ALLOWED))]}
+    quotas = {"requester_burst": 3, "requester_rate": 0.001, "refusal_delay": 0.0}
+    with in_process_cluster(root, NODES, lambda _: {"acl": acl, "quotas": quotas}) as (server, nodes):
         yield Cluster(server, nodes)
-    finally:
-        for node in nodes:
-            server.run(node.stop())
-        server.close()
 
 
 def audit_lines(node: RunningNode) -> int:

@@ -28,12 +28,12 @@ from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.localca import issue_certificate, make_local_ca
 from ocean_secret_store.metrics import PREFIX
 from ocean_secret_store.node import status
-from ocean_secret_store.node.app import RunningNode, start_node
+from ocean_secret_store.node.app import RunningNode
 from ocean_secret_store.node.cluster import ClusterCore
-from ocean_secret_store.node.config import NodeConfig
 from ocean_secret_store.protocol import http as codec
 from ocean_secret_store.testing.metrics import scrape
-from ocean_secret_store.testing.servers import ServerThread, free_port
+from ocean_secret_store.testing.nodes import in_process_cluster
+from ocean_secret_store.testing.servers import ServerThread
 
 HOST = "127.0.0.1"
 NODES = 3
@@ -64,31 +64,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("status")
     ca = make_local_ca(root / "tls")
     leaf = issue_certificate(ca, root / "tls", "node0")
-    secrets = [random_scalar() for _ in range(NODES)]
-    ports = [free_port() for _ in range(NODES)]
-    cluster_map = {"0x" + Point.generator_mul(s).to_bytes().hex(): f"{HOST}:{p}"
-                   for s, p in zip(secrets, ports, strict=True)}
-    server = ServerThread(timeout=30)
-    nodes: list[RunningNode] = []
-    try:
-        for index, (secret, port) in enumerate(zip(secrets, ports, strict=True)):
-            http = {"cors": ALLOWED_ORIGIN, "tls_cert": str(leaf.cert), "tls_key": str(leaf.key)} if index == 0 \
-                else {}
-            config = NodeConfig.from_mapping({
-                "node": {"secret": f"0x{secret:064x}", "listen": f"{HOST}:{port}", "http_listen": f"{HOST}:0",
-                         "data_dir": f"node{index}"},
-                "cluster": cluster_map,
-                "acl": {"kind": "allow_list", "allowed": [checksum_address(address(ALLOWED))]},
-                "http": http,
-            }, root)
-            nodes.append(server.run(start_node(config)))
-        for node in nodes:
-            assert server.run(node.transport.wait_connected(timeout=20)), "the nodes did not connect"
+    acl = {"kind": "allow_list", "allowed": [checksum_address(address(ALLOWED))]}
+    tls = {"cors": ALLOWED_ORIGIN, "tls_cert": str(leaf.cert), "tls_key": str(leaf.key)}
+    with in_process_cluster(root, NODES, lambda index: {"acl": acl, "http": tls if index == 0 else {}}) \
+            as (server, nodes):
         yield Cluster(server, nodes, ca.cert)
-    finally:
-        for node in nodes:
-            server.run(node.stop())
-        server.close()
 
 
 @dataclass
