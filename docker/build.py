@@ -16,7 +16,11 @@ Steps, each printed with its duration:
    unchanged tree gives the same bytes and Docker's cache holds);
 4. the anvil platform binary the checkout installed (``ocean-secret-store anvil-path``);
 5. a build context of those, and ``docker build`` tagged ``--tag`` (default
-   ``ocean-secret-store:latest``) and ``<repository>:<hash of the context, 12 hex>``.
+   ``ocean-secret-store:latest``) and ``<repository>:<hash of the context, 12 hex>``;
+6. pruning: of the repository's content tags, the newest ``--keep`` (default 3, the new one included)
+   stay and the older are removed, and so are this project's untagged images (a rebuild of the same
+   context at another revision leaves the previous one untagged). An image a container still uses is
+   kept (``docker rmi`` without force refuses it). ``--keep 0`` prunes nothing.
 
 With ``--json`` the result is one JSON object on stdout (progress goes to stderr). Importable too:
 ``build_image(...)`` returns the same dict (tests/docker/conftest.py runs the script instead).
@@ -51,6 +55,8 @@ DOCKERFILE: Final = Path(__file__).resolve().parent / "Dockerfile"
 DEFAULT_TAG: Final = "ocean-secret-store:latest"
 OFFICIAL_BASE: Final = "python:3.11-slim-bookworm"
 BASE_REPOSITORY: Final = "ocean-secret-store-base"
+#: The label every image built from docker/Dockerfile carries (untagged ones of ours are pruned by it).
+TITLE_LABEL: Final = "org.opencontainers.image.title=ocean-secret-store"
 PULL_TIMEOUT: Final = 60.0
 #: A fixed timestamp for the project wheel's entries (1980-01-01, the earliest a zip file can hold).
 SOURCE_DATE_EPOCH: Final = "315532800"
@@ -439,7 +445,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def build_image(base_image: str | None = None, tag: str = DEFAULT_TAG, build_args: Mapping[str, str] | None = None,
-                say: Say = lambda line: print(line, file=sys.stderr), out: IO[str] | None = None) -> dict[str, Any]:
+                say: Say = lambda line: print(line, file=sys.stderr), out: IO[str] | None = None,
+                keep: int = 3) -> dict[str, Any]:
     """Build the image; return what the CLI prints (see the module docstring)."""
     extra = dict(build_args or {})
     if "BASE_IMAGE" in extra:
@@ -487,10 +494,37 @@ def build_image(base_image: str | None = None, tag: str = DEFAULT_TAG, build_arg
             _stream([*cmd, str(context)], timeout=3600, what="docker build", out=out or sys.stderr)
     image_id = _inspect(tag, "{{.Id}}")
     size = int(_inspect(tag, "{{.Size}}"))
+    with step("prune"):
+        pruned = prune_images(repository_of(tag), content_tag, keep) if keep else []
+        say(f"pruned {len(pruned)} older image(s)")
     seconds["total"] = round(time.monotonic() - started, 2)
     return {"image": tag, "content_tag": content_tag, "id": image_id, "version": version, "base_image": base,
             "base_source": base_source, "wheelhouse": str(wheelhouse), "wheelhouse_cached": cached,
-            "size_bytes": size, "seconds": seconds}
+            "size_bytes": size, "pruned": pruned, "seconds": seconds}
+
+
+CONTENT_TAG: Final = re.compile(r"[0-9a-f]{12}")
+
+
+def prune_images(repository: str, current: str, keep: int) -> list[str]:
+    """Remove ``repository``'s content tags beyond the newest ``keep`` (``current`` always stays), then
+    the project's untagged images; return what was removed. What a container uses stays (no force)."""
+    listed = subprocess.run(["docker", "image", "ls", repository, "--format", "{{.Tag}}\t{{.CreatedAt}}"],
+                            capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
+    tags = sorted(((created, name) for name, _, created in (line.partition("\t") for line in listed)
+                   if CONTENT_TAG.fullmatch(name) and f"{repository}:{name}" != current), reverse=True)
+    removed = []
+    for _, name in tags[max(keep - 1, 0):]:
+        if subprocess.run(["docker", "rmi", f"{repository}:{name}"], capture_output=True, timeout=120,
+                          check=False).returncode == 0:
+            removed.append(f"{repository}:{name}")
+    dangling = subprocess.run(["docker", "image", "ls", "-q", "--no-trunc", "--filter", "dangling=true", "--filter",
+                               f"label={TITLE_LABEL}"], capture_output=True, text=True, timeout=60,
+                              check=False).stdout.split()
+    removed.extend(image for image in dict.fromkeys(dangling)
+                   if subprocess.run(["docker", "rmi", image], capture_output=True, timeout=120,
+                                     check=False).returncode == 0)
+    return removed
 
 
 def _build_arg(text: str) -> tuple[str, str]:
@@ -507,10 +541,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tag", default=DEFAULT_TAG, help=f"the image's name (default {DEFAULT_TAG})")
     parser.add_argument("--build-arg", action="append", type=_build_arg, default=[], metavar="KEY=VALUE",
                         help="passed on to docker build (repeatable)")
+    parser.add_argument("--keep", type=int, default=3, metavar="N",
+                        help="content tags of the repository kept, the new one included (default 3; 0: prune nothing)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     args = parser.parse_args(argv)
+    if args.keep < 0:
+        parser.error("--keep must be 0 or more")
     try:
-        result = build_image(args.base_image, args.tag, dict(args.build_arg))
+        result = build_image(args.base_image, args.tag, dict(args.build_arg), keep=args.keep)
     except BuildError as exc:
         print(f"docker/build.py: error: {exc}", file=sys.stderr)
         return 1

@@ -7,10 +7,12 @@ Skipped, with the reason, where no Docker engine answers (tests/docker/conftest.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import secrets
+import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ import pytest
 from ocean_secret_store.cluster_init import init_cluster, parse_hosts
 from ocean_secret_store.tools import ANVIL_VERSION
 
-from .conftest import ROOT, docker
+from .conftest import BUILD_SCRIPT, ROOT, docker
 
 UID = 10001
 HEALTHY_WITHIN = 60.0
@@ -211,3 +213,35 @@ def test_no_secret_in_layers_or_config(ocean_image: dict[str, Any], node_contain
                  "find / -xdev \\( -name '.env' -o -name 'UTC--*' -o -name 'node.toml' \\) 2>/dev/null; exit 0",
                  entrypoint="sh", user="0").stdout.split()
     assert files == ["/node/data"], files
+
+
+def _build_module() -> Any:
+    spec = importlib.util.spec_from_file_location("docker_build", BUILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_builds_prune_older_content_tags_and_untagged_images_of_ours(ocean_image: dict[str, Any]) -> None:
+    """docker/build.py keeps the newest --keep content tags (the new one included) and removes this
+    project's untagged images, so repeated builds do not fill the engine's disk."""
+    build = _build_module()
+    repository = f"ocss-prune-{secrets.token_hex(4)}"
+    tags = [f"{repository}:{secrets.token_hex(6)}" for _ in range(5)]
+    for tag in tags:
+        docker("tag", ocean_image["id"], tag)
+    untagged = subprocess.run(["docker", "build", "-q", "-"], input=f"FROM {ocean_image['id']}\nLABEL "
+                              f"org.ocean-secret-store.test={secrets.token_hex(8)}\n", text=True, check=True,
+                              capture_output=True, timeout=300).stdout.strip()
+    try:
+        removed = build.prune_images(repository, tags[0], 3)
+        left = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert tags[0] in left and len(left) == 3, left
+        assert sorted(r for r in removed if r.startswith(repository)) == sorted(set(tags) - set(left))
+        assert untagged in removed and docker("image", "inspect", untagged, check=False).returncode != 0
+        assert docker("image", "inspect", ocean_image["id"], check=False).returncode == 0  # tagged: kept
+    finally:
+        for tag in tags:
+            docker("rmi", tag, check=False)
+        docker("rmi", untagged, check=False)
