@@ -353,6 +353,12 @@ class KeyStorage(Protocol):
         """Store a new record. :raises ServerKeyAlreadyGenerated: ``key_id`` already has one."""
         ...
 
+    def insert_many(self, items: Iterable[tuple[bytes, KeyShare]]) -> int:
+        """Store new records all or none, in one transaction (a batch generation commits its keys so).
+        :returns: how many were stored. :raises ServerKeyAlreadyGenerated: a key id has a record or
+        comes twice (none is stored)."""
+        ...
+
     def update(self, key_id: bytes, share: KeyShare) -> None:
         """Replace an existing record. :raises ServerKeyIsNotFound: ``key_id`` has none."""
         ...
@@ -455,6 +461,14 @@ class MemoryKeyStorage:
             if key_id in self._records:
                 raise ServerKeyAlreadyGenerated()
             self._records[key_id] = share
+
+    def insert_many(self, items: Iterable[tuple[bytes, KeyShare]]) -> int:
+        rows = [(_check_key_id(key_id), share) for key_id, share in items]
+        with self._lock:
+            if len({k for k, _ in rows}) != len(rows) or any(k in self._records for k, _ in rows):
+                raise ServerKeyAlreadyGenerated()
+            self._records.update(rows)
+        return len(rows)
 
     def update(self, key_id: bytes, share: KeyShare) -> None:
         key_id = _check_key_id(key_id)
