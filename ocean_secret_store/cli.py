@@ -250,7 +250,13 @@ def _cmd_provider(args: argparse.Namespace) -> int:
     if (tls := _tls_files(args)) is not None:
         settings.tls = tls
     _service_logging(args, "provider")
-    return _run_service(serve_provider(settings, ready=lambda url: _listening(args, "provider", url)))
+    overrides = _provider_overrides(args)
+
+    def reload_urls() -> list[str]:  # SIGHUP: the config's key server list again (the flags still win)
+        return list(load_config(args.config, overrides=overrides).cluster_urls)
+
+    return _run_service(serve_provider(settings, ready=lambda url: _listening(args, "provider", url),
+                                       reload_urls=reload_urls if args.config else None))
 
 
 def _cmd_devnet(args: argparse.Namespace) -> int:

@@ -180,8 +180,8 @@ def add_stack_commands(sub: Any) -> None:
         "node, then change the servers set to (set - node N + new node) through another node, signed with "
         "accounts.admin of devnet.json; then stop and remove node N's container, unlist it (SIGHUP) and update "
         "compose.yaml, .env, devnet.json (the new node takes place N), ocean.ini, config.ini and "
-        "stack/provider.ini. Node N may be dead; every other node must answer. A running provider keeps its "
-        "key server list until restarted (docker-compose restart provider).")
+        "stack/provider.ini, and SIGHUP the provider, which rereads its key server list. Node N may be dead; "
+        "every other node must answer.")
     replace.add_argument("index", type=int, metavar="N", help="the node's index in devnet.json's nodes")
     replace.add_argument("--stack-dir", required=True, metavar="DIR", help="the folder stack init wrote")
     replace.add_argument("--project", metavar="NAME",

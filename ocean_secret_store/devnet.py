@@ -1176,11 +1176,14 @@ def _admin_status(state: DevnetState, node: NodeEntry) -> dict[str, Any] | None:
 
 def _update_urls(state: DevnetState) -> None:
     """After the node list changed: ``secret_store_url``, ``threshold_max``, ``ocean.ini`` and squid-py's
-    ``config.ini`` follow it (a running provider keeps the URLs it started with: restart_provider)."""
+    ``config.ini`` follow it, and a running provider rereads its key server list (SIGHUP)."""
     state.secret_store_url = state.nodes[0].http_url if state.nodes else None
     state.threshold_max = len(state.nodes) - 1
     if state.ocean_config:
         _write_ocean_config(state)
+        if state.provider_pid is not None and _alive(state.provider_pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.provider_pid, signal.SIGHUP)
     if state.squid_config and state.keeper_artifacts:
         _write_squid_config(state)
 

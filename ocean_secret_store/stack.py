@@ -753,8 +753,8 @@ class _Project:
         return dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
 
     def reload(self, services: Sequence[str]) -> None:
-        """SIGHUP each running container of ``services``: the node rereads its ``[cluster]`` (a stopped
-        node reads it when it starts)."""
+        """SIGHUP each running container of ``services``: a node rereads its ``[cluster]``, the provider
+        its key server list (a stopped one reads them when it starts)."""
         running = self.running()
         for service in services:
             if (container := running.get(service)) is None:
@@ -888,9 +888,8 @@ def replace_node(out: Path, index: int, *, project: str | None = None, force: bo
     (servers set - node ``index`` + the new one) runs through another node. Then the old container
     is stopped and removed, every ``[cluster]`` unlists it (SIGHUP) and compose.yaml, ``.env``,
     ``devnet.json`` (the new node takes place ``index``), ``ocean.ini``, ``config.ini``,
-    ``stack/provider.ini`` and ``cluster/cluster.json`` follow. A provider that runs keeps the key
-    server URLs it started with (the old one fails over to the next); ``docker-compose restart
-    provider`` makes it read the new list. The old node's folder stays (its key and stale shares:
+    ``stack/provider.ini`` and ``cluster/cluster.json`` follow, and the provider rereads its key server
+    list from provider.ini (SIGHUP). The old node's folder stays (its key and stale shares:
     remove it). ``project``: the compose project (default: ``.env``'s). ``force``: go on although
     some keys cannot keep t+1 shares.
 
@@ -965,6 +964,8 @@ def replace_node(out: Path, index: int, *, project: str | None = None, force: bo
     _set_peer(compose, state.nodes, old.public, None)
     _rewrite(out / COMPOSE_FILE, render_compose(sorted(node_index(node) for node in state.nodes)))
     update_env(env_file, {port_env(old_service): None})
+    say("the provider rereads its key server list (SIGHUP)")
+    compose.reload(["provider"])
     return {"index": index, "service": service, "public": newcomer.public, "http_url": newcomer.http_url,
             "port": port, "replaced": {"service": old_service, "public": old.public}, "report": report,
             "seconds": round(time.monotonic() - started, 1)}

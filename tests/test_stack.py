@@ -459,10 +459,12 @@ def test_replace_node_edits_every_file_of_the_stack(tmp_path: Path, faked: Faked
                               "force": False}]
     assert faked.meshes == [([url], NODES - 1)]  # connected to every running node first
     # docker: the new service started alone, the old one stopped and removed; SIGHUP to the running nodes
-    # when the new node is listed (not to the dead one), and again, the new one included, when node 3 is not
+    # when the new node is listed (not to the dead one), and again, the new one included, when node 3 is not;
+    # last the provider, which rereads its key server list from provider.ini
     assert faked.docker.compose() == [["p", "up", "-d", "--no-deps", "node5"],
                                       ["p", "rm", "--stop", "--force", "node3"]]
-    assert faked.docker.hups() == ["node0", "node1", "node2", "node4", "node0", "node1", "node2", "node5", "node4"]
+    assert faked.docker.hups() == ["node0", "node1", "node2", "node4", "node0", "node1", "node2", "node5", "node4",
+                                   "provider"]
 
     # compose.yaml: rendered for the nodes there are now; .env: the new port in, the old one out, the rest kept
     assert (out / "compose.yaml").read_text() == stack.render_compose([0, 1, 2, 4, 5])

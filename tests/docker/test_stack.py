@@ -332,4 +332,10 @@ def test_dead_node_replaced_by_a_new_container(stack: ComposeStack, published: P
     # host clients follow: ocean.ini's cluster lists the new node's URL, not the old one's
     urls = load_ocean_config(str(state.ocean_config), environ={}).cluster_urls
     assert new.http_url in urls and old.http_url not in urls
+    # and the provider container reread provider.ini (SIGHUP): the new node's container name in its list
+    logs = subprocess.run(["docker", "logs", stack.container("provider")], capture_output=True, text=True,
+                          timeout=60, check=True)
+    reloaded = [line for line in (logs.stdout + logs.stderr).splitlines() if "SIGHUP: key servers now" in line]
+    host = result["service"].replace("node", "keyserver")
+    assert reloaded and host in reloaded[-1] and old_service.replace("node", "keyserver") not in reloaded[-1]
 

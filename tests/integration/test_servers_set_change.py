@@ -197,6 +197,13 @@ def test_replace_a_dead_node_while_retrievals_run(tmp_path_factory: pytest.TempP
         assert len(tally["ok"]) >= 20, "the retrievals did not run throughout the change"
         state = devnet.DevnetState.require(state_dir)
         new_url = state.nodes[index].http_url
+        # the running provider reread its key server list from ocean.ini (SIGHUP): the new node in it
+        provider_log = state_dir / "provider.log"
+        deadline = time.monotonic() + 10.0
+        while not any("SIGHUP: key servers now" in line and new_url in line
+                      for line in provider_log.read_text().splitlines()):
+            assert time.monotonic() < deadline, "the provider did not reload its key server list"
+            time.sleep(0.1)
         movable = {k: v for k, v in keys.items() if k not in doomed}
         # through the new node: it is the entry, so every group includes it
         check_all(movable, account, [new_url])

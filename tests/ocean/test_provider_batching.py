@@ -142,3 +142,42 @@ def test_a_consumer_decrypts_many_assets_in_one_batch(cluster_url: str) -> None:
     results = secret_store.decrypt_many([missing, documents[3]], stranger)
     assert isinstance(results[0], ServerKeyIsNotFound)
     assert results[1] == "files of asset 3"
+
+
+def test_a_new_key_server_list_takes_effect_for_the_next_consume(cluster_url: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The provider's SIGHUP reload (reload_key_servers): a backend that started with a dead URL
+    only serves once the list read again names a live node; a list that does not read keeps the old."""
+    from ocean_secret_store.exceptions import ConfigError, NodeUnreachable
+    from ocean_secret_store.ocean.provider.app import reload_key_servers
+
+    provider = Account.create()
+    key_id = os.urandom(32)
+    publisher = SecretStoreBackend(cluster_url, batch_window=0)
+    encrypted = publisher.encrypt_files(key_id, json.dumps([{"url": "http://files.example/a.csv", "index": 0}]),
+                                        provider, 2)
+    publisher.close()
+    ddo = types.SimpleNamespace(asset_id=key_id, encrypted_files=encrypted, did="did:op:" + key_id.hex())
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens
+    backend = SecretStoreBackend([dead], batch_window=0.01, timeout=2.0)
+    try:
+        with pytest.raises(NodeUnreachable, match="no key server answered"):
+            backend.file_urls(ddo, provider)
+
+        def unreadable() -> list[str]:
+            raise ConfigError("ocean.ini: no such file")
+
+        with caplog.at_level("INFO", logger="ocean_secret_store.ocean.provider.app"):
+            reload_key_servers(backend, unreadable)
+            assert backend.cluster_urls == (dead,) and "the old one stays: ocean.ini: no such file" in caplog.text
+            reload_key_servers(backend, list)  # an empty list
+            assert backend.cluster_urls == (dead,)
+            reload_key_servers(backend, lambda: [cluster_url])
+            assert f"SIGHUP: key servers now: {cluster_url}" in caplog.text
+        assert backend.cluster_urls == (cluster_url,)
+        assert backend.file_urls(ddo, provider)[0]["url"] == "http://files.example/a.csv"
+        assert backend.set_cluster_urls([cluster_url]) is False  # the same list again: no change
+        with pytest.raises(OceanError, match="at least one key server URL"):
+            backend.set_cluster_urls([])
+    finally:
+        backend.close()

@@ -121,7 +121,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,12 +141,13 @@ from ...crypto.hashes import checksum_address
 from ...exceptions import (
     AssetNotFound,
     ChainError,
+    ConfigError,
     DocumentKeyAlreadyStored,
     OceanError,
     SecretStoreError,
     ServerKeyAlreadyGenerated,
 )
-from ...lifecycle import bound_port, wait_for_stop_signal
+from ...lifecycle import bound_port, on_reload_signal, wait_for_stop_signal
 from ...metrics import CLIENT_CLOSED, METRICS_PATH, ProviderMetrics, metrics_handler, service_registry
 from ...protocol.addresses import parse_host_port
 from ...serving import GuardedAppRunner, ServingLimits, TlsFiles, guarded_site
@@ -181,6 +182,7 @@ __all__ = [
     "attachment_name",
     "consume_params",
     "make_provider_app",
+    "reload_key_servers",
     "serve_provider",
     "settings_from_config",
     "start_provider",
@@ -923,12 +925,35 @@ def settings_from_config(
     )
 
 
-async def serve_provider(settings: ProviderSettings, *, ready: Callable[[str], None] | None = None) -> None:
+def reload_key_servers(backend: object, read_urls: Callable[[], Sequence[str]] | None) -> None:
+    """SIGHUP: the key server URLs ``read_urls`` reads from the config again, for a backend that
+    takes them (:meth:`~.backends.SecretStoreBackend.set_cluster_urls`). A config that does not
+    read, or an empty list, is logged and the old list stays; so is a provider with no config file."""
+    set_urls = getattr(backend, "set_cluster_urls", None)
+    if read_urls is None:
+        log.info("SIGHUP: started without a config file, nothing to reload")
+        return
+    if set_urls is None:
+        log.info("SIGHUP: the %s backend has no key server list to reload", getattr(backend, "name", "?"))
+        return
+    try:
+        urls = list(read_urls())
+        changed = set_urls(urls)
+    except (OceanError, ConfigError, OSError) as exc:
+        log.error("SIGHUP: key server list not reloaded, the old one stays: %s", exc)
+        return
+    log.info("SIGHUP: key servers %s: %s", "now" if changed else "unchanged", ", ".join(urls))
+
+
+async def serve_provider(settings: ProviderSettings, *, ready: Callable[[str], None] | None = None,
+                         reload_urls: Callable[[], Sequence[str]] | None = None) -> None:
     """Run the provider (HTTP service + events handler) until SIGTERM or SIGINT.
 
     ``ready`` gets the provider's URL once it listens (with the bound port when the port was 0).
+    ``reload_urls`` (reads the config's key server URLs again): on SIGHUP the backend takes them.
     """
     running = await start_provider(settings)
+    remove = on_reload_signal(lambda: reload_key_servers(settings.backend, reload_urls))
     try:
         log.info("provider %s listening on %s (backend %s, events handler %s)", settings.account.address,
                  running.url, settings.backend.name, "on" if running.handler else "off")
@@ -937,4 +962,5 @@ async def serve_provider(settings: ProviderSettings, *, ready: Callable[[str], N
         await wait_for_stop_signal()
         log.info("stopping")
     finally:
+        remove()
         await running.stop()

@@ -235,6 +235,23 @@ class SecretStoreBackend:
         ``owner`` (the publisher) its owner-to-be, sent as ``X-Secret-Store-Owner``."""
         return self._client(provider_account).publish_document(document_id.hex(), document, threshold, owner=owner)
 
+    def set_cluster_urls(self, cluster_urls: Sequence[str]) -> bool:
+        """Use ``cluster_urls`` from now on (a provider's SIGHUP after a key server was replaced);
+        returns whether the list changed. Requests already under way finish on the old clients, which
+        are left to close when they are dropped.
+
+        :raises OceanError: an empty list (the old one stays).
+        """
+        urls = tuple(cluster_urls)
+        if not urls:
+            raise OceanError("the secret-store access backend needs at least one key server URL")
+        with self._lock:
+            if urls == self.cluster_urls:
+                return False
+            self.cluster_urls = urls
+            self._clients, self._batchers = {}, {}
+        return True
+
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
