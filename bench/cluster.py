@@ -12,6 +12,15 @@ rotation):
 * shadow retrieval throughput with 16 requests in flight;
 * Schnorr and threshold ECDSA signing latency at concurrency 1 (ECDSA needs 2t < N);
 
+with ``--retrieval`` instead only the shadow retrieval of one key (issue 18 item 5), each figure
+``--repeat`` times:
+
+* raw: a kept-alive ``GET /shadow/{key}/{sig}`` with the path made once, the answer's 200 checked
+  and nothing decoded (the node's and the cluster's cost plus one loopback round trip);
+* the SDK (``SecretStoreClient.recover_document_key``, requests, bound signatures on as by
+  default, the document key recovered and checked) at concurrency 1, and from 16 threads sharing
+  one client (latency and retrievals/s);
+
 and with ``--freeze K`` (issue 12, liveness under stalls) then:
 
 * a no-fault baseline: shadow retrievals at concurrency 1 through the N - K entry nodes that stay
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -50,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import describe, expect, freeze, pct, readiness, spread, thaw, thaw_all, wait_ready
 
 from ocean_secret_store import devnet
+from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto import document, ecdsa, ecies, schnorr, shadows
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash
@@ -255,6 +266,78 @@ async def signing(http: aiohttp.ClientSession, urls: list[str], entries: itertoo
            "target p50 <= 30 ms (5 nodes)")
 
 
+class _Account:
+    """The requester for the SDK (``.key``: the raw private key, all SecretStoreClient reads)."""
+
+    def __init__(self, secret: int) -> None:
+        self.key = secret.to_bytes(32, "big")
+
+
+async def retrieval_only(urls: list[str], threshold: int, retrievals: int, burst: int, warmup: int,
+                         repeat: int) -> None:
+    """``--retrieval``: one key, then raw GET / SDK latency and SDK throughput, ``repeat`` times each."""
+    secret = random_scalar()
+    key_id = os.urandom(32)
+    connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.post(urls[0] + "/" + codec.server_key_generation_path(
+                key_id, sign_raw_hash(secret, key_id), threshold)) as r:
+            public = codec.decode_point_response(await expect(r))
+        document_key, common, encrypted = document.generate_document_key(public)
+        async with http.post(urls[0] + "/" + codec.document_key_storing_path(
+                key_id, sign_raw_hash(secret, key_id), common, encrypted)) as r:
+            await expect(r)
+        paths = [url + "/" + codec.document_key_shadow_retrieval_path(key_id, sign_raw_hash(secret, key_id))
+                 for url in urls]
+        entries = itertools.cycle(paths)
+
+        async def raw() -> None:
+            async with http.get(next(entries)) as r:
+                await expect(r)
+
+        for _ in range(warmup):
+            await raw()
+        for run in range(repeat):
+            latency = []
+            for _ in range(retrievals):
+                start = time.perf_counter()
+                await raw()
+                latency.append(time.perf_counter() - start)
+            report(f"raw GET /shadow, concurrency 1 (run {run + 1})", latency, "target p50 <= 2.5 ms")
+
+    with SecretStoreClient(urls, _Account(secret), timeout=30.0) as client:
+        def recover() -> None:
+            if client.recover_document_key(key_id) != document_key:
+                raise RuntimeError("wrong document key")
+
+        for _ in range(warmup):
+            recover()
+        for run in range(repeat):
+            latency = []
+            for _ in range(retrievals):
+                start = time.perf_counter()
+                recover()
+                latency.append(time.perf_counter() - start)
+            report(f"SDK retrieval, concurrency 1 (run {run + 1})", latency, "target p50 <= 3.5 ms, p99 <= 8 ms")
+        for run in range(repeat):
+            total = retrievals * 2
+            burst_latency: list[float] = []
+
+            def timed(samples: list[float] = burst_latency) -> None:
+                start = time.perf_counter()
+                recover()
+                samples.append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(burst) as pool:
+                for future in [pool.submit(timed) for _ in range(total)]:
+                    future.result()
+            elapsed = time.perf_counter() - start
+            report(f"SDK retrieval, {burst} threads (run {run + 1})", burst_latency)
+            print(f"  {'SDK throughput, ' + str(burst) + f' threads (run {run + 1})':<44} "
+                  f"{total / elapsed:8.1f} retrievals/s   target >= 800/s    load {os.getloadavg()[0]:.2f}")
+
+
 def freeze_plan(state: devnet.DevnetState, count: int, threshold: int, retrievals: int) -> Freeze | None:
     """The last ``count`` nodes frozen (the entry rotation keeps the others)."""
     n = len(state.nodes)
@@ -283,6 +366,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=16)
     parser.add_argument("--freeze", type=int, default=0, metavar="K",
                         help="then SIGSTOP K members and measure retrievals through the live nodes (issue 12)")
+    parser.add_argument("--retrieval", action="store_true",
+                        help="only shadow retrieval: raw GET and SDK latency, SDK throughput (issue 18 item 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="with --retrieval: runs of each figure")
     args = parser.parse_args()
     threshold = args.threshold if args.threshold is not None else (args.nodes - 1) // 2
     generations, retrievals, warmup = (5, 50, 10) if args.quick else (100, 1000, 50)
@@ -302,7 +388,12 @@ def main() -> None:
         plan = freeze_plan(state, args.freeze, threshold,
                            max(retrievals, 2 * BEFORE_SUSPICION) if args.quick else retrievals)
         wait_ready(urls, len(urls) - 1, READY_TIMEOUT)  # a devnet of --state-dir may still be connecting
-        asyncio.run(bench(urls, threshold, generations, retrievals, args.burst, warmup, plan))
+        print(f"  load average {os.getloadavg()[0]:.2f}")
+        if args.retrieval:
+            asyncio.run(retrieval_only(urls, threshold, retrievals, args.burst, warmup, args.repeat))
+        else:
+            asyncio.run(bench(urls, threshold, generations, retrievals, args.burst, warmup, plan))
+        print(f"  load average {os.getloadavg()[0]:.2f}")
     finally:
         with contextlib.suppress(Exception):  # never leave a node frozen, whatever failed above
             thaw_all(state_dir)
