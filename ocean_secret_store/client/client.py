@@ -86,10 +86,14 @@ log = logging.getLogger(__name__)
 #: A requests timeout: seconds for both phases, or ``(connect, read)``.
 Timeout: TypeAlias = float | tuple[float, float]
 
-#: Connections kept alive per node; more only matter for many threads sharing one client.
-_POOL_MAXSIZE: Final = 10
+#: Connections kept alive per node; more only matter for many threads sharing one client (a
+#: thread that finds the pool empty opens a connection of its own, which is closed afterwards if
+#: the pool is full: 32 keeps 16 threads on one node on kept-alive connections).
+_POOL_MAXSIZE: Final = 32
 #: Server public keys remembered for verifying signatures (public values; bounded, LRU).
 _SERVER_KEY_CACHE_SIZE: Final = 1024
+#: Key id signatures remembered (deterministic, RFC 6979, and public: they travel in the path; LRU).
+_KEY_ID_SIGNATURE_CACHE_SIZE: Final = 1024
 _KEY_ID_SIZE: Final = 32
 #: Keys a batch retrieval request carries by default (:meth:`SecretStoreClient.retrieve_many`).
 DEFAULT_BATCH_SIZE: Final = 100
@@ -278,6 +282,14 @@ class SecretStoreClient:
         self._verify: bool | str | None = (verify if isinstance(verify, bool) else os.fspath(verify)) \
             if self._owns_session else None
         self._session = session
+        # What requests would merge from the environment into every request (proxies and their
+        # no_proxy exceptions, REQUESTS_CA_BUNDLE): read once per node, not on each request, where
+        # it scans the whole environment twice. Only for the client's own session; a caller's
+        # session is asked through its own request(), which it may have overridden.
+        self._send_settings: tuple[dict[str, object], ...] = tuple(
+            session.merge_environment_settings(base, {}, None, self._verify, None) for base in self._bases
+        ) if self._owns_session else ()
+        self._key_id_signatures: OrderedDict[bytes, bytes] = OrderedDict()
         # Index of the node that answered last: GETs start there, POSTs go there.
         self._preferred = 0
         self._server_keys: OrderedDict[bytes, Point] = OrderedDict()
@@ -314,10 +326,14 @@ class SecretStoreClient:
     def _request(self, method: str, index: int, path: str, body: bytes = b"",
                  headers: dict[str, str] | None = None) -> requests.Response:
         # No redirects: the path carries the requester signature and must not be forwarded.
-        return self._session.request(
-            method, self._bases[index] + path, data=body or None, headers=headers, timeout=self._timeout,
-            allow_redirects=False, verify=self._verify,
-        )
+        url = self._bases[index] + path
+        if not self._owns_session:
+            return self._session.request(method, url, data=body or None, headers=headers, timeout=self._timeout,
+                                         allow_redirects=False, verify=self._verify)
+        # What Session.request does, with the environment's settings merged once (__init__).
+        prepared = self._session.prepare_request(requests.Request(method, url, data=body or None, headers=headers))
+        return self._session.send(prepared, timeout=self._timeout, allow_redirects=False,
+                                  **self._send_settings[index])
 
     def _get(self, operation: str, path: str, headers: dict[str, str] | None = None, *, method: str = _http.GET,
              body: bytes = b"") -> bytes:
@@ -412,7 +428,18 @@ class SecretStoreClient:
 
     def sign_key_id(self, key_id: bytes) -> bytes:
         """The requester signature for ``key_id``: ECDSA over its raw 32 bytes, ``r || s || v`` (v 0/1)."""
-        return local.sign_raw_hash(self._account, _check_key_id(key_id))
+        key_id = _check_key_id(key_id)
+        with self._lock:
+            signature = self._key_id_signatures.get(key_id)
+            if signature is not None:
+                self._key_id_signatures.move_to_end(key_id)
+                return signature
+        signature = local.sign_raw_hash(self._account, key_id)  # deterministic: the same as any cached one
+        with self._lock:
+            self._key_id_signatures[key_id] = signature
+            while len(self._key_id_signatures) > _KEY_ID_SIGNATURE_CACHE_SIZE:
+                self._key_id_signatures.popitem(last=False)
+        return signature
 
     def bound_headers(self, operation: str, key_id: bytes, arguments: bytes) -> dict[str, str]:
         """The bound signature headers for one request (fresh nonce, expiry ``bound_lifetime`` ahead);
