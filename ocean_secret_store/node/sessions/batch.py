@@ -40,7 +40,7 @@ from ...protocol import messages as m
 from ..storage import KeyVersion
 from .base import Core, Requester, RequestHandlers
 from .decryption import ShadowResult, _compute, _Document, _document, _validate_group
-from .groups import Attempt, Group, MemberFailures, hedged
+from .groups import Attempt, Group, MemberFailures, hedged, requests_away
 
 #: Most keys of one exchange with a group: a larger batch runs as several exchanges at once, each with
 #: a group of its own (:func:`_exchanges`), so that the members' work is spread over the holders and
@@ -128,7 +128,7 @@ async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dic
     pending = asyncio.ensure_future(attempt.round(
         {n: core.request(n, request, m.DecryptBatchResponse, timeout, sample=False) for n in attempt.chosen}))
     try:
-        await asyncio.sleep(0)  # the requests on their way, then this node's own part meanwhile
+        await requests_away()  # then this node's own part, while the members compute theirs
         own = []
         for i, (r, access_key) in enumerate(zip(ready, access_keys, strict=True)):
             own.append(_compute(core, r.document, r.version, group, access_key, r.entry.requester, True))

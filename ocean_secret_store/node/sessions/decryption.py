@@ -30,7 +30,7 @@ from ...exceptions import (
 from ...protocol import messages as m
 from ..storage import KeyShare, KeyVersion
 from .base import Core, Requester, RequestHandlers
-from .groups import Attempt, Group, MemberFailures, hedged
+from .groups import Attempt, Group, MemberFailures, hedged, requests_away
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ async def _attempt(
     pending = asyncio.ensure_future(
         attempt.round({n: core.request(n, request, m.DecryptResponse) for n in attempt.chosen}))
     try:
-        await asyncio.sleep(0)  # let the requests reach the sockets, then work while peers do
+        await requests_away()  # then this node's own part, while the members compute theirs
         own = _compute(core, document, version, group, access_key, requester, shadow)
         responses = await pending
     finally:
