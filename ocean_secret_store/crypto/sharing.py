@@ -13,6 +13,7 @@ denominators vanish.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from coincurve import PublicKey
@@ -77,7 +78,14 @@ def shadow_coefficient(x_self: int, x_others: Iterable[int]) -> int:
     :raises InvalidScalar: for an id number outside ``1 <= x < n``.
     :raises InvalidShare: if ``x_self`` or any other id number occurs twice.
     """
-    others = list(x_others)
+    return _shadow_coefficient(x_self, tuple(x_others))
+
+
+#: Id numbers are public and a cluster's groups few (a node's coefficient depends on the other
+#: members only), so the coefficients are remembered: each costs a modular inversion (~15 µs),
+#: paid on every retrieval and signature otherwise. A set that is refused raises and is not kept.
+@functools.lru_cache(maxsize=4096)
+def _shadow_coefficient(x_self: int, others: tuple[int, ...]) -> int:
     _check_id_numbers([x_self, *others])
     numerator = denominator = 1
     for x_j in others:

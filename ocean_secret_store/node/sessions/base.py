@@ -10,6 +10,7 @@ and builds its dispatch table from them. Nothing is registered by importing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,12 +48,25 @@ class Requester:
     @classmethod
     def from_signature(cls, signature: bytes, key_id: bytes) -> Requester:
         try:
-            public = recover_public(signature, key_id)
+            return _recovered(bytes(signature), bytes(key_id))
         except InvalidSignature as exc:
             why = str(exc)  # said once: some of the checks' texts begin with it already
             raise InsufficientRequesterData(why if why.startswith("bad signature") else f"bad signature: {why}") \
                 from exc
-        return cls(public, address_of(public))
+
+
+#: Requesters remembered by (signature, key id), LRU. Recovery is a pure function of the two, so a
+#: remembered one is exactly what recovering again would give; it spares the entry node and every
+#: member of a retrieval a public key recovery and a Keccak hash when a requester asks for a key
+#: again (Parity's path signature is the same for every request of one requester and key). A
+#: signature that does not recover raises and is not remembered.
+REQUESTER_CACHE_SIZE: Final = 4096
+
+
+@functools.lru_cache(maxsize=REQUESTER_CACHE_SIZE)
+def _recovered(signature: bytes, key_id: bytes) -> Requester:
+    public = recover_public(signature, key_id)
+    return Requester(public, address_of(public))
 
 
 @dataclass(frozen=True, slots=True)
