@@ -144,6 +144,24 @@ def route_of(request: web.Request) -> str:
     return UNMATCHED if resource is None else resource.canonical
 
 
+class _Children:
+    """``metric.labels(*values)``, remembered: every label value comes from a fixed set (``bounded``,
+    route patterns, message kinds), so there are few; prometheus_client's ``labels`` takes a lock and
+    checks and builds its key on each call, several times a request on the hot path."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class HttpMetrics:
     """Requests by route pattern, method and status, and their latency by route."""
 
@@ -153,10 +171,11 @@ class HttpMetrics:
         self.latency = Histogram(f"{PREFIX}_http_request_duration_seconds", "Time from a request's head to its "
                                  "answer (for a streamed answer: to its end), by route pattern", ("route",),
                                  buckets=LATENCY_BUCKETS, registry=registry)
+        self._requests, self._latency = _Children(self.requests), _Children(self.latency)
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
-        self.requests.labels(route, bounded(method, HTTP_METHODS), status).inc()
-        self.latency.labels(route).observe(seconds)
+        self._requests(route, bounded(method, HTTP_METHODS), status).inc()
+        self._latency(route).observe(seconds)
 
     @web.middleware
     async def middleware(self, request: web.Request,
@@ -390,6 +409,9 @@ class NodeMetrics:
                                     "write-ahead log), bytes", registry=r)
         #: The last minutes of sessions by kind and outcome, for the status page (not exported).
         self.recent = RecentOperations()
+        self._sessions, self._session_latency = _Children(self.sessions), _Children(self.session_latency)
+        self._member_requests, self._access_checks = _Children(self.member_requests), _Children(self.access_checks)
+        self._audit_writes = _Children(self.audit_writes)
         for outcome in ACCESS_OUTCOMES:
             self.access_checks.labels(outcome)
         for quota in QUOTAS:
@@ -408,22 +430,22 @@ class NodeMetrics:
             raise
         finally:
             seconds = time.perf_counter() - started
-            self.sessions.labels(label, outcome).inc()
-            self.session_latency.labels(label).observe(seconds)
+            self._sessions(label, outcome).inc()
+            self._session_latency(label).observe(seconds)
             self.recent.record(label, outcome, seconds)
 
     def member_request(self, kind: str, exc: BaseException | None) -> None:
         """A member's part ended (``kind``: the message kind, from the fixed set of request messages)."""
-        self.member_requests.labels(kind, outcome_of(exc)).inc()
+        self._member_requests(kind, outcome_of(exc)).inc()
 
     def access_check(self, outcome: str) -> None:
-        self.access_checks.labels(bounded(outcome, ACCESS_OUTCOMES)).inc()
+        self._access_checks(bounded(outcome, ACCESS_OUTCOMES)).inc()
 
     def quota_refused(self, quota: str) -> None:
         self.quota_refusals.labels(bounded(quota, QUOTAS)).inc()
 
     def audit_written(self, role: str, decision: str) -> None:
-        self.audit_writes.labels(bounded(role, AUDIT_ROLES), bounded(decision, AUDIT_DECISIONS)).inc()
+        self._audit_writes(bounded(role, AUDIT_ROLES), bounded(decision, AUDIT_DECISIONS)).inc()
 
     async def refresh(self, node: NodeState) -> None:
         """Set the gauges from ``node``'s state now (before a scrape)."""
