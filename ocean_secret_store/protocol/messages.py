@@ -842,10 +842,32 @@ class Envelope:
 
 def encode(envelope: Envelope) -> bytes:
     body = envelope.body
-    out: dict[str, Any] = {"kind": body.KIND, "rid": envelope.rid, "reply_to": envelope.reply_to}
-    for name, codec in body.SCHEMA.items():
-        out[name] = CODECS[codec][0](getattr(body, name))
-    return json.dumps(out, separators=(",", ":")).encode()
+    head = _JSON.encode({"kind": body.KIND, "rid": envelope.rid, "reply_to": envelope.reply_to})
+    fields = _fields_json(body)
+    # The same bytes as one json.dumps of the envelope's keys followed by the fields.
+    return (head[:-1] + "," + fields + "}" if fields else head).encode()
+
+
+#: One encoder for every message (json.dumps with separators makes a new one on each call).
+_JSON: Final = json.JSONEncoder(separators=(",", ":"))
+_ENVELOPE_KEYS: Final = frozenset({"kind", "rid", "reply_to"})
+#: The last body encoded and its fields' JSON: an entry node sends one request body to each of the
+#: t members of a round, which differ only in their request id; the fields (the group, the key id,
+#: the signature) are encoded once. Bodies are frozen; the body is held, so its id is never reused.
+_last_fields: tuple[Message, str] | None = None
+
+
+def _fields_json(body: Message) -> str:
+    """``"name":value,...`` of ``body``'s fields (no braces), as in the JSON object of the message."""
+    global _last_fields  # noqa: PLW0603 -- a one-entry cache of the message last encoded
+    last = _last_fields
+    if last is not None and last[0] is body:
+        return last[1]
+    if not _ENVELOPE_KEYS.isdisjoint(body.SCHEMA):
+        raise InvalidMessage(f"{body.KIND}: a field may not be named like an envelope key")
+    text = _JSON.encode({name: CODECS[codec][0](getattr(body, name)) for name, codec in body.SCHEMA.items()})[1:-1]
+    _last_fields = (body, text)
+    return text
 
 
 def envelope_ids(payload: bytes) -> tuple[int | None, int | None]:
