@@ -5,6 +5,7 @@ are written before the entry node computes its own part."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 import pytest
@@ -16,6 +17,7 @@ from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.exceptions import InsufficientRequesterData, InvalidShare
 from ocean_secret_store.node.sessions.base import Requester
 from ocean_secret_store.node.sessions.groups import Attempt, requests_away
+from ocean_secret_store.protocol import messages as m
 
 
 def test_a_remembered_requester_is_the_recovered_one() -> None:
@@ -61,3 +63,13 @@ def test_a_rounds_requests_are_written_before_the_callers_own_part() -> None:
 
     assert asyncio.run(entry()) == {b"\x01": b"\x01", b"\x02": b"\x02"}
     assert order == ["sent 01", "sent 02", "own part"]
+
+
+def test_one_body_sent_to_several_members_keeps_each_request_id() -> None:
+    body = m.DecryptRequest(key_id=os.urandom(32), signature=os.urandom(65), version=os.urandom(32),
+                            access_key=12345, group=tuple(os.urandom(64) for _ in range(3)), shadow=True)
+    first, second = m.encode(m.Envelope(body, rid=1)), m.encode(m.Envelope(body, rid=2))
+    assert m.decode(first) == m.Envelope(body, rid=1) and m.decode(second) == m.Envelope(body, rid=2)
+    assert first.replace(b'"rid":1,', b'"rid":2,', 1) == second
+    other = dataclasses.replace(body, access_key=54321)  # another body: encoded afresh
+    assert m.decode(m.encode(m.Envelope(other, rid=3))).body == other
