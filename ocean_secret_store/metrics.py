@@ -204,6 +204,7 @@ class HttpMetrics:
 SESSION_KINDS: Final = frozenset({
     "generate_server_key", "store_document_key", "generate_document_key", "retrieve_server_key",
     "retrieve_document_key", "retrieve_document_key_shadow", "retrieve_document_key_shadow_batch", "schnorr_sign",
+    "generate_server_key_batch",
     "ecdsa_sign",
     "admin_change", "admin_refresh", "admin_repair",
 })

@@ -70,6 +70,7 @@ from ..exceptions import (
 )
 from ..protocol import batch as _batch
 from ..protocol import bound as _bound
+from ..protocol import generation_batch as _generation_batch
 from ..protocol import http as _http
 from ..protocol import owner as _owner
 from ..protocol.hexcodec import parse_hex, to_hex
@@ -572,6 +573,37 @@ class SecretStoreClient:
                     result.decrypted_secret, result.common_point, result.decrypt_shadows, secret))
             except SecretStoreError as exc:
                 out.append(exc)
+        return out
+
+    def generate_server_keys(self, key_ids: Iterable[bytes], threshold: int, *, owner: bytes | str | None = None,
+                             batch_size: int = 500) -> list[Point | KeyServerError]:
+        """``POST /server_key_batch`` (ours, beyond Parity: docs/http-api.md): generate many server
+        keys, ``batch_size`` a request (at most :data:`~..protocol.generation_batch.MAX_BATCH`), each
+        key id signed by the account (its author), all of threshold ``threshold`` and owner-to-be
+        ``owner`` (if named). One result per key, in order: its public ``Y``, or the
+        :class:`KeyServerError` the cluster answered for that key (a key id that exists or comes
+        twice, a quota). Sent to one node, never retried (as :meth:`generate_server_key`): a request
+        that fails as a whole raises, and the keys of the requests before it are generated.
+
+        :raises ClientError: ``batch_size`` out of range, or a key id that is not 32 bytes.
+        """
+        ids = [_check_key_id(key_id) for key_id in key_ids]
+        owner_bytes = _check_owner(owner)
+        if not 1 <= batch_size <= _generation_batch.MAX_BATCH:
+            raise ClientError(f"batch_size must be 1 to {_generation_batch.MAX_BATCH}, got {batch_size}")
+        out: list[Point | KeyServerError] = []
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            body = _generation_batch.encode_generation_request([
+                _generation_batch.GenerationItem(key_id, self.sign_key_id(key_id), threshold, owner_bytes)
+                for key_id in chunk])
+            answer = self._post("batch server key generation", _generation_batch.PATH, body,
+                                {"Content-Type": _http.CONTENT_TYPE_JSON})
+            results = _generation_batch.decode_generation_response(answer, chunk)
+            for key_id, result in zip(chunk, results, strict=True):
+                if isinstance(result, Point):
+                    self._remember_server_key(key_id, result)
+            out.extend(results)
         return out
 
     def recover_document_key(self, key_id: bytes) -> Point:

@@ -49,7 +49,9 @@ __all__ = [
     "joint_public",
     "run_local_dkg",
     "verify_dealing",
+    "verify_dealing_batches",
     "verify_dealings",
+    "verify_feldman_share_batches",
     "verify_feldman_shares",
 ]
 
@@ -281,6 +283,97 @@ def verify_feldman_shares(
                 f"the share of {dealer_label(dealer)} does not match its public coefficients", [dealer]
             ) from exc
     raise CheatingDealer("the shares do not match their public coefficients", dealers)  # unreachable
+
+
+# -- batched checks over many keys: one random linear combination over every key and dealer ------
+
+
+def verify_dealing_batches(
+    x_self: int,
+    batches: Sequence[tuple[Point, Mapping[D, tuple[int, int, Sequence[Point]]]]],
+    threshold: int,
+    rng: Rng | None = None,
+) -> None:
+    """:func:`verify_dealings` for many keys generated together (a batch generation), at once.
+
+    Each batch is one key's ``(H, dealings)``: its own second generator and every dealer's pair and
+    commitments. With fresh weights ``w_ki`` for every key ``k`` and dealer ``i`` it checks
+    ``(Σ w·s1)·G + Σ_k (Σ_i w_ki·s2_ki)·H_k == Σ_j x^j·(Σ_ki w_ki·C_kij)``: one cheap
+    multiplication per commitment and one full one per key (its ``H``), instead of ``t + 2`` full
+    ones per key. It passes whenever every pair of every key matches; when one does not, it fails
+    except with probability ``2^-128`` and each key is then checked alone (:func:`verify_dealings`)
+    to name the first culprit.
+
+    :raises CheatingDealer: naming the dealer (and, in its message, the key's index in ``batches``)
+        whose pair does not match its commitments or who sent the wrong number of commitments.
+    """
+    if not batches:
+        raise InvalidShare("there is no key to check")
+    for _, dealings in batches:
+        _check_batch_inputs(x_self, threshold, {d: c for d, (_, _, c) in dealings.items()}, "commitments")
+    weights: list[int] = []
+    vectors: list[Sequence[Point]] = []
+    s_g = 0
+    h_terms: list[PublicKey] = []
+    for h, dealings in batches:
+        s_h = 0
+        for secret1, secret2, commitments in dealings.values():
+            w = batch_weight(rng)
+            weights.append(w)
+            vectors.append(commitments)
+            s_g += w * secret1
+            s_h += w * secret2
+        if s_h % N:
+            h_terms.append(h.coincurve.multiply((s_h % N).to_bytes(32, "big")))
+    lhs_g = _g_plus_h(s_g, 0, None)
+    lhs = key_sum([*([lhs_g] if lhs_g is not None else []), *h_terms])
+    if same_key(lhs, _weighted_vectors_at(x_self, weights, vectors)):
+        return
+    for index, (h, dealings) in enumerate(batches):
+        try:
+            verify_dealings(x_self, dealings, h, threshold, rng)
+        except CheatingDealer as exc:
+            raise CheatingDealer(f"key {index} of the batch: {exc}", exc.dealers) from exc
+    raise CheatingDealer("the dealings do not match their commitments",  # unreachable: see above
+                         [d for _, dealings in batches for d in dealings])
+
+
+def verify_feldman_share_batches(
+    x_self: int,
+    batches: Sequence[tuple[Mapping[D, int], Mapping[D, Sequence[Point]]]],
+    threshold: int,
+    rng: Rng | None = None,
+) -> None:
+    """:func:`verify_feldman_shares` for many keys at once: each batch is one key's ``(shares,
+    coefficients)``; ``(Σ w·s)·G == Σ_j x^j·(Σ_ki w_ki·A_kij)`` over every key and dealer, then
+    key by key to name the culprit.
+
+    :raises CheatingDealer: naming the dealer whose share does not match its commitments.
+    :raises InvalidShare: unless each key's shares and coefficients have the same dealers.
+    """
+    if not batches:
+        raise InvalidShare("there is no key to check")
+    weights: list[int] = []
+    vectors: list[Sequence[Point]] = []
+    s_g = 0
+    for shares, coefficients in batches:
+        if set(shares) != set(coefficients):
+            raise InvalidShare("shares and public coefficients must come from the same dealers")
+        _check_batch_inputs(x_self, threshold, coefficients, "public coefficients")
+        for dealer, vector in coefficients.items():
+            w = batch_weight(rng)
+            weights.append(w)
+            vectors.append(vector)
+            s_g += w * shares[dealer]
+    if same_key(_g_plus_h(s_g, 0, None), _weighted_vectors_at(x_self, weights, vectors)):
+        return
+    for index, (shares, coefficients) in enumerate(batches):
+        try:
+            verify_feldman_shares(x_self, shares, coefficients, threshold, rng)
+        except CheatingDealer as exc:
+            raise CheatingDealer(f"key {index} of the batch: {exc}", exc.dealers) from exc
+    raise CheatingDealer("the shares do not match their public coefficients",  # unreachable
+                         [d for _, coefficients in batches for d in coefficients])
 
 
 def combine_secret_share(received_secret1s: Iterable[int]) -> int:

@@ -25,6 +25,7 @@ from ..exceptions import (
     KEY_SERVER_ERRORS,
     AccessDenied,
     ConsensusTemporaryUnreachable,
+    DuplicateSessionId,
     InternalError,
     InvalidMessage,
     KeyServerError,
@@ -38,7 +39,18 @@ from .acl import AccessChecker, Decision
 from .audit import Audit, NullAudit
 from .liveness import Liveness
 from .quotas import WIRE_NAME, SessionCap, TooManyRequests
-from .sessions import batch, decryption, delegation, ecdsa, generation, migration, negotiation, signing, storing
+from .sessions import (
+    batch,
+    decryption,
+    delegation,
+    ecdsa,
+    genbatch,
+    generation,
+    migration,
+    negotiation,
+    signing,
+    storing,
+)
 from .sessions.base import (
     AdminSession,
     Maintenance,
@@ -105,18 +117,19 @@ def _dispatch(*tables: Mapping[type[m.Message], HandlerT]) -> Mapping[type[m.Mes
 REQUEST_HANDLERS: Final[Mapping[type[m.Message], RequestHandler]] = _dispatch(
     generation.REQUEST_HANDLERS, storing.REQUEST_HANDLERS, negotiation.REQUEST_HANDLERS,
     decryption.REQUEST_HANDLERS, signing.REQUEST_HANDLERS, delegation.REQUEST_HANDLERS, migration.REQUEST_HANDLERS,
-    ecdsa.REQUEST_HANDLERS, batch.REQUEST_HANDLERS,
+    ecdsa.REQUEST_HANDLERS, batch.REQUEST_HANDLERS, genbatch.REQUEST_HANDLERS,
 )
 ONEWAY_HANDLERS: Final[Mapping[type[m.Message], OnewayHandler]] = _dispatch(generation.ONEWAY_HANDLERS,
                                                                             migration.ONEWAY_HANDLERS,
-                                                                            ecdsa.ONEWAY_HANDLERS)
+                                                                            ecdsa.ONEWAY_HANDLERS,
+                                                                            genbatch.ONEWAY_HANDLERS)
 #: Background loops of the session modules, started with the core (e.g. resolving unfinished stores).
 MAINTENANCE: Final[tuple[Maintenance, ...]] = storing.MAINTENANCE
 #: Requests that open a session on a member: refused while the node runs its maximum of sessions.
 #: A later message of a session already admitted never is, so no admitted session is cut halfway;
 #: a store is the tail of a generate-and-store and is not refused either.
 SESSION_OPENERS: Final = frozenset({m.GenInit, m.DecryptRequest, m.SchnorrNonceRequest, m.DelegateRequest,
-                                   m.EcdsaStart, m.DecryptBatchRequest})
+                                   m.EcdsaStart, m.DecryptBatchRequest, m.GenBatchInit})
 #: Member work that counts as a running session while its handler runs (a metadata probe does not).
 SESSION_WORK: Final = frozenset(REQUEST_HANDLERS) - {m.KeyInfoRequest}
 
@@ -705,6 +718,77 @@ class ClusterCore:
         return await self._entry("generate_server_key", key_id, signature,
                                  lambda r: generation.run(self, key_id, r.address, threshold, owner), NodeDisconnected,
                                  bound, b.threshold_arguments(threshold, owner), _owner_reason(owner))
+
+    async def generate_server_keys(
+        self, requests: Sequence[tuple[bytes, bytes, int, bytes | None]],
+        admit: Callable[[bytes], None] | None = None,
+    ) -> list[Point | KeyServerError]:
+        """``POST /server_key_batch`` (ours): generate every ``(key id, signature, threshold,
+        owner-to-be)``; each key's public or its own error, in order (:mod:`.sessions.genbatch`).
+
+        Each key is checked and audited as a single generation is (its signature over the key id
+        makes its requester the author; a batch carries no bound signature, so where one is required
+        its keys are refused); a key id that comes twice is refused the second time. ``admit`` (the
+        HTTP layer's quotas) is called with each key's requester and may refuse it (raising). The keys run
+        in batch sessions of one threshold (each under the session cap and the session timeout), a
+        few at once; a session that fails fails its keys only.
+        """
+        operation = "generate_server_key"
+        results: list[Point | KeyServerError | None] = [None] * len(requests)
+        by_threshold: dict[int, list[tuple[int, genbatch.BatchKey]]] = {}
+        seen: set[bytes] = set()
+        for index, (key_id, signature, threshold, owner) in enumerate(requests):
+            try:
+                requester = Requester.from_signature(signature, key_id)
+            except KeyServerError as exc:
+                self.audit.record(operation, key_id, None, "entry", "refused", exc.parity_name)
+                results[index] = exc
+                continue
+            try:
+                if key_id in seen:
+                    raise DuplicateSessionId()
+                self.check_bound(operation, key_id, requester.address, b.threshold_arguments(threshold, owner), None)
+                if admit is not None:
+                    admit(requester.address)
+            except KeyServerError as exc:
+                if isinstance(exc, TooManyRequests):
+                    self.metrics.quota_refused(exc.quota)
+                reason = f"{exc.parity_name}: {exc.detail}" if exc.detail else exc.parity_name
+                self.audit.record(operation, key_id, requester.address, "entry", "refused", reason)
+                results[index] = exc
+                continue
+            seen.add(key_id)
+            by_threshold.setdefault(threshold, []).append((index, genbatch.BatchKey(key_id, requester.address, owner)))
+        semaphore = asyncio.Semaphore(genbatch.CONCURRENT_SESSIONS)
+
+        async def session(threshold: int, part: list[tuple[int, genbatch.BatchKey]]) -> None:
+            async with semaphore:
+                try:
+                    with self.metrics.session("generate_server_key_batch"):
+                        self.session_cap.admit()
+                        with self.session_cap.hold():
+                            outcomes = await self._bounded(
+                                genbatch.run_session(self, [key for _, key in part], threshold), NodeDisconnected)
+                except KeyServerError as exc:  # the session failed as a whole: each of its keys gets the error
+                    outcomes = {key.key_id: exc for _, key in part}
+            for index, key in part:
+                outcome = outcomes.get(key.key_id, InternalError("a batch key was left without a result"))
+                results[index] = outcome
+                if isinstance(outcome, KeyServerError):
+                    decision = "refused" if outcome.status in (400, 403, 404) else "failed"
+                    reason = (f"{outcome.parity_name}: {outcome.detail}" if outcome.text and outcome.detail
+                              else outcome.parity_name)
+                    self.audit.record(operation, key.key_id, key.author, "entry", decision, reason)
+                else:
+                    self.audit.record(operation, key.key_id, key.author, "entry", "ok",
+                                      "batch" if key.owner is None else f"batch; {_owner_reason(key.owner)}")
+
+        sessions = []
+        for threshold, keys in by_threshold.items():
+            size = m.gen_batch_size(threshold)
+            sessions += [session(threshold, keys[start:start + size]) for start in range(0, len(keys), size)]
+        await asyncio.gather(*sessions)
+        return [r if r is not None else InternalError("no result") for r in results]
 
     async def store_document_key(
         self, key_id: bytes, signature: bytes, common_point: Point, encrypted_point: Point,

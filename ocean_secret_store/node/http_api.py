@@ -19,6 +19,7 @@ is theirs too.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Final
@@ -31,6 +32,7 @@ from ..exceptions import BadAdminRequest, InternalError, InvalidSignature, KeySe
 from ..metrics import METRICS_PATH, ROUTE, UNMATCHED, exposition
 from ..protocol import batch as bt
 from ..protocol import bound as b
+from ..protocol import generation_batch as gb
 from ..protocol import http as codec
 from ..protocol import owner as ow
 from ..protocol.admin import AdminRequest, AdminRequestError
@@ -210,16 +212,16 @@ def _probe(core: ClusterCore, request: web.Request) -> web.Response | None:
     return None
 
 
-async def _read_batch_body(request: web.Request) -> bytes | None:
-    """A batch request's body, or None once it exceeds :data:`~bt.MAX_BATCH_BODY` (read in chunks
-    and bounded as it is read: aiohttp's ``client_max_size`` is the Parity routes' smaller limit)."""
-    if request.content_length is not None and request.content_length > bt.MAX_BATCH_BODY:
+async def _read_batch_body(request: web.Request, limit: int = bt.MAX_BATCH_BODY) -> bytes | None:
+    """A batch request's body, or None once it exceeds ``limit`` (read in chunks and bounded as it
+    is read: aiohttp's ``client_max_size`` is the Parity routes' smaller limit)."""
+    if request.content_length is not None and request.content_length > limit:
         return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
-        if size > bt.MAX_BATCH_BODY:
+        if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
@@ -259,6 +261,28 @@ async def _batch(core: ClusterCore, request: web.Request) -> web.Response:
         return _error(InternalError("unexpected server failure"))
 
 
+async def serve_generation_batch(core: ClusterCore, request: web.Request,
+                                 quota: GenerationQuota | None) -> web.Response:
+    """``POST /server_key_batch`` (ours; docs/http-api.md, "Batch server key generation"): one
+    public or error per key, in request order; each key counts against the quotas as one
+    generation (a key over them gets its 429 error); 400 for a body that does not parse."""
+    body = await _read_batch_body(request, gb.MAX_BATCH_BODY)
+    if body is None:
+        return _batch_refusal(f"the body exceeds {gb.MAX_BATCH_BODY} bytes")
+    try:
+        items = gb.parse_generation_request(body)
+    except gb.BadGenerationBatch as exc:
+        return _batch_refusal(str(exc))
+    address = request.remote
+    results = await core.generate_server_keys(
+        [(i.key_id, i.signature, i.threshold, i.owner) for i in items],
+        None if quota is None else lambda requester: quota.admit(requester, address))
+    refusals = [r for r in results if isinstance(r, TooManyRequests)]
+    if quota is not None and refusals and len(refusals) == len(results):  # held as a single refusal is
+        await asyncio.sleep(min(refusals[0].retry_after, quota.settings.refusal_delay))
+    return _json(gb.encode_generation_results([i.key_id for i in items], results))
+
+
 #: Our own read-only routes served after the CORS check, as the API: the metrics and the status page.
 _OWN_PAGES: Final = frozenset({METRICS_PATH, STATUS_PATH, STATUS_JSON_PATH})
 
@@ -294,6 +318,15 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
     status = StatusPage(core)
     metrics = core.metrics
 
+    async def generation_batch(request: web.Request) -> web.Response:
+        try:
+            return await serve_generation_batch(core, request, quota)
+        except KeyServerError as exc:
+            return _error(exc)
+        except Exception:
+            log.exception("unexpected failure serving a batch generation")
+            return _error(InternalError("unexpected server failure"))
+
     async def handle(request: web.Request) -> web.Response:  # noqa: PLR0911 -- one return per kind of route and refusal
         request[ROUTE] = UNMATCHED  # until parsed: the raw path is never a label
         probe = _probe(core, request)
@@ -306,9 +339,9 @@ def make_app(core: ClusterCore, cors: CorsPolicy | None = None,
         decision = policy.decide(request.headers.get("Origin"), request.headers.get("Host"))
         if decision.rejected:
             return web.Response(status=codec.CORS_REJECTED_STATUS)
-        if request.method == "POST" and request.rel_url.path == bt.PATH:  # ours: the batch retrieval
-            request[ROUTE] = bt.PATH
-            response = await _batch(core, request)
+        if request.method == "POST" and request.rel_url.path in (bt.PATH, gb.PATH):  # ours: the batch routes
+            request[ROUTE] = request.rel_url.path
+            response = await (_batch(core, request) if request.rel_url.path == bt.PATH else generation_batch(request))
             if decision.allow_origin:
                 response.headers["Access-Control-Allow-Origin"] = decision.allow_origin
             return response

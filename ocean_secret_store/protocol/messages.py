@@ -16,8 +16,9 @@ described in ``docs/cluster-protocol.md``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, TypeVar, dataclass_transform
 
@@ -826,6 +827,133 @@ class DecryptBatchResponse(Message):
     """Member -> entry node: one ``DecryptBatchResult`` per item, in order."""
 
     results: tuple[DecryptBatchResult, ...]
+
+
+# Batch server key generation (ours, beyond Parity; docs/cluster-protocol.md, "Batch generation"):
+# one session generates many keys, each node's dealings for every key in one message per peer.
+
+#: The most keys one batch generation session carries.
+MAX_GEN_BATCH: Final = 256
+#: The most points one batch generation message carries (keys x (t + 1) commitments): about 270 KB
+#: on the wire, well inside a channel frame; a session's keys are bounded by it too
+#: (:func:`gen_batch_size`).
+MAX_GEN_BATCH_POINTS: Final = 2048
+
+
+def gen_batch_size(threshold: int) -> int:
+    """The most keys of threshold ``threshold`` one batch generation session carries."""
+    return max(1, min(MAX_GEN_BATCH, MAX_GEN_BATCH_POINTS // (threshold + 1)))
+
+
+@message("GenBatchKey", key_id="h256", author="address", owner="opt_address")
+class GenBatchKey(Message):
+    """One key of a ``GenBatchInit``: its id, its author and the owner-to-be the author named."""
+
+    key_id: bytes
+    author: bytes
+    owner: bytes | None
+
+
+CODECS["gen_keys"] = _list(_enc_item(GenBatchKey), _dec_item(GenBatchKey), limit=MAX_GEN_BATCH)
+CODECS["gen_key_ids"] = _list(*_H256, limit=MAX_GEN_BATCH)
+CODECS["gen_errors"] = _list(lambda v: v, _dec_str, limit=MAX_GEN_BATCH)
+CODECS["gen_scalars"] = _list(_enc_scalar, _dec_scalar, limit=MAX_GEN_BATCH)
+CODECS["gen_points"] = _list(_enc_point, _dec_point, limit=MAX_GEN_BATCH_POINTS)
+
+
+@message("GenBatchInit", session="h256", threshold="int", id_numbers="id_map", keys="gen_keys")
+class GenBatchInit(Message):
+    """Master -> every node: reserve these keys (each refused where it is stored or being generated)
+    for one batch generation ``session`` with these id numbers; answered with ``GenBatchAccepted``."""
+
+    session: bytes
+    threshold: int
+    id_numbers: dict[bytes, int]
+    keys: tuple[GenBatchKey, ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise InvalidMessage("GenBatchInit: no key")
+        if len({k.key_id for k in self.keys}) != len(self.keys):
+            raise InvalidMessage("GenBatchInit: a key id comes twice")
+
+
+@message("GenBatchAccepted", refused="gen_key_ids", errors="gen_errors")
+class GenBatchAccepted(Message):
+    """Node -> master: the keys of the batch this node refuses, each with its error (a Parity variant
+    name: ``ServerKeyAlreadyGenerated``, ``DuplicateSessionId``); it reserved every other one."""
+
+    refused: tuple[bytes, ...]
+    errors: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.refused) != len(self.errors):
+            raise InvalidMessage("GenBatchAccepted: one error per refused key")
+
+
+@message("GenBatchStart", session="h256", key_ids="gen_key_ids")
+class GenBatchStart(Message):
+    """Master -> every node: generate these keys of the batch (those no node refused), in this
+    order, and release the others; deal now, answered with ``GenBatchReady`` once every check passed."""
+
+    session: bytes
+    key_ids: tuple[bytes, ...]
+
+
+@message("GenBatchDealing", session="h256", keys="h256", secret1="gen_scalars", secret2="gen_scalars",
+         commitments="gen_points")
+class GenBatchDealing(Message):
+    """Dealer -> one node (one-way): for every key of the batch in order, its two secret shares and
+    its ``t + 1`` Pedersen commitments (flat: key after key). ``keys`` is the digest of the key ids
+    dealt for (:func:`gen_batch_digest`)."""
+
+    session: bytes
+    keys: bytes
+    secret1: tuple[int, ...]
+    secret2: tuple[int, ...]
+    commitments: tuple[Point, ...]
+
+
+@message("GenBatchPublics", session="h256", keys="h256", coefficients="gen_points")
+class GenBatchPublics(Message):
+    """Dealer -> every node (one-way): the Feldman commitments of its polynomial for every key of
+    the batch in order (flat: ``t + 1`` a key)."""
+
+    session: bytes
+    keys: bytes
+    coefficients: tuple[Point, ...]
+
+
+@message("GenBatchReady", publics="gen_points", digest="h256")
+class GenBatchReady(Message):
+    """Node -> master, answering ``GenBatchStart``: each key's joint public key in order, and one
+    digest over every key's version commitments (``resharing.version_digest``, in order)."""
+
+    publics: tuple[Point, ...]
+    digest: bytes
+
+
+@message("GenBatchCommit", session="h256")
+class GenBatchCommit(Message):
+    """Master -> every node: store the share of every key of the batch (one transaction)."""
+
+    session: bytes
+
+
+@message("GenBatchAbort", session="h256")
+class GenBatchAbort(Message):
+    """Master -> every node (one-way): forget the batch generation and release its keys."""
+
+    session: bytes
+
+
+def gen_batch_digest(key_ids: Sequence[bytes]) -> bytes:
+    """SHA-256 over a batch's key ids in order (what a dealing names it deals for)."""
+    digest = hashlib.sha256(b"ocean-secret-store/generation-batch/v1")
+    digest.update(len(key_ids).to_bytes(4, "big"))
+    for key_id in key_ids:
+        digest.update(key_id)
+    return digest.digest()
 
 
 # -- envelope -----------------------------------------------------------------------------------------

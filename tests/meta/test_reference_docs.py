@@ -36,7 +36,7 @@ from ocean_secret_store.node.status import STATUS_JSON_PATH, STATUS_PATH
 from ocean_secret_store.ocean import config as ocean_config
 from ocean_secret_store.ocean import encryptors, hookspecs
 from ocean_secret_store.ocean.provider import backends
-from ocean_secret_store.protocol import batch, key_versions
+from ocean_secret_store.protocol import batch, generation_batch, key_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,6 +152,7 @@ def node_routes() -> set[tuple[str, str]]:
     routes |= {("GET", path) for path in (http_api.HEALTH_PATH, http_api.READY_PATH, METRICS_PATH, STATUS_PATH,
                                           STATUS_JSON_PATH)}
     routes.add(("POST", batch.PATH))
+    routes.add(("POST", generation_batch.PATH))
     return routes
 
 

@@ -113,6 +113,19 @@ EXAMPLES: list[m.Message] = [
         m.DecryptBatchResult(shadow_point=P1, decrypt_shadow=os.urandom(145), error=None, detail=None),
         m.DecryptBatchResult(shadow_point=None, decrypt_shadow=None, error="AccessDenied", detail=None))),
     m.DecryptBatchResult(shadow_point=None, decrypt_shadow=None, error="InvalidMessage", detail="unknown key version"),
+    # batch server key generation (ours)
+    m.GenBatchInit(session=b"\x01" * 32, threshold=1, id_numbers={NODE1: 3, NODE2: 4}, keys=(
+        m.GenBatchKey(key_id=b"\x02" * 32, author=b"\x03" * 20, owner=None),
+        m.GenBatchKey(key_id=b"\x04" * 32, author=b"\x03" * 20, owner=b"\x09" * 20))),
+    m.GenBatchKey(key_id=b"\x02" * 32, author=b"\x03" * 20, owner=None),
+    m.GenBatchAccepted(refused=(b"\x02" * 32,), errors=("ServerKeyAlreadyGenerated",)),
+    m.GenBatchStart(session=b"\x01" * 32, key_ids=(b"\x04" * 32,)),
+    m.GenBatchDealing(session=b"\x01" * 32, keys=b"\x05" * 32, secret1=(0, N - 1), secret2=(5, 6),
+                      commitments=(P1, P2, P2, P1)),
+    m.GenBatchPublics(session=b"\x01" * 32, keys=b"\x05" * 32, coefficients=(P1, P2)),
+    m.GenBatchReady(publics=(P1, P2), digest=b"\x06" * 32),
+    m.GenBatchCommit(b"\x01" * 32),
+    m.GenBatchAbort(b"\x01" * 32),
 ]
 
 

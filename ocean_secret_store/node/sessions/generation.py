@@ -99,6 +99,29 @@ class GenerationState:
 TABLE: Final[TableKey[GenerationState]] = TableKey("generation")
 
 
+@dataclass(eq=False, repr=False)
+class BatchClaim:
+    """The key ids one batch generation (:mod:`.genbatch`) reserved on this node, by its session id:
+    a generation of any of them, single or batch, is refused meanwhile."""
+
+    created: float
+    key_ids: set[bytes]
+
+    def expire(self) -> None:
+        return None
+
+    def peer_lost(self, peer: bytes) -> None:
+        return None
+
+
+CLAIMS: Final[TableKey[BatchClaim]] = TableKey("generation_batch_claims")
+
+
+def reserved(core: Core, key_id: bytes) -> bool:
+    """Whether a generation of ``key_id`` runs on this node (single, or in a batch)."""
+    return key_id in core.table(TABLE) or any(key_id in claim.key_ids for claim in core.table(CLAIMS).values())
+
+
 def _validate_init(core: Core, master: bytes, msg: m.GenInit) -> None:
     if core.admin_session is not None:  # the servers set is changing: no new key until it has
         raise ExclusiveSessionActive()
@@ -114,7 +137,7 @@ def _validate_init(core: Core, master: bytes, msg: m.GenInit) -> None:
 async def _create(core: Core, master: bytes, msg: m.GenInit) -> GenerationState:
     _validate_init(core, master, msg)
     table = core.table(TABLE)
-    if msg.session in table:
+    if reserved(core, msg.session):
         raise DuplicateSessionId()
     # Reserve the id before the storage look-up so two concurrent generations cannot both pass.
     state = GenerationState(
