@@ -142,6 +142,8 @@ def _cmd_node_database(args: argparse.Namespace) -> int:
     if getattr(args, "config", None) is None:
         raise UsageError(f"node {args.node_command}: give --config FILE (the node's TOML config)")
     config = load_config(args.config)
+    if args.node_command == "dump":
+        return _dump_node(args, config)
     if args.node_command == "backup":
         made = backup.make_backup(config.storage_path, config.node_secret, args.out)
         for damage in made.damaged[:10]:
@@ -157,6 +159,27 @@ def _cmd_node_database(args: argparse.Namespace) -> int:
                "(docs/operators.md, Backups)")
         return EXIT_OK
     return _verify_node(args, config)
+
+
+def _dump_node(args: argparse.Namespace, config: Any) -> int:
+    """``node dump``: one JSON object a line, each record in Parity's V3 layout without its shares."""
+    from .node import backup
+    from .protocol.hexcodec import parse_hex
+
+    key_ids = None
+    if args.key:
+        key_ids = [parse_hex(key, "--key", 32, prefix=None, error=UsageError) for key in args.key]
+    failed = 0
+    for key_id, record in backup.dump_database(args.backup or config.storage_path, config.node_secret, key_ids):
+        entry: dict[str, Any] = {"key_id": "0x" + key_id.hex()}
+        if isinstance(record, str):
+            entry["error"] = record
+            failed += 1
+        else:
+            entry["record"] = record
+        print(json.dumps(entry, separators=(",", ":")), flush=False)
+    sys.stdout.flush()
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _verify_node(args: argparse.Namespace, config: Any) -> int:
@@ -674,15 +697,16 @@ def _add_sign(sub: Any) -> None:
 
 def _add_node(sub: Any) -> None:
     node = sub.add_parser(
-        "node", help="run one key server (node --config FILE); back up, restore or verify its database",
+        "node", help="run one key server (node --config FILE); back up, restore, verify or dump its database",
         description="Without a command: run the key server of --config until SIGTERM. With one: back up its key "
-        "database (while it runs), restore a backup into a stopped node, or verify the database and compare its "
-        "key versions with the peers' (docs/operators.md, Backups and Verifying a node).")
+        "database (while it runs), restore a backup into a stopped node, verify the database and compare its "
+        "key versions with the peers', or print its records in Parity's V3 layout without their shares "
+        "(docs/operators.md, Backups, Verifying a node and The key database).")
     node.add_argument("--config", help="node TOML config (see ocean_secret_store/node/config.py; [http] sets the "
                       "header timeout and the connections per address, [audit] the audit rotation)")
     _log_file_args(node)
     node.set_defaults(func=_cmd_node)
-    commands = node.add_subparsers(dest="node_command", metavar="{backup,restore,verify}",
+    commands = node.add_subparsers(dest="node_command", metavar="{backup,restore,verify,dump}",
                                    title="database commands (without one, the node runs)")
     backup = commands.add_parser(
         "backup", help="an online, consistent copy of the key database, still sealed under the node secret",
@@ -706,7 +730,17 @@ def _add_node(sub: Any) -> None:
     verify.add_argument("--peer", action="append", metavar="URL",
                         help="a peer key server's HTTP URL (repeatable or comma-separated)")
     verify.add_argument("--ca-file", type=Path, metavar="PEM", help="check https peers against this CA bundle")
-    for cmd in (backup, restore, verify):
+    dump = commands.add_parser(
+        "dump", help="print the key records in Parity's V3 JSON layout, without their secret shares",
+        description="Print each record of the node's key database (or --backup FILE), one JSON object a line "
+        "({\"key_id\", \"record\"} or {\"key_id\", \"error\"}): Parity's V3 layout (protocol.md 5.2) with this "
+        "program's extra fields (owner, commitments, epoch, inactive), without the sealed secret shares. Each record "
+        "is authenticated first; no share is opened and nothing is written (the node may run). The records are "
+        "compact binary on disk since schema 6 (docs/operators.md, The key database). Exit code 1: a record "
+        "failed or a --key has none.")
+    dump.add_argument("--key", action="append", metavar="ID", help="only this key id (hex; repeatable)")
+    dump.add_argument("--backup", type=Path, metavar="FILE", help="dump this backup instead of the database")
+    for cmd in (backup, restore, verify, dump):
         cmd.add_argument("--config", default=argparse.SUPPRESS, help="the node's TOML config (its node secret and "
                          "data_dir; a keystore's password variable must be set)")
         cmd.set_defaults(func=_cmd_node_database)

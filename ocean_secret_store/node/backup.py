@@ -45,7 +45,7 @@ from typing import Any, Final
 from ..crypto.curve import Point
 from ..exceptions import DatabaseError, SecretStoreError
 from ..protocol.key_versions import KeyVersionsPage, PeerKey
-from .storage import SCHEMA_VERSION, Damage, DatabaseCheck, KeySummary, backup_mac, check_database
+from .storage import SCHEMA_VERSION, Damage, DatabaseCheck, KeySummary, backup_mac, check_database, dump_records
 
 __all__ = [
     "FORMAT",
@@ -56,6 +56,7 @@ __all__ = [
     "RestoreReport",
     "Verification",
     "compare_versions",
+    "dump_database",
     "make_backup",
     "read_backup",
     "restore_backup",
@@ -321,6 +322,24 @@ def restore_backup(database: Path, node_secret: int, backup: Path, *, clock: Cal
         incoming.unlink(missing_ok=True)
         raise
     return RestoreReport(database, manifest, kept)
+
+
+# -- dump -----------------------------------------------------------------------------------------
+
+
+def dump_database(database: Path, node_secret: int, key_ids: Sequence[bytes] | None = None
+                  ) -> Iterator[tuple[bytes, dict[str, Any] | str]]:
+    """The records of the key database (or backup) ``database`` in Parity's V3 JSON layout, without
+    their secret shares (:func:`storage.dump_records`): ``(key_id, layout)`` or ``(key_id, problem)``.
+    The node may run; nothing is written (a schema-5 file is read as it is, not migrated).
+
+    :raises BackupError: no database, not one of ours, or written under another node secret.
+    """
+    with _closing(_connect(database)) as db:
+        try:
+            yield from dump_records(db, node_secret, key_ids)
+        except DatabaseError as exc:
+            raise BackupError(f"{database}: {exc}") from None
 
 
 # -- verify -------------------------------------------------------------------------------------

@@ -1,23 +1,32 @@
 """Key share records (protocol.md §5.1), pending document keys, and their storage: in memory for
 tests, SQLite on disk for nodes.
 
-The on-disk record keeps Parity's V3 JSON layout (§5.2) so that it stays readable with any
-SQLite tool, with one deliberate difference: each version's ``secret_share`` is sealed with
-AES-256-GCM under a key derived from the node secret, its associated data binding it to the
-record's key id and version hash (a share cannot be copied into another record or version).
-A second derived key authenticates the whole record (HMAC-SHA256 over key id and JSON), so
-that the public fields that drive access decisions (``author``, ``owner``, ``threshold``, the
-document key points) cannot be edited on disk either. ``owner`` (the key's owner-to-be, named by
-its author at generation, docs/security.md finding 1) is the one record field beyond Parity's layout; it
-is written only when set, so a record without one keeps Parity's layout byte for byte.
+A record holds Parity's ``DocumentKeyShare`` (§5.1) with one deliberate difference: each
+version's ``secret_share`` is sealed with AES-256-GCM under a key derived from the node secret,
+its associated data binding it to the record's key id and version hash (a share cannot be copied
+into another record or version). A second derived key authenticates the whole record
+(HMAC-SHA256 over key id and stored bytes), so that the public fields that drive access decisions
+(``author``, ``owner``, ``threshold``, the document key points) cannot be edited on disk either.
+``owner`` (the key's owner-to-be, named by its author at generation, docs/security.md finding 1)
+is one field beyond Parity's layout. Each version may carry two more: ``commitments``, the
+version commitments ``D_k = Σ_i a_ik·G`` (k = 0..t, summed over every dealer of the generation;
+``D_0`` is the key's public ``Y``), from which any holder's public share is
+``s_j·G = public_share_at(x_j, D)`` (crypto.resharing); and ``epoch`` (0 for a generated key,
+whose version hash is Parity's §2.11 hash; >= 1 for a redistributed or refreshed version, with the
+hash of ``resharing.version_hash``). A version written before schema 4 has no commitments, epoch 0.
 
-Each version may carry two more fields beyond Parity's layout, also written only when present:
-``commitments``, the version commitments ``D_k = Σ_i a_ik·G`` (k = 0..t, summed over every dealer
-of the generation; ``D_0`` is the key's public ``Y``), from which any holder's public share is
-``s_j·G = public_share_at(x_j, D)`` (crypto.resharing); and ``epoch``, written only when it is not
-0 (a generated key is epoch 0 and its version hash is Parity's §2.11 hash; a redistributed or
-refreshed version has epoch >= 1 and the hash of ``resharing.version_hash``). Both are covered by
-the record MAC; a record written before schema 4 reads as having no commitments, epoch 0.
+Since schema 6 the record is compact and binary (:func:`_pack`: fixed-size big-endian fields,
+points in 33-byte compressed form, each holder's 64-byte node id replaced by a 2-byte index into
+the database's ``nodes`` table, whose rows carry a MAC too), about 420 bytes for 5 nodes and
+t = 2 instead of 2,195 of JSON, so that it stays inside its B-tree leaf page (a ``WITHOUT ROWID``
+table keeps up to 1,002 bytes of a row in a 4 KiB leaf; a longer one spills into an overflow page,
+a second page read and 4 KiB of disk). Nothing is stored that can be derived: a version hash is
+recomputed from the id numbers and epoch (and bound by the share's associated data), the public
+key is the first version commitment ``D_0`` when a version has commitments (checked against every
+version's on reading). Schema <= 5 wrote Parity's V3 JSON layout (§5.2); such a record is still
+read (an old backup, or a record the migration kept because it failed its check), and
+:func:`dump_records` (``ocean-secret-store node dump``) prints any record in that layout, without
+its shares.
 
 Beside the records, a table of *pending* document keys: the ``(C, E)`` a two-phase store prepared
 on this node and has not committed yet (``node/sessions/storing.py``, docs/cluster-protocol.md),
@@ -34,9 +43,11 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import logging
 import math
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -77,7 +88,10 @@ __all__ = [
     "SqliteKeyStorage",
     "backup_mac",
     "check_database",
+    "dump_records",
 ]
+
+log = logging.getLogger(__name__)
 
 #: File name of the SQLite database inside a node's data directory.
 DB_FILENAME: Final = "keys.sqlite3"
@@ -89,7 +103,11 @@ DB_FILENAME: Final = "keys.sqlite3"
 #: database is migrated by raising the number only (its versions read with no commitments, epoch 0).
 #: 5: a version may be ``inactive`` (committed by a redistribution, not in use yet), and the meta
 #: table may hold the servers set and an unfinished admin session; raised from 2, 3 or 4 likewise.
-SCHEMA_VERSION: Final = 5
+#: 6: compact binary records (a third of the V3 JSON's size, so that a record fits in its B-tree
+#: leaf page: one page read per key, 0.5-0.7 KB of disk per key instead of 4.7) and a ``nodes`` table
+#: holding each node id once; a version 1-5 database is migrated on opening, in one transaction
+#: (:func:`_migrate_records`), and then vacuumed.
+SCHEMA_VERSION: Final = 6
 #: At most this many transactions may share one pending document key (retries of one store).
 MAX_PENDING_TXS: Final = 16
 
@@ -101,6 +119,20 @@ _HKDF_SALT: Final = b"ocean-secret-store/storage"
 # A MAC of this constant, stored once per database, tells a wrong node secret from a tampered row.
 _KEY_CHECK: Final = b"ocean-secret-store/storage/key-check"
 _NONCE_SIZE: Final = 12
+_CREATE_KEYS: Final = (
+    "CREATE TABLE IF NOT EXISTS keys ("
+    " key_id BLOB PRIMARY KEY CHECK (length(key_id) = 32),"
+    " record BLOB NOT NULL,"
+    " mac BLOB NOT NULL) WITHOUT ROWID"
+)
+_CREATE_NODES: Final = (
+    "CREATE TABLE IF NOT EXISTS nodes ("
+    " idx INTEGER PRIMARY KEY,"
+    " node_id BLOB NOT NULL UNIQUE CHECK (length(node_id) = 64),"
+    " mac BLOB NOT NULL)"
+)
+#: How many records the migration to schema 6 reads at a time.
+_MIGRATION_BATCH: Final = 1000
 _CREATE_PENDING: Final = (
     "CREATE TABLE IF NOT EXISTS pending ("
     " key_id BLOB PRIMARY KEY CHECK (length(key_id) = 32),"
@@ -612,43 +644,174 @@ class _Keys:
     def meta_mac(self, name: str, value: bytes) -> bytes:
         return hmac.new(self.meta, name.encode("ascii") + b"\x00" + value, "sha256").digest()
 
+    def node_mac(self, index: int, node: bytes) -> bytes:
+        """A row of the node table: under the meta key, named so that no meta entry can collide."""
+        return self.meta_mac(f"node/{index}", node)
 
-def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> str:
+
+def _seal_share(keys: _Keys, key_id: bytes, version: KeyVersion) -> bytes:
+    """``nonce || ciphertext || tag`` (60 bytes): AES-256-GCM, the associated data key id and version hash."""
     nonce = os.urandom(_NONCE_SIZE)
     cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
     cipher.update(key_id + version.hash)
     ciphertext, tag = cipher.encrypt_and_digest(scalar_bytes(version.secret_share))
-    return to_hex(nonce + ciphertext + tag)
-
-
-def _encode_record(keys: _Keys, key_id: bytes, share: KeyShare) -> bytes:
-    """Parity's V3 JSON (field order and 0x-hex as §5.2), shares sealed, compact UTF-8."""
-    record: dict[str, Any] = {
-        "author": to_hex(share.author),
-        "threshold": share.threshold,
-        "public": to_hex(share.public.to_bytes()),
-        "common_point": None if share.common_point is None else to_hex(share.common_point.to_bytes()),
-        "encrypted_point": None if share.encrypted_point is None else to_hex(share.encrypted_point.to_bytes()),
-        "versions": [
-            {
-                "hash": to_hex(v.hash),
-                "id_numbers": {to_hex(node): to_hex(scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())},
-                "secret_share": {"aes256gcm": _seal_share(keys, key_id, v)},
-                # beyond Parity's layout: written only when present
-                **({"commitments": [to_hex(c.to_bytes()) for c in v.commitments]} if v.commitments else {}),
-                **({"epoch": v.epoch} if v.epoch else {}),
-                **({} if v.active else {"inactive": True}),
-            }
-            for v in share.versions
-        ],
-    }
-    if share.owner is not None:  # beyond Parity's layout: written only when named
-        record["owner"] = to_hex(share.owner)
-    return json.dumps(record, separators=(",", ":")).encode("utf-8")
+    return nonce + ciphertext + tag
 
 
 class _Corrupt(Exception):
     """Internal: a stored record does not parse (turned into DatabaseError with the key id)."""
+
+
+@dataclass(frozen=True)
+class _RawVersion:
+    """A version as stored: its share still sealed, its hash derived from ``id_numbers`` and ``epoch``."""
+
+    hash: bytes
+    id_numbers: Mapping[bytes, int]
+    epoch: int
+    active: bool
+    commitments: tuple[Point, ...]
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class _RawRecord:
+    """A record as stored, either format: every field parsed, no share opened."""
+
+    author: bytes
+    threshold: int
+    public: Point
+    common_point: Point | None
+    encrypted_point: Point | None
+    versions: tuple[_RawVersion, ...]
+    owner: bytes | None
+
+    def node_ids(self) -> set[bytes]:
+        return {node for v in self.versions for node in v.id_numbers}
+
+
+def _sealed_record(keys: _Keys, key_id: bytes, share: KeyShare) -> _RawRecord:
+    """``share`` with every share sealed (the costly part of a write, done outside the lock)."""
+    return _RawRecord(share.author, share.threshold, share.public, share.common_point, share.encrypted_point,
+                      tuple(_RawVersion(v.hash, v.id_numbers, v.epoch, v.active, v.commitments,
+                                        _seal_share(keys, key_id, v)) for v in share.versions), share.owner)
+
+
+# The compact record (schema 6): big-endian, fixed-size fields, points in 33-byte compressed form.
+#   head     format (1) | flags (1) | threshold (2) | author (20)
+#            [owner (20)] [public (33), only when no version has commitments: else it is D_0]
+#            [common_point (33) | encrypted_point (33)] | versions (2)
+#   version  flags (1) | commitments (1) | holders (2) | [epoch (8), only when not 0]
+#            holders × (node index (2) | id number (32)) | commitments × point (33) | sealed share (60)
+# A node index refers to the database's ``nodes`` table (each 64-byte node id stored once).
+_COMPACT: Final = 1  # a record of schema <= 5 is V3 JSON and starts with "{"
+_HAS_OWNER, _HAS_DOCUMENT_KEY, _HAS_PUBLIC = 1, 2, 4
+_INACTIVE, _HAS_EPOCH = 1, 2
+_HEAD: Final = struct.Struct(">BBH20s")
+_VERSION_HEAD: Final = struct.Struct(">BBH")
+_HOLDER: Final = struct.Struct(">H32s")
+_U16: Final = struct.Struct(">H")
+_U64: Final = struct.Struct(">Q")
+_POINT: Final = 33
+_SEALED: Final = _NONCE_SIZE + 32 + _TAG_SIZE
+
+
+def _pack(record: _RawRecord, index: Mapping[bytes, int]) -> bytes:
+    """The compact encoding of ``record``; ``index`` maps each of its node ids to its node index."""
+    with_commitments = [v for v in record.versions if v.commitments]
+    if with_commitments and with_commitments[0].commitments[0] != record.public:
+        raise _Corrupt("a version's first commitment D_0 is not the key's public Y")
+    if record.threshold > 0xFFFF or len(record.versions) > 0xFFFF:
+        raise InternalError("a record holds a threshold and a number of versions below 65536")
+    flags = ((_HAS_OWNER if record.owner is not None else 0) | (0 if with_commitments else _HAS_PUBLIC)
+             | (_HAS_DOCUMENT_KEY if record.common_point is not None else 0))
+    out = [_HEAD.pack(_COMPACT, flags, record.threshold, record.author)]
+    if record.owner is not None:
+        out.append(record.owner)
+    if not with_commitments:
+        out.append(record.public.to_sec1(compressed=True))
+    if record.common_point is not None and record.encrypted_point is not None:
+        out += [record.common_point.to_sec1(compressed=True), record.encrypted_point.to_sec1(compressed=True)]
+    out.append(_U16.pack(len(record.versions)))
+    for v in record.versions:
+        if len(v.commitments) > 0xFF or len(v.id_numbers) > 0xFFFF:
+            raise InternalError("a version holds fewer than 256 commitments and 65536 holders")
+        out.append(_VERSION_HEAD.pack((0 if v.active else _INACTIVE) | (_HAS_EPOCH if v.epoch else 0),
+                                      len(v.commitments), len(v.id_numbers)))
+        if v.epoch:
+            out.append(_U64.pack(v.epoch))
+        out += [_HOLDER.pack(index[node], scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())]
+        out += [c.to_sec1(compressed=True) for c in v.commitments]
+        if len(v.sealed) != _SEALED:
+            raise _Corrupt("a sealed secret share is 60 bytes")
+        out.append(v.sealed)
+    return b"".join(out)
+
+
+class _Reader:
+    """Reads a compact record field by field; running past its end is :class:`_Corrupt`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, size: int) -> bytes:
+        if self.at + size > len(self.data):
+            raise _Corrupt("truncated")
+        self.at += size
+        return self.data[self.at - size:self.at]
+
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        return layout.unpack(self.take(layout.size))
+
+    def point(self, what: str) -> Point:
+        try:
+            return Point.from_sec1(self.take(_POINT))
+        except (InvalidPoint, ValueError) as exc:
+            raise _Corrupt(f"{what} is not a curve point") from exc
+
+
+def _unpack(data: bytes, nodes: Mapping[int, bytes]) -> _RawRecord:
+    """A compact record; ``nodes`` maps node indexes to node ids. Only the canonical encoding is read."""
+    reader = _Reader(data)
+    fmt, flags, threshold, author = reader.unpack(_HEAD)
+    if fmt != _COMPACT or flags & ~(_HAS_OWNER | _HAS_DOCUMENT_KEY | _HAS_PUBLIC):
+        raise _Corrupt("unknown record format")
+    owner = reader.take(20) if flags & _HAS_OWNER else None
+    public = reader.point("public") if flags & _HAS_PUBLIC else None
+    common_point = encrypted_point = None
+    if flags & _HAS_DOCUMENT_KEY:
+        common_point, encrypted_point = reader.point("common_point"), reader.point("encrypted_point")
+    versions = []
+    for _ in range(reader.unpack(_U16)[0]):
+        vflags, n_commitments, n_holders = reader.unpack(_VERSION_HEAD)
+        if vflags & ~(_INACTIVE | _HAS_EPOCH):
+            raise _Corrupt("unknown version flags")
+        epoch = reader.unpack(_U64)[0] if vflags & _HAS_EPOCH else 0
+        if vflags & _HAS_EPOCH and epoch == 0:
+            raise _Corrupt("bad epoch")  # written only when it is not 0
+        id_numbers: dict[bytes, int] = {}
+        for _ in range(n_holders):
+            node_index, x = reader.unpack(_HOLDER)
+            node = nodes.get(node_index)
+            if node is None:
+                raise _Corrupt(f"node index {node_index} is not in the node table")
+            if node in id_numbers:
+                raise _Corrupt("a holder comes twice")
+            id_numbers[node] = int.from_bytes(x, "big")
+        commitments = tuple(reader.point("a version commitment") for _ in range(n_commitments))
+        version_hash = epoch_version_hash(id_numbers, epoch)
+        versions.append(_RawVersion(version_hash, id_numbers, epoch, not vflags & _INACTIVE, commitments,
+                                    reader.take(_SEALED)))
+    if reader.at != len(data):
+        raise _Corrupt("trailing bytes")
+    if public is None:
+        public = next((v.commitments[0] for v in versions if v.commitments), None)
+        if public is None:
+            raise _Corrupt("no public key and no version commitments")
+    elif any(v.commitments for v in versions):
+        raise _Corrupt("public is stored beside version commitments")  # never written so
+    return _RawRecord(author, threshold, public, common_point, encrypted_point, tuple(versions), owner)
 
 
 def _unhex(value: object, what: str, size: int) -> bytes:
@@ -662,24 +825,8 @@ def _point(value: object, what: str) -> Point:
         raise _Corrupt(f"{what} is not a curve point") from exc
 
 
-def _open_share(keys: _Keys, key_id: bytes, version_hash: bytes, sealed: Any) -> int:
-    if not isinstance(sealed, dict) or set(sealed) != {"aes256gcm"}:
-        raise _Corrupt("secret_share is not a sealed share")
-    blob = _unhex(sealed["aes256gcm"], "a sealed secret share", _NONCE_SIZE + 32 + _TAG_SIZE)
-    nonce, ciphertext, tag = blob[:_NONCE_SIZE], blob[_NONCE_SIZE:-_TAG_SIZE], blob[-_TAG_SIZE:]
-    cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
-    cipher.update(key_id + version_hash)
-    try:
-        plain = cipher.decrypt_and_verify(ciphertext, tag)
-    except ValueError as exc:
-        raise _Corrupt("a secret share fails authentication (wrong node secret or tampered record)") from exc
-    value = int.from_bytes(plain, "big")
-    if value >= N:
-        raise _Corrupt("a secret share is out of range")
-    return value
-
-
-def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
+def _parse_v3(raw: bytes) -> _RawRecord:
+    """A record of schema <= 5: Parity's V3 JSON (§5.2) with sealed shares and our extra fields."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -716,25 +863,82 @@ def _decode_record(keys: _Keys, key_id: bytes, raw: bytes) -> KeyShare:
         }
         if not hmac.compare_digest(epoch_version_hash(id_numbers, epoch), version_hash):
             raise _Corrupt("a version hash does not match its id numbers and epoch")
-        share = _open_share(keys, key_id, version_hash, entry["secret_share"])
+        sealed = entry["secret_share"]
+        if not isinstance(sealed, dict) or set(sealed) != {"aes256gcm"}:
+            raise _Corrupt("secret_share is not a sealed share")
+        versions.append(_RawVersion(version_hash, id_numbers, epoch, "inactive" not in entry, commitments,
+                                    _unhex(sealed["aes256gcm"], "a sealed secret share", _SEALED)))
+    return _RawRecord(
+        author=_unhex(data["author"], "author", 20),
+        threshold=threshold,
+        public=_point(data["public"], "public"),
+        common_point=None if data["common_point"] is None else _point(data["common_point"], "common_point"),
+        encrypted_point=None if data["encrypted_point"] is None else _point(data["encrypted_point"], "encrypted_point"),
+        versions=tuple(versions),
+        owner=_unhex(data["owner"], "owner", 20) if "owner" in data else None,
+    )
+
+
+def _parse(raw: bytes, nodes: Mapping[int, bytes]) -> _RawRecord:
+    """A stored record of either format: compact (schema 6), or V3 JSON (schema <= 5, or a record the
+    migration to 6 kept as it was because it failed its check)."""
+    return _parse_v3(raw) if raw[:1] == b"{" else _unpack(raw, nodes)
+
+
+def _open_share(keys: _Keys, key_id: bytes, version: _RawVersion) -> int:
+    blob = version.sealed
+    nonce, ciphertext, tag = blob[:_NONCE_SIZE], blob[_NONCE_SIZE:-_TAG_SIZE], blob[-_TAG_SIZE:]
+    cipher = AES.new(keys.share, AES.MODE_GCM, nonce=nonce, mac_len=_TAG_SIZE)
+    cipher.update(key_id + version.hash)
+    try:
+        plain = cipher.decrypt_and_verify(ciphertext, tag)
+    except ValueError as exc:
+        raise _Corrupt("a secret share fails authentication (wrong node secret or tampered record)") from exc
+    value = int.from_bytes(plain, "big")
+    if value >= N:
+        raise _Corrupt("a secret share is out of range")
+    return value
+
+
+def _opened(keys: _Keys, key_id: bytes, record: _RawRecord) -> KeyShare:
+    """The record with every share opened."""
+    versions = []
+    for v in record.versions:
+        share = _open_share(keys, key_id, v)
         try:
-            versions.append(KeyVersion(version_hash, id_numbers, share, commitments, epoch, "inactive" not in entry))
+            versions.append(KeyVersion(v.hash, v.id_numbers, share, v.commitments, v.epoch, v.active))
         except (InvalidPoint, InvalidScalar, InternalError) as exc:
             raise _Corrupt("invalid version") from exc
     try:
-        return KeyShare(
-            author=_unhex(data["author"], "author", 20),
-            threshold=threshold,
-            public=_point(data["public"], "public"),
-            common_point=None if data["common_point"] is None else _point(data["common_point"], "common_point"),
-            encrypted_point=(
-                None if data["encrypted_point"] is None else _point(data["encrypted_point"], "encrypted_point")
-            ),
-            versions=tuple(versions),
-            owner=_unhex(data["owner"], "owner", 20) if "owner" in data else None,
-        )
+        return KeyShare(record.author, record.threshold, record.public, record.common_point, record.encrypted_point,
+                        tuple(versions), record.owner)
     except InternalError as exc:
         raise _Corrupt("inconsistent record") from exc
+
+
+def _v3_layout(record: _RawRecord) -> dict[str, Any]:
+    """Parity's V3 JSON layout of a record (field order and 0x-hex as §5.2, our extra fields when
+    present), without any secret share: what ``node dump`` prints."""
+    layout: dict[str, Any] = {
+        "author": to_hex(record.author),
+        "threshold": record.threshold,
+        "public": to_hex(record.public.to_bytes()),
+        "common_point": None if record.common_point is None else to_hex(record.common_point.to_bytes()),
+        "encrypted_point": None if record.encrypted_point is None else to_hex(record.encrypted_point.to_bytes()),
+        "versions": [
+            {
+                "hash": to_hex(v.hash),
+                "id_numbers": {to_hex(node): to_hex(scalar_bytes(x)) for node, x in sorted(v.id_numbers.items())},
+                **({"commitments": [to_hex(c.to_bytes()) for c in v.commitments]} if v.commitments else {}),
+                **({"epoch": v.epoch} if v.epoch else {}),
+                **({} if v.active else {"inactive": True}),
+            }
+            for v in record.versions
+        ],
+    }
+    if record.owner is not None:
+        layout["owner"] = to_hex(record.owner)
+    return layout
 
 
 def _encode_pending(pending: PendingDocumentKey) -> bytes:
@@ -791,6 +995,9 @@ class SqliteKeyStorage:
         # keys), then kept by this object's own writes; None: not counted yet, or a write's outcome
         # unknown. A node is its database's only writer while it runs.
         self._count: int | None = None
+        # The node table (node/index), read at open, kept by this object's writes.
+        self._nodes: dict[int, bytes] = {}
+        self._index: dict[bytes, int] = {}
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Create the file ourselves so it (and the -wal/-shm files SQLite copies the mode to)
@@ -816,6 +1023,7 @@ class SqliteKeyStorage:
     def _setup(self) -> None:
         db = self._conn()
         check = self._keys.record_mac(b"", _KEY_CHECK)
+        migrated = 0
         try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -826,21 +1034,20 @@ class SqliteKeyStorage:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
-                    db.execute(
-                        "CREATE TABLE IF NOT EXISTS keys ("
-                        " key_id BLOB PRIMARY KEY CHECK (length(key_id) = 32),"
-                        " record TEXT NOT NULL,"
-                        " mac BLOB NOT NULL) WITHOUT ROWID"
-                    )
+                    db.execute(_CREATE_KEYS)
+                    db.execute(_CREATE_NODES)
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (check,))
                     db.execute(_CREATE_PENDING)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version == 1:  # before two-phase storing: add the pending document keys
+                elif version in (1, 2, 3, 4, 5):
+                    # 1: before two-phase storing: add the pending document keys. 2-4: records without
+                    # "owner", "commitments", "epoch" or "inactive" read as they are. 5: the V3 JSON
+                    # records become compact ones (_migrate_records), once the key check passed.
+                    row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+                    if row is None or not hmac.compare_digest(bytes(row[0]), check):
+                        raise DatabaseError(f"{self.path} was written under a different node secret")
                     db.execute(_CREATE_PENDING)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version in (2, 3, 4):  # before owners-to-be (2), version commitments (3), inactive
-                    # versions (4): records without "owner", "commitments", "epoch" or "inactive" read
-                    # unchanged, their MACs too
+                    migrated = _migrate_records(db, self._keys)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
                     raise DatabaseError(
@@ -851,10 +1058,20 @@ class SqliteKeyStorage:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if row is None or not hmac.compare_digest(bytes(row[0]), check):
+                raise DatabaseError(f"{self.path} was written under a different node secret")
+            if migrated:
+                # The V3 records' pages are free now: give them back to the file system (once).
+                try:
+                    db.execute("VACUUM")
+                except sqlite3.Error as exc:
+                    log.warning("%s: the migration to schema %d is done, the VACUUM after it failed (%s: %s); "
+                                "the file keeps its free pages", self.path, SCHEMA_VERSION, exc.__class__.__name__,
+                                exc)
+            self._nodes = _read_nodes(db, self._keys)
         except sqlite3.Error as exc:
             raise DatabaseError(f"{self.path}: {exc.__class__.__name__}: {exc}") from exc
-        if row is None or not hmac.compare_digest(bytes(row[0]), check):
-            raise DatabaseError(f"{self.path} was written under a different node secret")
+        self._index = {node: index for index, node in self._nodes.items()}
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -863,22 +1080,43 @@ class SqliteKeyStorage:
 
     # -- KeyStorage -------------------------------------------------------------------------
 
+    def _node_indexes(self, db: sqlite3.Connection, records: Iterable[_RawRecord]) -> None:
+        """Give every node id of ``records`` an index, adding the new ones to the node table (inside
+        the caller's transaction: :meth:`_transaction` reloads the table if it rolls back)."""
+        for record in records:
+            for node in sorted(record.node_ids() - self._index.keys()):
+                if db.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node,)).fetchone() is not None:
+                    # in the table, and left out when it was read: its row fails its MAC
+                    raise DatabaseError(f"the node table row of node 0x{node.hex()[:16]}.. fails authentication "
+                                        "(tampered; node verify lists it)")
+                index = int(db.execute("SELECT COALESCE(MAX(idx), 0) + 1 FROM nodes").fetchone()[0])
+                if index > 0xFFFF:
+                    raise DatabaseError("the node table is full (65535 node ids)")
+                db.execute("INSERT INTO nodes (idx, node_id, mac) VALUES (?, ?, ?)",
+                           (index, node, self._keys.node_mac(index, node)))
+                self._nodes[index] = node
+                self._index[node] = index
+
+    def _row(self, db: sqlite3.Connection, key_id: bytes, record: _RawRecord) -> tuple[bytes, bytes]:
+        """``(record, mac)`` of a compact record, its new node ids added to the node table."""
+        self._node_indexes(db, (record,))
+        packed = _pack(record, self._index)
+        return packed, self._keys.record_mac(key_id, packed)
+
     def insert(self, key_id: bytes, share: KeyShare) -> None:
         key_id = _check_key_id(key_id)
-        record = _encode_record(self._keys, key_id, share)
-        with self._lock:
-            try:
-                self._conn().execute(
-                    "INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)",
-                    (key_id, record.decode("utf-8"), self._keys.record_mac(key_id, record)),
-                )
-            except sqlite3.IntegrityError as exc:
+        sealed = _sealed_record(self._keys, key_id, share)
+        try:
+            with self._transaction("insert", key_id) as db:
+                db.execute("INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)",
+                           (key_id, *self._row(db, key_id, sealed)))
+                if self._count is not None:  # under the lock; undone below if the commit fails
+                    self._count += 1
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):  # nothing written: the count holds
                 raise ServerKeyAlreadyGenerated() from exc
-            except sqlite3.Error as exc:
-                self._count = None
-                raise _database_error("insert", key_id, exc) from exc
-            if self._count is not None:
-                self._count += 1
+            self._count = None
+            raise
 
     def insert_many(self, items: Iterable[tuple[bytes, KeyShare]]) -> int:
         """Store new records in one transaction (a bulk load: one fsync, not one per key); the
@@ -887,15 +1125,13 @@ class SqliteKeyStorage:
         :returns: how many were stored.
         :raises ServerKeyAlreadyGenerated: a key id already has a record (or comes twice): none is stored.
         """
-        rows = []
-        for key_id, share in items:
-            key_id = _check_key_id(key_id)
-            record = _encode_record(self._keys, key_id, share)
-            rows.append((key_id, record.decode("utf-8"), self._keys.record_mac(key_id, record)))
-        if not rows:
+        sealed = [(key_id, _sealed_record(self._keys, key_id, share))
+                  for key_id, share in ((_check_key_id(k), s) for k, s in items)]
+        if not sealed:
             return 0
         try:
-            with self._transaction("bulk insert", rows[0][0]) as db:
+            with self._transaction("bulk insert", sealed[0][0]) as db:
+                rows = [(key_id, *self._row(db, key_id, record)) for key_id, record in sealed]
                 db.executemany("INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)", rows)
                 if self._count is not None:  # under the lock; undone below if the commit fails
                     self._count += len(rows)
@@ -904,22 +1140,17 @@ class SqliteKeyStorage:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise ServerKeyAlreadyGenerated() from exc
             raise
-        return len(rows)
+        return len(sealed)
 
     def update(self, key_id: bytes, share: KeyShare) -> None:
         key_id = _check_key_id(key_id)
-        record = _encode_record(self._keys, key_id, share)
-        with self._lock:
-            try:
-                cursor = self._conn().execute(
-                    "UPDATE keys SET record = ?, mac = ? WHERE key_id = ?",
-                    (record.decode("utf-8"), self._keys.record_mac(key_id, record), key_id),
-                )
-            except sqlite3.Error as exc:
-                raise _database_error("update", key_id, exc) from exc
-            updated = cursor.rowcount
-        if updated == 0:
-            raise ServerKeyIsNotFound()
+        sealed = _sealed_record(self._keys, key_id, share)
+        with self._transaction("update", key_id) as db:
+            record, mac = self._row(db, key_id, sealed)
+            updated = db.execute("UPDATE keys SET record = ?, mac = ? WHERE key_id = ?",
+                                 (record, mac, key_id)).rowcount
+            if updated == 0:
+                raise ServerKeyIsNotFound()  # rolls back the node ids it may have added
 
     def get(self, key_id: bytes) -> KeyShare | None:
         key_id = bytes(key_id)
@@ -933,7 +1164,7 @@ class SqliteKeyStorage:
         return self._open_record(key_id, row)
 
     def _open_record(self, key_id: bytes, row: Any) -> KeyShare:
-        return _open_record(self._keys, key_id, row)
+        return _open_record(self._keys, self._nodes, key_id, row)
 
     def contains(self, key_id: bytes) -> bool:
         with self._lock:
@@ -1005,12 +1236,18 @@ class SqliteKeyStorage:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
+                    db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    self._reload_nodes(db)  # node ids this transaction added are gone
                     raise
-                db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise _database_error(action, key_id, exc) from exc
+
+    def _reload_nodes(self, db: sqlite3.Connection) -> None:
+        self._nodes = _read_nodes(db, self._keys)
+        self._index = {node: index for index, node in self._nodes.items()}
 
     def _read_pending(self, db: sqlite3.Connection, key_id: bytes) -> PendingDocumentKey | None:
         row = db.execute("SELECT record, mac FROM pending WHERE key_id = ?", (key_id,)).fetchone()
@@ -1061,11 +1298,8 @@ class SqliteKeyStorage:
             if share is None:
                 raise ServerKeyIsNotFound()
             committed = _committed(share, pending)
-            record = _encode_record(self._keys, key_id, committed)
-            db.execute(
-                "UPDATE keys SET record = ?, mac = ? WHERE key_id = ?",
-                (record.decode("utf-8"), self._keys.record_mac(key_id, record), key_id),
-            )
+            record, mac = self._row(db, key_id, _sealed_record(self._keys, key_id, committed))
+            db.execute("UPDATE keys SET record = ?, mac = ? WHERE key_id = ?", (record, mac, key_id))
             db.execute("DELETE FROM pending WHERE key_id = ?", (key_id,))
             return committed
 
@@ -1133,15 +1367,83 @@ class SqliteKeyStorage:
         self.close()
 
 
-def _open_record(keys: _Keys, key_id: bytes, row: Any) -> KeyShare:
-    """The record of a ``(record, mac)`` row, authenticated and decoded (every share opened)."""
+def _authentic(keys: _Keys, nodes: Mapping[int, bytes], key_id: bytes, row: Any) -> _RawRecord:
+    """The record of a ``(record, mac)`` row, authenticated and parsed (no share opened)."""
     record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
     if not hmac.compare_digest(keys.record_mac(key_id, record), bytes(row[1])):
         raise DatabaseError(f"the record of key 0x{key_id.hex()} fails authentication (tampered)")
     try:
-        return _decode_record(keys, key_id, record)
+        return _parse(record, nodes)
     except _Corrupt as exc:
         raise DatabaseError(f"the record of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+
+
+def _open_record(keys: _Keys, nodes: Mapping[int, bytes], key_id: bytes, row: Any) -> KeyShare:
+    """The record of a ``(record, mac)`` row, authenticated and decoded (every share opened)."""
+    parsed = _authentic(keys, nodes, key_id, row)
+    try:
+        return _opened(keys, key_id, parsed)
+    except _Corrupt as exc:
+        raise DatabaseError(f"the record of key 0x{key_id.hex()} is corrupt: {exc}") from exc
+
+
+def _read_nodes(db: sqlite3.Connection, keys: _Keys, damaged: list[Damage] | None = None) -> dict[int, bytes]:
+    """The node table (index -> node id) of a schema-6 database, every row authenticated; a row that
+    fails is left out (the records that name it fail then), and reported in ``damaged``."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nodes'").fetchone() is None:
+        return {}
+    nodes: dict[int, bytes] = {}
+    for index, node, mac in db.execute("SELECT idx, node_id, mac FROM nodes ORDER BY idx"):
+        node = node.encode("utf-8") if isinstance(node, str) else bytes(node)
+        if isinstance(index, int) and hmac.compare_digest(keys.node_mac(index, node), bytes(mac)):
+            nodes[index] = node
+        elif damaged is not None:
+            damaged.append(Damage("meta", f"node {index}", "a node table row fails authentication (tampered)"))
+    return nodes
+
+
+def _migrate_records(db: sqlite3.Connection, keys: _Keys) -> int:
+    """Rewrite the V3 JSON records of a schema <= 5 database as compact records, inside the caller's
+    transaction, reading the old table in batches (a large database is never held in memory).
+
+    A record is authenticated (its MAC) and parsed; its sealed shares are copied as they are (the
+    associated data, key id and version hash, does not change), so no share is opened. A record
+    that fails is kept as it is, V3 JSON under its old MAC: reads report it as before, nothing is
+    lost and nothing unauthenticated gets a new MAC.
+
+    :returns: how many records were rewritten.
+    """
+    db.execute("ALTER TABLE keys RENAME TO keys_v5")
+    db.execute(_CREATE_KEYS)
+    db.execute(_CREATE_NODES)
+    index: dict[bytes, int] = {}
+    rewritten = 0
+    cursor = db.execute("SELECT key_id, record, mac FROM keys_v5")
+    try:
+        while batch := cursor.fetchmany(_MIGRATION_BATCH):
+            rows = []
+            for key_id, record, mac in batch:
+                key_id = bytes(key_id)
+                raw = record.encode("utf-8") if isinstance(record, str) else bytes(record)
+                try:
+                    if not hmac.compare_digest(keys.record_mac(key_id, raw), bytes(mac)):
+                        raise _Corrupt("fails authentication")
+                    parsed = _parse_v3(raw)
+                    for node in sorted(parsed.node_ids() - index.keys()):
+                        index[node] = len(index) + 1
+                        db.execute("INSERT INTO nodes (idx, node_id, mac) VALUES (?, ?, ?)",
+                                   (index[node], node, keys.node_mac(index[node], node)))
+                    packed = _pack(parsed, index)
+                except _Corrupt:
+                    rows.append((key_id, raw, bytes(mac)))
+                    continue
+                rows.append((key_id, packed, keys.record_mac(key_id, packed)))
+                rewritten += 1
+            db.executemany("INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)", rows)
+    finally:
+        cursor.close()
+    db.execute("DROP TABLE keys_v5")
+    return rewritten
 
 
 def _open_pending(keys: _Keys, key_id: bytes, row: Any) -> PendingDocumentKey:
@@ -1288,10 +1590,11 @@ def _check(db: sqlite3.Connection, keys: _Keys) -> DatabaseCheck:
     pending = 0
     meta: dict[str, Any] = {}
     try:
+        nodes = _read_nodes(db, keys, damaged)
         for key_id, record, mac in db.execute("SELECT key_id, record, mac FROM keys ORDER BY key_id"):
             key_id = bytes(key_id)
             try:
-                summaries.append(KeySummary.of(key_id, _open_record(keys, key_id, (record, mac))))
+                summaries.append(KeySummary.of(key_id, _open_record(keys, nodes, key_id, (record, mac))))
             except DatabaseError as exc:
                 damaged.append(Damage("key", "0x" + key_id.hex(), exc.detail or str(exc)))
         if "pending" in tables:
@@ -1306,3 +1609,42 @@ def _check(db: sqlite3.Connection, keys: _Keys) -> DatabaseCheck:
     except sqlite3.DatabaseError as exc:  # a page SQLite cannot read: what was read so far is reported
         damaged.append(Damage("database", "sqlite", f"{exc.__class__.__name__}: {exc}"))
     return DatabaseCheck(version, tuple(summaries), pending, MappingProxyType(meta), tuple(damaged))
+
+
+def dump_records(db: sqlite3.Connection, node_secret: int, key_ids: Iterable[bytes] | None = None
+                 ) -> Iterator[tuple[bytes, dict[str, Any] | str]]:
+    """Every record of an open key database (or those of ``key_ids``), by key id, in Parity's V3
+    JSON layout (§5.2, with this program's extra fields) and without any secret share: the record
+    as an operator may read it, whatever its format on disk. Each record is authenticated (its
+    MAC) first; no share is opened. Read in one transaction, writing nothing.
+
+    :returns: ``(key_id, layout)``, or ``(key_id, problem)`` for a record that fails or is absent.
+    :raises DatabaseError: the file is not a key database, has a newer schema, or was written under
+        another node secret.
+    """
+    keys = _Keys(node_secret)
+    try:
+        db.execute("BEGIN")
+        try:
+            _check_header(db, keys)
+            nodes = _read_nodes(db, keys)
+            if key_ids is None:
+                rows: Iterable[Any] = db.execute("SELECT key_id, record, mac FROM keys ORDER BY key_id")
+            else:
+                rows = ((key_id, *(db.execute("SELECT record, mac FROM keys WHERE key_id = ?",
+                                              (bytes(key_id),)).fetchone() or (None, None)))
+                        for key_id in key_ids)
+            for key_id, record, mac in rows:
+                key_id = bytes(key_id)
+                if record is None:
+                    yield key_id, "no record of this key"
+                    continue
+                try:
+                    yield key_id, _v3_layout(_authentic(keys, nodes, key_id, (record, mac)))
+                except DatabaseError as exc:
+                    yield key_id, exc.detail or str(exc)
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot read the key database: {exc.__class__.__name__}: {exc}") from exc

@@ -66,18 +66,18 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, dict[bytes, KeyShare]]]:
 
 
 def flip_in_record(path: Path, key_id: bytes) -> None:
-    """Change one hex digit of the record of ``key_id`` in the file's bytes, as a bad sector would.
+    """Change one byte of the record of ``key_id`` in the file's bytes, as a bad sector would.
 
-    The digit is in the key's public key, which only this record holds (as ``public`` and as the
-    first version commitment; a page SQLite freed may hold an old copy too): each copy is changed.
+    The byte is in the key's public key (these keys have no version commitments, so their compact
+    record holds it, compressed, after the 24-byte head), which only this record holds (a page SQLite
+    freed may hold an old copy too): each copy is changed.
     """
     with sqlite3.connect(path) as db:
-        record = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()[0]
-    start = record.index('"public":"0x') + 12
-    needle = record[start:start + 64].encode()
+        record = bytes(db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()[0])
+    needle = record[25:57]  # the public key's x, after its SEC1 prefix byte
     raw = path.read_bytes()
     assert needle in raw
-    flipped = needle[:5] + (b"0" if needle[5:6] != b"0" else b"1") + needle[6:]
+    flipped = needle[:5] + bytes([needle[5] ^ 0x01]) + needle[6:]
     path.write_bytes(raw.replace(needle, flipped))
 
 

@@ -30,6 +30,8 @@ from ocean_secret_store.protocol import messages as m
 from ocean_secret_store.protocol import owner as ow
 
 from .memnet import make_cluster
+from .records import make_old_schema, write_record
+from .records import stored as _raw
 from .test_http_api import run_with_node
 
 OWNER = bytes.fromhex("5a" * 20)
@@ -209,13 +211,7 @@ def _stored(store: SqliteKeyStorage, key_id: bytes) -> KeyShare:
     return share
 
 
-def _raw(path: Path, key_id: bytes) -> dict[str, Any]:
-    with sqlite3.connect(path / DB_FILENAME) as db:
-        (record,) = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-    return dict(json.loads(record))
-
-
-def test_the_owner_is_stored_beside_parity_layout_and_authenticated(tmp_path: Path) -> None:
+def test_the_owner_is_stored_beside_parity_fields_and_authenticated(tmp_path: Path) -> None:
     key_id, plain_id = os.urandom(32), os.urandom(32)
     share = _share(OWNER)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
@@ -234,9 +230,8 @@ def test_the_owner_is_stored_beside_parity_layout_and_authenticated(tmp_path: Pa
     for target, owner in ((key_id, "0x" + "66" * 20), (plain_id, "0x" + "66" * 20)):
         record = _raw(tmp_path, target)
         record["owner"] = owner
-        with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-            db.execute("UPDATE keys SET record = ? WHERE key_id = ?", (json.dumps(record), target))
-        with SqliteKeyStorage(tmp_path, NODE_SECRET) as store, pytest.raises(DatabaseError):
+        write_record(tmp_path, target, record)  # under the MAC of the record as it was
+        with SqliteKeyStorage(tmp_path, NODE_SECRET) as store, pytest.raises(DatabaseError, match="authentication"):
             store.get(target)
 
 
@@ -245,9 +240,9 @@ def test_a_version_2_database_is_migrated_and_its_records_read_without_an_owner(
     share = _share()
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, share)
-    # Exactly what version 2 wrote: a record without "owner", user_version 2.
+    # What version 2 wrote: a V3 JSON record without "owner", user_version 2.
+    make_old_schema(tmp_path, NODE_SECRET, 2)
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        db.execute("PRAGMA user_version = 2")
         (record,) = db.execute("SELECT record FROM keys").fetchone()
     assert "owner" not in json.loads(record)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
@@ -256,9 +251,10 @@ def test_a_version_2_database_is_migrated_and_its_records_read_without_an_owner(
         store.insert(other, _share(OWNER))
         assert _stored(store, other).owner == OWNER
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         (migrated,) = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-    assert migrated == record  # the old record is read as it is, its MAC unchanged
+    assert migrated[0] == 1  # rewritten in the compact form of schema 6
+    assert "owner" not in _raw(tmp_path, key_id)
 
 
 def test_a_share_checks_its_owner() -> None:

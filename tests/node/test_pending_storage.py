@@ -26,6 +26,8 @@ from ocean_secret_store.node.storage import (
     SqliteKeyStorage,
 )
 
+from .records import v3_record
+
 NODE_SECRET = random_scalar()
 COORDINATOR = Point.generator_mul(77).to_bytes()
 
@@ -287,8 +289,12 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, share)
     # Turn it into exactly what version 1 wrote: the same tables and key check, no pending table.
+    raw, mac = v3_record(NODE_SECRET, key_id, share)  # its record as version 1 wrote it: V3 JSON
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        db.execute("DROP TABLE pending")
+        for table in ("pending", "nodes", "keys"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute(V1_SCHEMA[0])
+        db.execute("INSERT INTO keys VALUES (?, ?, ?)", (key_id, raw.decode(), mac))
         db.execute("PRAGMA user_version = 1")
         tables = sorted(" ".join(sql.split()) for (sql,) in db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table'"))
@@ -302,6 +308,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
         store.put_pending(pending)
         assert store.get_pending(other) == pending
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:  # a migrated database opens as a new one
         assert store.get_pending(other) == pending
+        assert store.get(key_id) == share

@@ -13,6 +13,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from ocean_secret_store.exceptions import (
     ServerKeyAlreadyGenerated,
     ServerKeyIsNotFound,
 )
+from ocean_secret_store.node.backup import verify_database
 from ocean_secret_store.node.storage import (
     DB_FILENAME,
     SCHEMA_VERSION,
@@ -33,7 +35,11 @@ from ocean_secret_store.node.storage import (
     KeyVersion,
     MemoryKeyStorage,
     SqliteKeyStorage,
+    _Keys,
+    dump_records,
 )
+
+from .records import raw_row, stored, write_record, write_row
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_SECRET = random_scalar()
@@ -210,20 +216,6 @@ def test_key_id_must_be_32_bytes(storage: KeyStorage) -> None:
 # -- SQLite specifics ---------------------------------------------------------------------------
 
 
-def _raw_row(path: Path, key_id: bytes) -> tuple[dict[str, object], bytes]:
-    with sqlite3.connect(path / DB_FILENAME) as db:
-        record, mac = db.execute("SELECT record, mac FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-    return json.loads(record), mac
-
-
-def _write_row(path: Path, key_id: bytes, record: dict[str, object], mac: bytes) -> None:
-    with sqlite3.connect(path / DB_FILENAME) as db:
-        db.execute(
-            "UPDATE keys SET record = ?, mac = ? WHERE key_id = ?",
-            (json.dumps(record, separators=(",", ":")), mac, key_id),
-        )
-
-
 def test_reopen_after_close_serves_keys(tmp_path: Path) -> None:
     stored = {os.urandom(32): _share(versions=2, document_key=True) for _ in range(3)}
     store = SqliteKeyStorage(tmp_path, NODE_SECRET)
@@ -251,12 +243,34 @@ def test_connection_settings_and_schema(tmp_path: Path) -> None:
     assert (tmp_path / DB_FILENAME).stat().st_mode & 0o777 == 0o600
 
 
-def test_record_keeps_parity_v3_layout_with_sealed_shares(tmp_path: Path) -> None:
-    key_id = os.urandom(32)
+def _five_nodes_share() -> KeyShare:
+    """A key of 5 nodes, t = 2, with commitments, a document key and an owner: the largest usual record."""
+    coefficients = [random_scalar() for _ in range(3)]
+    ids = {Point.generator_mul(random_scalar()).to_bytes(): random_scalar() for _ in range(5)}
+    commitments = tuple(Point.generator_mul(a) for a in coefficients)
+    return KeyShare(os.urandom(20), 2, commitments[0], Point.generator_mul(random_scalar()),
+                    Point.generator_mul(random_scalar()), (KeyVersion.new(ids, random_scalar(), commitments),),
+                    owner=os.urandom(20))
+
+
+def test_record_is_compact_and_reads_in_parity_v3_layout(tmp_path: Path) -> None:
+    key_id, big_id = os.urandom(32), os.urandom(32)
     share = _share(versions=2, document_key=True)
+    big = _five_nodes_share()
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, share)
-    record, _ = _raw_row(tmp_path, key_id)
+        store.insert(big_id, big)
+    raw, mac = raw_row(tmp_path, big_id)
+    assert raw[0] == 1 and len(mac) == 32  # the compact format, not JSON
+    # key id, record and MAC inside the 1,002 bytes a WITHOUT ROWID leaf keeps of a row (4 KiB pages)
+    # with room for SQLite's record header: no overflow page
+    assert 32 + len(raw) + 32 + 16 <= 1002, len(raw)
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        assert db.execute("SELECT COUNT(*) FROM dbstat WHERE name = 'keys' AND pagetype = 'overflow'"
+                          ).fetchone()[0] == 0
+        nodes = {bytes(n) for (n,) in db.execute("SELECT node_id FROM nodes")}
+    assert nodes == {n for s in (share, big) for v in s.versions for n in v.id_numbers}  # each node id once
+    record = stored(tmp_path, key_id)
     assert list(record) == ["author", "threshold", "public", "common_point", "encrypted_point", "versions"]
     assert record["author"] == "0x" + share.author.hex()
     assert record["threshold"] == share.threshold
@@ -271,6 +285,15 @@ def test_record_keeps_parity_v3_layout_with_sealed_shares(tmp_path: Path) -> Non
             "0x" + node.hex(): "0x" + scalar_bytes(x).hex() for node, x in version.id_numbers.items()
         }
         assert list(entry["secret_share"]) == ["aes256gcm"]
+    # node dump's view: the same layout without the sealed shares
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        dumped = dict(dump_records(db, NODE_SECRET))
+    for entry in versions:
+        del entry["secret_share"]
+    assert dumped[key_id] == record
+    assert dumped[big_id]["owner"] == "0x" + big.owner.hex()  # type: ignore[index, union-attr]  # a layout
+    assert dumped[big_id]["versions"][0]["commitments"] == [  # type: ignore[index]  # a layout
+        "0x" + c.to_bytes().hex() for c in big.last_version.commitments]
 
 
 def test_database_files_never_contain_the_share(tmp_path: Path) -> None:
@@ -313,8 +336,8 @@ def test_row_copied_into_another_nodes_database_is_refused(tmp_path: Path) -> No
         store.insert(key_id, _share())
     with SqliteKeyStorage(tmp_path / "b", other_secret) as other:
         other.insert(key_id, _share())
-    record, mac = _raw_row(tmp_path / "a", key_id)
-    _write_row(tmp_path / "b", key_id, record, mac)
+    record, mac = raw_row(tmp_path / "a", key_id)
+    write_row(tmp_path / "b", key_id, record, mac)
     with (
         SqliteKeyStorage(tmp_path / "b", other_secret) as other,
         pytest.raises(DatabaseError, match="fails authentication"),
@@ -326,28 +349,67 @@ def test_tampered_public_field_is_detected(tmp_path: Path) -> None:
     key_id = os.urandom(32)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, _share())
-    record, mac = _raw_row(tmp_path, key_id)
+    record = stored(tmp_path, key_id)
     record["author"] = "0x" + os.urandom(20).hex()
-    _write_row(tmp_path, key_id, record, mac)
+    write_record(tmp_path, key_id, record)  # under the MAC of the record as it was
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store, pytest.raises(DatabaseError, match="fails authentication"):
         store.get(key_id)
-
-
-def _remac(store: SqliteKeyStorage, key_id: bytes, record: dict[str, object]) -> bytes:
-    # White box: re-authenticate the record so that only the share's own AEAD can catch the change.
-    return store._keys.record_mac(key_id, json.dumps(record, separators=(",", ":")).encode())
 
 
 def test_tampered_share_ciphertext_is_detected(tmp_path: Path) -> None:
     key_id = os.urandom(32)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, _share())
-        record, _ = _raw_row(tmp_path, key_id)
-        sealed = record["versions"][0]["secret_share"]["aes256gcm"]  # type: ignore[index]  # raw JSON record
+        record = stored(tmp_path, key_id)
+        sealed = record["versions"][0]["secret_share"]["aes256gcm"]
         flipped = sealed[:40] + ("0" if sealed[40] != "0" else "1") + sealed[41:]
-        record["versions"][0]["secret_share"]["aes256gcm"] = flipped  # type: ignore[index]  # raw JSON record
-        _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
+        record["versions"][0]["secret_share"]["aes256gcm"] = flipped
+        # re-authenticated (white box): only the share's own AEAD can catch the change
+        write_record(tmp_path, key_id, record, node_secret=NODE_SECRET)
         with pytest.raises(DatabaseError, match="secret share fails authentication"):
+            store.get(key_id)
+
+
+def test_every_edited_byte_of_a_record_fails_its_mac(tmp_path: Path) -> None:
+    key_id = os.urandom(32)
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
+        store.insert(key_id, _five_nodes_share())
+    record, mac = raw_row(tmp_path, key_id)
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
+        for at in range(len(record)):
+            write_row(tmp_path, key_id, record[:at] + bytes([record[at] ^ 0x01]) + record[at + 1:], mac)
+            with pytest.raises(DatabaseError, match="fails authentication"):
+                store.get(key_id)
+        write_row(tmp_path, key_id, record, mac)
+        assert store.get(key_id) is not None
+
+
+# The compact record of _share() (3 nodes, no commitments, no owner, no document key): head (24
+# bytes), public (33), versions (2), the version's head (4), its first holder's node index (2), ...
+_PUBLIC_AT, _FIRST_HOLDER_AT = 24, 24 + 33 + 2 + 4
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda r: b"\x02" + r[1:], "unknown record format"),
+        (lambda r: r[:1] + b"\x80" + r[2:], "unknown record format"),  # an unknown flag
+        (lambda r: r[:-1], "truncated"),
+        (lambda r: r + b"\x00", "trailing bytes"),
+        (lambda r: r[:_PUBLIC_AT] + b"\x05" + r[_PUBLIC_AT + 1:], "public is not a curve point"),
+        (lambda r: r[:_FIRST_HOLDER_AT] + b"\xff\xff" + r[_FIRST_HOLDER_AT + 2:],
+         "node index 65535 is not in the node table"),
+    ],
+)
+def test_malformed_compact_record_under_a_valid_mac_is_reported_corrupt(
+    tmp_path: Path, edit: Any, problem: str
+) -> None:
+    key_id = os.urandom(32)
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
+        store.insert(key_id, _share())
+        record = edit(raw_row(tmp_path, key_id)[0])
+        write_row(tmp_path, key_id, record, store._keys.record_mac(key_id, record))  # white box: re-authenticated
+        with pytest.raises(DatabaseError, match=f"is corrupt: {problem}"):
             store.get(key_id)
 
 
@@ -362,15 +424,21 @@ def test_tampered_share_ciphertext_is_detected(tmp_path: Path) -> None:
         ("common_point", 7, "common_point must be a hex string, got int"),
     ],
 )
-def test_malformed_record_under_a_valid_mac_is_reported_corrupt(
+def test_malformed_v3_record_under_a_valid_mac_is_reported_corrupt(
     tmp_path: Path, field: str, value: object, problem: str
 ) -> None:
+    # A V3 JSON record (schema <= 5: an old backup, or one the migration kept) is still read, and checked.
     key_id = os.urandom(32)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, _share())
-        record, _ = _raw_row(tmp_path, key_id)
+        record = stored(tmp_path, key_id)
+        assert store.get(key_id) is not None
+        raw = json.dumps(record, separators=(",", ":")).encode()
+        write_row(tmp_path, key_id, raw, store._keys.record_mac(key_id, raw))
+        assert store.get(key_id) is not None  # the V3 form of the same record reads
         record[field] = value
-        _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
+        raw = json.dumps(record, separators=(",", ":")).encode()
+        write_row(tmp_path, key_id, raw, store._keys.record_mac(key_id, raw))
         with pytest.raises(DatabaseError, match=f"is corrupt: {problem}"):
             store.get(key_id)
 
@@ -380,11 +448,11 @@ def test_share_moved_between_records_is_detected(tmp_path: Path) -> None:
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(first, _share())
         store.insert(second, _share())
-        source, _ = _raw_row(tmp_path, first)
-        target, _ = _raw_row(tmp_path, second)
-        # Move the whole version (hash, ids and sealed share): only the key id in the AAD differs.
+        source = stored(tmp_path, first)
+        target = stored(tmp_path, second)
+        # Move the whole version (ids and sealed share): only the key id in the AAD differs.
         target["versions"] = source["versions"]
-        _write_row(tmp_path, second, target, _remac(store, second, target))
+        write_record(tmp_path, second, target, node_secret=NODE_SECRET)
         with pytest.raises(DatabaseError, match="secret share fails authentication"):
             store.get(second)
 
@@ -393,12 +461,45 @@ def test_share_moved_between_versions_is_detected(tmp_path: Path) -> None:
     key_id = os.urandom(32)
     with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
         store.insert(key_id, _share(versions=2))
-        record, _ = _raw_row(tmp_path, key_id)
+        record = stored(tmp_path, key_id)
         versions = record["versions"]
-        versions[1]["secret_share"] = versions[0]["secret_share"]  # type: ignore[index]  # raw JSON record
-        _write_row(tmp_path, key_id, record, _remac(store, key_id, record))
+        versions[1]["secret_share"] = versions[0]["secret_share"]
+        write_record(tmp_path, key_id, record, node_secret=NODE_SECRET)
         with pytest.raises(DatabaseError, match="secret share fails authentication"):
             store.get(key_id)
+
+
+def test_an_edited_node_table_is_detected(tmp_path: Path) -> None:
+    key_id = os.urandom(32)
+    share = _share()
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
+        store.insert(key_id, share)
+        store.insert(os.urandom(32), _share())
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        rows = db.execute("SELECT idx, node_id, mac FROM nodes ORDER BY idx").fetchall()
+        assert len(rows) == 6
+        # swap two node ids (of two keys), each then under the other's MAC: both rows fail
+        (i, a), (j, b) = rows[0][:2], rows[3][:2]
+        db.execute("UPDATE nodes SET node_id = ? WHERE idx = ?", (b"\x00" * 64, i))  # (node_id is unique)
+        db.execute("UPDATE nodes SET node_id = ? WHERE idx = ?", (a, j))
+        db.execute("UPDATE nodes SET node_id = ? WHERE idx = ?", (b, i))
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:
+        with pytest.raises(DatabaseError, match="node index 1 is not"):
+            store.get(key_id)
+        # a new record naming such a node is refused as what it is, not as a duplicate key
+        with pytest.raises(DatabaseError, match=r"node table row of node 0x[0-9a-f]+\.\. fails authentication"):
+            store.insert(os.urandom(32), share)
+        assert store.key_count() == 2
+    check = verify_database(tmp_path / DB_FILENAME, NODE_SECRET)
+    assert {(d.kind, d.name) for d in check.damaged if d.kind == "meta"} == {("meta", f"node {i}"),
+                                                                           ("meta", f"node {j}")}
+    # swapped and re-authenticated (white box): the version hash the share is sealed under changes
+    keys = _Keys(NODE_SECRET)
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        db.execute("UPDATE nodes SET mac = ? WHERE idx = ?", (keys.node_mac(i, b), i))
+        db.execute("UPDATE nodes SET mac = ? WHERE idx = ?", (keys.node_mac(j, a), j))
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store, pytest.raises(DatabaseError, match="fails authentication"):
+        store.get(key_id)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

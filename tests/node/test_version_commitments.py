@@ -4,12 +4,10 @@ holder's public share ``s_j·G = public_share_at(x_j, D)`` is known from generat
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +20,8 @@ from ocean_secret_store.node.storage import DB_FILENAME, SCHEMA_VERSION, KeyShar
 from ocean_secret_store.protocol import messages as m
 
 from .memnet import make_cluster
+from .records import stored as _raw
+from .records import write_record
 from .test_sessions import TIMEOUT, Account, run, stored
 
 NODE_SECRET = 0x5EC7E7  # the node secret tests/node/data/keys-schema3.sqlite3 was written under
@@ -102,17 +102,6 @@ def test_a_dealer_showing_different_commitments_to_different_nodes_stops_the_gen
 # -- the record ----------------------------------------------------------------------------------
 
 
-def _raw(path: Path, key_id: bytes) -> dict[str, Any]:
-    with sqlite3.connect(path / DB_FILENAME) as db:
-        (record,) = db.execute("SELECT record FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-    return dict(json.loads(record))
-
-
-def _write_raw(path: Path, key_id: bytes, record: dict[str, Any]) -> None:
-    with sqlite3.connect(path / DB_FILENAME) as db:
-        db.execute("UPDATE keys SET record = ? WHERE key_id = ?", (json.dumps(record), key_id))
-
-
 def _dealt(t: int = 2, epoch: int = 0) -> tuple[KeyShare, KeyShare]:
     """The same key twice: its version with commitments (and ``epoch``), and without (schema 3)."""
     poly = random_polynomial(t)
@@ -154,7 +143,7 @@ def test_commitments_and_epoch_are_stored_beside_parity_layout_and_authenticated
         assert reread.last_version.hash != key_version_hash(reread.last_version.id_numbers)
     # both drive public-share checks: editing them (or adding them) on disk breaks the record's MAC
     edits = (
-        ("commitments", "commitments", lambda v: [v[1], v[0], *v[2:]]),
+        ("commitments", "commitments", lambda v: [v[0], v[2], v[1]]),  # D_0 is the public key: kept
         ("refreshed", "epoch", lambda v: 4),
         ("plain", "epoch", lambda v: 1),
         ("plain", "commitments", lambda v: raw["commitments"]["commitments"]),
@@ -163,7 +152,7 @@ def test_commitments_and_epoch_are_stored_beside_parity_layout_and_authenticated
         record = _raw(tmp_path, ids[name])
         version = record["versions"][0]
         version[field_name] = edit(version.get(field_name))
-        _write_raw(tmp_path, ids[name], record)
+        write_record(tmp_path, ids[name], record)  # under the MAC of the record as it was
         with SqliteKeyStorage(tmp_path, NODE_SECRET) as store, pytest.raises(DatabaseError, match="authentication"):
             store.get(ids[name])
 
@@ -215,10 +204,12 @@ def test_a_database_written_by_schema_3_opens_and_reads_with_no_commitments(tmp_
         with_commitments, _ = _dealt(t=1, epoch=1)
         store.insert(os.urandom(32), with_commitments)
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
-        after = dict(db.execute("SELECT key_id, record || hex(mac) FROM keys WHERE key_id IN (?, ?)",
-                                (first, second)).fetchall())
-    assert after == before  # the old records are read as they are, their MACs unchanged
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        after = {bytes(k): bytes(r) for k, r in db.execute("SELECT key_id, record FROM keys WHERE key_id IN (?, ?)",
+                                                           (first, second))}
+    assert set(after) == set(before) and all(r[0] == 1 for r in after.values())  # rewritten compact
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as store:  # and read the same after the migration
+        assert store.get(first) == one and store.get(second) == two
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
