@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 from coincurve import PublicKey
 
-from ..exceptions import InvalidScalar, InvalidShare, InvalidThreshold
+from ..exceptions import InvalidPoint, InvalidScalar, InvalidShare, InvalidThreshold
 from .curve import N, Point, Rng, default_rng, point_sum, random_scalar
 from .resharing import CheatingDealer, dealer_label
 from .sharing import (
@@ -45,6 +45,7 @@ __all__ = [
     "combine_secret_share",
     "contribute_derived_point",
     "deal",
+    "deal_with_publics",
     "dealing_for",
     "joint_public",
     "run_local_dkg",
@@ -108,6 +109,28 @@ def deal(threshold: int, H: Point, rng: Rng | None = None, is_zero: bool = False
     if is_zero:
         return Dealing(f, g, (), None)
     return Dealing(f, g, pedersen_commitments(f, g, H), Point.generator_mul(f[0]))
+
+
+def deal_with_publics(threshold: int, H: Point, rng: Rng | None = None) -> tuple[Dealing, tuple[Point, ...]]:
+    """:func:`deal` and the dealing's Feldman commitments ``A_k = a_k·G`` at once: each ``A_k`` is
+    computed once and ``C_k = A_k + b_k·H`` from it (what :func:`deal` and
+    ``sharing.feldman_commitments(dealing.f)`` give, for two generator multiplications less a
+    coefficient).
+
+    :raises InvalidThreshold: for a negative threshold.
+    :raises InvalidPoint: if a commitment would be the point at infinity.
+    """
+    f = random_polynomial(threshold, rng)
+    g = random_polynomial(threshold, rng)
+    publics = tuple(Point.generator_mul(a) for a in f)
+    h_key = H.coincurve
+    commitments = []
+    for a_point, b in zip(publics, g, strict=True):
+        key = key_sum([a_point.coincurve, *([h_key.multiply((b % N).to_bytes(32, "big"))] if b % N else [])])
+        if key is None:
+            raise InvalidPoint("a Pedersen commitment is the point at infinity")
+        commitments.append(Point(key))
+    return Dealing(f, g, tuple(commitments), publics[0]), publics
 
 
 def dealing_for(dealing: Dealing, x_j: int) -> tuple[int, int]:

@@ -202,6 +202,8 @@ class ClusterCore:
         # through this object, so the cache cannot go stale.
         self._keys: OrderedDict[bytes, KeyShare] = OrderedDict()
         self.key_cache_size = 4096
+        # Batch generation sessions this node runs at once as master, over every request.
+        self._batch_sessions = asyncio.Semaphore(genbatch.CONCURRENT_SESSIONS)
         #: Sessions this node runs at once, as entry and as member ([quotas] max_sessions; 0: no cap).
         self.session_cap = SessionCap(max_sessions)
         #: Operations for which this node refuses a bare key-id signature ([security] in the config).
@@ -759,16 +761,17 @@ class ClusterCore:
                 continue
             seen.add(key_id)
             by_threshold.setdefault(threshold, []).append((index, genbatch.BatchKey(key_id, requester.address, owner)))
-        semaphore = asyncio.Semaphore(genbatch.CONCURRENT_SESSIONS)
 
         async def session(threshold: int, part: list[tuple[int, genbatch.BatchKey]]) -> None:
-            async with semaphore:
+            async with self._batch_sessions:  # this node's batch sessions as master, whatever the requests
                 try:
                     with self.metrics.session("generate_server_key_batch"):
                         self.session_cap.admit()
                         with self.session_cap.hold():
-                            outcomes = await self._bounded(
-                                genbatch.run_session(self, [key for _, key in part], threshold), NodeDisconnected)
+                            async with asyncio.timeout(self.session_timeout + genbatch.SECONDS_PER_KEY * len(part)):
+                                outcomes = await genbatch.run_session(self, [key for _, key in part], threshold)
+                except TimeoutError:
+                    outcomes = {key.key_id: NodeDisconnected() for _, key in part}
                 except KeyServerError as exc:  # the session failed as a whole: each of its keys gets the error
                     outcomes = {key.key_id: exc for _, key in part}
             for index, key in part:

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from ocean_secret_store.crypto.curve import N, Point, random_scalar
-from ocean_secret_store.crypto.dkg import deal, dealing_for, verify_dealing_batches, verify_feldman_share_batches
+from ocean_secret_store.crypto.dkg import (
+    deal,
+    deal_with_publics,
+    dealing_for,
+    verify_dealing_batches,
+    verify_feldman_share_batches,
+)
 from ocean_secret_store.crypto.nums import pedersen_h
 from ocean_secret_store.crypto.resharing import CheatingDealer
 from ocean_secret_store.crypto.sharing import feldman_commitments
@@ -104,3 +110,12 @@ def test_wrong_counts_and_empty_batches_are_refused() -> None:
     del checks[2][0][1]
     with pytest.raises(InvalidShare, match="same dealers"):
         verify_feldman_share_batches(x, checks, 1)
+
+
+def test_a_dealing_with_its_publics_is_a_dealing_and_its_feldman_commitments() -> None:
+    h = pedersen_h(b"\x05" * 32)
+    dealing, publics = deal_with_publics(2, h, seeded(3))
+    assert publics == feldman_commitments(dealing.f)
+    assert dealing.public_share == publics[0] and dealing.threshold == 2
+    x = random_scalar()
+    verify_dealing_batches(x, [(h, {0: (*dealing_for(dealing, x), dealing.commitments)})], 2)

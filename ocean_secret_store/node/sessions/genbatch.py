@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ...crypto import dkg, sharing
+from ...crypto import dkg
 from ...crypto.curve import N, Point, point_sum, random_scalar
 from ...crypto.hashes import key_version_hash
 from ...crypto.nums import pedersen_h
@@ -62,9 +62,13 @@ from ..storage import KeyShare, KeyVersion
 from .base import Core, OnewayHandlers, RequestHandlers, TableKey, gather_settled
 from .generation import CLAIMS, BatchClaim, reserved
 
-#: Batch sessions one request runs at once (the nodes' CPU is the limit; two overlap one session's
-#: round trips with another's work).
+#: Batch sessions a node runs at once as master, over all requests (the nodes' CPU is the limit; two
+#: overlap one session's round trips with another's work); more wait their turn.
 CONCURRENT_SESSIONS: Final = 2
+#: Seconds a batch session may take per key on top of the session timeout (a node's work is ~1.5 ms a
+#: key for 3 nodes; the margin is for a loaded host). A full session of 256 keys is bounded at the
+#: session timeout + 2.6 s, inside the members' own bound (twice the session timeout).
+SECONDS_PER_KEY: Final = 0.01
 #: Keys dealt or checked between two yields to the event loop (a session's work is long).
 YIELD_EVERY: Final = 32
 #: The audit's operation name of each key of a batch (the single route's).
@@ -247,9 +251,11 @@ async def _deal_and_verify(core: Core, state: BatchState) -> tuple[list[Point], 
     others = [n for n in state.id_numbers if n != me]
     digest = m.gen_batch_digest(order)
     hs = [pedersen_h(key_id) for key_id in order]
-    dealings = []
+    dealings, feldman_parts = [], []
     for i, h in enumerate(hs):
-        dealings.append(dkg.deal(t, h, core.rng))
+        mine, feldman_part = dkg.deal_with_publics(t, h, core.rng)
+        dealings.append(mine)
+        feldman_parts.append(feldman_part)
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     commitments = tuple(c for d in dealings for c in d.commitments)
@@ -276,7 +282,7 @@ async def _deal_and_verify(core: Core, state: BatchState) -> tuple[list[Point], 
         raise InvalidMessage(f"batch dealing of node 0x{_culprit(exc)}.. fails its commitments") from exc
     await asyncio.sleep(0)
 
-    feldman = tuple(a for d in dealings for a in sharing.feldman_commitments(d.f))
+    feldman = tuple(a for part in feldman_parts for a in part)
     publics = m.GenBatchPublics(session=state.session, keys=digest, coefficients=feldman)
     for node in others:
         await core.send(node, publics)
