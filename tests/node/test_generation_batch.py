@@ -2,7 +2,8 @@
 bus: every key usable through the single routes from any entry node with the same record a single
 generation stores; per-key refusals (a key id twice, a stored key, a bad signature, one in a
 concurrent single generation) that do not sink the others; a node dropping at each phase leaves no
-key claimed; a cheating dealer is named; and the route's quotas, limits and SDK method."""
+key claimed; a cheating dealer is named; admin sessions move batch keys; and the route's quotas,
+limits and SDK method."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ from ocean_secret_store.node.sessions import genbatch
 from ocean_secret_store.node.storage import MemoryKeyStorage
 from ocean_secret_store.protocol import generation_batch as gb
 from ocean_secret_store.protocol import messages as m
+from ocean_secret_store.protocol.admin import sign_request
 from ocean_secret_store.testing.servers import ServerThread
 
 from .memnet import make_cluster
+from .test_migration import ADMIN, ADMIN_PUBLIC, change, check_groups, ids
 from .test_sessions import Account, run, shadow_key, stored
 
 TIMEOUT = 3.0
@@ -396,6 +399,39 @@ def test_the_core_maps_a_quota_refusal_to_that_key_only() -> None:
             assert isinstance(results[1], TooManyRequests)
             assert isinstance(results[0], Point) and isinstance(results[2], Point)
             assert not any(c.storage.contains(k) for c in cores for k in refused)
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_admin_sessions_take_batch_keys_as_any_other_key() -> None:
+    """A servers-set change (3 to 5 nodes) and then a refresh move every batch-generated key: each
+    is recovered afterwards through groups that need the new nodes."""
+    async def scenario() -> None:
+        hub, cores = await make_cluster(5, servers=3, admin_public=ADMIN_PUBLIC, session_timeout=TIMEOUT)
+        try:
+            author = Account()
+            requests = requests_for(author, 12, 1)
+            publics = await cores[0].generate_server_keys(requests)
+            documents = {}
+            for (key_id, _, _, _), public in zip(requests[:4], publics[:4], strict=True):
+                assert isinstance(public, Point)
+                document_key, common, encrypted = generate_document_key(public)
+                await cores[1].store_document_key(key_id, author.sign(key_id), common, encrypted)
+                documents[key_id] = document_key
+            report = await change(cores[0], cores)
+            assert report["state"] == "done" and report["done"] == 12 and report["failed"] == 0
+            refresh = sign_request(ADMIN, "refresh", ids(cores), ids(cores))
+            report = await cores[2].admin(refresh)
+            assert report["done"] == 12 and report["failed"] == 0
+            for key_id, document_key in documents.items():
+                for core in cores:
+                    (version,) = stored(core, key_id).versions
+                    assert version.epoch == 2 and set(version.id_numbers) == set(ids(cores))
+                await check_groups(hub, cores[4], cores, key_id, 1, document_key, author, [cores[3]])
+            for (key_id, _, _, _), public in zip(requests, publics, strict=True):
+                assert await cores[3].retrieve_server_key(key_id, author.sign(key_id)) == public
         finally:
             await hub.stop()
 
