@@ -723,7 +723,7 @@ class ClusterCore:
 
     async def generate_server_keys(
         self, requests: Sequence[tuple[bytes, bytes, int, bytes | None]],
-        admit: Callable[[bytes], None] | None = None,
+        admit: Callable[[bytes | None], None] | None = None,
     ) -> list[Point | KeyServerError]:
         """``POST /server_key_batch`` (ours): generate every ``(key id, signature, threshold,
         owner-to-be)``; each key's public or its own error, in order (:mod:`.sessions.genbatch`).
@@ -731,7 +731,8 @@ class ClusterCore:
         Each key is checked and audited as a single generation is (its signature over the key id
         makes its requester the author; a batch carries no bound signature, so where one is required
         its keys are refused); a key id that comes twice is refused the second time. ``admit`` (the
-        HTTP layer's quotas) is called with each key's requester and may refuse it (raising). The keys run
+        HTTP layer's quotas) is called with each key's requester (None: its signature does not
+        recover) and may refuse it (raising TooManyRequests). The keys run
         in batch sessions of one threshold (each under the session cap and the session timeout), a
         few at once; a session that fails fails its keys only.
         """
@@ -743,8 +744,15 @@ class ClusterCore:
             try:
                 requester = Requester.from_signature(signature, key_id)
             except KeyServerError as exc:
-                self.audit.record(operation, key_id, None, "entry", "refused", exc.parity_name)
-                results[index] = exc
+                refusal: KeyServerError = exc
+                try:  # as for the single route: the quotas count it (its address) before the core refuses it
+                    if admit is not None:
+                        admit(None)
+                except TooManyRequests as over:
+                    self.metrics.quota_refused(over.quota)
+                    refusal = over
+                self.audit.record(operation, key_id, None, "entry", "refused", refusal.parity_name)
+                results[index] = refusal
                 continue
             try:
                 if key_id in seen:

@@ -385,18 +385,21 @@ def test_the_core_maps_a_quota_refusal_to_that_key_only() -> None:
         hub, cores = await make_cluster(3, session_timeout=TIMEOUT)
         try:
             author = Account()
-            requests = requests_for(author, 3, 1)
+            requests = [*requests_for(author, 3, 1), (os.urandom(32), b"\x00" * 65, 1, None),
+                        (os.urandom(32), b"\x00" * 65, 1, None)]
             refused = {requests[1][0]}
-            seen: list[bytes] = []
+            seen: list[bytes | None] = []
 
-            def admit(requester: bytes) -> None:
+            def admit(requester: bytes | None) -> None:
                 seen.append(requester)
-                if len(seen) == 2:
+                if len(seen) in (2, 5):
                     raise TooManyRequests("over", quota="requester_rate")
 
             results = await cores[0].generate_server_keys(requests, admit)
-            assert seen == [author.address] * 3
-            assert isinstance(results[1], TooManyRequests)
+            # a key whose signature does not recover still counts (as the single route's quotas count it)
+            assert seen == [author.address] * 3 + [None, None]
+            assert isinstance(results[1], TooManyRequests) and isinstance(results[4], TooManyRequests)
+            assert isinstance(results[3], InsufficientRequesterData)
             assert isinstance(results[0], Point) and isinstance(results[2], Point)
             assert not any(c.storage.contains(k) for c in cores for k in refused)
         finally:
