@@ -3,12 +3,14 @@
 requesters; every key is then the author's through the single routes, and a sample is stored and
 recovered with every choice of t + 1 live nodes (the third frozen). A key id twice and a stored key
 get their own errors; a batch over the limit is a 400; each key counts against its requester's
-quota (the default burst of 40)."""
+quota (the default burst of 40); a crash before a node writes the batch leaves each node all of it
+or none (crash points, ocean_secret_store/failpoints.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +18,7 @@ import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ocean_secret_store import devnet
+from ocean_secret_store import devnet, failpoints
 from ocean_secret_store.client.client import SecretStoreClient
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.crypto.document import generate_document_key
@@ -25,10 +27,14 @@ from ocean_secret_store.exceptions import (
     ClientError,
     DuplicateSessionId,
     KeyServerError,
+    NodeUnreachable,
     ServerKeyAlreadyGenerated,
     ServerKeyIsNotFound,
 )
+from ocean_secret_store.node.config import load_config
 from ocean_secret_store.node.quotas import QuotaSettings
+from ocean_secret_store.node.sessions import genbatch
+from ocean_secret_store.node.storage import SqliteKeyStorage
 from ocean_secret_store.protocol import generation_batch as gb
 from ocean_secret_store.testing.devnets import frozen, running_devnet
 
@@ -130,3 +136,56 @@ def test_each_key_counts_against_its_requesters_quota(net: devnet.DevnetState) -
                 assert isinstance(result, KeyServerError) and "Too many requests" in str(result)
                 with pytest.raises(ServerKeyIsNotFound):
                     client.retrieve_server_key(key_id)
+
+
+def holders(net: devnet.DevnetState, key_ids: list[bytes]) -> list[int]:
+    """How many of ``key_ids`` each node's database holds (read beside the running nodes)."""
+    out = []
+    for node in net.nodes:
+        config = load_config(node.config)
+        storage = SqliteKeyStorage(config.storage_path, config.node_secret)
+        try:
+            out.append(sum(storage.contains(k) for k in key_ids))
+        finally:
+            storage.close()
+    return out
+
+
+# (crash point, the node that dies there, what the request gets)
+CRASHES = [
+    (genbatch.FP_MEMBER_STORING, 1, "errors"),
+    (genbatch.FP_MASTER_STORING, 0, "no answer"),
+]
+
+
+@pytest.mark.parametrize(("point", "target", "answer"), CRASHES, ids=[c[0] for c in CRASHES])
+def test_a_crash_before_a_node_writes_the_batch_leaves_each_node_all_of_it_or_none(
+    net: devnet.DevnetState, monkeypatch: pytest.MonkeyPatch, point: str, target: int, answer: str,
+) -> None:
+    """A member dying before it writes: the request answers every key with an error, and neither it
+    nor the entry node holds any key of the batch. The entry node dying once every member committed
+    (as a single generation's master can): no answer, and it holds none. Either way each node holds
+    all of the batch's keys or none of them, and the crashed node none after its restart."""
+    devnet.stop_node(net.state_dir, target)
+    with monkeypatch.context() as env:  # the target comes back with the crash point armed
+        env.setenv(failpoints.ENV, f"{point}=exit")
+        devnet.restart_nodes(net.state_dir, [target])
+    assert failpoints.ENV not in os.environ
+    author = Account.create()
+    key_ids = [os.urandom(32) for _ in range(30)]
+    try:
+        with SecretStoreClient(urls(net)[:1], author, timeout=30) as client:
+            results = client.generate_server_keys(key_ids, THRESHOLD)
+        got = "errors" if all(isinstance(r, KeyServerError) for r in results) else "generated"
+    except NodeUnreachable:
+        got = "no answer"  # the entry node died before answering
+    assert got == answer
+    deadline = time.monotonic() + 15
+    while devnet.status(net.state_dir)["nodes"][target]["running"]:
+        assert time.monotonic() < deadline, f"node {target} did not crash at its failpoint"
+        time.sleep(0.05)
+    counts = holders(net, key_ids)
+    assert all(c in (0, len(key_ids)) for c in counts), counts  # one transaction a node
+    assert counts[0] == 0 and counts[target] == 0, counts
+    devnet.restart_nodes(net.state_dir, [target])
+    assert holders(net, key_ids)[target] == 0

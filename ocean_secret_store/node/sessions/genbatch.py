@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from ... import failpoints
 from ...crypto import dkg
 from ...crypto.curve import N, Point, point_sum, random_scalar
 from ...crypto.hashes import key_version_hash
@@ -73,6 +74,10 @@ SECONDS_PER_KEY: Final = 0.01
 YIELD_EVERY: Final = 32
 #: The audit's operation name of each key of a batch (the single route's).
 OPERATION: Final = "generate_server_key"
+#: The crash points of this module (``OSS_FAILPOINTS``, see ocean_secret_store/failpoints.py): a
+#: member, or the master once every member committed, dies before writing the batch's keys.
+FP_MEMBER_STORING: Final = "genbatch.member.storing"
+FP_MASTER_STORING: Final = "genbatch.master.storing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +376,7 @@ async def _store(core: Core, state: BatchState) -> None:
 async def _on_commit(core: Core, sender: bytes, msg: m.GenBatchCommit) -> None:
     state = _state_for(core, sender, msg.session, from_master=True)
     _drop(core, msg.session)
+    failpoints.hit(FP_MEMBER_STORING)
     await _store(core, state)
     for key_id in state.order:
         key = state.keys[key_id]
@@ -484,6 +490,7 @@ async def run_session(core: Core, keys: Sequence[BatchKey], threshold: int) -> d
         error = _first_error(await gather_settled([core.request(n, commit, m.Ack, sample=False) for n in others]))
         if error:
             raise error
+        failpoints.hit(FP_MASTER_STORING)
         await _store(core, state)
         out.update(zip(accepted, publics, strict=True))
         return out
