@@ -58,6 +58,12 @@ def message_seeds() -> list[bytes]:
         m.SchnorrPartialRequest(os.urandom(32), (node,), 9),
         m.KeyInfo(True, 1, os.urandom(20), p, True, (os.urandom(32),), (node,)),
         m.ErrorReply("AccessDenied", None),
+        m.GenBatchInit(os.urandom(32), 1, {node: 5, Point.generator_mul(2).to_bytes(): 7},
+                       (m.GenBatchKey(os.urandom(32), os.urandom(20), None),
+                        m.GenBatchKey(os.urandom(32), os.urandom(20), os.urandom(20)))),
+        m.GenBatchAccepted((os.urandom(32),), ("ServerKeyAlreadyGenerated",)),
+        m.GenBatchDealing(os.urandom(32), os.urandom(32), (11, 12), (13, 14), (p, p, p, p)),
+        m.GenBatchReady((p, p), os.urandom(32)),
     ]
     return [m.encode(m.Envelope(b, rid=3)) for b in bodies]
 
