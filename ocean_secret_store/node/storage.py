@@ -662,6 +662,10 @@ class _Corrupt(Exception):
     """Internal: a stored record does not parse (turned into DatabaseError with the key id)."""
 
 
+class _UnknownNode(_Corrupt):
+    """Internal: a record names a node index the node table read so far does not hold."""
+
+
 @dataclass(frozen=True)
 class _RawVersion:
     """A version as stored: its share still sealed, its hash derived from ``id_numbers`` and ``epoch``."""
@@ -795,7 +799,7 @@ def _unpack(data: bytes, nodes: Mapping[int, bytes]) -> _RawRecord:
             node_index, x = reader.unpack(_HOLDER)
             node = nodes.get(node_index)
             if node is None:
-                raise _Corrupt(f"node index {node_index} is not in the node table")
+                raise _UnknownNode(f"node index {node_index} is not in the node table")
             if node in id_numbers:
                 raise _Corrupt("a holder comes twice")
             id_numbers[node] = int.from_bytes(x, "big")
@@ -1085,10 +1089,14 @@ class SqliteKeyStorage:
         the caller's transaction: :meth:`_transaction` reloads the table if it rolls back)."""
         for record in records:
             for node in sorted(record.node_ids() - self._index.keys()):
-                if db.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node,)).fetchone() is not None:
-                    # in the table, and left out when it was read: its row fails its MAC
-                    raise DatabaseError(f"the node table row of node 0x{node.hex()[:16]}.. fails authentication "
-                                        "(tampered; node verify lists it)")
+                row = db.execute("SELECT idx, mac FROM nodes WHERE node_id = ?", (node,)).fetchone()
+                if row is not None:  # another connection added it, or its row fails its MAC
+                    if not hmac.compare_digest(self._keys.node_mac(row[0], node), bytes(row[1])):
+                        raise DatabaseError(f"the node table row of node 0x{node.hex()[:16]}.. fails "
+                                            "authentication (tampered; node verify lists it)")
+                    self._nodes[row[0]] = node
+                    self._index[node] = row[0]
+                    continue
                 index = int(db.execute("SELECT COALESCE(MAX(idx), 0) + 1 FROM nodes").fetchone()[0])
                 if index > 0xFFFF:
                     raise DatabaseError("the node table is full (65535 node ids)")
@@ -1163,7 +1171,23 @@ class SqliteKeyStorage:
             return None
         return self._open_record(key_id, row)
 
-    def _open_record(self, key_id: bytes, row: Any) -> KeyShare:
+    def _open_record(self, key_id: bytes, row: Any, db: sqlite3.Connection | None = None) -> KeyShare:
+        """The record of a row; ``db`` when the caller holds the lock. A node index this object has
+        not seen (another process wrote to the database: never while a node runs it) makes it read
+        the node table again, once."""
+        try:
+            return _open_record(self._keys, self._nodes, key_id, row)
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, _UnknownNode):
+                raise
+        try:
+            if db is None:
+                with self._lock:
+                    self._reload_nodes(self._conn())
+            else:
+                self._reload_nodes(db)
+        except sqlite3.Error as exc:
+            raise _database_error("read", key_id, exc) from exc
         return _open_record(self._keys, self._nodes, key_id, row)
 
     def contains(self, key_id: bytes) -> bool:
@@ -1262,7 +1286,7 @@ class SqliteKeyStorage:
 
     def _read_record(self, db: sqlite3.Connection, key_id: bytes) -> KeyShare | None:
         row = db.execute("SELECT record, mac FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-        return None if row is None else self._open_record(key_id, row)
+        return None if row is None else self._open_record(key_id, row, db)
 
     def put_pending(self, pending: PendingDocumentKey) -> None:
         with self._transaction("prepare a document key of", pending.key_id) as db:

@@ -469,6 +469,23 @@ def test_share_moved_between_versions_is_detected(tmp_path: Path) -> None:
             store.get(key_id)
 
 
+def test_a_record_written_by_another_connection_reads(tmp_path: Path) -> None:
+    # Never while a node runs (it is its database's only writer), but a tool may write beside a reader.
+    with SqliteKeyStorage(tmp_path, NODE_SECRET) as reader, SqliteKeyStorage(tmp_path, NODE_SECRET) as writer:
+        key_id, share = os.urandom(32), _share()  # three node ids the reader has not seen
+        writer.insert(key_id, share)
+        assert reader.get(key_id) == share
+        other, more = os.urandom(32), _share(versions=2)
+        writer.insert(other, more)
+        assert reader.commit_pending(other) is None and reader.get(other) == more
+        key, again = os.urandom(32), _share()
+        reader.insert(key, again)  # new node ids get the next free indexes, whoever wrote before
+        assert writer.get(key) == again and reader.get(key_id) == share
+        last = os.urandom(32)  # node ids the reader added, which the writer has not read yet
+        writer.insert(last, KeyShare(os.urandom(20), 1, again.public, None, None, again.versions))
+        assert reader.get(last) is not None
+
+
 def test_an_edited_node_table_is_detected(tmp_path: Path) -> None:
     key_id = os.urandom(32)
     share = _share()
