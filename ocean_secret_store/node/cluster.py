@@ -741,6 +741,8 @@ class ClusterCore:
         by_threshold: dict[int, list[tuple[int, genbatch.BatchKey]]] = {}
         seen: set[bytes] = set()
         for index, (key_id, signature, threshold, owner) in enumerate(requests):
+            if index % genbatch.YIELD_EVERY == genbatch.YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a signature recovery a key: a long batch does not hold the event loop
             try:
                 requester = Requester.from_signature(signature, key_id)
             except KeyServerError as exc:
