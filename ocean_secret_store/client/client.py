@@ -583,7 +583,9 @@ class SecretStoreClient:
         ``owner`` (if named). One result per key, in order: its public ``Y``, or the
         :class:`KeyServerError` the cluster answered for that key (a key id that exists or comes
         twice, a quota). Sent to one node, never retried (as :meth:`generate_server_key`): a request
-        that fails as a whole raises, and the keys of the requests before it are generated.
+        that fails as a whole raises, and the keys of the requests before it are generated. A node
+        runs two sessions of up to 256 keys at once (1-3 s each on 3 nodes of a shared 2-core host):
+        give the client a read timeout above the default 10 s for large batches on a busy cluster.
 
         :raises ClientError: ``batch_size`` out of range, or a key id that is not 32 bytes.
         """
