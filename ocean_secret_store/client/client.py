@@ -57,7 +57,7 @@ from urllib3.exceptions import NewConnectionError
 
 from ..crypto import document as _document
 from ..crypto import ecies, schnorr, shadows, signatures
-from ..crypto.curve import Point
+from ..crypto.curve import Point, private_key
 from ..crypto.hashes import address_of, checksum_address, servers_set_hash
 from ..exceptions import (
     ClientError,
@@ -291,6 +291,10 @@ class SecretStoreClient:
             session.merge_environment_settings(base, {}, None, self._verify, None) for base in self._bases
         ) if self._owns_session else ()
         self._key_id_signatures: OrderedDict[bytes, bytes] = OrderedDict()
+        # The account's coincurve key for the bound signatures, made once (making one computes its
+        # public key: two multiplications on every request otherwise). Read from the account as
+        # every other use of its key (local.account_secret).
+        self._signing_key = private_key(local.account_secret(account))
         # Index of the node that answered last: GETs start there, POSTs go there.
         self._preferred = 0
         self._server_keys: OrderedDict[bytes, Point] = OrderedDict()
@@ -447,7 +451,7 @@ class SecretStoreClient:
         empty when the client sends none."""
         if not self._bound_signatures:
             return {}
-        bound = _bound.sign(self._secret(), operation, _check_key_id(key_id), arguments,
+        bound = _bound.sign(self._signing_key, operation, _check_key_id(key_id), arguments,
                             nonce=secrets.token_bytes(_bound.NONCE_SIZE),
                             expiry=int(time.time()) + self._bound_lifetime)
         return bound.headers()

@@ -45,6 +45,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from coincurve import PrivateKey
+
 from ..crypto.curve import Point
 from ..crypto.hashes import address_of, keccak256
 from ..crypto.signatures import recover_public, sign_raw_hash
@@ -194,9 +196,9 @@ def digest(operation: str, key_id: bytes, arguments: bytes, nonce: bytes, expiry
     return keccak256(encode(operation, key_id, arguments, nonce, expiry, version))
 
 
-def sign(secret: int | bytes, operation: str, key_id: bytes, arguments: bytes, *, nonce: bytes,
+def sign(secret: int | bytes | PrivateKey, operation: str, key_id: bytes, arguments: bytes, *, nonce: bytes,
          expiry: int) -> Bound:
-    """A bound signature by ``secret`` (the requester's private key) for one request."""
+    """A bound signature by ``secret`` (the requester's private key, or its coincurve key) for one request."""
     signed = digest(operation, key_id, arguments, nonce, expiry)
     return Bound(nonce=bytes(nonce), expiry=expiry, signature=sign_raw_hash(secret, signed))
 
