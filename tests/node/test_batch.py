@@ -102,10 +102,11 @@ def test_mixed_batch_answers_each_key_as_a_single_retrieval_would() -> None:
             assert isinstance(results[7], DocumentKeyIsNotFound)
             assert isinstance(results[8], InsufficientRequesterData)
             assert recovered(results[9], stranger) == keys[1][2]  # another requester in the same batch
-            # one exchange per member for the whole batch (t = 2 members), plus at most a single
-            # retrieval for the key one member refused
-            batches = [kind for _, _, kind in hub.sent if kind == "DecryptBatch"]
-            assert len(batches) == 2
+            # one exchange per member for the whole batch (t = 2 members; a member the hedge delay
+            # found slow on a loaded host may be replaced by a spare, which gets its one exchange too),
+            # plus at most a single retrieval for the key one member refused
+            batches = [target for _, target, kind in hub.sent if kind == "DecryptBatch"]
+            assert 2 <= len(batches) <= 4 and len(set(batches)) == len(batches), batches
             assert sum(kind == "Decrypt" for _, _, kind in hub.sent) <= 4
         finally:
             await hub.stop()
