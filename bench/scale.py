@@ -71,9 +71,10 @@ from ocean_secret_store.node.storage import KeyShare, KeyVersion, SqliteKeyStora
 from ocean_secret_store.protocol import generation_batch as gb
 
 READY_TIMEOUT = 120.0
-#: Disk per key per node assumed before a size is measured (today's record spills to an overflow
-#: page: about 4.7 KB for 5 nodes, t = 2), and the margin the check asks on top.
-ASSUMED_BYTES_PER_KEY = 5000
+#: Disk per key per node assumed before a size is measured (schema 6's compact record: 475-500 bytes
+#: for 3 nodes, t = 1, and 594-635 for 5 nodes, t = 2, after a checkpoint; the rest is room for the
+#: write-ahead log between checkpoints), and the margin the check asks on top.
+ASSUMED_BYTES_PER_KEY = 1000
 DISK_MARGIN = 1.5
 CHUNK = 2000  # keys per transaction of the loader
 #: ``--fill batch``: the generation rate limits off, so that one requester from one address makes every key.
