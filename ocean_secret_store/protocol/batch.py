@@ -11,16 +11,18 @@ answer's three fields>}}`` or ``{"key_id": ..., "error": {"status": ..., "name":
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
 
 from ..crypto.curve import Point
 from ..exceptions import InvalidPoint, KeyServerError, SecretStoreError
 from .hexcodec import parse_hex, to_hex
 from .http import ENCRYPTED_SHADOW_SIZE, BadResponse, DocumentKeyShadow, error_from_text
 
-__all__ = ["MAX_BATCH", "MAX_BATCH_BODY", "PATH", "BadBatch", "decode_batch_response", "encode_batch_request",
-           "encode_batch_results", "parse_batch_request"]
+__all__ = ["MAX_BATCH", "MAX_BATCH_BODY", "PATH", "BadBatch", "decode_batch_response", "decode_results",
+           "encode_batch_request", "encode_batch_results", "encode_results", "parse_batch_request"]
+
+T = TypeVar("T")
 
 #: The route (POST).
 PATH: Final = "/shadow_batch"
@@ -81,10 +83,10 @@ def _hex(point: Point) -> str:
     return to_hex(point.to_bytes())
 
 
-def encode_batch_results(key_ids: Sequence[bytes],
-                         results: Sequence[tuple[Point, Point, Sequence[bytes]] | KeyServerError]) -> bytes:
-    """The 200 answer: each key's shadow answer ``(decrypted_secret, common_point, decrypt_shadows)``
-    or its error, in order."""
+def encode_results(key_ids: Sequence[bytes], results: Sequence[T | KeyServerError],
+                   ok: Callable[[T], object]) -> bytes:
+    """A batch route's 200 answer: ``{"results": [...]}``, each key's ``ok`` (``ok(result)``) or its
+    ``error`` (status, Parity name, text), in order. Shared by batch retrieval and batch generation."""
     out: list[dict[str, object]] = []
     for key_id, result in zip(key_ids, results, strict=True):
         if isinstance(result, KeyServerError):
@@ -92,10 +94,51 @@ def encode_batch_results(key_ids: Sequence[bytes],
             out.append({"key_id": to_hex(key_id),
                         "error": {"status": result.status, "name": result.parity_name, "message": text}})
         else:
-            secret, common, blobs = result
-            out.append({"key_id": to_hex(key_id), "ok": {"decrypted_secret": _hex(secret), "common_point": _hex(common),
-                                                          "decrypt_shadows": [to_hex(blob) for blob in blobs]}})
+            out.append({"key_id": to_hex(key_id), "ok": ok(result)})
     return json.dumps({"results": out}, separators=(",", ":")).encode("utf-8")
+
+
+def decode_results(body: bytes, key_ids: Sequence[bytes], what: str,
+                   ok: Callable[[object, int], T]) -> list[T | KeyServerError]:
+    """Each key's ``ok(value, index)`` or error from a batch route's answer (``what`` names it in
+    errors), in the order of ``key_ids``, which the answer must repeat.
+
+    :raises BadResponse: not the expected shape, another number of results, or another key order.
+    """
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadResponse(f"{what} is not JSON") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("results"), list):
+        raise BadResponse(f'{what} must be an object {{"results": [...]}}')
+    results = value["results"]
+    if len(results) != len(key_ids):
+        raise BadResponse(f"{what} has {len(results)} results for {len(key_ids)} keys")
+    out: list[T | KeyServerError] = []
+    for index, (item, key_id) in enumerate(zip(results, key_ids, strict=True)):
+        if not isinstance(item, dict) or parse_hex(item.get("key_id"), "key_id", _KEY_ID_SIZE,
+                                                   error=BadResponse) != key_id:
+            raise BadResponse(f"batch result {index} is not for the key asked")
+        if set(item) == {"key_id", "ok"}:
+            out.append(ok(item["ok"], index))
+        elif set(item) == {"key_id", "error"} and isinstance(item["error"], dict) \
+                and isinstance(item["error"].get("message"), str):
+            out.append(error_from_text(item["error"]["message"]))
+        else:
+            raise BadResponse(f"batch result {index} has neither ok nor error")
+    return out
+
+
+def encode_batch_results(key_ids: Sequence[bytes],
+                         results: Sequence[tuple[Point, Point, Sequence[bytes]] | KeyServerError]) -> bytes:
+    """The 200 answer: each key's shadow answer ``(decrypted_secret, common_point, decrypt_shadows)``
+    or its error, in order."""
+    def shadow(result: tuple[Point, Point, Sequence[bytes]]) -> object:
+        secret, common, blobs = result
+        return {"decrypted_secret": _hex(secret), "common_point": _hex(common),
+                "decrypt_shadows": [to_hex(blob) for blob in blobs]}
+
+    return encode_results(key_ids, results, shadow)
 
 
 def _point(value: object, what: str) -> Point:
@@ -124,26 +167,5 @@ def decode_batch_response(body: bytes, key_ids: Sequence[bytes]) -> list[Documen
 
     :raises BadResponse: not the expected shape, another number of results, or another key order.
     """
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadResponse("batch response is not JSON") from exc
-    if not isinstance(value, dict) or not isinstance(value.get("results"), list):
-        raise BadResponse('batch response must be an object {"results": [...]}')
-    results = value["results"]
-    if len(results) != len(key_ids):
-        raise BadResponse(f"batch response has {len(results)} results for {len(key_ids)} keys")
-    out: list[DocumentKeyShadow | KeyServerError] = []
-    for index, (item, key_id) in enumerate(zip(results, key_ids, strict=True)):
-        if not isinstance(item, dict) or parse_hex(item.get("key_id"), "key_id", _KEY_ID_SIZE,
-                                                   error=BadResponse) != key_id:
-            raise BadResponse(f"batch result {index} is not for the key asked")
-        if set(item) == {"key_id", "ok"}:
-            out.append(_shadow(item["ok"], index))
-        elif set(item) == {"key_id", "error"} and isinstance(item["error"], dict) \
-                and isinstance(item["error"].get("message"), str):
-            out.append(error_from_text(item["error"]["message"]))
-        else:
-            raise BadResponse(f"batch result {index} has neither ok nor error")
-    return out
+    return decode_results(body, key_ids, "batch response", _shadow)
 

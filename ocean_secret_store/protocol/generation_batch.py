@@ -20,8 +20,9 @@ from typing import Final
 
 from ..crypto.curve import Point
 from ..exceptions import InvalidPoint, KeyServerError, SecretStoreError
+from .batch import decode_results, encode_results
 from .hexcodec import parse_hex, to_hex
-from .http import BadResponse, error_from_text
+from .http import BadResponse
 
 __all__ = ["MAX_BATCH", "MAX_BATCH_BODY", "MAX_THRESHOLD", "PATH", "BadGenerationBatch", "GenerationItem",
            "decode_generation_response", "encode_generation_request", "encode_generation_results",
@@ -130,15 +131,7 @@ def parse_generation_request(body: bytes) -> list[GenerationItem]:
 
 def encode_generation_results(key_ids: Sequence[bytes], results: Sequence[Point | KeyServerError]) -> bytes:
     """The 200 answer: each key's public or its error, in order."""
-    out: list[dict[str, object]] = []
-    for key_id, result in zip(key_ids, results, strict=True):
-        if isinstance(result, KeyServerError):
-            text = str(result).encode("utf-8", "replace").decode("utf-8")
-            out.append({"key_id": to_hex(key_id),
-                        "error": {"status": result.status, "name": result.parity_name, "message": text}})
-        else:
-            out.append({"key_id": to_hex(key_id), "ok": to_hex(result.to_bytes())})
-    return json.dumps({"results": out}, separators=(",", ":")).encode("utf-8")
+    return encode_results(key_ids, results, lambda public: to_hex(public.to_bytes()))
 
 
 def _point(value: object, index: int) -> Point:
@@ -153,25 +146,4 @@ def decode_generation_response(body: bytes, key_ids: Sequence[bytes]) -> list[Po
 
     :raises BadResponse: not the expected shape, another number of results, or another key order.
     """
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadResponse("batch generation response is not JSON") from exc
-    if not isinstance(value, dict) or not isinstance(value.get("results"), list):
-        raise BadResponse('batch generation response must be an object {"results": [...]}')
-    results = value["results"]
-    if len(results) != len(key_ids):
-        raise BadResponse(f"batch generation response has {len(results)} results for {len(key_ids)} keys")
-    out: list[Point | KeyServerError] = []
-    for index, (item, key_id) in enumerate(zip(results, key_ids, strict=True)):
-        if not isinstance(item, dict) or parse_hex(item.get("key_id"), "key_id", _KEY_ID_SIZE,
-                                                   error=BadResponse) != key_id:
-            raise BadResponse(f"batch result {index} is not for the key asked")
-        if set(item) == {"key_id", "ok"}:
-            out.append(_point(item["ok"], index))
-        elif set(item) == {"key_id", "error"} and isinstance(item["error"], dict) \
-                and isinstance(item["error"].get("message"), str):
-            out.append(error_from_text(item["error"]["message"]))
-        else:
-            raise BadResponse(f"batch result {index} has neither ok nor error")
-    return out
+    return decode_results(body, key_ids, "batch generation response", _point)
