@@ -84,6 +84,21 @@ class Hub:
             if other != node:
                 self.cores[node].on_peer_disconnected(other)
 
+    def isolate_at(self, kind: str, node: bytes) -> asyncio.Event:
+        """Drop the first message of ``kind`` to or from ``node`` and isolate ``node`` then (a node
+        lost at that phase of a session); the event is set once it happened."""
+        fired = asyncio.Event()
+
+        def drop(src: bytes, dst: bytes, envelope: m.Envelope) -> bool:
+            if kind == envelope.body.KIND and node in (src, dst) and not fired.is_set():
+                fired.set()
+                self.isolate(node)
+                return True
+            return False
+
+        self.drop = drop
+        return fired
+
     def restore(self, node: bytes) -> None:
         self.down.discard(node)
 

@@ -182,17 +182,7 @@ BATCH_PHASES = ["GenBatchInit", "GenBatchStart", "GenBatchDealing", "GenBatchPub
 def test_a_node_dropping_at_each_phase_fails_the_session_and_leaves_no_key_half_made(phase: str) -> None:
     async def scenario() -> None:
         hub, cores = await make_cluster(4, session_timeout=TIMEOUT)
-        victim = cores[2].node_id
-        fired = asyncio.Event()
-
-        def drop(src: bytes, dst: bytes, env: Any) -> bool:
-            if phase == env.body.KIND and victim in (src, dst) and not fired.is_set():
-                fired.set()
-                hub.isolate(victim)
-                return True
-            return False
-
-        hub.drop = drop
+        fired = hub.isolate_at(phase, cores[2].node_id)
         try:
             author = Account()
             requests = requests_for(author, 20, 1)

@@ -275,17 +275,7 @@ GENERATION_PHASES = ["GenInit", "GenStart", "GenDealing", "GenPublics", "GenRead
 def test_generation_fails_cleanly_when_a_node_drops_at_each_phase(phase: str) -> None:
     async def scenario() -> None:
         hub, cores = await make_cluster(4, session_timeout=TIMEOUT)
-        victim = cores[2].node_id
-        fired = asyncio.Event()
-
-        def drop(src: bytes, dst: bytes, env: Any) -> bool:
-            if phase == env.body.KIND and victim in (src, dst) and not fired.is_set():
-                fired.set()
-                hub.isolate(victim)
-                return True
-            return False
-
-        hub.drop = drop
+        fired = hub.isolate_at(phase, cores[2].node_id)
         try:
             author = Account()
             key_id = os.urandom(32)
