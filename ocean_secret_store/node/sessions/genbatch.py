@@ -35,7 +35,7 @@ import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from ... import failpoints
 from ...crypto import dkg
@@ -190,24 +190,28 @@ async def _on_init(core: Core, sender: bytes, msg: m.GenBatchInit) -> m.GenBatch
     return m.GenBatchAccepted(refused=tuple(refused), errors=tuple(e.parity_name for e in refused.values()))
 
 
+M = TypeVar("M", m.GenBatchDealing, m.GenBatchPublics)
+
+
+def _collect(state: BatchState, sender: bytes, received: dict[bytes, M], msg: M, done: asyncio.Event,
+             what: str) -> None:
+    """One node's message of a round: a second one fails the session; the last one sets ``done``."""
+    if sender in received:
+        state.fail(InvalidMessage(f"duplicate batch {what}"))
+        return
+    received[sender] = msg
+    if len(received) == state.participants:
+        done.set()
+
+
 def _on_dealing(core: Core, sender: bytes, msg: m.GenBatchDealing) -> None:
     state = _state_for(core, sender, msg.session, from_master=False)
-    if sender in state.dealings:
-        state.fail(InvalidMessage("duplicate batch dealing"))
-        return
-    state.dealings[sender] = msg
-    if len(state.dealings) == state.participants:
-        state.dealings_done.set()
+    _collect(state, sender, state.dealings, msg, state.dealings_done, "dealing")
 
 
 def _on_publics(core: Core, sender: bytes, msg: m.GenBatchPublics) -> None:
     state = _state_for(core, sender, msg.session, from_master=False)
-    if sender in state.publics:
-        state.fail(InvalidMessage("duplicate batch public coefficients"))
-        return
-    state.publics[sender] = msg
-    if len(state.publics) == state.participants:
-        state.publics_done.set()
+    _collect(state, sender, state.publics, msg, state.publics_done, "public coefficients")
 
 
 async def _wait(state: BatchState, event: asyncio.Event) -> None:
