@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..crypto.hashes import address_of
 from ..exceptions import ConfigError
 from ..lifecycle import bound_port, on_reload_signal, wait_for_stop_signal
 from ..metrics import CountingAudit, NodeMetrics, service_registry
@@ -131,7 +132,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
     await core.start()
     await transport.start()
     # Header-read timeout and per-address cap (config [http]): a slow-loris holds no socket for long.
-    app = make_app(core, config.cors, GenerationQuota(config.quotas))  # [quotas]: 429 over a limit
+    admin = None if config.admin_public is None else address_of(config.admin_public)
+    app = make_app(core, config.cors, GenerationQuota(config.quotas, admin=admin))  # [quotas]: 429 over a limit
     runner = GuardedAppRunner(app, config.serving, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = config.tls.context("http") if config.tls is not None else None

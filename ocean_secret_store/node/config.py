@@ -50,6 +50,7 @@ The file (every setting; unknown keys are errors, so a typo never silently means
     max_sessions = 256                      # sessions run at once, as entry and member (0: unlimited)
     tracked = 10000                         # requesters (and addresses) remembered, least recent dropped
     refusal_delay = 1.0                     # s a refused generation waits for its 429 (0: answer at once)
+    admin_exempt = true                     # generations signed by [node] admin_public pass the limits
 
     [security]
     require_bound_signatures = []           # operations refused with a bare key-id signature
@@ -249,6 +250,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "counts are remembered; the least recent are dropped.", default=_QUOTAS.tracked),
     Setting("quotas", "refusal_delay", "number >= 0", "Seconds a refused generation is held before its 429 "
             "(0: answer at once).", default=_QUOTAS.refusal_delay),
+    Setting("quotas", "admin_exempt", "boolean", "Key generations signed by the administrator (`[node] "
+            "admin_public`) pass the rate limits and counts: the operator's bulk loads (docs/quotas.md).",
+            default=_QUOTAS.admin_exempt),
     Setting("security", "require_bound_signatures", '"all" or a list of operations', "Operations refused with a "
             "bare key-id signature (docs/http-api.md, bound signatures); the operations: "
             + ", ".join(f"`{name}`" for name in sorted(BOUND_OPERATIONS)) + ".", default=[]),
@@ -680,7 +684,11 @@ class _Parser:
         for key in _QUOTA_KEYS:
             if key not in section:
                 continue
-            if key.endswith(("_rate", "_delay")):
+            if key == "admin_exempt":
+                if not isinstance(section[key], bool):
+                    raise self.fail("quotas.admin_exempt", "must be true or false")
+                values[key] = section[key]
+            elif key.endswith(("_rate", "_delay")):
                 value = section[key]
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
                         or value < 0:

@@ -106,6 +106,9 @@ class QuotaSettings:
     #: seconds a refused generation is held before its 429 (at most its Retry-After): a client that
     #: ignores Retry-After slows itself down instead of costing the node a refusal per round trip
     refusal_delay: float = 1.0
+    #: the administrator's generations (signed by ``[node] admin_public``) pass the rate limits and
+    #: counts: the operator's bulk loads (``POST /server_key_batch`` naming each key's owner-to-be)
+    admin_exempt: bool = True
 
     @classmethod
     def unlimited(cls) -> QuotaSettings:
@@ -185,9 +188,11 @@ class _Counts(Generic[KeyT]):
 class GenerationQuota:
     """Admits or refuses one key generation for which this node is the entry node."""
 
-    def __init__(self, settings: QuotaSettings, clock: Clock = time.monotonic) -> None:
+    def __init__(self, settings: QuotaSettings, clock: Clock = time.monotonic, admin: bytes | None = None) -> None:
         self.settings = settings
         self._clock = clock
+        #: the administrator's address when its generations pass (``admin_exempt``), else None
+        self.admin = admin if settings.admin_exempt else None
         self.requesters: KeyedBuckets[bytes] = KeyedBuckets(settings.requester_burst, settings.requester_rate,
                                                             settings.tracked)
         self.addresses: KeyedBuckets[str] = KeyedBuckets(settings.address_burst, settings.address_rate,
@@ -201,8 +206,12 @@ class GenerationQuota:
         refuses it) from client ``address`` (None: unknown), or raise :class:`TooManyRequests`.
 
         Nothing is spent when the request is refused, so a refused flood does not push the
-        requester's own retry further away.
+        requester's own retry further away. The administrator (``admin_exempt``) is admitted
+        without spending anything, its client address's bucket included: its signature names it.
         """
+        if requester is not None and requester == self.admin:
+            self.admitted += 1
+            return
         now = self._clock()
         try:
             self._check(requester, address, now)

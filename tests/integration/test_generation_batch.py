@@ -138,6 +138,32 @@ def test_each_key_counts_against_its_requesters_quota(net: devnet.DevnetState) -
                     client.retrieve_server_key(key_id)
 
 
+def test_the_administrators_bulk_load_passes_the_default_quotas(net: devnet.DevnetState) -> None:
+    """The operator's bulk load: more keys from one address than its default burst (400), signed by
+    the administrator (every node's ``admin_public``) for an owner-to-be, all generated; the same
+    request signed by anybody else gets the requester's burst only."""
+    defaults = QuotaSettings()
+    assert defaults.admin_exempt
+    admin: LocalAccount = Account.from_key(net.accounts["admin"].private_key)
+    owner = bytes.fromhex(Account.create().address[2:])
+    secret = int.from_bytes(admin.key, "big")
+    key_ids = [os.urandom(32) for _ in range(defaults.address_burst + 100)]
+    items = [gb.GenerationItem(k, sign_raw_hash(secret, k), THRESHOLD, owner) for k in key_ids]
+    entry = urls(net)[2]
+    answer = requests.post(entry + gb.PATH, data=gb.encode_generation_request(items), timeout=120)
+    assert answer.status_code == 200
+    results = gb.decode_generation_response(answer.content, key_ids)
+    assert all(isinstance(r, Point) for r in results), next(r for r in results if not isinstance(r, Point))
+    with SecretStoreClient(urls(net), admin) as client:
+        for key_id, public in list(zip(key_ids, results, strict=True))[::100]:
+            assert client.retrieve_server_key(key_id) == public
+    other: LocalAccount = Account.create()
+    with SecretStoreClient([entry], other) as client:
+        refused = client.generate_server_keys([os.urandom(32) for _ in range(defaults.requester_burst + 5)],
+                                              THRESHOLD)
+    assert defaults.requester_burst <= sum(isinstance(r, Point) for r in refused) <= defaults.requester_burst + 1
+
+
 def holders(net: devnet.DevnetState, key_ids: list[bytes]) -> list[int]:
     """How many of ``key_ids`` each node's database holds (read beside the running nodes)."""
     out = []

@@ -116,6 +116,27 @@ def test_count_per_requester() -> None:
     q.admit(BOB, "10.0.0.1")
 
 
+def test_the_administrator_passes_every_generation_limit_unless_switched_off() -> None:
+    admin = b"\xad" * 20
+    clock = Clock()
+    q = GenerationQuota(QuotaSettings(requester_burst=1, requester_rate=0.0, address_burst=1, address_rate=0.0,
+                                      requester_generations=1), clock, admin=admin)
+    for _ in range(1000):  # a bulk load: no bucket or count spent, the address's included
+        q.admit(admin, "10.0.0.1")
+    q.admit(ALICE, "10.0.0.1")  # so the address still has its token for another requester
+    with pytest.raises(TooManyRequests):
+        q.admit(ALICE, "10.0.0.1")
+    with pytest.raises(TooManyRequests):
+        q.admit(None, "10.0.0.1")  # an unrecoverable signature is nobody's, not the administrator's
+    assert (q.admitted, q.refused) == (1001, 2)
+    off = GenerationQuota(QuotaSettings(requester_burst=1, requester_rate=0.0, address_burst=0,
+                                        admin_exempt=False), clock, admin=admin)
+    off.admit(admin, "10.0.0.1")
+    with pytest.raises(TooManyRequests, match="rate for this requester exceeded"):
+        off.admit(admin, "10.0.0.1")
+    assert off.admin is None
+
+
 def test_burst_without_refill_says_so() -> None:
     buckets: KeyedBuckets[str] = KeyedBuckets(burst=1, rate=0.0, capacity=4)
     buckets.take("a", 0.0)
@@ -205,14 +226,16 @@ def _config(tmp_path: Path, quotas: dict[str, Any] | None) -> NodeConfig:
 def test_config_defaults_round_trip_and_refusals(tmp_path: Path) -> None:
     assert _config(tmp_path, None).quotas == QuotaSettings()
     config = _config(tmp_path, {"requester_burst": 5, "requester_rate": 0.5, "address_rate": 0,
-                                "requester_generations": 1000, "max_sessions": 0, "tracked": 50})
+                                "requester_generations": 1000, "max_sessions": 0, "tracked": 50,
+                                "admin_exempt": False})
     assert config.quotas == QuotaSettings(requester_burst=5, requester_rate=0.5, address_rate=0.0,
-                                          requester_generations=1000, max_sessions=0, tracked=50)
+                                          requester_generations=1000, max_sessions=0, tracked=50,
+                                          admin_exempt=False)
     assert "[quotas]" in dump_config(config)
     assert NodeConfig.from_mapping(config.to_mapping(), tmp_path).quotas == config.quotas
     for bad, key in [({"requester_rate": -1}, "quotas.requester_rate"), ({"max_sessions": 1.5}, "quotas.max_sessions"),
                      ({"tracked": 0}, "quotas.tracked"), ({"requester_rate": "fast"}, "quotas.requester_rate"),
-                     ({"burst": 1}, "quotas.burst")]:
+                     ({"burst": 1}, "quotas.burst"), ({"admin_exempt": 1}, "quotas.admin_exempt")]:
         with pytest.raises(ConfigError) as refused:
             _config(tmp_path, bad)
         assert refused.value.key == key
