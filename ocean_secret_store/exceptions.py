@@ -19,6 +19,7 @@
         + NodeDisconnected, NotEnoughNodesForThreshold, InvalidMessage,
           InvalidStateForRequest, InternalError, ...                                   (HTTP 500)
         + DatabaseError > KeyVersionNotFound                                           (HTTP 500)
+        + TooManyRequests                 ours: a quota or the session cap; .retry_after (HTTP 429)
       x ConfigError                       a node or Ocean config setting is missing or invalid; .key names it
       x ClientError                       the HTTP client got no answer (bad node URL, transport failure)
         + NodeUnreachable                 no answer from the node URL(s) in .urls (refused, timed out)
@@ -37,7 +38,6 @@ A few classes live beside the one layer that raises them, still under this root:
 ``protocol.http.BadRequest`` / ``BadResponse``, ``protocol.bound.BoundSignatureError``
 (InsufficientRequesterData), ``chain.acl.ChainQueryFailed`` (+ ``PermissionQueryFailed``; ChainError),
 ``node.acl.AccessCheckFailed`` (InternalError), ``node.cluster.PeerTimeout`` (NodeDisconnected),
-``node.quotas.TooManyRequests`` (ours, HTTP 429: a quota or the session cap),
 ``node.channel.HandshakeFailed`` (+ ``PeerRefused``; NodeDisconnected), ``FrameRejected``
 (InvalidMessage), ``FrameTooLarge`` (SerializationError), ``client.rpc.JsonRpcError``,
 ``ocean.provider.policy.FetchRefused`` (OceanError), ``node.backup.BackupError``,
@@ -342,6 +342,29 @@ class BadAdminRequest(InternalError):
 
     status = 400
     prefix = "Bad admin request"
+
+
+class TooManyRequests(KeyServerError):
+    """A quota refused the request: HTTP 429, ``"Too many requests: <what>; retry in <s> s"``
+    (node/quotas.py raises it; clients get it back from a 429 answer or a batch entry's error).
+
+    Not one of Parity's variants (Parity had no quotas), so it does not register in
+    ``KEY_SERVER_ERRORS``; a Parity-era client reads it as an internal error with this text.
+    ``retry_after`` is the number of seconds after which the same request may pass (a client
+    gets the answer's ``Retry-After`` header, or else the text's "retry in"); nothing was done
+    for a refused request, so it may be sent again as it is. ``quota`` names the limit that
+    refused it (the quota refusals metric): ``requester_generations``, ``address_rate``,
+    ``requester_rate``, ``sessions`` (this node's session cap) or ``peer_sessions`` (a member's,
+    reported through this node); a client does not know it and has ``unknown``.
+    """
+
+    status: ClassVar[int] = 429
+    prefix: ClassVar[str] = "Too many requests"
+
+    def __init__(self, detail: str | None = None, retry_after: float = 1.0, quota: str = "sessions") -> None:
+        self.retry_after = retry_after
+        self.quota = quota
+        super().__init__(detail)
 
 
 class AdminSessionIncomplete(InternalError):

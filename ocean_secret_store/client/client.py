@@ -371,7 +371,7 @@ class SecretStoreClient:
                 self._preferred = index
                 if 200 <= status < 300:
                     return response.content
-                raise _http.error_from_response(status, response.content)
+                raise _http.error_from_response(status, response.content, response.headers.get("Retry-After"))
             error = _http.error_from_response(status, response.content)
             log.warning(
                 "%s: %s answered HTTP %d (%s); trying the next node", operation, display, status, error
@@ -407,7 +407,7 @@ class SecretStoreClient:
         log.debug("%s: %s answered HTTP %d", operation, display, status)
         if 200 <= status < 300:
             return response.content
-        raise _http.error_from_response(status, response.content)
+        raise _http.error_from_response(status, response.content, response.headers.get("Retry-After"))
 
     # -- local crypto ------------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
-from ..exceptions import KeyServerError
+from ..exceptions import TooManyRequests
 
 __all__ = [
     "RETRY_AFTER_COUNT",
@@ -41,7 +41,7 @@ __all__ = [
     "retry_after_header",
 ]
 
-TOO_MANY_REQUESTS_STATUS: Final = 429
+TOO_MANY_REQUESTS_STATUS: Final = TooManyRequests.status
 #: The error name a member puts in its ErrorReply when it refuses a session over its cap (our
 #: nodes only: Parity's enum has no such variant, so it is not in KEY_SERVER_ERRORS).
 WIRE_NAME: Final = "TooManyRequests"
@@ -52,27 +52,6 @@ RETRY_AFTER_SESSIONS: Final = 1.0
 
 KeyT = TypeVar("KeyT")
 Clock = Callable[[], float]
-
-
-class TooManyRequests(KeyServerError):
-    """A quota refused the request: HTTP 429, ``"Too many requests: <what>; retry in <s> s"``.
-
-    Not one of Parity's variants (Parity had no quotas), so it does not register in
-    ``KEY_SERVER_ERRORS``; a Parity-era client reads it as an internal error with this text.
-    ``retry_after`` is the number of seconds after which the same request may pass; ``quota``
-    names the limit that refused it (the quota refusals metric): ``requester_generations``,
-    ``address_rate``, ``requester_rate``, ``sessions`` (this node's session cap) or
-    ``peer_sessions`` (a member's, reported through this node).
-    """
-
-    status: ClassVar[int] = TOO_MANY_REQUESTS_STATUS
-    prefix: ClassVar[str] = "Too many requests"
-
-    def __init__(self, detail: str | None = None, retry_after: float = RETRY_AFTER_SESSIONS,
-                 quota: str = "sessions") -> None:
-        self.retry_after = retry_after
-        self.quota = quota
-        super().__init__(detail)
 
 
 def retry_after_header(error: TooManyRequests) -> str:

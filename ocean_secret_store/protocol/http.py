@@ -34,6 +34,7 @@ from ..exceptions import (
     KeyServerError,
     SecretStoreError,
     SerializationError,
+    TooManyRequests,
 )
 from .hexcodec import parse_hex
 
@@ -90,6 +91,7 @@ __all__ = [
     "server_key_retrieval_path",
     "servers_set_change_body",
     "servers_set_change_path",
+    "too_many_requests",
 ]
 
 GET: Final = "GET"
@@ -791,7 +793,23 @@ def error_from_text(text: str) -> KeyServerError:
             return cls()
         if text.startswith(prefix + ": "):
             return cls(text[len(prefix) + 2 :])
+    if text.startswith(TooManyRequests.prefix + ": "):  # ours (a quota): not a Parity variant
+        return too_many_requests(text[len(TooManyRequests.prefix) + 2 :])
     return InternalError(text)
+
+
+_RETRY_IN: Final = re.compile(r"retry in (\d+(?:\.\d+)?) s")
+
+
+def too_many_requests(detail: str, retry_after: str | None = None) -> TooManyRequests:
+    """A quota's refusal read back by a client: its wait from the ``Retry-After`` header (whole
+    seconds), or else from the text's "retry in <s> s", or else 1 s."""
+    wait: float | None = None
+    if retry_after is not None and retry_after.strip().isdigit():
+        wait = float(retry_after.strip())
+    elif (found := _RETRY_IN.search(detail)) is not None:
+        wait = float(found.group(1))
+    return TooManyRequests(detail, 1.0 if wait is None else wait, "unknown")
 
 
 _EMPTY_BODY_HINTS: Final = {
@@ -800,12 +818,14 @@ _EMPTY_BODY_HINTS: Final = {
 }
 
 
-def error_from_response(status: int, body: bytes) -> KeyServerError:
+def error_from_response(status: int, body: bytes, retry_after: str | None = None) -> KeyServerError:
     """The error a key server reported with a non-2xx ``status`` and ``body`` (§1.6), for clients.
 
-    Parity's quoted-text bodies map back to their class (:func:`error_from_text`). The empty
-    bodies of an unparseable request (400) or a rejected Origin (404), and bodies that are not
-    Parity's (a proxy's HTML page), become :class:`InternalError` naming the status.
+    Parity's quoted-text bodies map back to their class (:func:`error_from_text`); a quota's 429
+    to :class:`TooManyRequests`, its ``retry_after`` from the answer's ``Retry-After`` header
+    (``retry_after``) when there is one. The empty bodies of an unparseable request (400) or a
+    rejected Origin (404), and bodies that are not Parity's (a proxy's HTML page), become
+    :class:`InternalError` naming the status.
     """
     if not body:
         return InternalError(f"HTTP {status} with an empty body{_EMPTY_BODY_HINTS.get(status, '')}")
@@ -814,4 +834,6 @@ def error_from_response(status: int, body: bytes) -> KeyServerError:
     except BadResponse:
         size = len(body)
         return InternalError(f"HTTP {status} with a body that is not a Secret Store error ({size} bytes)")
+    if status == TooManyRequests.status and text.startswith(TooManyRequests.prefix + ": "):
+        return too_many_requests(text[len(TooManyRequests.prefix) + 2 :], retry_after)
     return error_from_text(text)

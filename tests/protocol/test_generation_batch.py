@@ -75,7 +75,8 @@ def test_results_round_trip_each_key_its_public_or_its_error() -> None:
     decoded = gb.decode_generation_response(body, [KEY1, KEY2, KEY1])
     assert decoded[0] == P
     assert isinstance(decoded[1], ServerKeyAlreadyGenerated)
-    assert str(refusal) in str(decoded[2])  # as a 429 of the single route reads: its text kept
+    assert isinstance(decoded[2], TooManyRequests) and str(decoded[2]) == str(refusal)  # a client can wait and retry
+    assert decoded[2].retry_after == pytest.approx(0.4)  # the text's "retry in", the only wait an entry carries
 
 
 @pytest.mark.parametrize(("body", "problem"), [
