@@ -35,6 +35,10 @@ lets past the generation rate limits) and naming the bench's requester as its ow
 cold/hot latency columns are server key retrievals (``GET /server``), since only the sample has a
 document key.
 
+``--then-batch N``: after the last size, the nodes (re)started on the keys they hold, N more keys
+are generated as the ``--fill batch`` ones are (the administrator, 1,000 a request): the bulk-load
+rate on top of a full store (e.g. ``--keys 1000000 --then-batch 20000``).
+
 Disk is checked first: a run that could not finish is refused with the bytes it needs.
 ``--quick``: 1000 keys, few samples (seconds).
 """
@@ -326,6 +330,26 @@ def measure(state_dir: Path, nodes: Sequence[Node], seed: bytes, keys: int, kept
     return start_time, rss, cold, hot, (right, len(kept))
 
 
+def then_batch(state_dir: Path, threshold: int, seed: bytes, done: int, args: argparse.Namespace) -> None:
+    """``--then-batch N``: the nodes (re)started on their ``done`` keys each, N more generated
+    through ``POST /server_key_batch`` by the administrator, the rate printed; the sample's document
+    keys recovered and checked."""
+    check_disk(Path(tempfile.gettempdir()), disk_needed(args.then_batch, args.nodes, ASSUMED_BYTES_PER_KEY))
+    count = len(devnet.DevnetState.require(state_dir).nodes)
+    state = devnet.restart_nodes(state_dir, list(range(count)), timeout=READY_TIMEOUT)
+    wait_ready([n.http_url for n in state.nodes], count - 1, READY_TIMEOUT)
+    admin = Account.from_key(state.accounts["admin"].private_key)
+    print(f"then {args.then_batch:,} keys through POST /server_key_batch on top of {done:,} keys per node:", flush=True)
+    sample = set(random.sample(range(done, done + args.then_batch), min(args.verify, args.then_batch)))
+    kept, _ = fill_through_cluster(state_dir, admin, threshold, seed, done, done + args.then_batch, sample,
+                                   args.batch, args.clients)
+    with SecretStoreClient([n.http_url for n in state.nodes], admin, timeout=30.0) as client:
+        right = sum(client.recover_document_key(key_id) == key for key_id, key in kept.items())
+    print(f"  verified end to end: {right} of {len(kept)} right", flush=True)
+    if right != len(kept):
+        sys.exit(1)
+
+
 def stop_nodes(state_dir: Path, count: int) -> None:
     for index in range(count):
         devnet.stop_node(state_dir, index)
@@ -367,6 +391,9 @@ def parse_args() -> argparse.Namespace:
                         help="loader: the bench-only loader (nodes stopped); batch: POST /server_key_batch")
     parser.add_argument("--batch", type=int, default=gb.MAX_BATCH, help="--fill batch: keys a request")
     parser.add_argument("--clients", type=int, default=2, help="--fill batch: requests in flight")
+    parser.add_argument("--then-batch", type=int, default=0, metavar="N",
+                        help="after the last size, N more keys through POST /server_key_batch (the bulk-load "
+                             "rate on top of the keys already held)")
     args = parser.parse_args()
     if not 1 <= args.batch <= gb.MAX_BATCH:
         parser.error(f"--batch: 1 to {gb.MAX_BATCH}")
@@ -431,6 +458,8 @@ def main() -> None:
                   f"{pct(cold, 0.5) * 1e3:.1f} ms, verified {verified[0]}/{verified[1]}", flush=True)
             if not batch_fill:  # the batch fill generates through the running nodes
                 stop_nodes(state_dir, len(nodes))
+        if args.then_batch:
+            then_batch(state_dir, threshold, seed, done, args)
     finally:
         devnet.down(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
