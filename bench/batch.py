@@ -6,7 +6,9 @@ Starts its own devnet in a temporary directory (separate node processes on loopb
 off, default quotas, hedging on), publishes ``--batch`` keys, then measures from one client process
 (aiohttp, kept-alive connections, entry nodes in rotation), each key's document key recovered
 locally and checked in both cases (the signature over each key id, the ECIES decryptions of its
-shadows and their combination are in the client's time too):
+shadows and their combination are in the client's time too; a batch answer's decrypt shadows are
+opened with one :class:`~ocean_secret_store.crypto.ecies.Decryptor`, as the SDK's ``recover_many``
+does, one ECDH per member's ephemeral key instead of one per shadow):
 
 * single: ``GET /shadow/{key}/{sig}`` for each key in turn, concurrency 1: time per key;
 * batch: ``POST /shadow_batch`` with all ``--batch`` keys, concurrency 1: wall time per batch, and
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import expect, pct, spread, wait_ready
 
 from ocean_secret_store import devnet
-from ocean_secret_store.crypto import document, shadows
+from ocean_secret_store.crypto import document, ecies, shadows
 from ocean_secret_store.crypto.curve import Point, random_scalar
 from ocean_secret_store.crypto.signatures import sign_raw_hash
 from ocean_secret_store.protocol import batch as bt
@@ -139,11 +141,12 @@ async def bench(urls: list[str], pids: list[int], threshold: int, batch: int, ro
             body = bt.encode_batch_request([(key_id, sign_raw_hash(secret, key_id)) for key_id in ids])
             async with http.post(next(entries) + bt.PATH, data=body) as r:
                 results = bt.decode_batch_response(await expect(r), ids)
+            opener = ecies.Decryptor(secret)  # as the SDK's recover_many: one ECDH per ephemeral point
             for key_id, result in zip(ids, results, strict=True):
                 if isinstance(result, Exception):
                     raise RuntimeError(f"a key of the batch failed: {result}")
                 if recover and shadows.recover_document_key(result.decrypted_secret, result.common_point,
-                                                            result.decrypt_shadows, secret) != keys[key_id]:
+                                                            result.decrypt_shadows, opener) != keys[key_id]:
                     raise RuntimeError("wrong document key")
 
         for key_id in ids[:20]:  # warm the connections and the nodes' key caches

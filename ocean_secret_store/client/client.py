@@ -565,16 +565,18 @@ class SecretStoreClient:
     def recover_many(self, key_ids: Iterable[bytes], *,
                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[Point | SecretStoreError]:
         """:meth:`retrieve_many`, then each document key recovered locally (no node learns one): one
-        result per key, in order, its document key or its error."""
+        result per key, in order, its document key or its error. A node seals all the decrypt
+        shadows of its answer to one requester under one ECIES ephemeral key, so one
+        :class:`~..crypto.ecies.Decryptor` over the call does one ECDH per answer, not per shadow."""
         out: list[Point | SecretStoreError] = []
-        secret = self._secret()
+        opener = ecies.Decryptor(self._secret())
         for result in self.retrieve_many(key_ids, batch_size=batch_size):
             if isinstance(result, KeyServerError):
                 out.append(result)
                 continue
             try:
                 out.append(shadows.recover_document_key(
-                    result.decrypted_secret, result.common_point, result.decrypt_shadows, secret))
+                    result.decrypted_secret, result.common_point, result.decrypt_shadows, opener))
             except SecretStoreError as exc:
                 out.append(exc)
         return out

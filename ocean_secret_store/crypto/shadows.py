@@ -53,19 +53,23 @@ def shadow_decryption(
     node_shadow: int,
     access_key: int,
     common_point: Point,
-    requester_public: Point,
+    requester_public: Point | ecies.Encryptor,
     rng: Rng | None = None,
 ) -> tuple[Point, bytes]:
     """Shadow mode: ``(P_i, ECIES(Q, ε_i, ad=00 00))``, ``P_i = (a·ns_i·δ)·C``, ``ε_i = (δ−1)·ns_i``.
 
     ``δ`` is fresh and random, so ``P_i`` alone reveals nothing and only the requester
     (holder of ``Q``'s secret) can remove the blinding. Costs one multiplication for ``P_i``
-    plus the ECIES encryption (one fixed-base, one variable-base multiplication).
+    plus the ECIES encryption (one fixed-base, one variable-base multiplication), or, given an
+    :class:`~.ecies.Encryptor` for ``Q`` (a batch answer's keys for one requester), the
+    multiplication for ``P_i`` and that encryptor's symmetric work only.
     """
     delta = random_scalar(rng)
     point = common_point * (access_key * node_shadow % N * delta % N)
-    epsilon = (delta - 1) * node_shadow % N
-    return point, ecies.encrypt(requester_public, epsilon.to_bytes(32, "big"), ecies.DEFAULT_MAC, rng=rng)
+    epsilon = ((delta - 1) * node_shadow % N).to_bytes(32, "big")
+    if isinstance(requester_public, ecies.Encryptor):
+        return point, requester_public.encrypt(epsilon, ecies.DEFAULT_MAC)
+    return point, ecies.encrypt(requester_public, epsilon, ecies.DEFAULT_MAC, rng=rng)
 
 
 def combine_shadow_points(
@@ -99,20 +103,23 @@ def recover_document_key(
     decrypted_secret: Point,
     common_point: Point,
     decrypt_shadows: Sequence[bytes],
-    requester_secret: int,
+    requester_secret: int | ecies.Decryptor,
 ) -> Point:
     """The requester's ``M = D + (Σ ε_i mod n)·C'`` (what ``secretstore_shadowDecrypt`` does).
 
     ``common_point`` is ``C'`` as returned with the shadow result (already sign-adjusted).
+    ``requester_secret`` may be an :class:`~.ecies.Decryptor` for it, kept over the keys of a batch
+    answer: one ECDH per ephemeral point there instead of one per decrypt shadow.
 
     :raises DecryptionFailed: if a shadow does not decrypt (ad ``00 00``) to exactly 32 bytes.
     :raises InvalidThreshold: if there are no shadows.
     """
     if not decrypt_shadows:
         raise InvalidThreshold("a shadow result carries at least one decrypt shadow")
+    opener = requester_secret if isinstance(requester_secret, ecies.Decryptor) else ecies.Decryptor(requester_secret)
     epsilon = 0
     for position, blob in enumerate(decrypt_shadows):
-        plain = ecies.decrypt(requester_secret, blob, ecies.DEFAULT_MAC)
+        plain = opener.decrypt(blob, ecies.DEFAULT_MAC)
         if len(plain) != 32:
             raise DecryptionFailed(
                 f"decrypt shadow {position} holds {len(plain)} bytes, expected a 32-byte scalar"

@@ -15,7 +15,7 @@ from aiohttp import ClientSession
 from eth_account import Account as EthAccount
 
 from ocean_secret_store.client.client import DocumentKeyShadow, SecretStoreClient
-from ocean_secret_store.crypto import shadows
+from ocean_secret_store.crypto import ecies, shadows
 from ocean_secret_store.crypto.curve import Point
 from ocean_secret_store.crypto.document import generate_document_key
 from ocean_secret_store.exceptions import (
@@ -131,6 +131,36 @@ def test_every_member_checks_each_keys_requester() -> None:
                 # the entry node and exactly t = 2 members, each once, for this key's requester
                 assert sorted(asked) == [0, 0, 1, 1, 1]
                 assert spies[1].asked[(requester.address, key_id)] == 1
+        finally:
+            await hub.stop()
+
+    run(scenario)
+
+
+def test_each_answer_seals_its_shadows_under_one_ephemeral_key_per_requester() -> None:
+    async def scenario() -> None:
+        hub, cores, _ = await spied_cluster(5)
+        try:
+            author, grantee = Account(), Account()
+            keys = [await publish(cores, author, 2) for _ in range(8)]
+            requester = [author if i % 2 else grantee for i in range(len(keys))]
+            results = await cores[0].retrieve_document_key_shadows(
+                [(k, who.sign(k)) for (k, _, _), who in zip(keys, requester, strict=True)])
+            # 8 keys: one exchange, one group, each decrypt shadow in group order (the entry's among them)
+            points: dict[tuple[int, bytes], set[bytes]] = {}
+            for (_, _, document_key), who, result in zip(keys, requester, results, strict=True):
+                assert isinstance(result, decryption.ShadowResult)
+                assert len(result.decrypt_shadows) == 3
+                for position, blob in enumerate(result.decrypt_shadows):
+                    assert len(ecies.decrypt(who.secret, blob)) == 32  # each opens alone, as a single's
+                    points.setdefault((position, who.address), set()).add(blob[1:65])
+                assert recovered(result, who) == document_key
+            # each answer (position) has ONE ephemeral point per requester, and no point is shared
+            # between answers or between requesters
+            assert all(len(found) == 1 for found in points.values()), points
+            assert len({next(iter(found)) for found in points.values()}) == 2 * 3
+            ivs = [blob[65:81] for r in results if isinstance(r, decryption.ShadowResult) for blob in r.decrypt_shadows]
+            assert len(set(ivs)) == len(ivs)
         finally:
             await hub.stop()
 
@@ -281,8 +311,12 @@ def test_sdk_retrieve_many_and_recover_many(served_cluster: list[str]) -> None:
         results = client.recover_many(ids, batch_size=3)  # three requests, the dead URL failed over
         assert results[:-1] == list(published.values())
         assert isinstance(results[-1], ServerKeyIsNotFound)
-        shadows_only = client.retrieve_many(ids[:2])
+        shadows_only = client.retrieve_many(ids[:4])
         assert all(isinstance(r, DocumentKeyShadow) for r in shadows_only)
+        # one batch, one requester: each of the t + 1 answers sealed its 4 shadows under one ephemeral key
+        blobs = [blob for r in shadows_only if isinstance(r, DocumentKeyShadow) for blob in r.decrypt_shadows]
+        assert len(blobs) == 12 and len({blob[1:65] for blob in blobs}) == 3
+        assert len({blob[65:81] for blob in blobs}) == 12
         assert client.retrieve_many([]) == []
         with pytest.raises(Exception, match="batch_size"):
             client.retrieve_many(ids, batch_size=0)

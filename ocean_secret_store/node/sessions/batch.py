@@ -11,6 +11,14 @@ Every member checks each key as a single ``Decrypt`` (version, group, its own ac
 that key's requester, audited per key) and answers each key with its shadow point and decrypt
 shadow (encrypted to that key's requester) or with its refusal of that key.
 
+The decrypt shadows of one answer (a member's, or the entry node's own for one attempt) are
+encrypted with ONE ECIES ephemeral key per requester (:class:`~...crypto.ecies.Encryptor`): a fresh
+ephemeral scalar for each (answer, requester), never kept past the answer, never used for another
+requester, and each decrypt shadow in Parity's ECIES format with its own random IV, so that a client
+opens each one alone as before (and one that keeps a :class:`~...crypto.ecies.Decryptor` over the
+answer does one ECDH per member and requester instead of one per key). The encryptor's docstring
+has the argument why many messages under one ECIES key are as safe as separate ones.
+
 A member that fails as a whole (disconnects, times out, is over its session cap) is replaced, and
 a slow one hedged around, for the whole exchange. A key that some member refused or could not serve
 (access denied in its view, a stale version) leaves the batch and runs as a single retrieval
@@ -25,8 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ...crypto import shadows
-from ...crypto.curve import random_scalar
+from ...crypto import ecies, shadows
+from ...crypto.curve import Point, random_scalar
 from ...exceptions import (
     KEY_SERVER_ERRORS,
     AccessDenied,
@@ -39,7 +47,7 @@ from ...exceptions import (
 from ...protocol import messages as m
 from ..storage import KeyVersion
 from .base import Core, Requester, RequestHandlers
-from .decryption import ShadowResult, _compute, _Document, _document, _validate_group
+from .decryption import ShadowResult, _Document, _document, _validate_group
 from .groups import Attempt, Group, MemberFailures, hedged, requests_away
 
 #: Most keys of one exchange with a group: a larger batch runs as several exchanges at once, each with
@@ -109,6 +117,20 @@ async def _prepare(core: Core, index: int, entry: BatchEntry) -> _Ready | KeySer
     return _Ready(index, entry, document, share.last_version)
 
 
+def _shadow(core: Core, document: _Document, version: KeyVersion, group: tuple[bytes, ...], access_key: int,
+            requester: Requester, encryptors: dict[Point, ecies.Encryptor]) -> m.DecryptResponse:
+    """This node's shadow of one key of a batch, as a single retrieval's (``decryption._compute`` in
+    shadow mode), its decrypt shadow sealed by the answer's one encryptor for that key's requester."""
+    encryptor = encryptors.get(requester.public)
+    if encryptor is None:
+        encryptor = encryptors[requester.public] = ecies.Encryptor(requester.public, rng=core.rng)
+    x_self = version.id_numbers[core.node_id]
+    x_others = [version.id_numbers[n] for n in group if n != core.node_id]
+    node_shadow = shadows.node_shadow(version.secret_share, x_self, x_others)
+    point, blob = shadows.shadow_decryption(node_shadow, access_key, document.common_point, encryptor, core.rng)
+    return m.DecryptResponse(shadow_point=point, decrypt_shadow=blob)
+
+
 def _member_error(result: m.DecryptBatchResult) -> KeyServerError:
     if result.error is None:
         return InvalidMessage("a batch result came without its shadow")
@@ -130,8 +152,9 @@ async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dic
     try:
         await requests_away()  # then this node's own part, while the members compute theirs
         own = []
+        encryptors: dict[Point, ecies.Encryptor] = {}  # this attempt's own answer: one per requester
         for i, (r, access_key) in enumerate(zip(ready, access_keys, strict=True)):
-            own.append(_compute(core, r.document, r.version, group, access_key, r.entry.requester, True))
+            own.append(_shadow(core, r.document, r.version, group, access_key, r.entry.requester, encryptors))
             if i % 32 == 31:
                 await asyncio.sleep(0)  # a long batch does not hold the event loop
         answers = await pending
@@ -235,8 +258,8 @@ async def retrieve_shadows(core: Core, entries: Sequence[BatchEntry], fallback: 
 # -- member ---------------------------------------------------------------------------------------
 
 
-async def _on_item(core: Core, sender: bytes, group: tuple[bytes, ...],
-                   item: m.DecryptBatchItem) -> m.DecryptBatchResult:
+async def _on_item(core: Core, sender: bytes, group: tuple[bytes, ...], item: m.DecryptBatchItem,
+                   encryptors: dict[Point, ecies.Encryptor]) -> m.DecryptBatchResult:
     try:
         document = await _document(core, item.key_id)
         share = document.share
@@ -250,7 +273,7 @@ async def _on_item(core: Core, sender: bytes, group: tuple[bytes, ...],
             core.audit_member(OPERATION, item.key_id, requester.address, "refused", decision.reason)
             raise AccessDenied()
         core.audit_member(OPERATION, item.key_id, requester.address, "allowed", decision.reason)
-        answer = _compute(core, document, version, group, item.access_key, requester, True)
+        answer = _shadow(core, document, version, group, item.access_key, requester, encryptors)
     except KeyServerError as exc:
         return m.DecryptBatchResult(shadow_point=None, decrypt_shadow=None, error=exc.parity_name, detail=exc.detail)
     return m.DecryptBatchResult(shadow_point=answer.shadow_point, decrypt_shadow=answer.decrypt_shadow, error=None,
@@ -261,10 +284,11 @@ async def _on_decrypt_batch(core: Core, sender: bytes, msg: m.DecryptBatchReques
     if core.node_id not in msg.group or sender not in msg.group:
         raise InvalidNodeForRequest()
     semaphore = asyncio.Semaphore(ACL_CONCURRENCY)
+    encryptors: dict[Point, ecies.Encryptor] = {}  # this answer's: one ephemeral key per requester
 
     async def one(item: m.DecryptBatchItem) -> m.DecryptBatchResult:
         async with semaphore:
-            return await _on_item(core, sender, msg.group, item)
+            return await _on_item(core, sender, msg.group, item, encryptors)
 
     return m.DecryptBatchResponse(results=tuple(await asyncio.gather(*(one(item) for item in msg.items))))
 
