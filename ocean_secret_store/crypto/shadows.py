@@ -23,6 +23,7 @@ from .curve import N, Point, Rng, point_sum, random_scalar
 from .sharing import shadow_coefficient
 
 __all__ = [
+    "access_key_inverses",
     "combine_shadow_points",
     "node_shadow",
     "recover_document_key",
@@ -72,16 +73,41 @@ def shadow_decryption(
     return point, ecies.encrypt(requester_public, epsilon, ecies.DEFAULT_MAC, rng=rng)
 
 
+def access_key_inverses(access_keys: Sequence[int]) -> list[int]:
+    """``a⁻¹ mod n`` of every access key, with ONE modular inversion (Montgomery's trick: prefix
+    products, one inversion, a backward pass), for :func:`combine_shadow_points` over a batch: a
+    modular inversion costs about as much as a point multiplication, three products far less.
+
+    :raises InvalidScalar: for an access key outside ``1 <= a < n``.
+    """
+    if any(not 0 < a < N for a in access_keys):
+        raise InvalidScalar("the access key must satisfy 1 <= a < n")
+    prefix = []
+    running = 1
+    for a in access_keys:
+        prefix.append(running)
+        running = running * a % N
+    inverse = pow(running, -1, N)  # of the product of all of them
+    out = [0] * len(access_keys)
+    for i in range(len(access_keys) - 1, -1, -1):
+        out[i] = inverse * prefix[i] % N
+        inverse = inverse * access_keys[i] % N
+    return out
+
+
 def combine_shadow_points(
-    shadow_points: Sequence[Point], access_key: int, encrypted_point: Point, threshold: int
+    shadow_points: Sequence[Point], access_key: int, encrypted_point: Point, threshold: int,
+    access_key_inverse: int | None = None,
 ) -> Point:
     """The master's ``D``: ``J = Σ P_i``, ``T = a⁻¹·J``, ``D = E + T`` if ``t`` is odd else ``E − T``.
 
     In plain mode ``D`` is the document key ``M``; in shadow mode it is ``decrypted_secret``.
     Exactly ``t+1`` shadow points are needed because the sign rule assumes ``|S| = t+1``.
+    ``access_key_inverse``: ``a⁻¹`` when already known (:func:`access_key_inverses`), checked.
 
     :raises InvalidThreshold: for a number of shadow points other than ``threshold + 1``.
-    :raises InvalidScalar: for an access key outside ``1 <= a < n``.
+    :raises InvalidScalar: for an access key outside ``1 <= a < n``, or an ``access_key_inverse``
+        that is not its inverse.
     :raises InvalidPoint: if an intermediate sum is the point at infinity.
     """
     if threshold < 0 or len(shadow_points) != threshold + 1:
@@ -90,7 +116,11 @@ def combine_shadow_points(
         )
     if not 0 < access_key < N:
         raise InvalidScalar("the access key must satisfy 1 <= a < n")
-    t_point = point_sum(shadow_points) * pow(access_key, -1, N)
+    if access_key_inverse is None:
+        access_key_inverse = pow(access_key, -1, N)
+    elif access_key * access_key_inverse % N != 1:
+        raise InvalidScalar("the access key's inverse given is not its inverse")
+    t_point = point_sum(shadow_points) * access_key_inverse
     return encrypted_point + t_point if threshold % 2 else encrypted_point - t_point
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from ocean_secret_store.crypto import ecies
 from ocean_secret_store.crypto.curve import G, N, Point, random_scalar
 from ocean_secret_store.crypto.dkg import LocalKey, run_local_dkg
 from ocean_secret_store.crypto.shadows import (
+    access_key_inverses,
     combine_shadow_points,
     node_shadow,
     recover_document_key,
@@ -195,3 +197,28 @@ def test_shadow_point_is_a_times_ns_times_c() -> None:
     ns, a, c = random_scalar(), random_scalar(), random_scalar()
     assert shadow_point(ns, a, c * G) == (ns * a * c % N) * G
 
+
+
+@given(st.lists(st.integers(1, N - 1), max_size=20))
+def test_access_key_inverses_are_each_keys_inverse(access_keys: list[int]) -> None:
+    assert access_key_inverses(access_keys) == [pow(a, -1, N) for a in access_keys]
+
+
+@pytest.mark.parametrize("bad", [0, N, -1])
+def test_access_key_inverses_refuse_a_bad_key(bad: int) -> None:
+    with pytest.raises(InvalidScalar):
+        access_key_inverses([5, bad])
+
+
+def test_combination_with_a_known_inverse_is_the_same_and_checked() -> None:
+    key = run_local_dkg(2, 5)
+    members = [0, 2, 4]
+    document_key = random_scalar() * G
+    common, encrypted, _k = encrypt_secret(document_key, key.public)
+    access_key = random_scalar()
+    points = [shadow_point(ns, access_key, common) for ns in node_shadows(key, members)]
+    inverse = access_key_inverses([access_key])[0]
+    assert combine_shadow_points(points, access_key, encrypted, 2, inverse) == document_key
+    assert combine_shadow_points(points, access_key, encrypted, 2) == document_key
+    with pytest.raises(InvalidScalar, match="not its inverse"):
+        combine_shadow_points(points, access_key, encrypted, 2, inverse + 1)

@@ -157,6 +157,7 @@ async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dic
             own.append(_shadow(core, r.document, r.version, group, access_key, r.entry.requester, encryptors))
             if i % 32 == 31:
                 await asyncio.sleep(0)  # a long batch does not hold the event loop
+        inverses = shadows.access_key_inverses(access_keys)  # one modular inversion for the exchange
         answers = await pending
     finally:
         pending.cancel()
@@ -164,23 +165,29 @@ async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dic
                  for n, a in answers.items() if len(a.results) != len(ready)}
     if malformed:
         raise MemberFailures(malformed)
+    # each group member's answers in group order (this node's own among them)
+    sources: list[Sequence[m.DecryptBatchResult | m.DecryptResponse]] = [
+        own if n == core.node_id else answers[n].results for n in group]
     out: dict[int, Outcome | None] = {}
     for position, (r, access_key) in enumerate(zip(ready, access_keys, strict=True)):
-        parts = {n: answers[n].results[position] for n in attempt.chosen}
-        if any(p.shadow_point is None or p.decrypt_shadow is None for p in parts.values()):
-            out[r.index] = None
+        points: list[Point] = []
+        blobs: list[bytes] = []
+        for results in sources:
+            part = results[position]
+            if part.shadow_point is None or part.decrypt_shadow is None:
+                break
+            points.append(part.shadow_point)
+            blobs.append(part.decrypt_shadow)
+        else:
+            threshold = r.document.share.threshold
+            out[r.index] = ShadowResult(
+                decrypted_secret=shadows.combine_shadow_points(points, access_key, r.document.encrypted_point,
+                                                               threshold, inverses[position]),
+                common_point=shadows.requester_common_point(r.document.common_point, threshold),
+                decrypt_shadows=tuple(blobs),
+            )
             continue
-        responses = {n: m.DecryptResponse(shadow_point=p.shadow_point, decrypt_shadow=p.decrypt_shadow)
-                     for n, p in parts.items() if p.shadow_point is not None}
-        responses[core.node_id] = own[position]
-        threshold = r.document.share.threshold
-        blobs = tuple(blob for n in group if (blob := responses[n].decrypt_shadow) is not None)
-        out[r.index] = ShadowResult(
-            decrypted_secret=shadows.combine_shadow_points(
-                [responses[n].shadow_point for n in group], access_key, r.document.encrypted_point, threshold),
-            common_point=shadows.requester_common_point(r.document.common_point, threshold),
-            decrypt_shadows=blobs,
-        )
+        out[r.index] = None  # some member did not serve it: a single retrieval
     return out
 
 
