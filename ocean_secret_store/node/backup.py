@@ -45,7 +45,16 @@ from typing import Any, Final
 from ..crypto.curve import Point
 from ..exceptions import DatabaseError, SecretStoreError
 from ..protocol.key_versions import KeyVersionsPage, PeerKey
-from .storage import SCHEMA_VERSION, Damage, DatabaseCheck, KeySummary, backup_mac, check_database, dump_records
+from .storage import (
+    META_RECORDS_MIGRATION,
+    SCHEMA_VERSION,
+    Damage,
+    DatabaseCheck,
+    KeySummary,
+    backup_mac,
+    check_database,
+    dump_records,
+)
 
 __all__ = [
     "FORMAT",
@@ -185,6 +194,9 @@ def make_backup(database: Path, node_secret: int, out: Path, *, clock: Callable[
         with _closing(_connect(database)) as source, _closing(sqlite3.connect(partial, isolation_level=None)) as copy:
             source.backup(copy)  # all pages in one step: one read transaction, a consistent snapshot
             copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            # Without the free pages (the old records' after the migration to schema 6): a backup
+            # restored with the node stopped is the way to give them back to the file system.
+            copy.execute("VACUUM")
             try:
                 check = check_database(copy, node_secret)
             except DatabaseError as exc:
@@ -491,6 +503,8 @@ class Verification:
             "keys": len(self.check.keys) + sum(d.kind == "key" for d in self.check.damaged),
             "pending": self.check.pending,
             "admin_session": self.check.meta.get("admin_session"),
+            "records_migration": self.check.meta.get(META_RECORDS_MIGRATION),
+            "free_bytes": self.check.free_bytes,
             "damaged": [_damage_json(d) for d in self.check.damaged],
             "peers": dict(self.peers),
             "servers_set_differs": self.servers_set_differs,
@@ -512,6 +526,14 @@ class Verification:
             out += [f"  {d.kind} {d.name}: {d.problem}" for d in self.check.damaged[:limit]]
         if self.check.meta.get("admin_session") is not None:
             out.append("admin session: marked in this database (taken during an admin session; see docs/operators.md)")
+        migration = self.check.meta.get(META_RECORDS_MIGRATION)
+        if isinstance(migration, dict):
+            out.append(f"records: converting to the compact format of schema 6 in the background, "
+                       f"{migration.get('visited', 0)} of {migration.get('total') or 'all'} looked at (a node "
+                       "goes on with it when it runs; every record reads in either format)")
+        if self.check.free_bytes >= 1_000_000:
+            out.append(f"free pages: {self.check.free_bytes / 1e6:.1f} MB, reused by new records (a backup holds "
+                       "none: node backup, then node restore with the node stopped, gives a file without them)")
         if self.peers:
             out.append(f"peers: {len(self.answers)} answered, {len(self.unreachable)} unreachable")
             out += [f"  {url}: {state}" for url, state in self.peers.items() if state.startswith("error: ")]

@@ -49,6 +49,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,6 +77,8 @@ from ..protocol.hexcodec import parse_hex, to_hex
 
 __all__ = [
     "DB_FILENAME",
+    "META_RECORDS_MIGRATION",
+    "MIGRATION_STEP",
     "SCHEMA_VERSION",
     "Damage",
     "DatabaseCheck",
@@ -84,6 +87,7 @@ __all__ = [
     "KeySummary",
     "KeyVersion",
     "MemoryKeyStorage",
+    "MigrationStep",
     "PendingDocumentKey",
     "SqliteKeyStorage",
     "backup_mac",
@@ -105,8 +109,10 @@ DB_FILENAME: Final = "keys.sqlite3"
 #: table may hold the servers set and an unfinished admin session; raised from 2, 3 or 4 likewise.
 #: 6: compact binary records (a third of the V3 JSON's size, so that a record fits in its B-tree
 #: leaf page: one page read per key, 0.5-0.7 KB of disk per key instead of 4.7) and a ``nodes`` table
-#: holding each node id once; a version 1-5 database is migrated on opening, in one transaction
-#: (:func:`_migrate_records`), and then vacuumed.
+#: holding each node id once. A version 1-5 database gets the schema-6 tables on opening, in one
+#: short transaction that also writes the :data:`META_RECORDS_MIGRATION` marker; its records are
+#: then converted in the background, a few hundred per transaction
+#: (:meth:`SqliteKeyStorage.migrate_step`), while the node serves: reads take either format.
 SCHEMA_VERSION: Final = 6
 #: At most this many transactions may share one pending document key (retries of one store).
 MAX_PENDING_TXS: Final = 16
@@ -131,8 +137,9 @@ _CREATE_NODES: Final = (
     " node_id BLOB NOT NULL UNIQUE CHECK (length(node_id) = 64),"
     " mac BLOB NOT NULL)"
 )
-#: How many records the migration to schema 6 reads at a time.
-_MIGRATION_BATCH: Final = 1000
+#: How many records one step of the background migration to schema 6 converts by default (one
+#: short transaction under the storage lock: a few milliseconds, so retrievals wait little).
+MIGRATION_STEP: Final = 200
 _CREATE_PENDING: Final = (
     "CREATE TABLE IF NOT EXISTS pending ("
     " key_id BLOB PRIMARY KEY CHECK (length(key_id) = 32),"
@@ -147,6 +154,11 @@ _BACKUP_MAC_LABEL: Final = b"ocean-secret-store/storage/backup-manifest/v1"
 #: Meta rows beyond the key check, each a JSON value authenticated like a record.
 META_SERVERS_SET: Final = "servers_set"
 META_ADMIN_SESSION: Final = "admin_session"
+#: The marker of a database whose records are still (partly) in the V3 JSON format of schema <= 5:
+#: written with the schema-6 tables, updated by every migration step (the last key id it passed,
+#: how many it converted and kept), deleted by the step that finds no record left. Written only by
+#: the storage itself (not :meth:`SqliteKeyStorage.put_meta`).
+META_RECORDS_MIGRATION: Final = "records_migration"
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -417,6 +429,11 @@ class KeyStorage(Protocol):
         """Bytes the storage takes on disk, its journal included (0 in memory; the database size metric)."""
         ...
 
+    def records_to_migrate(self) -> int | None:
+        """About how many records are still to be converted by the background migration to schema 6
+        (0: none, the usual case; None: not counted yet, before its first step)."""
+        ...
+
     def put_pending(self, pending: PendingDocumentKey) -> None:
         """Store or replace the pending document key of ``pending.key_id``.
 
@@ -595,6 +612,9 @@ class MemoryKeyStorage:
             return len(self._records)
 
     def disk_bytes(self) -> int:
+        return 0
+
+    def records_to_migrate(self) -> int | None:
         return 0
 
     def close(self) -> None:
@@ -978,6 +998,29 @@ def _decode_pending(key_id: bytes, raw: bytes) -> PendingDocumentKey:
         raise _Corrupt("inconsistent pending document key") from exc
 
 
+def _fresh_marker(from_schema: int) -> dict[str, Any]:
+    """A migration marker before the first step: no record looked at, none counted yet."""
+    return {"from_schema": from_schema, "started": time.time(), "after": "", "total": None, "visited": 0,
+            "converted": 0, "kept": 0}
+
+
+@dataclass(frozen=True)
+class MigrationStep:
+    """What one :meth:`SqliteKeyStorage.migrate_step` did.
+
+    :param converted: records rewritten in the compact format by this step.
+    :param kept: records this step left as they were: they fail their check (MAC or format), reads
+        report them as damaged as before, and ``node verify`` lists them.
+    :param done: no record is left to look at: the marker is gone (also True when there was no migration).
+    :param remaining: about how many records are still to be looked at (0 when done).
+    """
+
+    converted: int
+    kept: int
+    done: bool
+    remaining: int
+
+
 class SqliteKeyStorage:
     """Key shares in one SQLite file: WAL, ``synchronous=FULL``, one row per key, shares sealed.
 
@@ -1002,6 +1045,8 @@ class SqliteKeyStorage:
         # The node table (node/index), read at open, kept by this object's writes.
         self._nodes: dict[int, bytes] = {}
         self._index: dict[bytes, int] = {}
+        # The records migration marker (META_RECORDS_MIGRATION) as last written, None: no migration.
+        self._migration: dict[str, Any] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Create the file ourselves so it (and the -wal/-shm files SQLite copies the mode to)
@@ -1027,7 +1072,7 @@ class SqliteKeyStorage:
     def _setup(self) -> None:
         db = self._conn()
         check = self._keys.record_mac(b"", _KEY_CHECK)
-        migrated = 0
+        upgraded = 0
         try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -1046,36 +1091,183 @@ class SqliteKeyStorage:
                 elif version in (1, 2, 3, 4, 5):
                     # 1: before two-phase storing: add the pending document keys. 2-4: records without
                     # "owner", "commitments", "epoch" or "inactive" read as they are. 5: the V3 JSON
-                    # records become compact ones (_migrate_records), once the key check passed.
+                    # records become compact ones, in the background (migrate_step), once the key
+                    # check passed: here only the tables and the marker, in this short transaction.
                     row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
                     if row is None or not hmac.compare_digest(bytes(row[0]), check):
                         raise DatabaseError(f"{self.path} was written under a different node secret")
                     db.execute(_CREATE_PENDING)
-                    migrated = _migrate_records(db, self._keys)
+                    db.execute(_CREATE_NODES)
+                    self._write_marker(db, _fresh_marker(version))
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    upgraded = version
                 elif version != SCHEMA_VERSION:
                     raise DatabaseError(
                         f"{self.path}: schema version {version}, this program reads {SCHEMA_VERSION}"
                     )
                 row = db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+                self._migration = self._read_marker(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             if row is None or not hmac.compare_digest(bytes(row[0]), check):
                 raise DatabaseError(f"{self.path} was written under a different node secret")
-            if migrated:
-                # The V3 records' pages are free now: give them back to the file system (once).
-                try:
-                    db.execute("VACUUM")
-                except sqlite3.Error as exc:
-                    log.warning("%s: the migration to schema %d is done, the VACUUM after it failed (%s: %s); "
-                                "the file keeps its free pages", self.path, SCHEMA_VERSION, exc.__class__.__name__,
-                                exc)
+            if upgraded:
+                log.info("%s: schema %d -> %d: the tables are ready; the records are converted to the compact "
+                         "format in the background while the node serves", self.path, upgraded, SCHEMA_VERSION)
+            elif self._migration is not None:
+                log.info("%s: the conversion of the records to the compact format of schema %d goes on where it "
+                         "stopped (%d records done so far)", self.path, SCHEMA_VERSION,
+                         self._migration.get("visited", 0))
             self._nodes = _read_nodes(db, self._keys)
         except sqlite3.Error as exc:
             raise DatabaseError(f"{self.path}: {exc.__class__.__name__}: {exc}") from exc
         self._index = {node: index for index, node in self._nodes.items()}
+
+    # -- the background migration to schema 6 -----------------------------------------------------
+
+    def _read_marker(self, db: sqlite3.Connection) -> dict[str, Any] | None:
+        """The migration marker; None without one. One that fails authentication or does not parse
+        is logged and replaced by a fresh one (the migration starts over from the first key: a
+        step converts only records still in the old format, so going over them again loses nothing).
+        """
+        row = db.execute("SELECT value FROM meta WHERE name = ?", (META_RECORDS_MIGRATION,)).fetchone()
+        if row is None:
+            return None
+        blob = bytes(row[0])
+        value = blob[:-32]
+        try:
+            if len(blob) < 32 or not hmac.compare_digest(self._keys.meta_mac(META_RECORDS_MIGRATION, value),
+                                                         blob[-32:]):
+                raise ValueError("fails authentication (tampered)")
+            marker = json.loads(value)
+            if not isinstance(marker, dict):
+                raise ValueError("is corrupt")
+            bytes.fromhex(marker["after"])
+            int(marker["visited"]), int(marker["converted"]), int(marker["kept"])
+            float(marker["started"])
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: the stored %s %s: the conversion of the records starts over from the first key",
+                        self.path, META_RECORDS_MIGRATION, exc if isinstance(exc, ValueError) else "is corrupt")
+            return _fresh_marker(0)
+        return marker
+
+    def _write_marker(self, db: sqlite3.Connection, marker: dict[str, Any] | None) -> None:
+        if marker is None:
+            db.execute("DELETE FROM meta WHERE name = ?", (META_RECORDS_MIGRATION,))
+            return
+        raw = json.dumps(marker, separators=(",", ":")).encode("utf-8")
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                   (META_RECORDS_MIGRATION, raw + self._keys.meta_mac(META_RECORDS_MIGRATION, raw)))
+
+    @property
+    def migrating(self) -> bool:
+        """Whether records of schema <= 5 may still wait for :meth:`migrate_step` (the marker is there)."""
+        return self._migration is not None
+
+    def records_to_migrate(self) -> int | None:
+        """About how many records the background migration has still to look at: every record at or
+        after its position when it began, less those it passed (0: none; None: not counted yet, the
+        first :meth:`migrate_step` counts them)."""
+        marker = self._migration
+        if marker is None:
+            return 0
+        if marker.get("total") is None:
+            return None
+        return max(int(marker["total"]) - int(marker["visited"]), 0)
+
+    def migrate_step(self, limit: int = MIGRATION_STEP) -> MigrationStep:
+        """Convert up to ``limit`` records of the V3 JSON format to the compact one, in one
+        transaction under the storage lock, resuming after the last key id the previous step passed
+        (kept in the marker, written in the same transaction: a crash between or inside steps loses
+        nothing and repeats nothing). Records in the compact format already (a write since) are
+        passed over. A record is authenticated (its MAC) and parsed; its sealed shares are copied as
+        they are (their associated data, key id and version hash, does not change), so no share is
+        opened. A record that fails is kept as it is, V3 JSON under its old MAC: reads report it as
+        before, nothing is lost and nothing unauthenticated gets a new MAC. The step that finds no
+        record left deletes the marker and logs the totals. The file is not vacuumed (that would
+        hold the database for the length of a copy): the old records' pages are free pages that new
+        records reuse (``node verify`` shows them).
+
+        Usable without a node: call it until :attr:`MigrationStep.done`.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InternalError("a migration step converts at least one record")
+        with self._lock:
+            if self._migration is None:
+                return MigrationStep(0, 0, True, 0)
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    marker = self._read_marker(db)
+                    if marker is None:  # another connection finished it
+                        db.execute("ROLLBACK")
+                        self._migration = None
+                        return MigrationStep(0, 0, True, 0)
+                    step = self._migrate_rows(db, marker, limit)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    self._reload_nodes(db)  # node ids this step added are gone
+                    raise
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"{self.path}: a migration step failed: {exc.__class__.__name__}: {exc}") from exc
+            self._migration = None if step.done else marker
+            if step.done:
+                self._log_done(db, marker)
+            return step
+
+    def _migrate_rows(self, db: sqlite3.Connection, marker: dict[str, Any], limit: int) -> MigrationStep:
+        """One step's work inside its transaction; updates ``marker`` (written, or deleted when done)."""
+        if marker.get("total") is None:  # the first step: one count of the table (as key_count's)
+            marker["total"] = int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+            if self._count is None:
+                self._count = marker["total"]
+            log.info("%s: converting %d records to the compact format of schema %d in the background, %d a step",
+                     self.path, marker["total"], SCHEMA_VERSION, limit)
+        rows = db.execute("SELECT key_id, record, mac FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?",
+                          (bytes.fromhex(marker["after"]), limit)).fetchall()
+        converted = kept = 0
+        for key_id, record, mac in rows:
+            key_id = bytes(key_id)
+            raw = record.encode("utf-8") if isinstance(record, str) else bytes(record)
+            if raw[:1] != b"{":
+                continue  # compact already: written since the migration began
+            try:
+                if not hmac.compare_digest(self._keys.record_mac(key_id, raw), bytes(mac)):
+                    raise _Corrupt("fails authentication")
+                packed, new_mac = self._row(db, key_id, _parse_v3(raw))
+            except (_Corrupt, InternalError, DatabaseError) as exc:
+                kept += 1
+                log.warning("%s: the record of key 0x%s is kept in its old format: %s", self.path, key_id.hex(),
+                            exc.detail if isinstance(exc, KeyServerError) else exc)
+                continue
+            db.execute("UPDATE keys SET record = ?, mac = ? WHERE key_id = ?", (packed, new_mac, key_id))
+            converted += 1
+        marker["visited"] = int(marker["visited"]) + len(rows)
+        marker["converted"] = int(marker["converted"]) + converted
+        marker["kept"] = int(marker["kept"]) + kept
+        done = len(rows) < limit
+        if rows:
+            marker["after"] = bytes(rows[-1][0]).hex()
+        self._write_marker(db, None if done else marker)
+        remaining = 0 if done else max(int(marker["total"]) - marker["visited"], 0)
+        return MigrationStep(converted, kept, done, remaining)
+
+    def _log_done(self, db: sqlite3.Connection, marker: Mapping[str, Any]) -> None:
+        try:
+            free = int(db.execute("PRAGMA freelist_count").fetchone()[0]) * int(
+                db.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error:
+            free = 0
+        log.info("%s: the records are in the compact format of schema %d: %d converted, %d kept in the old format "
+                 "(they fail their check: node verify lists them), %.1f s since the migration began; %.1f MB of "
+                 "free pages stay in the file and are reused by new records", self.path, SCHEMA_VERSION,
+                 marker["converted"], marker["kept"], time.time() - float(marker.get("started", time.time())),
+                 free / 1e6)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -1426,50 +1618,6 @@ def _read_nodes(db: sqlite3.Connection, keys: _Keys, damaged: list[Damage] | Non
     return nodes
 
 
-def _migrate_records(db: sqlite3.Connection, keys: _Keys) -> int:
-    """Rewrite the V3 JSON records of a schema <= 5 database as compact records, inside the caller's
-    transaction, reading the old table in batches (a large database is never held in memory).
-
-    A record is authenticated (its MAC) and parsed; its sealed shares are copied as they are (the
-    associated data, key id and version hash, does not change), so no share is opened. A record
-    that fails is kept as it is, V3 JSON under its old MAC: reads report it as before, nothing is
-    lost and nothing unauthenticated gets a new MAC.
-
-    :returns: how many records were rewritten.
-    """
-    db.execute("ALTER TABLE keys RENAME TO keys_v5")
-    db.execute(_CREATE_KEYS)
-    db.execute(_CREATE_NODES)
-    index: dict[bytes, int] = {}
-    rewritten = 0
-    cursor = db.execute("SELECT key_id, record, mac FROM keys_v5")
-    try:
-        while batch := cursor.fetchmany(_MIGRATION_BATCH):
-            rows = []
-            for key_id, record, mac in batch:
-                key_id = bytes(key_id)
-                raw = record.encode("utf-8") if isinstance(record, str) else bytes(record)
-                try:
-                    if not hmac.compare_digest(keys.record_mac(key_id, raw), bytes(mac)):
-                        raise _Corrupt("fails authentication")
-                    parsed = _parse_v3(raw)
-                    for node in sorted(parsed.node_ids() - index.keys()):
-                        index[node] = len(index) + 1
-                        db.execute("INSERT INTO nodes (idx, node_id, mac) VALUES (?, ?, ?)",
-                                   (index[node], node, keys.node_mac(index[node], node)))
-                    packed = _pack(parsed, index)
-                except _Corrupt:
-                    rows.append((key_id, raw, bytes(mac)))
-                    continue
-                rows.append((key_id, packed, keys.record_mac(key_id, packed)))
-                rewritten += 1
-            db.executemany("INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)", rows)
-    finally:
-        cursor.close()
-    db.execute("DROP TABLE keys_v5")
-    return rewritten
-
-
 def _open_pending(keys: _Keys, key_id: bytes, row: Any) -> PendingDocumentKey:
     record = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0])
     if not hmac.compare_digest(keys.pending_mac(key_id, record), bytes(row[1])):
@@ -1536,9 +1684,13 @@ class DatabaseCheck:
     schema_version: int
     keys: tuple[KeySummary, ...]
     pending: int
-    #: The meta entries that pass (:data:`META_SERVERS_SET`, :data:`META_ADMIN_SESSION`), as JSON values.
+    #: The meta entries that pass (:data:`META_SERVERS_SET`, :data:`META_ADMIN_SESSION`,
+    #: :data:`META_RECORDS_MIGRATION` while records wait for the background migration), as JSON values.
     meta: Mapping[str, Any]
     damaged: tuple[Damage, ...]
+    #: Bytes of free pages in the file (the old records' after the migration to schema 6, deleted
+    #: keys'): SQLite reuses them for new records; a backup holds none.
+    free_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -1592,7 +1744,7 @@ def _check_meta(db: sqlite3.Connection, keys: _Keys, damaged: list[Damage]) -> d
     meta: dict[str, Any] = {}
     for name, value in db.execute("SELECT name, value FROM meta WHERE name != 'key_check' ORDER BY name"):
         blob = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-        if name not in (META_SERVERS_SET, META_ADMIN_SESSION):
+        if name not in (META_SERVERS_SET, META_ADMIN_SESSION, META_RECORDS_MIGRATION):
             damaged.append(Damage("meta", str(name), "an entry this program does not know"))
         elif len(blob) < 32 or not hmac.compare_digest(keys.meta_mac(name, blob[:-32]), blob[-32:]):
             damaged.append(Damage("meta", name, f"the stored {name} fails authentication (tampered)"))
@@ -1610,6 +1762,7 @@ def _check(db: sqlite3.Connection, keys: _Keys) -> DatabaseCheck:
     found = [str(r[0]) for r in db.execute("PRAGMA quick_check").fetchall()]
     if found != ["ok"]:
         damaged.append(Damage("database", "sqlite", "; ".join(found[:5])))
+    free = int(db.execute("PRAGMA freelist_count").fetchone()[0]) * int(db.execute("PRAGMA page_size").fetchone()[0])
     summaries: list[KeySummary] = []
     pending = 0
     meta: dict[str, Any] = {}
@@ -1632,7 +1785,7 @@ def _check(db: sqlite3.Connection, keys: _Keys) -> DatabaseCheck:
         meta = _check_meta(db, keys, damaged)
     except sqlite3.DatabaseError as exc:  # a page SQLite cannot read: what was read so far is reported
         damaged.append(Damage("database", "sqlite", f"{exc.__class__.__name__}: {exc}"))
-    return DatabaseCheck(version, tuple(summaries), pending, MappingProxyType(meta), tuple(damaged))
+    return DatabaseCheck(version, tuple(summaries), pending, MappingProxyType(meta), tuple(damaged), free)
 
 
 def dump_records(db: sqlite3.Connection, node_secret: int, key_ids: Iterable[bytes] | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,38 +85,112 @@ def _reads_every_key(data_dir: Path) -> None:
         assert store.get_meta(META_ADMIN_SESSION) == EXPECTED["meta"][META_ADMIN_SESSION]
 
 
-@pytest.mark.parametrize("batch", [1000, 4, 1])
-def test_a_schema_5_database_is_migrated_and_reads_every_key(tmp_path: Path, batch: int,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storage, "_MIGRATION_BATCH", batch)  # read in batches of 1000 (4, 1: several)
+def _migrate(store: SqliteKeyStorage, limit: int = storage.MIGRATION_STEP) -> list[storage.MigrationStep]:
+    steps = [store.migrate_step(limit)]
+    while not steps[-1].done:
+        steps.append(store.migrate_step(limit))
+    return steps
+
+
+def _marker(path: Path) -> Any:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT value FROM meta WHERE name = ?", (storage.META_RECORDS_MIGRATION,)).fetchone()
+    return None if row is None else json.loads(bytes(row[0])[:-32])
+
+
+@pytest.mark.parametrize("limit", [200, 4, 1])
+def test_a_schema_5_database_serves_at_once_and_is_migrated_in_steps(tmp_path: Path, limit: int) -> None:
     data_dir = _schema5(tmp_path)
-    before = _rows(data_dir / DB_FILENAME)
+    path = data_dir / DB_FILENAME
+    before = _rows(path)
     assert all(r.startswith(b"{") for r in before.values())  # V3 JSON
-    _reads_every_key(data_dir)
-    with sqlite3.connect(data_dir / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        assert store.migrating and store.records_to_migrate() is None  # not counted before the first step
+        # the schema part is done: version 6, the new tables, the marker; not one record rewritten
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"meta", "keys", "nodes", "pending"}
-        assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # vacuumed after the migration
-        nodes = {bytes(n) for (n,) in db.execute("SELECT node_id FROM nodes")}
-    after = _rows(data_dir / DB_FILENAME)
+        assert _rows(path) == before
+        assert _marker(path)["visited"] == 0
+    _reads_every_key(data_dir)  # the old format served (a second opening: the marker is kept)
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        steps = _migrate(store, limit)
+        assert not store.migrating and store.records_to_migrate() == 0
+        assert store.migrate_step(limit) == storage.MigrationStep(0, 0, True, 0)  # nothing left: a no-op
+    assert sum(s.converted for s in steps) == 6 and not any(s.kept for s in steps)
+    assert len(steps) == 6 // limit + 1  # the step that reads fewer than its limit ends it
+    assert [s.remaining for s in steps] == [max(6 - limit * (i + 1), 0) for i in range(len(steps) - 1)] + [0]
+    assert _marker(path) is None
+    after = _rows(path)
     assert set(after) == set(before)
     assert all(r[0] == 1 for r in after.values())  # compact
     assert sum(map(len, after.values())) * 3 < sum(map(len, before.values()))  # less than a third
+    with sqlite3.connect(path) as db:
+        nodes = {bytes(n) for (n,) in db.execute("SELECT node_id FROM nodes")}
     assert nodes == {bytes.fromhex(n) for r in EXPECTED["keys"].values() for v in r["versions"]
                      for n in v["id_numbers"]}
-    check = backup.verify_database(data_dir / DB_FILENAME, SECRET)
+    check = backup.verify_database(path, SECRET)
     assert check.ok and check.schema_version == 6 and len(check.keys) == 6 and check.pending == 1
-    _reads_every_key(data_dir)  # and again, opened as a schema-6 database
+    assert storage.META_RECORDS_MIGRATION not in check.meta
+    _reads_every_key(data_dir)  # and again, every record compact
 
 
-def test_a_record_that_fails_its_check_is_kept_as_it_was(tmp_path: Path) -> None:
+def test_reads_while_half_migrated_and_a_close_between_steps_resumes(tmp_path: Path) -> None:
+    data_dir = _schema5(tmp_path)
+    path = data_dir / DB_FILENAME
+    before = _rows(path)
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        step = store.migrate_step(2)
+        assert step == storage.MigrationStep(2, 0, False, 4) and store.records_to_migrate() == 4
+        for key_id, share in _expected().items():  # mixed: two compact records, four of V3 JSON
+            assert store.get(key_id) == share
+    mixed = _rows(path)
+    first_two = sorted(before)[:2]
+    assert {k for k, r in mixed.items() if r[0] == 1} == set(first_two)  # by key id, in order
+    assert {k: r for k, r in mixed.items() if k not in first_two} == {k: before[k] for k in sorted(before)[2:]}
+    marker = _marker(path)
+    assert marker["after"] == first_two[1].hex() and marker["converted"] == 2 and marker["total"] == 6
+    _reads_every_key(data_dir)  # closed and opened again between steps
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        assert store.migrating and store.records_to_migrate() == 4  # from the marker
+        steps = _migrate(store, 3)
+    assert [(s.converted, s.done) for s in steps] == [(3, False), (1, True)]  # resumed after the second key
+    assert all(r[0] == 1 for r in _rows(path).values()) and _marker(path) is None
+    _reads_every_key(data_dir)
+
+
+def test_every_write_to_an_unconverted_key_is_compact_and_the_migration_passes_it_over(tmp_path: Path) -> None:
+    data_dir = _schema5(tmp_path)
+    path = data_dir / DB_FILENAME
+    expected = _expected()
+    pending_key = bytes.fromhex(EXPECTED["pending"]["key_id"])
+    updated = next(k for k in sorted(expected) if k != pending_key)
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        share = expected[updated]
+        changed = replace(share, owner=b"\x42" * 20)
+        store.update(updated, changed)
+        committed = store.commit_pending(pending_key)
+        assert committed is not None and committed.common_point is not None
+        rows = _rows(path)
+        assert rows[updated][0] == 1 and rows[pending_key][0] == 1  # written compact
+        assert sum(r[0] == 1 for r in rows.values()) == 2  # and nothing else yet
+        assert store.get(updated) == changed and store.get(pending_key) == committed
+        steps = _migrate(store)
+        assert sum(s.converted for s in steps) == 4  # the two written are passed over
+        assert store.get(updated) == changed and store.get(pending_key) == committed
+    assert all(r[0] == 1 for r in _rows(path).values())
+
+
+def test_a_record_that_fails_its_check_is_kept_as_it_was_and_reported(tmp_path: Path) -> None:
     data_dir = _schema5(tmp_path)
     victim = sorted(_expected())[2]
     with sqlite3.connect(data_dir / DB_FILENAME) as db:
         db.execute("UPDATE keys SET mac = zeroblob(32) WHERE key_id = ?", (victim,))
     before = _rows(data_dir / DB_FILENAME)
     with SqliteKeyStorage(data_dir, SECRET) as store:
+        steps = _migrate(store, 2)
+        assert [(s.converted, s.kept) for s in steps] == [(2, 0), (1, 1), (2, 0), (0, 0)]
         with pytest.raises(storage.DatabaseError, match="fails authentication"):
             store.get(victim)
         for key_id, share in _expected().items():
@@ -123,32 +198,55 @@ def test_a_record_that_fails_its_check_is_kept_as_it_was(tmp_path: Path) -> None
                 assert store.get(key_id) == share
     after = _rows(data_dir / DB_FILENAME)
     assert after[victim] == before[victim]  # the same V3 JSON, under the same (bad) MAC: nothing laundered
+    assert _marker(data_dir / DB_FILENAME) is None  # done: the kept record is not looked at again
     check = backup.verify_database(data_dir / DB_FILENAME, SECRET)
     assert [(d.kind, d.name) for d in check.damaged] == [("key", "0x" + victim.hex())] and len(check.keys) == 5
 
 
-def test_a_migration_that_breaks_off_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_that_breaks_off_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data_dir = _schema5(tmp_path)
-    before = _rows(data_dir / DB_FILENAME)
-    packed = 0
-    pack = storage._pack
+    path = data_dir / DB_FILENAME
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        assert store.migrate_step(2).converted == 2
+        rows, marker = _rows(path), _marker(path)
+        packed = 0
+        pack = storage._pack
 
-    def failing(record: Any, index: Any) -> bytes:
-        nonlocal packed
-        packed += 1
-        if packed == 4:
-            raise OSError("the disk went away")
-        return pack(record, index)
+        def failing(record: Any, index: Any) -> bytes:
+            nonlocal packed
+            packed += 1
+            if packed == 2:
+                raise OSError("the disk went away")
+            return pack(record, index)
 
-    monkeypatch.setattr(storage, "_pack", failing)
-    with pytest.raises(OSError, match="went away"):
-        SqliteKeyStorage(data_dir, SECRET)
-    with sqlite3.connect(data_dir / DB_FILENAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
-        assert db.execute("SELECT name FROM sqlite_master WHERE name IN ('nodes', 'keys_v5')").fetchall() == []
-    assert _rows(data_dir / DB_FILENAME) == before
-    monkeypatch.setattr(storage, "_pack", pack)
-    _reads_every_key(data_dir)  # the next start migrates
+        monkeypatch.setattr(storage, "_pack", failing)
+        with pytest.raises(OSError, match="went away"):
+            store.migrate_step(3)
+        assert _rows(path) == rows and _marker(path) == marker  # the step's first record undone too
+        monkeypatch.setattr(storage, "_pack", pack)
+        for key_id, share in _expected().items():
+            assert store.get(key_id) == share
+        assert sum(s.converted for s in _migrate(store, 3)) == 4
+    _reads_every_key(data_dir)
+
+
+def test_a_tampered_marker_starts_the_migration_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_dir = _schema5(tmp_path)
+    path = data_dir / DB_FILENAME
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        store.migrate_step(4)
+    with sqlite3.connect(path) as db:  # skip the rest, says the edited marker: its MAC says no
+        (value,) = db.execute("SELECT value FROM meta WHERE name = ?", (storage.META_RECORDS_MIGRATION,)).fetchone()
+        edited = json.dumps({**_marker(path), "after": "ff" * 32}).encode() + bytes(value)[-32:]
+        db.execute("UPDATE meta SET value = ? WHERE name = ?", (edited, storage.META_RECORDS_MIGRATION))
+    check = backup.verify_database(path, SECRET)
+    assert [(d.kind, d.name) for d in check.damaged] == [("meta", storage.META_RECORDS_MIGRATION)]
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        assert "fails authentication" in caplog.text and "starts over" in caplog.text
+        steps = _migrate(store)
+        assert [(s.converted, s.done) for s in steps] == [(2, True)]  # the four converted are passed over
+    assert all(r[0] == 1 for r in _rows(path).values()) and _marker(path) is None
+    assert backup.verify_database(path, SECRET).ok
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -170,7 +268,9 @@ def test_a_backup_taken_in_the_schema_5_format_restores_and_migrates(tmp_path: P
     data_dir = tmp_path / "data"
     restored = backup.restore_backup(data_dir / DB_FILENAME, SECRET, old)
     assert restored.kept is None and restored.manifest == manifest
-    _reads_every_key(data_dir)  # the restored node's first start migrates it
+    _reads_every_key(data_dir)  # the restored node's first start makes it schema 6, its records served as they are
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        _migrate(store)
     new = tmp_path / "new.backup"
     made = backup.make_backup(data_dir / DB_FILENAME, SECRET, new)
     assert made.manifest.schema_version == 6 and made.manifest.keys == 6 and not made.damaged
