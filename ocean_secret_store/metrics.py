@@ -408,6 +408,8 @@ class NodeMetrics:
         self.keys = Gauge(f"{PREFIX}_keys", "Server keys this node holds a share of", registry=r)
         self.database_bytes = Gauge(f"{PREFIX}_database_bytes", "Size of the key database on disk (with its "
                                     "write-ahead log), bytes", registry=r)
+        self.records_to_migrate = Gauge(f"{PREFIX}_records_to_migrate", "Records of a schema <= 5 database the "
+                                        "background migration has still to convert (0: none)", registry=r)
         #: The last minutes of sessions by kind and outcome, for the status page (not exported).
         self.recent = RecentOperations()
         self._sessions, self._session_latency = _Children(self.sessions), _Children(self.session_latency)

@@ -25,13 +25,19 @@ from .cluster import ClusterCore
 from .config import AclConfig, NodeConfig, load_config
 from .http_api import make_app
 from .quotas import GenerationQuota
-from .storage import SqliteKeyStorage
+from .storage import MIGRATION_STEP, SqliteKeyStorage
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
 #: The audit log's file name inside the node's data directory.
 AUDIT_FILE = "audit.jsonl"
+#: The background migration of schema <= 5 records: records a step (one transaction under the
+#: storage lock), and the least pause after a step; the pause is at least as long as the step took,
+#: so that the migration takes at most half of the storage's time and retrievals wait one step at most.
+MIGRATION_PAUSE = 0.005
+#: After a step that failed (a disk error): the next try.
+MIGRATION_RETRY = 30.0
 
 
 def build_access_checker(config: AclConfig) -> AccessChecker:
@@ -55,6 +61,8 @@ class RunningNode:
     runner: web.AppRunner
     storage: SqliteKeyStorage
     audit: AuditLog
+    #: The background migration of the records to schema 6 (None: nothing to migrate at start).
+    migration: asyncio.Task[None] | None = None
 
     @property
     def http_port(self) -> int:
@@ -80,6 +88,9 @@ class RunningNode:
         return notes
 
     async def stop(self) -> None:
+        if self.migration is not None:  # between two steps, or after the one running now
+            self.migration.cancel()
+            await asyncio.gather(self.migration, return_exceptions=True)
         await self.runner.cleanup()
         await self.transport.stop()
         await self.core.stop()
@@ -140,7 +151,33 @@ async def start_node(config: NodeConfig) -> RunningNode:
     site = guarded_site(runner, config.http_listen.host, config.http_listen.port, reuse_address=True,
                         ssl_context=ssl_context)
     await site.start()
-    return RunningNode(config, core, transport, runner, storage, audit)
+    metrics.records_to_migrate.set(0)
+    migration = None
+    if storage.migrating:  # a schema <= 5 database: its records converted while the node serves
+        migration = asyncio.get_running_loop().create_task(migrate_records(storage, metrics), name="migration")
+    return RunningNode(config, core, transport, runner, storage, audit, migration)
+
+
+async def migrate_records(storage: SqliteKeyStorage, metrics: NodeMetrics, step: int = MIGRATION_STEP,
+                          pause: float = MIGRATION_PAUSE) -> None:
+    """Run :meth:`SqliteKeyStorage.migrate_step` until it is done, each step in a thread (the lock
+    is held per step only), pausing after each at least as long as it took; the
+    ``records_to_migrate`` gauge follows. A step that fails (the disk) is tried again later: the
+    records read in either format meanwhile."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            done = await asyncio.to_thread(storage.migrate_step, step)
+        except Exception as exc:  # noqa: BLE001 -- the node serves on; the step is repeated later
+            log.error("the background conversion of the records failed (%s: %s); trying again in %.0f s",
+                      type(exc).__name__, exc, MIGRATION_RETRY)
+            await asyncio.sleep(MIGRATION_RETRY)
+            continue
+        metrics.records_to_migrate.set(done.remaining)
+        if done.done:
+            return
+        await asyncio.sleep(max(pause, loop.time() - started))
 
 
 def restart_notes(running: NodeConfig, new: NodeConfig) -> list[str]:

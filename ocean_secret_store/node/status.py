@@ -136,6 +136,7 @@ class StatusPage:
             "servers_set": len(core.servers_set),
             "in_servers_set": core.node_id in core.servers_set,
             "keys": await self._keys_held(),
+            "records_to_migrate": core.storage.records_to_migrate(),
             "sessions": {"running": core.session_cap.active, "limit": core.session_cap.limit},
             "admin_session": None if session is None else session.request.operation,
             "peers": peers,

@@ -60,6 +60,7 @@ from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
+from .. import failpoints
 from ..crypto.curve import N, Point, scalar_bytes
 from ..crypto.resharing import version_hash as epoch_version_hash
 from ..exceptions import (
@@ -137,6 +138,10 @@ _CREATE_NODES: Final = (
     " node_id BLOB NOT NULL UNIQUE CHECK (length(node_id) = 64),"
     " mac BLOB NOT NULL)"
 )
+#: Crash points of the migration (``OSS_FAILPOINTS``, ocean_secret_store/failpoints.py): a step's
+#: records rewritten and its marker updated, not committed; and just after its commit.
+FP_MIGRATION_STEP_WRITTEN: Final = "storage.migration_step_written"
+FP_MIGRATION_STEP_COMMITTED: Final = "storage.migration_step_committed"
 #: How many records one step of the background migration to schema 6 converts by default (one
 #: short transaction under the storage lock: a few milliseconds, so retrievals wait little).
 MIGRATION_STEP: Final = 200
@@ -1167,15 +1172,15 @@ class SqliteKeyStorage:
         return self._migration is not None
 
     def records_to_migrate(self) -> int | None:
-        """About how many records the background migration has still to look at: every record at or
-        after its position when it began, less those it passed (0: none; None: not counted yet, the
-        first :meth:`migrate_step` counts them)."""
+        """About how many records the background migration has still to look at: the records counted
+        by its first step less those it passed, at least 1 until it is done (0: none; None: not
+        counted yet, the first :meth:`migrate_step` counts them)."""
         marker = self._migration
         if marker is None:
             return 0
         if marker.get("total") is None:
             return None
-        return max(int(marker["total"]) - int(marker["visited"]), 0)
+        return max(int(marker["total"]) - int(marker["visited"]), 1)  # 0 only once done
 
     def migrate_step(self, limit: int = MIGRATION_STEP) -> MigrationStep:
         """Convert up to ``limit`` records of the V3 JSON format to the compact one, in one
@@ -1207,7 +1212,9 @@ class SqliteKeyStorage:
                         self._migration = None
                         return MigrationStep(0, 0, True, 0)
                     step = self._migrate_rows(db, marker, limit)
+                    failpoints.hit(FP_MIGRATION_STEP_WRITTEN)
                     db.execute("COMMIT")
+                    failpoints.hit(FP_MIGRATION_STEP_COMMITTED)
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
@@ -1250,11 +1257,12 @@ class SqliteKeyStorage:
         marker["visited"] = int(marker["visited"]) + len(rows)
         marker["converted"] = int(marker["converted"]) + converted
         marker["kept"] = int(marker["kept"]) + kept
-        done = len(rows) < limit
         if rows:
             marker["after"] = bytes(rows[-1][0]).hex()
+        done = len(rows) < limit or db.execute("SELECT 1 FROM keys WHERE key_id > ? LIMIT 1",
+                                                 (bytes.fromhex(marker["after"]),)).fetchone() is None
         self._write_marker(db, None if done else marker)
-        remaining = 0 if done else max(int(marker["total"]) - marker["visited"], 0)
+        remaining = 0 if done else max(int(marker["total"]) - marker["visited"], 1)
         return MigrationStep(converted, kept, done, remaining)
 
     def _log_done(self, db: sqlite3.Connection, marker: Mapping[str, Any]) -> None:

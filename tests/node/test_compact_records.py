@@ -119,8 +119,8 @@ def test_a_schema_5_database_serves_at_once_and_is_migrated_in_steps(tmp_path: P
         assert not store.migrating and store.records_to_migrate() == 0
         assert store.migrate_step(limit) == storage.MigrationStep(0, 0, True, 0)  # nothing left: a no-op
     assert sum(s.converted for s in steps) == 6 and not any(s.kept for s in steps)
-    assert len(steps) == 6 // limit + 1  # the step that reads fewer than its limit ends it
-    assert [s.remaining for s in steps] == [max(6 - limit * (i + 1), 0) for i in range(len(steps) - 1)] + [0]
+    assert len(steps) == -(-6 // limit)  # the step that reads the last key ends it
+    assert [s.remaining for s in steps] == [6 - limit * (i + 1) for i in range(len(steps) - 1)] + [0]
     assert _marker(path) is None
     after = _rows(path)
     assert set(after) == set(before)
@@ -190,7 +190,7 @@ def test_a_record_that_fails_its_check_is_kept_as_it_was_and_reported(tmp_path: 
     before = _rows(data_dir / DB_FILENAME)
     with SqliteKeyStorage(data_dir, SECRET) as store:
         steps = _migrate(store, 2)
-        assert [(s.converted, s.kept) for s in steps] == [(2, 0), (1, 1), (2, 0), (0, 0)]
+        assert [(s.converted, s.kept) for s in steps] == [(2, 0), (1, 1), (2, 0)]
         with pytest.raises(storage.DatabaseError, match="fails authentication"):
             store.get(victim)
         for key_id, share in _expected().items():
