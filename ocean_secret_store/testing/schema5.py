@@ -10,14 +10,14 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ocean_secret_store.crypto.curve import scalar_bytes
 from ocean_secret_store.node import storage
 from ocean_secret_store.node.storage import DB_FILENAME, KeyShare
 from ocean_secret_store.protocol.hexcodec import to_hex
 
-__all__ = ["v3_record", "write_schema5"]
+__all__ = ["Schema5Writer", "v3_record", "write_schema5"]
 
 _CREATE = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -54,6 +54,59 @@ def v3_record(keys: Any, key_id: bytes, share: KeyShare) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
 
+class Schema5Writer:
+    """A new schema-5 database being written: :meth:`add` records, :meth:`close` (or the end of a
+    ``with`` block) commits the last ones. Several can be fed side by side (one per node of a key)."""
+
+    def __init__(self, path: Path, node_secret: int, *, chunk: int = 2000) -> None:
+        if path.is_dir():
+            path = path / DB_FILENAME
+        if path.exists():
+            raise FileExistsError(path)
+        self.path = path
+        self.written = 0
+        self._keys = storage._Keys(node_secret)
+        self._chunk = chunk
+        self._rows: list[tuple[bytes, str, bytes]] = []
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("BEGIN")
+        for statement in _CREATE:
+            self._db.execute(statement)
+        self._db.execute("INSERT INTO meta VALUES ('key_check', ?)",
+                         (self._keys.record_mac(b"", storage._KEY_CHECK),))
+        self._db.execute("PRAGMA user_version = 5")
+        self._db.execute("COMMIT")
+
+    def add(self, key_id: bytes, share: KeyShare) -> None:
+        raw = v3_record(self._keys, key_id, share)
+        self._rows.append((key_id, raw.decode("utf-8"), self._keys.record_mac(key_id, raw)))
+        if len(self._rows) >= self._chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)", self._rows)
+            self._db.execute("COMMIT")
+            self.written += len(self._rows)
+            self._rows.clear()
+
+    def close(self) -> None:
+        try:
+            self._flush()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_schema5(path: Path, node_secret: int, records: Iterable[tuple[bytes, KeyShare]], *,
                   chunk: int = 2000) -> int:
     """Create the schema-5 database ``path`` (a directory: :data:`DB_FILENAME` inside it; the file
@@ -61,40 +114,7 @@ def write_schema5(path: Path, node_secret: int, records: Iterable[tuple[bytes, K
 
     :returns: how many records were written.
     """
-    if path.is_dir():
-        path = path / DB_FILENAME
-    if path.exists():
-        raise FileExistsError(path)
-    keys = storage._Keys(node_secret)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-    db = sqlite3.connect(path, isolation_level=None)
-    written = 0
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("BEGIN")
-        for statement in _CREATE:
-            db.execute(statement)
-        db.execute("INSERT INTO meta VALUES ('key_check', ?)", (keys.record_mac(b"", storage._KEY_CHECK),))
-        db.execute("PRAGMA user_version = 5")
-        db.execute("COMMIT")
-        rows: list[tuple[bytes, str, bytes]] = []
+    with Schema5Writer(path, node_secret, chunk=chunk) as writer:
         for key_id, share in records:
-            raw = v3_record(keys, key_id, share)
-            rows.append((key_id, raw.decode("utf-8"), keys.record_mac(key_id, raw)))
-            if len(rows) >= chunk:
-                written += _insert(db, rows)
-        written += _insert(db, rows)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
-    return written
-
-
-def _insert(db: sqlite3.Connection, rows: list[tuple[bytes, str, bytes]]) -> int:
-    count = len(rows)
-    if rows:
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO keys (key_id, record, mac) VALUES (?, ?, ?)", rows)
-        db.execute("COMMIT")
-        rows.clear()
-    return count
+            writer.add(key_id, share)
+    return writer.written

@@ -27,6 +27,7 @@ from ocean_secret_store.node.storage import (
     PendingDocumentKey,
     SqliteKeyStorage,
 )
+from ocean_secret_store.testing.schema5 import write_schema5
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "schema5"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -247,6 +248,38 @@ def test_a_tampered_marker_starts_the_migration_over(tmp_path: Path, caplog: pyt
         assert [(s.converted, s.done) for s in steps] == [(2, True)]  # the four converted are passed over
     assert all(r[0] == 1 for r in _rows(path).values()) and _marker(path) is None
     assert backup.verify_database(path, SECRET).ok
+
+
+def test_the_bench_and_test_writer_writes_schema_5_as_schema_5_did(tmp_path: Path) -> None:
+    # ocean_secret_store/testing/schema5.py against the fixture the schema-5 code wrote: the same
+    # tables, the same JSON (but the sealed shares' random nonces), and the node migrates it alike
+    written = tmp_path / "written"
+    written.mkdir()
+    assert write_schema5(written, SECRET, _expected().items()) == 6
+    with sqlite3.connect(written / DB_FILENAME) as db, sqlite3.connect(FIXTURE / "keys.sqlite3") as old:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        tables = "SELECT name, sql FROM sqlite_master WHERE name IN ('meta', 'keys') ORDER BY name"
+        assert [(n, "".join(q.replace("IF NOT EXISTS ", "").split())) for n, q in db.execute(tables)] == [
+            (n, "".join(q.replace("IF NOT EXISTS ", "").split())) for n, q in old.execute(tables)]
+        assert db.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone() == old.execute(
+            "SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+
+        def unsealed(rows: Any) -> dict[bytes, Any]:
+            out = {}
+            for key_id, record in rows:
+                assert isinstance(record, str)  # TEXT, as schema 5 stored it
+                parsed = json.loads(record)
+                for version in parsed["versions"]:
+                    assert len(version.pop("secret_share")["aes256gcm"]) == 2 + 2 * 60
+                out[bytes(key_id)] = parsed
+            return out
+
+        query = "SELECT key_id, record FROM keys"
+        assert unsealed(db.execute(query)) == unsealed(old.execute(query))
+    with SqliteKeyStorage(written, SECRET) as store:
+        _migrate(store)
+        for key_id, share in _expected().items():
+            assert store.get(key_id) == share
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
