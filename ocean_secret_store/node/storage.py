@@ -1199,6 +1199,10 @@ class SqliteKeyStorage:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InternalError("a migration step converts at least one record")
+        # The first step counts the records, on a connection of its own: a scan of the whole table
+        # (seconds at a million keys) that holds neither the lock nor the write transaction.
+        pending = self._migration
+        counted = self._count_apart() if pending is not None and pending.get("total") is None else None
         with self._lock:
             if self._migration is None:
                 return MigrationStep(0, 0, True, 0)
@@ -1211,7 +1215,7 @@ class SqliteKeyStorage:
                         db.execute("ROLLBACK")
                         self._migration = None
                         return MigrationStep(0, 0, True, 0)
-                    step = self._migrate_rows(db, marker, limit)
+                    step = self._migrate_rows(db, marker, limit, counted)
                     failpoints.hit(FP_MIGRATION_STEP_WRITTEN)
                     db.execute("COMMIT")
                     failpoints.hit(FP_MIGRATION_STEP_COMMITTED)
@@ -1227,10 +1231,21 @@ class SqliteKeyStorage:
                 self._log_done(db, marker)
             return step
 
-    def _migrate_rows(self, db: sqlite3.Connection, marker: dict[str, Any], limit: int) -> MigrationStep:
+    def _count_apart(self) -> int | None:
+        """The records counted on a read-only connection of its own (None: it could not)."""
+        try:
+            with contextlib.closing(sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True,
+                                                    timeout=10.0)) as db:
+                return int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def _migrate_rows(self, db: sqlite3.Connection, marker: dict[str, Any], limit: int,
+                      counted: int | None = None) -> MigrationStep:
         """One step's work inside its transaction; updates ``marker`` (written, or deleted when done)."""
-        if marker.get("total") is None:  # the first step: one count of the table (as key_count's)
-            marker["total"] = int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+        if marker.get("total") is None:  # the first step: counted before, or here (as key_count does)
+            marker["total"] = (counted if counted is not None
+                               else int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0]))
             if self._count is None:
                 self._count = marker["total"]
             log.info("%s: converting %d records to the compact format of schema %d in the background, %d a step",
