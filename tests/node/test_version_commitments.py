@@ -24,8 +24,8 @@ from .records import stored as _raw
 from .records import write_record
 from .test_sessions import TIMEOUT, Account, run, stored
 
-NODE_SECRET = 0x5EC7E7  # the node secret tests/node/data/keys-schema3.sqlite3 was written under
-SCHEMA3_DB = Path(__file__).parent / "data" / "keys-schema3.sqlite3"
+NODE_SECRET = 0x5EC7E7  # the node secret tests/fixtures/schema3/keys.sqlite3 was written under
+SCHEMA3_DB = Path(__file__).parents[1] / "fixtures" / "schema3" / "keys.sqlite3"
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_a_version_checks_its_commitments_and_epoch() -> None:
 
 
 def test_a_database_written_by_schema_3_opens_and_reads_with_no_commitments(tmp_path: Path) -> None:
-    # tests/node/data/keys-schema3.sqlite3 was written by the schema 3 code (commit a91b1ba): two keys
+    # tests/fixtures/schema3/keys.sqlite3 was written by the schema 3 code (commit a91b1ba): two keys
     # under NODE_SECRET, 0x11.. (threshold 1) and 0x22.. (threshold 2, a document key, an owner-to-be).
     shutil.copy(SCHEMA3_DB, tmp_path / DB_FILENAME)
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
@@ -203,6 +203,9 @@ def test_a_database_written_by_schema_3_opens_and_reads_with_no_commitments(tmp_
         # an old key can be given commitments later (a redistribution's new version)
         with_commitments, _ = _dealt(t=1, epoch=1)
         store.insert(os.urandom(32), with_commitments)
+        assert store.migrating  # the old records were read as they are; the node converts them in the background
+        while not store.migrate_step().done:
+            pass
     with sqlite3.connect(tmp_path / DB_FILENAME) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         after = {bytes(k): bytes(r) for k, r in db.execute("SELECT key_id, record FROM keys WHERE key_id IN (?, ?)",
