@@ -231,6 +231,35 @@ def test_a_step_that_breaks_off_changes_nothing(tmp_path: Path, monkeypatch: pyt
     _reads_every_key(data_dir)
 
 
+def test_backup_restore_verify_and_dump_of_a_partly_migrated_database(tmp_path: Path) -> None:
+    data_dir = _schema5(tmp_path)
+    path = data_dir / DB_FILENAME
+    dumped = _dump(path)
+    with SqliteKeyStorage(data_dir, SECRET) as store:
+        store.migrate_step(3)
+    assert sum(r[0] == 1 for r in _rows(path).values()) == 3  # half compact, half V3 JSON
+    check = backup.verify_database(path, SECRET)
+    assert check.ok and len(check.keys) == 6 and check.schema_version == 6
+    assert check.meta[storage.META_RECORDS_MIGRATION]["visited"] == 3
+    lines = backup.Verification.of(bytes(64), path, check, None, {}).lines()
+    assert any(line.startswith("records: converting to the compact format of schema 6") and "3 of 6" in line
+               for line in lines)
+    assert _dump(path) == dumped  # the same V3 layout from either format
+    made = backup.make_backup(path, SECRET, tmp_path / "half.backup")
+    assert made.manifest.keys == 6 and not made.damaged
+    restored = tmp_path / "restored"
+    backup.restore_backup(restored / DB_FILENAME, SECRET, tmp_path / "half.backup")
+    assert _marker(restored / DB_FILENAME)["after"] == _marker(path)["after"]  # goes on where it was
+    with SqliteKeyStorage(restored, SECRET) as store:
+        assert store.records_to_migrate() == 3
+        assert [s.converted for s in _migrate(store)] == [3]
+    _reads_every_key(restored)
+    again = tmp_path / "again.backup"
+    backup.make_backup(restored / DB_FILENAME, SECRET, again)
+    with sqlite3.connect(again) as db:
+        assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # a backup is written without free pages
+
+
 def test_a_tampered_marker_starts_the_migration_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data_dir = _schema5(tmp_path)
     path = data_dir / DB_FILENAME
