@@ -204,7 +204,8 @@ def main() -> None:
         pids = [n.pid for n in state.nodes if n.pid is not None]
         asyncio.run(bench(urls, pids, threshold, args.batch, rounds))
     finally:
-        devnet.down(state_dir)
+        if devnet.DevnetState.load(state_dir) is not None:  # else up failed before it started anything
+            devnet.down(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
         load = os.getloadavg()
         print(f"load after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
