@@ -439,7 +439,8 @@ class SecretStoreClient:
             if signature is not None:
                 self._key_id_signatures.move_to_end(key_id)
                 return signature
-        signature = local.sign_raw_hash(self._account, key_id)  # deterministic: the same as any cached one
+        # RFC 6979, so the same as any cached one; with the key made once (__init__)
+        signature = signatures.sign_raw_hash(self._signing_key, key_id)
         with self._lock:
             self._key_id_signatures[key_id] = signature
             while len(self._key_id_signatures) > _KEY_ID_SIGNATURE_CACHE_SIZE:

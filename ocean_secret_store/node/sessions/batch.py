@@ -36,7 +36,6 @@ from typing import Final
 from ...crypto import ecies, shadows
 from ...crypto.curve import Point, random_scalar
 from ...exceptions import (
-    KEY_SERVER_ERRORS,
     AccessDenied,
     ConsensusUnreachable,
     InternalError,
@@ -129,13 +128,6 @@ def _shadow(core: Core, document: _Document, version: KeyVersion, group: tuple[b
     node_shadow = shadows.node_shadow(version.secret_share, x_self, x_others)
     point, blob = shadows.shadow_decryption(node_shadow, access_key, document.common_point, encryptor, core.rng)
     return m.DecryptResponse(shadow_point=point, decrypt_shadow=blob)
-
-
-def _member_error(result: m.DecryptBatchResult) -> KeyServerError:
-    if result.error is None:
-        return InvalidMessage("a batch result came without its shadow")
-    cls = KEY_SERVER_ERRORS.get(result.error, InternalError)
-    return cls() if cls.text else cls(result.detail if result.detail is not None else result.error)
 
 
 async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dict[int, Outcome | None]:
