@@ -34,11 +34,10 @@ import requests
 from benchlib import pct, wait_ready
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from scale import READY_TIMEOUT, Node, deal, key_id_of
+from scale import READY_TIMEOUT, Node, deal, key_id_of, storage_nodes
 
 from ocean_secret_store import SecretStoreClient, devnet
 from ocean_secret_store.crypto.curve import Point
-from ocean_secret_store.node.config import load_config
 from ocean_secret_store.testing.schema5 import Schema5Writer
 
 DONE = re.compile(r"(\d+) converted, (\d+) kept .*?, ([\d.]+) s since the migration began")
@@ -156,10 +155,7 @@ def main() -> None:
     seed = os.urandom(16)
     try:
         state = devnet.up(state_dir, args.nodes, acl="none", timeout=READY_TIMEOUT)
-        nodes = []
-        for entry in state.nodes:
-            config = load_config(entry.config)
-            nodes.append(Node(config.node_id, config.storage_path, config.node_secret))
+        nodes = storage_nodes(state)
         for index in range(len(nodes)):
             devnet.stop_node(state_dir, index)
         started = time.perf_counter()

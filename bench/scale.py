@@ -109,6 +109,15 @@ class Figures:
     load: tuple[float, float, float]
 
 
+def storage_nodes(state: devnet.DevnetState) -> list[Node]:
+    """Each devnet node's id, database and secret (for the loaders, which write beside the nodes)."""
+    nodes = []
+    for entry in state.nodes:
+        config = load_config(entry.config)
+        nodes.append(Node(config.node_id, config.storage_path, config.node_secret))
+    return nodes
+
+
 def key_id_of(seed: bytes, index: int) -> bytes:
     """The ``index``-th key id of this run (drawn again for sampling; no list of a million ids)."""
     return hashlib.sha256(seed + index.to_bytes(8, "big")).digest()
@@ -424,10 +433,7 @@ def main() -> None:
     rows: list[Figures] = []
     try:
         state = devnet.up(state_dir, args.nodes, acl="none", timeout=READY_TIMEOUT)
-        nodes = []
-        for entry in state.nodes:
-            config = load_config(entry.config)
-            nodes.append(Node(config.node_id, config.storage_path, config.node_secret))
+        nodes = storage_nodes(state)
         if batch_fill:  # the operator's bulk load: the administrator generates, and so retrieves, every key
             account = Account.from_key(state.accounts["admin"].private_key)
         else:
