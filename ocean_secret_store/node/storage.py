@@ -1208,24 +1208,17 @@ class SqliteKeyStorage:
                 return MigrationStep(0, 0, True, 0)
             db = self._conn()
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with self._writing(db):
                     marker = self._read_marker(db)
-                    if marker is None:  # another connection finished it
-                        db.execute("ROLLBACK")
-                        self._migration = None
-                        return MigrationStep(0, 0, True, 0)
-                    step = self._migrate_rows(db, marker, limit, counted)
-                    failpoints.hit(FP_MIGRATION_STEP_WRITTEN)
-                    db.execute("COMMIT")
-                    failpoints.hit(FP_MIGRATION_STEP_COMMITTED)
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    self._reload_nodes(db)  # node ids this step added are gone
-                    raise
+                    if marker is not None:  # else another connection finished it (nothing written)
+                        step = self._migrate_rows(db, marker, limit, counted)
+                        failpoints.hit(FP_MIGRATION_STEP_WRITTEN)
             except sqlite3.Error as exc:
                 raise DatabaseError(f"{self.path}: a migration step failed: {exc.__class__.__name__}: {exc}") from exc
+            if marker is None:
+                self._migration = None
+                return MigrationStep(0, 0, True, 0)
+            failpoints.hit(FP_MIGRATION_STEP_COMMITTED)
             self._migration = None if step.done else marker
             if step.done:
                 self._log_done(db, marker)
@@ -1472,17 +1465,24 @@ class SqliteKeyStorage:
         with self._lock:
             db = self._conn()
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with self._writing(db):
                     yield db
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    self._reload_nodes(db)  # node ids this transaction added are gone
-                    raise
             except sqlite3.Error as exc:
                 raise _database_error(action, key_id, exc) from exc
+
+    @contextlib.contextmanager
+    def _writing(self, db: sqlite3.Connection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on ``db`` (the caller holds the lock); on any failure
+        the transaction is rolled back and the node table read again (node ids it added are gone)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._reload_nodes(db)
+            raise
 
     def _reload_nodes(self, db: sqlite3.Connection) -> None:
         self._nodes = _read_nodes(db, self._keys)
