@@ -46,7 +46,7 @@ from ...exceptions import (
 from ...protocol import messages as m
 from ..storage import KeyVersion
 from .base import Core, Requester, RequestHandlers
-from .decryption import ShadowResult, _Document, _document, _validate_group
+from .decryption import ShadowResult, _compute, _Document, _document, _validate_group
 from .groups import Attempt, Group, MemberFailures, hedged, requests_away
 
 #: Most keys of one exchange with a group: a larger batch runs as several exchanges at once, each with
@@ -123,11 +123,7 @@ def _shadow(core: Core, document: _Document, version: KeyVersion, group: tuple[b
     encryptor = encryptors.get(requester.public)
     if encryptor is None:
         encryptor = encryptors[requester.public] = ecies.Encryptor(requester.public, rng=core.rng)
-    x_self = version.id_numbers[core.node_id]
-    x_others = [version.id_numbers[n] for n in group if n != core.node_id]
-    node_shadow = shadows.node_shadow(version.secret_share, x_self, x_others)
-    point, blob = shadows.shadow_decryption(node_shadow, access_key, document.common_point, encryptor, core.rng)
-    return m.DecryptResponse(shadow_point=point, decrypt_shadow=blob)
+    return _compute(core, document, version, group, access_key, requester, True, encryptor)
 
 
 async def _attempt(core: Core, ready: Sequence[_Ready], attempt: Attempt) -> dict[int, Outcome | None]:

@@ -62,14 +62,17 @@ def _validate_group(core: Core, sender: bytes, share: KeyShare, version: KeyVers
 
 def _compute(
     core: Core, document: _Document, version: KeyVersion, group: tuple[bytes, ...], access_key: int,
-    requester: Requester, shadow: bool,
+    requester: Requester, shadow: bool, encryptor: ecies.Encryptor | None = None,
 ) -> m.DecryptResponse:
+    """This node's part of one key's decryption; in shadow mode its decrypt shadow is sealed to the
+    requester, by ``encryptor`` when given (a batch answer's one encryptor for that requester)."""
     x_self = version.id_numbers[core.node_id]
     x_others = [version.id_numbers[n] for n in group if n != core.node_id]
     node_shadow = shadows.node_shadow(version.secret_share, x_self, x_others)
     common = document.common_point
     if shadow:
-        point, blob = shadows.shadow_decryption(node_shadow, access_key, common, requester.public, core.rng)
+        point, blob = shadows.shadow_decryption(node_shadow, access_key, common,
+                                                requester.public if encryptor is None else encryptor, core.rng)
         return m.DecryptResponse(shadow_point=point, decrypt_shadow=blob)
     return m.DecryptResponse(shadow_point=shadows.shadow_point(node_shadow, access_key, common), decrypt_shadow=None)
 
